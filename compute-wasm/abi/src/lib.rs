@@ -1,0 +1,143 @@
+//! # compute-abi: the contract between the compute host and the SQLite guest
+//!
+//! The guest is SQLite compiled to `wasm32-wasip1` (`compute-wasm/guest`); the host runs it in
+//! wasmtime (`compute-wasm/host`). They share linear memory and a handful of functions, and they
+//! exchange a few `postcard`-encoded structures defined here. Keep this crate tiny: both sides
+//! compile it, one for wasm, one natively.
+//!
+//! ## Host imports (module [`IMPORT_MODULE`])
+//!
+//! | import                                   | meaning                                                 |
+//! |------------------------------------------|---------------------------------------------------------|
+//! | `get_page(page_no: u32, out: u32) -> i32` | copy page `page_no` (4096 bytes) to guest address `out` |
+//! | `commit(ptr: u32, len: u32) -> i32`      | ship one mini-transaction: a postcard [`Mtr`] at `ptr`  |
+//!
+//! `get_page` returns [`PAGE_OK`], [`PAGE_ABSENT`] (never written: the guest uses zeros) or
+//! [`HOST_ERROR`]. `commit` returns [`COMMIT_OK`], [`COMMIT_REFUSED`] (no write quorum: nothing
+//! left the compute, the transaction must roll back) or [`HOST_ERROR`]. After a `HOST_ERROR` the
+//! host knows what went wrong and reports it itself; the guest only has to fail the statement.
+//!
+//! ## Guest exports
+//!
+//! | export                                | meaning                                                   |
+//! |---------------------------------------|-----------------------------------------------------------|
+//! | `bx_alloc(len: u32) -> u32`           | allocate `len` bytes in guest memory for the host to fill |
+//! | `bx_free(ptr: u32, len: u32)`         | free what `bx_alloc` or `bx_exec` returned                |
+//! | `bx_open(cache_pages: u32) -> i32`    | open the volume; 0 on success                             |
+//! | `bx_exec(ptr: u32, len: u32) -> u64`  | run a postcard [`ExecRequest`]; returns `ptr << 32 \| len` of a postcard [`ExecResponse`] |
+//!
+//! (Never name a guest export `open`, `read`, `write` or `exec`: they would replace libc's.)
+
+use serde::{Deserialize, Serialize};
+
+pub const IMPORT_MODULE: &str = "borealis";
+
+pub const PAGE_OK: i32 = 0;
+pub const PAGE_ABSENT: i32 = 1;
+pub const COMMIT_OK: i32 = 0;
+pub const COMMIT_REFUSED: i32 = 1;
+pub const HOST_ERROR: i32 = -1;
+
+/// An SQL value. BLOBs travel as bytes; the gateway renders them as `{"base64": ...}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+/// One statement with its positional parameters (`?1`, `?2`, ... or `?`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Statement {
+    pub sql: String,
+    pub params: Vec<Value>,
+}
+
+/// What the host asks the guest to run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    pub statements: Vec<Statement>,
+    /// Run all statements in one transaction: all take effect or none does.
+    pub transaction: bool,
+    /// Stop with [`ExecErrorKind::TooLarge`] once the rows returned exceed this many bytes
+    /// (about): bounds guest and host memory for a runaway `SELECT`.
+    pub result_bytes_max: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatementResult {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+    pub rows_affected: u64,
+    pub last_insert_rowid: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExecErrorKind {
+    /// SQLite refused the statement (syntax, constraint, missing table, ...).
+    Sql,
+    /// The request itself is malformed (undecodable, more params than placeholders, ...).
+    Invalid,
+    /// The result grew past `result_bytes_max`.
+    TooLarge,
+    /// Storage failed underneath (a page could not be read, a commit could not be shipped). The
+    /// host holds the detail.
+    Storage,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExecError {
+    pub kind: ExecErrorKind,
+    pub message: String,
+    /// Index of the statement that failed.
+    pub statement: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ExecResponse {
+    Ok(Vec<StatementResult>),
+    Err(ExecError),
+}
+
+/// How one page changed in a mini-transaction, as the guest hands it to the host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PageChangeBody {
+    /// The full new image (4096 bytes).
+    Image(Vec<u8>),
+    /// Runs against the previous image, in `borealis_core::redo` delta encoding.
+    Delta(Vec<u8>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageChange {
+    pub page_no: u32,
+    pub body: PageChangeBody,
+}
+
+/// A mini-transaction: every page one SQLite commit changed, ascending by page number. The host
+/// assigns consecutive LSNs; the last record is the consistency point.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mtr {
+    pub changes: Vec<PageChange>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_request_round_trips() {
+        let req = ExecRequest {
+            statements: vec![Statement {
+                sql: "SELECT ?".into(),
+                params: vec![Value::Blob(vec![1, 2]), Value::Real(1.5), Value::Null],
+            }],
+            transaction: true,
+            result_bytes_max: 1 << 20,
+        };
+        let bytes = postcard::to_allocvec(&req).unwrap();
+        assert_eq!(postcard::from_bytes::<ExecRequest>(&bytes).unwrap(), req);
+    }
+}

@@ -1,0 +1,369 @@
+//! The HTTP API v1 (DESIGN.md §7): routes, authentication, JSON in and out.
+
+use crate::compute_pool::ComputePool;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::tenants::{constant_time_eq, hash_token, validate_name, Registry, Tenant};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use compute_abi::{ExecErrorKind, ExecRequest, ExecResponse, Statement, StatementResult, Value};
+use serde_json::{json, Map, Value as Json_};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+/// Largest request body accepted (a batch of statements with their parameters).
+pub const REQUEST_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Statements in one batch, at most.
+pub const BATCH_STATEMENTS_MAX: usize = 10_000;
+/// Result size (rows) one request may return before it fails with `too_large`.
+pub const RESULT_BYTES_MAX: u32 = 32 * 1024 * 1024;
+
+pub struct AppState {
+    pub registry: RwLock<Registry>,
+    pub admin_token_sha256: String,
+    pub pool: Arc<ComputePool>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/v1/tenants", post(create_tenant))
+        .route("/v1/tenants/{name}", get(get_tenant).delete(delete_tenant))
+        .route("/v1/tenants/{name}/sql", post(sql))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(DefaultBodyLimit::max(REQUEST_BYTES_MAX))
+        .with_state(state)
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> String {
+    st.metrics.render()
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let v = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token> header"))?;
+    let v = v.to_str().map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+    v.strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))
+}
+
+fn is_admin(st: &AppState, token: &str) -> bool {
+    constant_time_eq(&hash_token(token), &st.admin_token_sha256)
+}
+
+fn require_admin(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let token = bearer(headers)?;
+    if is_admin(st, token) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized("this route needs the admin token"))
+    }
+}
+
+fn body_json(body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Result<Json_, ApiError> {
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(format!("request body exceeds {REQUEST_BYTES_MAX} bytes"))
+        } else {
+            ApiError::bad_request(format!("unreadable body: {e}"))
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))
+}
+
+async fn create_tenant(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let r = async {
+        require_admin(&st, &headers)?;
+        let body = body_json(body)?;
+        let name = body
+            .get("name")
+            .and_then(Json_::as_str)
+            .ok_or_else(|| ApiError::bad_request("expected {\"name\": \"<tenant>\"}"))?;
+        validate_name(name).map_err(ApiError::bad_request)?;
+        let created = st
+            .registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .create(name)
+            .map_err(|e| ApiError::internal(format!("could not persist the tenant: {e}")))?;
+        let (tenant, token) = created.ok_or_else(|| ApiError::conflict(format!("tenant {name:?} already exists")))?;
+        tracing::info!(tenant = %tenant.id, name = %tenant.name, "tenant created");
+        Ok::<_, ApiError>((StatusCode::CREATED, Json(json!({"name": tenant.name, "token": token}))))
+    }
+    .await;
+    finish(&st, "create_tenant", started, r)
+}
+
+fn lookup(st: &AppState, name: &str) -> Result<Tenant, ApiError> {
+    st.registry
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("no tenant named {name:?}")))
+}
+
+async fn get_tenant(State(st): State<Arc<AppState>>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    let started = Instant::now();
+    let r = (|| {
+        require_admin(&st, &headers)?;
+        let t = lookup(&st, &name)?;
+        let (running, vdl, epoch) = st.pool.status(t.id);
+        Ok::<_, ApiError>(Json(json!({
+            "name": t.name,
+            "id": t.id.to_string(),
+            "compute": if running { "running" } else { "idle" },
+            "vdl": vdl.0,
+            "epoch": epoch,
+            "pageserver": st.pool.pageserver_for(t.id),
+        })))
+    })();
+    finish(&st, "get_tenant", started, r)
+}
+
+async fn delete_tenant(State(st): State<Arc<AppState>>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    let started = Instant::now();
+    let r = (|| {
+        require_admin(&st, &headers)?;
+        let removed = st
+            .registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&name)
+            .map_err(|e| ApiError::internal(format!("could not persist the deletion: {e}")))?;
+        let t = removed.ok_or_else(|| ApiError::not_found(format!("no tenant named {name:?}")))?;
+        st.pool.stop(t.id);
+        tracing::info!(tenant = %t.id, name = %t.name, "tenant deleted");
+        Ok::<_, ApiError>(StatusCode::NO_CONTENT)
+    })();
+    finish(&st, "delete_tenant", started, r)
+}
+
+async fn sql(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let r = run_sql(&st, &headers, &name, body).await;
+    finish(&st, "sql", started, r)
+}
+
+async fn run_sql(
+    st: &AppState,
+    headers: &HeaderMap,
+    name: &str,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<Json_>, ApiError> {
+    let token = bearer(headers)?;
+    let token_hash = hash_token(token);
+    let admin = constant_time_eq(&token_hash, &st.admin_token_sha256);
+    let tenant = {
+        let reg = st.registry.read().unwrap_or_else(|p| p.into_inner());
+        match reg.get(name) {
+            Some(t) if admin || constant_time_eq(&t.token_sha256, &token_hash) => t.clone(),
+            Some(_) => return Err(ApiError::forbidden(format!("this token does not grant access to tenant {name:?}"))),
+            None => return Err(ApiError::not_found(format!("no tenant named {name:?}"))),
+        }
+    };
+    let body = body_json(body)?;
+    let request = parse_request(&body)?;
+    let out = st.pool.execute(tenant.id, request).await?;
+    // Hold the response until everything it may depend on is durable (asynchronous commit).
+    let timeout = st.pool.config().commit_timeout;
+    if let Err(e) = out.writer.wait_durable(out.depends_on, timeout).await {
+        out.writer.fail(e.to_string());
+        st.metrics.commits_unknown_outcome.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Err(ApiError::unavailable(e.to_string()));
+    }
+    match out.response {
+        ExecResponse::Ok(results) => Ok(Json(json!({
+            "results": results.iter().map(result_json).collect::<Vec<_>>(),
+            "lsn": out.depends_on.0,
+        }))),
+        ExecResponse::Err(e) => Err(match e.kind {
+            ExecErrorKind::Sql => ApiError::sql(statement_message(&e.message, e.statement)),
+            ExecErrorKind::Invalid => ApiError::bad_request(statement_message(&e.message, e.statement)),
+            ExecErrorKind::TooLarge => ApiError::too_large(statement_message(&e.message, e.statement)),
+            ExecErrorKind::Storage => ApiError::unavailable(statement_message(&e.message, e.statement)),
+        }),
+    }
+}
+
+fn statement_message(message: &str, index: u32) -> String {
+    format!("statement {index}: {message}")
+}
+
+fn finish<T: IntoResponse>(st: &AppState, route: &'static str, started: Instant, r: Result<T, ApiError>) -> Response {
+    let resp = match r {
+        Ok(v) => v.into_response(),
+        Err(e) => {
+            if e.status.is_server_error() {
+                tracing::warn!(route, code = e.code, message = %e.message, "request failed");
+            }
+            e.into_response()
+        }
+    };
+    st.metrics.observe_request(route, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+/// `{"sql","params"}` or `{"batch":[...]}` → an [`ExecRequest`].
+pub fn parse_request(body: &Json_) -> Result<ExecRequest, ApiError> {
+    let obj = body.as_object().ok_or_else(|| ApiError::bad_request("body must be a JSON object"))?;
+    for key in obj.keys() {
+        if !matches!(key.as_str(), "sql" | "params" | "batch" | "replica") {
+            return Err(ApiError::bad_request(format!("unknown field {key:?}")));
+        }
+    }
+    if let Some(r) = obj.get("replica") {
+        if !r.is_boolean() {
+            return Err(ApiError::bad_request("\"replica\" must be true or false"));
+        }
+    }
+    match (obj.get("sql"), obj.get("batch")) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request("give either \"sql\" or \"batch\", not both")),
+        (Some(_), None) => Ok(ExecRequest {
+            statements: vec![parse_statement(obj)?],
+            transaction: false,
+            result_bytes_max: RESULT_BYTES_MAX,
+        }),
+        (None, Some(b)) => {
+            let items = b.as_array().ok_or_else(|| ApiError::bad_request("\"batch\" must be an array"))?;
+            if items.is_empty() || items.len() > BATCH_STATEMENTS_MAX {
+                return Err(ApiError::bad_request(format!(
+                    "\"batch\" must hold 1 to {BATCH_STATEMENTS_MAX} statements"
+                )));
+            }
+            let statements = items
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let o = s.as_object().ok_or_else(|| ApiError::bad_request(format!("batch[{i}] must be an object")))?;
+                    parse_statement(o).map_err(|e| ApiError::bad_request(format!("batch[{i}]: {}", e.message)))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(ExecRequest { statements, transaction: true, result_bytes_max: RESULT_BYTES_MAX })
+        }
+        (None, None) => Err(ApiError::bad_request("expected {\"sql\": ..., \"params\": [...]} or {\"batch\": [...]}")),
+    }
+}
+
+fn parse_statement(o: &Map<String, Json_>) -> Result<Statement, ApiError> {
+    let sql = o
+        .get("sql")
+        .and_then(Json_::as_str)
+        .ok_or_else(|| ApiError::bad_request("\"sql\" must be a string"))?;
+    let params = match o.get("params") {
+        None | Some(Json_::Null) => vec![],
+        Some(Json_::Array(a)) => a.iter().map(json_to_value).collect::<Result<_, _>>()?,
+        Some(_) => return Err(ApiError::bad_request("\"params\" must be an array")),
+    };
+    Ok(Statement { sql: sql.to_string(), params })
+}
+
+fn json_to_value(v: &Json_) -> Result<Value, ApiError> {
+    Ok(match v {
+        Json_::Null => Value::Null,
+        Json_::Bool(b) => Value::Integer(i64::from(*b)),
+        Json_::Number(n) => match n.as_i64() {
+            Some(i) => Value::Integer(i),
+            None => Value::Real(n.as_f64().ok_or_else(|| ApiError::bad_request(format!("number {n} out of range")))?),
+        },
+        Json_::String(s) => Value::Text(s.clone()),
+        Json_::Object(o) if o.len() == 1 && o.contains_key("base64") => {
+            let s = o["base64"].as_str().ok_or_else(|| ApiError::bad_request("\"base64\" must be a string"))?;
+            Value::Blob(
+                base64::engine::general_purpose::STANDARD
+                    .decode(s)
+                    .map_err(|e| ApiError::bad_request(format!("bad base64: {e}")))?,
+            )
+        }
+        other => return Err(ApiError::bad_request(format!("unsupported parameter {other}: use a number, string, null or {{\"base64\": ...}}"))),
+    })
+}
+
+fn value_json(v: &Value) -> Json_ {
+    match v {
+        Value::Null => Json_::Null,
+        Value::Integer(i) => json!(i),
+        Value::Real(f) => serde_json::Number::from_f64(*f).map(Json_::Number).unwrap_or(Json_::Null),
+        Value::Text(s) => json!(s),
+        Value::Blob(b) => json!({"base64": base64::engine::general_purpose::STANDARD.encode(b)}),
+    }
+}
+
+fn result_json(r: &StatementResult) -> Json_ {
+    json!({
+        "columns": r.columns,
+        "rows": r.rows.iter().map(|row| row.iter().map(value_json).collect::<Vec<_>>()).collect::<Vec<_>>(),
+        "rows_affected": r.rows_affected,
+        "last_insert_rowid": r.last_insert_rowid,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_single_and_batch() {
+        let r = parse_request(&json!({"sql": "SELECT ?", "params": [1, 2.5, "x", null, {"base64": "AAE="}, true]})).unwrap();
+        assert!(!r.transaction);
+        assert_eq!(
+            r.statements[0].params,
+            vec![
+                Value::Integer(1),
+                Value::Real(2.5),
+                Value::Text("x".into()),
+                Value::Null,
+                Value::Blob(vec![0, 1]),
+                Value::Integer(1)
+            ]
+        );
+        let b = parse_request(&json!({"batch": [{"sql": "A"}, {"sql": "B", "params": []}]})).unwrap();
+        assert!(b.transaction);
+        assert_eq!(b.statements.len(), 2);
+    }
+
+    #[test]
+    fn rejects_malformed_bodies_clearly() {
+        for (body, needle) in [
+            (json!([1]), "JSON object"),
+            (json!({}), "expected"),
+            (json!({"sql": 1}), "string"),
+            (json!({"sql": "x", "batch": []}), "not both"),
+            (json!({"batch": []}), "1 to"),
+            (json!({"sql": "x", "params": [[1]]}), "unsupported parameter"),
+            (json!({"sql": "x", "params": [{"base64": "!!"}]}), "base64"),
+            (json!({"sql": "x", "colour": 1}), "unknown field"),
+        ] {
+            let e = parse_request(&body).unwrap_err();
+            assert_eq!(e.code, "bad_request");
+            assert!(e.message.contains(needle), "{body}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn values_render_as_the_contract_says() {
+        assert_eq!(value_json(&Value::Blob(vec![0, 1])), json!({"base64": "AAE="}));
+        assert_eq!(value_json(&Value::Real(f64::NAN)), Json_::Null);
+        assert_eq!(value_json(&Value::Integer(-3)), json!(-3));
+    }
+}

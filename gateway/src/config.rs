@@ -1,0 +1,70 @@
+//! The gateway's configuration: long flags or environment variables, validated in one place.
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "gateway", about = "Borealis HTTP query gateway")]
+pub struct Config {
+    /// Address to serve HTTP on.
+    #[arg(long, env = "BOREALIS_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Directory for the tenant registry.
+    #[arg(long, env = "BOREALIS_GATEWAY_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// The six safekeepers' wire addresses, comma-separated, in member order (AZ a, a, b, b, c, c).
+    #[arg(long, env = "BOREALIS_SAFEKEEPERS", value_delimiter = ',', required = true)]
+    pub safekeepers: Vec<String>,
+    /// Pageservers' wire addresses, comma-separated; tenants are spread over them.
+    #[arg(long, env = "BOREALIS_PAGESERVERS", value_delimiter = ',', required = true)]
+    pub pageservers: Vec<String>,
+    /// File holding the admin token (first line). Preferred over --admin-token.
+    #[arg(long, env = "BOREALIS_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// The admin token itself (visible in the process list: prefer --admin-token-file).
+    #[arg(long, env = "BOREALIS_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// A tenant's compute stops after this long without requests.
+    #[arg(long, env = "BOREALIS_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// A statement running longer is stopped with a `timeout` error.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub statement_timeout: Duration,
+    /// A response waits at most this long for its commit to become durable.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub commit_timeout: Duration,
+    /// SQLite's page cache per compute, in pages.
+    #[arg(long, default_value_t = 2000)]
+    pub cache_pages: u32,
+    /// The host's clean-page cache per compute, in pages.
+    #[arg(long, default_value_t = 4096)]
+    pub host_cache_pages: usize,
+}
+
+impl Config {
+    pub fn validate(&self) -> anyhow::Result<String> {
+        anyhow::ensure!(
+            self.safekeepers.len() == borealis_core::quorum::PG_MEMBERS,
+            "--safekeepers needs exactly {} addresses (two per AZ), got {}",
+            borealis_core::quorum::PG_MEMBERS,
+            self.safekeepers.len()
+        );
+        anyhow::ensure!(!self.pageservers.is_empty(), "--pageservers needs at least one address");
+        anyhow::ensure!(self.statement_timeout >= Duration::from_millis(10), "--statement-timeout too small");
+        anyhow::ensure!(self.idle_timeout >= Duration::from_millis(100), "--idle-timeout too small");
+        let token = match (&self.admin_token_file, &self.admin_token) {
+            (Some(path), _) => std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading admin token file {}: {e}", path.display()))?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => anyhow::bail!("an admin token is needed: --admin-token-file or BOREALIS_ADMIN_TOKEN"),
+        };
+        anyhow::ensure!(token.len() >= 16, "the admin token must be at least 16 characters");
+        Ok(token)
+    }
+}

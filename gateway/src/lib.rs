@@ -1,0 +1,27 @@
+//! # gateway: where users meet Borealis
+//!
+//! The gateway is an HTTP server (`axum`) that owns the tenant registry and runs each active
+//! tenant's **writer compute**: SQLite compiled to WebAssembly, in a wasmtime sandbox
+//! (`compute-host`). A request travels like this:
+//!
+//! 1. [`api`] authenticates the bearer token against the tenant's stored hash, parses the JSON
+//!    body into an `ExecRequest` and hands it to the [`compute_pool`].
+//! 2. The pool's per-tenant thread starts the compute on first use — which first **recovers**
+//!    the volume ([`log_writer::LogWriter::recover`]: read quorum of safekeeper states, new
+//!    epoch, truncation above the VDL) — and runs the statement in the sandbox.
+//! 3. Pages SQLite needs come through [`volume::Volume`] (pending pages, an LRU, then the
+//!    pageserver's GetPage@VDL). At commit the guest hands over the changed pages as one
+//!    mini-transaction; the [`log_writer`] stamps LSNs and ships redo to the six safekeepers.
+//! 4. The handler holds the response until the VDL covers everything the statement could have
+//!    seen, then answers. Nothing un-durable is ever shown to a client.
+//!
+//! Idle tenants' computes stop after `--idle-timeout`; the next request starts one again.
+
+pub mod api;
+pub mod compute_pool;
+pub mod config;
+pub mod error;
+pub mod log_writer;
+pub mod metrics;
+pub mod tenants;
+pub mod volume;

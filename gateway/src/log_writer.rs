@@ -1,0 +1,434 @@
+//! The async driver of a tenant's quorum writer: recovery, one connection per safekeeper,
+//! shipping, acknowledgements, VDL waiters.
+//!
+//! The protocol decisions live in `borealis_quorum` (sans-IO); this module owns sockets, tasks
+//! and timers. Each of the six members gets a task that connects, sends `Hello` (installing this
+//! writer's epoch, which truncates whatever older writers left above the recovered VDL), then
+//! forwards appends and feeds the member's acknowledgements (its SCL after fsync) into the
+//! tracker. A member that drops is marked unreachable and reconnected with backoff; records it
+//! missed reach it through gossip from its peers, not from us, so the writer keeps no log.
+//!
+//! `commit` is synchronous and never waits for durability (asynchronous commit, DESIGN.md §3):
+//! the gateway holds each response until the VDL covers the LSN the response depends on.
+
+use borealis_core::quorum::{az_of, PG_MEMBERS, READ_QUORUM, WRITE_QUORUM};
+use borealis_core::redo::RedoBody;
+use borealis_core::{ErrorKind, Lsn, PageNo, SegmentId, SegmentLayout, TenantId};
+use borealis_quorum::recovery::{self, MemberReport};
+use borealis_quorum::writer::{ShippedMtr, LAL_LSNS_DEFAULT};
+use borealis_quorum::{QuorumWriter, WriteError};
+use borealis_wire::{Body, Client, WireError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+/// Appends queued per member before the member counts as too slow and misses them (it then
+/// catches up by gossip). Bounds the memory a stuck member can pin.
+const MEMBER_QUEUE_APPENDS_MAX: usize = 4096;
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long recovery waits for a write quorum to hold the recovered log.
+const RECOVERY_DURABLE_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("{0}")]
+    Write(#[from] WriteError),
+    #[error("recovery failed: {0}")]
+    Recovery(String),
+    #[error("commit outcome unknown: the log did not become durable up to lsn {lsn} within {waited_ms} ms (VDL {vdl})")]
+    NotDurable { lsn: Lsn, vdl: Lsn, waited_ms: u64 },
+    #[error("this writer was fenced by a newer writer (epoch {0})")]
+    Fenced(u64),
+    #[error("this writer has failed and is being replaced: {0}")]
+    Failed(String),
+}
+
+impl LogError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            LogError::Write(WriteError::ReadOnly { .. }) => ErrorKind::ReadOnly,
+            LogError::Write(WriteError::VolumeTooLarge { .. }) => ErrorKind::Invalid,
+            LogError::Write(_) => ErrorKind::Unavailable,
+            LogError::Recovery(_) | LogError::NotDurable { .. } | LogError::Failed(_) => {
+                ErrorKind::Unavailable
+            }
+            LogError::Fenced(_) => ErrorKind::Fenced,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LogWriterConfig {
+    /// The six safekeepers of the protection group, in member order (AZ a, a, b, b, c, c).
+    pub safekeepers: Vec<String>,
+    pub layout: SegmentLayout,
+    pub lal_lsns: u64,
+}
+
+impl LogWriterConfig {
+    pub fn new(safekeepers: Vec<String>) -> Self {
+        Self { safekeepers, layout: SegmentLayout::default(), lal_lsns: LAL_LSNS_DEFAULT }
+    }
+}
+
+pub struct LogWriter {
+    tenant: TenantId,
+    epoch: u64,
+    start: Lsn,
+    state: Mutex<QuorumWriter>,
+    members: Vec<mpsc::Sender<Arc<Body>>>,
+    vdl: watch::Sender<Lsn>,
+    failed: watch::Sender<Option<String>>,
+    stopping: AtomicBool,
+}
+
+fn lock(m: &Mutex<QuorumWriter>) -> std::sync::MutexGuard<'_, QuorumWriter> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl LogWriter {
+    /// Recovers the tenant's volume and returns a writer ready to ship at a new epoch.
+    pub async fn recover(tenant: TenantId, config: LogWriterConfig) -> Result<Arc<LogWriter>, LogError> {
+        assert_eq!(config.safekeepers.len(), PG_MEMBERS, "a protection group has six members");
+        let started = std::time::Instant::now();
+        let (epoch, plan) = recover_epoch(tenant, &config).await?;
+        let (vdl_tx, _) = watch::channel(plan.vdl);
+        let (failed_tx, _) = watch::channel(None);
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..PG_MEMBERS {
+            let (tx, rx) = mpsc::channel(MEMBER_QUEUE_APPENDS_MAX);
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        let writer = Arc::new(LogWriter {
+            tenant,
+            epoch,
+            start: plan.vdl,
+            state: Mutex::new(QuorumWriter::new(
+                epoch,
+                plan.vdl,
+                plan.segment_tails.clone(),
+                config.layout,
+                config.lal_lsns,
+            )),
+            members: senders,
+            vdl: vdl_tx,
+            failed: failed_tx,
+            stopping: AtomicBool::new(false),
+        });
+        let mut up_rx = Vec::new();
+        for (member, rx) in receivers.into_iter().enumerate() {
+            let (up_tx, up) = watch::channel(false);
+            up_rx.push(up);
+            tokio::spawn(member_task(
+                writer.clone(),
+                member,
+                config.safekeepers[member].clone(),
+                rx,
+                up_tx,
+            ));
+        }
+        // Serve only once a write quorum of members is connected (or give up: the caller answers
+        // unavailable and the next request tries again).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let up = up_rx.iter().filter(|u| *u.borrow()).count();
+            if up >= WRITE_QUORUM {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                writer.shutdown();
+                return Err(LogError::Recovery(format!(
+                    "only {up} of {PG_MEMBERS} safekeepers accepted epoch {epoch}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        info!(tenant = %tenant, epoch, vdl = %plan.vdl, elapsed_ms = started.elapsed().as_millis() as u64, "writer recovered");
+        Ok(writer)
+    }
+
+    pub fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+    /// The VDL this writer started from.
+    pub fn start_lsn(&self) -> Lsn {
+        self.start
+    }
+    pub fn vdl(&self) -> Lsn {
+        *self.vdl.borrow()
+    }
+    /// The last LSN assigned: what any response of this writer may depend on.
+    pub fn last_lsn(&self) -> Lsn {
+        lock(&self.state).last_lsn()
+    }
+    pub fn reachable_members(&self) -> usize {
+        lock(&self.state).reachable().len()
+    }
+
+    /// Why this writer can no longer be used, if it cannot.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.borrow().clone()
+    }
+
+    /// Marks the writer failed: its compute must be thrown away and the volume recovered anew.
+    pub fn fail(&self, why: String) {
+        warn!(tenant = %self.tenant, epoch = self.epoch, why = %why, "writer failed");
+        self.failed.send_if_modified(|f| {
+            if f.is_none() {
+                *f = Some(why);
+                true
+            } else {
+                false
+            }
+        });
+        self.shutdown();
+    }
+
+    pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Ships one mini-transaction; returns its commit LSN. Never waits for durability.
+    pub fn commit(&self, changes: Vec<(PageNo, RedoBody)>) -> Result<Lsn, LogError> {
+        if let Some(why) = self.failure() {
+            return Err(LogError::Failed(why));
+        }
+        let mut state = lock(&self.state);
+        let ShippedMtr { commit_lsn, segments } = state.submit(changes)?;
+        let vdl = state.vdl();
+        for (segment, records) in segments {
+            let mut bytes = Vec::with_capacity(records.iter().map(|r| r.encoded_len()).sum());
+            for r in &records {
+                r.encode_into(&mut bytes);
+            }
+            let body = Arc::new(Body::Append { tenant: self.tenant, segment, epoch: self.epoch, vdl, records: bytes });
+            for (member, tx) in self.members.iter().enumerate() {
+                if state.reachable().contains(member) && tx.try_send(body.clone()).is_err() {
+                    // Too slow or gone: it will fill the gap from its peers.
+                    debug!(tenant = %self.tenant, member, "member queue full, append dropped for it");
+                }
+            }
+        }
+        Ok(commit_lsn)
+    }
+
+    /// Waits until the VDL reaches `lsn`, at most `timeout`.
+    pub async fn wait_durable(&self, lsn: Lsn, timeout: Duration) -> Result<Lsn, LogError> {
+        let mut rx = self.vdl.subscribe();
+        let mut failed = self.failed.subscribe();
+        let result = tokio::time::timeout(timeout, async {
+            loop {
+                let vdl = *rx.borrow_and_update();
+                if vdl >= lsn {
+                    return Ok(vdl);
+                }
+                if let Some(why) = failed.borrow_and_update().clone() {
+                    return Err(LogError::Failed(why));
+                }
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return Err(LogError::Failed("writer dropped".into())) },
+                    r = failed.changed() => if r.is_err() { return Err(LogError::Failed("writer dropped".into())) },
+                }
+            }
+        })
+        .await;
+        match result {
+            Ok(r) => r,
+            Err(_) => Err(LogError::NotDurable { lsn, vdl: self.vdl(), waited_ms: timeout.as_millis() as u64 }),
+        }
+    }
+
+    fn on_ack(&self, member: usize, segment: SegmentId, scl: Lsn) {
+        let new_vdl = lock(&self.state).on_ack(member, segment, scl);
+        if let Some(vdl) = new_vdl {
+            self.vdl.send_replace(vdl);
+        }
+    }
+
+    fn set_reachable(&self, member: usize, up: bool) {
+        let mut s = lock(&self.state);
+        if up {
+            s.member_up(member);
+        } else {
+            s.member_down(member);
+        }
+    }
+}
+
+/// Steps 1-3 of recovery (see `borealis_quorum::recovery`): read quorum of states, plan, install
+/// the epoch on every member reachable, wait for a write quorum to hold the log to the VDL.
+async fn recover_epoch(
+    tenant: TenantId,
+    config: &LogWriterConfig,
+) -> Result<(u64, recovery::RecoveryPlan), LogError> {
+    let clients = futures::future::join_all(
+        config.safekeepers.iter().map(|a| Client::connect(a, CONNECT_TIMEOUT, None)),
+    )
+    .await;
+    let clients: Vec<Option<Client>> = clients.into_iter().map(|c| c.ok()).collect();
+    let states = futures::future::join_all(clients.iter().enumerate().map(|(m, c)| async move {
+        let c = c.as_ref()?;
+        match c.call(Body::GetState { tenant }, CALL_TIMEOUT).await {
+            Ok(Body::State { epoch, segments, .. }) => Some(MemberReport {
+                member: m,
+                epoch,
+                segments: segments.iter().map(|s| (s.segment, s.scl, s.last_cpl)).collect(),
+            }),
+            Ok(other) => {
+                warn!(member = m, answer = other.name(), "unexpected answer to GetState");
+                None
+            }
+            Err(e) => {
+                debug!(member = m, error = %e, "GetState failed");
+                None
+            }
+        }
+    }))
+    .await;
+    let reports: Vec<MemberReport> = states.into_iter().flatten().collect();
+    if reports.len() < READ_QUORUM {
+        return Err(LogError::Recovery(format!(
+            "only {} of {PG_MEMBERS} safekeepers answered, {READ_QUORUM} needed",
+            reports.len()
+        )));
+    }
+    let plan = recovery::plan(&reports).map_err(|e| LogError::Recovery(e.to_string()))?;
+    let epoch = plan.epoch;
+
+    // Install the epoch: each member truncates above the VDL before answering.
+    let hellos = futures::future::join_all(clients.iter().enumerate().map(|(m, c)| async move {
+        let c = c.as_ref()?;
+        let hello = Body::Hello { tenant, epoch, epoch_start_lsn: plan.vdl };
+        match c.call(hello, CALL_TIMEOUT).await {
+            Ok(Body::HelloOk { .. }) => Some(m),
+            Ok(_) => None,
+            Err(WireError::Remote { kind: ErrorKind::Fenced, message }) => {
+                warn!(member = m, %message, "a newer writer exists");
+                None
+            }
+            Err(_) => None,
+        }
+    }))
+    .await;
+    let installed = hellos.iter().flatten().count();
+    if installed < WRITE_QUORUM {
+        return Err(LogError::Recovery(format!(
+            "epoch {epoch} installed on {installed} of {PG_MEMBERS} safekeepers, {WRITE_QUORUM} needed (write quorum lost)"
+        )));
+    }
+
+    // Wait until a write quorum holds everything up to the VDL (gossip fills the gaps).
+    let deadline = tokio::time::Instant::now() + RECOVERY_DURABLE_WAIT;
+    loop {
+        let states = futures::future::join_all(clients.iter().enumerate().map(|(m, c)| async move {
+            let c = c.as_ref()?;
+            match c.call(Body::GetState { tenant }, CALL_TIMEOUT).await {
+                Ok(Body::State { epoch: e, segments, .. }) if e == epoch => {
+                    Some(segments.into_iter().map(move |s| (m, s.segment, s.scl)).collect::<Vec<_>>())
+                }
+                _ => None,
+            }
+        }))
+        .await;
+        let scls: Vec<(usize, SegmentId, Lsn)> = states.into_iter().flatten().flatten().collect();
+        if recovery::is_durable(&plan, &scls) {
+            return Ok((epoch, plan));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(LogError::Recovery(format!(
+                "the recovered log (VDL {}) did not reach a write quorum within {} s",
+                plan.vdl,
+                RECOVERY_DURABLE_WAIT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One member: connect, Hello, forward appends, feed acks; reconnect with backoff.
+async fn member_task(
+    writer: Arc<LogWriter>,
+    member: usize,
+    addr: String,
+    mut appends: mpsc::Receiver<Arc<Body>>,
+    up: watch::Sender<bool>,
+) {
+    let tenant = writer.tenant;
+    let mut backoff = Duration::from_millis(50);
+    while !writer.stopping.load(Ordering::SeqCst) {
+        let (ack_tx, mut acks) = mpsc::channel::<Body>(1024);
+        let client = match Client::connect(&addr, CONNECT_TIMEOUT, Some(ack_tx)).await {
+            Ok(c) => c,
+            Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        let hello = Body::Hello { tenant, epoch: writer.epoch, epoch_start_lsn: writer.start };
+        match client.call(hello, CALL_TIMEOUT).await {
+            Ok(Body::HelloOk { segments, .. }) => {
+                for s in segments {
+                    writer.on_ack(member, s.segment, s.scl);
+                }
+            }
+            Err(WireError::Remote { kind: ErrorKind::Fenced, message }) => {
+                writer.fail(format!("fenced by safekeeper {addr}: {message}"));
+                break;
+            }
+            Ok(_) | Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                continue;
+            }
+        }
+        // Appends queued while the member was down are stale: the member catches up by gossip.
+        while appends.try_recv().is_ok() {}
+        writer.set_reachable(member, true);
+        up.send_replace(true);
+        backoff = Duration::from_millis(50);
+        info!(tenant = %tenant, member, az = %az_of(member), addr = %addr, "safekeeper connected");
+        loop {
+            tokio::select! {
+                a = appends.recv() => match a {
+                    Some(body) => {
+                        if client.send((*body).clone()).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                m = acks.recv() => match m {
+                    Some(Body::Ack { segment, scl, .. }) => writer.on_ack(member, segment, scl),
+                    Some(Body::Error { kind: ErrorKind::Fenced, message }) => {
+                        writer.fail(format!("fenced by safekeeper {addr}: {message}"));
+                        break;
+                    }
+                    Some(Body::Error { kind, message }) => {
+                        warn!(tenant = %tenant, member, ?kind, %message, "safekeeper refused an append");
+                        break;
+                    }
+                    Some(_) => {}
+                    None => break,
+                },
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    if writer.stopping.load(Ordering::SeqCst) { break; }
+                }
+            }
+        }
+        writer.set_reachable(member, false);
+        up.send_replace(false);
+        if !writer.stopping.load(Ordering::SeqCst) {
+            warn!(tenant = %tenant, member, addr = %addr, "safekeeper connection lost");
+        }
+    }
+}

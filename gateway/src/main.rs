@@ -1,0 +1,68 @@
+use anyhow::Context;
+use clap::Parser;
+use gateway::api::{router, AppState};
+use gateway::compute_pool::{ComputePool, PoolConfig};
+use gateway::config::Config;
+use gateway::log_writer::LogWriterConfig;
+use gateway::metrics::Metrics;
+use gateway::tenants::{hash_token, Registry};
+use std::sync::{Arc, RwLock};
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = Config::parse();
+    let admin_token = config.validate()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run(config, admin_token))
+}
+
+async fn run(config: Config, admin_token: String) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let registry = Registry::open(&config.data_dir.join("tenants.json"))?;
+    let started = std::time::Instant::now();
+    let engine = compute_host::ComputeEngine::new(compute_host::EngineConfig::default())
+        .context("compiling the compute module")?;
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "compute module ready");
+    let metrics = Arc::new(Metrics::default());
+    let pool = ComputePool::new(
+        engine,
+        PoolConfig {
+            idle_timeout: config.idle_timeout,
+            statement_timeout: config.statement_timeout,
+            commit_timeout: config.commit_timeout,
+            cache_pages: config.cache_pages,
+            host_cache_pages: config.host_cache_pages,
+            log: LogWriterConfig::new(config.safekeepers.clone()),
+            pageservers: config.pageservers.clone(),
+        },
+        metrics.clone(),
+        tokio::runtime::Handle::current(),
+    );
+    let state = Arc::new(AppState {
+        registry: RwLock::new(registry),
+        admin_token_sha256: hash_token(&admin_token),
+        pool,
+        metrics,
+    });
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(listen = %config.listen, tenants = state.registry.read().map(|r| r.len()).unwrap_or(0), "gateway serving");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("shutting down");
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! The tenant registry: names, ids and hashed tokens, persisted in one JSON file.
+//!
+//! Tokens are 32 random bytes shown once, at creation; only their SHA-256 is stored, so a copy
+//! of the gateway's data directory does not leak access. The file is replaced atomically
+//! (write a temp file, fsync, rename, fsync the directory): a crash leaves the old or the new
+//! registry, never a torn one.
+
+use borealis_core::TenantId;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const REGISTRY_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Tenant {
+    pub name: String,
+    pub id: TenantId,
+    /// Hex SHA-256 of the tenant's token.
+    pub token_sha256: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RegistryFile {
+    version: u32,
+    tenants: Vec<Tenant>,
+}
+
+pub struct Registry {
+    path: PathBuf,
+    tenants: BTreeMap<String, Tenant>,
+}
+
+/// DNS label: 1-63 of `a-z0-9-`, not starting or ending with `-` (DESIGN.md §7).
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid tenant name {name:?}: use 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'"
+        ))
+    }
+}
+
+pub fn hash_token(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Compares two equal-length strings without an early exit.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Registry {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let tenants = match std::fs::read(path) {
+            Ok(bytes) => {
+                let file: RegistryFile = serde_json::from_slice(&bytes)
+                    .map_err(|e| anyhow::anyhow!("tenant registry {} is unreadable: {e}", path.display()))?;
+                anyhow::ensure!(
+                    file.version == REGISTRY_VERSION,
+                    "tenant registry {} has version {}, this gateway reads {REGISTRY_VERSION}",
+                    path.display(),
+                    file.version
+                );
+                file.tenants.into_iter().map(|t| (t.name.clone(), t)).collect()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Self { path: path.to_path_buf(), tenants })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Tenant> {
+        self.tenants.get(name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.tenants.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tenants.is_empty()
+    }
+
+    /// Creates a tenant; returns it and its token (the only time the token exists in clear).
+    pub fn create(&mut self, name: &str) -> anyhow::Result<Option<(Tenant, String)>> {
+        if self.tenants.contains_key(name) {
+            return Ok(None);
+        }
+        let mut rng = rand::rng();
+        let mut raw = [0u8; 32];
+        rng.fill_bytes(&mut raw);
+        let token = format!("bt_{}", hex(&raw));
+        let mut id = TenantId(rng.next_u64());
+        while id.0 == 0 || self.tenants.values().any(|t| t.id == id) {
+            id = TenantId(rng.next_u64());
+        }
+        let tenant = Tenant { name: name.to_string(), id, token_sha256: hash_token(&token) };
+        self.tenants.insert(name.to_string(), tenant.clone());
+        if let Err(e) = self.persist() {
+            self.tenants.remove(name);
+            return Err(e);
+        }
+        Ok(Some((tenant, token)))
+    }
+
+    pub fn remove(&mut self, name: &str) -> anyhow::Result<Option<Tenant>> {
+        let Some(t) = self.tenants.remove(name) else { return Ok(None) };
+        if let Err(e) = self.persist() {
+            self.tenants.insert(name.to_string(), t);
+            return Err(e);
+        }
+        Ok(Some(t))
+    }
+
+    fn persist(&self) -> anyhow::Result<()> {
+        let file = RegistryFile { version: REGISTRY_VERSION, tenants: self.tenants.values().cloned().collect() };
+        let bytes = serde_json::to_vec_pretty(&file)?;
+        write_atomic(&self.path, &bytes)
+    }
+}
+
+/// Write a temp file, fsync it, rename it over `path`, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().ok_or_else(|| anyhow::anyhow!("{} has no parent", path.display()))?;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_dns_labels() {
+        for ok in ["a", "acme", "acme-2", "0", &"x".repeat(63)] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "Acme", "a_b", "a.b", "ä", &"x".repeat(64)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tokens_are_stored_hashed_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tenants.json");
+        let mut r = Registry::open(&path).unwrap();
+        let (t, token) = r.create("acme").unwrap().unwrap();
+        assert!(r.create("acme").unwrap().is_none(), "duplicate names are refused");
+        let on_disk = std::fs::read_to_string(&path).unwrap();
+        assert!(!on_disk.contains(&token), "the clear token must never be stored");
+        let r2 = Registry::open(&path).unwrap();
+        let back = r2.get("acme").unwrap();
+        assert_eq!(back.id, t.id);
+        assert!(constant_time_eq(&back.token_sha256, &hash_token(&token)));
+        assert!(!constant_time_eq(&back.token_sha256, &hash_token("bt_wrong")));
+    }
+
+    #[test]
+    fn a_corrupt_registry_is_an_error_not_an_empty_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tenants.json");
+        std::fs::write(&path, b"{not json").unwrap();
+        assert!(Registry::open(&path).is_err());
+    }
+}

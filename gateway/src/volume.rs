@@ -1,0 +1,177 @@
+//! A tenant's volume as its writer compute sees it: pages in, mini-transactions out.
+//!
+//! This is the [`compute_host::Backend`] of a writer. Page reads are served, in order, from:
+//! 1. **pending pages**: after-images of this writer's commits that are not yet durable. They are
+//!    never evicted (Aurora's rule: a page whose newest change is above the VDL stays cached),
+//!    because no pageserver may serve them yet. The LAL bounds how many there can be.
+//! 2. a bounded **LRU of clean pages**;
+//! 3. the tenant's **pageserver**, asked for GetPage@VDL: every change to the page at or below
+//!    the VDL is there, and every later one is in (1).
+//!
+//! Commits hand the MTR to the [`LogWriter`] (which assigns LSNs and ships) and keep the
+//! after-images as pending pages until the VDL passes them.
+
+use crate::log_writer::{LogError, LogWriter};
+use borealis_core::redo::RedoBody;
+use borealis_core::{ErrorKind, Lsn, PageNo, TenantId, PAGE_SIZE_BYTES};
+use borealis_wire::{Body, Client};
+use compute_abi::{Mtr, PageChangeBody};
+use compute_host::{Backend, BackendError};
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::runtime::Handle;
+
+const PAGESERVER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Bound on one GetPage round trip, including the pageserver's wait for the log.
+const GETPAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a commit waits for LAL room before it fails.
+const BACKPRESSURE_WAIT: Duration = Duration::from_secs(10);
+
+pub type Page = Arc<Vec<u8>>;
+
+pub struct Volume {
+    tenant: TenantId,
+    writer: Arc<LogWriter>,
+    pageserver_addr: String,
+    pageserver: Option<Client>,
+    pending: BTreeMap<PageNo, (Lsn, Page)>,
+    clean: lru::LruCache<PageNo, Option<Page>>,
+    rt: Handle,
+}
+
+impl Volume {
+    pub fn new(
+        tenant: TenantId,
+        writer: Arc<LogWriter>,
+        pageserver_addr: String,
+        cache_pages: usize,
+        rt: Handle,
+    ) -> Self {
+        let cap = NonZeroUsize::new(cache_pages.max(1)).expect("max(1) is non-zero");
+        Self {
+            tenant,
+            writer,
+            pageserver_addr,
+            pageserver: None,
+            pending: BTreeMap::new(),
+            clean: lru::LruCache::new(cap),
+            rt,
+        }
+    }
+
+    /// Moves pending pages the VDL has passed to the clean cache.
+    fn settle(&mut self) {
+        let vdl = self.writer.vdl();
+        let durable: Vec<PageNo> =
+            self.pending.iter().filter(|(_, (lsn, _))| *lsn <= vdl).map(|(p, _)| *p).collect();
+        for p in durable {
+            if let Some((_, img)) = self.pending.remove(&p) {
+                self.clean.put(p, Some(img));
+            }
+        }
+    }
+
+    fn read(&mut self, page: PageNo) -> Result<Option<Page>, BackendError> {
+        self.settle();
+        if let Some((_, img)) = self.pending.get(&page) {
+            return Ok(Some(img.clone()));
+        }
+        if let Some(img) = self.clean.get(&page) {
+            return Ok(img.clone());
+        }
+        let lsn = self.writer.vdl();
+        let img = self.fetch(page, lsn)?;
+        self.clean.put(page, img.clone());
+        Ok(img)
+    }
+
+    fn fetch(&mut self, page: PageNo, lsn: Lsn) -> Result<Option<Page>, BackendError> {
+        let (tenant, epoch, addr) = (self.tenant, self.writer.epoch(), self.pageserver_addr.clone());
+        let mut client = self.pageserver.take();
+        let result = self.rt.block_on(async {
+            if client.as_ref().is_none_or(|c| c.is_closed()) {
+                client = Some(
+                    Client::connect(&addr, PAGESERVER_CONNECT_TIMEOUT, None)
+                        .await
+                        .map_err(|e| unavailable(format!("pageserver {addr} unreachable: {e}")))?,
+                );
+            }
+            let c = client.as_ref().expect("connected above");
+            c.call(Body::GetPage { tenant, page, lsn, epoch }, GETPAGE_TIMEOUT)
+                .await
+                .map_err(|e| BackendError { kind: e.kind(), message: format!("GetPage {page}@{lsn}: {e}") })
+        });
+        self.pageserver = client;
+        match result? {
+            Body::Page { image: None } => Ok(None),
+            Body::Page { image: Some(img) } if img.len() == PAGE_SIZE_BYTES => Ok(Some(Arc::new(img))),
+            Body::Page { image: Some(img) } => Err(BackendError {
+                kind: ErrorKind::Corrupt,
+                message: format!("pageserver returned {} bytes for page {page}", img.len()),
+            }),
+            other => Err(BackendError {
+                kind: ErrorKind::Internal,
+                message: format!("unexpected answer to GetPage: {}", other.name()),
+            }),
+        }
+    }
+}
+
+fn unavailable(message: String) -> BackendError {
+    BackendError { kind: ErrorKind::Unavailable, message }
+}
+
+fn log_error(e: LogError) -> BackendError {
+    BackendError { kind: e.kind(), message: e.to_string() }
+}
+
+impl Backend for Volume {
+    fn get_page(&mut self, page: PageNo) -> Result<Option<Vec<u8>>, BackendError> {
+        Ok(self.read(page)?.map(|p| p.as_ref().clone()))
+    }
+
+    fn commit(&mut self, mtr: Mtr) -> Result<(), BackendError> {
+        // Rebuild each page's after-image: the guest diffed against what we served it.
+        let mut changes = Vec::with_capacity(mtr.changes.len());
+        let mut images = Vec::with_capacity(mtr.changes.len());
+        for change in mtr.changes {
+            let page = PageNo(change.page_no);
+            let body = match change.body {
+                PageChangeBody::Image(b) => RedoBody::Image(b),
+                PageChangeBody::Delta(d) => RedoBody::Delta(d),
+            };
+            let mut img = match self.read(page)? {
+                Some(p) => p.as_ref().clone(),
+                None => vec![0u8; PAGE_SIZE_BYTES],
+            };
+            body.apply(&mut img).map_err(|e| BackendError {
+                kind: ErrorKind::Invalid,
+                message: format!("guest produced a bad change for page {page}: {e}"),
+            })?;
+            images.push((page, Arc::new(img)));
+            changes.push((page, body));
+        }
+        let deadline = std::time::Instant::now() + BACKPRESSURE_WAIT;
+        let lsn = loop {
+            match self.writer.commit(changes.clone()) {
+                Ok(lsn) => break lsn,
+                Err(LogError::Write(borealis_quorum::WriteError::Backpressure { .. }))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    // Wait for the VDL to move, then try again.
+                    let target = self.writer.vdl().next();
+                    let w = self.writer.clone();
+                    let _ = self.rt.block_on(w.wait_durable(target, Duration::from_millis(200)));
+                }
+                Err(e) => return Err(log_error(e)),
+            }
+        };
+        for (page, img) in images {
+            self.clean.pop(&page);
+            self.pending.insert(page, (lsn, img));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,32 @@
+//! # borealis-quorum: how a writer knows what is durable, without consensus
+//!
+//! Aurora's insight, which Borealis follows: a volume has exactly **one writer**, so it needs no
+//! consensus protocol to order its log. It only needs to know, for every record it shipped, when
+//! that record is held by a **write quorum** (4 of the 6 members of the record's protection
+//! group), and then which prefix of its log is durable as a whole. This crate holds that logic as
+//! plain state machines, with no sockets, tasks, clocks or files, so a simulator can drive them.
+//!
+//! - [`writer::QuorumWriter`] turns a mini-transaction (the pages one SQLite commit changed) into
+//!   redo records: it assigns consecutive LSNs, links each record to the previous record of its
+//!   segment and of its page, marks the last one as the consistency point (CPL), and refuses
+//!   (`read_only`) when fewer than 4 members are reachable, *before* anything leaves the writer.
+//!   It applies LAL backpressure: no new LSN while `next_lsn - VDL` exceeds the limit.
+//! - [`consistency::ConsistencyTracker`] consumes the members' acknowledgements. A safekeeper
+//!   acknowledges with its SCL (every record of the segment up to it is held and fsynced). A
+//!   segment's durable point is the 4th-highest SCL; **VCL** is the highest LSN such that every
+//!   record up to it is durable in its segment; **VDL** is the highest CPL at or below VCL. Both
+//!   only ever grow (asserted).
+//! - [`recovery`] computes, from the states that at least a read quorum (3 of 6) reported, the
+//!   VDL a new writer starts from and the epoch it installs. Because every read quorum meets every
+//!   write quorum, every record that was durable is seen; records above the VDL were never
+//!   acknowledged and are truncated on every member under the new epoch.
+//!
+//! The async driver that owns the connections lives in the gateway (`gateway/src/log_writer.rs`);
+//! the simulator that proves these machines under faults lives in `tests/src/sim/`.
+
+pub mod consistency;
+pub mod recovery;
+pub mod writer;
+
+pub use consistency::ConsistencyTracker;
+pub use writer::{QuorumWriter, WriteError};

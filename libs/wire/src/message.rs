@@ -1,0 +1,120 @@
+//! The messages. Every request names its tenant; segment-level requests name the segment too.
+//!
+//! | request (→)                  | answer (←)          | who asks                        |
+//! |------------------------------|---------------------|---------------------------------|
+//! | `Hello`                      | `HelloOk` / `Error` | writer → safekeeper, per tenant |
+//! | `Append` (pipelined)         | `Ack` (id 0), `Error` | writer → safekeeper           |
+//! | `GetState`                   | `State`             | recovering writer → safekeeper  |
+//! | `ReadLog`                    | `Records`           | pageserver, peer → safekeeper   |
+//! | `GossipSummary`              | `Summary`           | peer → safekeeper               |
+//! | `GetPage`                    | `Page`              | compute host → pageserver       |
+//!
+//! Any request may be answered with `Error { kind, message }`.
+
+use borealis_core::{ErrorKind, Lsn, PageNo, SegmentId, TenantId};
+use serde::{Deserialize, Serialize};
+
+/// A message and the id that pairs an answer with its request (0: unsolicited).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub request_id: u64,
+    pub body: Body,
+}
+
+/// One segment as a safekeeper holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentState {
+    pub segment: SegmentId,
+    /// Segment complete LSN: every record of the segment up to it is held (backlink chain).
+    pub scl: Lsn,
+    /// The highest consistency point (last record of an MTR) at or below `scl`.
+    pub last_cpl: Lsn,
+    /// The highest LSN held at all, complete or not.
+    pub end_lsn: Lsn,
+}
+
+/// A gossip summary line: how far a safekeeper holds one segment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentSummary {
+    pub tenant: TenantId,
+    pub segment: SegmentId,
+    pub epoch: u64,
+    pub scl: Lsn,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Body {
+    /// Opens a writer session for `tenant`. If `epoch` is newer than the safekeeper's, it durably
+    /// records the new epoch and `epoch_start_lsn`, and truncates every record above
+    /// `epoch_start_lsn` (they belong to older writers and were never durable), before answering.
+    /// An `epoch` older than the safekeeper's is refused with `ErrorKind::Fenced`.
+    Hello { tenant: TenantId, epoch: u64, epoch_start_lsn: Lsn },
+    /// Answer to `Hello`: the segments this safekeeper holds for the tenant, after truncation.
+    HelloOk { epoch: u64, segments: Vec<SegmentState> },
+    /// Redo records of one segment, concatenated in their own encoding, in LSN order. `vdl` is the
+    /// writer's current VDL: everything at or below it is durable, so pageservers may apply it.
+    Append { tenant: TenantId, segment: SegmentId, epoch: u64, vdl: Lsn, records: Vec<u8> },
+    /// Unsolicited (request id 0), after an fsync or a gossip repair: the segment's SCL now.
+    Ack { tenant: TenantId, segment: SegmentId, scl: Lsn },
+    /// Recovery's question: the epoch and every segment's state.
+    GetState { tenant: TenantId },
+    State { epoch: u64, epoch_start_lsn: Lsn, known_vdl: Lsn, segments: Vec<SegmentState> },
+    /// Records of a segment with `after < lsn <= upto`, in LSN order, as far as the safekeeper
+    /// holds them completely (never past its SCL), at most about `max_bytes`. If there are none
+    /// yet, the safekeeper may hold the request up to `wait_ms` for some to arrive.
+    ///
+    /// Epoch checks (answer `Error{kind: Fenced}` when they fail):
+    /// - `epoch: Some(e)`: answer only if the safekeeper's epoch for the tenant is exactly `e`
+    ///   (gossip: a peer filling a hole must never copy records an older writer left behind, nor
+    ///   mix a newer writer's records into a log not yet truncated for it).
+    /// - `min_epoch: m` (0: no check): answer only if the safekeeper's epoch is at least `m`. A
+    ///   pageserver passes the epoch of the writer that vouched for `upto`: a safekeeper still
+    ///   at an older epoch may hold records above the new epoch's start that were truncated
+    ///   everywhere else, and must not serve them.
+    ReadLog {
+        tenant: TenantId,
+        segment: SegmentId,
+        epoch: Option<u64>,
+        min_epoch: u64,
+        after: Lsn,
+        upto: Lsn,
+        max_bytes: u32,
+        wait_ms: u32,
+    },
+    /// Answer to `ReadLog`. `known_vdl` is the newest VDL the writer told this safekeeper.
+    Records { records: Vec<u8>, scl: Lsn, known_vdl: Lsn },
+    GossipSummary,
+    Summary { segments: Vec<SegmentSummary> },
+    /// The page as of `lsn`. The asker vouches that `lsn` is durable (at or below the VDL of the
+    /// writer of epoch `epoch`); the pageserver reads the log for it only from safekeepers whose
+    /// epoch is at least `epoch` (`ReadLog.min_epoch`).
+    GetPage { tenant: TenantId, page: PageNo, lsn: Lsn, epoch: u64 },
+    /// Answer to `GetPage`; `image: None` means the page has never been written.
+    Page { image: Option<Vec<u8>> },
+    Error { kind: ErrorKind, message: String },
+}
+
+impl Body {
+    /// A short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Body::Hello { .. } => "hello",
+            Body::HelloOk { .. } => "hello_ok",
+            Body::Append { .. } => "append",
+            Body::Ack { .. } => "ack",
+            Body::GetState { .. } => "get_state",
+            Body::State { .. } => "state",
+            Body::ReadLog { .. } => "read_log",
+            Body::Records { .. } => "records",
+            Body::GossipSummary => "gossip_summary",
+            Body::Summary { .. } => "summary",
+            Body::GetPage { .. } => "get_page",
+            Body::Page { .. } => "page",
+            Body::Error { .. } => "error",
+        }
+    }
+
+    pub fn error(kind: ErrorKind, message: impl Into<String>) -> Body {
+        Body::Error { kind, message: message.into() }
+    }
+}

@@ -1,0 +1,431 @@
+//! The acceptor: the sans-IO decisions of a safekeeper for one tenant.
+//!
+//! No files, no sockets, no clocks. The acceptor is told what is held and what arrives, and
+//! answers two kinds of question:
+//!
+//! - **May this writer speak?** [`TenantAcceptor::judge_hello`] and
+//!   [`TenantAcceptor::judge_append`] implement epoch fencing: an older epoch is refused with
+//!   `Fenced`, a newer epoch must first be announced with a `Hello` (which the caller makes
+//!   durable, truncating the log above the epoch's start, before [`TenantAcceptor::begin_epoch`]).
+//! - **How complete is each segment?** [`SegmentChain`] follows the `prev_lsn_segment` backlinks of
+//!   the records held. The segment complete LSN (SCL) is the highest LSN `L` such that the chain
+//!   of backlinks from `L` reaches the segment's base (LSN 0, or where the log was trimmed)
+//!   through records that are all held. Records may arrive out of order (after a lost packet, a
+//!   restart, or from a peer filling a hole): they are held but the SCL waits until the hole is
+//!   filled, then jumps over everything that was waiting.
+//!
+//! ## Invariant
+//!
+//! Every held record at or below the SCL is a member of the chain. A record that arrives with an
+//! LSN below the SCL and is not already held cannot be on the chain (the chain up to the SCL is
+//! complete) and is refused by [`TenantAcceptor::plan_append`]. So serving "every held record in
+//! `(after, SCL]`" serves exactly the segment's log.
+
+use borealis_core::{Lsn, SegmentId};
+use std::collections::BTreeMap;
+use std::ops::Bound::{Excluded, Unbounded};
+
+/// What the chain needs to know of a held record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub prev_lsn_segment: Lsn,
+    pub is_cpl: bool,
+}
+
+/// The backlink chain of one segment as held by this safekeeper.
+#[derive(Clone, Debug, Default)]
+pub struct SegmentChain {
+    held: BTreeMap<Lsn, Link>,
+    /// The chain starts here: `Lsn::INVALID`, or the LSN below which the log was trimmed (every
+    /// record up to it is known to be in object storage). Records at or below it are not held.
+    base: Lsn,
+    scl: Lsn,
+    last_cpl: Lsn,
+}
+
+impl SegmentChain {
+    pub fn new() -> SegmentChain {
+        SegmentChain::default()
+    }
+
+    /// A chain whose records up to `base` were trimmed away (checkpointed elsewhere).
+    pub fn with_base(base: Lsn) -> SegmentChain {
+        SegmentChain { base, scl: base, ..SegmentChain::default() }
+    }
+
+    pub fn scl(&self) -> Lsn {
+        self.scl
+    }
+
+    /// The highest consistency point at or below the SCL (`Lsn::INVALID` if none).
+    pub fn last_cpl(&self) -> Lsn {
+        self.last_cpl
+    }
+
+    /// The highest LSN held, complete or not.
+    pub fn end_lsn(&self) -> Lsn {
+        self.held.last_key_value().map_or(self.scl, |(lsn, _)| *lsn)
+    }
+
+    pub fn contains(&self, lsn: Lsn) -> bool {
+        self.held.contains_key(&lsn)
+    }
+
+    pub fn records(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Number of holes above the SCL: stretches of missing records, each ending at a held record
+    /// whose predecessor is not held.
+    pub fn holes(&self) -> usize {
+        let mut prev = self.scl;
+        let mut holes = 0;
+        for (&lsn, link) in self.held.range((Excluded(self.scl), Unbounded)) {
+            if link.prev_lsn_segment != prev {
+                holes += 1;
+            }
+            prev = lsn;
+        }
+        holes
+    }
+
+    /// Whether a record with this LSN would be new and may be on the chain. `false` for records
+    /// already held (duplicates) and for records at or below the SCL or base that are not held
+    /// (they cannot be on a chain that is already complete there).
+    pub fn would_accept(&self, lsn: Lsn) -> bool {
+        lsn > self.base && !self.held.contains_key(&lsn) && lsn > self.scl
+    }
+
+    /// Records a held record and advances the SCL as far as the chain now reaches. Returns
+    /// whether the record was new. The caller must have checked [`Self::would_accept`].
+    pub fn insert(&mut self, lsn: Lsn, link: Link) -> bool {
+        assert!(link.prev_lsn_segment < lsn, "backlinks point back (checked by the codec)");
+        if !self.would_accept(lsn) {
+            return false;
+        }
+        self.held.insert(lsn, link);
+        self.advance();
+        true
+    }
+
+    /// Forgets a record (it was found corrupt on disk) and recomputes the SCL from the base.
+    /// Returns whether it was held.
+    pub fn remove(&mut self, lsn: Lsn) -> bool {
+        if self.held.remove(&lsn).is_none() {
+            return false;
+        }
+        if lsn <= self.scl {
+            self.recompute();
+        }
+        true
+    }
+
+    /// Forgets every record above `lsn` (a new epoch started there). Returns how many.
+    pub fn truncate_above(&mut self, lsn: Lsn) -> usize {
+        let removed = self.held.split_off(&Lsn(lsn.0.saturating_add(1)));
+        if self.scl > lsn {
+            self.recompute();
+        }
+        removed.len()
+    }
+
+    fn recompute(&mut self) {
+        self.scl = self.base;
+        self.last_cpl = Lsn::INVALID;
+        self.advance();
+    }
+
+    /// The record that continues the chain is the lowest held LSN above the SCL, and only if its
+    /// backlink names the SCL: a segment's records link to their immediate predecessor in the
+    /// segment, so a lower successor cannot exist.
+    fn advance(&mut self) {
+        loop {
+            let next = self.held.range((Excluded(self.scl), Unbounded)).next();
+            match next {
+                Some((&lsn, link)) if link.prev_lsn_segment == self.scl => {
+                    self.scl = lsn;
+                    if link.is_cpl {
+                        self.last_cpl = lsn;
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+/// What to do with a `Hello`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HelloVerdict {
+    /// The epoch is the current one: answer with the current state.
+    Same,
+    /// A newer epoch: make it durable, truncate above its start, then answer.
+    NewEpoch,
+    /// An older epoch: a newer writer exists.
+    Fenced { current: u64 },
+    /// The current epoch announced with a different start LSN (a writer bug), or epoch 0.
+    Invalid { current_start: Lsn },
+}
+
+/// What to do with an `Append`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendVerdict {
+    Accept,
+    /// The append comes from an older epoch than the current one.
+    Fenced { current: u64 },
+    /// The append names an epoch this safekeeper was never told about: the writer must Hello.
+    HelloFirst { current: u64 },
+}
+
+/// Which records of an append to write.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppendPlan {
+    /// Indexes (into the append's records) of the records to write, in their given order.
+    pub write: Vec<usize>,
+    /// Records already held (or repeated within the append): ignored.
+    pub duplicates: usize,
+    /// Records at or below the SCL that are not held: they cannot be on the chain. Ignored.
+    pub off_chain: usize,
+}
+
+/// The acceptor of one tenant: its epoch and the chain of each of its segments.
+#[derive(Clone, Debug, Default)]
+pub struct TenantAcceptor {
+    /// 0 until the first Hello: no writer has ever spoken to this safekeeper.
+    epoch: u64,
+    epoch_start_lsn: Lsn,
+    /// The newest VDL a writer told us (in memory; learnt again after a restart).
+    known_vdl: Lsn,
+    segments: BTreeMap<SegmentId, SegmentChain>,
+}
+
+impl TenantAcceptor {
+    /// An acceptor restored from the durable control state.
+    pub fn new(epoch: u64, epoch_start_lsn: Lsn) -> TenantAcceptor {
+        TenantAcceptor { epoch, epoch_start_lsn, ..TenantAcceptor::default() }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub fn epoch_start_lsn(&self) -> Lsn {
+        self.epoch_start_lsn
+    }
+
+    pub fn known_vdl(&self) -> Lsn {
+        self.known_vdl
+    }
+
+    pub fn segments(&self) -> &BTreeMap<SegmentId, SegmentChain> {
+        &self.segments
+    }
+
+    pub fn segment(&self, segment: SegmentId) -> Option<&SegmentChain> {
+        self.segments.get(&segment)
+    }
+
+    /// The chain of `segment`, created empty if new.
+    pub fn segment_mut(&mut self, segment: SegmentId) -> &mut SegmentChain {
+        self.segments.entry(segment).or_default()
+    }
+
+    pub fn judge_hello(&self, epoch: u64, epoch_start_lsn: Lsn) -> HelloVerdict {
+        if epoch == 0 {
+            return HelloVerdict::Invalid { current_start: self.epoch_start_lsn };
+        }
+        match epoch.cmp(&self.epoch) {
+            std::cmp::Ordering::Less => HelloVerdict::Fenced { current: self.epoch },
+            std::cmp::Ordering::Greater => HelloVerdict::NewEpoch,
+            std::cmp::Ordering::Equal if epoch_start_lsn == self.epoch_start_lsn => {
+                HelloVerdict::Same
+            }
+            std::cmp::Ordering::Equal => {
+                HelloVerdict::Invalid { current_start: self.epoch_start_lsn }
+            }
+        }
+    }
+
+    /// Enters a new epoch after the caller made it durable and truncated its log above
+    /// `epoch_start_lsn`. Returns the number of records forgotten.
+    pub fn begin_epoch(&mut self, epoch: u64, epoch_start_lsn: Lsn) -> usize {
+        assert!(epoch > self.epoch, "epochs only move forward");
+        self.epoch = epoch;
+        self.epoch_start_lsn = epoch_start_lsn;
+        // Recovery found everything up to the start durable: that is the newest VDL we know.
+        self.known_vdl = epoch_start_lsn;
+        self.segments.values_mut().map(|c| c.truncate_above(epoch_start_lsn)).sum()
+    }
+
+    pub fn judge_append(&self, epoch: u64) -> AppendVerdict {
+        if self.epoch == 0 || epoch > self.epoch {
+            AppendVerdict::HelloFirst { current: self.epoch }
+        } else if epoch < self.epoch {
+            AppendVerdict::Fenced { current: self.epoch }
+        } else {
+            AppendVerdict::Accept
+        }
+    }
+
+    /// Raises the known VDL (never lowers it: VDLs arrive out of order across connections).
+    pub fn note_vdl(&mut self, vdl: Lsn) {
+        self.known_vdl = self.known_vdl.max(vdl);
+    }
+
+    /// Chooses which of `lsns` (an append's records, in order) to write to `segment`.
+    pub fn plan_append(&self, segment: SegmentId, lsns: impl IntoIterator<Item = Lsn>) -> AppendPlan {
+        let empty = SegmentChain::new();
+        let chain = self.segments.get(&segment).unwrap_or(&empty);
+        let mut plan = AppendPlan::default();
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, lsn) in lsns.into_iter().enumerate() {
+            if chain.contains(lsn) || !seen.insert(lsn) {
+                plan.duplicates += 1;
+            } else if !chain.would_accept(lsn) {
+                plan.off_chain += 1;
+            } else {
+                plan.write.push(i);
+            }
+        }
+        plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(prev: u64, is_cpl: bool) -> Link {
+        Link { prev_lsn_segment: Lsn(prev), is_cpl }
+    }
+
+    /// Inserts records given as (lsn, prev, cpl).
+    fn fill(chain: &mut SegmentChain, recs: &[(u64, u64, bool)]) {
+        for &(lsn, prev, cpl) in recs {
+            chain.insert(Lsn(lsn), link(prev, cpl));
+        }
+    }
+
+    #[test]
+    fn in_order_records_advance_the_scl_and_last_cpl() {
+        let mut c = SegmentChain::new();
+        assert_eq!((c.scl(), c.last_cpl(), c.end_lsn()), (Lsn(0), Lsn(0), Lsn(0)));
+        fill(&mut c, &[(1, 0, false), (2, 1, true), (5, 2, false)]);
+        assert_eq!(c.scl(), Lsn(5));
+        assert_eq!(c.last_cpl(), Lsn(2));
+        assert_eq!(c.end_lsn(), Lsn(5));
+        assert_eq!(c.holes(), 0);
+    }
+
+    #[test]
+    fn a_hole_holds_the_scl_until_it_is_filled() {
+        let mut c = SegmentChain::new();
+        // The segment's records are 1, 3, 4, 7 (LSNs 2, 5, 6 belong to other segments).
+        fill(&mut c, &[(1, 0, true), (4, 3, true), (7, 4, false)]);
+        assert_eq!(c.scl(), Lsn(1), "3 is missing");
+        assert_eq!(c.last_cpl(), Lsn(1));
+        assert_eq!(c.end_lsn(), Lsn(7));
+        assert_eq!(c.holes(), 1);
+        assert!(c.insert(Lsn(3), link(1, false)));
+        assert_eq!(c.scl(), Lsn(7), "the SCL jumps over everything that waited");
+        assert_eq!(c.last_cpl(), Lsn(4));
+        assert_eq!(c.holes(), 0);
+    }
+
+    #[test]
+    fn two_holes_are_counted_and_filled_in_any_order() {
+        let mut c = SegmentChain::new();
+        fill(&mut c, &[(2, 1, false), (4, 3, false), (5, 4, true)]);
+        assert_eq!(c.scl(), Lsn(0));
+        assert_eq!(c.holes(), 2);
+        fill(&mut c, &[(3, 2, false)]);
+        assert_eq!(c.scl(), Lsn(0));
+        assert_eq!(c.holes(), 1);
+        fill(&mut c, &[(1, 0, false)]);
+        assert_eq!((c.scl(), c.last_cpl()), (Lsn(5), Lsn(5)));
+    }
+
+    #[test]
+    fn duplicates_are_ignored() {
+        let mut c = SegmentChain::new();
+        fill(&mut c, &[(1, 0, false), (2, 1, true)]);
+        assert!(!c.insert(Lsn(2), link(1, true)));
+        assert!(!c.insert(Lsn(1), link(0, false)));
+        assert_eq!((c.scl(), c.records()), (Lsn(2), 2));
+
+        let a = TenantAcceptor { segments: [(SegmentId(0), c)].into(), ..TenantAcceptor::new(1, Lsn(0)) };
+        let plan = a.plan_append(SegmentId(0), [Lsn(2), Lsn(3), Lsn(3), Lsn(4)]);
+        assert_eq!(plan, AppendPlan { write: vec![1, 3], duplicates: 2, off_chain: 0 });
+    }
+
+    #[test]
+    fn a_record_below_the_scl_that_is_not_held_is_refused() {
+        let mut c = SegmentChain::new();
+        fill(&mut c, &[(1, 0, false), (3, 1, false)]);
+        assert_eq!(c.scl(), Lsn(3));
+        assert!(!c.would_accept(Lsn(2)), "2 cannot be on a chain that goes 1 -> 3");
+        assert!(!c.insert(Lsn(2), link(1, false)));
+        let a = TenantAcceptor { segments: [(SegmentId(0), c)].into(), ..TenantAcceptor::new(1, Lsn(0)) };
+        assert_eq!(a.plan_append(SegmentId(0), [Lsn(2)]).off_chain, 1);
+    }
+
+    #[test]
+    fn truncate_above_forgets_records_and_lowers_the_scl() {
+        let mut c = SegmentChain::new();
+        fill(&mut c, &[(1, 0, true), (2, 1, false), (3, 2, true), (4, 3, false), (9, 8, false)]);
+        assert_eq!(c.scl(), Lsn(4));
+        assert_eq!(c.truncate_above(Lsn(2)), 3);
+        assert_eq!((c.scl(), c.last_cpl(), c.end_lsn()), (Lsn(2), Lsn(1), Lsn(2)));
+        // The new epoch's writer continues from 2 with different records.
+        fill(&mut c, &[(3, 2, true)]);
+        assert_eq!((c.scl(), c.last_cpl()), (Lsn(3), Lsn(3)));
+    }
+
+    #[test]
+    fn removing_a_corrupt_record_lowers_the_scl_until_it_is_fetched_again() {
+        let mut c = SegmentChain::new();
+        fill(&mut c, &[(1, 0, true), (2, 1, true), (3, 2, true), (4, 3, true)]);
+        assert!(c.remove(Lsn(2)));
+        assert_eq!((c.scl(), c.last_cpl(), c.end_lsn()), (Lsn(1), Lsn(1), Lsn(4)));
+        assert!(c.would_accept(Lsn(2)), "the lost record may come back");
+        assert!(c.insert(Lsn(2), link(1, true)));
+        assert_eq!((c.scl(), c.last_cpl()), (Lsn(4), Lsn(4)));
+        assert!(!c.remove(Lsn(42)));
+    }
+
+    #[test]
+    fn a_trimmed_chain_starts_at_its_base() {
+        let mut c = SegmentChain::with_base(Lsn(10));
+        assert_eq!(c.scl(), Lsn(10));
+        assert!(!c.insert(Lsn(7), link(3, false)), "below the base");
+        fill(&mut c, &[(12, 10, true)]);
+        assert_eq!(c.scl(), Lsn(12));
+        c.remove(Lsn(12));
+        assert_eq!(c.scl(), Lsn(10));
+    }
+
+    #[test]
+    fn epoch_fencing() {
+        let mut a = TenantAcceptor::default();
+        assert_eq!(a.judge_append(1), AppendVerdict::HelloFirst { current: 0 });
+        assert_eq!(a.judge_hello(0, Lsn(0)), HelloVerdict::Invalid { current_start: Lsn(0) });
+        assert_eq!(a.judge_hello(1, Lsn(0)), HelloVerdict::NewEpoch);
+        a.begin_epoch(1, Lsn(0));
+        assert_eq!(a.judge_hello(1, Lsn(0)), HelloVerdict::Same);
+        assert_eq!(a.judge_hello(1, Lsn(5)), HelloVerdict::Invalid { current_start: Lsn(0) });
+        assert_eq!(a.judge_append(1), AppendVerdict::Accept);
+        assert_eq!(a.judge_append(2), AppendVerdict::HelloFirst { current: 1 });
+
+        fill(a.segment_mut(SegmentId(3)), &[(1, 0, true), (2, 1, true), (3, 2, false)]);
+        a.note_vdl(Lsn(2));
+        a.note_vdl(Lsn(1));
+        assert_eq!(a.known_vdl(), Lsn(2), "the known VDL never goes back");
+        assert_eq!(a.judge_hello(2, Lsn(2)), HelloVerdict::NewEpoch);
+        assert_eq!(a.begin_epoch(2, Lsn(2)), 1);
+        assert_eq!(a.segment(SegmentId(3)).map(|c| c.scl()), Some(Lsn(2)));
+        assert_eq!(a.judge_append(1), AppendVerdict::Fenced { current: 2 });
+        assert_eq!(a.judge_hello(1, Lsn(0)), HelloVerdict::Fenced { current: 2 });
+        assert_eq!(a.judge_append(2), AppendVerdict::Accept);
+        assert_eq!((a.epoch(), a.epoch_start_lsn(), a.known_vdl()), (2, Lsn(2), Lsn(2)));
+    }
+}
