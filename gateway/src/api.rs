@@ -34,7 +34,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
-        .route("/v1/tenants", post(create_tenant))
+        .route("/v1/tenants", post(create_tenant).get(list_tenants))
         .route("/v1/tenants/{name}", get(get_tenant).delete(delete_tenant))
         .route("/v1/tenants/{name}/sql", post(sql))
         .fallback(|| async { ApiError::not_found("no such route") })
@@ -109,6 +109,29 @@ async fn create_tenant(
     finish(&st, "create_tenant", started, r)
 }
 
+async fn list_tenants(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let started = Instant::now();
+    let r = (|| {
+        require_admin(&st, &headers)?;
+        let reg = st.registry.read().unwrap_or_else(|p| p.into_inner());
+        let tenants: Vec<Json_> = reg.list().map(|t| tenant_json(&st, t)).collect();
+        Ok::<_, ApiError>(Json(json!({ "tenants": tenants })))
+    })();
+    finish(&st, "list_tenants", started, r)
+}
+
+fn tenant_json(st: &AppState, t: &Tenant) -> Json_ {
+    let (running, vdl, epoch) = st.pool.status(t.id);
+    json!({
+        "name": t.name,
+        "id": t.id.to_string(),
+        "compute": if running { "running" } else { "idle" },
+        "vdl": vdl.0,
+        "epoch": epoch,
+        "pageserver": st.pool.pageserver_for(t.id),
+    })
+}
+
 fn lookup(st: &AppState, name: &str) -> Result<Tenant, ApiError> {
     st.registry
         .read()
@@ -123,15 +146,7 @@ async fn get_tenant(State(st): State<Arc<AppState>>, headers: HeaderMap, Path(na
     let r = (|| {
         require_admin(&st, &headers)?;
         let t = lookup(&st, &name)?;
-        let (running, vdl, epoch) = st.pool.status(t.id);
-        Ok::<_, ApiError>(Json(json!({
-            "name": t.name,
-            "id": t.id.to_string(),
-            "compute": if running { "running" } else { "idle" },
-            "vdl": vdl.0,
-            "epoch": epoch,
-            "pageserver": st.pool.pageserver_for(t.id),
-        })))
+        Ok::<_, ApiError>(Json(tenant_json(&st, &t)))
     })();
     finish(&st, "get_tenant", started, r)
 }
@@ -178,7 +193,10 @@ async fn run_sql(
         let reg = st.registry.read().unwrap_or_else(|p| p.into_inner());
         match reg.get(name) {
             Some(t) if admin || constant_time_eq(&t.token_sha256, &token_hash) => t.clone(),
-            Some(_) => return Err(ApiError::forbidden(format!("this token does not grant access to tenant {name:?}"))),
+            Some(_) if reg.list().any(|t| constant_time_eq(&t.token_sha256, &token_hash)) => {
+                return Err(ApiError::forbidden(format!("this token does not grant access to tenant {name:?}")))
+            }
+            Some(_) => return Err(ApiError::unauthorized("invalid token")),
             None => return Err(ApiError::not_found(format!("no tenant named {name:?}"))),
         }
     };

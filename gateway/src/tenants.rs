@@ -87,6 +87,10 @@ impl Registry {
         self.tenants.get(name)
     }
 
+    pub fn list(&self) -> impl Iterator<Item = &Tenant> {
+        self.tenants.values()
+    }
+
     pub fn len(&self) -> usize {
         self.tenants.len()
     }

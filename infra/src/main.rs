@@ -1,1 +1,115 @@
-fn main() {}
+//! `borealis`: start a local Borealis cluster, run SQL against it, inspect it, break it.
+//!
+//! See DESIGN.md §8 for the contract. `borealis up` lays a cluster out in a data directory
+//! (`cluster.json` names every process, its address, pid and data directory), starts each
+//! process in its own process group, and stops them all on Ctrl-C. `borealis node` acts on one
+//! process for fault drills; the others read `cluster.json` and talk to the gateway over HTTP.
+
+mod cluster;
+mod commands;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+pub const DEFAULT_DATA_DIR: &str = ".borealis";
+
+#[derive(Parser)]
+#[command(name = "borealis", version, about = "Borealis: a serverless, log-structured SQL database (local cluster tool)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start a local cluster (3 AZs x 2 safekeepers, 2 pageservers, the gateway); runs until Ctrl-C.
+    Up {
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Object store URL (default: file://DIR/objects).
+        #[arg(long)]
+        object_store: Option<String>,
+        /// A tenant's compute stops after this long idle.
+        #[arg(long, default_value = "60s")]
+        idle_timeout: String,
+    },
+    /// Run one SQL statement through the gateway and print the result as a table.
+    Sql {
+        /// Gateway URL (default: from DIR/cluster.json).
+        #[arg(long)]
+        url: Option<String>,
+        /// Tenant token (default: BOREALIS_TOKEN, else the cluster's admin token).
+        #[arg(long, env = "BOREALIS_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        tenant: String,
+        sql: String,
+    },
+    /// Create, show or delete a tenant.
+    Tenant {
+        #[command(subcommand)]
+        action: TenantCmd,
+    },
+    /// Show the cluster's processes, their health, and each tenant's VDL.
+    Status {
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Start, stop (SIGTERM) or kill (SIGKILL) one process of the cluster.
+    Node {
+        #[arg(value_parser = ["start", "stop", "kill"])]
+        action: String,
+        node: String,
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCmd {
+    /// Create a tenant and print its token.
+    Create {
+        name: String,
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    Show {
+        name: String,
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    Delete {
+        name: String,
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Cmd::Up { data_dir, object_store, idle_timeout } => commands::up(&data_dir, object_store, &idle_timeout).await,
+            Cmd::Sql { url, token, data_dir, tenant, sql } => commands::sql(url, token, &data_dir, &tenant, &sql).await,
+            Cmd::Tenant { action } => match action {
+                TenantCmd::Create { name, data_dir } => commands::tenant_create(&data_dir, &name).await,
+                TenantCmd::Show { name, data_dir } => commands::tenant_show(&data_dir, &name).await,
+                TenantCmd::Delete { name, data_dir } => commands::tenant_delete(&data_dir, &name).await,
+            },
+            Cmd::Status { data_dir } => commands::status(&data_dir).await,
+            Cmd::Node { action, node, data_dir } => commands::node(&data_dir, &action, &node).await,
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

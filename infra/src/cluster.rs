@@ -1,0 +1,273 @@
+//! `DIR/cluster.json`: the layout of a local cluster (DESIGN.md §8), and how to start its nodes.
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub const CLUSTER_FILE_VERSION: u32 = 1;
+pub const SAFEKEEPER_IDS: [(&str, &str); 6] =
+    [("sk-a1", "a"), ("sk-a2", "a"), ("sk-b1", "b"), ("sk-b2", "b"), ("sk-c1", "c"), ("sk-c2", "c")];
+pub const PAGESERVER_IDS: [(&str, &str); 2] = [("ps-1", "a"), ("ps-2", "b")];
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Node {
+    pub id: String,
+    pub role: String,
+    pub az: String,
+    /// Wire-protocol address (safekeepers, pageservers) or HTTP address (gateway).
+    pub addr: String,
+    /// Admin HTTP address (safekeepers, pageservers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<String>,
+    pub pid: Option<u32>,
+    pub data_dir: PathBuf,
+    /// The program and arguments that start this node.
+    pub command: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Gateway {
+    pub id: String,
+    pub role: String,
+    pub url: String,
+    pub addr: String,
+    pub pid: Option<u32>,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Cluster {
+    pub version: u32,
+    pub gateway: Gateway,
+    pub admin_token: String,
+    pub object_store: String,
+    pub nodes: Vec<Node>,
+}
+
+pub fn cluster_file(dir: &Path) -> PathBuf {
+    dir.join("cluster.json")
+}
+
+impl Cluster {
+    pub fn load(dir: &Path) -> anyhow::Result<Cluster> {
+        let path = cluster_file(dir);
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!("reading {} (is a cluster set up there? `borealis up --data-dir {}`)", path.display(), dir.display())
+        })?;
+        let c: Cluster = serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+        if c.version != CLUSTER_FILE_VERSION {
+            bail!("{} has version {}, this borealis reads {CLUSTER_FILE_VERSION}", path.display(), c.version);
+        }
+        Ok(c)
+    }
+
+    /// Writes the file atomically (temp, fsync, rename, fsync dir).
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        let path = cluster_file(dir);
+        let tmp = path.with_extension("json.tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(self)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(())
+    }
+
+    pub fn node(&self, id: &str) -> anyhow::Result<&Node> {
+        self.nodes.iter().find(|n| n.id == id).ok_or_else(|| {
+            let ids: Vec<&str> = self.nodes.iter().map(|n| n.id.as_str()).collect();
+            anyhow::anyhow!("no node {id:?} in this cluster; nodes: {}", ids.join(", "))
+        })
+    }
+
+    pub fn node_mut(&mut self, id: &str) -> Option<&mut Node> {
+        self.nodes.iter_mut().find(|n| n.id == id)
+    }
+
+    /// Lays out a new cluster in `dir` on free loopback ports.
+    pub fn plan(dir: &Path, bin_dir: &Path, object_store: Option<String>, idle_timeout: &str) -> anyhow::Result<Cluster> {
+        let dir = std::fs::canonicalize(dir)?;
+        let mut ports = PortAllocator::default();
+        let bin = |name: &str| bin_dir.join(name).display().to_string();
+        let object_store = object_store.unwrap_or_else(|| format!("file://{}", dir.join("objects").display()));
+        let sk_addrs: Vec<(String, String)> = SAFEKEEPER_IDS
+            .iter()
+            .map(|(id, _)| Ok((id.to_string(), format!("127.0.0.1:{}", ports.next()?))))
+            .collect::<anyhow::Result<_>>()?;
+        let mut nodes = Vec::new();
+        for (i, (id, az)) in SAFEKEEPER_IDS.iter().enumerate() {
+            let http = format!("127.0.0.1:{}", ports.next()?);
+            let data_dir = dir.join(id);
+            let peers: Vec<String> = sk_addrs
+                .iter()
+                .filter(|(pid, _)| pid != id)
+                .map(|(pid, a)| format!("{pid}={a}"))
+                .collect();
+            let addr = sk_addrs[i].1.clone();
+            nodes.push(Node {
+                id: id.to_string(),
+                role: "safekeeper".into(),
+                az: az.to_string(),
+                command: vec![
+                    bin("safekeeper"),
+                    "--id".into(),
+                    id.to_string(),
+                    "--listen".into(),
+                    addr.clone(),
+                    "--http".into(),
+                    http.clone(),
+                    "--data-dir".into(),
+                    data_dir.display().to_string(),
+                    "--peers".into(),
+                    peers.join(","),
+                ],
+                addr,
+                http_addr: Some(http),
+                pid: None,
+                data_dir,
+            });
+        }
+        let all_sk: Vec<String> = sk_addrs.iter().map(|(_, a)| a.clone()).collect();
+        for (id, az) in PAGESERVER_IDS {
+            let addr = format!("127.0.0.1:{}", ports.next()?);
+            let http = format!("127.0.0.1:{}", ports.next()?);
+            let data_dir = dir.join(id);
+            nodes.push(Node {
+                id: id.to_string(),
+                role: "pageserver".into(),
+                az: az.to_string(),
+                command: vec![
+                    bin("pageserver"),
+                    "--id".into(),
+                    id.to_string(),
+                    "--listen".into(),
+                    addr.clone(),
+                    "--http".into(),
+                    http.clone(),
+                    "--data-dir".into(),
+                    data_dir.display().to_string(),
+                    "--safekeepers".into(),
+                    all_sk.join(","),
+                ],
+                addr,
+                http_addr: Some(http),
+                pid: None,
+                data_dir,
+            });
+        }
+        let gw_addr = format!("127.0.0.1:{}", ports.next()?);
+        let gw_dir = dir.join("gateway");
+        let ps: Vec<String> = nodes.iter().filter(|n| n.role == "pageserver").map(|n| n.addr.clone()).collect();
+        nodes.push(Node {
+            id: "gateway".into(),
+            role: "gateway".into(),
+            az: "a".into(),
+            command: vec![
+                bin("gateway"),
+                "--listen".into(),
+                gw_addr.clone(),
+                "--data-dir".into(),
+                gw_dir.display().to_string(),
+                "--safekeepers".into(),
+                all_sk.join(","),
+                "--pageservers".into(),
+                ps.join(","),
+                "--admin-token-file".into(),
+                dir.join("admin_token").display().to_string(),
+                "--idle-timeout".into(),
+                idle_timeout.to_string(),
+            ],
+            addr: gw_addr.clone(),
+            http_addr: None,
+            pid: None,
+            data_dir: gw_dir.clone(),
+        });
+        Ok(Cluster {
+            version: CLUSTER_FILE_VERSION,
+            gateway: Gateway {
+                id: "gateway".into(),
+                role: "gateway".into(),
+                url: format!("http://{gw_addr}"),
+                addr: gw_addr,
+                pid: None,
+                data_dir: gw_dir,
+            },
+            admin_token: String::new(),
+            object_store,
+            nodes,
+        })
+    }
+
+    /// Starts node `id` in its own process group, logging to `DIR/logs/<id>.log`; records its pid.
+    pub fn start_node(&mut self, dir: &Path, id: &str) -> anyhow::Result<std::process::Child> {
+        let node = self.node(id)?.clone();
+        if let Some(pid) = node.pid {
+            if pid_alive(pid, &node.id) {
+                bail!("node {id} is already running (pid {pid})");
+            }
+        }
+        std::fs::create_dir_all(&node.data_dir)?;
+        let logs = dir.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(logs.join(format!("{id}.log")))?;
+        let program = node.command.first().context("node has no command")?;
+        if !Path::new(program).exists() {
+            bail!("{program} does not exist: build the workspace first (`cargo build --workspace`)");
+        }
+        use std::os::unix::process::CommandExt;
+        let child = Command::new(program)
+            .args(&node.command[1..])
+            .env("BOREALIS_NODE_ID", id)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {id}"))?;
+        let pid = child.id();
+        if let Some(n) = self.node_mut(id) {
+            n.pid = Some(pid);
+        }
+        if id == self.gateway.id {
+            self.gateway.pid = Some(pid);
+        }
+        self.save(dir)?;
+        Ok(child)
+    }
+}
+
+/// Hands out free loopback ports, never the same one twice in one plan.
+#[derive(Default)]
+struct PortAllocator {
+    held: Vec<TcpListener>,
+}
+
+impl PortAllocator {
+    fn next(&mut self) -> anyhow::Result<u16> {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        let port = l.local_addr()?.port();
+        self.held.push(l);
+        Ok(port)
+    }
+}
+
+/// Whether `pid` is alive and is the node `id` (guards against pid reuse).
+pub fn pid_alive(pid: u32, id: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // A zombie has exited already.
+        if stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')) {
+            return false;
+        }
+    }
+    let cmd = String::from_utf8_lossy(&cmdline);
+    id == "gateway" && cmd.contains("gateway") || cmd.contains(id)
+}
+
+pub fn signal(pid: u32, sig: i32) -> bool {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(pid as i32, sig) == 0 }
+}

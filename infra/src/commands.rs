@@ -1,0 +1,403 @@
+//! The subcommands.
+
+use crate::cluster::{pid_alive, signal, Cluster};
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+/// How long `up` waits for the gateway to answer /healthz (it compiles the SQLite module first).
+const GATEWAY_READY_TIMEOUT: Duration = Duration::from_secs(120);
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("building an HTTP client")
+}
+
+pub async fn up(dir: &Path, object_store: Option<String>, idle_timeout: &str) -> anyhow::Result<()> {
+    humantime::parse_duration(idle_timeout).with_context(|| format!("--idle-timeout {idle_timeout:?}"))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = std::fs::canonicalize(dir)?;
+    let bin_dir = std::env::current_exe()?.parent().context("no directory for this executable")?.to_path_buf();
+    let mut cluster = if crate::cluster::cluster_file(&dir).exists() {
+        let c = Cluster::load(&dir)?;
+        for n in &c.nodes {
+            if let Some(pid) = n.pid.filter(|p| pid_alive(*p, &n.id)) {
+                bail!("node {} of the cluster in {} is still running (pid {pid}); is another `borealis up` running?", n.id, dir.display());
+            }
+        }
+        if let Some(os) = &object_store {
+            if *os != c.object_store {
+                bail!("this cluster was created with object store {}; it cannot be changed to {os}", c.object_store);
+            }
+        }
+        println!("restarting the cluster in {}", dir.display());
+        c
+    } else {
+        let mut c = Cluster::plan(&dir, &bin_dir, object_store, idle_timeout)?;
+        c.admin_token = format!("ba_{:032x}", rand::random::<u128>());
+        let token_path = dir.join("admin_token");
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&token_path)?;
+            writeln!(f, "{}", c.admin_token)?;
+            f.sync_all()?;
+        }
+        c.save(&dir)?;
+        println!("created a new cluster in {}", dir.display());
+        c
+    };
+    // The binaries may have moved (a new build directory): point the commands at ours.
+    for n in &mut cluster.nodes {
+        if let Some(prog) = n.command.first_mut() {
+            let name = Path::new(prog.as_str()).file_name().map(|f| f.to_os_string()).unwrap_or_default();
+            *prog = bin_dir.join(name).display().to_string();
+        }
+    }
+    cluster.save(&dir)?;
+
+    let started = Instant::now();
+    let mut children: Vec<(String, Child)> = Vec::new();
+    let ids: Vec<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
+    for id in &ids {
+        match cluster.start_node(&dir, id) {
+            Ok(child) => children.push((id.clone(), child)),
+            Err(e) => {
+                stop_all(&dir, &mut children);
+                return Err(e);
+            }
+        }
+    }
+    // Wait for the gateway.
+    let client = http();
+    let health = format!("{}/healthz", cluster.gateway.url);
+    loop {
+        if let Ok(r) = client.get(&health).timeout(Duration::from_secs(2)).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        for (id, child) in children.iter_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = dir.join("logs").join(format!("{id}.log"));
+                let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = tail.lines().rev().take(15).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                let id = id.clone();
+                stop_all(&dir, &mut children);
+                bail!("{id} exited during start-up ({status}); last lines of {}:\n{}", log.display(), tail.join("\n"));
+            }
+        }
+        if started.elapsed() > GATEWAY_READY_TIMEOUT {
+            stop_all(&dir, &mut children);
+            bail!("the gateway did not answer {health} within {} s; see {}/logs/gateway.log", GATEWAY_READY_TIMEOUT.as_secs(), dir.display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let d = dir.display();
+    println!("Borealis is up in {:.1} s: 6 safekeepers (AZ a, b, c), 2 pageservers, gateway.", started.elapsed().as_secs_f64());
+    println!("  gateway:      {}", cluster.gateway.url);
+    println!("  admin token:  {d}/admin_token");
+    println!("  object store: {}", cluster.object_store);
+    println!("  logs:         {d}/logs/");
+    println!("Try:");
+    println!("  borealis tenant create acme --data-dir {d}");
+    println!("  borealis sql --data-dir {d} acme \"CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)\"");
+    println!("Stop everything with Ctrl-C (or SIGTERM to this process).");
+    let _ = std::io::stdout().flush();
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut reported: HashMap<String, bool> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                for (id, child) in children.iter_mut() {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        if !reported.contains_key(id) {
+                            eprintln!("node {id} exited ({status}); `borealis node start {id} --data-dir {d}` brings it back");
+                            reported.insert(id.clone(), true);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    println!("stopping the cluster...");
+    stop_all(&dir, &mut children);
+    println!("stopped; start it again with `borealis up --data-dir {d}`");
+    Ok(())
+}
+
+/// SIGTERM every node the cluster file knows (ours or restarted by `node start`), then SIGKILL
+/// what is still alive after the grace period; reap our children; clear the pids.
+fn stop_all(dir: &Path, children: &mut [(String, Child)]) {
+    let mut cluster = match Cluster::load(dir) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("warning: {e:#}; stopping only the processes this command started");
+            for (_, c) in children.iter_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            return;
+        }
+    };
+    let live: Vec<(String, u32)> = cluster
+        .nodes
+        .iter()
+        .filter_map(|n| n.pid.filter(|p| pid_alive(*p, &n.id)).map(|p| (n.id.clone(), p)))
+        .collect();
+    for (_, pid) in &live {
+        signal(*pid, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    loop {
+        for (_, c) in children.iter_mut() {
+            let _ = c.try_wait();
+        }
+        if live.iter().all(|(id, p)| !pid_alive(*p, id)) || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (id, pid) in &live {
+        if pid_alive(*pid, id) {
+            eprintln!("{id} did not stop within {} s; killing it", STOP_GRACE.as_secs());
+            signal(*pid, libc::SIGKILL);
+        }
+    }
+    for (_, c) in children.iter_mut() {
+        let _ = c.wait();
+    }
+    for n in &mut cluster.nodes {
+        n.pid = None;
+    }
+    cluster.gateway.pid = None;
+    if let Err(e) = cluster.save(dir) {
+        eprintln!("warning: could not update cluster.json: {e:#}");
+    }
+}
+
+fn resolve(dir: &Path, url: Option<String>, token: Option<String>) -> anyhow::Result<(String, String)> {
+    let cluster = Cluster::load(dir);
+    let url = match (url, &cluster) {
+        (Some(u), _) => u,
+        (None, Ok(c)) => c.gateway.url.clone(),
+        (None, Err(e)) => bail!("no --url given and {e:#}"),
+    };
+    let token = match (token, &cluster) {
+        (Some(t), _) => t,
+        (None, Ok(c)) => c.admin_token.clone(),
+        (None, Err(e)) => bail!("no --token given and {e:#}"),
+    };
+    Ok((url.trim_end_matches('/').to_string(), token))
+}
+
+async fn call(method: reqwest::Method, url: &str, token: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+    let mut req = http().request(method, url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.with_context(|| format!("could not reach {url}"))?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await?;
+    let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    Ok((status, v))
+}
+
+fn api_error(status: u16, v: &Value) -> anyhow::Error {
+    let code = v.pointer("/error/code").and_then(Value::as_str).unwrap_or("?");
+    let msg = v.pointer("/error/message").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| v.to_string());
+    anyhow::anyhow!("{code} (HTTP {status}): {msg}")
+}
+
+pub async fn sql(url: Option<String>, token: Option<String>, dir: &Path, tenant: &str, sql: &str) -> anyhow::Result<()> {
+    let (url, token) = resolve(dir, url, token)?;
+    let (status, v) = call(reqwest::Method::POST, &format!("{url}/v1/tenants/{tenant}/sql"), &token, Some(json!({"sql": sql}))).await?;
+    if status != 200 {
+        return Err(api_error(status, &v));
+    }
+    let Some(result) = v.pointer("/results/0") else { bail!("unexpected answer: {v}") };
+    print!("{}", render_table(result));
+    Ok(())
+}
+
+/// Renders one statement result as an aligned text table.
+pub fn render_table(result: &Value) -> String {
+    let columns: Vec<String> = result["columns"].as_array().map(|c| c.iter().map(|x| x.as_str().unwrap_or("?").to_string()).collect()).unwrap_or_default();
+    let rows: Vec<Vec<String>> = result["rows"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    r.as_array()
+                        .map(|cells| cells.iter().map(cell).collect())
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = String::new();
+    if columns.is_empty() {
+        out.push_str(&format!("OK, {} row(s) affected\n", result["rows_affected"].as_u64().unwrap_or(0)));
+        return out;
+    }
+    let mut widths: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: &[String]| -> String {
+        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{:<w$}", c, w = widths.get(i).copied().unwrap_or(0))).collect();
+        format!(" {} \n", parts.join(" | ")).trim_end().to_string() + "\n"
+    };
+    out.push_str(&line(&columns));
+    out.push_str(&format!("{}\n", widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("+")));
+    for r in &rows {
+        out.push_str(&line(r));
+    }
+    out.push_str(&format!("({} row{})\n", rows.len(), if rows.len() == 1 { "" } else { "s" }));
+    out
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "NULL".into(),
+        Value::String(s) => s.clone(),
+        Value::Object(o) if o.contains_key("base64") => format!("<blob {}>", o["base64"].as_str().unwrap_or("")),
+        other => other.to_string(),
+    }
+}
+
+pub async fn tenant_create(dir: &Path, name: &str) -> anyhow::Result<()> {
+    let (url, token) = resolve(dir, None, None)?;
+    let (status, v) = call(reqwest::Method::POST, &format!("{url}/v1/tenants"), &token, Some(json!({"name": name}))).await?;
+    if status != 201 {
+        return Err(api_error(status, &v));
+    }
+    println!("created tenant {name}");
+    println!("token: {}", v["token"].as_str().unwrap_or("?"));
+    println!("(shown once; pass it as --token or BOREALIS_TOKEN)");
+    Ok(())
+}
+
+pub async fn tenant_show(dir: &Path, name: &str) -> anyhow::Result<()> {
+    let (url, token) = resolve(dir, None, None)?;
+    let (status, v) = call(reqwest::Method::GET, &format!("{url}/v1/tenants/{name}"), &token, None).await?;
+    if status != 200 {
+        return Err(api_error(status, &v));
+    }
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
+pub async fn tenant_delete(dir: &Path, name: &str) -> anyhow::Result<()> {
+    let (url, token) = resolve(dir, None, None)?;
+    let (status, v) = call(reqwest::Method::DELETE, &format!("{url}/v1/tenants/{name}"), &token, None).await?;
+    if status != 204 {
+        return Err(api_error(status, &v));
+    }
+    println!("deleted tenant {name}");
+    Ok(())
+}
+
+pub async fn status(dir: &Path) -> anyhow::Result<()> {
+    let cluster = Cluster::load(dir)?;
+    let client = http();
+    println!("{:<8} {:<11} {:<3} {:<22} {:<8} health", "node", "role", "az", "address", "pid");
+    for n in &cluster.nodes {
+        let alive = n.pid.is_some_and(|p| pid_alive(p, &n.id));
+        let health_url = match (&n.http_addr, n.role.as_str()) {
+            (Some(h), _) => Some(format!("http://{h}/healthz")),
+            (None, "gateway") => Some(format!("{}/healthz", cluster.gateway.url)),
+            _ => None,
+        };
+        let health = match (alive, health_url) {
+            (false, _) => "down".to_string(),
+            (true, Some(u)) => match client.get(&u).timeout(Duration::from_secs(2)).send().await {
+                Ok(r) if r.status().is_success() => "ok".into(),
+                Ok(r) => format!("unhealthy ({})", r.status()),
+                Err(_) => "not answering".into(),
+            },
+            (true, None) => "running".into(),
+        };
+        let pid = n.pid.filter(|_| alive).map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        println!("{:<8} {:<11} {:<3} {:<22} {:<8} {health}", n.id, n.role, n.az, n.addr, pid);
+    }
+    match call(reqwest::Method::GET, &format!("{}/v1/tenants", cluster.gateway.url), &cluster.admin_token, None).await {
+        Ok((200, v)) => {
+            println!();
+            println!("{:<24} {:<8} {:>12} {:>6}", "tenant", "compute", "vdl", "epoch");
+            for t in v["tenants"].as_array().cloned().unwrap_or_default() {
+                println!(
+                    "{:<24} {:<8} {:>12} {:>6}",
+                    t["name"].as_str().unwrap_or("?"),
+                    t["compute"].as_str().unwrap_or("?"),
+                    t["vdl"],
+                    t["epoch"]
+                );
+            }
+        }
+        Ok((s, v)) => println!("\ntenants: {}", api_error(s, &v)),
+        Err(e) => println!("\ntenants: gateway unreachable ({e:#})"),
+    }
+    Ok(())
+}
+
+pub async fn node(dir: &Path, action: &str, id: &str) -> anyhow::Result<()> {
+    let dir = std::fs::canonicalize(dir).with_context(|| format!("{} does not exist", dir.display()))?;
+    let mut cluster = Cluster::load(&dir)?;
+    let node = cluster.node(id)?.clone();
+    let live = node.pid.filter(|p| pid_alive(*p, &node.id));
+    match action {
+        "start" => {
+            let child = cluster.start_node(&dir, id)?;
+            println!("started {id} (pid {}) on {}", child.id(), node.addr);
+            // Not waited on: it outlives this command and is reparented to init.
+            std::mem::forget(child);
+        }
+        "stop" | "kill" => {
+            let Some(pid) = live else {
+                println!("{id} is not running");
+                return Ok(());
+            };
+            let sig = if action == "kill" { libc::SIGKILL } else { libc::SIGTERM };
+            signal(pid, sig);
+            let deadline = Instant::now() + STOP_GRACE;
+            while pid_alive(pid, id) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if pid_alive(pid, id) {
+                bail!("{id} (pid {pid}) is still alive {} s after the signal", STOP_GRACE.as_secs());
+            }
+            if let Some(n) = cluster.node_mut(id) {
+                n.pid = None;
+            }
+            cluster.save(&dir)?;
+            println!("{}ed {id} (pid {pid})", if action == "kill" { "kill" } else { "stopp" });
+        }
+        other => bail!("unknown action {other}"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_aligned() {
+        let t = render_table(&json!({"columns": ["id", "name"], "rows": [[1, "a"], [22, null]], "rows_affected": 0}));
+        assert_eq!(t, " id | name\n----+------\n 1  | a\n 22 | NULL\n(2 rows)\n");
+        let t = render_table(&json!({"columns": [], "rows": [], "rows_affected": 3}));
+        assert_eq!(t, "OK, 3 row(s) affected\n");
+    }
+}

@@ -1,0 +1,206 @@
+//! A local cluster started through `borealis up`, and a small client for its HTTP API.
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct TestCluster {
+    dir: tempfile::TempDir,
+    up: Option<Child>,
+    pub url: String,
+    pub admin_token: String,
+    http: reqwest::Client,
+    idle_timeout: String,
+}
+
+/// What an API call returned.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn code(&self) -> &str {
+        self.body.pointer("/error/code").and_then(Value::as_str).unwrap_or("")
+    }
+    pub fn rows(&self) -> Vec<Vec<Value>> {
+        self.body
+            .pointer("/results/0/rows")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().map(|row| row.as_array().cloned().unwrap_or_default()).collect())
+            .unwrap_or_default()
+    }
+    /// The single integer of a one-row, one-column result.
+    pub fn scalar(&self) -> i64 {
+        let rows = self.rows();
+        assert_eq!(rows.len(), 1, "expected one row: {:?}", self.body);
+        rows[0][0].as_i64().unwrap_or_else(|| panic!("not an integer: {:?}", self.body))
+    }
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(self.status, 200, "request failed: {}", self.body);
+        self
+    }
+}
+
+impl TestCluster {
+    pub async fn start() -> TestCluster {
+        Self::start_with_idle("60s").await
+    }
+
+    pub async fn start_with_idle(idle_timeout: &str) -> TestCluster {
+        let dir = tempfile::Builder::new().prefix("borealis-test-").tempdir().expect("tempdir");
+        let mut c = TestCluster {
+            dir,
+            up: None,
+            url: String::new(),
+            admin_token: String::new(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client"),
+            idle_timeout: idle_timeout.to_string(),
+        };
+        c.up().await;
+        c
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `borealis up` on the data directory and waits until it reports the cluster up.
+    pub async fn up(&mut self) {
+        assert!(self.up.is_none(), "cluster already up");
+        let started = Instant::now();
+        let mut child = Command::new(crate::bin_dir().join("borealis"))
+            .args(["up", "--data-dir"])
+            .arg(self.dir.path())
+            .args(["--idle-timeout", &self.idle_timeout])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting borealis up");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                eprintln!("[borealis up] {line}");
+                if line.starts_with("Borealis is up") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let ready = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(180)))
+            .await
+            .expect("join");
+        if ready.is_err() {
+            let _ = child.kill();
+            panic!("the cluster did not come up within 180 s (see the output above)");
+        }
+        self.up = Some(child);
+        let cluster: Value = serde_json::from_slice(&std::fs::read(self.dir.path().join("cluster.json")).expect("cluster.json"))
+            .expect("cluster.json parses");
+        self.url = cluster["gateway"]["url"].as_str().expect("gateway url").to_string();
+        self.admin_token = cluster["admin_token"].as_str().expect("admin token").to_string();
+        eprintln!("cluster up in {:.1} s at {}", started.elapsed().as_secs_f64(), self.url);
+    }
+
+    /// Stops the whole cluster the way a user does (SIGINT to `borealis up`) and waits for it.
+    pub fn down(&mut self) {
+        if let Some(mut child) = self.up.take() {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    assert!(status.success(), "borealis up exited with {status}");
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("borealis up did not stop within 30 s of SIGINT");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// `borealis node ACTION ID`.
+    pub fn node(&self, action: &str, id: &str) {
+        let out = Command::new(crate::bin_dir().join("borealis"))
+            .args(["node", action, id, "--data-dir"])
+            .arg(self.dir.path())
+            .output()
+            .expect("running borealis node");
+        assert!(
+            out.status.success(),
+            "borealis node {action} {id} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("[borealis node] {}", String::from_utf8_lossy(&out.stdout).trim());
+    }
+
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.dir.path().join("logs").join(format!("{id}.log"))
+    }
+
+    pub async fn request(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> Reply {
+        let mut req = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Reply { status, body }
+    }
+
+    /// Creates a tenant; returns its token.
+    pub async fn create_tenant(&self, name: &str) -> String {
+        let r = self.request(reqwest::Method::POST, "/v1/tenants", &self.admin_token, Some(json!({"name": name}))).await;
+        assert_eq!(r.status, 201, "creating {name}: {}", r.body);
+        r.body["token"].as_str().expect("token").to_string()
+    }
+
+    pub async fn sql(&self, tenant: &str, token: &str, sql: &str) -> Reply {
+        self.sql_params(tenant, token, sql, json!([])).await
+    }
+
+    pub async fn sql_params(&self, tenant: &str, token: &str, sql: &str, params: Value) -> Reply {
+        self.request(
+            reqwest::Method::POST,
+            &format!("/v1/tenants/{tenant}/sql"),
+            token,
+            Some(json!({"sql": sql, "params": params})),
+        )
+        .await
+    }
+
+    pub async fn batch(&self, tenant: &str, token: &str, statements: Vec<Value>) -> Reply {
+        self.request(
+            reqwest::Method::POST,
+            &format!("/v1/tenants/{tenant}/sql"),
+            token,
+            Some(json!({"batch": statements})),
+        )
+        .await
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if self.up.is_some() {
+            self.down();
+        }
+        if std::thread::panicking() {
+            // Keep the logs of a failed test where a human can read them.
+            let kept = self.dir.path().to_path_buf();
+            eprintln!("test failed; cluster logs kept in {}/logs", kept.display());
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+            let _ = dir.keep();
+        }
+    }
+}
