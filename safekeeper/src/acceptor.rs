@@ -5,8 +5,11 @@
 //!
 //! - **May this writer speak?** [`TenantAcceptor::judge_hello`] and
 //!   [`TenantAcceptor::judge_append`] implement epoch fencing: an older epoch is refused with
-//!   `Fenced`, a newer epoch must first be announced with a `Hello` (which the caller makes
-//!   durable, truncating the log above the epoch's start, before [`TenantAcceptor::begin_epoch`]).
+//!   `Fenced`, a newer epoch must first be announced with a `Hello` carrying the writer's epoch
+//!   history. The verdict says how much of the log survives: everything up to where this
+//!   member's history and the writer's diverge ([`borealis_core::history::truncation_point`]),
+//!   never above the new epoch's start. The caller makes the epoch durable and truncates the log
+//!   before [`TenantAcceptor::begin_epoch`].
 //! - **How complete is each segment?** [`SegmentChain`] follows the `prev_lsn_segment` backlinks of
 //!   the records held. The segment complete LSN (SCL) is the highest LSN `L` such that the chain
 //!   of backlinks from `L` reaches the segment's base (LSN 0, or where the log was trimmed)
@@ -21,6 +24,7 @@
 //! complete) and is refused by [`TenantAcceptor::plan_append`]. So serving "every held record in
 //! `(after, SCL]`" serves exactly the segment's log.
 
+use borealis_core::history::{self, EpochStart};
 use borealis_core::{Lsn, SegmentId};
 use std::collections::BTreeMap;
 use std::ops::Bound::{Excluded, Unbounded};
@@ -50,7 +54,11 @@ impl SegmentChain {
 
     /// A chain whose records up to `base` were trimmed away (checkpointed elsewhere).
     pub fn with_base(base: Lsn) -> SegmentChain {
-        SegmentChain { base, scl: base, ..SegmentChain::default() }
+        SegmentChain {
+            base,
+            scl: base,
+            ..SegmentChain::default()
+        }
     }
 
     pub fn scl(&self) -> Lsn {
@@ -93,13 +101,17 @@ impl SegmentChain {
     /// already held (duplicates) and for records at or below the SCL or base that are not held
     /// (they cannot be on a chain that is already complete there).
     pub fn would_accept(&self, lsn: Lsn) -> bool {
-        lsn > self.base && !self.held.contains_key(&lsn) && lsn > self.scl
+        // The SCL is never below the base, so this also refuses records below the base.
+        lsn > self.scl && !self.held.contains_key(&lsn)
     }
 
     /// Records a held record and advances the SCL as far as the chain now reaches. Returns
     /// whether the record was new. The caller must have checked [`Self::would_accept`].
     pub fn insert(&mut self, lsn: Lsn, link: Link) -> bool {
-        assert!(link.prev_lsn_segment < lsn, "backlinks point back (checked by the codec)");
+        assert!(
+            link.prev_lsn_segment < lsn,
+            "backlinks point back (checked by the codec)"
+        );
         if !self.would_accept(lsn) {
             return false;
         }
@@ -155,16 +167,17 @@ impl SegmentChain {
 }
 
 /// What to do with a `Hello`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HelloVerdict {
     /// The epoch is the current one: answer with the current state.
     Same,
-    /// A newer epoch: make it durable, truncate above its start, then answer.
-    NewEpoch,
+    /// A newer epoch: make it durable, truncate the log above `truncate_above`, then answer.
+    NewEpoch { truncate_above: Lsn },
     /// An older epoch: a newer writer exists.
     Fenced { current: u64 },
-    /// The current epoch announced with a different start LSN (a writer bug), or epoch 0.
-    Invalid { current_start: Lsn },
+    /// A malformed hello (epoch 0, a history that does not end with the epoch), or the current
+    /// epoch announced with a different history (a writer bug).
+    Invalid { reason: String },
 }
 
 /// What to do with an `Append`.
@@ -172,9 +185,13 @@ pub enum HelloVerdict {
 pub enum AppendVerdict {
     Accept,
     /// The append comes from an older epoch than the current one.
-    Fenced { current: u64 },
+    Fenced {
+        current: u64,
+    },
     /// The append names an epoch this safekeeper was never told about: the writer must Hello.
-    HelloFirst { current: u64 },
+    HelloFirst {
+        current: u64,
+    },
 }
 
 /// Which records of an append to write.
@@ -194,15 +211,36 @@ pub struct TenantAcceptor {
     /// 0 until the first Hello: no writer has ever spoken to this safekeeper.
     epoch: u64,
     epoch_start_lsn: Lsn,
+    /// The history of `epoch`, ending with `(epoch, epoch_start_lsn)`; empty for epoch 0.
+    history: Vec<EpochStart>,
     /// The newest VDL a writer told us (in memory; learnt again after a restart).
     known_vdl: Lsn,
     segments: BTreeMap<SegmentId, SegmentChain>,
 }
 
 impl TenantAcceptor {
-    /// An acceptor restored from the durable control state.
-    pub fn new(epoch: u64, epoch_start_lsn: Lsn) -> TenantAcceptor {
-        TenantAcceptor { epoch, epoch_start_lsn, ..TenantAcceptor::default() }
+    /// An acceptor restored from the durable history of its epoch (empty: epoch 0).
+    pub fn new(history: Vec<EpochStart>) -> TenantAcceptor {
+        assert!(
+            history::is_valid(&history),
+            "histories are validated when loaded"
+        );
+        let last = history.last().copied().unwrap_or(EpochStart {
+            epoch: 0,
+            start: Lsn::INVALID,
+        });
+        // Recovery found everything up to the epoch's start durable: the VDL is at least that.
+        TenantAcceptor {
+            epoch: last.epoch,
+            epoch_start_lsn: last.start,
+            history,
+            known_vdl: last.start,
+            segments: BTreeMap::new(),
+        }
+    }
+
+    pub fn history(&self) -> &[EpochStart] {
+        &self.history
     }
 
     pub fn epoch(&self) -> u64 {
@@ -230,38 +268,74 @@ impl TenantAcceptor {
         self.segments.entry(segment).or_default()
     }
 
-    pub fn judge_hello(&self, epoch: u64, epoch_start_lsn: Lsn) -> HelloVerdict {
+    pub fn judge_hello(
+        &self,
+        epoch: u64,
+        epoch_start_lsn: Lsn,
+        history: &[EpochStart],
+    ) -> HelloVerdict {
+        let invalid = |reason: String| HelloVerdict::Invalid { reason };
         if epoch == 0 {
-            return HelloVerdict::Invalid { current_start: self.epoch_start_lsn };
+            return invalid("epoch 0 is reserved for \"no writer yet\"".into());
+        }
+        if !history::is_valid(history)
+            || history.last()
+                != Some(&EpochStart {
+                    epoch,
+                    start: epoch_start_lsn,
+                })
+        {
+            return invalid(format!(
+                "the history {history:?} is not valid or does not end with epoch {epoch} at {epoch_start_lsn}"
+            ));
         }
         match epoch.cmp(&self.epoch) {
-            std::cmp::Ordering::Less => HelloVerdict::Fenced { current: self.epoch },
-            std::cmp::Ordering::Greater => HelloVerdict::NewEpoch,
-            std::cmp::Ordering::Equal if epoch_start_lsn == self.epoch_start_lsn => {
-                HelloVerdict::Same
-            }
-            std::cmp::Ordering::Equal => {
-                HelloVerdict::Invalid { current_start: self.epoch_start_lsn }
+            std::cmp::Ordering::Less => HelloVerdict::Fenced {
+                current: self.epoch,
+            },
+            std::cmp::Ordering::Equal if history == self.history.as_slice() => HelloVerdict::Same,
+            std::cmp::Ordering::Equal => invalid(format!(
+                "epoch {epoch} was started with the history {:?}, not {history:?}",
+                self.history
+            )),
+            std::cmp::Ordering::Greater => {
+                let diverged = history::truncation_point(&self.history, history);
+                HelloVerdict::NewEpoch {
+                    truncate_above: diverged.min(epoch_start_lsn),
+                }
             }
         }
     }
 
-    /// Enters a new epoch after the caller made it durable and truncated its log above
-    /// `epoch_start_lsn`. Returns the number of records forgotten.
-    pub fn begin_epoch(&mut self, epoch: u64, epoch_start_lsn: Lsn) -> usize {
-        assert!(epoch > self.epoch, "epochs only move forward");
-        self.epoch = epoch;
-        self.epoch_start_lsn = epoch_start_lsn;
+    /// Enters a new epoch (its history given) after the caller made it durable and truncated its
+    /// log above `truncate_above`. Returns the number of records forgotten.
+    pub fn begin_epoch(&mut self, history: Vec<EpochStart>, truncate_above: Lsn) -> usize {
+        let last = *history.last().expect("a new epoch's history ends with it");
+        assert!(last.epoch > self.epoch, "epochs only move forward");
+        assert!(
+            truncate_above <= last.start,
+            "nothing above the epoch's start survives"
+        );
+        self.epoch = last.epoch;
+        self.epoch_start_lsn = last.start;
+        self.history = history;
         // Recovery found everything up to the start durable: that is the newest VDL we know.
-        self.known_vdl = epoch_start_lsn;
-        self.segments.values_mut().map(|c| c.truncate_above(epoch_start_lsn)).sum()
+        self.known_vdl = last.start;
+        self.segments
+            .values_mut()
+            .map(|c| c.truncate_above(truncate_above))
+            .sum()
     }
 
     pub fn judge_append(&self, epoch: u64) -> AppendVerdict {
         if self.epoch == 0 || epoch > self.epoch {
-            AppendVerdict::HelloFirst { current: self.epoch }
+            AppendVerdict::HelloFirst {
+                current: self.epoch,
+            }
         } else if epoch < self.epoch {
-            AppendVerdict::Fenced { current: self.epoch }
+            AppendVerdict::Fenced {
+                current: self.epoch,
+            }
         } else {
             AppendVerdict::Accept
         }
@@ -273,7 +347,11 @@ impl TenantAcceptor {
     }
 
     /// Chooses which of `lsns` (an append's records, in order) to write to `segment`.
-    pub fn plan_append(&self, segment: SegmentId, lsns: impl IntoIterator<Item = Lsn>) -> AppendPlan {
+    pub fn plan_append(
+        &self,
+        segment: SegmentId,
+        lsns: impl IntoIterator<Item = Lsn>,
+    ) -> AppendPlan {
         let empty = SegmentChain::new();
         let chain = self.segments.get(&segment).unwrap_or(&empty);
         let mut plan = AppendPlan::default();
@@ -296,7 +374,10 @@ mod tests {
     use super::*;
 
     fn link(prev: u64, is_cpl: bool) -> Link {
-        Link { prev_lsn_segment: Lsn(prev), is_cpl }
+        Link {
+            prev_lsn_segment: Lsn(prev),
+            is_cpl,
+        }
     }
 
     /// Inserts records given as (lsn, prev, cpl).
@@ -309,7 +390,10 @@ mod tests {
     #[test]
     fn in_order_records_advance_the_scl_and_last_cpl() {
         let mut c = SegmentChain::new();
-        assert_eq!((c.scl(), c.last_cpl(), c.end_lsn()), (Lsn(0), Lsn(0), Lsn(0)));
+        assert_eq!(
+            (c.scl(), c.last_cpl(), c.end_lsn()),
+            (Lsn(0), Lsn(0), Lsn(0))
+        );
         fill(&mut c, &[(1, 0, false), (2, 1, true), (5, 2, false)]);
         assert_eq!(c.scl(), Lsn(5));
         assert_eq!(c.last_cpl(), Lsn(2));
@@ -353,9 +437,19 @@ mod tests {
         assert!(!c.insert(Lsn(1), link(0, false)));
         assert_eq!((c.scl(), c.records()), (Lsn(2), 2));
 
-        let a = TenantAcceptor { segments: [(SegmentId(0), c)].into(), ..TenantAcceptor::new(1, Lsn(0)) };
+        let a = TenantAcceptor {
+            segments: [(SegmentId(0), c)].into(),
+            ..TenantAcceptor::new(h(&[(1, 0)]))
+        };
         let plan = a.plan_append(SegmentId(0), [Lsn(2), Lsn(3), Lsn(3), Lsn(4)]);
-        assert_eq!(plan, AppendPlan { write: vec![1, 3], duplicates: 2, off_chain: 0 });
+        assert_eq!(
+            plan,
+            AppendPlan {
+                write: vec![1, 3],
+                duplicates: 2,
+                off_chain: 0
+            }
+        );
     }
 
     #[test]
@@ -363,19 +457,37 @@ mod tests {
         let mut c = SegmentChain::new();
         fill(&mut c, &[(1, 0, false), (3, 1, false)]);
         assert_eq!(c.scl(), Lsn(3));
-        assert!(!c.would_accept(Lsn(2)), "2 cannot be on a chain that goes 1 -> 3");
+        assert!(
+            !c.would_accept(Lsn(2)),
+            "2 cannot be on a chain that goes 1 -> 3"
+        );
         assert!(!c.insert(Lsn(2), link(1, false)));
-        let a = TenantAcceptor { segments: [(SegmentId(0), c)].into(), ..TenantAcceptor::new(1, Lsn(0)) };
+        let a = TenantAcceptor {
+            segments: [(SegmentId(0), c)].into(),
+            ..TenantAcceptor::new(h(&[(1, 0)]))
+        };
         assert_eq!(a.plan_append(SegmentId(0), [Lsn(2)]).off_chain, 1);
     }
 
     #[test]
     fn truncate_above_forgets_records_and_lowers_the_scl() {
         let mut c = SegmentChain::new();
-        fill(&mut c, &[(1, 0, true), (2, 1, false), (3, 2, true), (4, 3, false), (9, 8, false)]);
+        fill(
+            &mut c,
+            &[
+                (1, 0, true),
+                (2, 1, false),
+                (3, 2, true),
+                (4, 3, false),
+                (9, 8, false),
+            ],
+        );
         assert_eq!(c.scl(), Lsn(4));
         assert_eq!(c.truncate_above(Lsn(2)), 3);
-        assert_eq!((c.scl(), c.last_cpl(), c.end_lsn()), (Lsn(2), Lsn(1), Lsn(2)));
+        assert_eq!(
+            (c.scl(), c.last_cpl(), c.end_lsn()),
+            (Lsn(2), Lsn(1), Lsn(2))
+        );
         // The new epoch's writer continues from 2 with different records.
         fill(&mut c, &[(3, 2, true)]);
         assert_eq!((c.scl(), c.last_cpl()), (Lsn(3), Lsn(3)));
@@ -384,9 +496,15 @@ mod tests {
     #[test]
     fn removing_a_corrupt_record_lowers_the_scl_until_it_is_fetched_again() {
         let mut c = SegmentChain::new();
-        fill(&mut c, &[(1, 0, true), (2, 1, true), (3, 2, true), (4, 3, true)]);
+        fill(
+            &mut c,
+            &[(1, 0, true), (2, 1, true), (3, 2, true), (4, 3, true)],
+        );
         assert!(c.remove(Lsn(2)));
-        assert_eq!((c.scl(), c.last_cpl(), c.end_lsn()), (Lsn(1), Lsn(1), Lsn(4)));
+        assert_eq!(
+            (c.scl(), c.last_cpl(), c.end_lsn()),
+            (Lsn(1), Lsn(1), Lsn(4))
+        );
         assert!(c.would_accept(Lsn(2)), "the lost record may come back");
         assert!(c.insert(Lsn(2), link(1, true)));
         assert_eq!((c.scl(), c.last_cpl()), (Lsn(4), Lsn(4)));
@@ -404,28 +522,110 @@ mod tests {
         assert_eq!(c.scl(), Lsn(10));
     }
 
+    fn h(entries: &[(u64, u64)]) -> Vec<EpochStart> {
+        entries
+            .iter()
+            .map(|&(epoch, start)| EpochStart {
+                epoch,
+                start: Lsn(start),
+            })
+            .collect()
+    }
+
     #[test]
     fn epoch_fencing() {
         let mut a = TenantAcceptor::default();
         assert_eq!(a.judge_append(1), AppendVerdict::HelloFirst { current: 0 });
-        assert_eq!(a.judge_hello(0, Lsn(0)), HelloVerdict::Invalid { current_start: Lsn(0) });
-        assert_eq!(a.judge_hello(1, Lsn(0)), HelloVerdict::NewEpoch);
-        a.begin_epoch(1, Lsn(0));
-        assert_eq!(a.judge_hello(1, Lsn(0)), HelloVerdict::Same);
-        assert_eq!(a.judge_hello(1, Lsn(5)), HelloVerdict::Invalid { current_start: Lsn(0) });
+        assert!(matches!(
+            a.judge_hello(0, Lsn(0), &[]),
+            HelloVerdict::Invalid { .. }
+        ));
+        assert!(matches!(
+            a.judge_hello(1, Lsn(0), &h(&[(1, 5)])),
+            HelloVerdict::Invalid { .. }
+        ));
+        assert!(matches!(
+            a.judge_hello(2, Lsn(0), &h(&[(2, 0), (2, 0)])),
+            HelloVerdict::Invalid { .. }
+        ));
+        assert_eq!(
+            a.judge_hello(1, Lsn(0), &h(&[(1, 0)])),
+            HelloVerdict::NewEpoch {
+                truncate_above: Lsn(0)
+            }
+        );
+        a.begin_epoch(h(&[(1, 0)]), Lsn(0));
+        assert_eq!(a.judge_hello(1, Lsn(0), &h(&[(1, 0)])), HelloVerdict::Same);
+        assert!(matches!(
+            a.judge_hello(1, Lsn(5), &h(&[(1, 5)])),
+            HelloVerdict::Invalid { .. }
+        ));
         assert_eq!(a.judge_append(1), AppendVerdict::Accept);
         assert_eq!(a.judge_append(2), AppendVerdict::HelloFirst { current: 1 });
 
-        fill(a.segment_mut(SegmentId(3)), &[(1, 0, true), (2, 1, true), (3, 2, false)]);
+        fill(
+            a.segment_mut(SegmentId(3)),
+            &[(1, 0, true), (2, 1, true), (3, 2, false)],
+        );
         a.note_vdl(Lsn(2));
         a.note_vdl(Lsn(1));
         assert_eq!(a.known_vdl(), Lsn(2), "the known VDL never goes back");
-        assert_eq!(a.judge_hello(2, Lsn(2)), HelloVerdict::NewEpoch);
-        assert_eq!(a.begin_epoch(2, Lsn(2)), 1);
+        let next = h(&[(1, 0), (2, 2)]);
+        assert_eq!(
+            a.judge_hello(2, Lsn(2), &next),
+            HelloVerdict::NewEpoch {
+                truncate_above: Lsn(2)
+            }
+        );
+        assert_eq!(a.begin_epoch(next.clone(), Lsn(2)), 1);
         assert_eq!(a.segment(SegmentId(3)).map(|c| c.scl()), Some(Lsn(2)));
         assert_eq!(a.judge_append(1), AppendVerdict::Fenced { current: 2 });
-        assert_eq!(a.judge_hello(1, Lsn(0)), HelloVerdict::Fenced { current: 2 });
+        assert_eq!(
+            a.judge_hello(1, Lsn(0), &h(&[(1, 0)])),
+            HelloVerdict::Fenced { current: 2 }
+        );
         assert_eq!(a.judge_append(2), AppendVerdict::Accept);
-        assert_eq!((a.epoch(), a.epoch_start_lsn(), a.known_vdl()), (2, Lsn(2), Lsn(2)));
+        assert_eq!(
+            (a.epoch(), a.epoch_start_lsn(), a.known_vdl()),
+            (2, Lsn(2), Lsn(2))
+        );
+        assert_eq!(a.history(), next.as_slice());
+    }
+
+    #[test]
+    fn a_member_that_missed_an_epoch_keeps_only_the_shared_log() {
+        // This member took records 1..=6 from epoch 1's writer, then was down while epoch 2
+        // started at 3 (dropping 4..=6 everywhere else) and wrote its own 4..=9. Epoch 3 starts
+        // at 9: keeping everything up to 9 would keep epoch 1's stale 4..=6.
+        let mut a = TenantAcceptor::new(h(&[(1, 0)]));
+        fill(
+            a.segment_mut(SegmentId(0)),
+            &[
+                (1, 0, true),
+                (2, 1, false),
+                (3, 2, true),
+                (4, 3, false),
+                (5, 4, false),
+                (6, 5, true),
+            ],
+        );
+        let writer = h(&[(1, 0), (2, 3), (3, 9)]);
+        assert_eq!(
+            a.judge_hello(3, Lsn(9), &writer),
+            HelloVerdict::NewEpoch {
+                truncate_above: Lsn(3)
+            }
+        );
+        assert_eq!(a.begin_epoch(writer, Lsn(3)), 3);
+        let c = a.segment(SegmentId(0)).map(|c| (c.scl(), c.end_lsn()));
+        assert_eq!(c, Some((Lsn(3), Lsn(3))));
+        // A member with no history at all keeps nothing it may hold.
+        let fresh = TenantAcceptor::default();
+        assert_eq!(
+            fresh.judge_hello(3, Lsn(9), &h(&[(1, 0), (2, 3), (3, 9)])),
+            HelloVerdict::NewEpoch {
+                truncate_above: Lsn(0)
+            }
+        );
     }
 }

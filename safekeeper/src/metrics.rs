@@ -20,7 +20,10 @@ pub struct Histogram {
 
 impl Histogram {
     pub fn new(bounds: &'static [u64], scale: f64) -> Histogram {
-        assert!(bounds.windows(2).all(|w| w[0] < w[1]), "histogram bounds must increase");
+        assert!(
+            bounds.windows(2).all(|w| w[0] < w[1]),
+            "histogram bounds must increase"
+        );
         Histogram {
             bounds,
             counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
@@ -31,7 +34,11 @@ impl Histogram {
     }
 
     pub fn observe(&self, value: u64) {
-        let bucket = self.bounds.iter().position(|&b| value <= b).unwrap_or(self.bounds.len());
+        let bucket = self
+            .bounds
+            .iter()
+            .position(|&b| value <= b)
+            .unwrap_or(self.bounds.len());
         self.counts[bucket].fetch_add(1, Ordering::Relaxed);
         self.sum.fetch_add(value, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
@@ -113,14 +120,19 @@ pub fn inc(counter: &AtomicU64, n: u64) {
 
 impl Metrics {
     pub fn observe_append_latency(&self, latency: Duration) {
-        self.append_ack_latency.observe(latency.as_micros().min(u128::from(u64::MAX)) as u64);
+        self.append_ack_latency
+            .observe(latency.as_micros().min(u128::from(u64::MAX)) as u64);
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let counters: [(&str, &AtomicU64, &str); 8] = [
-            ("safekeeper_appends_total", &self.appends_total, "Append requests accepted."),
+            (
+                "safekeeper_appends_total",
+                &self.appends_total,
+                "Append requests accepted.",
+            ),
             (
                 "safekeeper_records_appended_total",
                 &self.records_appended_total,
@@ -131,13 +143,21 @@ impl Metrics {
                 &self.appends_refused_total,
                 "Append requests refused (fenced, no hello, corrupt).",
             ),
-            ("safekeeper_fsyncs_total", &self.fsyncs_total, "fsync calls on segment files."),
+            (
+                "safekeeper_fsyncs_total",
+                &self.fsyncs_total,
+                "fsync calls on segment files.",
+            ),
             (
                 "safekeeper_gossip_records_repaired_total",
                 &self.gossip_records_repaired_total,
                 "Records fetched from peers that this safekeeper lacked.",
             ),
-            ("safekeeper_gossip_rounds_total", &self.gossip_rounds_total, "Gossip rounds run."),
+            (
+                "safekeeper_gossip_rounds_total",
+                &self.gossip_rounds_total,
+                "Gossip rounds run.",
+            ),
             (
                 "safekeeper_crc_failures_total",
                 &self.crc_failures_total,
@@ -184,6 +204,9 @@ mod tests {
         assert!(text.contains("safekeeper_append_ack_latency_seconds_bucket{le=\"0.0005\"} 1\n"));
         assert!(text.contains("safekeeper_append_ack_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("safekeeper_append_ack_latency_seconds_count 2\n"));
-        assert!(text.contains("safekeeper_append_ack_latency_seconds_sum 10.0003\n"), "{text}");
+        assert!(
+            text.contains("safekeeper_append_ack_latency_seconds_sum 10.0003\n"),
+            "{text}"
+        );
     }
 }

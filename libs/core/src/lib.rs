@@ -11,6 +11,8 @@
 //!   4 KiB pages cut into segments; every segment's log is held by its own protection group.
 //! - [`redo::RedoRecord`] and its binary codec: magic, version, length and CRC32C, so a torn,
 //!   truncated, misdirected or bit-flipped record is an error, never a silently wrong page.
+//! - [`history`]: epoch histories, which decide what log a safekeeper keeps when a new writer's
+//!   epoch reaches it.
 //! - [`quorum`]: the arithmetic of six members in three AZs, write quorum 4, read quorum 3.
 //! - [`ErrorKind`]: the small, shared classification of failures that tells a caller what to do
 //!   (retry, give up, report read-only, ...) and maps to the gateway's HTTP error codes.
@@ -18,11 +20,13 @@
 //! Nothing here does I/O.
 
 pub mod error;
+pub mod history;
 pub mod ids;
 pub mod lsn;
 pub mod quorum;
 pub mod redo;
 
 pub use error::ErrorKind;
+pub use history::EpochStart;
 pub use ids::{PageNo, SegmentId, SegmentLayout, TenantId, PAGE_SIZE_BYTES};
 pub use lsn::Lsn;

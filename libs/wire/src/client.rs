@@ -173,6 +173,7 @@ mod tests {
                 Body::GetState { .. } => Body::State {
                     epoch: 1,
                     epoch_start_lsn: Lsn(0),
+                    history: vec![],
                     known_vdl: Lsn(5),
                     segments: vec![],
                 },

@@ -127,7 +127,12 @@ mod tests {
     fn env() -> Envelope {
         Envelope {
             request_id: 7,
-            body: Body::Hello { tenant: TenantId(1), epoch: 3, epoch_start_lsn: Lsn(10) },
+            body: Body::Hello {
+                tenant: TenantId(1),
+                epoch: 3,
+                epoch_start_lsn: Lsn(10),
+                history: vec![borealis_core::EpochStart { epoch: 3, start: Lsn(10) }],
+            },
         }
     }
 
@@ -145,7 +150,7 @@ mod tests {
     #[test]
     fn frame_snapshot() {
         let hex: String = encode_frame(&env()).unwrap().iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, "42524c570100000005000000ae6a4017070001030a");
+        assert_eq!(hex, "42524c570100000008000000db3e1562070001030a01030a");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //!
 //! Any request may be answered with `Error { kind, message }`.
 
-use borealis_core::{ErrorKind, Lsn, PageNo, SegmentId, TenantId};
+use borealis_core::{EpochStart, ErrorKind, Lsn, PageNo, SegmentId, TenantId};
 use serde::{Deserialize, Serialize};
 
 /// A message and the id that pairs an answer with its request (0: unsolicited).
@@ -44,11 +44,13 @@ pub struct SegmentSummary {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Body {
-    /// Opens a writer session for `tenant`. If `epoch` is newer than the safekeeper's, it durably
-    /// records the new epoch and `epoch_start_lsn`, and truncates every record above
-    /// `epoch_start_lsn` (they belong to older writers and were never durable), before answering.
+    /// Opens a writer session for `tenant`. `history` is the writer's epoch history, ending with
+    /// `(epoch, epoch_start_lsn)`. If `epoch` is newer than the safekeeper's, it truncates its log
+    /// above `borealis_core::history::truncation_point(own history, history)` — at most
+    /// `epoch_start_lsn`, less if it holds records of an epoch the writer's history does not
+    /// descend from — and durably records the new epoch and history, before answering.
     /// An `epoch` older than the safekeeper's is refused with `ErrorKind::Fenced`.
-    Hello { tenant: TenantId, epoch: u64, epoch_start_lsn: Lsn },
+    Hello { tenant: TenantId, epoch: u64, epoch_start_lsn: Lsn, history: Vec<EpochStart> },
     /// Answer to `Hello`: the segments this safekeeper holds for the tenant, after truncation.
     HelloOk { epoch: u64, segments: Vec<SegmentState> },
     /// Redo records of one segment, concatenated in their own encoding, in LSN order. `vdl` is the
@@ -58,7 +60,14 @@ pub enum Body {
     Ack { tenant: TenantId, segment: SegmentId, scl: Lsn },
     /// Recovery's question: the epoch and every segment's state.
     GetState { tenant: TenantId },
-    State { epoch: u64, epoch_start_lsn: Lsn, known_vdl: Lsn, segments: Vec<SegmentState> },
+    State {
+        epoch: u64,
+        epoch_start_lsn: Lsn,
+        /// The history of `epoch` (empty before the first epoch).
+        history: Vec<EpochStart>,
+        known_vdl: Lsn,
+        segments: Vec<SegmentState>,
+    },
     /// Records of a segment with `after < lsn <= upto`, in LSN order, as far as the safekeeper
     /// holds them completely (never past its SCL), at most about `max_bytes`. If there are none
     /// yet, the safekeeper may hold the request up to `wait_ms` for some to arrive.

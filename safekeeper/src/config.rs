@@ -1,0 +1,144 @@
+//! The safekeeper's configuration: long flags, or `SAFEKEEPER_*` environment variables.
+
+use crate::gossip::Peer;
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The longest gossip interval accepted: beyond it holes stay open for too long to be useful.
+const GOSSIP_INTERVAL_MAX: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "safekeeper",
+    version,
+    about = "The Borealis safekeeper: a durable, fenced, self-healing redo log."
+)]
+pub struct Config {
+    /// This member's id, e.g. `sk-a1`.
+    #[arg(long, env = "SAFEKEEPER_ID")]
+    pub id: String,
+    /// Address of the wire protocol (writers, pageservers, peers).
+    #[arg(long, env = "SAFEKEEPER_LISTEN", default_value = "127.0.0.1:7001")]
+    pub listen: SocketAddr,
+    /// Address of the admin HTTP server (/status, /metrics, /healthz).
+    #[arg(long, env = "SAFEKEEPER_HTTP", default_value = "127.0.0.1:7081")]
+    pub http: SocketAddr,
+    /// Where the segment logs and control files live.
+    #[arg(long, env = "SAFEKEEPER_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// The other members of the protection group: `id=host:port,id=host:port,...`.
+    #[arg(long, env = "SAFEKEEPER_PEERS", default_value = "", value_parser = parse_peers)]
+    pub peers: PeerList,
+    /// How often to exchange summaries with peers and fill holes, e.g. `200ms`.
+    #[arg(long, env = "SAFEKEEPER_GOSSIP_INTERVAL", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub gossip_interval: Duration,
+}
+
+/// The `--peers` list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerList(pub Vec<Peer>);
+
+/// Parses `id=host:port,id=host:port` (empty: no peers).
+pub fn parse_peers(s: &str) -> Result<PeerList, String> {
+    let mut peers = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (id, addr) = item
+            .split_once('=')
+            .ok_or_else(|| format!("peer `{item}` is not id=host:port"))?;
+        let (id, addr) = (id.trim(), addr.trim());
+        let port_ok = addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if id.is_empty() || !port_ok {
+            return Err(format!("peer `{item}` is not id=host:port"));
+        }
+        peers.push(Peer {
+            id: id.to_string(),
+            addr: addr.to_string(),
+        });
+    }
+    Ok(PeerList(peers))
+}
+
+impl Config {
+    /// Checks what clap cannot: relationships between values.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id.trim().is_empty() {
+            return Err("--id must not be empty".into());
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for p in &self.peers.0 {
+            if p.id == self.id {
+                return Err(format!("--peers lists this member itself ({})", p.id));
+            }
+            if !ids.insert(&p.id) {
+                return Err(format!("--peers lists {} twice", p.id));
+            }
+        }
+        if self.gossip_interval.is_zero() || self.gossip_interval > GOSSIP_INTERVAL_MAX {
+            return Err(format!(
+                "--gossip-interval must be within (0, {GOSSIP_INTERVAL_MAX:?}]"
+            ));
+        }
+        if self.listen == self.http {
+            return Err("--listen and --http must differ".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_and_validate() {
+        let c = Config::try_parse_from([
+            "safekeeper",
+            "--id",
+            "sk-a1",
+            "--data-dir",
+            "/tmp/x",
+            "--peers",
+            "sk-a2=127.0.0.1:7002, sk-b1=localhost:7003",
+            "--gossip-interval",
+            "150ms",
+        ])
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:7001".parse().unwrap());
+        assert_eq!(c.gossip_interval, Duration::from_millis(150));
+        assert_eq!(c.peers.0.len(), 2);
+        assert_eq!(
+            c.peers.0[1],
+            Peer {
+                id: "sk-b1".into(),
+                addr: "localhost:7003".into()
+            }
+        );
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_peers_are_refused() {
+        assert_eq!(parse_peers("").unwrap(), PeerList::default());
+        assert!(parse_peers("sk-a2").is_err());
+        assert!(parse_peers("=127.0.0.1:1").is_err());
+        assert!(parse_peers("a=127.0.0.1").is_err());
+        assert!(parse_peers("a=:80").is_err());
+        let mut c = Config::try_parse_from([
+            "safekeeper",
+            "--id",
+            "a",
+            "--data-dir",
+            "d",
+            "--peers",
+            "a=h:1",
+        ])
+        .unwrap();
+        assert!(c.validate().is_err());
+        c.peers = parse_peers("b=h:1,b=h:2").unwrap();
+        assert!(c.validate().is_err());
+    }
+}

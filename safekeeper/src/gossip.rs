@@ -1,0 +1,444 @@
+//! Gossip: how the members of a protection group fill each other's holes.
+//!
+//! Every `--gossip-interval`, a safekeeper asks each peer for its summary (per tenant and segment:
+//! epoch and SCL) and [`plan_round`] decides, without any I/O, what to do about it:
+//!
+//! - A peer knows a **newer epoch** of a tenant (or a tenant we never heard of): adopt it. We ask
+//!   that peer for its `State` (the epoch, its start LSN and its history) and apply it exactly as
+//!   the writer's `Hello` that carried them: persist the epoch, truncate where the histories
+//!   part. A writer's `Hello` that reached the peer but not us (we were down) has the same
+//!   effect when it arrives late.
+//! - A peer in **our epoch** has a **higher SCL** for a segment: fetch `(our SCL, its SCL]` from
+//!   the peer with the highest SCL, with `ReadLog { epoch: Some(ours) }` so that a peer in another
+//!   epoch refuses instead of handing us records an older writer left behind. What comes back goes
+//!   through the log writer like any append: written, fsynced, then the SCL advances (and writers
+//!   are acked). Records we already hold are skipped, so fetching across a hole is cheap.
+//!
+//! This is how a safekeeper that was down catches up, how a record lost in transit is filled in,
+//! and how a record found corrupt on disk is repaired.
+
+use crate::log_writer::LogWriter;
+use crate::metrics::inc;
+use crate::store::Store;
+use crate::tenant::parse_records;
+use borealis_core::{Lsn, SegmentId, TenantId};
+use borealis_wire::{Body, Client, SegmentSummary};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+/// How long to wait for a peer's TCP connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long to wait for a peer's answer.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest wait between attempts to reach a peer that is down.
+pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// `ReadLog` calls for one segment in one round: one lagging segment cannot starve the others
+/// (the next round continues where this one stopped).
+pub const FETCHES_PER_SEGMENT_PER_ROUND_MAX: usize = 64;
+
+/// A peer of the protection group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub id: String,
+    pub addr: String,
+}
+
+/// What planning needs to know of one local tenant.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalTenant {
+    pub epoch: u64,
+    pub scl: BTreeMap<SegmentId, Lsn>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `peer` knows a newer epoch of `tenant` than we do: adopt it.
+    AdoptEpoch {
+        tenant: TenantId,
+        peer: usize,
+        epoch: u64,
+    },
+    /// Fetch `(after, upto]` of the segment from `peer`, which is in our `epoch`.
+    Fetch {
+        tenant: TenantId,
+        segment: SegmentId,
+        epoch: u64,
+        peer: usize,
+        after: Lsn,
+        upto: Lsn,
+    },
+}
+
+/// Decides one gossip round. `summaries[i]` is peer `i`'s answer (`None`: unreachable).
+pub fn plan_round(
+    local: &BTreeMap<TenantId, LocalTenant>,
+    summaries: &[Option<Vec<SegmentSummary>>],
+) -> Vec<Action> {
+    let empty = LocalTenant::default();
+    // The newest epoch each tenant has among the peers, and who has it.
+    let mut newest: BTreeMap<TenantId, (u64, usize)> = BTreeMap::new();
+    // Per (tenant, segment) in our epoch: the best peer SCL, and who has it.
+    let mut best: BTreeMap<(TenantId, SegmentId), (Lsn, usize)> = BTreeMap::new();
+    for (peer, summary) in summaries.iter().enumerate() {
+        for line in summary.iter().flatten() {
+            let ours = local.get(&line.tenant).unwrap_or(&empty);
+            let e = newest.entry(line.tenant).or_insert((line.epoch, peer));
+            if line.epoch > e.0 {
+                *e = (line.epoch, peer);
+            }
+            if ours.epoch == 0 || line.epoch != ours.epoch {
+                continue;
+            }
+            let our_scl = ours.scl.get(&line.segment).copied().unwrap_or(Lsn::INVALID);
+            if line.scl <= our_scl {
+                continue;
+            }
+            let b = best
+                .entry((line.tenant, line.segment))
+                .or_insert((line.scl, peer));
+            if line.scl > b.0 {
+                *b = (line.scl, peer);
+            }
+        }
+    }
+    let mut actions = Vec::new();
+    for (tenant, (epoch, peer)) in newest {
+        if epoch > local.get(&tenant).unwrap_or(&empty).epoch {
+            actions.push(Action::AdoptEpoch {
+                tenant,
+                peer,
+                epoch,
+            });
+        }
+    }
+    for ((tenant, segment), (upto, peer)) in best {
+        let ours = &local[&tenant];
+        let after = ours.scl.get(&segment).copied().unwrap_or(Lsn::INVALID);
+        actions.push(Action::Fetch {
+            tenant,
+            segment,
+            epoch: ours.epoch,
+            peer,
+            after,
+            upto,
+        });
+    }
+    actions
+}
+
+/// A persistent connection to one peer, re-established with backoff when it breaks.
+struct PeerLink {
+    peer: Peer,
+    client: Option<Client>,
+    retry_at: Instant,
+    backoff: Duration,
+    base_backoff: Duration,
+    /// Whether the last attempt failed (so "unreachable" is logged once, not every round).
+    down: bool,
+}
+
+impl PeerLink {
+    fn new(peer: Peer, base_backoff: Duration) -> PeerLink {
+        PeerLink {
+            peer,
+            client: None,
+            retry_at: Instant::now(),
+            backoff: base_backoff,
+            base_backoff,
+            down: false,
+        }
+    }
+
+    /// The live client, connecting if it is time to try.
+    async fn client(&mut self) -> Option<&Client> {
+        if self.client.as_ref().is_some_and(|c| c.is_closed()) {
+            self.client = None;
+        }
+        if self.client.is_none() && Instant::now() >= self.retry_at {
+            match Client::connect(&self.peer.addr, CONNECT_TIMEOUT, None).await {
+                Ok(c) => {
+                    if self.down {
+                        info!(peer = %self.peer.id, addr = %self.peer.addr, "peer reachable again");
+                    }
+                    self.client = Some(c);
+                    self.backoff = self.base_backoff;
+                    self.down = false;
+                }
+                Err(e) => {
+                    if !self.down {
+                        warn!(peer = %self.peer.id, addr = %self.peer.addr, error = %e, "peer unreachable; retrying with backoff");
+                    }
+                    self.down = true;
+                    self.retry_at = Instant::now() + self.backoff;
+                    self.backoff = (self.backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                }
+            }
+        }
+        self.client.as_ref()
+    }
+
+    async fn call(&mut self, body: Body) -> Option<Body> {
+        let client = self.client().await?;
+        let result = client.call(body, CALL_TIMEOUT).await;
+        let closed = client.is_closed();
+        match result {
+            Ok(answer) => Some(answer),
+            Err(e) => {
+                debug!(peer = %self.peer.id, error = %e, "gossip call failed");
+                // A timed-out connection may be stuck behind a slow answer: start afresh.
+                if closed || matches!(e, borealis_wire::WireError::Timeout(_)) {
+                    self.client = None;
+                }
+                None
+            }
+        }
+    }
+
+    async fn summary(&mut self) -> Option<Vec<SegmentSummary>> {
+        match self.call(Body::GossipSummary).await? {
+            Body::Summary { segments } => Some(segments),
+            other => {
+                warn!(peer = %self.peer.id, answer = other.name(), "unexpected answer to a gossip summary");
+                None
+            }
+        }
+    }
+}
+
+/// Runs gossip with `peers` forever.
+pub async fn run(store: Arc<Store>, writer: LogWriter, peers: Vec<Peer>, interval: Duration) {
+    if peers.is_empty() {
+        return;
+    }
+    let mut links: Vec<PeerLink> = peers
+        .into_iter()
+        .map(|p| PeerLink::new(p, interval))
+        .collect();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let summaries = futures::future::join_all(links.iter_mut().map(|l| l.summary())).await;
+        inc(&store.metrics().gossip_rounds_total, 1);
+        for action in plan_round(&store.local_view(), &summaries) {
+            match action {
+                Action::AdoptEpoch {
+                    tenant,
+                    peer,
+                    epoch,
+                } => adopt_epoch(&writer, &mut links[peer], tenant, epoch).await,
+                Action::Fetch {
+                    tenant,
+                    segment,
+                    epoch,
+                    peer,
+                    after,
+                    upto,
+                } => {
+                    fetch(
+                        &writer,
+                        &mut links[peer],
+                        tenant,
+                        segment,
+                        epoch,
+                        (after, upto),
+                    )
+                    .await
+                }
+            }
+        }
+    }
+}
+
+async fn adopt_epoch(writer: &LogWriter, link: &mut PeerLink, tenant: TenantId, epoch: u64) {
+    let Some(Body::State {
+        epoch: peer_epoch,
+        epoch_start_lsn,
+        history,
+        ..
+    }) = link.call(Body::GetState { tenant }).await
+    else {
+        return;
+    };
+    if peer_epoch < epoch {
+        return;
+    }
+    // The peer's history is the one its writer's Hello carried: adopting it aligns our log
+    // exactly as that Hello would have.
+    match writer
+        .hello(tenant, peer_epoch, epoch_start_lsn, history)
+        .await
+    {
+        Ok(_) => info!(%tenant, epoch = peer_epoch, start = %epoch_start_lsn, peer = %link.peer.id,
+            "adopted a newer epoch learnt from a peer"),
+        Err(e) => debug!(%tenant, error = %e, "could not adopt a peer's epoch"),
+    }
+}
+
+async fn fetch(
+    writer: &LogWriter,
+    link: &mut PeerLink,
+    tenant: TenantId,
+    segment: SegmentId,
+    epoch: u64,
+    (mut after, upto): (Lsn, Lsn),
+) {
+    for _ in 0..FETCHES_PER_SEGMENT_PER_ROUND_MAX {
+        if after >= upto {
+            return;
+        }
+        let request = Body::ReadLog {
+            tenant,
+            segment,
+            epoch: Some(epoch),
+            min_epoch: epoch,
+            after,
+            upto,
+            max_bytes: crate::node::LOG_READ_BYTES_MAX as u32,
+            wait_ms: 0,
+        };
+        let Some(answer) = link.call(request).await else {
+            return;
+        };
+        let Body::Records {
+            records, known_vdl, ..
+        } = answer
+        else {
+            warn!(peer = %link.peer.id, answer = answer.name(), "unexpected answer to ReadLog");
+            return;
+        };
+        let parsed = match parse_records(&records) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(peer = %link.peer.id, %tenant, %segment, error = %e, "peer sent corrupt records");
+                return;
+            }
+        };
+        let Some(last) = parsed.last().map(|p| p.lsn) else {
+            return;
+        };
+        if parsed.iter().any(|p| p.lsn <= after || p.lsn > upto) {
+            warn!(peer = %link.peer.id, %tenant, %segment, "peer sent records outside the range asked for");
+            return;
+        }
+        match writer
+            .repair(tenant, segment, epoch, known_vdl, records, parsed)
+            .await
+        {
+            Ok(outcome) if outcome.written > 0 => {
+                debug!(%tenant, %segment, records = outcome.written, peer = %link.peer.id, "repaired from peer")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                debug!(%tenant, %segment, error = %e, "repair refused");
+                return;
+            }
+        }
+        after = last;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(tenant: u64, segment: u32, epoch: u64, scl: u64) -> SegmentSummary {
+        SegmentSummary {
+            tenant: TenantId(tenant),
+            segment: SegmentId(segment),
+            epoch,
+            scl: Lsn(scl),
+        }
+    }
+
+    /// `(tenant, epoch, [(segment, scl)])` per local tenant.
+    type LocalSpec<'a> = (u64, u64, &'a [(u32, u64)]);
+
+    fn local(entries: &[LocalSpec<'_>]) -> BTreeMap<TenantId, LocalTenant> {
+        entries
+            .iter()
+            .map(|(t, epoch, segs)| {
+                let scl = segs.iter().map(|(s, l)| (SegmentId(*s), Lsn(*l))).collect();
+                (TenantId(*t), LocalTenant { epoch: *epoch, scl })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fetches_from_the_peer_with_the_highest_scl_in_our_epoch() {
+        let ours = local(&[(1, 3, &[(0, 10), (1, 5)])]);
+        let summaries = vec![
+            Some(vec![line(1, 0, 3, 20), line(1, 1, 3, 5)]),
+            None,
+            Some(vec![line(1, 0, 3, 30), line(1, 1, 3, 4)]),
+            Some(vec![line(1, 0, 2, 99)]), // an older epoch: never copied from
+        ];
+        assert_eq!(
+            plan_round(&ours, &summaries),
+            vec![Action::Fetch {
+                tenant: TenantId(1),
+                segment: SegmentId(0),
+                epoch: 3,
+                peer: 2,
+                after: Lsn(10),
+                upto: Lsn(30)
+            }]
+        );
+    }
+
+    #[test]
+    fn a_segment_we_do_not_have_is_fetched_from_zero() {
+        let ours = local(&[(1, 3, &[])]);
+        let summaries = vec![Some(vec![line(1, 7, 3, 12)])];
+        assert_eq!(
+            plan_round(&ours, &summaries),
+            vec![Action::Fetch {
+                tenant: TenantId(1),
+                segment: SegmentId(7),
+                epoch: 3,
+                peer: 0,
+                after: Lsn(0),
+                upto: Lsn(12)
+            }]
+        );
+    }
+
+    #[test]
+    fn a_newer_epoch_or_unknown_tenant_is_adopted_before_fetching() {
+        let ours = local(&[(1, 2, &[(0, 10)])]);
+        let summaries = vec![
+            Some(vec![line(1, 0, 3, 12), line(2, 0, 1, 4)]),
+            Some(vec![line(1, 0, 4, 11)]),
+        ];
+        assert_eq!(
+            plan_round(&ours, &summaries),
+            vec![
+                Action::AdoptEpoch {
+                    tenant: TenantId(1),
+                    peer: 1,
+                    epoch: 4
+                },
+                Action::AdoptEpoch {
+                    tenant: TenantId(2),
+                    peer: 0,
+                    epoch: 1
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_to_do_when_level_or_ahead() {
+        let ours = local(&[(1, 3, &[(0, 10)])]);
+        let summaries = vec![
+            Some(vec![line(1, 0, 3, 10)]),
+            Some(vec![line(1, 0, 3, 2)]),
+            None,
+        ];
+        assert!(plan_round(&ours, &summaries).is_empty());
+        assert!(plan_round(&ours, &[]).is_empty());
+    }
+}

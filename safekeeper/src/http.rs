@@ -1,0 +1,95 @@
+//! The admin HTTP server: `/status` (JSON), `/metrics` (Prometheus text), `/healthz`.
+
+use crate::store::Store;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use std::sync::Arc;
+
+#[derive(Clone)]
+struct AppState {
+    id: String,
+    store: Arc<Store>,
+}
+
+/// `GET /status`.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub id: String,
+    pub tenants: Vec<TenantStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TenantStatus {
+    /// The tenant id in hex, as in the data directory.
+    pub tenant: String,
+    pub epoch: u64,
+    pub epoch_start_lsn: u64,
+    pub known_vdl: u64,
+    pub segments: Vec<SegmentStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SegmentStatus {
+    pub segment: u32,
+    pub scl: u64,
+    pub last_cpl: u64,
+    pub end_lsn: u64,
+    /// Size of the segment file.
+    pub bytes: u64,
+    /// Stretches of missing records above the SCL.
+    pub holes: usize,
+}
+
+pub fn router(id: String, store: Arc<Store>) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(AppState { id, store })
+}
+
+pub fn status_of(id: &str, store: &Store) -> Status {
+    let tenants = store
+        .tenants()
+        .into_iter()
+        .map(|t| {
+            t.with_published(|p| TenantStatus {
+                tenant: t.id().to_string(),
+                epoch: p.epoch,
+                epoch_start_lsn: p.epoch_start_lsn.0,
+                known_vdl: p.known_vdl.0,
+                segments: p
+                    .segments
+                    .values()
+                    .map(|s| SegmentStatus {
+                        segment: s.state.segment.0,
+                        scl: s.state.scl.0,
+                        last_cpl: s.state.last_cpl.0,
+                        end_lsn: s.state.end_lsn.0,
+                        bytes: s.bytes,
+                        holes: s.holes,
+                    })
+                    .collect(),
+            })
+        })
+        .collect();
+    Status {
+        id: id.to_string(),
+        tenants,
+    }
+}
+
+async fn status(State(s): State<AppState>) -> Json<Status> {
+    Json(status_of(&s.id, &s.store))
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.store.metrics().render(),
+    )
+}

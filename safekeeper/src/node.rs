@@ -1,0 +1,157 @@
+//! What each request means, independent of sockets: the safekeeper node as a whole.
+
+use crate::error::SkError;
+use crate::log_writer::{ErrorReturn, LogWriter};
+use crate::metrics::inc;
+use crate::store::Store;
+use crate::tenant::parse_records;
+use borealis_core::{EpochStart, Lsn, SegmentId, TenantId};
+use borealis_wire::{Body, Envelope};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The most record bytes one `ReadLog` answer carries: well below a frame's limit, so the
+/// answer's envelope always fits.
+pub const LOG_READ_BYTES_MAX: usize = 4 * 1024 * 1024;
+const _: () = assert!(
+    LOG_READ_BYTES_MAX + 64 * 1024 <= borealis_wire::FRAME_BYTES_MAX,
+    "a ReadLog answer must fit in a frame"
+);
+/// The longest a `ReadLog` may wait for records to arrive.
+pub const READ_WAIT_MS_MAX: u32 = 5_000;
+
+/// A `ReadLog` request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadLogRequest {
+    pub tenant: TenantId,
+    pub segment: SegmentId,
+    /// Answer only if the tenant's epoch is exactly this (gossip).
+    pub epoch: Option<u64>,
+    /// Answer only if the tenant's epoch is at least this (pageservers; 0: no check).
+    pub min_epoch: u64,
+    pub after: Lsn,
+    pub upto: Lsn,
+    pub max_bytes: u32,
+    pub wait_ms: u32,
+}
+
+pub struct Node {
+    pub id: String,
+    pub store: Arc<Store>,
+    pub writer: LogWriter,
+}
+
+impl Node {
+    pub async fn hello(
+        &self,
+        tenant: TenantId,
+        epoch: u64,
+        epoch_start_lsn: Lsn,
+        history: Vec<EpochStart>,
+    ) -> Body {
+        match self
+            .writer
+            .hello(tenant, epoch, epoch_start_lsn, history)
+            .await
+        {
+            Ok(segments) => Body::HelloOk { epoch, segments },
+            Err(e) => e.to_body(),
+        }
+    }
+
+    /// Validates an append and queues it for the log writer. Errors found here are returned;
+    /// errors found by the writer go to `errors`. Waits when the writer's queue is full.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn append(
+        &self,
+        tenant: TenantId,
+        segment: SegmentId,
+        epoch: u64,
+        vdl: Lsn,
+        records: Vec<u8>,
+        errors: ErrorReturn,
+    ) -> Result<(), SkError> {
+        let parsed = match parse_records(&records) {
+            Ok(p) if !p.is_empty() => Ok(p),
+            Ok(_) => Err(SkError::Invalid {
+                tenant,
+                message: "append without records".into(),
+            }),
+            Err(e) => Err(SkError::Corrupt(e)),
+        };
+        match parsed {
+            Ok(parsed) => {
+                self.writer
+                    .append(tenant, segment, epoch, vdl, records, parsed, errors)
+                    .await
+            }
+            Err(e) => {
+                inc(&self.store.metrics().appends_refused_total, 1);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn get_state(&self, tenant: TenantId) -> Body {
+        self.store.get_state(tenant)
+    }
+
+    pub fn summary(&self) -> Body {
+        Body::Summary {
+            segments: self.store.summary(),
+        }
+    }
+
+    /// Answers a `ReadLog`, waiting (bounded) for records if there are none yet.
+    pub async fn read_log(&self, req: ReadLogRequest) -> Body {
+        let max_bytes = (req.max_bytes as usize).clamp(1, LOG_READ_BYTES_MAX);
+        let wait = Duration::from_millis(u64::from(req.wait_ms.min(READ_WAIT_MS_MAX)));
+        let deadline = tokio::time::Instant::now() + wait;
+        // Subscribed before the first look, so a commit in between is not missed.
+        let mut commits = self.store.subscribe_commits();
+        loop {
+            commits.borrow_and_update();
+            let store = self.store.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                store.read_log(
+                    req.tenant,
+                    req.segment,
+                    (req.epoch, req.min_epoch),
+                    (req.after, req.upto),
+                    max_bytes,
+                )
+            })
+            .await;
+            let result = match read {
+                Err(e) => return SkError::Internal(format!("read task failed: {e}")).to_body(),
+                Ok(Err(e)) => return e.to_body(),
+                Ok(Ok(r)) => r,
+            };
+            let found = !result.records.is_empty();
+            let body = Body::Records {
+                records: result.records,
+                scl: result.scl,
+                known_vdl: result.known_vdl,
+            };
+            if found || req.after >= req.upto {
+                return body;
+            }
+            // Nothing yet: wait for the next commit anywhere, or give up at the deadline.
+            if !matches!(
+                tokio::time::timeout_at(deadline, commits.changed()).await,
+                Ok(Ok(()))
+            ) {
+                return body;
+            }
+        }
+    }
+}
+
+/// An answer to send back on a connection.
+pub fn answer(request_id: u64, body: Body) -> Envelope {
+    Envelope { request_id, body }
+}
+
+/// The sending side of a connection, for answers produced later.
+pub type Outbox = mpsc::Sender<Envelope>;

@@ -1,0 +1,187 @@
+//! The wire protocol server: one task reading each connection, one writing it.
+//!
+//! Requests on one connection are handled in arrival order, except `ReadLog`, which may wait for
+//! records and so runs on its own task (answers are matched by request id, so order does not
+//! matter to the client). `Hello` is handled before the next frame is read, so appends pipelined
+//! behind it see the new epoch. `Append` is fire-and-forget: no answer on success, an `Error` with
+//! its request id on failure. The first append to a segment subscribes the connection to that
+//! segment's published SCL; every publish (after an fsync, or when gossip fills a hole) becomes an
+//! unsolicited `Ack` (request id 0).
+
+use crate::log_writer::ErrorReturn;
+use crate::node::{answer, Node, ReadLogRequest};
+use borealis_core::{ErrorKind, Lsn, SegmentId, TenantId};
+use borealis_wire::{read_frame, write_frame, Body, Envelope};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{debug, warn, Instrument};
+
+/// Answers and acks queued for one connection before producers wait.
+pub const CONNECTION_OUTBOX_MAX: usize = 1024;
+/// `ReadLog`s one connection may have in flight; the next waits (each may hold
+/// `LOG_READ_BYTES_MAX` of records).
+pub const READS_IN_FLIGHT_PER_CONNECTION_MAX: usize = 16;
+/// Socket write buffer: a burst of acks and answers goes out in few syscalls.
+const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+
+/// Accepts connections forever.
+pub async fn serve(listener: TcpListener, node: Arc<Node>) {
+    loop {
+        match listener.accept().await {
+            Ok((socket, peer)) => {
+                let span = tracing::info_span!("conn", %peer);
+                tokio::spawn(handle_connection(node.clone(), socket, peer).instrument(span));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle_connection(node: Arc<Node>, socket: TcpStream, peer: SocketAddr) {
+    if let Err(e) = socket.set_nodelay(true) {
+        debug!(error = %e, "set_nodelay failed");
+    }
+    let (mut rd, wr) = socket.into_split();
+    let (outbox, outbox_rx) = mpsc::channel::<Envelope>(CONNECTION_OUTBOX_MAX);
+    tokio::spawn(write_loop(wr, outbox_rx));
+    let mut acks = JoinSet::new();
+    let mut subscribed = BTreeSet::new();
+    let reads = Arc::new(Semaphore::new(READS_IN_FLIGHT_PER_CONNECTION_MAX));
+    loop {
+        let env = match read_frame(&mut rd).await {
+            Ok(Some(env)) => env,
+            Ok(None) => break,
+            Err(e) => {
+                warn!(%peer, error = %e, "bad frame; closing the connection");
+                break;
+            }
+        };
+        let id = env.request_id;
+        let reply = match env.body {
+            Body::Hello {
+                tenant,
+                epoch,
+                epoch_start_lsn,
+                history,
+            } => Some(node.hello(tenant, epoch, epoch_start_lsn, history).await),
+            Body::Append {
+                tenant,
+                segment,
+                epoch,
+                vdl,
+                records,
+            } => {
+                if !subscribed.contains(&(tenant, segment)) {
+                    if let Some(t) = node.store.tenant(tenant) {
+                        subscribed.insert((tenant, segment));
+                        acks.spawn(ack_loop(
+                            t.subscribe_acks(segment),
+                            tenant,
+                            segment,
+                            outbox.clone(),
+                        ));
+                    }
+                }
+                let errors = ErrorReturn {
+                    request_id: id,
+                    out: outbox.clone(),
+                };
+                node.append(tenant, segment, epoch, vdl, records, errors)
+                    .await
+                    .err()
+                    .map(|e| e.to_body())
+            }
+            Body::GetState { tenant } => Some(node.get_state(tenant)),
+            Body::GossipSummary => Some(node.summary()),
+            Body::ReadLog {
+                tenant,
+                segment,
+                epoch,
+                min_epoch,
+                after,
+                upto,
+                max_bytes,
+                wait_ms,
+            } => {
+                let req = ReadLogRequest {
+                    tenant,
+                    segment,
+                    epoch,
+                    min_epoch,
+                    after,
+                    upto,
+                    max_bytes,
+                    wait_ms,
+                };
+                let (node, outbox) = (node.clone(), outbox.clone());
+                let Ok(permit) = reads.clone().acquire_owned().await else {
+                    break;
+                };
+                tokio::spawn(async move {
+                    let body = node.read_log(req).await;
+                    drop(permit);
+                    let _ = outbox.send(answer(id, body)).await;
+                });
+                None
+            }
+            other => Some(Body::error(
+                ErrorKind::Invalid,
+                format!("{} is not a request a safekeeper serves", other.name()),
+            )),
+        };
+        if let Some(body) = reply {
+            if outbox.send(answer(id, body)).await.is_err() {
+                break;
+            }
+        }
+    }
+    // Dropping the JoinSet stops the ack tasks; the writer ends when the last sender is gone.
+    acks.abort_all();
+}
+
+async fn write_loop(wr: tokio::net::tcp::OwnedWriteHalf, mut outbox: mpsc::Receiver<Envelope>) {
+    let mut w = BufWriter::with_capacity(WRITE_BUFFER_BYTES, wr);
+    while let Some(env) = outbox.recv().await {
+        if write_frame(&mut w, &env).await.is_err() {
+            return;
+        }
+        while let Ok(env) = outbox.try_recv() {
+            if write_frame(&mut w, &env).await.is_err() {
+                return;
+            }
+        }
+        if w.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends an `Ack` every time the segment's SCL is published (values in between coalesce).
+async fn ack_loop(
+    mut scl: watch::Receiver<Lsn>,
+    tenant: TenantId,
+    segment: SegmentId,
+    outbox: mpsc::Sender<Envelope>,
+) {
+    while scl.changed().await.is_ok() {
+        let value = *scl.borrow_and_update();
+        let ack = Body::Ack {
+            tenant,
+            segment,
+            scl: value,
+        };
+        if outbox.send(answer(0, ack)).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,713 @@
+//! One tenant on this safekeeper's disk: its control state, its segment logs, its acceptor, and
+//! the durable state it has published.
+//!
+//! Two views of the same tenant live side by side:
+//!
+//! - the **log** (behind one mutex): the acceptor and the segment files. Only the log writer
+//!   thread changes it ([`crate::log_writer`]); readers lock it to read records.
+//! - the **published** state (behind a second, never-held-across-I/O mutex): per segment the SCL,
+//!   last CPL and end LSN as of the last fsync, plus epoch and known VDL. Everything that answers
+//!   a peer or a writer (acks, `GetState`, `GossipSummary`, the bound of `ReadLog`) reads this, so
+//!   nothing that was written but not yet fsynced is ever promised.
+//!
+//! Lock order: log, then published. Published is updated only while the log lock is held, at
+//! points where everything the chain covers is synced: after a group commit's fsyncs, after a
+//! truncation, after a corrupt record was dropped.
+
+use crate::acceptor::{AppendVerdict, HelloVerdict, Link, TenantAcceptor};
+use crate::control::{self, ControlError, ControlState};
+use crate::error::SkError;
+use crate::metrics::{inc, Metrics};
+use crate::segment_log::{FileStorage, ReadError, SegmentLog};
+use borealis_core::redo::{CodecError, RedoRecord};
+use borealis_core::{EpochStart, Lsn, SegmentId, TenantId};
+use borealis_wire::SegmentState;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound::{Excluded, Included};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// A record of an append, validated (CRC and all) and located in the append's bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParsedRecord {
+    pub lsn: Lsn,
+    pub link: Link,
+    pub range: Range<usize>,
+}
+
+/// Validates a concatenation of encoded records. Any bad record fails the whole batch.
+pub fn parse_records(bytes: &[u8]) -> Result<Vec<ParsedRecord>, CodecError> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let (r, n) = RedoRecord::decode(&bytes[pos..])?;
+        let link = Link {
+            prev_lsn_segment: r.prev_lsn_segment,
+            is_cpl: r.is_cpl,
+        };
+        out.push(ParsedRecord {
+            lsn: r.lsn,
+            link,
+            range: pos..pos + n,
+        });
+        pos += n;
+    }
+    Ok(out)
+}
+
+/// One segment as of the last fsync.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishedSegment {
+    pub state: SegmentState,
+    pub bytes: u64,
+    pub holes: usize,
+}
+
+/// What this safekeeper vouches for about a tenant.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Published {
+    pub epoch: u64,
+    pub epoch_start_lsn: Lsn,
+    pub history: Vec<EpochStart>,
+    pub known_vdl: Lsn,
+    pub segments: BTreeMap<SegmentId, PublishedSegment>,
+}
+
+/// What an append or repair did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub written: usize,
+    pub duplicates: usize,
+    pub off_chain: usize,
+}
+
+/// Records read for `ReadLog`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadResult {
+    pub records: Vec<u8>,
+    pub scl: Lsn,
+    pub known_vdl: Lsn,
+}
+
+struct TenantLog {
+    acceptor: TenantAcceptor,
+    segments: BTreeMap<SegmentId, SegmentLog<FileStorage>>,
+}
+
+pub struct Tenant {
+    id: TenantId,
+    dir: PathBuf,
+    log: Mutex<TenantLog>,
+    published: Mutex<Published>,
+    /// Per segment, the durable SCL; every writer connection that appended to the segment
+    /// watches it and sends an `Ack` whenever it is published (even unchanged).
+    acks: Mutex<BTreeMap<SegmentId, watch::Sender<Lsn>>>,
+    metrics: Arc<Metrics>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic aborts the process (see main.rs), so a poisoned lock is never observed in service.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn segment_file_name(segment: SegmentId) -> String {
+    format!("seg-{}.log", segment.0)
+}
+
+/// The segment of a file name `seg-<n>.log`, if it is one.
+fn parse_segment_file_name(name: &str) -> Option<SegmentId> {
+    let n = name.strip_prefix("seg-")?.strip_suffix(".log")?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok().map(SegmentId)
+}
+
+impl From<ControlError> for SkError {
+    fn from(e: ControlError) -> SkError {
+        match e {
+            ControlError::Io(e) => SkError::Io(e),
+            e => SkError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl Tenant {
+    /// A tenant new to this safekeeper: its directory is created (durably) but holds nothing
+    /// until a `Hello` stores its first epoch.
+    pub fn create(dir: &Path, id: TenantId, metrics: Arc<Metrics>) -> Result<Tenant, SkError> {
+        std::fs::create_dir_all(dir)?;
+        if let Some(parent) = dir.parent() {
+            crate::segment_log::fsync_dir(parent)?;
+        }
+        Tenant::open(dir, id, metrics)
+    }
+
+    /// Opens a tenant directory: loads the control state, opens (and recovers) every segment
+    /// file, and finishes a truncation a crash interrupted.
+    pub fn open(dir: &Path, id: TenantId, metrics: Arc<Metrics>) -> Result<Tenant, SkError> {
+        control::remove_leftovers(dir)?;
+        let state = control::load(dir)?.unwrap_or(ControlState::new(Vec::new(), None));
+        let mut acceptor = TenantAcceptor::new(state.history.clone());
+        let mut segments = BTreeMap::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("seg-") && name.ends_with(".log.tmp") {
+                // A rewrite that never reached its rename: the original file is intact.
+                std::fs::remove_file(entry.path())?;
+                continue;
+            }
+            let Some(segment) = parse_segment_file_name(&name) else {
+                if name != control::CONTROL_FILE_NAME {
+                    warn!(tenant = %id, file = %name, "ignoring unknown file in tenant directory");
+                }
+                continue;
+            };
+            let (mut log, report) = SegmentLog::open(FileStorage::open(&entry.path())?)?;
+            for bad in &report.corrupt {
+                inc(&metrics.crc_failures_total, 1);
+                warn!(tenant = %id, %segment, offset = bad.offset, bytes = bad.len_bytes, error = %bad.error,
+                    "corrupt range in segment file dropped; its records will be fetched from peers");
+            }
+            if report.torn_tail_bytes > 0 {
+                inc(&metrics.torn_tail_bytes_total, report.torn_tail_bytes);
+                info!(tenant = %id, %segment, bytes = report.torn_tail_bytes, "cut torn tail of segment file");
+            }
+            if let Some(above) = state.pending_truncation_above {
+                log.truncate_above(above)?;
+            }
+            let chain = acceptor.segment_mut(segment);
+            for (lsn, entry) in log.index() {
+                chain.insert(*lsn, entry.link);
+            }
+            segments.insert(segment, log);
+        }
+        if let Some(above) = state.pending_truncation_above {
+            info!(tenant = %id, epoch = state.epoch, %above, "finished an interrupted truncation");
+            control::store(dir, &ControlState::new(state.history, None))?;
+        }
+        let tenant = Tenant {
+            id,
+            dir: dir.to_path_buf(),
+            log: Mutex::new(TenantLog { acceptor, segments }),
+            published: Mutex::default(),
+            acks: Mutex::default(),
+            metrics,
+        };
+        {
+            let log = lock(&tenant.log);
+            let all: Vec<SegmentId> = log.acceptor.segments().keys().copied().collect();
+            tenant.publish(&log, &all);
+        }
+        Ok(tenant)
+    }
+
+    pub fn id(&self) -> TenantId {
+        self.id
+    }
+
+    /// Runs `f` on the published state.
+    pub fn with_published<R>(&self, f: impl FnOnce(&Published) -> R) -> R {
+        f(&lock(&self.published))
+    }
+
+    pub fn epoch(&self) -> u64 {
+        lock(&self.published).epoch
+    }
+
+    /// A receiver of the segment's published SCL, for sending acks.
+    pub fn subscribe_acks(&self, segment: SegmentId) -> watch::Receiver<Lsn> {
+        let mut acks = lock(&self.acks);
+        let tx = acks
+            .entry(segment)
+            .or_insert_with(|| watch::channel(Lsn::INVALID).0);
+        tx.subscribe()
+    }
+
+    /// Handles a `Hello` carrying the writer's epoch `history`: a newer epoch is made durable and
+    /// the log truncated (above the acceptor's verdict) before this returns. Returns the
+    /// segments' states to answer with.
+    pub fn hello(
+        &self,
+        epoch: u64,
+        epoch_start_lsn: Lsn,
+        history: &[EpochStart],
+    ) -> Result<Vec<SegmentState>, SkError> {
+        let mut guard = lock(&self.log);
+        let log = &mut *guard;
+        match log.acceptor.judge_hello(epoch, epoch_start_lsn, history) {
+            HelloVerdict::Fenced { current } => {
+                return Err(SkError::Fenced {
+                    tenant: self.id,
+                    ours: current,
+                    theirs: epoch,
+                })
+            }
+            HelloVerdict::Invalid { reason } => {
+                return Err(SkError::Invalid {
+                    tenant: self.id,
+                    message: reason,
+                })
+            }
+            HelloVerdict::Same => {}
+            HelloVerdict::NewEpoch { truncate_above } => {
+                let above = Lsn(truncate_above.0.saturating_add(1));
+                let pending = log
+                    .segments
+                    .values()
+                    .any(|s| s.index().range(above..).next().is_some());
+                let history = history.to_vec();
+                control::store(
+                    &self.dir,
+                    &ControlState::new(history.clone(), pending.then_some(truncate_above)),
+                )?;
+                if pending {
+                    for s in log.segments.values_mut() {
+                        s.truncate_above(truncate_above)?;
+                    }
+                    control::store(&self.dir, &ControlState::new(history.clone(), None))?;
+                }
+                let old = log.acceptor.epoch();
+                let dropped = log.acceptor.begin_epoch(history, truncate_above);
+                info!(tenant = %self.id, old_epoch = old, epoch, start = %epoch_start_lsn, %truncate_above, dropped,
+                    "entered a new epoch");
+                let all: Vec<SegmentId> = log.acceptor.segments().keys().copied().collect();
+                self.publish(log, &all);
+                self.notify_acks(&all);
+            }
+        }
+        Ok(self.with_published(|p| p.segments.values().map(|s| s.state.clone()).collect()))
+    }
+
+    /// Writes a writer's records (not yet durable: see [`Tenant::commit`]).
+    pub fn append(
+        &self,
+        segment: SegmentId,
+        epoch: u64,
+        vdl: Lsn,
+        raw: &[u8],
+        parsed: &[ParsedRecord],
+    ) -> Result<AppendOutcome, SkError> {
+        let mut guard = lock(&self.log);
+        let log = &mut *guard;
+        match log.acceptor.judge_append(epoch) {
+            AppendVerdict::Accept => {}
+            AppendVerdict::Fenced { current } => {
+                return Err(SkError::Fenced {
+                    tenant: self.id,
+                    ours: current,
+                    theirs: epoch,
+                })
+            }
+            AppendVerdict::HelloFirst { current } => {
+                return Err(SkError::HelloFirst {
+                    tenant: self.id,
+                    ours: current,
+                    theirs: epoch,
+                })
+            }
+        }
+        log.acceptor.note_vdl(vdl);
+        self.write_records(log, segment, raw, parsed)
+    }
+
+    /// Writes records a peer supplied (gossip), if the tenant is still in `epoch`.
+    pub fn repair(
+        &self,
+        segment: SegmentId,
+        epoch: u64,
+        known_vdl: Lsn,
+        raw: &[u8],
+        parsed: &[ParsedRecord],
+    ) -> Result<AppendOutcome, SkError> {
+        let mut guard = lock(&self.log);
+        let log = &mut *guard;
+        if log.acceptor.epoch() != epoch {
+            return Err(SkError::Fenced {
+                tenant: self.id,
+                ours: log.acceptor.epoch(),
+                theirs: epoch,
+            });
+        }
+        log.acceptor.note_vdl(known_vdl);
+        self.write_records(log, segment, raw, parsed)
+    }
+
+    fn write_records(
+        &self,
+        log: &mut TenantLog,
+        segment: SegmentId,
+        raw: &[u8],
+        parsed: &[ParsedRecord],
+    ) -> Result<AppendOutcome, SkError> {
+        let plan = log
+            .acceptor
+            .plan_append(segment, parsed.iter().map(|p| p.lsn));
+        if plan.off_chain > 0 {
+            warn!(tenant = %self.id, %segment, records = plan.off_chain,
+                "ignored records below the SCL that are not on the segment's chain");
+        }
+        if !plan.write.is_empty() {
+            let file = match log.segments.entry(segment) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    let path = self.dir.join(segment_file_name(segment));
+                    let (file, _) = SegmentLog::open(FileStorage::open(&path)?)?;
+                    e.insert(file)
+                }
+            };
+            let records = plan.write.iter().map(|&i| {
+                let p = &parsed[i];
+                (p.lsn, p.link, &raw[p.range.clone()])
+            });
+            let written = file.append(records)?;
+            assert_eq!(
+                written,
+                plan.write.len(),
+                "segment file and chain hold the same records"
+            );
+            let chain = log.acceptor.segment_mut(segment);
+            for &i in &plan.write {
+                chain.insert(parsed[i].lsn, parsed[i].link);
+            }
+        }
+        Ok(AppendOutcome {
+            written: plan.write.len(),
+            duplicates: plan.duplicates,
+            off_chain: plan.off_chain,
+        })
+    }
+
+    /// The group commit of this tenant: fsyncs every `dirty` segment, then publishes the new
+    /// state of `dirty` and `touched` segments and acks them. Returns the number of fsyncs.
+    pub fn commit(
+        &self,
+        dirty: &BTreeSet<SegmentId>,
+        touched: &BTreeSet<SegmentId>,
+    ) -> std::io::Result<usize> {
+        let mut guard = lock(&self.log);
+        let log = &mut *guard;
+        let mut fsyncs = 0;
+        for segment in dirty {
+            if let Some(file) = log.segments.get_mut(segment) {
+                file.sync()?;
+                fsyncs += 1;
+            }
+        }
+        let changed: Vec<SegmentId> = dirty.union(touched).copied().collect();
+        self.publish(log, &changed);
+        self.notify_acks(&changed);
+        Ok(fsyncs)
+    }
+
+    /// Records of `segment` with `after < lsn <= min(upto, published SCL)`, in LSN order, about
+    /// `max_bytes` at most (always at least one record if any). `(exact, min)` epoch checks fail
+    /// with `Fenced`. A record that fails its check on the way is dropped (and the SCL lowered);
+    /// the answer stops before it.
+    pub fn read_log(
+        &self,
+        segment: SegmentId,
+        (exact_epoch, min_epoch): (Option<u64>, u64),
+        after: Lsn,
+        upto: Lsn,
+        max_bytes: usize,
+    ) -> Result<ReadResult, SkError> {
+        let mut guard = lock(&self.log);
+        let log = &mut *guard;
+        let ours = log.acceptor.epoch();
+        if exact_epoch.is_some_and(|e| e != ours) {
+            let theirs = exact_epoch.unwrap_or_default();
+            return Err(SkError::Fenced {
+                tenant: self.id,
+                ours,
+                theirs,
+            });
+        }
+        if ours < min_epoch {
+            return Err(SkError::Fenced {
+                tenant: self.id,
+                ours,
+                theirs: min_epoch,
+            });
+        }
+        let (scl, known_vdl) = self.with_published(|p| {
+            (
+                p.segments
+                    .get(&segment)
+                    .map_or(Lsn::INVALID, |s| s.state.scl),
+                p.known_vdl,
+            )
+        });
+        let limit = upto.min(scl);
+        let Some(file) = log.segments.get_mut(&segment) else {
+            return Ok(ReadResult {
+                records: Vec::new(),
+                scl: Lsn::INVALID,
+                known_vdl,
+            });
+        };
+        if after >= limit {
+            return Ok(ReadResult {
+                records: Vec::new(),
+                scl,
+                known_vdl,
+            });
+        }
+        let mut wanted = Vec::new();
+        let mut total = 0usize;
+        for (lsn, entry) in file.index().range((Excluded(after), Included(limit))) {
+            let len = entry.len_bytes as usize;
+            if !wanted.is_empty() && total + len > max_bytes {
+                break;
+            }
+            total += len;
+            wanted.push(*lsn);
+        }
+        let mut records = Vec::with_capacity(total);
+        for lsn in wanted {
+            match file.read_record(lsn) {
+                Ok(bytes) => records.extend_from_slice(&bytes),
+                Err(ReadError::Corrupt { lsn, reason }) => {
+                    inc(&self.metrics.crc_failures_total, 1);
+                    warn!(tenant = %self.id, %segment, %lsn, %reason,
+                        "stored record failed its check; dropped, a peer will supply it again");
+                    let chain = log.acceptor.segment_mut(segment);
+                    chain.remove(lsn);
+                    assert!(
+                        chain.scl() < lsn,
+                        "the SCL cannot cover a record that is not held"
+                    );
+                    self.publish(log, &[segment]);
+                    break;
+                }
+                Err(ReadError::Missing(lsn)) => {
+                    return Err(SkError::Internal(format!(
+                        "record {lsn} is below the SCL but not indexed"
+                    )))
+                }
+            }
+        }
+        let scl = self.with_published(|p| {
+            p.segments
+                .get(&segment)
+                .map_or(Lsn::INVALID, |s| s.state.scl)
+        });
+        Ok(ReadResult {
+            records,
+            scl,
+            known_vdl,
+        })
+    }
+
+    /// Copies the chain state of `segments` (and the tenant's epoch and VDL) into the published
+    /// state. Callers guarantee everything the chains cover is synced.
+    fn publish(&self, log: &TenantLog, segments: &[SegmentId]) {
+        let mut p = lock(&self.published);
+        p.epoch = log.acceptor.epoch();
+        p.epoch_start_lsn = log.acceptor.epoch_start_lsn();
+        if p.history.as_slice() != log.acceptor.history() {
+            p.history = log.acceptor.history().to_vec();
+        }
+        p.known_vdl = log.acceptor.known_vdl();
+        for &segment in segments {
+            let Some(chain) = log.acceptor.segment(segment) else {
+                continue;
+            };
+            let state = SegmentState {
+                segment,
+                scl: chain.scl(),
+                last_cpl: chain.last_cpl(),
+                end_lsn: chain.end_lsn(),
+            };
+            let bytes = log.segments.get(&segment).map_or(0, |s| s.len_bytes());
+            p.segments.insert(
+                segment,
+                PublishedSegment {
+                    state,
+                    bytes,
+                    holes: chain.holes(),
+                },
+            );
+        }
+    }
+
+    fn notify_acks(&self, segments: &[SegmentId]) {
+        let acks = lock(&self.acks);
+        let published = lock(&self.published);
+        for segment in segments {
+            if let (Some(tx), Some(s)) = (acks.get(segment), published.segments.get(segment)) {
+                tx.send_replace(s.state.scl);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use borealis_core::redo::RedoBody;
+    use borealis_core::{PageNo, PAGE_SIZE_BYTES};
+
+    fn h(entries: &[(u64, u64)]) -> Vec<EpochStart> {
+        entries
+            .iter()
+            .map(|&(epoch, start)| EpochStart {
+                epoch,
+                start: Lsn(start),
+            })
+            .collect()
+    }
+
+    fn encode(recs: &[(u64, u64)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &(lsn, prev) in recs {
+            RedoRecord {
+                lsn: Lsn(lsn),
+                prev_lsn_segment: Lsn(prev),
+                prev_lsn_page: Lsn::INVALID,
+                page_no: PageNo(0),
+                is_cpl: true,
+                body: RedoBody::Image(vec![lsn as u8; PAGE_SIZE_BYTES]),
+            }
+            .encode_into(&mut out);
+        }
+        out
+    }
+
+    fn append(t: &Tenant, epoch: u64, recs: &[(u64, u64)]) -> Result<AppendOutcome, SkError> {
+        let raw = encode(recs);
+        let parsed = parse_records(&raw)?;
+        let out = t.append(SegmentId(0), epoch, Lsn(1), &raw, &parsed)?;
+        t.commit(&[SegmentId(0)].into(), &BTreeSet::new())?;
+        Ok(out)
+    }
+
+    fn scl(t: &Tenant) -> Lsn {
+        t.with_published(|p| p.segments[&SegmentId(0)].state.scl)
+    }
+
+    #[test]
+    fn hello_append_truncate_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let tdir = dir.path().join("t");
+        let metrics = Arc::new(Metrics::default());
+        let t = Tenant::create(&tdir, TenantId(7), metrics.clone()).unwrap();
+        assert!(matches!(
+            append(&t, 1, &[(1, 0)]),
+            Err(SkError::HelloFirst { .. })
+        ));
+        assert!(t.hello(1, Lsn(0), &h(&[(1, 0)])).unwrap().is_empty());
+        // Out of order: 3 waits for 2.
+        append(&t, 1, &[(1, 0), (3, 2)]).unwrap();
+        assert_eq!(scl(&t), Lsn(1));
+        append(&t, 1, &[(2, 1), (4, 3)]).unwrap();
+        assert_eq!(scl(&t), Lsn(4));
+        let r = t
+            .read_log(SegmentId(0), (Some(1), 0), Lsn(1), Lsn(3), 1 << 20)
+            .unwrap();
+        assert_eq!(r.records, encode(&[(2, 1), (3, 2)]));
+        assert!(matches!(
+            t.read_log(SegmentId(0), (Some(2), 0), Lsn(0), Lsn(9), 1),
+            Err(SkError::Fenced { .. })
+        ));
+
+        // Epoch 2 starting at 2 drops 3 and 4, which are stored before 2 in the file: a rewrite.
+        let states = t.hello(2, Lsn(2), &h(&[(1, 0), (2, 2)])).unwrap();
+        assert_eq!(states[0].scl, Lsn(2));
+        assert_eq!(states[0].end_lsn, Lsn(2));
+        assert!(matches!(
+            append(&t, 1, &[(3, 2)]),
+            Err(SkError::Fenced {
+                ours: 2,
+                theirs: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            t.hello(1, Lsn(0), &h(&[(1, 0)])),
+            Err(SkError::Fenced { .. })
+        ));
+        drop(t);
+
+        let t = Tenant::open(&tdir, TenantId(7), metrics).unwrap();
+        assert_eq!(t.epoch(), 2);
+        assert_eq!(scl(&t), Lsn(2));
+        let r = t
+            .read_log(SegmentId(0), (None, 2), Lsn(0), Lsn(9), 1 << 20)
+            .unwrap();
+        assert_eq!(r.records, encode(&[(1, 0), (2, 1)]));
+    }
+
+    #[test]
+    fn an_interrupted_truncation_is_finished_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let tdir = dir.path().join("t");
+        let metrics = Arc::new(Metrics::default());
+        let t = Tenant::create(&tdir, TenantId(7), metrics.clone()).unwrap();
+        t.hello(1, Lsn(0), &h(&[(1, 0)])).unwrap();
+        append(&t, 1, &[(1, 0), (2, 1), (3, 2)]).unwrap();
+        drop(t);
+        // The crash came after the pending state was stored, before any file was truncated.
+        control::store(
+            &tdir,
+            &ControlState::new(h(&[(1, 0), (2, 1)]), Some(Lsn(1))),
+        )
+        .unwrap();
+        let t = Tenant::open(&tdir, TenantId(7), metrics).unwrap();
+        assert_eq!((t.epoch(), scl(&t)), (2, Lsn(1)));
+        assert_eq!(
+            control::load(&tdir).unwrap(),
+            Some(ControlState::new(h(&[(1, 0), (2, 1)]), None))
+        );
+    }
+
+    #[test]
+    fn latent_corruption_on_read_lowers_the_scl() {
+        let dir = tempfile::tempdir().unwrap();
+        let tdir = dir.path().join("t");
+        let metrics = Arc::new(Metrics::default());
+        let t = Tenant::create(&tdir, TenantId(7), metrics.clone()).unwrap();
+        t.hello(1, Lsn(0), &h(&[(1, 0)])).unwrap();
+        append(&t, 1, &[(1, 0), (2, 1), (3, 2)]).unwrap();
+        // Flip a body byte of record 2 behind the safekeeper's back.
+        let path = tdir.join("seg-0.log");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let rec_len = bytes.len() / 3;
+        bytes[rec_len + 100] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let r = t
+            .read_log(SegmentId(0), (None, 0), Lsn(0), Lsn(3), 1 << 20)
+            .unwrap();
+        assert_eq!(r.records, encode(&[(1, 0)]), "stops before the bad record");
+        assert_eq!(r.scl, Lsn(1));
+        assert_eq!(
+            metrics
+                .crc_failures_total
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        // A peer supplies it again.
+        let raw = encode(&[(2, 1)]);
+        let out = t
+            .repair(SegmentId(0), 1, Lsn(0), &raw, &parse_records(&raw).unwrap())
+            .unwrap();
+        assert_eq!(out.written, 1);
+        t.commit(&[SegmentId(0)].into(), &BTreeSet::new()).unwrap();
+        assert_eq!(scl(&t), Lsn(3));
+    }
+
+    #[test]
+    fn segment_file_names() {
+        assert_eq!(
+            parse_segment_file_name(&segment_file_name(SegmentId(12))),
+            Some(SegmentId(12))
+        );
+        assert_eq!(parse_segment_file_name("seg-.log"), None);
+        assert_eq!(parse_segment_file_name("seg-+1.log"), None);
+        assert_eq!(parse_segment_file_name("seg-1.log.tmp"), None);
+    }
+}
