@@ -79,6 +79,7 @@ pub struct LogWriter {
     tenant: TenantId,
     epoch: u64,
     start: Lsn,
+    history: Vec<borealis_core::EpochStart>,
     state: Mutex<QuorumWriter>,
     members: Vec<mpsc::Sender<Arc<Body>>>,
     vdl: watch::Sender<Lsn>,
@@ -109,6 +110,7 @@ impl LogWriter {
             tenant,
             epoch,
             start: plan.vdl,
+            history: plan.history.clone(),
             state: Mutex::new(QuorumWriter::new(
                 epoch,
                 plan.vdl,
@@ -278,9 +280,10 @@ async fn recover_epoch(
     let states = futures::future::join_all(clients.iter().enumerate().map(|(m, c)| async move {
         let c = c.as_ref()?;
         match c.call(Body::GetState { tenant }, CALL_TIMEOUT).await {
-            Ok(Body::State { epoch, segments, .. }) => Some(MemberReport {
+            Ok(Body::State { epoch, segments, history, .. }) => Some(MemberReport {
                 member: m,
                 epoch,
+                history,
                 segments: segments.iter().map(|s| (s.segment, s.scl, s.last_cpl)).collect(),
             }),
             Ok(other) => {
@@ -304,10 +307,17 @@ async fn recover_epoch(
     let plan = recovery::plan(&reports).map_err(|e| LogError::Recovery(e.to_string()))?;
     let epoch = plan.epoch;
 
-    // Install the epoch: each member truncates above the VDL before answering.
+    // Install the epoch: each member aligns its log to our history (truncating at least above
+    // the VDL) before answering.
+    let plan_ref = &plan;
     let hellos = futures::future::join_all(clients.iter().enumerate().map(|(m, c)| async move {
         let c = c.as_ref()?;
-        let hello = Body::Hello { tenant, epoch, epoch_start_lsn: plan.vdl };
+        let hello = Body::Hello {
+            tenant,
+            epoch,
+            epoch_start_lsn: plan_ref.vdl,
+            history: plan_ref.history.clone(),
+        };
         match c.call(hello, CALL_TIMEOUT).await {
             Ok(Body::HelloOk { .. }) => Some(m),
             Ok(_) => None,
@@ -374,7 +384,12 @@ async fn member_task(
                 continue;
             }
         };
-        let hello = Body::Hello { tenant, epoch: writer.epoch, epoch_start_lsn: writer.start };
+        let hello = Body::Hello {
+            tenant,
+            epoch: writer.epoch,
+            epoch_start_lsn: writer.start,
+            history: writer.history.clone(),
+        };
         match client.call(hello, CALL_TIMEOUT).await {
             Ok(Body::HelloOk { segments, .. }) => {
                 for s in segments {

@@ -26,6 +26,9 @@
 //! | `bx_open(cache_pages: u32) -> i32`    | open the volume; 0 on success                             |
 //! | `bx_exec(ptr: u32, len: u32) -> u64`  | run a postcard [`ExecRequest`]; returns `ptr << 32 \| len` of a postcard [`ExecResponse`] |
 //!
+//! Buffers: the host writes a request into a `bx_alloc` buffer, calls `bx_exec` (which only
+//! borrows it), copies the response out, then frees both with `bx_free`.
+//!
 //! (Never name a guest export `open`, `read`, `write` or `exec`: they would replace libc's.)
 
 use serde::{Deserialize, Serialize};

@@ -1,1 +1,167 @@
+//! # compute-guest: SQLite for Borealis, built for `wasm32-wasip1`
+//!
+//! This crate is the *guest* half of a Borealis compute: SQLite (rusqlite's bundled build,
+//! compiled with `SQLITE_OS_OTHER=1` so that it has no OS layer of its own) plus a VFS written in
+//! Rust whose page reads and commits are host imports ([`compute_abi`] documents the ABI).
+//!
+//! - [`vfs`]: the main database file as pages served by the host; every SQLite commit becomes one
+//!   mini-transaction (`Mtr`) handed to the host's `commit` import. Nothing else leaves.
+//! - [`exec`]: runs an `ExecRequest` (prepared-statement cache, parameters, rows, limits) and
+//!   classifies failures as SQL, invalid-request, too-large or storage errors.
+//!
+//! The exports are `bx_alloc`, `bx_free`, `bx_open` and `bx_exec`. Buffer ownership: the host
+//! fills a `bx_alloc`ed buffer with a request, calls `bx_exec`, copies the response out, and frees
+//! both buffers with `bx_free` (`bx_exec` only borrows its input).
+//!
+//! The guest keeps no durable state: a fresh instance opened on the same volume sees everything
+//! committed before. A guest panic aborts (a trap): the host throws the instance away, and since
+//! pages only leave in `commit`, nothing half-done can leak out.
 
+use std::cell::RefCell;
+use std::ffi::c_int;
+
+use compute_abi::{ExecError, ExecErrorKind, ExecRequest, ExecResponse};
+use rusqlite::{Connection, OpenFlags};
+
+pub mod exec;
+mod host;
+pub mod vfs;
+
+/// How many distinct SQL texts keep a prepared statement.
+const STATEMENT_CACHE_CAPACITY: usize = 256;
+
+thread_local! {
+    static CONN: RefCell<Option<Connection>> = const { RefCell::new(None) };
+}
+
+/// Called by `sqlite3_initialize` (SQLITE_OS_OTHER=1 leaves it to us).
+#[no_mangle]
+pub extern "C" fn sqlite3_os_init() -> c_int {
+    vfs::register()
+}
+
+#[no_mangle]
+pub extern "C" fn sqlite3_os_end() -> c_int {
+    rusqlite::ffi::SQLITE_OK
+}
+
+/// Allocates `len` bytes for the host to fill; free with [`bx_free`].
+#[no_mangle]
+pub extern "C" fn bx_alloc(len: u32) -> u32 {
+    let buf = vec![0u8; len as usize].into_boxed_slice();
+    Box::into_raw(buf).cast::<u8>() as u32
+}
+
+/// Frees a buffer from [`bx_alloc`] or [`bx_exec`].
+///
+/// # Safety
+/// `ptr`/`len` must be exactly what one of those returned, freed once.
+#[no_mangle]
+pub unsafe extern "C" fn bx_free(ptr: u32, len: u32) {
+    let slice = std::ptr::slice_from_raw_parts_mut(ptr as *mut u8, len as usize);
+    // SAFETY: per the contract, this is a Box<[u8]> we handed out.
+    drop(unsafe { Box::from_raw(slice) });
+}
+
+/// Opens the volume with a page cache of `cache_pages` pages. 0 on success; otherwise the reason
+/// was printed to stderr.
+#[no_mangle]
+pub extern "C" fn bx_open(cache_pages: u32) -> i32 {
+    match open(cache_pages) {
+        Ok(conn) => {
+            CONN.with(|c| *c.borrow_mut() = Some(conn));
+            0
+        }
+        Err(e) => {
+            eprintln!("bx_open: {e}");
+            1
+        }
+    }
+}
+
+fn open(cache_pages: u32) -> Result<Connection, String> {
+    if CONN.with(|c| c.borrow().is_some()) {
+        return Err("the volume is already open".into());
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_EXRESCODE;
+    let conn = Connection::open_with_flags_and_vfs("volume", flags, vfs::VFS_NAME)
+        .map_err(|e| format!("opening the volume: {e}"))?;
+    let cache_kib = u64::from(cache_pages.max(1)) * (borealis_core::PAGE_SIZE_BYTES as u64 / 1024);
+    // locking_mode=EXCLUSIVE + journal_mode=MEMORY + synchronous not OFF make the pager use batch
+    // atomic writes (one COMMIT_ATOMIC_WRITE per commit); cache_spill=OFF keeps dirty pages in
+    // the cache until commit, so no page is ever written outside a batch.
+    let config = format!(
+        "PRAGMA locking_mode=EXCLUSIVE;
+         PRAGMA journal_mode=MEMORY;
+         PRAGMA synchronous=NORMAL;
+         PRAGMA cache_spill=OFF;
+         PRAGMA cache_size=-{cache_kib};"
+    );
+    vfs::allow_config_pragmas(true);
+    let configured = conn.execute_batch(&config);
+    vfs::allow_config_pragmas(false);
+    configured.map_err(|e| format!("configuring the connection: {e}"))?;
+    let check = |pragma: &str| -> Result<String, String> {
+        conn.query_row(&format!("PRAGMA {pragma}"), [], |r| {
+            r.get::<_, rusqlite::types::Value>(0)
+        })
+        .map(|v| match v {
+            rusqlite::types::Value::Integer(i) => i.to_string(),
+            rusqlite::types::Value::Text(t) => t,
+            other => format!("{other:?}"),
+        })
+        .map_err(|e| format!("reading PRAGMA {pragma}: {e}"))
+    };
+    for (pragma, want) in [
+        ("journal_mode", "memory"),
+        ("locking_mode", "exclusive"),
+        ("page_size", "4096"),
+        ("cache_spill", "0"),
+    ] {
+        let got = check(pragma)?;
+        if got != want {
+            return Err(format!("PRAGMA {pragma} is {got}, expected {want}"));
+        }
+    }
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+    Ok(conn)
+}
+
+/// Runs the postcard [`ExecRequest`] at `ptr..ptr+len` and returns `resp_ptr << 32 | resp_len`
+/// of a postcard [`ExecResponse`]; free it with [`bx_free`]. The input stays the caller's.
+///
+/// # Safety
+/// `ptr..ptr+len` must be readable guest memory (a buffer from [`bx_alloc`]).
+#[no_mangle]
+pub unsafe extern "C" fn bx_exec(ptr: u32, len: u32) -> u64 {
+    // SAFETY: per the contract.
+    let input = unsafe { std::slice::from_raw_parts(ptr as *const u8, len as usize) };
+    let response = match postcard::from_bytes::<ExecRequest>(input) {
+        Ok(req) => CONN.with(|c| match c.borrow().as_ref() {
+            Some(conn) => exec::run(conn, &req),
+            None => invalid("bx_exec before a successful bx_open".into()),
+        }),
+        Err(e) => invalid(format!("undecodable request: {e}")),
+    };
+    let bytes = match postcard::to_allocvec(&response) {
+        Ok(b) => b,
+        // Encoding a response cannot fail short of running out of memory (which aborts first).
+        Err(e) => postcard::to_allocvec(&invalid(format!("encoding the response: {e}")))
+            .unwrap_or_default(),
+    };
+    let bytes = bytes.into_boxed_slice();
+    let len = bytes.len() as u64;
+    let ptr = Box::into_raw(bytes).cast::<u8>() as u32;
+    (u64::from(ptr) << 32) | len
+}
+
+fn invalid(message: String) -> ExecResponse {
+    ExecResponse::Err(ExecError {
+        kind: ExecErrorKind::Invalid,
+        message,
+        statement: 0,
+    })
+}

@@ -16,7 +16,8 @@
 //! Between BEGIN and COMMIT the written pages are only collected ([`Batch`]). At COMMIT each one is
 //! turned into a redo body against the host's current image of that page (`RedoBody::between`: a
 //! delta or a full image, whichever is smaller) and the whole set is shipped in one `commit`
-//! call. Nothing else ever leaves the compute: there is no rollback journal file, no temp file,
+//! call. A page SQLite rewrote without changing it is left out (and a commit that changed nothing
+//! ships nothing). Nothing else ever leaves the compute: there is no rollback journal file, no temp file,
 //! no page write outside a batch.
 //!
 //! ## Failure modes
@@ -161,7 +162,10 @@ impl FileState {
                 return Err(ffi::SQLITE_IOERR_READ);
             }
         };
-        Ok(FileState { size_pages, batch: None })
+        Ok(FileState {
+            size_pages,
+            batch: None,
+        })
     }
 
     fn size_bytes(&self) -> u64 {
@@ -220,8 +224,10 @@ impl FileState {
     }
 
     fn write(&mut self, data: &[u8], offset: u64) -> c_int {
-        let whole_page = offset % PAGE_U64 == 0 && data.len() == PAGE;
-        let page_no = u32::try_from(offset / PAGE_U64).ok().filter(|&p| p < u32::MAX);
+        let whole_page = offset.is_multiple_of(PAGE_U64) && data.len() == PAGE;
+        let page_no = u32::try_from(offset / PAGE_U64)
+            .ok()
+            .filter(|&p| p < u32::MAX);
         let (Some(page_no), true) = (page_no, whole_page) else {
             model_violation(format!(
                 "write of {} bytes at offset {offset}: only whole pages are written",
@@ -283,7 +289,10 @@ impl FileState {
             model_violation("BEGIN_ATOMIC_WRITE inside a batch".into());
             return ffi::SQLITE_MISUSE;
         }
-        self.batch = Some(Batch { pages: BTreeMap::new(), size_pages_before: self.size_pages });
+        self.batch = Some(Batch {
+            pages: BTreeMap::new(),
+            size_pages_before: self.size_pages,
+        });
         ffi::SQLITE_OK
     }
 
@@ -326,9 +335,14 @@ fn ship(pages: &BTreeMap<u32, Page>) -> c_int {
         };
         let body = match RedoBody::between(old_image, &new[..]) {
             RedoBody::Image(b) => PageChangeBody::Image(b),
+            // SQLite sometimes rewrites a page unchanged: there is nothing to ship for it.
+            RedoBody::Delta(d) if d.is_empty() => continue,
             RedoBody::Delta(d) => PageChangeBody::Delta(d),
         };
         changes.push(PageChange { page_no, body });
+    }
+    if changes.is_empty() {
+        return ffi::SQLITE_OK;
     }
     let bytes = match postcard::to_allocvec(&Mtr { changes }) {
         Ok(b) => b,
@@ -366,7 +380,10 @@ unsafe fn pragma(arg: *mut c_void) -> c_int {
     }
     // SAFETY: a NUL-terminated pragma name.
     let name = unsafe { CStr::from_ptr(name) }.to_bytes();
-    if !FIXED_PRAGMAS.iter().any(|p| p.as_bytes().eq_ignore_ascii_case(name)) {
+    if !FIXED_PRAGMAS
+        .iter()
+        .any(|p| p.as_bytes().eq_ignore_ascii_case(name))
+    {
         return ffi::SQLITE_NOTFOUND;
     }
     let message = format!(
@@ -531,15 +548,18 @@ unsafe extern "C" fn x_open(
         // SAFETY: a NUL-terminated file name.
         unsafe { CStr::from_ptr(name) }.to_string_lossy()
     };
+    // Refusals are not storage failures: the statement fails with SQLite's "unable to open"
+    // (ATTACH and VACUUM INTO a file land here, as would any journal or temp file, which the
+    // configuration rules out). They are printed, so an unexpected one shows in the host's log.
     if flags & ffi::SQLITE_OPEN_MAIN_DB == 0 {
-        model_violation(format!(
-            "refusing to open {name} (flags {flags:#x}): only the main database file exists \
-             (journals are in memory, temp storage is in memory)"
-        ));
+        eprintln!(
+            "borealis vfs: refusing to open {name} (flags {flags:#x}): only the volume exists \
+             (journals and temp storage are in memory)"
+        );
         return ffi::SQLITE_CANTOPEN;
     }
     if MAIN_OPEN.with(Cell::get) {
-        model_violation(format!("refusing to open {name}: the volume is already open"));
+        eprintln!("borealis vfs: refusing to open {name}: a compute has one volume, already open");
         return ffi::SQLITE_CANTOPEN;
     }
     let st = match FileState::open() {
@@ -547,7 +567,9 @@ unsafe extern "C" fn x_open(
         Err(rc) => return rc,
     };
     let main = MainFile {
-        base: ffi::sqlite3_file { pMethods: &IO_METHODS },
+        base: ffi::sqlite3_file {
+            pMethods: &IO_METHODS,
+        },
         state: Box::into_raw(Box::new(st)),
     };
     // SAFETY: `file` has room for a MainFile (`szOsFile`).

@@ -162,8 +162,6 @@ struct Writer {
     /// The VDL the first newer epoch started from (checker 4): a superseded writer may still
     /// learn that records below it are durable, but never anything above it.
     vdl_when_superseded: Option<Lsn>,
-    /// The VDL this writer's epoch started from.
-    start: Lsn,
     history: Vec<EpochStart>,
     vdl_seen: Lsn,
     stalled_steps: u32,
@@ -397,11 +395,10 @@ impl World {
             if self.rng.random_range(0..100) < 1 {
                 // Lost: over TCP that only happens when the connection breaks, so the writer
                 // sees the member go away and says Hello again later.
-                if let Msg::Append { to, writer, .. } | Msg::Ack { from: to, writer, .. } = msg {
-                    let w = &mut self.writers[writer];
-                    w.connected[to] = false;
-                    w.qw.member_down(to);
-                }
+                let (writer, to, _) = msg.link();
+                let w = &mut self.writers[writer];
+                w.connected[to] = false;
+                w.qw.member_down(to);
                 continue;
             }
             match msg {
@@ -605,7 +602,6 @@ impl World {
             mtrs: Vec::new(),
             last_vdl: plan.vdl,
             vdl_when_superseded: None,
-            start: plan.vdl,
             history: plan.history.clone(),
             vdl_seen: plan.vdl,
             stalled_steps: 0,

@@ -1,0 +1,343 @@
+//! Runs an [`ExecRequest`] against the open connection.
+//!
+//! ## Rules
+//!
+//! - **One statement per entry.** An entry's SQL may end in whitespace, semicolons and comments,
+//!   but a second statement is refused with [`ExecErrorKind::Invalid`]: the caller splits its
+//!   scripts, and a statement index in an error always means one thing.
+//! - Statements are prepared through rusqlite's statement cache, so a repeated SQL text is parsed
+//!   once.
+//! - `transaction: true` wraps the entries in `BEGIN IMMEDIATE … COMMIT`; any error rolls the
+//!   whole request back. Transaction-control statements (`BEGIN`, `COMMIT`, `END`, `ROLLBACK`
+//!   without `TO`) inside such a request are refused, as they would break the all-or-nothing.
+//! - `transaction: false` runs the entries one after another, each its own transaction (unless
+//!   the entries open one themselves), and stops at the first error. A request never leaves a
+//!   transaction open: one still open at the end is rolled back and the request fails.
+//! - A write statement that returns rows (`RETURNING`) runs inside a savepoint when it is not
+//!   already inside a transaction, so that stopping it half-way (the result grew too large)
+//!   takes none of its changes.
+//! - `rows_affected` is SQLite's `changes()` for a statement that changed rows (0 otherwise);
+//!   `last_insert_rowid` is set when a statement that changed rows is an `INSERT`/`REPLACE` or
+//!   moved the connection's last insert rowid.
+//! - Errors: SQLite's own errors are [`ExecErrorKind::Sql`] with SQLite's message; anything the
+//!   VFS saw go wrong underneath (a host import failed or refused, an I/O or corruption code) is
+//!   [`ExecErrorKind::Storage`].
+
+use compute_abi::{
+    ExecError, ExecErrorKind, ExecRequest, ExecResponse, Statement, StatementResult, Value,
+};
+use rusqlite::ffi;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::Connection;
+
+use crate::vfs;
+
+/// Approximate per-value overhead charged against `result_bytes_max`.
+const VALUE_OVERHEAD_BYTES: u64 = 8;
+
+struct Failure {
+    kind: ExecErrorKind,
+    message: String,
+}
+
+impl Failure {
+    fn invalid(message: impl Into<String>) -> Failure {
+        Failure {
+            kind: ExecErrorKind::Invalid,
+            message: message.into(),
+        }
+    }
+
+    /// Classifies a rusqlite error; a storage failure seen by the VFS wins over SQLite's view.
+    fn from_sqlite(e: rusqlite::Error) -> Failure {
+        if let Some(storage) = vfs::take_storage_failure() {
+            return Failure {
+                kind: ExecErrorKind::Storage,
+                message: format!("{storage} ({e})"),
+            };
+        }
+        match e {
+            rusqlite::Error::SqliteFailure(err, msg) => {
+                let primary = err.extended_code & 0xff;
+                let kind = match primary {
+                    ffi::SQLITE_IOERR | ffi::SQLITE_CORRUPT | ffi::SQLITE_NOTADB => {
+                        ExecErrorKind::Storage
+                    }
+                    _ => ExecErrorKind::Sql,
+                };
+                Failure {
+                    kind,
+                    message: msg.unwrap_or_else(|| err.to_string()),
+                }
+            }
+            rusqlite::Error::SqlInputError { error, msg, .. } => {
+                Failure::from_sqlite(rusqlite::Error::SqliteFailure(error, Some(msg)))
+            }
+            rusqlite::Error::MultipleStatement => Failure::invalid(
+                "more than one statement in one entry: send one statement per entry",
+            ),
+            rusqlite::Error::Empty => Failure::invalid("the entry holds no SQL statement"),
+            other => Failure::invalid(other.to_string()),
+        }
+    }
+}
+
+/// Rows returned so far, against `result_bytes_max`.
+struct Budget {
+    left: u64,
+}
+
+impl Budget {
+    fn charge(&mut self, bytes: u64) -> Result<(), Failure> {
+        match self.left.checked_sub(bytes) {
+            Some(left) => {
+                self.left = left;
+                Ok(())
+            }
+            None => Err(Failure {
+                kind: ExecErrorKind::TooLarge,
+                message: "the result exceeds the size limit".into(),
+            }),
+        }
+    }
+}
+
+/// Runs a request. Never leaves a transaction open.
+pub fn run(conn: &Connection, req: &ExecRequest) -> ExecResponse {
+    // A failure left over from outside a request (there should be none) must not be blamed on it.
+    let _ = vfs::take_storage_failure();
+    let mut budget = Budget {
+        left: u64::from(req.result_bytes_max),
+    };
+    let outcome = if req.transaction {
+        run_in_transaction(conn, &req.statements, &mut budget)
+    } else {
+        run_each(conn, &req.statements, &mut budget)
+    };
+    let outcome = match outcome {
+        Ok(_) if !conn.is_autocommit() => {
+            rollback(conn);
+            let last = req.statements.len().saturating_sub(1);
+            Err((
+                last,
+                Failure::invalid("the request left a transaction open: rolled back"),
+            ))
+        }
+        Err(e) => {
+            if !conn.is_autocommit() {
+                rollback(conn);
+            }
+            Err(e)
+        }
+        ok => ok,
+    };
+    match outcome {
+        Ok(results) => ExecResponse::Ok(results),
+        Err((index, f)) => ExecResponse::Err(ExecError {
+            kind: f.kind,
+            message: f.message,
+            statement: u32::try_from(index).unwrap_or(u32::MAX),
+        }),
+    }
+}
+
+type Outcome = Result<Vec<StatementResult>, (usize, Failure)>;
+
+fn run_each(conn: &Connection, statements: &[Statement], budget: &mut Budget) -> Outcome {
+    let mut results = Vec::with_capacity(statements.len());
+    for (i, st) in statements.iter().enumerate() {
+        results.push(run_statement(conn, st, budget).map_err(|f| (i, f))?);
+    }
+    Ok(results)
+}
+
+fn run_in_transaction(conn: &Connection, statements: &[Statement], budget: &mut Budget) -> Outcome {
+    for (i, st) in statements.iter().enumerate() {
+        if ends_transaction(&st.sql) {
+            return Err((
+                i,
+                Failure::invalid(
+                    "transaction control statements are not allowed in a transactional request",
+                ),
+            ));
+        }
+    }
+    simple(conn, "BEGIN IMMEDIATE").map_err(|f| (0, f))?;
+    let results = run_each(conn, statements, budget)?;
+    // A failed COMMIT is blamed on the last statement.
+    let last = statements.len().saturating_sub(1);
+    simple(conn, "COMMIT").map_err(|f| (last, f))?;
+    Ok(results)
+}
+
+fn simple(conn: &Connection, sql: &str) -> Result<(), Failure> {
+    let mut stmt = conn.prepare_cached(sql).map_err(Failure::from_sqlite)?;
+    stmt.raw_execute().map(|_| ()).map_err(Failure::from_sqlite)
+}
+
+fn rollback(conn: &Connection) {
+    if let Err(f) = simple(conn, "ROLLBACK") {
+        eprintln!("borealis exec: ROLLBACK failed: {}", f.message);
+    }
+}
+
+fn run_statement(
+    conn: &Connection,
+    st: &Statement,
+    budget: &mut Budget,
+) -> Result<StatementResult, Failure> {
+    let mut stmt = conn.prepare_cached(&st.sql).map_err(Failure::from_sqlite)?;
+    let expected = stmt.parameter_count();
+    if expected != st.params.len() {
+        return Err(Failure::invalid(format!(
+            "the statement has {expected} parameters, {} were given",
+            st.params.len()
+        )));
+    }
+    for (i, v) in st.params.iter().enumerate() {
+        stmt.raw_bind_parameter(i + 1, to_sql(v))
+            .map_err(Failure::from_sqlite)?;
+    }
+    let columns: Vec<String> = stmt.column_names().map(String::from).collect();
+    let readonly = stmt.readonly();
+    // A write that returns rows may be stopped half-way: give it a savepoint to fall back to.
+    let guarded = !readonly && !columns.is_empty() && conn.is_autocommit();
+    if guarded {
+        simple(conn, "SAVEPOINT bx_returning")?;
+    }
+    // SAFETY: the handle is only used for plain counters, on this thread.
+    let db = unsafe { conn.handle() };
+    let total_before = unsafe { ffi::sqlite3_total_changes64(db) };
+    let rowid_before = conn.last_insert_rowid();
+
+    let mut rows_out = Vec::new();
+    let stepped = collect_rows(&mut stmt, columns.len(), budget, &mut rows_out);
+    drop(stmt);
+    if guarded {
+        // The savepoint opened the transaction, so a plain ROLLBACK undoes exactly this
+        // statement (ROLLBACK TO + RELEASE would commit an empty transaction).
+        match stepped {
+            Ok(()) => simple(conn, "RELEASE bx_returning")?,
+            Err(_) => rollback(conn),
+        }
+    }
+    stepped?;
+
+    let changed = unsafe { ffi::sqlite3_total_changes64(db) } != total_before;
+    let rows_affected = if !readonly && changed {
+        conn.changes()
+    } else {
+        0
+    };
+    let rowid = conn.last_insert_rowid();
+    let inserted = !readonly && changed && (rowid != rowid_before || starts_insert(&st.sql));
+    Ok(StatementResult {
+        columns,
+        rows: rows_out,
+        rows_affected,
+        last_insert_rowid: inserted.then_some(rowid),
+    })
+}
+
+fn collect_rows(
+    stmt: &mut rusqlite::Statement<'_>,
+    ncols: usize,
+    budget: &mut Budget,
+    out: &mut Vec<Vec<Value>>,
+) -> Result<(), Failure> {
+    let mut rows = stmt.raw_query();
+    while let Some(row) = rows.next().map_err(Failure::from_sqlite)? {
+        let mut values = Vec::with_capacity(ncols);
+        for c in 0..ncols {
+            let v = from_sql(row.get_ref_unwrap(c));
+            budget.charge(value_bytes(&v))?;
+            values.push(v);
+        }
+        out.push(values);
+    }
+    Ok(())
+}
+
+fn value_bytes(v: &Value) -> u64 {
+    VALUE_OVERHEAD_BYTES
+        + match v {
+            Value::Text(s) => s.len() as u64,
+            Value::Blob(b) => b.len() as u64,
+            Value::Null | Value::Integer(_) | Value::Real(_) => 0,
+        }
+}
+
+fn to_sql(v: &Value) -> ToSqlOutput<'_> {
+    ToSqlOutput::Borrowed(match v {
+        Value::Null => ValueRef::Null,
+        Value::Integer(i) => ValueRef::Integer(*i),
+        Value::Real(f) => ValueRef::Real(*f),
+        Value::Text(s) => ValueRef::Text(s.as_bytes()),
+        Value::Blob(b) => ValueRef::Blob(b),
+    })
+}
+
+fn from_sql(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Integer(i),
+        ValueRef::Real(f) => Value::Real(f),
+        // SQLite does not check that TEXT is UTF-8 (CAST(x'ff' AS TEXT)); such bytes are replaced.
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+    }
+}
+
+/// The first `n` keywords of `sql`, upper-cased, skipping whitespace and comments.
+fn leading_keywords(sql: &str, n: usize) -> Vec<String> {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    let mut words = Vec::with_capacity(n);
+    while words.len() < n && i < b.len() {
+        match b[i] {
+            c if c.is_ascii_whitespace() => i += 1,
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i += 2;
+            }
+            c if c.is_ascii_alphabetic() => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+                words.push(sql[start..i].to_ascii_uppercase());
+            }
+            _ => break,
+        }
+    }
+    words
+}
+
+/// Whether the statement would begin, commit or roll back a whole transaction.
+fn ends_transaction(sql: &str) -> bool {
+    let words = leading_keywords(sql, 2);
+    match words.first().map(String::as_str) {
+        Some("BEGIN" | "COMMIT" | "END") => true,
+        Some("ROLLBACK") => {
+            // `ROLLBACK [TRANSACTION] TO sp` only goes back to a savepoint.
+            let rest = leading_keywords(sql, 3);
+            !rest.iter().skip(1).any(|w| w == "TO")
+        }
+        _ => false,
+    }
+}
+
+fn starts_insert(sql: &str) -> bool {
+    matches!(
+        leading_keywords(sql, 1).first().map(String::as_str),
+        Some("INSERT" | "REPLACE")
+    )
+}
