@@ -341,8 +341,8 @@ pub async fn status(dir: &Path) -> anyhow::Result<()> {
                     "{:<24} {:<8} {:>12} {:>6}",
                     t["name"].as_str().unwrap_or("?"),
                     t["compute"].as_str().unwrap_or("?"),
-                    t["vdl"],
-                    t["epoch"]
+                    t["vdl"].to_string(),
+                    t["epoch"].to_string()
                 );
             }
         }
