@@ -4,7 +4,8 @@ use crate::compute_pool::ComputePool;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::tenants::{constant_time_eq, hash_token, validate_name, Registry, Tenant};
-use axum::body::Bytes;
+use axum::body::Body;
+use futures::StreamExt;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +19,10 @@ use std::time::Instant;
 
 /// Largest request body accepted (a batch of statements with their parameters).
 pub const REQUEST_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// An oversized body is read and thrown away up to this much before the `too_large` answer, so
+/// that an ordinary client, still sending, gets the answer rather than a reset connection.
+/// Beyond it the connection is closed.
+pub const DRAIN_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Statements in one batch, at most.
 pub const BATCH_STATEMENTS_MAX: usize = 10_000;
 /// Result size (rows) one request may return before it fails with `too_large`.
@@ -38,7 +43,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/tenants/{name}", get(get_tenant).delete(delete_tenant))
         .route("/v1/tenants/{name}/sql", post(sql))
         .fallback(|| async { ApiError::not_found("no such route") })
-        .layer(DefaultBodyLimit::max(REQUEST_BYTES_MAX))
+        // Bodies are limited by `read_body`, which answers `too_large` in our error format.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 
@@ -70,26 +76,38 @@ fn require_admin(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn body_json(body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Result<Json_, ApiError> {
-    let bytes = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(format!("request body exceeds {REQUEST_BYTES_MAX} bytes"))
-        } else {
-            ApiError::bad_request(format!("unreadable body: {e}"))
+/// Reads a request body of at most [`REQUEST_BYTES_MAX`] bytes and parses it as JSON.
+async fn body_json(body: Body) -> Result<Json_, ApiError> {
+    let mut stream = body.into_data_stream();
+    let mut bytes = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("unreadable body: {e}")))?;
+        seen += chunk.len();
+        if seen <= REQUEST_BYTES_MAX {
+            bytes.extend_from_slice(&chunk);
+        } else if seen > DRAIN_BYTES_MAX {
+            break;
         }
-    })?;
+    }
+    if seen > REQUEST_BYTES_MAX {
+        return Err(ApiError::too_large(format!(
+            "request body of {seen}{} bytes exceeds the limit of {REQUEST_BYTES_MAX}",
+            if seen > DRAIN_BYTES_MAX { "+" } else { "" }
+        )));
+    }
     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))
 }
 
 async fn create_tenant(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: Body,
 ) -> Response {
     let started = Instant::now();
     let r = async {
         require_admin(&st, &headers)?;
-        let body = body_json(body)?;
+        let body = body_json(body).await?;
         let name = body
             .get("name")
             .and_then(Json_::as_str)
@@ -173,7 +191,7 @@ async fn sql(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: Body,
 ) -> Response {
     let started = Instant::now();
     let r = run_sql(&st, &headers, &name, body).await;
@@ -184,7 +202,7 @@ async fn run_sql(
     st: &AppState,
     headers: &HeaderMap,
     name: &str,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: Body,
 ) -> Result<Json<Json_>, ApiError> {
     let token = bearer(headers)?;
     let token_hash = hash_token(token);
@@ -200,7 +218,7 @@ async fn run_sql(
             None => return Err(ApiError::not_found(format!("no tenant named {name:?}"))),
         }
     };
-    let body = body_json(body)?;
+    let body = body_json(body).await?;
     let request = parse_request(&body)?;
     let out = st.pool.execute(tenant.id, request).await?;
     // Hold the response until everything it may depend on is durable (asynchronous commit).

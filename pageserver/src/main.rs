@@ -1,1 +1,31 @@
-fn main() {}
+//! The `pageserver` binary: parse flags, start, run until interrupted.
+
+use anyhow::Context;
+use clap::Parser;
+use pageserver::config::{Args, Config};
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = Config::from_args(Args::parse())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let running = pageserver::start(config)
+            .await
+            .context("starting the pageserver")?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing a SIGTERM handler")?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, stopping"),
+            _ = term.recv() => tracing::info!("terminated, stopping"),
+            e = running.stopped() => return Err(e).context("pageserver stopped"),
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,199 @@
+//! The pageserver's configuration: long command-line flags or `PAGESERVER_*` environment
+//! variables, validated in one place ([`Config::from_args`]).
+
+use borealis_core::SegmentLayout;
+use clap::Parser;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Longest allowed `--getpage-wait`: a GetPage holds a request slot while it waits.
+pub const GETPAGE_WAIT_MAX: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "pageserver",
+    about = "Borealis pageserver: turns the log into pages, serves GetPage@LSN"
+)]
+pub struct Args {
+    /// This node's id (logs, status).
+    #[arg(long, env = "PAGESERVER_ID", default_value = "ps-1")]
+    pub id: String,
+    /// Address of the wire-protocol listener (GetPage).
+    #[arg(long, env = "PAGESERVER_LISTEN", default_value = "127.0.0.1:7101")]
+    pub listen: String,
+    /// Address of the HTTP listener (/status, /metrics, /healthz).
+    #[arg(long, env = "PAGESERVER_HTTP", default_value = "127.0.0.1:7181")]
+    pub http: String,
+    /// Local data directory. Its `tenants/` folder is wiped at start (local state is a cache).
+    #[arg(long, env = "PAGESERVER_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// The safekeepers holding the log, `host:port,host:port,...` (the six of the protection group).
+    #[arg(
+        long,
+        env = "PAGESERVER_SAFEKEEPERS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub safekeepers: Vec<String>,
+    /// Page images kept in the in-memory LRU cache (4 KiB each).
+    #[arg(long, env = "PAGESERVER_CACHE_PAGES", default_value_t = 16384)]
+    pub cache_pages: usize,
+    /// How long a GetPage waits for the log to be applied up to its LSN before answering
+    /// `Unavailable`.
+    #[arg(long, env = "PAGESERVER_GETPAGE_WAIT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub getpage_wait: Duration,
+    /// A segment's follower stops polling safekeepers after this long without activity (no
+    /// GetPage had to wait, no new record seen), until a GetPage needs it.
+    #[arg(long, env = "PAGESERVER_DORMANT_AFTER", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub dormant_after: Duration,
+    /// Pages per segment (default: 10 GiB segments). Must match the writer's layout.
+    #[arg(long, env = "PAGESERVER_PAGES_PER_SEGMENT")]
+    pub pages_per_segment: Option<u32>,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("--safekeepers lists no safekeeper")]
+    NoSafekeepers,
+    #[error("--safekeepers has an empty entry")]
+    EmptySafekeeper,
+    #[error("--safekeepers lists {0} twice")]
+    DuplicateSafekeeper(String),
+    #[error("--cache-pages must be at least 1")]
+    NoCache,
+    #[error("--getpage-wait must be between 1 ms and {GETPAGE_WAIT_MAX:?}")]
+    GetPageWait,
+    #[error("--pages-per-segment must be at least 1")]
+    PagesPerSegment,
+    #[error("--{0} must not be empty")]
+    EmptyAddress(&'static str),
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub id: String,
+    pub listen: String,
+    pub http: String,
+    pub data_dir: PathBuf,
+    pub safekeepers: Vec<String>,
+    pub cache_pages: NonZeroUsize,
+    pub getpage_wait: Duration,
+    pub dormant_after: Duration,
+    pub layout: SegmentLayout,
+    /// Versions retained per page ([`crate::pages::VERSIONS_PER_PAGE_MAX`]).
+    pub retain_versions: usize,
+}
+
+impl Config {
+    pub fn from_args(args: Args) -> Result<Config, ConfigError> {
+        let safekeepers: Vec<String> = args
+            .safekeepers
+            .iter()
+            .map(|s| s.trim().to_string())
+            .collect();
+        if safekeepers.is_empty() {
+            return Err(ConfigError::NoSafekeepers);
+        }
+        for (i, s) in safekeepers.iter().enumerate() {
+            if s.is_empty() {
+                return Err(ConfigError::EmptySafekeeper);
+            }
+            if safekeepers[..i].contains(s) {
+                return Err(ConfigError::DuplicateSafekeeper(s.clone()));
+            }
+        }
+        let cache_pages = NonZeroUsize::new(args.cache_pages).ok_or(ConfigError::NoCache)?;
+        if args.getpage_wait < Duration::from_millis(1) || args.getpage_wait > GETPAGE_WAIT_MAX {
+            return Err(ConfigError::GetPageWait);
+        }
+        let layout = match args.pages_per_segment {
+            None => SegmentLayout::default(),
+            Some(0) => return Err(ConfigError::PagesPerSegment),
+            Some(n) => SegmentLayout::new(n),
+        };
+        if args.listen.trim().is_empty() {
+            return Err(ConfigError::EmptyAddress("listen"));
+        }
+        if args.http.trim().is_empty() {
+            return Err(ConfigError::EmptyAddress("http"));
+        }
+        Ok(Config {
+            id: args.id,
+            listen: args.listen,
+            http: args.http,
+            data_dir: args.data_dir,
+            safekeepers,
+            cache_pages,
+            getpage_wait: args.getpage_wait,
+            dormant_after: args.dormant_after,
+            layout,
+            retain_versions: crate::pages::VERSIONS_PER_PAGE_MAX,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["pageserver", "--data-dir", "/tmp/x"];
+        argv.extend_from_slice(extra);
+        Config::from_args(Args::try_parse_from(argv).unwrap())
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let c = parse(&["--safekeepers", "a:1,b:2"]).unwrap();
+        assert_eq!(c.safekeepers, ["a:1", "b:2"]);
+        assert_eq!(c.cache_pages.get(), 16384);
+        assert_eq!(c.getpage_wait, Duration::from_secs(5));
+        assert_eq!(c.layout, SegmentLayout::default());
+        assert_eq!(
+            (c.id.as_str(), c.listen.as_str()),
+            ("ps-1", "127.0.0.1:7101")
+        );
+        let c = parse(&[
+            "--safekeepers",
+            "a:1",
+            "--getpage-wait",
+            "200ms",
+            "--pages-per-segment",
+            "4",
+        ])
+        .unwrap();
+        assert_eq!(c.getpage_wait, Duration::from_millis(200));
+        assert_eq!(c.layout, SegmentLayout::new(4));
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        assert_eq!(
+            parse(&["--safekeepers", "a:1,,b:2"]).unwrap_err(),
+            ConfigError::EmptySafekeeper
+        );
+        assert!(matches!(
+            parse(&["--safekeepers", "a:1,a:1"]),
+            Err(ConfigError::DuplicateSafekeeper(_))
+        ));
+        assert_eq!(
+            parse(&["--safekeepers", "a:1", "--cache-pages", "0"]).unwrap_err(),
+            ConfigError::NoCache
+        );
+        assert_eq!(
+            parse(&["--safekeepers", "a:1", "--getpage-wait", "0s"]).unwrap_err(),
+            ConfigError::GetPageWait
+        );
+        assert_eq!(
+            parse(&["--safekeepers", "a:1", "--pages-per-segment", "0"]).unwrap_err(),
+            ConfigError::PagesPerSegment
+        );
+        assert!(
+            Args::try_parse_from(["pageserver", "--data-dir", "/x"]).is_err(),
+            "safekeepers are required"
+        );
+    }
+}

@@ -1,0 +1,254 @@
+//! The pageserver's metrics, rendered in the Prometheus text format at `GET /metrics`.
+//!
+//! Plain atomics: counters only go up, histograms have fixed buckets (seconds). One [`Metrics`]
+//! per process, shared by reference; nothing here is global.
+
+use crate::cache::PageCache;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Upper bounds of the latency buckets, in seconds: 50 µs to 10 s.
+const LATENCY_BUCKETS_SECONDS: [f64; 16] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 10.0,
+];
+
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS_SECONDS.len()],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        // Buckets are cumulative when rendered; store each observation in its first bucket.
+        if let Some(i) = LATENCY_BUCKETS_SECONDS.iter().position(|&b| secs <= b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, n) in LATENCY_BUCKETS_SECONDS.iter().zip(&self.buckets) {
+            cumulative += n.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count();
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// How a GetPage ended, for `pageserver_getpage_total{result=...}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GetPageResult {
+    Page,
+    NoPage,
+    TooOld,
+    Timeout,
+    Error,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    getpage_page: Counter,
+    getpage_no_page: Counter,
+    getpage_too_old: Counter,
+    getpage_timeout: Counter,
+    getpage_error: Counter,
+    /// Whole GetPage handling time.
+    pub getpage_seconds: Histogram,
+    /// The part of it spent waiting for the segment to be applied up to the asked LSN.
+    pub getpage_wait_seconds: Histogram,
+    pub records_applied: Counter,
+    pub log_reads: Counter,
+    pub log_read_errors: Counter,
+    pub safekeeper_switches: Counter,
+    pub chain_holes: Counter,
+    pub quorum_proofs: Counter,
+}
+
+impl Metrics {
+    pub fn getpage_done(&self, result: GetPageResult, elapsed: Duration) {
+        self.getpage_counter(result).inc();
+        self.getpage_seconds.observe(elapsed);
+    }
+
+    fn getpage_counter(&self, result: GetPageResult) -> &Counter {
+        match result {
+            GetPageResult::Page => &self.getpage_page,
+            GetPageResult::NoPage => &self.getpage_no_page,
+            GetPageResult::TooOld => &self.getpage_too_old,
+            GetPageResult::Timeout => &self.getpage_timeout,
+            GetPageResult::Error => &self.getpage_error,
+        }
+    }
+
+    pub fn render(&self, cache: &PageCache) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP pageserver_getpage_total GetPage requests answered, by result.\n\
+             # TYPE pageserver_getpage_total counter"
+        );
+        for (label, result) in [
+            ("page", GetPageResult::Page),
+            ("no_page", GetPageResult::NoPage),
+            ("too_old", GetPageResult::TooOld),
+            ("timeout", GetPageResult::Timeout),
+            ("error", GetPageResult::Error),
+        ] {
+            let n = self.getpage_counter(result).get();
+            let _ = writeln!(out, "pageserver_getpage_total{{result=\"{label}\"}} {n}");
+        }
+        self.getpage_seconds.render(
+            &mut out,
+            "pageserver_getpage_seconds",
+            "Time to answer a GetPage request.",
+        );
+        self.getpage_wait_seconds.render(
+            &mut out,
+            "pageserver_getpage_wait_seconds",
+            "Time a GetPage waited for its segment to be applied up to the asked LSN.",
+        );
+        let counters: [(&str, &str, u64); 9] = [
+            (
+                "pageserver_records_applied_total",
+                "Redo records applied.",
+                self.records_applied.get(),
+            ),
+            (
+                "pageserver_log_reads_total",
+                "ReadLog requests sent to safekeepers.",
+                self.log_reads.get(),
+            ),
+            (
+                "pageserver_log_read_errors_total",
+                "ReadLog requests that failed.",
+                self.log_read_errors.get(),
+            ),
+            (
+                "pageserver_safekeeper_switches_total",
+                "Times a follower turned to another safekeeper.",
+                self.safekeeper_switches.get(),
+            ),
+            (
+                "pageserver_chain_holes_total",
+                "Safekeeper answers whose records did not chain.",
+                self.chain_holes.get(),
+            ),
+            (
+                "pageserver_quorum_proofs_total",
+                "Segments proved complete by a read quorum holding nothing newer.",
+                self.quorum_proofs.get(),
+            ),
+            (
+                "pageserver_page_cache_hits_total",
+                "Page cache lookups that found the version.",
+                cache.hits(),
+            ),
+            (
+                "pageserver_page_cache_misses_total",
+                "Page cache lookups that did not.",
+                cache.misses(),
+            ),
+            (
+                "pageserver_page_cache_pages",
+                "Page images held in the cache.",
+                cache.len() as u64,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::num::NonZeroUsize;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.getpage_done(GetPageResult::Page, Duration::from_micros(300));
+        m.getpage_done(GetPageResult::Timeout, Duration::from_secs(20));
+        m.records_applied.add(5);
+        let cache = PageCache::new(NonZeroUsize::new(4).unwrap());
+        let text = m.render(&cache);
+        assert!(
+            text.contains("pageserver_getpage_total{result=\"page\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pageserver_getpage_seconds_bucket{le=\"0.0005\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pageserver_getpage_seconds_bucket{le=\"10\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pageserver_getpage_seconds_bucket{le=\"+Inf\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pageserver_getpage_seconds_count 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pageserver_records_applied_total 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE pageserver_page_cache_pages gauge"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! The wire-protocol server: GetPage over pipelined connections.
+//!
+//! Each connection has a reader that decodes frames and starts one task per request, and a writer
+//! that sends answers as they complete, each carrying its request's id, so a slow GetPage (waiting
+//! for the log) never holds up the ones behind it. Requests in flight per connection are bounded
+//! ([`REQUESTS_IN_FLIGHT_MAX`]); beyond that the reader stops reading, which pushes back on the
+//! client through TCP. A frame that fails its checks ends the connection: the byte stream cannot
+//! be trusted after it.
+
+use crate::get_page::get_page;
+use crate::tenant::Tenants;
+use borealis_core::ErrorKind;
+use borealis_wire::{read_frame, write_frame, Body, Envelope};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{debug, warn, Instrument};
+
+/// GetPage requests one connection may have in flight.
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 1024;
+/// Answers queued for a connection's writer.
+pub const ANSWERS_QUEUED_MAX: usize = 1024;
+
+/// Pause after a failed `accept` (out of file descriptors, say) before trying again.
+const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Accepts connections for ever; a failed `accept` is logged and retried.
+pub async fn serve(listener: TcpListener, tenants: Arc<Tenants>) -> std::io::Result<()> {
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "accept failed; retrying");
+                tokio::time::sleep(ACCEPT_RETRY_PAUSE).await;
+                continue;
+            }
+        };
+        let span = tracing::info_span!("conn", peer = %peer);
+        tokio::spawn(serve_connection(sock, tenants.clone()).instrument(span));
+    }
+}
+
+async fn serve_connection(sock: TcpStream, tenants: Arc<Tenants>) {
+    if let Err(e) = sock.set_nodelay(true) {
+        debug!(error = %e, "set_nodelay failed");
+    }
+    let (mut rd, wr) = sock.into_split();
+    let (answers, mut answers_rx) = mpsc::channel::<Envelope>(ANSWERS_QUEUED_MAX);
+    let writer = tokio::spawn(async move {
+        let mut w = BufWriter::new(wr);
+        while let Some(env) = answers_rx.recv().await {
+            if write_frame(&mut w, &env).await.is_err() {
+                return;
+            }
+            while let Ok(env) = answers_rx.try_recv() {
+                if write_frame(&mut w, &env).await.is_err() {
+                    return;
+                }
+            }
+            if w.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    let slots = Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_MAX));
+    loop {
+        let env = match read_frame(&mut rd).await {
+            Ok(Some(env)) => env,
+            Ok(None) => break,
+            Err(e) => {
+                warn!(error = %e, "dropping connection after a bad frame");
+                break;
+            }
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let (tenants, answers) = (tenants.clone(), answers.clone());
+        tokio::spawn(async move {
+            let body = answer(&tenants, env.body).await;
+            let _ = answers
+                .send(Envelope {
+                    request_id: env.request_id,
+                    body,
+                })
+                .await;
+            drop(slot);
+        });
+    }
+    drop(answers);
+    // In-flight requests finish and their answers are written before the writer ends.
+    let _ = writer.await;
+    debug!("connection closed");
+}
+
+async fn answer(tenants: &Tenants, request: Body) -> Body {
+    match request {
+        Body::GetPage {
+            tenant,
+            page,
+            lsn,
+            epoch,
+        } => match get_page(tenants, tenant, page, lsn, epoch).await {
+            Ok(image) => Body::Page {
+                image: image.map(|i| i.to_vec()),
+            },
+            Err(e) => {
+                debug!(tenant = %tenant, page = %page, lsn = %lsn, error = %e, "get_page failed");
+                Body::error(e.kind(), e.to_string())
+            }
+        },
+        other => Body::error(
+            ErrorKind::Invalid,
+            format!("a pageserver does not answer {}", other.name()),
+        ),
+    }
+}

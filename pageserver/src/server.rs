@@ -1,0 +1,95 @@
+//! Starting a pageserver: prepare the data directory, bind both listeners, spawn the servers.
+
+use crate::cache::PageCache;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::safekeepers::SafekeeperPool;
+use crate::tenant::{Shared, Tenants};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Error)]
+#[error("{what}: {source}")]
+pub struct StartError {
+    what: String,
+    source: io::Error,
+}
+
+fn ctx(what: impl Into<String>) -> impl FnOnce(io::Error) -> StartError {
+    let what = what.into();
+    move |source| StartError { what, source }
+}
+
+/// A started pageserver.
+pub struct Running {
+    pub wire_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub tenants: Arc<Tenants>,
+    wire: JoinHandle<io::Result<()>>,
+    http: JoinHandle<io::Result<()>>,
+}
+
+impl Running {
+    /// Waits until one of the servers stops (which only happens when its listener fails).
+    pub async fn stopped(self) -> io::Error {
+        let (name, joined) = tokio::select! {
+            r = self.wire => ("wire", r),
+            r = self.http => ("http", r),
+        };
+        match joined {
+            Ok(Ok(())) => io::Error::other(format!("{name} server stopped")),
+            Ok(Err(e)) => io::Error::other(format!("{name} server failed: {e}")),
+            Err(e) => io::Error::other(format!("{name} server task failed: {e}")),
+        }
+    }
+}
+
+/// Starts a pageserver. Wipes `DATA_DIR/tenants` first: local state is rebuilt from the
+/// safekeepers on demand (see the crate docs).
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let tenants_dir = config.data_dir.join("tenants");
+    match std::fs::remove_dir_all(&tenants_dir) {
+        Ok(()) => tracing::info!(dir = %tenants_dir.display(), "wiped local tenant state"),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ctx(format!("wiping {}", tenants_dir.display()))(e)),
+    }
+    std::fs::create_dir_all(&tenants_dir)
+        .map_err(ctx(format!("creating {}", tenants_dir.display())))?;
+
+    let wire = TcpListener::bind(&config.listen)
+        .await
+        .map_err(ctx(format!("binding {}", config.listen)))?;
+    let http = TcpListener::bind(&config.http)
+        .await
+        .map_err(ctx(format!("binding {}", config.http)))?;
+    let wire_addr = wire.local_addr().map_err(ctx("wire listener address"))?;
+    let http_addr = http.local_addr().map_err(ctx("http listener address"))?;
+
+    let addrs: Arc<[String]> = config.safekeepers.clone().into();
+    let shared = Arc::new(Shared {
+        cache: Arc::new(PageCache::new(config.cache_pages)),
+        safekeepers: Arc::new(SafekeeperPool::new(addrs)),
+        metrics: Metrics::default(),
+        config,
+    });
+    let tenants = Arc::new(Tenants::new(shared.clone()));
+    tracing::info!(
+        id = %shared.config.id, wire = %wire_addr, http = %http_addr,
+        safekeepers = ?shared.config.safekeepers, pages_per_segment = shared.config.layout.pages_per_segment(),
+        cache_pages = shared.config.cache_pages.get(), "pageserver serving"
+    );
+    let wire = tokio::spawn(crate::page_service::serve(wire, tenants.clone()));
+    let router = crate::http::router(tenants.clone());
+    let http = tokio::spawn(async move { axum::serve(http, router).await });
+    Ok(Running {
+        wire_addr,
+        http_addr,
+        tenants,
+        wire,
+        http,
+    })
+}

@@ -1,0 +1,322 @@
+//! Tenants and their segments, learned lazily.
+//!
+//! A tenant appears the first time a GetPage names it; a segment appears the first time a GetPage
+//! asks for one of its pages, and from then on a follower task ([`crate::ingest`]) keeps applying
+//! its log. Per tenant the pageserver remembers the **vouched VDL** ([`Vouch`]): the highest LSN
+//! a GetPage asked for (the asker guarantees it is at or below the VDL of its writer) and the
+//! newest writer epoch a GetPage named. Log is read only from safekeepers at that epoch or newer
+//! (`ReadLog.min_epoch`): an older one may still hold records a newer writer's recovery truncated
+//! everywhere else.
+
+use crate::cache::PageCache;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pages::{SegmentCounts, TenantPages};
+use crate::safekeepers::SafekeeperPool;
+use borealis_core::{Lsn, SegmentId, TenantId};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// Segments followed per tenant at most (each costs a task and a long poll). A volume of 10 GiB
+/// segments has at most 1,639 (`u32` pages of 4 KiB); only tiny test layouts could ask for more,
+/// and a GetPage beyond the bound is refused rather than growing without limit.
+pub const SEGMENTS_PER_TENANT_MAX: usize = 4096;
+
+/// What every part of the pageserver shares.
+pub struct Shared {
+    pub config: Config,
+    pub metrics: Metrics,
+    pub cache: Arc<PageCache>,
+    pub safekeepers: Arc<SafekeeperPool>,
+}
+
+/// What GetPage requests have vouched for: every LSN up to `lsn` is durable, and the newest
+/// writer epoch is at least `epoch`. Both only grow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Vouch {
+    pub lsn: Lsn,
+    pub epoch: u64,
+}
+
+pub struct Tenant {
+    pub id: TenantId,
+    vouched: watch::Sender<Vouch>,
+    pub pages: Arc<TenantPages>,
+    segments: Mutex<BTreeMap<SegmentId, Arc<Segment>>>,
+}
+
+impl Tenant {
+    /// Records that every LSN up to `lsn` is durable, as a writer of epoch `epoch` says (the VDL
+    /// never goes backwards, nor does the epoch).
+    pub fn vouch(&self, lsn: Lsn, epoch: u64) {
+        self.vouched.send_if_modified(|v| {
+            let raise = lsn > v.lsn || epoch > v.epoch;
+            v.lsn = v.lsn.max(lsn);
+            v.epoch = v.epoch.max(epoch);
+            raise
+        });
+    }
+
+    pub fn vouched(&self) -> Vouch {
+        *self.vouched.borrow()
+    }
+
+    pub fn subscribe_vouched(&self) -> watch::Receiver<Vouch> {
+        self.vouched.subscribe()
+    }
+
+    fn segments(&self) -> Vec<Arc<Segment>> {
+        lock(&self.segments).values().cloned().collect()
+    }
+}
+
+/// What a follower last did, for the status page.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FollowStatus {
+    pub last_applied: Lsn,
+    pub safekeeper: String,
+    /// The newest `known_vdl` the current safekeeper reported.
+    pub safekeeper_known_vdl: Lsn,
+    pub records_applied: u64,
+    /// The segment looked idle: no record newer than `caught_up_to` known to its safekeeper.
+    pub idle: bool,
+    /// The follower stopped polling (no activity for a while) until a GetPage needs it.
+    pub dormant: bool,
+    pub last_problem: Option<String>,
+}
+
+/// One followed segment of a tenant.
+pub struct Segment {
+    pub id: SegmentId,
+    caught_up_to: watch::Sender<Lsn>,
+    /// The LSNs GetPage requests wait for now (with how many wait for each); its maximum is
+    /// published in `wanted`.
+    waiters: Mutex<BTreeMap<Lsn, usize>>,
+    wanted: watch::Sender<Lsn>,
+    status: Mutex<FollowStatus>,
+}
+
+impl Segment {
+    fn new(id: SegmentId) -> Segment {
+        Segment {
+            id,
+            caught_up_to: watch::channel(Lsn::INVALID).0,
+            waiters: Mutex::new(BTreeMap::new()),
+            wanted: watch::channel(Lsn::INVALID).0,
+            status: Mutex::new(FollowStatus::default()),
+        }
+    }
+
+    pub fn caught_up_to(&self) -> Lsn {
+        *self.caught_up_to.borrow()
+    }
+
+    pub fn subscribe_caught_up_to(&self) -> watch::Receiver<Lsn> {
+        self.caught_up_to.subscribe()
+    }
+
+    pub fn subscribe_wanted(&self) -> watch::Receiver<Lsn> {
+        self.wanted.subscribe()
+    }
+
+    /// Publishes progress. Every record at or below `lsn` must already be in the page store.
+    pub fn publish_caught_up_to(&self, lsn: Lsn) {
+        self.caught_up_to.send_if_modified(|c| {
+            assert!(lsn >= *c, "caught_up_to went backwards");
+            let raise = lsn > *c;
+            *c = lsn;
+            raise
+        });
+    }
+
+    pub fn update_status(&self, f: impl FnOnce(&mut FollowStatus)) {
+        f(&mut lock(&self.status));
+    }
+
+    /// Registers a GetPage waiting for `lsn`; the follower hurries while any waits.
+    pub fn wait_for(self: &Arc<Self>, lsn: Lsn) -> Waiter {
+        *lock(&self.waiters).entry(lsn).or_insert(0) += 1;
+        self.publish_wanted();
+        Waiter {
+            segment: self.clone(),
+            lsn,
+        }
+    }
+
+    fn publish_wanted(&self) {
+        let max = lock(&self.waiters)
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(Lsn::INVALID);
+        self.wanted.send_if_modified(|w| {
+            let changed = *w != max;
+            *w = max;
+            changed
+        });
+    }
+}
+
+/// A registered GetPage wait; unregisters on drop.
+pub struct Waiter {
+    segment: Arc<Segment>,
+    lsn: Lsn,
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        {
+            let mut w = lock(&self.segment.waiters);
+            if let Some(n) = w.get_mut(&self.lsn) {
+                *n -= 1;
+                if *n == 0 {
+                    w.remove(&self.lsn);
+                }
+            }
+        }
+        self.segment.publish_wanted();
+    }
+}
+
+/// Every tenant this pageserver has seen.
+pub struct Tenants {
+    shared: Arc<Shared>,
+    map: Mutex<HashMap<TenantId, Arc<Tenant>>>,
+}
+
+impl Tenants {
+    pub fn new(shared: Arc<Shared>) -> Tenants {
+        Tenants {
+            shared,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The tenant `id`, created (with an empty page file) on first use.
+    pub fn get_or_create(&self, id: TenantId) -> io::Result<Arc<Tenant>> {
+        let mut map = lock(&self.map);
+        if let Some(t) = map.get(&id) {
+            return Ok(t.clone());
+        }
+        let config = &self.shared.config;
+        let dir = config.data_dir.join("tenants").join(id.to_string());
+        let pages = TenantPages::create(
+            &dir,
+            id,
+            config.layout,
+            config.retain_versions,
+            self.shared.cache.clone(),
+        )?;
+        let tenant = Arc::new(Tenant {
+            id,
+            vouched: watch::channel(Vouch::default()).0,
+            pages: Arc::new(pages),
+            segments: Mutex::new(BTreeMap::new()),
+        });
+        tracing::info!(tenant = %id, dir = %dir.display(), "tenant attached");
+        map.insert(id, tenant.clone());
+        Ok(tenant)
+    }
+
+    /// The segment `id` of `tenant`, followed from now on; `None` if the tenant already has
+    /// [`SEGMENTS_PER_TENANT_MAX`] followed segments.
+    pub fn segment(&self, tenant: &Arc<Tenant>, id: SegmentId) -> Option<Arc<Segment>> {
+        let mut segments = lock(&tenant.segments);
+        if let Some(s) = segments.get(&id) {
+            return Some(s.clone());
+        }
+        if segments.len() >= SEGMENTS_PER_TENANT_MAX {
+            return None;
+        }
+        let segment = Arc::new(Segment::new(id));
+        segments.insert(id, segment.clone());
+        crate::ingest::spawn_follower(self.shared.clone(), tenant.clone(), segment.clone());
+        Some(segment)
+    }
+
+    pub fn status(&self) -> StatusDoc {
+        let mut tenants: Vec<Arc<Tenant>> = lock(&self.map).values().cloned().collect();
+        tenants.sort_by_key(|t| t.id);
+        let cache = &self.shared.cache;
+        StatusDoc {
+            id: self.shared.config.id.clone(),
+            cache: CacheStatus {
+                pages: cache.len(),
+                capacity: cache.capacity(),
+                hits: cache.hits(),
+                misses: cache.misses(),
+            },
+            tenants: tenants
+                .iter()
+                .map(|t| TenantStatus {
+                    tenant: t.id.to_string(),
+                    vouched_vdl: t.vouched().lsn,
+                    vouched_epoch: t.vouched().epoch,
+                    file_bytes: t.pages.file_bytes(),
+                    segments: t
+                        .segments()
+                        .iter()
+                        .map(|s| SegmentStatusDoc {
+                            segment: s.id.0,
+                            caught_up_to: s.caught_up_to(),
+                            vouched_vdl: t.vouched().lsn,
+                            waiting_for: *s.wanted.borrow(),
+                            counts: t.pages.segment_counts(s.id),
+                            follow: lock(&s.status).clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `GET /status`.
+#[derive(Debug, Serialize)]
+pub struct StatusDoc {
+    pub id: String,
+    pub cache: CacheStatus,
+    pub tenants: Vec<TenantStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CacheStatus {
+    pub pages: usize,
+    pub capacity: usize,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TenantStatus {
+    pub tenant: String,
+    pub vouched_vdl: Lsn,
+    pub vouched_epoch: u64,
+    pub file_bytes: u64,
+    pub segments: Vec<SegmentStatusDoc>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SegmentStatusDoc {
+    pub segment: u32,
+    pub caught_up_to: Lsn,
+    pub vouched_vdl: Lsn,
+    /// The highest LSN a GetPage waits for now (0: none waits).
+    pub waiting_for: Lsn,
+    #[serde(flatten)]
+    pub counts: SegmentCounts,
+    #[serde(flatten)]
+    pub follow: FollowStatus,
+}
+
+/// The state behind these locks is updated in single assignments, so a poisoned lock is usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
