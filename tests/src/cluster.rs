@@ -24,20 +24,29 @@ pub struct Reply {
 
 impl Reply {
     pub fn code(&self) -> &str {
-        self.body.pointer("/error/code").and_then(Value::as_str).unwrap_or("")
+        self.body
+            .pointer("/error/code")
+            .and_then(Value::as_str)
+            .unwrap_or("")
     }
     pub fn rows(&self) -> Vec<Vec<Value>> {
         self.body
             .pointer("/results/0/rows")
             .and_then(Value::as_array)
-            .map(|r| r.iter().map(|row| row.as_array().cloned().unwrap_or_default()).collect())
+            .map(|r| {
+                r.iter()
+                    .map(|row| row.as_array().cloned().unwrap_or_default())
+                    .collect()
+            })
             .unwrap_or_default()
     }
     /// The single integer of a one-row, one-column result.
     pub fn scalar(&self) -> i64 {
         let rows = self.rows();
         assert_eq!(rows.len(), 1, "expected one row: {:?}", self.body);
-        rows[0][0].as_i64().unwrap_or_else(|| panic!("not an integer: {:?}", self.body))
+        rows[0][0]
+            .as_i64()
+            .unwrap_or_else(|| panic!("not an integer: {:?}", self.body))
     }
     #[track_caller]
     pub fn ok(self) -> Self {
@@ -52,13 +61,19 @@ impl TestCluster {
     }
 
     pub async fn start_with_idle(idle_timeout: &str) -> TestCluster {
-        let dir = tempfile::Builder::new().prefix("borealis-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("borealis-test-")
+            .tempdir()
+            .expect("tempdir");
         let mut c = TestCluster {
             dir,
             up: None,
             url: String::new(),
             admin_token: String::new(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("http client"),
             idle_timeout: idle_timeout.to_string(),
         };
         c.up().await;
@@ -99,11 +114,23 @@ impl TestCluster {
             panic!("the cluster did not come up within 180 s (see the output above)");
         }
         self.up = Some(child);
-        let cluster: Value = serde_json::from_slice(&std::fs::read(self.dir.path().join("cluster.json")).expect("cluster.json"))
-            .expect("cluster.json parses");
-        self.url = cluster["gateway"]["url"].as_str().expect("gateway url").to_string();
-        self.admin_token = cluster["admin_token"].as_str().expect("admin token").to_string();
-        eprintln!("cluster up in {:.1} s at {}", started.elapsed().as_secs_f64(), self.url);
+        let cluster: Value = serde_json::from_slice(
+            &std::fs::read(self.dir.path().join("cluster.json")).expect("cluster.json"),
+        )
+        .expect("cluster.json parses");
+        self.url = cluster["gateway"]["url"]
+            .as_str()
+            .expect("gateway url")
+            .to_string();
+        self.admin_token = cluster["admin_token"]
+            .as_str()
+            .expect("admin token")
+            .to_string();
+        eprintln!(
+            "cluster up in {:.1} s at {}",
+            started.elapsed().as_secs_f64(),
+            self.url
+        );
     }
 
     /// Stops the whole cluster the way a user does (SIGINT to `borealis up`) and waits for it.
@@ -139,15 +166,27 @@ impl TestCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        eprintln!("[borealis node] {}", String::from_utf8_lossy(&out.stdout).trim());
+        eprintln!(
+            "[borealis node] {}",
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
     }
 
     pub fn log_path(&self, id: &str) -> PathBuf {
         self.dir.path().join("logs").join(format!("{id}.log"))
     }
 
-    pub async fn request(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> Reply {
-        let mut req = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(token);
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(token);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -160,7 +199,14 @@ impl TestCluster {
 
     /// Creates a tenant; returns its token.
     pub async fn create_tenant(&self, name: &str) -> String {
-        let r = self.request(reqwest::Method::POST, "/v1/tenants", &self.admin_token, Some(json!({"name": name}))).await;
+        let r = self
+            .request(
+                reqwest::Method::POST,
+                "/v1/tenants",
+                &self.admin_token,
+                Some(json!({"name": name})),
+            )
+            .await;
         assert_eq!(r.status, 201, "creating {name}: {}", r.body);
         r.body["token"].as_str().expect("token").to_string()
     }

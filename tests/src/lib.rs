@@ -20,7 +20,11 @@ pub fn bin_dir() -> PathBuf {
     }
     // target/<profile>/deps/<test exe> -> target/<profile>
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(|p| p.parent()).expect("target directory").to_path_buf();
+    let dir = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target directory")
+        .to_path_buf();
     for b in ["borealis", "safekeeper", "pageserver", "gateway"] {
         assert!(
             dir.join(b).exists(),
@@ -33,6 +37,9 @@ pub fn bin_dir() -> PathBuf {
 
 /// A free loopback port (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 pub mod sim;

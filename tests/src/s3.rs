@@ -20,7 +20,16 @@ impl S3Server {
         std::fs::create_dir(root.path().join(bucket)).expect("bucket dir");
         let port = crate::free_port();
         let child = Command::new("s3s-fs")
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--access-key",
+                ACCESS_KEY,
+                "--secret-key",
+                SECRET_KEY,
+            ])
             .arg(root.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -28,10 +37,17 @@ impl S3Server {
             .expect("s3s-fs is not installed: run scripts/setup.sh");
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "s3s-fs did not listen on {port} within 10 s");
+            assert!(
+                Instant::now() < deadline,
+                "s3s-fs did not listen on {port} within 10 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        S3Server { child, _root: root, port }
+        S3Server {
+            child,
+            _root: root,
+            port,
+        }
     }
 
     pub fn url(&self, bucket: &str) -> String {

@@ -10,14 +10,27 @@ use borealis_tests::sim::{run, SimConfig};
 fn protocol_invariants_hold_over_many_seeds() {
     if let Ok(seed) = std::env::var("BOREALIS_SIM_SEED") {
         let seed: u64 = seed.parse().expect("BOREALIS_SIM_SEED must be a number");
-        let out = run(seed, &SimConfig { trace_all: true, ..SimConfig::default() });
+        let out = run(
+            seed,
+            &SimConfig {
+                trace_all: true,
+                ..SimConfig::default()
+            },
+        );
         for line in &out.trace {
             println!("{line}");
         }
-        assert!(out.violation.is_none(), "seed {seed}: {}", out.violation.unwrap_or_default());
+        assert!(
+            out.violation.is_none(),
+            "seed {seed}: {}",
+            out.violation.unwrap_or_default()
+        );
         return;
     }
-    let seeds: u64 = std::env::var("BOREALIS_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let seeds: u64 = std::env::var("BOREALIS_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
     let config = SimConfig::default();
     let (mut acked, mut recoveries, mut fenced) = (0, 0, 0);
     for seed in 0..seeds {
@@ -37,14 +50,23 @@ fn protocol_invariants_hold_over_many_seeds() {
     }
     println!("{seeds} seeds: {acked} acknowledged MTRs, {recoveries} recoveries, {fenced} fenced appends");
     // The histories must actually exercise the protocol, or the checkers prove nothing.
-    assert!(acked > seeds as usize * 5, "too few acknowledged MTRs: {acked}");
-    assert!(recoveries > seeds as usize, "too few recoveries: {recoveries}");
+    assert!(
+        acked > seeds as usize * 5,
+        "too few acknowledged MTRs: {acked}"
+    );
+    assert!(
+        recoveries > seeds as usize,
+        "too few recoveries: {recoveries}"
+    );
     assert!(fenced > 0, "no zombie writer was ever fenced");
 }
 
 #[test]
 fn the_same_seed_gives_the_same_trace() {
-    let c = SimConfig { trace_all: true, ..SimConfig::default() };
+    let c = SimConfig {
+        trace_all: true,
+        ..SimConfig::default()
+    };
     assert_eq!(run(42, &c).trace, run(42, &c).trace);
     assert_ne!(run(42, &c).trace, run(43, &c).trace);
 }
@@ -53,7 +75,13 @@ fn the_same_seed_gives_the_same_trace() {
 /// hole), some seed must fail.
 #[test]
 fn the_checkers_catch_a_planted_bug() {
-    let c = SimConfig { ack_end_lsn: true, ..SimConfig::default() };
+    let c = SimConfig {
+        ack_end_lsn: true,
+        ..SimConfig::default()
+    };
     let failing = (0..1000).find(|&seed| run(seed, &c).violation.is_some());
-    assert!(failing.is_some(), "no seed caught acknowledgements above a hole");
+    assert!(
+        failing.is_some(),
+        "no seed caught acknowledgements above a hole"
+    );
 }

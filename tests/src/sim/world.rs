@@ -25,7 +25,12 @@ pub struct SimConfig {
 
 impl Default for SimConfig {
     fn default() -> Self {
-        Self { steps: 400, fault_per_mille: 30, trace_all: false, ack_end_lsn: false }
+        Self {
+            steps: 400,
+            fault_per_mille: 30,
+            trace_all: false,
+            ack_end_lsn: false,
+        }
     }
 }
 
@@ -85,7 +90,13 @@ impl Member {
         for r in self.durable.values() {
             let chain = self.acceptor.segment_mut(SEG);
             if chain.would_accept(r.lsn) {
-                chain.insert(r.lsn, Link { prev_lsn_segment: r.prev_lsn_segment, is_cpl: r.is_cpl });
+                chain.insert(
+                    r.lsn,
+                    Link {
+                        prev_lsn_segment: r.prev_lsn_segment,
+                        is_cpl: r.is_cpl,
+                    },
+                );
             }
         }
         self.up = true;
@@ -94,7 +105,9 @@ impl Member {
     /// Hello from a writer: fence, or align the log to the writer's history and install its
     /// epoch durably before answering.
     fn hello(&mut self, history: &[EpochStart]) -> Result<(), u64> {
-        let last = *history.last().expect("a writer's history ends with its own epoch");
+        let last = *history
+            .last()
+            .expect("a writer's history ends with its own epoch");
         match self.acceptor.judge_hello(last.epoch, last.start, history) {
             HelloVerdict::Same => Ok(()),
             HelloVerdict::NewEpoch { truncate_above } => {
@@ -108,7 +121,9 @@ impl Member {
                 Ok(())
             }
             HelloVerdict::Fenced { current } => Err(current),
-            HelloVerdict::Invalid { reason } => panic!("writer sent an inconsistent Hello: {reason}"),
+            HelloVerdict::Invalid { reason } => {
+                panic!("writer sent an inconsistent Hello: {reason}")
+            }
         }
     }
 
@@ -116,7 +131,9 @@ impl Member {
     fn append(&mut self, epoch: u64, records: &[RedoRecord]) -> Result<(), u64> {
         match self.acceptor.judge_append(epoch) {
             AppendVerdict::Accept => {
-                let plan = self.acceptor.plan_append(SEG, records.iter().map(|r| r.lsn));
+                let plan = self
+                    .acceptor
+                    .plan_append(SEG, records.iter().map(|r| r.lsn));
                 for i in plan.write {
                     if !self.unsynced.iter().any(|u| u.lsn == records[i].lsn) {
                         self.unsynced.push(records[i].clone());
@@ -124,7 +141,9 @@ impl Member {
                 }
                 Ok(())
             }
-            AppendVerdict::Fenced { current } | AppendVerdict::HelloFirst { current } => Err(current),
+            AppendVerdict::Fenced { current } | AppendVerdict::HelloFirst { current } => {
+                Err(current)
+            }
         }
     }
 
@@ -133,12 +152,21 @@ impl Member {
         for r in std::mem::take(&mut self.unsynced) {
             let chain = self.acceptor.segment_mut(SEG);
             if chain.would_accept(r.lsn) {
-                chain.insert(r.lsn, Link { prev_lsn_segment: r.prev_lsn_segment, is_cpl: r.is_cpl });
+                chain.insert(
+                    r.lsn,
+                    Link {
+                        prev_lsn_segment: r.prev_lsn_segment,
+                        is_cpl: r.is_cpl,
+                    },
+                );
                 self.durable.insert(r.lsn, r);
             }
         }
         if self.ack_end_lsn {
-            return self.acceptor.segment(SEG).map_or(Lsn::INVALID, |c| c.end_lsn());
+            return self
+                .acceptor
+                .segment(SEG)
+                .map_or(Lsn::INVALID, |c| c.end_lsn());
         }
         self.scl()
     }
@@ -168,8 +196,17 @@ struct Writer {
 }
 
 enum Msg {
-    Append { to: usize, epoch: u64, records: Vec<RedoRecord>, writer: usize },
-    Ack { from: usize, scl: Lsn, writer: usize },
+    Append {
+        to: usize,
+        epoch: u64,
+        records: Vec<RedoRecord>,
+        writer: usize,
+    },
+    Ack {
+        from: usize,
+        scl: Lsn,
+        writer: usize,
+    },
 }
 
 impl Msg {
@@ -204,7 +241,10 @@ pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
     let mut w = World {
         rng: StdRng::seed_from_u64(seed),
         members: (0..PG_MEMBERS)
-            .map(|_| Member { ack_end_lsn: config.ack_end_lsn, ..Member::new() })
+            .map(|_| Member {
+                ack_end_lsn: config.ack_end_lsn,
+                ..Member::new()
+            })
             .collect(),
         writers: Vec::new(),
         current: None,
@@ -272,7 +312,10 @@ impl World {
         if w.stalled_steps > 80 {
             w.fenced = true;
             self.current = None;
-            self.log(format!("{step}: writer {c} failed: commit timeout (vdl stuck at {})", self.writers[c].qw.vdl()));
+            self.log(format!(
+                "{step}: writer {c} failed: commit timeout (vdl stuck at {})",
+                self.writers[c].qw.vdl()
+            ));
         }
     }
 
@@ -282,19 +325,28 @@ impl World {
             0..=2 => {
                 if self.members[m].up {
                     self.members[m].up = false;
-                    self.log(format!("{step}: crash member {m} (loses {} unsynced)", self.members[m].unsynced.len()));
+                    self.log(format!(
+                        "{step}: crash member {m} (loses {} unsynced)",
+                        self.members[m].unsynced.len()
+                    ));
                 }
             }
             3..=5 => {
                 if !self.members[m].up {
                     self.members[m].restart();
-                    self.log(format!("{step}: restart member {m} (scl {})", self.members[m].scl()));
+                    self.log(format!(
+                        "{step}: restart member {m} (scl {})",
+                        self.members[m].scl()
+                    ));
                 }
             }
             6 => {
                 self.members[m].partitioned = !self.members[m].partitioned;
                 let p = self.members[m].partitioned;
-                self.log(format!("{step}: member {m} {}", if p { "partitioned" } else { "healed" }));
+                self.log(format!(
+                    "{step}: member {m} {}",
+                    if p { "partitioned" } else { "healed" }
+                ));
             }
             7 => {
                 let az = m / 2;
@@ -309,13 +361,17 @@ impl World {
                 for i in [2 * az, 2 * az + 1, extra] {
                     self.members[i].up = false;
                 }
-                self.log(format!("{step}: AZ {} + member {extra} lost", (b'a' + az as u8) as char));
+                self.log(format!(
+                    "{step}: AZ {} + member {extra} lost",
+                    (b'a' + az as u8) as char
+                ));
             }
             9 | 10 => {
                 // Writer crash: gone for good.
                 if let Some(c) = self.current.take() {
                     self.writers[c].fenced = true;
-                    self.net.retain(|msg| !matches!(msg, Msg::Append { writer, .. } if *writer == c));
+                    self.net
+                        .retain(|msg| !matches!(msg, Msg::Append { writer, .. } if *writer == c));
                     self.log(format!("{step}: writer {c} crashed"));
                 }
             }
@@ -339,14 +395,15 @@ impl World {
 
     /// The current writer (and zombies, sometimes) submit an MTR.
     fn client_write(&mut self, step: usize) {
-        let live: Vec<usize> = (0..self.writers.len()).filter(|&i| !self.writers[i].fenced).collect();
+        let live: Vec<usize> = (0..self.writers.len())
+            .filter(|&i| !self.writers[i].fenced)
+            .collect();
         if live.is_empty() {
             return;
         }
-        let wi = if self.current.is_some() && self.rng.random_bool(0.8) {
-            self.current.expect("checked")
-        } else {
-            live[self.rng.random_range(0..live.len())]
+        let wi = match self.current {
+            Some(c) if self.rng.random_bool(0.8) => c,
+            _ => live[self.rng.random_range(0..live.len())],
         };
         let pages = self.rng.random_range(1..4);
         // Each record's body names its writer and a per-writer counter, so a stale record of
@@ -356,20 +413,31 @@ impl World {
                 let p = PageNo(self.rng.random_range(0..8));
                 let mut body = vec![0, 0, 16, 0];
                 body.extend_from_slice(&(wi as u64).to_le_bytes());
-                body.extend_from_slice(&((self.writers[wi].mtrs.len() * 4 + i) as u64).to_le_bytes());
+                body.extend_from_slice(
+                    &((self.writers[wi].mtrs.len() * 4 + i) as u64).to_le_bytes(),
+                );
                 (p, RedoBody::Delta(body))
             })
             .collect();
         let w = &mut self.writers[wi];
         match w.qw.submit(changes) {
             Ok(shipped) => {
-                let records: Vec<RedoRecord> = shipped.segments.into_iter().flat_map(|(_, r)| r).collect();
-                let mtr = Mtr { records: records.clone(), commit: shipped.commit_lsn };
+                let records: Vec<RedoRecord> =
+                    shipped.segments.into_iter().flat_map(|(_, r)| r).collect();
+                let mtr = Mtr {
+                    records: records.clone(),
+                    commit: shipped.commit_lsn,
+                };
                 w.mtrs.push(mtr);
                 let epoch = w.epoch;
                 let targets: Vec<usize> = (0..PG_MEMBERS).filter(|&m| w.connected[m]).collect();
                 for to in targets {
-                    self.net.push(Msg::Append { to, epoch, records: records.clone(), writer: wi });
+                    self.net.push(Msg::Append {
+                        to,
+                        epoch,
+                        records: records.clone(),
+                        writer: wi,
+                    });
                 }
                 let (vdl, reachable) = (w.qw.vdl(), w.qw.reachable().len());
                 self.log(format!(
@@ -390,7 +458,11 @@ impl World {
             // Links are TCP connections: each delivers in order; links interleave at random.
             let pick = self.rng.random_range(0..self.net.len());
             let link = self.net[pick].link();
-            let i = self.net.iter().position(|m| m.link() == link).expect("pick is on its link");
+            let i = self
+                .net
+                .iter()
+                .position(|m| m.link() == link)
+                .expect("pick is on its link");
             let msg = self.net.remove(i);
             if self.rng.random_range(0..100) < 1 {
                 // Lost: over TCP that only happens when the connection breaks, so the writer
@@ -402,7 +474,12 @@ impl World {
                 continue;
             }
             match msg {
-                Msg::Append { to, epoch, records, writer } => {
+                Msg::Append {
+                    to,
+                    epoch,
+                    records,
+                    writer,
+                } => {
                     if !self.members[to].reachable() {
                         continue;
                     }
@@ -411,7 +488,9 @@ impl World {
                         let w = &mut self.writers[writer];
                         if !w.fenced {
                             w.fenced = true;
-                            self.log(format!("{step}: writer {writer} fenced by member {to} (epoch {current})"));
+                            self.log(format!(
+                                "{step}: writer {writer} fenced by member {to} (epoch {current})"
+                            ));
                         }
                     }
                 }
@@ -427,7 +506,9 @@ impl World {
                         let newly: Vec<Mtr> = w
                             .mtrs
                             .iter()
-                            .filter(|m| m.commit <= vdl && !self.acked.iter().any(|a| a.commit == m.commit))
+                            .filter(|m| {
+                                m.commit <= vdl && !self.acked.iter().any(|a| a.commit == m.commit)
+                            })
                             .cloned()
                             .collect();
                         self.acked.extend(newly);
@@ -444,7 +525,11 @@ impl World {
                 if self.members[m].reachable() {
                     for (wi, w) in self.writers.iter().enumerate() {
                         if !w.fenced && w.connected[m] && w.epoch == self.members[m].epoch {
-                            self.net.push(Msg::Ack { from: m, scl, writer: wi });
+                            self.net.push(Msg::Ack {
+                                from: m,
+                                scl,
+                                writer: wi,
+                            });
                         }
                     }
                 }
@@ -473,7 +558,10 @@ impl World {
             .collect();
         let epoch = self.members[m].epoch;
         if self.members[m].append(epoch, &copy).is_ok() {
-            self.log(format!("{step}: member {m} copies {} records from {p} ({mine}..{theirs})", copy.len()));
+            self.log(format!(
+                "{step}: member {m} copies {} records from {p} ({mine}..{theirs})",
+                copy.len()
+            ));
         }
     }
 
@@ -515,7 +603,9 @@ impl World {
         if self.current.is_some() {
             return;
         }
-        let reachable: Vec<usize> = (0..PG_MEMBERS).filter(|&m| self.members[m].reachable()).collect();
+        let reachable: Vec<usize> = (0..PG_MEMBERS)
+            .filter(|&m| self.members[m].reachable())
+            .collect();
         let reports: Vec<MemberReport> = reachable
             .iter()
             .map(|&m| {
@@ -525,7 +615,12 @@ impl World {
                     .segment(SEG)
                     .map(|c| vec![(SEG, c.scl(), c.last_cpl())])
                     .unwrap_or_default();
-                MemberReport { member: m, epoch: mb.epoch, history: mb.history.clone(), segments: segs }
+                MemberReport {
+                    member: m,
+                    epoch: mb.epoch,
+                    history: mb.history.clone(),
+                    segments: segs,
+                }
             })
             .collect();
         let plan = match recovery::plan(&reports) {
@@ -552,8 +647,10 @@ impl World {
         // Durability of the recovered log: fill holes by gossip among the installed members (the
         // real driver waits for this; here we let gossip run to completion, bounded).
         for _ in 0..PG_MEMBERS * 2 {
-            let scls: Vec<(usize, SegmentId, Lsn)> =
-                installed.iter().map(|&m| (m, SEG, self.members[m].scl())).collect();
+            let scls: Vec<(usize, SegmentId, Lsn)> = installed
+                .iter()
+                .map(|&m| (m, SEG, self.members[m].scl()))
+                .collect();
             if recovery::is_durable(&plan, &scls) {
                 break;
             }
@@ -561,8 +658,11 @@ impl World {
                 for &p in &installed {
                     if self.members[p].scl() > self.members[m].scl() {
                         let from = self.members[m].scl();
-                        let copy: Vec<RedoRecord> =
-                            self.members[p].durable.range(Lsn(from.0 + 1)..=self.members[p].scl()).map(|(_, r)| r.clone()).collect();
+                        let copy: Vec<RedoRecord> = self.members[p]
+                            .durable
+                            .range(Lsn(from.0 + 1)..=self.members[p].scl())
+                            .map(|(_, r)| r.clone())
+                            .collect();
                         let e = self.members[m].epoch;
                         let _ = self.members[m].append(e, &copy);
                         self.members[m].fsync();
@@ -570,7 +670,10 @@ impl World {
                 }
             }
         }
-        let scls: Vec<(usize, SegmentId, Lsn)> = installed.iter().map(|&m| (m, SEG, self.members[m].scl())).collect();
+        let scls: Vec<(usize, SegmentId, Lsn)> = installed
+            .iter()
+            .map(|&m| (m, SEG, self.members[m].scl()))
+            .collect();
         if !recovery::is_durable(&plan, &scls) {
             self.log(format!("{step}: recovered log not on a write quorum yet"));
             return;
@@ -588,7 +691,13 @@ impl World {
                 old.vdl_when_superseded = Some(plan.vdl);
             }
         }
-        let mut qw = QuorumWriter::new(plan.epoch, plan.vdl, plan.segment_tails.clone(), SegmentLayout::default(), 64);
+        let mut qw = QuorumWriter::new(
+            plan.epoch,
+            plan.vdl,
+            plan.segment_tails.clone(),
+            SegmentLayout::default(),
+            64,
+        );
         let mut connected = [false; PG_MEMBERS];
         for &m in &installed {
             qw.member_up(m);
@@ -626,7 +735,10 @@ impl World {
             let vdl = w.qw.vdl();
             // 1. VDL never decreases.
             if vdl < w.last_vdl {
-                return Err(format!("writer {i}: VDL went back from {} to {vdl}", w.last_vdl));
+                return Err(format!(
+                    "writer {i}: VDL went back from {} to {vdl}",
+                    w.last_vdl
+                ));
             }
             w.last_vdl = vdl;
             // 4. A superseded writer never makes durable anything its successor did not keep.
@@ -643,7 +755,8 @@ impl World {
                 .members
                 .iter()
                 .filter(|x| {
-                    mtr.records.iter().all(|r| x.durable.get(&r.lsn) == Some(r)) && x.scl() >= mtr.commit
+                    mtr.records.iter().all(|r| x.durable.get(&r.lsn) == Some(r))
+                        && x.scl() >= mtr.commit
                 })
                 .count();
             if holders < WRITE_QUORUM {
@@ -655,8 +768,15 @@ impl World {
         }
         // 3. Every recovered VDL is a consistency point: the last LSN of some MTR, or 0.
         for &(epoch, vdl) in &self.recovered {
-            if vdl.is_valid() && !self.writers.iter().any(|w| w.mtrs.iter().any(|m| m.commit == vdl)) {
-                return Err(format!("epoch {epoch} recovered to VDL {vdl}, which ends no MTR"));
+            if vdl.is_valid()
+                && !self
+                    .writers
+                    .iter()
+                    .any(|w| w.mtrs.iter().any(|m| m.commit == vdl))
+            {
+                return Err(format!(
+                    "epoch {epoch} recovered to VDL {vdl}, which ends no MTR"
+                ));
             }
         }
         Ok(())
