@@ -5,7 +5,6 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::tenants::{constant_time_eq, hash_token, validate_name, Registry, Tenant};
 use axum::body::Body;
-use futures::StreamExt;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use compute_abi::{ExecErrorKind, ExecRequest, ExecResponse, Statement, StatementResult, Value};
+use futures::StreamExt;
 use serde_json::{json, Map, Value as Json_};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -56,7 +56,9 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     let v = headers
         .get(axum::http::header::AUTHORIZATION)
         .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token> header"))?;
-    let v = v.to_str().map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+    let v = v
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
     v.strip_prefix("Bearer ")
         .map(str::trim)
         .filter(|t| !t.is_empty())
@@ -96,7 +98,8 @@ async fn body_json(body: Body) -> Result<Json_, ApiError> {
             if seen > DRAIN_BYTES_MAX { "+" } else { "" }
         )));
     }
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))
 }
 
 async fn create_tenant(
@@ -119,9 +122,13 @@ async fn create_tenant(
             .unwrap_or_else(|p| p.into_inner())
             .create(name)
             .map_err(|e| ApiError::internal(format!("could not persist the tenant: {e}")))?;
-        let (tenant, token) = created.ok_or_else(|| ApiError::conflict(format!("tenant {name:?} already exists")))?;
+        let (tenant, token) =
+            created.ok_or_else(|| ApiError::conflict(format!("tenant {name:?} already exists")))?;
         tracing::info!(tenant = %tenant.id, name = %tenant.name, "tenant created");
-        Ok::<_, ApiError>((StatusCode::CREATED, Json(json!({"name": tenant.name, "token": token}))))
+        Ok::<_, ApiError>((
+            StatusCode::CREATED,
+            Json(json!({"name": tenant.name, "token": token})),
+        ))
     }
     .await;
     finish(&st, "create_tenant", started, r)
@@ -159,7 +166,11 @@ fn lookup(st: &AppState, name: &str) -> Result<Tenant, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("no tenant named {name:?}")))
 }
 
-async fn get_tenant(State(st): State<Arc<AppState>>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+async fn get_tenant(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
     let started = Instant::now();
     let r = (|| {
         require_admin(&st, &headers)?;
@@ -169,7 +180,11 @@ async fn get_tenant(State(st): State<Arc<AppState>>, headers: HeaderMap, Path(na
     finish(&st, "get_tenant", started, r)
 }
 
-async fn delete_tenant(State(st): State<Arc<AppState>>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+async fn delete_tenant(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
     let started = Instant::now();
     let r = (|| {
         require_admin(&st, &headers)?;
@@ -211,8 +226,14 @@ async fn run_sql(
         let reg = st.registry.read().unwrap_or_else(|p| p.into_inner());
         match reg.get(name) {
             Some(t) if admin || constant_time_eq(&t.token_sha256, &token_hash) => t.clone(),
-            Some(_) if reg.list().any(|t| constant_time_eq(&t.token_sha256, &token_hash)) => {
-                return Err(ApiError::forbidden(format!("this token does not grant access to tenant {name:?}")))
+            Some(_)
+                if reg
+                    .list()
+                    .any(|t| constant_time_eq(&t.token_sha256, &token_hash)) =>
+            {
+                return Err(ApiError::forbidden(format!(
+                    "this token does not grant access to tenant {name:?}"
+                )))
             }
             Some(_) => return Err(ApiError::unauthorized("invalid token")),
             None => return Err(ApiError::not_found(format!("no tenant named {name:?}"))),
@@ -225,7 +246,9 @@ async fn run_sql(
     let timeout = st.pool.config().commit_timeout;
     if let Err(e) = out.writer.wait_durable(out.depends_on, timeout).await {
         out.writer.fail(e.to_string());
-        st.metrics.commits_unknown_outcome.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        st.metrics
+            .commits_unknown_outcome
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Err(ApiError::unavailable(e.to_string()));
     }
     match out.response {
@@ -235,9 +258,15 @@ async fn run_sql(
         }))),
         ExecResponse::Err(e) => Err(match e.kind {
             ExecErrorKind::Sql => ApiError::sql(statement_message(&e.message, e.statement)),
-            ExecErrorKind::Invalid => ApiError::bad_request(statement_message(&e.message, e.statement)),
-            ExecErrorKind::TooLarge => ApiError::too_large(statement_message(&e.message, e.statement)),
-            ExecErrorKind::Storage => ApiError::unavailable(statement_message(&e.message, e.statement)),
+            ExecErrorKind::Invalid => {
+                ApiError::bad_request(statement_message(&e.message, e.statement))
+            }
+            ExecErrorKind::TooLarge => {
+                ApiError::too_large(statement_message(&e.message, e.statement))
+            }
+            ExecErrorKind::Storage => {
+                ApiError::unavailable(statement_message(&e.message, e.statement))
+            }
         }),
     }
 }
@@ -246,7 +275,12 @@ fn statement_message(message: &str, index: u32) -> String {
     format!("statement {index}: {message}")
 }
 
-fn finish<T: IntoResponse>(st: &AppState, route: &'static str, started: Instant, r: Result<T, ApiError>) -> Response {
+fn finish<T: IntoResponse>(
+    st: &AppState,
+    route: &'static str,
+    started: Instant,
+    r: Result<T, ApiError>,
+) -> Response {
     let resp = match r {
         Ok(v) => v.into_response(),
         Err(e) => {
@@ -256,13 +290,16 @@ fn finish<T: IntoResponse>(st: &AppState, route: &'static str, started: Instant,
             e.into_response()
         }
     };
-    st.metrics.observe_request(route, resp.status().as_u16(), started.elapsed());
+    st.metrics
+        .observe_request(route, resp.status().as_u16(), started.elapsed());
     resp
 }
 
 /// `{"sql","params"}` or `{"batch":[...]}` → an [`ExecRequest`].
 pub fn parse_request(body: &Json_) -> Result<ExecRequest, ApiError> {
-    let obj = body.as_object().ok_or_else(|| ApiError::bad_request("body must be a JSON object"))?;
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("body must be a JSON object"))?;
     for key in obj.keys() {
         if !matches!(key.as_str(), "sql" | "params" | "batch" | "replica") {
             return Err(ApiError::bad_request(format!("unknown field {key:?}")));
@@ -274,14 +311,18 @@ pub fn parse_request(body: &Json_) -> Result<ExecRequest, ApiError> {
         }
     }
     match (obj.get("sql"), obj.get("batch")) {
-        (Some(_), Some(_)) => Err(ApiError::bad_request("give either \"sql\" or \"batch\", not both")),
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "give either \"sql\" or \"batch\", not both",
+        )),
         (Some(_), None) => Ok(ExecRequest {
             statements: vec![parse_statement(obj)?],
             transaction: false,
             result_bytes_max: RESULT_BYTES_MAX,
         }),
         (None, Some(b)) => {
-            let items = b.as_array().ok_or_else(|| ApiError::bad_request("\"batch\" must be an array"))?;
+            let items = b
+                .as_array()
+                .ok_or_else(|| ApiError::bad_request("\"batch\" must be an array"))?;
             if items.is_empty() || items.len() > BATCH_STATEMENTS_MAX {
                 return Err(ApiError::bad_request(format!(
                     "\"batch\" must hold 1 to {BATCH_STATEMENTS_MAX} statements"
@@ -291,13 +332,22 @@ pub fn parse_request(body: &Json_) -> Result<ExecRequest, ApiError> {
                 .iter()
                 .enumerate()
                 .map(|(i, s)| {
-                    let o = s.as_object().ok_or_else(|| ApiError::bad_request(format!("batch[{i}] must be an object")))?;
-                    parse_statement(o).map_err(|e| ApiError::bad_request(format!("batch[{i}]: {}", e.message)))
+                    let o = s.as_object().ok_or_else(|| {
+                        ApiError::bad_request(format!("batch[{i}] must be an object"))
+                    })?;
+                    parse_statement(o)
+                        .map_err(|e| ApiError::bad_request(format!("batch[{i}]: {}", e.message)))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(ExecRequest { statements, transaction: true, result_bytes_max: RESULT_BYTES_MAX })
+            Ok(ExecRequest {
+                statements,
+                transaction: true,
+                result_bytes_max: RESULT_BYTES_MAX,
+            })
         }
-        (None, None) => Err(ApiError::bad_request("expected {\"sql\": ..., \"params\": [...]} or {\"batch\": [...]}")),
+        (None, None) => Err(ApiError::bad_request(
+            "expected {\"sql\": ..., \"params\": [...]} or {\"batch\": [...]}",
+        )),
     }
 }
 
@@ -311,7 +361,10 @@ fn parse_statement(o: &Map<String, Json_>) -> Result<Statement, ApiError> {
         Some(Json_::Array(a)) => a.iter().map(json_to_value).collect::<Result<_, _>>()?,
         Some(_) => return Err(ApiError::bad_request("\"params\" must be an array")),
     };
-    Ok(Statement { sql: sql.to_string(), params })
+    Ok(Statement {
+        sql: sql.to_string(),
+        params,
+    })
 }
 
 fn json_to_value(v: &Json_) -> Result<Value, ApiError> {
@@ -320,18 +373,27 @@ fn json_to_value(v: &Json_) -> Result<Value, ApiError> {
         Json_::Bool(b) => Value::Integer(i64::from(*b)),
         Json_::Number(n) => match n.as_i64() {
             Some(i) => Value::Integer(i),
-            None => Value::Real(n.as_f64().ok_or_else(|| ApiError::bad_request(format!("number {n} out of range")))?),
+            None => Value::Real(
+                n.as_f64()
+                    .ok_or_else(|| ApiError::bad_request(format!("number {n} out of range")))?,
+            ),
         },
         Json_::String(s) => Value::Text(s.clone()),
         Json_::Object(o) if o.len() == 1 && o.contains_key("base64") => {
-            let s = o["base64"].as_str().ok_or_else(|| ApiError::bad_request("\"base64\" must be a string"))?;
+            let s = o["base64"]
+                .as_str()
+                .ok_or_else(|| ApiError::bad_request("\"base64\" must be a string"))?;
             Value::Blob(
                 base64::engine::general_purpose::STANDARD
                     .decode(s)
                     .map_err(|e| ApiError::bad_request(format!("bad base64: {e}")))?,
             )
         }
-        other => return Err(ApiError::bad_request(format!("unsupported parameter {other}: use a number, string, null or {{\"base64\": ...}}"))),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "unsupported parameter {other}: use a number, string, null or {{\"base64\": ...}}"
+            )))
+        }
     })
 }
 
@@ -339,7 +401,9 @@ fn value_json(v: &Value) -> Json_ {
     match v {
         Value::Null => Json_::Null,
         Value::Integer(i) => json!(i),
-        Value::Real(f) => serde_json::Number::from_f64(*f).map(Json_::Number).unwrap_or(Json_::Null),
+        Value::Real(f) => serde_json::Number::from_f64(*f)
+            .map(Json_::Number)
+            .unwrap_or(Json_::Null),
         Value::Text(s) => json!(s),
         Value::Blob(b) => json!({"base64": base64::engine::general_purpose::STANDARD.encode(b)}),
     }
@@ -360,7 +424,10 @@ mod tests {
 
     #[test]
     fn parses_single_and_batch() {
-        let r = parse_request(&json!({"sql": "SELECT ?", "params": [1, 2.5, "x", null, {"base64": "AAE="}, true]})).unwrap();
+        let r = parse_request(
+            &json!({"sql": "SELECT ?", "params": [1, 2.5, "x", null, {"base64": "AAE="}, true]}),
+        )
+        .unwrap();
         assert!(!r.transaction);
         assert_eq!(
             r.statements[0].params,
@@ -373,7 +440,8 @@ mod tests {
                 Value::Integer(1)
             ]
         );
-        let b = parse_request(&json!({"batch": [{"sql": "A"}, {"sql": "B", "params": []}]})).unwrap();
+        let b =
+            parse_request(&json!({"batch": [{"sql": "A"}, {"sql": "B", "params": []}]})).unwrap();
         assert!(b.transaction);
         assert_eq!(b.statements.len(), 2);
     }
@@ -386,7 +454,10 @@ mod tests {
             (json!({"sql": 1}), "string"),
             (json!({"sql": "x", "batch": []}), "not both"),
             (json!({"batch": []}), "1 to"),
-            (json!({"sql": "x", "params": [[1]]}), "unsupported parameter"),
+            (
+                json!({"sql": "x", "params": [[1]]}),
+                "unsupported parameter",
+            ),
             (json!({"sql": "x", "params": [{"base64": "!!"}]}), "base64"),
             (json!({"sql": "x", "colour": 1}), "unknown field"),
         ] {
@@ -398,7 +469,10 @@ mod tests {
 
     #[test]
     fn values_render_as_the_contract_says() {
-        assert_eq!(value_json(&Value::Blob(vec![0, 1])), json!({"base64": "AAE="}));
+        assert_eq!(
+            value_json(&Value::Blob(vec![0, 1])),
+            json!({"base64": "AAE="})
+        );
         assert_eq!(value_json(&Value::Real(f64::NAN)), Json_::Null);
         assert_eq!(value_json(&Value::Integer(-3)), json!(-3));
     }

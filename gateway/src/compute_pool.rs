@@ -83,14 +83,22 @@ pub struct ComputePool {
 }
 
 impl ComputePool {
-    pub fn new(engine: ComputeEngine, config: PoolConfig, metrics: Arc<Metrics>, rt: Handle) -> Arc<Self> {
+    pub fn new(
+        engine: ComputeEngine,
+        config: PoolConfig,
+        metrics: Arc<Metrics>,
+        rt: Handle,
+    ) -> Arc<Self> {
         assert!(!config.pageservers.is_empty(), "at least one pageserver");
         Arc::new(Self {
             engine,
             config,
             slots: Mutex::default(),
             generations: Default::default(),
-            statuses: Mutex::default(), metrics, rt })
+            statuses: Mutex::default(),
+            metrics,
+            rt,
+        })
     }
 
     pub fn config(&self) -> &PoolConfig {
@@ -116,11 +124,18 @@ impl ComputePool {
 
     /// Stops a tenant's compute (tenant deleted).
     pub fn stop(&self, tenant: TenantId) {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner()).remove(&tenant);
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&tenant);
     }
 
     /// Runs `request` on the tenant's writer compute.
-    pub async fn execute(self: &Arc<Self>, tenant: TenantId, request: ExecRequest) -> Result<JobOutput, ApiError> {
+    pub async fn execute(
+        self: &Arc<Self>,
+        tenant: TenantId,
+        request: ExecRequest,
+    ) -> Result<JobOutput, ApiError> {
         let (tx, rx) = oneshot::channel();
         let mut job = Job { request, reply: tx };
         for _ in 0..2 {
@@ -128,7 +143,9 @@ impl ComputePool {
             match sender.try_send(job) {
                 Ok(()) => {
                     return rx.await.unwrap_or_else(|_| {
-                        Err(ApiError::unavailable("the tenant's compute stopped while running the request; retry"))
+                        Err(ApiError::unavailable(
+                            "the tenant's compute stopped while running the request; retry",
+                        ))
                     })
                 }
                 Err(TrySendError::Full(_)) => {
@@ -140,13 +157,18 @@ impl ComputePool {
                     // The worker went idle and exited between lookup and send: start a new one.
                     job = j;
                     let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-                    if slots.get(&tenant).is_some_and(|s| s.generation == generation) {
+                    if slots
+                        .get(&tenant)
+                        .is_some_and(|s| s.generation == generation)
+                    {
                         slots.remove(&tenant);
                     }
                 }
             }
         }
-        Err(ApiError::unavailable("could not start the tenant's compute; retry"))
+        Err(ApiError::unavailable(
+            "could not start the tenant's compute; retry",
+        ))
     }
 
     fn slot(self: &Arc<Self>, tenant: TenantId) -> (SyncSender<Job>, u64) {
@@ -168,15 +190,28 @@ impl ComputePool {
             .name(format!("compute-{tenant}"))
             .spawn(move || pool.worker(tenant, rx, status))
             .expect("spawning a compute thread");
-        slots.insert(tenant, Slot { jobs: tx.clone(), generation });
+        slots.insert(
+            tenant,
+            Slot {
+                jobs: tx.clone(),
+                generation,
+            },
+        );
         (tx, generation)
     }
 
-    fn worker(self: Arc<Self>, tenant: TenantId, jobs: Receiver<Job>, status: Arc<Mutex<TenantStatus>>) {
+    fn worker(
+        self: Arc<Self>,
+        tenant: TenantId,
+        jobs: Receiver<Job>,
+        status: Arc<Mutex<TenantStatus>>,
+    ) {
         let _span = tracing::info_span!("compute", tenant = %tenant).entered();
         let mut writer: Option<Arc<LogWriter>> = None;
         let mut compute: Option<Compute> = None;
-        self.metrics.running_computes.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .running_computes
+            .fetch_add(1, Ordering::Relaxed);
         set_status(&status, |s| s.running = true);
         loop {
             let job = match jobs.recv_timeout(self.config.idle_timeout) {
@@ -192,7 +227,10 @@ impl ComputePool {
                         }
                         Err(_) => {
                             slots.remove(&tenant);
-                            info!(idle_s = self.config.idle_timeout.as_secs_f64(), "compute stopped after idle timeout");
+                            info!(
+                                idle_s = self.config.idle_timeout.as_secs_f64(),
+                                "compute stopped after idle timeout"
+                            );
                             break;
                         }
                     }
@@ -206,7 +244,9 @@ impl ComputePool {
             w.shutdown();
         }
         set_status(&status, |s| s.running = false);
-        self.metrics.running_computes.fetch_sub(1, Ordering::Relaxed);
+        self.metrics
+            .running_computes
+            .fetch_sub(1, Ordering::Relaxed);
     }
 
     fn run_job(
@@ -249,7 +289,9 @@ impl ComputePool {
                 .rt
                 .block_on(LogWriter::recover(tenant, self.config.log.clone()))
                 .map_err(|e| {
-                    self.metrics.recoveries_failed.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .recoveries_failed
+                        .fetch_add(1, Ordering::Relaxed);
                     warn!(error = %e, "recovery failed");
                     ApiError::from_kind(e.kind(), e.to_string())
                 })?;
@@ -260,7 +302,10 @@ impl ComputePool {
             // A new instance reads pages from storage, so everything this writer shipped must be
             // durable first: the previous instance's pending pages died with its volume cache.
             let last = writer.last_lsn();
-            if let Err(e) = self.rt.block_on(writer.wait_durable(last, self.config.commit_timeout)) {
+            if let Err(e) = self
+                .rt
+                .block_on(writer.wait_durable(last, self.config.commit_timeout))
+            {
                 writer.fail(e.to_string());
                 *writer_slot = None;
                 return Err(ApiError::unavailable(e.to_string()));
@@ -282,7 +327,11 @@ impl ComputePool {
         let compute = compute_slot.as_mut().expect("set above");
         let before = writer.last_lsn();
         match compute.exec(&request, self.config.statement_timeout) {
-            Ok(response) => Ok(JobOutput { response, depends_on: writer.last_lsn(), writer }),
+            Ok(response) => Ok(JobOutput {
+                response,
+                depends_on: writer.last_lsn(),
+                writer,
+            }),
             Err(e) => {
                 *compute_slot = None;
                 if writer.last_lsn() != before && !matches!(e, ComputeError::Backend(_)) {
@@ -290,8 +339,12 @@ impl ComputePool {
                     // not ours to know any more. Settle it under a new epoch.
                     writer.fail(format!("compute failed after shipping a commit: {e}"));
                     *writer_slot = None;
-                    self.metrics.commits_unknown_outcome.fetch_add(1, Ordering::Relaxed);
-                    return Err(ApiError::unavailable(format!("commit outcome unknown: {e}")));
+                    self.metrics
+                        .commits_unknown_outcome
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(ApiError::unavailable(format!(
+                        "commit outcome unknown: {e}"
+                    )));
                 }
                 Err(self.compute_error(e, &writer, writer_slot))
             }
@@ -305,9 +358,9 @@ impl ComputePool {
         writer_slot: &mut Option<Arc<LogWriter>>,
     ) -> ApiError {
         match e {
-            ComputeError::Backend(be) if be.kind == ErrorKind::ReadOnly => {
-                ApiError::read_only(format!("write refused, nothing was written: {}", be.message))
-            }
+            ComputeError::Backend(be) if be.kind == ErrorKind::ReadOnly => ApiError::read_only(
+                format!("write refused, nothing was written: {}", be.message),
+            ),
             ComputeError::Timeout { .. } => ApiError::timeout(format!(
                 "statement exceeded the {} ms limit and was stopped",
                 self.config.statement_timeout.as_millis()
@@ -315,7 +368,9 @@ impl ComputePool {
             ComputeError::Backend(be) => {
                 writer.fail(be.message.clone());
                 *writer_slot = None;
-                self.metrics.commits_unknown_outcome.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .commits_unknown_outcome
+                    .fetch_add(1, Ordering::Relaxed);
                 ApiError::from_kind(be.kind, be.message)
             }
             other => {

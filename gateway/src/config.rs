@@ -8,16 +8,30 @@ use std::time::Duration;
 #[command(name = "gateway", about = "Borealis HTTP query gateway")]
 pub struct Config {
     /// Address to serve HTTP on.
-    #[arg(long, env = "BOREALIS_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "BOREALIS_GATEWAY_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen: String,
     /// Directory for the tenant registry.
     #[arg(long, env = "BOREALIS_GATEWAY_DATA_DIR")]
     pub data_dir: PathBuf,
     /// The six safekeepers' wire addresses, comma-separated, in member order (AZ a, a, b, b, c, c).
-    #[arg(long, env = "BOREALIS_SAFEKEEPERS", value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        env = "BOREALIS_SAFEKEEPERS",
+        value_delimiter = ',',
+        required = true
+    )]
     pub safekeepers: Vec<String>,
     /// Pageservers' wire addresses, comma-separated; tenants are spread over them.
-    #[arg(long, env = "BOREALIS_PAGESERVERS", value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        env = "BOREALIS_PAGESERVERS",
+        value_delimiter = ',',
+        required = true
+    )]
     pub pageservers: Vec<String>,
     /// File holding the admin token (first line). Preferred over --admin-token.
     #[arg(long, env = "BOREALIS_ADMIN_TOKEN_FILE")]
@@ -50,9 +64,18 @@ impl Config {
             borealis_core::quorum::PG_MEMBERS,
             self.safekeepers.len()
         );
-        anyhow::ensure!(!self.pageservers.is_empty(), "--pageservers needs at least one address");
-        anyhow::ensure!(self.statement_timeout >= Duration::from_millis(10), "--statement-timeout too small");
-        anyhow::ensure!(self.idle_timeout >= Duration::from_millis(100), "--idle-timeout too small");
+        anyhow::ensure!(
+            !self.pageservers.is_empty(),
+            "--pageservers needs at least one address"
+        );
+        anyhow::ensure!(
+            self.statement_timeout >= Duration::from_millis(10),
+            "--statement-timeout too small"
+        );
+        anyhow::ensure!(
+            self.idle_timeout >= Duration::from_millis(100),
+            "--idle-timeout too small"
+        );
         let token = match (&self.admin_token_file, &self.admin_token) {
             (Some(path), _) => std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("reading admin token file {}: {e}", path.display()))?
@@ -62,9 +85,14 @@ impl Config {
                 .trim()
                 .to_string(),
             (None, Some(t)) => t.clone(),
-            (None, None) => anyhow::bail!("an admin token is needed: --admin-token-file or BOREALIS_ADMIN_TOKEN"),
+            (None, None) => anyhow::bail!(
+                "an admin token is needed: --admin-token-file or BOREALIS_ADMIN_TOKEN"
+            ),
         };
-        anyhow::ensure!(token.len() >= 16, "the admin token must be at least 16 characters");
+        anyhow::ensure!(
+            token.len() >= 16,
+            "the admin token must be at least 16 characters"
+        );
         Ok(token)
     }
 }

@@ -15,7 +15,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
     pub fn bad_request(m: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", m)
@@ -58,7 +62,9 @@ impl ApiError {
             ErrorKind::Sql => Self::sql(message),
             ErrorKind::ReadOnly => Self::read_only(message),
             ErrorKind::Timeout => Self::timeout(message),
-            ErrorKind::Unavailable | ErrorKind::Fenced | ErrorKind::Corrupt => Self::unavailable(message),
+            ErrorKind::Unavailable | ErrorKind::Fenced | ErrorKind::Corrupt => {
+                Self::unavailable(message)
+            }
             ErrorKind::Internal => Self::internal(message),
         }
     }

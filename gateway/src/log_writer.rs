@@ -71,7 +71,11 @@ pub struct LogWriterConfig {
 
 impl LogWriterConfig {
     pub fn new(safekeepers: Vec<String>) -> Self {
-        Self { safekeepers, layout: SegmentLayout::default(), lal_lsns: LAL_LSNS_DEFAULT }
+        Self {
+            safekeepers,
+            layout: SegmentLayout::default(),
+            lal_lsns: LAL_LSNS_DEFAULT,
+        }
     }
 }
 
@@ -93,8 +97,15 @@ fn lock(m: &Mutex<QuorumWriter>) -> std::sync::MutexGuard<'_, QuorumWriter> {
 
 impl LogWriter {
     /// Recovers the tenant's volume and returns a writer ready to ship at a new epoch.
-    pub async fn recover(tenant: TenantId, config: LogWriterConfig) -> Result<Arc<LogWriter>, LogError> {
-        assert_eq!(config.safekeepers.len(), PG_MEMBERS, "a protection group has six members");
+    pub async fn recover(
+        tenant: TenantId,
+        config: LogWriterConfig,
+    ) -> Result<Arc<LogWriter>, LogError> {
+        assert_eq!(
+            config.safekeepers.len(),
+            PG_MEMBERS,
+            "a protection group has six members"
+        );
         let started = std::time::Instant::now();
         let (epoch, plan) = recover_epoch(tenant, &config).await?;
         let (vdl_tx, _) = watch::channel(plan.vdl);
@@ -205,14 +216,23 @@ impl LogWriter {
             return Err(LogError::Failed(why));
         }
         let mut state = lock(&self.state);
-        let ShippedMtr { commit_lsn, segments } = state.submit(changes)?;
+        let ShippedMtr {
+            commit_lsn,
+            segments,
+        } = state.submit(changes)?;
         let vdl = state.vdl();
         for (segment, records) in segments {
             let mut bytes = Vec::with_capacity(records.iter().map(|r| r.encoded_len()).sum());
             for r in &records {
                 r.encode_into(&mut bytes);
             }
-            let body = Arc::new(Body::Append { tenant: self.tenant, segment, epoch: self.epoch, vdl, records: bytes });
+            let body = Arc::new(Body::Append {
+                tenant: self.tenant,
+                segment,
+                epoch: self.epoch,
+                vdl,
+                records: bytes,
+            });
             for (member, tx) in self.members.iter().enumerate() {
                 if state.reachable().contains(member) && tx.try_send(body.clone()).is_err() {
                     // Too slow or gone: it will fill the gap from its peers.
@@ -245,7 +265,11 @@ impl LogWriter {
         .await;
         match result {
             Ok(r) => r,
-            Err(_) => Err(LogError::NotDurable { lsn, vdl: self.vdl(), waited_ms: timeout.as_millis() as u64 }),
+            Err(_) => Err(LogError::NotDurable {
+                lsn,
+                vdl: self.vdl(),
+                waited_ms: timeout.as_millis() as u64,
+            }),
         }
     }
 
@@ -273,21 +297,36 @@ async fn recover_epoch(
     config: &LogWriterConfig,
 ) -> Result<(u64, recovery::RecoveryPlan), LogError> {
     let clients = futures::future::join_all(
-        config.safekeepers.iter().map(|a| Client::connect(a, CONNECT_TIMEOUT, None)),
+        config
+            .safekeepers
+            .iter()
+            .map(|a| Client::connect(a, CONNECT_TIMEOUT, None)),
     )
     .await;
     let clients: Vec<Option<Client>> = clients.into_iter().map(|c| c.ok()).collect();
     let states = futures::future::join_all(clients.iter().enumerate().map(|(m, c)| async move {
         let c = c.as_ref()?;
         match c.call(Body::GetState { tenant }, CALL_TIMEOUT).await {
-            Ok(Body::State { epoch, segments, history, .. }) => Some(MemberReport {
+            Ok(Body::State {
+                epoch,
+                segments,
+                history,
+                ..
+            }) => Some(MemberReport {
                 member: m,
                 epoch,
                 history,
-                segments: segments.iter().map(|s| (s.segment, s.scl, s.last_cpl)).collect(),
+                segments: segments
+                    .iter()
+                    .map(|s| (s.segment, s.scl, s.last_cpl))
+                    .collect(),
             }),
             Ok(other) => {
-                warn!(member = m, answer = other.name(), "unexpected answer to GetState");
+                warn!(
+                    member = m,
+                    answer = other.name(),
+                    "unexpected answer to GetState"
+                );
                 None
             }
             Err(e) => {
@@ -321,7 +360,10 @@ async fn recover_epoch(
         match c.call(hello, CALL_TIMEOUT).await {
             Ok(Body::HelloOk { .. }) => Some(m),
             Ok(_) => None,
-            Err(WireError::Remote { kind: ErrorKind::Fenced, message }) => {
+            Err(WireError::Remote {
+                kind: ErrorKind::Fenced,
+                message,
+            }) => {
                 warn!(member = m, %message, "a newer writer exists");
                 None
             }
@@ -339,16 +381,22 @@ async fn recover_epoch(
     // Wait until a write quorum holds everything up to the VDL (gossip fills the gaps).
     let deadline = tokio::time::Instant::now() + RECOVERY_DURABLE_WAIT;
     loop {
-        let states = futures::future::join_all(clients.iter().enumerate().map(|(m, c)| async move {
-            let c = c.as_ref()?;
-            match c.call(Body::GetState { tenant }, CALL_TIMEOUT).await {
-                Ok(Body::State { epoch: e, segments, .. }) if e == epoch => {
-                    Some(segments.into_iter().map(move |s| (m, s.segment, s.scl)).collect::<Vec<_>>())
+        let states =
+            futures::future::join_all(clients.iter().enumerate().map(|(m, c)| async move {
+                let c = c.as_ref()?;
+                match c.call(Body::GetState { tenant }, CALL_TIMEOUT).await {
+                    Ok(Body::State {
+                        epoch: e, segments, ..
+                    }) if e == epoch => Some(
+                        segments
+                            .into_iter()
+                            .map(move |s| (m, s.segment, s.scl))
+                            .collect::<Vec<_>>(),
+                    ),
+                    _ => None,
                 }
-                _ => None,
-            }
-        }))
-        .await;
+            }))
+            .await;
         let scls: Vec<(usize, SegmentId, Lsn)> = states.into_iter().flatten().flatten().collect();
         if recovery::is_durable(&plan, &scls) {
             return Ok((epoch, plan));
@@ -396,7 +444,10 @@ async fn member_task(
                     writer.on_ack(member, s.segment, s.scl);
                 }
             }
-            Err(WireError::Remote { kind: ErrorKind::Fenced, message }) => {
+            Err(WireError::Remote {
+                kind: ErrorKind::Fenced,
+                message,
+            }) => {
                 writer.fail(format!("fenced by safekeeper {addr}: {message}"));
                 break;
             }

@@ -16,7 +16,9 @@ fn main() -> anyhow::Result<()> {
         .init();
     let config = Config::parse();
     let admin_token = config.validate()?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run(config, admin_token))
 }
 
@@ -27,7 +29,10 @@ async fn run(config: Config, admin_token: String) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let engine = compute_host::ComputeEngine::new(compute_host::EngineConfig::default())
         .context("compiling the compute module")?;
-    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "compute module ready");
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "compute module ready"
+    );
     let metrics = Arc::new(Metrics::default());
     let pool = ComputePool::new(
         engine,
@@ -55,8 +60,9 @@ async fn run(config: Config, admin_token: String) -> anyhow::Result<()> {
     tracing::info!(listen = %config.listen, tenants = state.registry.read().map(|r| r.len()).unwrap_or(0), "gateway serving");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing a SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing a SIGTERM handler");
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}

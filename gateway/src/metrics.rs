@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Latency histogram bucket bounds, in seconds.
-const BUCKETS_SECONDS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+const BUCKETS_SECONDS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
 
 #[derive(Default)]
 pub struct Histogram {
@@ -18,9 +20,13 @@ pub struct Histogram {
 impl Histogram {
     pub fn observe(&self, d: Duration) {
         let s = d.as_secs_f64();
-        let i = BUCKETS_SECONDS.iter().position(|b| s <= *b).unwrap_or(BUCKETS_SECONDS.len());
+        let i = BUCKETS_SECONDS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(BUCKETS_SECONDS.len());
         self.counts[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
@@ -57,11 +63,21 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         out.push_str("# TYPE borealis_gateway_request_seconds histogram\n");
-        for ((route, status), h) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            h.render(&mut out, "borealis_gateway_request_seconds", &format!("route=\"{route}\",status=\"{status}\""));
+        for ((route, status), h) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            h.render(
+                &mut out,
+                "borealis_gateway_request_seconds",
+                &format!("route=\"{route}\",status=\"{status}\""),
+            );
         }
         out.push_str("# TYPE borealis_gateway_cold_start_seconds histogram\n");
-        self.cold_starts.render(&mut out, "borealis_gateway_cold_start_seconds", "");
+        self.cold_starts
+            .render(&mut out, "borealis_gateway_cold_start_seconds", "");
         let _ = writeln!(
             out,
             "# TYPE borealis_gateway_running_computes gauge\nborealis_gateway_running_computes {}",
@@ -94,6 +110,9 @@ mod tests {
         let text = m.render();
         assert!(text.contains("borealis_gateway_request_seconds_bucket{route=\"sql\",status=\"200\",le=\"0.0005\"} 1"), "{text}");
         assert!(text.contains("borealis_gateway_request_seconds_bucket{route=\"sql\",status=\"200\",le=\"0.05\"} 2"), "{text}");
-        assert!(text.contains("borealis_gateway_cold_start_seconds_count{} 1"), "{text}");
+        assert!(
+            text.contains("borealis_gateway_cold_start_seconds_count{} 1"),
+            "{text}"
+        );
     }
 }

@@ -38,7 +38,9 @@ pub struct Registry {
 pub fn validate_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if ok {
@@ -60,27 +62,38 @@ fn hex(b: &[u8]) -> String {
 
 /// Compares two equal-length strings without an early exit.
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 impl Registry {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let tenants = match std::fs::read(path) {
             Ok(bytes) => {
-                let file: RegistryFile = serde_json::from_slice(&bytes)
-                    .map_err(|e| anyhow::anyhow!("tenant registry {} is unreadable: {e}", path.display()))?;
+                let file: RegistryFile = serde_json::from_slice(&bytes).map_err(|e| {
+                    anyhow::anyhow!("tenant registry {} is unreadable: {e}", path.display())
+                })?;
                 anyhow::ensure!(
                     file.version == REGISTRY_VERSION,
                     "tenant registry {} has version {}, this gateway reads {REGISTRY_VERSION}",
                     path.display(),
                     file.version
                 );
-                file.tenants.into_iter().map(|t| (t.name.clone(), t)).collect()
+                file.tenants
+                    .into_iter()
+                    .map(|t| (t.name.clone(), t))
+                    .collect()
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(e.into()),
         };
-        Ok(Self { path: path.to_path_buf(), tenants })
+        Ok(Self {
+            path: path.to_path_buf(),
+            tenants,
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<&Tenant> {
@@ -112,7 +125,11 @@ impl Registry {
         while id.0 == 0 || self.tenants.values().any(|t| t.id == id) {
             id = TenantId(rng.next_u64());
         }
-        let tenant = Tenant { name: name.to_string(), id, token_sha256: hash_token(&token) };
+        let tenant = Tenant {
+            name: name.to_string(),
+            id,
+            token_sha256: hash_token(&token),
+        };
         self.tenants.insert(name.to_string(), tenant.clone());
         if let Err(e) = self.persist() {
             self.tenants.remove(name);
@@ -122,7 +139,9 @@ impl Registry {
     }
 
     pub fn remove(&mut self, name: &str) -> anyhow::Result<Option<Tenant>> {
-        let Some(t) = self.tenants.remove(name) else { return Ok(None) };
+        let Some(t) = self.tenants.remove(name) else {
+            return Ok(None);
+        };
         if let Err(e) = self.persist() {
             self.tenants.insert(name.to_string(), t);
             return Err(e);
@@ -131,7 +150,10 @@ impl Registry {
     }
 
     fn persist(&self) -> anyhow::Result<()> {
-        let file = RegistryFile { version: REGISTRY_VERSION, tenants: self.tenants.values().cloned().collect() };
+        let file = RegistryFile {
+            version: REGISTRY_VERSION,
+            tenants: self.tenants.values().cloned().collect(),
+        };
         let bytes = serde_json::to_vec_pretty(&file)?;
         write_atomic(&self.path, &bytes)
     }
@@ -139,7 +161,9 @@ impl Registry {
 
 /// Write a temp file, fsync it, rename it over `path`, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().ok_or_else(|| anyhow::anyhow!("{} has no parent", path.display()))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("{} has no parent", path.display()))?;
     let tmp = path.with_extension("tmp");
     {
         let mut f = std::fs::File::create(&tmp)?;
@@ -171,14 +195,23 @@ mod tests {
         let path = dir.path().join("tenants.json");
         let mut r = Registry::open(&path).unwrap();
         let (t, token) = r.create("acme").unwrap().unwrap();
-        assert!(r.create("acme").unwrap().is_none(), "duplicate names are refused");
+        assert!(
+            r.create("acme").unwrap().is_none(),
+            "duplicate names are refused"
+        );
         let on_disk = std::fs::read_to_string(&path).unwrap();
-        assert!(!on_disk.contains(&token), "the clear token must never be stored");
+        assert!(
+            !on_disk.contains(&token),
+            "the clear token must never be stored"
+        );
         let r2 = Registry::open(&path).unwrap();
         let back = r2.get("acme").unwrap();
         assert_eq!(back.id, t.id);
         assert!(constant_time_eq(&back.token_sha256, &hash_token(&token)));
-        assert!(!constant_time_eq(&back.token_sha256, &hash_token("bt_wrong")));
+        assert!(!constant_time_eq(
+            &back.token_sha256,
+            &hash_token("bt_wrong")
+        ));
     }
 
     #[test]

@@ -64,8 +64,12 @@ impl Volume {
     /// Moves pending pages the VDL has passed to the clean cache.
     fn settle(&mut self) {
         let vdl = self.writer.vdl();
-        let durable: Vec<PageNo> =
-            self.pending.iter().filter(|(_, (lsn, _))| *lsn <= vdl).map(|(p, _)| *p).collect();
+        let durable: Vec<PageNo> = self
+            .pending
+            .iter()
+            .filter(|(_, (lsn, _))| *lsn <= vdl)
+            .map(|(p, _)| *p)
+            .collect();
         for p in durable {
             if let Some((_, img)) = self.pending.remove(&p) {
                 self.clean.put(p, Some(img));
@@ -88,7 +92,11 @@ impl Volume {
     }
 
     fn fetch(&mut self, page: PageNo, lsn: Lsn) -> Result<Option<Page>, BackendError> {
-        let (tenant, epoch, addr) = (self.tenant, self.writer.epoch(), self.pageserver_addr.clone());
+        let (tenant, epoch, addr) = (
+            self.tenant,
+            self.writer.epoch(),
+            self.pageserver_addr.clone(),
+        );
         let mut client = self.pageserver.take();
         let result = self.rt.block_on(async {
             if client.as_ref().is_none_or(|c| c.is_closed()) {
@@ -99,14 +107,27 @@ impl Volume {
                 );
             }
             let c = client.as_ref().expect("connected above");
-            c.call(Body::GetPage { tenant, page, lsn, epoch }, GETPAGE_TIMEOUT)
-                .await
-                .map_err(|e| BackendError { kind: e.kind(), message: format!("GetPage {page}@{lsn}: {e}") })
+            c.call(
+                Body::GetPage {
+                    tenant,
+                    page,
+                    lsn,
+                    epoch,
+                },
+                GETPAGE_TIMEOUT,
+            )
+            .await
+            .map_err(|e| BackendError {
+                kind: e.kind(),
+                message: format!("GetPage {page}@{lsn}: {e}"),
+            })
         });
         self.pageserver = client;
         match result? {
             Body::Page { image: None } => Ok(None),
-            Body::Page { image: Some(img) } if img.len() == PAGE_SIZE_BYTES => Ok(Some(Arc::new(img))),
+            Body::Page { image: Some(img) } if img.len() == PAGE_SIZE_BYTES => {
+                Ok(Some(Arc::new(img)))
+            }
             Body::Page { image: Some(img) } => Err(BackendError {
                 kind: ErrorKind::Corrupt,
                 message: format!("pageserver returned {} bytes for page {page}", img.len()),
@@ -120,11 +141,17 @@ impl Volume {
 }
 
 fn unavailable(message: String) -> BackendError {
-    BackendError { kind: ErrorKind::Unavailable, message }
+    BackendError {
+        kind: ErrorKind::Unavailable,
+        message,
+    }
 }
 
 fn log_error(e: LogError) -> BackendError {
-    BackendError { kind: e.kind(), message: e.to_string() }
+    BackendError {
+        kind: e.kind(),
+        message: e.to_string(),
+    }
 }
 
 impl Backend for Volume {
@@ -163,7 +190,9 @@ impl Backend for Volume {
                     // Wait for the VDL to move, then try again.
                     let target = self.writer.vdl().next();
                     let w = self.writer.clone();
-                    let _ = self.rt.block_on(w.wait_durable(target, Duration::from_millis(200)));
+                    let _ = self
+                        .rt
+                        .block_on(w.wait_durable(target, Duration::from_millis(200)));
                 }
                 Err(e) => return Err(log_error(e)),
             }

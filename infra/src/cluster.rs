@@ -8,8 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 pub const CLUSTER_FILE_VERSION: u32 = 1;
-pub const SAFEKEEPER_IDS: [(&str, &str); 6] =
-    [("sk-a1", "a"), ("sk-a2", "a"), ("sk-b1", "b"), ("sk-b2", "b"), ("sk-c1", "c"), ("sk-c2", "c")];
+pub const SAFEKEEPER_IDS: [(&str, &str); 6] = [
+    ("sk-a1", "a"),
+    ("sk-a2", "a"),
+    ("sk-b1", "b"),
+    ("sk-b2", "b"),
+    ("sk-c1", "c"),
+    ("sk-c2", "c"),
+];
 pub const PAGESERVER_IDS: [(&str, &str); 2] = [("ps-1", "a"), ("ps-2", "b")];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -55,11 +61,20 @@ impl Cluster {
     pub fn load(dir: &Path) -> anyhow::Result<Cluster> {
         let path = cluster_file(dir);
         let bytes = std::fs::read(&path).with_context(|| {
-            format!("reading {} (is a cluster set up there? `borealis up --data-dir {}`)", path.display(), dir.display())
+            format!(
+                "reading {} (is a cluster set up there? `borealis up --data-dir {}`)",
+                path.display(),
+                dir.display()
+            )
         })?;
-        let c: Cluster = serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+        let c: Cluster = serde_json::from_slice(&bytes)
+            .with_context(|| format!("parsing {}", path.display()))?;
         if c.version != CLUSTER_FILE_VERSION {
-            bail!("{} has version {}, this borealis reads {CLUSTER_FILE_VERSION}", path.display(), c.version);
+            bail!(
+                "{} has version {}, this borealis reads {CLUSTER_FILE_VERSION}",
+                path.display(),
+                c.version
+            );
         }
         Ok(c)
     }
@@ -88,11 +103,17 @@ impl Cluster {
     }
 
     /// Lays out a new cluster in `dir` on free loopback ports.
-    pub fn plan(dir: &Path, bin_dir: &Path, object_store: Option<String>, idle_timeout: &str) -> anyhow::Result<Cluster> {
+    pub fn plan(
+        dir: &Path,
+        bin_dir: &Path,
+        object_store: Option<String>,
+        idle_timeout: &str,
+    ) -> anyhow::Result<Cluster> {
         let dir = std::fs::canonicalize(dir)?;
         let mut ports = PortAllocator::default();
         let bin = |name: &str| bin_dir.join(name).display().to_string();
-        let object_store = object_store.unwrap_or_else(|| format!("file://{}", dir.join("objects").display()));
+        let object_store =
+            object_store.unwrap_or_else(|| format!("file://{}", dir.join("objects").display()));
         let sk_addrs: Vec<(String, String)> = SAFEKEEPER_IDS
             .iter()
             .map(|(id, _)| Ok((id.to_string(), format!("127.0.0.1:{}", ports.next()?))))
@@ -160,7 +181,11 @@ impl Cluster {
         }
         let gw_addr = format!("127.0.0.1:{}", ports.next()?);
         let gw_dir = dir.join("gateway");
-        let ps: Vec<String> = nodes.iter().filter(|n| n.role == "pageserver").map(|n| n.addr.clone()).collect();
+        let ps: Vec<String> = nodes
+            .iter()
+            .filter(|n| n.role == "pageserver")
+            .map(|n| n.addr.clone())
+            .collect();
         nodes.push(Node {
             id: "gateway".into(),
             role: "gateway".into(),
@@ -212,10 +237,15 @@ impl Cluster {
         std::fs::create_dir_all(&node.data_dir)?;
         let logs = dir.join("logs");
         std::fs::create_dir_all(&logs)?;
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(logs.join(format!("{id}.log")))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(logs.join(format!("{id}.log")))?;
         let program = node.command.first().context("node has no command")?;
         if !Path::new(program).exists() {
-            bail!("{program} does not exist: build the workspace first (`cargo build --workspace`)");
+            bail!(
+                "{program} does not exist: build the workspace first (`cargo build --workspace`)"
+            );
         }
         use std::os::unix::process::CommandExt;
         let child = Command::new(program)
@@ -256,10 +286,16 @@ impl PortAllocator {
 
 /// Whether `pid` is alive and is the node `id` (guards against pid reuse).
 pub fn pid_alive(pid: u32, id: &str) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
     if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // A zombie has exited already.
-        if stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')) {
+        if stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        {
             return false;
         }
     }

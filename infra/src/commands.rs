@@ -14,14 +14,25 @@ const GATEWAY_READY_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("building an HTTP client")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("building an HTTP client")
 }
 
-pub async fn up(dir: &Path, object_store: Option<String>, idle_timeout: &str) -> anyhow::Result<()> {
-    humantime::parse_duration(idle_timeout).with_context(|| format!("--idle-timeout {idle_timeout:?}"))?;
+pub async fn up(
+    dir: &Path,
+    object_store: Option<String>,
+    idle_timeout: &str,
+) -> anyhow::Result<()> {
+    humantime::parse_duration(idle_timeout)
+        .with_context(|| format!("--idle-timeout {idle_timeout:?}"))?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = std::fs::canonicalize(dir)?;
-    let bin_dir = std::env::current_exe()?.parent().context("no directory for this executable")?.to_path_buf();
+    let bin_dir = std::env::current_exe()?
+        .parent()
+        .context("no directory for this executable")?
+        .to_path_buf();
     let mut cluster = if crate::cluster::cluster_file(&dir).exists() {
         let c = Cluster::load(&dir)?;
         for n in &c.nodes {
@@ -31,7 +42,10 @@ pub async fn up(dir: &Path, object_store: Option<String>, idle_timeout: &str) ->
         }
         if let Some(os) = &object_store {
             if *os != c.object_store {
-                bail!("this cluster was created with object store {}; it cannot be changed to {os}", c.object_store);
+                bail!(
+                    "this cluster was created with object store {}; it cannot be changed to {os}",
+                    c.object_store
+                );
             }
         }
         println!("restarting the cluster in {}", dir.display());
@@ -42,7 +56,12 @@ pub async fn up(dir: &Path, object_store: Option<String>, idle_timeout: &str) ->
         let token_path = dir.join("admin_token");
         {
             use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&token_path)?;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&token_path)?;
             writeln!(f, "{}", c.admin_token)?;
             f.sync_all()?;
         }
@@ -53,7 +72,10 @@ pub async fn up(dir: &Path, object_store: Option<String>, idle_timeout: &str) ->
     // The binaries may have moved (a new build directory): point the commands at ours.
     for n in &mut cluster.nodes {
         if let Some(prog) = n.command.first_mut() {
-            let name = Path::new(prog.as_str()).file_name().map(|f| f.to_os_string()).unwrap_or_default();
+            let name = Path::new(prog.as_str())
+                .file_name()
+                .map(|f| f.to_os_string())
+                .unwrap_or_default();
             *prog = bin_dir.join(name).display().to_string();
         }
     }
@@ -75,7 +97,12 @@ pub async fn up(dir: &Path, object_store: Option<String>, idle_timeout: &str) ->
     let client = http();
     let health = format!("{}/healthz", cluster.gateway.url);
     loop {
-        if let Ok(r) = client.get(&health).timeout(Duration::from_secs(2)).send().await {
+        if let Ok(r) = client
+            .get(&health)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+        {
             if r.status().is_success() {
                 break;
             }
@@ -88,24 +115,37 @@ pub async fn up(dir: &Path, object_store: Option<String>, idle_timeout: &str) ->
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
                 let id = id.clone();
                 stop_all(&dir, &mut children);
-                bail!("{id} exited during start-up ({status}); last lines of {}:\n{}", log.display(), tail.join("\n"));
+                bail!(
+                    "{id} exited during start-up ({status}); last lines of {}:\n{}",
+                    log.display(),
+                    tail.join("\n")
+                );
             }
         }
         if started.elapsed() > GATEWAY_READY_TIMEOUT {
             stop_all(&dir, &mut children);
-            bail!("the gateway did not answer {health} within {} s; see {}/logs/gateway.log", GATEWAY_READY_TIMEOUT.as_secs(), dir.display());
+            bail!(
+                "the gateway did not answer {health} within {} s; see {}/logs/gateway.log",
+                GATEWAY_READY_TIMEOUT.as_secs(),
+                dir.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let d = dir.display();
-    println!("Borealis is up in {:.1} s: 6 safekeepers (AZ a, b, c), 2 pageservers, gateway.", started.elapsed().as_secs_f64());
+    println!(
+        "Borealis is up in {:.1} s: 6 safekeepers (AZ a, b, c), 2 pageservers, gateway.",
+        started.elapsed().as_secs_f64()
+    );
     println!("  gateway:      {}", cluster.gateway.url);
     println!("  admin token:  {d}/admin_token");
     println!("  object store: {}", cluster.object_store);
     println!("  logs:         {d}/logs/");
     println!("Try:");
     println!("  borealis tenant create acme --data-dir {d}");
-    println!("  borealis sql --data-dir {d} acme \"CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)\"");
+    println!(
+        "  borealis sql --data-dir {d} acme \"CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)\""
+    );
     println!("Stop everything with Ctrl-C (or SIGTERM to this process).");
     let _ = std::io::stdout().flush();
 
@@ -150,7 +190,11 @@ fn stop_all(dir: &Path, children: &mut [(String, Child)]) {
     let live: Vec<(String, u32)> = cluster
         .nodes
         .iter()
-        .filter_map(|n| n.pid.filter(|p| pid_alive(*p, &n.id)).map(|p| (n.id.clone(), p)))
+        .filter_map(|n| {
+            n.pid
+                .filter(|p| pid_alive(*p, &n.id))
+                .map(|p| (n.id.clone(), p))
+        })
         .collect();
     for (_, pid) in &live {
         signal(*pid, libc::SIGTERM);
@@ -167,7 +211,10 @@ fn stop_all(dir: &Path, children: &mut [(String, Child)]) {
     }
     for (id, pid) in &live {
         if pid_alive(*pid, id) {
-            eprintln!("{id} did not stop within {} s; killing it", STOP_GRACE.as_secs());
+            eprintln!(
+                "{id} did not stop within {} s; killing it",
+                STOP_GRACE.as_secs()
+            );
             signal(*pid, libc::SIGKILL);
         }
     }
@@ -183,7 +230,11 @@ fn stop_all(dir: &Path, children: &mut [(String, Child)]) {
     }
 }
 
-fn resolve(dir: &Path, url: Option<String>, token: Option<String>) -> anyhow::Result<(String, String)> {
+fn resolve(
+    dir: &Path,
+    url: Option<String>,
+    token: Option<String>,
+) -> anyhow::Result<(String, String)> {
     let cluster = Cluster::load(dir);
     let url = match (url, &cluster) {
         (Some(u), _) => u,
@@ -198,38 +249,78 @@ fn resolve(dir: &Path, url: Option<String>, token: Option<String>) -> anyhow::Re
     Ok((url.trim_end_matches('/').to_string(), token))
 }
 
-async fn call(method: reqwest::Method, url: &str, token: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+async fn call(
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    body: Option<Value>,
+) -> anyhow::Result<(u16, Value)> {
     let mut req = http().request(method, url).bearer_auth(token);
     if let Some(b) = body {
         req = req.json(&b);
     }
-    let resp = req.send().await.with_context(|| format!("could not reach {url}"))?;
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("could not reach {url}"))?;
     let status = resp.status().as_u16();
     let text = resp.text().await?;
-    let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    let v = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
     Ok((status, v))
 }
 
 fn api_error(status: u16, v: &Value) -> anyhow::Error {
-    let code = v.pointer("/error/code").and_then(Value::as_str).unwrap_or("?");
-    let msg = v.pointer("/error/message").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| v.to_string());
+    let code = v
+        .pointer("/error/code")
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    let msg = v
+        .pointer("/error/message")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| v.to_string());
     anyhow::anyhow!("{code} (HTTP {status}): {msg}")
 }
 
-pub async fn sql(url: Option<String>, token: Option<String>, dir: &Path, tenant: &str, sql: &str) -> anyhow::Result<()> {
+pub async fn sql(
+    url: Option<String>,
+    token: Option<String>,
+    dir: &Path,
+    tenant: &str,
+    sql: &str,
+) -> anyhow::Result<()> {
     let (url, token) = resolve(dir, url, token)?;
-    let (status, v) = call(reqwest::Method::POST, &format!("{url}/v1/tenants/{tenant}/sql"), &token, Some(json!({"sql": sql}))).await?;
+    let (status, v) = call(
+        reqwest::Method::POST,
+        &format!("{url}/v1/tenants/{tenant}/sql"),
+        &token,
+        Some(json!({"sql": sql})),
+    )
+    .await?;
     if status != 200 {
         return Err(api_error(status, &v));
     }
-    let Some(result) = v.pointer("/results/0") else { bail!("unexpected answer: {v}") };
+    let Some(result) = v.pointer("/results/0") else {
+        bail!("unexpected answer: {v}")
+    };
     print!("{}", render_table(result));
     Ok(())
 }
 
 /// Renders one statement result as an aligned text table.
 pub fn render_table(result: &Value) -> String {
-    let columns: Vec<String> = result["columns"].as_array().map(|c| c.iter().map(|x| x.as_str().unwrap_or("?").to_string()).collect()).unwrap_or_default();
+    let columns: Vec<String> = result["columns"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .map(|x| x.as_str().unwrap_or("?").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
     let rows: Vec<Vec<String>> = result["rows"]
         .as_array()
         .map(|rows| {
@@ -244,7 +335,10 @@ pub fn render_table(result: &Value) -> String {
         .unwrap_or_default();
     let mut out = String::new();
     if columns.is_empty() {
-        out.push_str(&format!("OK, {} row(s) affected\n", result["rows_affected"].as_u64().unwrap_or(0)));
+        out.push_str(&format!(
+            "OK, {} row(s) affected\n",
+            result["rows_affected"].as_u64().unwrap_or(0)
+        ));
         return out;
     }
     let mut widths: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
@@ -256,15 +350,30 @@ pub fn render_table(result: &Value) -> String {
         }
     }
     let line = |cells: &[String]| -> String {
-        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{:<w$}", c, w = widths.get(i).copied().unwrap_or(0))).collect();
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{:<w$}", c, w = widths.get(i).copied().unwrap_or(0)))
+            .collect();
         format!(" {} \n", parts.join(" | ")).trim_end().to_string() + "\n"
     };
     out.push_str(&line(&columns));
-    out.push_str(&format!("{}\n", widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("+")));
+    out.push_str(&format!(
+        "{}\n",
+        widths
+            .iter()
+            .map(|w| "-".repeat(w + 2))
+            .collect::<Vec<_>>()
+            .join("+")
+    ));
     for r in &rows {
         out.push_str(&line(r));
     }
-    out.push_str(&format!("({} row{})\n", rows.len(), if rows.len() == 1 { "" } else { "s" }));
+    out.push_str(&format!(
+        "({} row{})\n",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    ));
     out
 }
 
@@ -272,14 +381,22 @@ fn cell(v: &Value) -> String {
     match v {
         Value::Null => "NULL".into(),
         Value::String(s) => s.clone(),
-        Value::Object(o) if o.contains_key("base64") => format!("<blob {}>", o["base64"].as_str().unwrap_or("")),
+        Value::Object(o) if o.contains_key("base64") => {
+            format!("<blob {}>", o["base64"].as_str().unwrap_or(""))
+        }
         other => other.to_string(),
     }
 }
 
 pub async fn tenant_create(dir: &Path, name: &str) -> anyhow::Result<()> {
     let (url, token) = resolve(dir, None, None)?;
-    let (status, v) = call(reqwest::Method::POST, &format!("{url}/v1/tenants"), &token, Some(json!({"name": name}))).await?;
+    let (status, v) = call(
+        reqwest::Method::POST,
+        &format!("{url}/v1/tenants"),
+        &token,
+        Some(json!({"name": name})),
+    )
+    .await?;
     if status != 201 {
         return Err(api_error(status, &v));
     }
@@ -291,7 +408,13 @@ pub async fn tenant_create(dir: &Path, name: &str) -> anyhow::Result<()> {
 
 pub async fn tenant_show(dir: &Path, name: &str) -> anyhow::Result<()> {
     let (url, token) = resolve(dir, None, None)?;
-    let (status, v) = call(reqwest::Method::GET, &format!("{url}/v1/tenants/{name}"), &token, None).await?;
+    let (status, v) = call(
+        reqwest::Method::GET,
+        &format!("{url}/v1/tenants/{name}"),
+        &token,
+        None,
+    )
+    .await?;
     if status != 200 {
         return Err(api_error(status, &v));
     }
@@ -301,7 +424,13 @@ pub async fn tenant_show(dir: &Path, name: &str) -> anyhow::Result<()> {
 
 pub async fn tenant_delete(dir: &Path, name: &str) -> anyhow::Result<()> {
     let (url, token) = resolve(dir, None, None)?;
-    let (status, v) = call(reqwest::Method::DELETE, &format!("{url}/v1/tenants/{name}"), &token, None).await?;
+    let (status, v) = call(
+        reqwest::Method::DELETE,
+        &format!("{url}/v1/tenants/{name}"),
+        &token,
+        None,
+    )
+    .await?;
     if status != 204 {
         return Err(api_error(status, &v));
     }
@@ -312,7 +441,10 @@ pub async fn tenant_delete(dir: &Path, name: &str) -> anyhow::Result<()> {
 pub async fn status(dir: &Path) -> anyhow::Result<()> {
     let cluster = Cluster::load(dir)?;
     let client = http();
-    println!("{:<8} {:<11} {:<3} {:<22} {:<8} health", "node", "role", "az", "address", "pid");
+    println!(
+        "{:<8} {:<11} {:<3} {:<22} {:<8} health",
+        "node", "role", "az", "address", "pid"
+    );
     for n in &cluster.nodes {
         let alive = n.pid.is_some_and(|p| pid_alive(p, &n.id));
         let health_url = match (&n.http_addr, n.role.as_str()) {
@@ -329,13 +461,30 @@ pub async fn status(dir: &Path) -> anyhow::Result<()> {
             },
             (true, None) => "running".into(),
         };
-        let pid = n.pid.filter(|_| alive).map(|p| p.to_string()).unwrap_or_else(|| "-".into());
-        println!("{:<8} {:<11} {:<3} {:<22} {:<8} {health}", n.id, n.role, n.az, n.addr, pid);
+        let pid = n
+            .pid
+            .filter(|_| alive)
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<8} {:<11} {:<3} {:<22} {:<8} {health}",
+            n.id, n.role, n.az, n.addr, pid
+        );
     }
-    match call(reqwest::Method::GET, &format!("{}/v1/tenants", cluster.gateway.url), &cluster.admin_token, None).await {
+    match call(
+        reqwest::Method::GET,
+        &format!("{}/v1/tenants", cluster.gateway.url),
+        &cluster.admin_token,
+        None,
+    )
+    .await
+    {
         Ok((200, v)) => {
             println!();
-            println!("{:<24} {:<8} {:>12} {:>6}", "tenant", "compute", "vdl", "epoch");
+            println!(
+                "{:<24} {:<8} {:>12} {:>6}",
+                "tenant", "compute", "vdl", "epoch"
+            );
             for t in v["tenants"].as_array().cloned().unwrap_or_default() {
                 println!(
                     "{:<24} {:<8} {:>12} {:>6}",
@@ -353,7 +502,8 @@ pub async fn status(dir: &Path) -> anyhow::Result<()> {
 }
 
 pub async fn node(dir: &Path, action: &str, id: &str) -> anyhow::Result<()> {
-    let dir = std::fs::canonicalize(dir).with_context(|| format!("{} does not exist", dir.display()))?;
+    let dir =
+        std::fs::canonicalize(dir).with_context(|| format!("{} does not exist", dir.display()))?;
     let mut cluster = Cluster::load(&dir)?;
     let node = cluster.node(id)?.clone();
     let live = node.pid.filter(|p| pid_alive(*p, &node.id));
@@ -369,20 +519,30 @@ pub async fn node(dir: &Path, action: &str, id: &str) -> anyhow::Result<()> {
                 println!("{id} is not running");
                 return Ok(());
             };
-            let sig = if action == "kill" { libc::SIGKILL } else { libc::SIGTERM };
+            let sig = if action == "kill" {
+                libc::SIGKILL
+            } else {
+                libc::SIGTERM
+            };
             signal(pid, sig);
             let deadline = Instant::now() + STOP_GRACE;
             while pid_alive(pid, id) && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             if pid_alive(pid, id) {
-                bail!("{id} (pid {pid}) is still alive {} s after the signal", STOP_GRACE.as_secs());
+                bail!(
+                    "{id} (pid {pid}) is still alive {} s after the signal",
+                    STOP_GRACE.as_secs()
+                );
             }
             if let Some(n) = cluster.node_mut(id) {
                 n.pid = None;
             }
             cluster.save(&dir)?;
-            println!("{}ed {id} (pid {pid})", if action == "kill" { "kill" } else { "stopp" });
+            println!(
+                "{}ed {id} (pid {pid})",
+                if action == "kill" { "kill" } else { "stopp" }
+            );
         }
         other => bail!("unknown action {other}"),
     }
@@ -395,8 +555,13 @@ mod tests {
 
     #[test]
     fn tables_are_aligned() {
-        let t = render_table(&json!({"columns": ["id", "name"], "rows": [[1, "a"], [22, null]], "rows_affected": 0}));
-        assert_eq!(t, " id | name\n----+------\n 1  | a\n 22 | NULL\n(2 rows)\n");
+        let t = render_table(
+            &json!({"columns": ["id", "name"], "rows": [[1, "a"], [22, null]], "rows_affected": 0}),
+        );
+        assert_eq!(
+            t,
+            " id | name\n----+------\n 1  | a\n 22 | NULL\n(2 rows)\n"
+        );
         let t = render_table(&json!({"columns": [], "rows": [], "rows_affected": 3}));
         assert_eq!(t, "OK, 3 row(s) affected\n");
     }

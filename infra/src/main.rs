@@ -14,7 +14,11 @@ use std::path::PathBuf;
 pub const DEFAULT_DATA_DIR: &str = ".borealis";
 
 #[derive(Parser)]
-#[command(name = "borealis", version, about = "Borealis: a serverless, log-structured SQL database (local cluster tool)")]
+#[command(
+    name = "borealis",
+    version,
+    about = "Borealis: a serverless, log-structured SQL database (local cluster tool)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -88,7 +92,11 @@ enum TenantCmd {
 
 fn main() {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e}");
@@ -97,15 +105,33 @@ fn main() {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            Cmd::Up { data_dir, object_store, idle_timeout } => commands::up(&data_dir, object_store, &idle_timeout).await,
-            Cmd::Sql { url, token, data_dir, tenant, sql } => commands::sql(url, token, &data_dir, &tenant, &sql).await,
+            Cmd::Up {
+                data_dir,
+                object_store,
+                idle_timeout,
+            } => commands::up(&data_dir, object_store, &idle_timeout).await,
+            Cmd::Sql {
+                url,
+                token,
+                data_dir,
+                tenant,
+                sql,
+            } => commands::sql(url, token, &data_dir, &tenant, &sql).await,
             Cmd::Tenant { action } => match action {
-                TenantCmd::Create { name, data_dir } => commands::tenant_create(&data_dir, &name).await,
+                TenantCmd::Create { name, data_dir } => {
+                    commands::tenant_create(&data_dir, &name).await
+                }
                 TenantCmd::Show { name, data_dir } => commands::tenant_show(&data_dir, &name).await,
-                TenantCmd::Delete { name, data_dir } => commands::tenant_delete(&data_dir, &name).await,
+                TenantCmd::Delete { name, data_dir } => {
+                    commands::tenant_delete(&data_dir, &name).await
+                }
             },
             Cmd::Status { data_dir } => commands::status(&data_dir).await,
-            Cmd::Node { action, node, data_dir } => commands::node(&data_dir, &action, &node).await,
+            Cmd::Node {
+                action,
+                node,
+                data_dir,
+            } => commands::node(&data_dir, &action, &node).await,
         }
     });
     if let Err(e) = result {

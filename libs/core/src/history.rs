@@ -33,7 +33,11 @@ pub fn is_valid(history: &[EpochStart]) -> bool {
 /// The epoch whose writer wrote the record at `scl` (the last record of a complete log): the
 /// latest epoch of `history` that started below `scl`; 0 for an empty log.
 pub fn last_log_epoch(history: &[EpochStart], scl: Lsn) -> u64 {
-    history.iter().rev().find(|e| e.start < scl).map_or(0, |e| e.epoch)
+    history
+        .iter()
+        .rev()
+        .find(|e| e.start < scl)
+        .map_or(0, |e| e.epoch)
 }
 
 /// The prefix of `history` that describes a log ending at `scl`: entries up to and including
@@ -48,7 +52,11 @@ pub fn prefix_for(history: &[EpochStart], scl: Lsn) -> Vec<EpochStart> {
 /// How far a member whose log follows `member` may keep it when it adopts `writer`: every record
 /// above the returned LSN must be truncated.
 pub fn truncation_point(member: &[EpochStart], writer: &[EpochStart]) -> Lsn {
-    let common = member.iter().zip(writer).take_while(|(a, b)| a == b).count();
+    let common = member
+        .iter()
+        .zip(writer)
+        .take_while(|(a, b)| a == b)
+        .count();
     if common == 0 {
         // No shared epoch: nothing the member holds is known to be in the writer's history.
         return Lsn::INVALID;
@@ -70,7 +78,13 @@ mod tests {
     use super::*;
 
     fn h(entries: &[(u64, u64)]) -> Vec<EpochStart> {
-        entries.iter().map(|&(epoch, s)| EpochStart { epoch, start: Lsn(s) }).collect()
+        entries
+            .iter()
+            .map(|&(epoch, s)| EpochStart {
+                epoch,
+                start: Lsn(s),
+            })
+            .collect()
     }
 
     #[test]
@@ -111,7 +125,11 @@ mod tests {
         assert_eq!(last_log_epoch(&hist, Lsn(3)), 1);
         assert_eq!(last_log_epoch(&hist, Lsn(5)), 1);
         assert_eq!(last_log_epoch(&hist, Lsn(6)), 2);
-        assert_eq!(last_log_epoch(&hist, Lsn(10)), 2, "epoch 3 wrote nothing yet");
+        assert_eq!(
+            last_log_epoch(&hist, Lsn(10)),
+            2,
+            "epoch 3 wrote nothing yet"
+        );
         assert_eq!(last_log_epoch(&hist, Lsn(11)), 3);
         assert_eq!(prefix_for(&hist, Lsn(10)), h(&[(1, 0), (2, 5)]));
         assert!(is_valid(&hist) && !is_valid(&h(&[(2, 0), (2, 3)])));

@@ -69,7 +69,10 @@ impl SegmentLayout {
 
     pub fn from_segment_size_bytes(size_bytes: u64) -> Self {
         let pages = size_bytes / PAGE_SIZE_BYTES as u64;
-        assert!(pages > 0 && pages <= u64::from(u32::MAX), "segment size out of range");
+        assert!(
+            pages > 0 && pages <= u64::from(u32::MAX),
+            "segment size out of range"
+        );
         Self::new(pages as u32)
     }
 

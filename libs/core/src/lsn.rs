@@ -5,7 +5,9 @@ use std::fmt;
 
 /// A log sequence number. Assigned by a volume's single writer, strictly increasing; records of
 /// one mini-transaction get consecutive LSNs. `Lsn(0)` is [`Lsn::INVALID`]: "before any record".
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Lsn(pub u64);
 
 impl Lsn {

@@ -18,10 +18,19 @@ pub const WRITE_QUORUM: usize = 4;
 /// Members recovery must reach.
 pub const READ_QUORUM: usize = 3;
 
-const _: () = assert!(WRITE_QUORUM + READ_QUORUM > PG_MEMBERS, "read and write quorums must meet");
+const _: () = assert!(
+    WRITE_QUORUM + READ_QUORUM > PG_MEMBERS,
+    "read and write quorums must meet"
+);
 const _: () = assert!(2 * WRITE_QUORUM > PG_MEMBERS, "two write quorums must meet");
-const _: () = assert!(PG_MEMBERS - MEMBERS_PER_AZ >= WRITE_QUORUM, "losing an AZ must keep writes");
-const _: () = assert!(PG_MEMBERS - MEMBERS_PER_AZ > READ_QUORUM, "losing an AZ + 1 must keep reads");
+const _: () = assert!(
+    PG_MEMBERS - MEMBERS_PER_AZ >= WRITE_QUORUM,
+    "losing an AZ must keep writes"
+);
+const _: () = assert!(
+    PG_MEMBERS - MEMBERS_PER_AZ > READ_QUORUM,
+    "losing an AZ + 1 must keep reads"
+);
 
 /// The AZ of member `index` (0..6): members 0,1 are in AZ a, 2,3 in b, 4,5 in c.
 pub fn az_of(member: usize) -> char {
@@ -150,6 +159,9 @@ mod tests {
         assert_eq!(quorum_value(&[5, 9, 1], 4), None);
         // Three acks do not make a record durable; the fourth does.
         assert_eq!(quorum_value(&[10, 10, 10, 0, 0, 0], WRITE_QUORUM), Some(0));
-        assert_eq!(quorum_value(&[10, 10, 10, 10, 0, 0], WRITE_QUORUM), Some(10));
+        assert_eq!(
+            quorum_value(&[10, 10, 10, 10, 0, 0], WRITE_QUORUM),
+            Some(10)
+        );
     }
 }

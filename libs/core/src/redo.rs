@@ -49,8 +49,14 @@ pub enum CodecError {
     BadKind(u8),
     #[error("redo record body length {0} out of range")]
     BadLength(usize),
-    #[error("redo record CRC mismatch at lsn {lsn}: stored {stored:#010x}, computed {computed:#010x}")]
-    BadCrc { lsn: u64, stored: u32, computed: u32 },
+    #[error(
+        "redo record CRC mismatch at lsn {lsn}: stored {stored:#010x}, computed {computed:#010x}"
+    )]
+    BadCrc {
+        lsn: u64,
+        stored: u32,
+        computed: u32,
+    },
     #[error("malformed delta body: {0}")]
     BadDelta(&'static str),
 }
@@ -119,7 +125,11 @@ impl RedoBody {
 
     /// Applies this change to `page` (the previous image, or zeros for a page never written).
     pub fn apply(&self, page: &mut [u8]) -> Result<(), CodecError> {
-        assert_eq!(page.len(), PAGE_SIZE_BYTES, "pages are PAGE_SIZE_BYTES long");
+        assert_eq!(
+            page.len(),
+            PAGE_SIZE_BYTES,
+            "pages are PAGE_SIZE_BYTES long"
+        );
         match self {
             RedoBody::Image(img) => {
                 if img.len() != PAGE_SIZE_BYTES {
@@ -128,7 +138,9 @@ impl RedoBody {
                 page.copy_from_slice(img);
             }
             RedoBody::Delta(d) => {
-                for_each_run(d, |off, bytes| page[off..off + bytes.len()].copy_from_slice(bytes))?;
+                for_each_run(d, |off, bytes| {
+                    page[off..off + bytes.len()].copy_from_slice(bytes)
+                })?;
             }
         }
         Ok(())
@@ -182,7 +194,10 @@ impl RedoRecord {
         let body = self.body.bytes();
         assert!(body.len() <= REDO_BODY_BYTES_MAX, "redo body too large");
         assert!(self.lsn.is_valid(), "records carry a valid LSN");
-        assert!(self.prev_lsn_segment < self.lsn && self.prev_lsn_page < self.lsn, "backlinks point back");
+        assert!(
+            self.prev_lsn_segment < self.lsn && self.prev_lsn_page < self.lsn,
+            "backlinks point back"
+        );
         let start = out.len();
         out.extend_from_slice(&REDO_MAGIC.to_le_bytes());
         out.push(REDO_VERSION);
@@ -209,7 +224,10 @@ impl RedoRecord {
     /// is checked; corrupt or truncated input is an error, never a panic.
     pub fn decode(buf: &[u8]) -> Result<(RedoRecord, usize), CodecError> {
         if buf.len() < REDO_HEADER_BYTES {
-            return Err(CodecError::Truncated { needed: REDO_HEADER_BYTES, have: buf.len() });
+            return Err(CodecError::Truncated {
+                needed: REDO_HEADER_BYTES,
+                have: buf.len(),
+            });
         }
         let u32_at = |o: usize| u32::from_le_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]);
         let u64_at = |o: usize| {
@@ -232,14 +250,21 @@ impl RedoRecord {
         }
         let total = REDO_HEADER_BYTES + body_len;
         if buf.len() < total {
-            return Err(CodecError::Truncated { needed: total, have: buf.len() });
+            return Err(CodecError::Truncated {
+                needed: total,
+                have: buf.len(),
+            });
         }
         let lsn = u64_at(8);
         let stored = u32_at(CRC_OFFSET);
         let body = &buf[REDO_HEADER_BYTES..total];
         let computed = crc32c::crc32c_append(crc32c::crc32c(&buf[..CRC_OFFSET]), body);
         if stored != computed {
-            return Err(CodecError::BadCrc { lsn, stored, computed });
+            return Err(CodecError::BadCrc {
+                lsn,
+                stored,
+                computed,
+            });
         }
         // The CRC matched, but the writer may still have been buggy: check the semantics too.
         if flags & !FLAG_CPL != 0 || buf[7] != 0 {
@@ -315,7 +340,11 @@ mod tests {
         assert_eq!(n, bytes.len());
         assert_eq!(back, r);
 
-        let img = RedoRecord { body: RedoBody::Image(page(9)), is_cpl: false, ..sample() };
+        let img = RedoRecord {
+            body: RedoBody::Image(page(9)),
+            is_cpl: false,
+            ..sample()
+        };
         let (back, _) = RedoRecord::decode(&img.encode()).unwrap();
         assert_eq!(back, img);
     }
@@ -357,7 +386,10 @@ mod tests {
     fn a_mostly_changed_page_ships_as_an_image() {
         let old = page(1);
         let new: Vec<u8> = (0..PAGE_SIZE_BYTES).map(|i| (i % 251) as u8 + 2).collect();
-        assert!(matches!(RedoBody::between(Some(&old), &new), RedoBody::Image(_)));
+        assert!(matches!(
+            RedoBody::between(Some(&old), &new),
+            RedoBody::Image(_)
+        ));
     }
 
     #[test]
@@ -367,7 +399,10 @@ mod tests {
             for bit in 0..8 {
                 let mut b = bytes.clone();
                 b[i] ^= 1 << bit;
-                assert!(RedoRecord::decode(&b).is_err(), "flip of bit {bit} of byte {i} went unnoticed");
+                assert!(
+                    RedoRecord::decode(&b).is_err(),
+                    "flip of bit {bit} of byte {i} went unnoticed"
+                );
             }
         }
     }
@@ -400,7 +435,11 @@ mod tests {
     #[test]
     fn decode_all_reads_a_concatenation() {
         let mut buf = sample().encode();
-        let second = RedoRecord { lsn: Lsn(43), prev_lsn_segment: Lsn(42), ..sample() };
+        let second = RedoRecord {
+            lsn: Lsn(43),
+            prev_lsn_segment: Lsn(42),
+            ..sample()
+        };
         second.encode_into(&mut buf);
         let all = RedoRecord::decode_all(&buf).unwrap();
         assert_eq!(all.len(), 2);

@@ -38,31 +38,43 @@ pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>, ObjStoreError> {
     let parsed = url::Url::parse(url).map_err(|_| ObjStoreError::BadUrl(url.to_string()))?;
     match parsed.scheme() {
         "file" => {
-            let path = parsed.to_file_path().map_err(|_| ObjStoreError::BadUrl(url.to_string()))?;
+            let path = parsed
+                .to_file_path()
+                .map_err(|_| ObjStoreError::BadUrl(url.to_string()))?;
             std::fs::create_dir_all(&path)?;
             Ok(Arc::new(LocalFileSystem::new_with_prefix(path)?))
         }
         "s3" => {
-            let bucket = parsed.host_str().ok_or_else(|| ObjStoreError::BadUrl(url.to_string()))?;
+            let bucket = parsed
+                .host_str()
+                .ok_or_else(|| ObjStoreError::BadUrl(url.to_string()))?;
             let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
             let mut region_set = false;
             for (k, v) in parsed.query_pairs() {
                 b = match k.as_ref() {
-                    "endpoint" => b.with_endpoint(v.as_ref()).with_allow_http(v.starts_with("http://")),
+                    "endpoint" => b
+                        .with_endpoint(v.as_ref())
+                        .with_allow_http(v.starts_with("http://")),
                     "region" => {
                         region_set = true;
                         b.with_region(v.as_ref())
                     }
                     "access_key_id" => b.with_access_key_id(v.as_ref()),
                     "secret_access_key" => b.with_secret_access_key(v.as_ref()),
-                    _ => return Err(ObjStoreError::BadUrl(format!("{url} (unknown parameter {k})"))),
+                    _ => {
+                        return Err(ObjStoreError::BadUrl(format!(
+                            "{url} (unknown parameter {k})"
+                        )))
+                    }
                 };
             }
             if !region_set && std::env::var_os("AWS_REGION").is_none() {
                 b = b.with_region("us-east-1");
             }
             // Path-style requests: what self-hosted servers expect.
-            Ok(Arc::new(b.with_virtual_hosted_style_request(false).build()?))
+            Ok(Arc::new(
+                b.with_virtual_hosted_style_request(false).build()?,
+            ))
         }
         _ => Err(ObjStoreError::BadUrl(url.to_string())),
     }

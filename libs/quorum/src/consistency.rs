@@ -18,7 +18,12 @@ pub struct ConsistencyTracker {
 impl ConsistencyTracker {
     /// A tracker for a writer whose log is durable up to `start` (the recovered VDL).
     pub fn new(start: Lsn) -> Self {
-        Self { vcl: start, vdl: start, outstanding: VecDeque::new(), scls: BTreeMap::new() }
+        Self {
+            vcl: start,
+            vdl: start,
+            outstanding: VecDeque::new(),
+            scls: BTreeMap::new(),
+        }
     }
 
     pub fn vcl(&self) -> Lsn {
@@ -45,14 +50,20 @@ impl ConsistencyTracker {
     /// Notes a record the writer is about to ship. Records must be noted in LSN order.
     pub fn record_shipped(&mut self, lsn: Lsn, segment: SegmentId, is_cpl: bool) {
         let last = self.outstanding.back().map(|r| r.0).unwrap_or(self.vcl);
-        assert!(lsn > last, "records must be shipped in LSN order ({lsn} after {last})");
+        assert!(
+            lsn > last,
+            "records must be shipped in LSN order ({lsn} after {last})"
+        );
         self.outstanding.push_back((lsn, segment, is_cpl));
     }
 
     /// A member acknowledged `scl` for `segment`. Returns the new VDL if it advanced.
     pub fn on_ack(&mut self, member: usize, segment: SegmentId, scl: Lsn) -> Option<Lsn> {
         assert!(member < PG_MEMBERS, "member index out of range");
-        let entry = self.scls.entry(segment).or_insert([Lsn::INVALID; PG_MEMBERS]);
+        let entry = self
+            .scls
+            .entry(segment)
+            .or_insert([Lsn::INVALID; PG_MEMBERS]);
         // SCLs can go down after a truncation under a new epoch, but a writer only hears from
         // members in its own epoch, where they only grow. Keep the max.
         if scl <= entry[member] {

@@ -66,8 +66,10 @@ pub fn plan(reports: &[MemberReport]) -> Result<RecoveryPlan, RecoveryError> {
         return Err(RecoveryError::NoReadQuorum(members.len()));
     }
     let epoch = reports.iter().map(|r| r.epoch).max().unwrap_or(0) + 1;
-    let mut segments: Vec<SegmentId> =
-        reports.iter().flat_map(|r| r.segments.iter().map(|s| s.0)).collect();
+    let mut segments: Vec<SegmentId> = reports
+        .iter()
+        .flat_map(|r| r.segments.iter().map(|s| s.0))
+        .collect();
     segments.sort_unstable();
     segments.dedup();
     match segments.as_slice() {
@@ -76,7 +78,10 @@ pub fn plan(reports: &[MemberReport]) -> Result<RecoveryPlan, RecoveryError> {
             Ok(RecoveryPlan {
                 epoch,
                 vdl: Lsn::INVALID,
-                history: vec![EpochStart { epoch, start: Lsn::INVALID }],
+                history: vec![EpochStart {
+                    epoch,
+                    start: Lsn::INVALID,
+                }],
                 segment_tails: BTreeMap::new(),
                 source_member: None,
             })
@@ -91,13 +96,20 @@ pub fn plan(reports: &[MemberReport]) -> Result<RecoveryPlan, RecoveryError> {
                 .max_by_key(|&(r, scl, _)| (last_log_epoch(&r.history, scl), scl))
                 .expect("a listed segment has a reporter");
             let (source, scl, last_cpl) = best;
-            assert!(last_cpl <= scl, "member {} reports a CPL above its SCL", source.member);
+            assert!(
+                last_cpl <= scl,
+                "member {} reports a CPL above its SCL",
+                source.member
+            );
             let mut history = prefix_for(&source.history, scl);
             assert!(
                 history.last().is_none_or(|e| e.start <= last_cpl),
                 "an epoch start is a consistency point, so the last CPL is at or above it"
             );
-            history.push(EpochStart { epoch, start: last_cpl });
+            history.push(EpochStart {
+                epoch,
+                start: last_cpl,
+            });
             let mut tails = BTreeMap::new();
             if last_cpl.is_valid() {
                 tails.insert(*segment, last_cpl);
@@ -133,20 +145,42 @@ mod tests {
     use super::*;
 
     fn rep(member: usize, epoch: u64, scl: u64, cpl: u64) -> MemberReport {
-        let history = (1..=epoch).map(|e| EpochStart { epoch: e, start: Lsn(0) }).collect();
-        MemberReport { member, epoch, history, segments: vec![(SegmentId(0), Lsn(scl), Lsn(cpl))] }
+        let history = (1..=epoch)
+            .map(|e| EpochStart {
+                epoch: e,
+                start: Lsn(0),
+            })
+            .collect();
+        MemberReport {
+            member,
+            epoch,
+            history,
+            segments: vec![(SegmentId(0), Lsn(scl), Lsn(cpl))],
+        }
     }
 
     #[test]
     fn needs_a_read_quorum() {
-        assert_eq!(plan(&[rep(0, 1, 5, 5), rep(1, 1, 5, 5)]), Err(RecoveryError::NoReadQuorum(2)));
-        assert_eq!(plan(&[rep(0, 1, 5, 5), rep(0, 1, 5, 5), rep(1, 1, 5, 5)]), Err(RecoveryError::NoReadQuorum(2)));
+        assert_eq!(
+            plan(&[rep(0, 1, 5, 5), rep(1, 1, 5, 5)]),
+            Err(RecoveryError::NoReadQuorum(2))
+        );
+        assert_eq!(
+            plan(&[rep(0, 1, 5, 5), rep(0, 1, 5, 5), rep(1, 1, 5, 5)]),
+            Err(RecoveryError::NoReadQuorum(2))
+        );
     }
 
     #[test]
     fn empty_volume_starts_at_zero_in_epoch_one() {
-        let reports: Vec<_> =
-            (0..3).map(|m| MemberReport { member: m, epoch: 0, history: vec![], segments: vec![] }).collect();
+        let reports: Vec<_> = (0..3)
+            .map(|m| MemberReport {
+                member: m,
+                epoch: 0,
+                history: vec![],
+                segments: vec![],
+            })
+            .collect();
         let p = plan(&reports).unwrap();
         assert_eq!((p.epoch, p.vdl), (1, Lsn(0)));
     }
@@ -161,7 +195,13 @@ mod tests {
         assert_eq!(p.epoch, 3);
         assert_eq!(p.source_member, Some(1));
         assert_eq!(p.segment_tails[&SegmentId(0)], Lsn(15));
-        assert_eq!(p.history.last(), Some(&EpochStart { epoch: 3, start: Lsn(15) }));
+        assert_eq!(
+            p.history.last(),
+            Some(&EpochStart {
+                epoch: 3,
+                start: Lsn(15)
+            })
+        );
     }
 
     #[test]
@@ -171,24 +211,49 @@ mod tests {
         let old = MemberReport {
             member: 0,
             epoch: 1,
-            history: vec![EpochStart { epoch: 1, start: Lsn(0) }],
+            history: vec![EpochStart {
+                epoch: 1,
+                start: Lsn(0),
+            }],
             segments: vec![(SegmentId(0), Lsn(9), Lsn(9))],
         };
         let new = |m| MemberReport {
             member: m,
             epoch: 2,
-            history: vec![EpochStart { epoch: 1, start: Lsn(0) }, EpochStart { epoch: 2, start: Lsn(0) }],
+            history: vec![
+                EpochStart {
+                    epoch: 1,
+                    start: Lsn(0),
+                },
+                EpochStart {
+                    epoch: 2,
+                    start: Lsn(0),
+                },
+            ],
             segments: vec![(SegmentId(0), Lsn(4), Lsn(4))],
         };
         let p = plan(&[old, new(1), new(2)]).unwrap();
         assert_eq!(p.vdl, Lsn(4));
-        assert!(matches!(p.source_member, Some(1 | 2)), "{:?}", p.source_member);
+        assert!(
+            matches!(p.source_member, Some(1 | 2)),
+            "{:?}",
+            p.source_member
+        );
         assert_eq!(
             p.history,
             vec![
-                EpochStart { epoch: 1, start: Lsn(0) },
-                EpochStart { epoch: 2, start: Lsn(0) },
-                EpochStart { epoch: 3, start: Lsn(4) }
+                EpochStart {
+                    epoch: 1,
+                    start: Lsn(0)
+                },
+                EpochStart {
+                    epoch: 2,
+                    start: Lsn(0)
+                },
+                EpochStart {
+                    epoch: 3,
+                    start: Lsn(4)
+                }
             ]
         );
     }
@@ -197,7 +262,12 @@ mod tests {
     fn durable_only_when_four_members_hold_the_tail() {
         let p = plan(&[rep(0, 1, 15, 15), rep(1, 1, 10, 10), rep(2, 1, 15, 15)]).unwrap();
         let s = SegmentId(0);
-        let mut scls = vec![(0, s, Lsn(15)), (1, s, Lsn(10)), (2, s, Lsn(15)), (4, s, Lsn(15))];
+        let mut scls = vec![
+            (0, s, Lsn(15)),
+            (1, s, Lsn(10)),
+            (2, s, Lsn(15)),
+            (4, s, Lsn(15)),
+        ];
         assert!(!is_durable(&p, &scls));
         scls.push((5, s, Lsn(15)));
         assert!(is_durable(&p, &scls));
@@ -207,6 +277,9 @@ mod tests {
     fn multi_segment_volumes_are_refused_not_guessed() {
         let mut r = rep(0, 1, 5, 5);
         r.segments.push((SegmentId(1), Lsn(4), Lsn(0)));
-        assert_eq!(plan(&[r, rep(1, 1, 5, 5), rep(2, 1, 5, 5)]), Err(RecoveryError::MultiSegment(2)));
+        assert_eq!(
+            plan(&[r, rep(1, 1, 5, 5), rep(2, 1, 5, 5)]),
+            Err(RecoveryError::MultiSegment(2))
+        );
     }
 }

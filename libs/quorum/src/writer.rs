@@ -24,7 +24,9 @@ pub enum WriteError {
     #[error("log allocation limit reached: {ahead} LSNs ahead of the VDL")]
     Backpressure { ahead: u64 },
     /// The mini-transaction touches a segment this version cannot recover (docs/rfcs/0002).
-    #[error("page {page} lies in segment {segment}; volumes beyond one segment are not supported yet")]
+    #[error(
+        "page {page} lies in segment {segment}; volumes beyond one segment are not supported yet"
+    )]
     VolumeTooLarge { page: PageNo, segment: SegmentId },
     #[error("empty mini-transaction")]
     Empty,
@@ -61,8 +63,14 @@ impl QuorumWriter {
         layout: SegmentLayout,
         lal_lsns: u64,
     ) -> Self {
-        assert!(epoch > 0, "epoch 0 is the epoch of an empty volume, no writer has it");
-        assert!(segment_tails.values().all(|&t| t <= start), "segment tail above the start");
+        assert!(
+            epoch > 0,
+            "epoch 0 is the epoch of an empty volume, no writer has it"
+        );
+        assert!(
+            segment_tails.values().all(|&t| t <= start),
+            "segment tail above the start"
+        );
         Self {
             epoch,
             next_lsn: start.next(),
@@ -110,7 +118,9 @@ impl QuorumWriter {
             return Err(WriteError::Empty);
         }
         if !self.reachable.is_write_quorum() {
-            return Err(WriteError::ReadOnly { reachable: self.reachable.len() });
+            return Err(WriteError::ReadOnly {
+                reachable: self.reachable.len(),
+            });
         }
         let ahead = self.next_lsn.0 - 1 - self.tracker.vdl().0;
         if ahead >= self.lal_lsns {
@@ -119,7 +129,10 @@ impl QuorumWriter {
         for (page, _) in &changes {
             let segment = self.layout.segment_of(*page);
             if segment != SegmentId(0) {
-                return Err(WriteError::VolumeTooLarge { page: *page, segment });
+                return Err(WriteError::VolumeTooLarge {
+                    page: *page,
+                    segment,
+                });
             }
         }
         if self.page_tails.len() + changes.len() > PAGE_TAILS_MAX {
@@ -132,7 +145,10 @@ impl QuorumWriter {
             let lsn = self.next_lsn;
             self.next_lsn = lsn.next();
             let segment = self.layout.segment_of(page);
-            let prev_lsn_segment = self.segment_tails.insert(segment, lsn).unwrap_or(Lsn::INVALID);
+            let prev_lsn_segment = self
+                .segment_tails
+                .insert(segment, lsn)
+                .unwrap_or(Lsn::INVALID);
             let prev_lsn_page = self.page_tails.insert(page, lsn).unwrap_or(Lsn::INVALID);
             let is_cpl = i + 1 == count;
             self.tracker.record_shipped(lsn, segment, is_cpl);
@@ -146,7 +162,10 @@ impl QuorumWriter {
             });
             commit_lsn = lsn;
         }
-        Ok(ShippedMtr { commit_lsn, segments: by_segment.into_iter().collect() })
+        Ok(ShippedMtr {
+            commit_lsn,
+            segments: by_segment.into_iter().collect(),
+        })
     }
 
     /// A member acknowledged `scl` for `segment`; returns the new VDL if it advanced.
@@ -178,15 +197,23 @@ mod tests {
     #[test]
     fn assigns_consecutive_lsns_backlinks_and_one_cpl() {
         let mut w = writer(&[0, 1, 2, 3, 4, 5]);
-        let a = w.submit(vec![(PageNo(0), img(1)), (PageNo(5), img(2))]).unwrap();
+        let a = w
+            .submit(vec![(PageNo(0), img(1)), (PageNo(5), img(2))])
+            .unwrap();
         assert_eq!(a.commit_lsn, Lsn(2));
         let recs = &a.segments[0].1;
         assert_eq!(recs.iter().map(|r| r.lsn.0).collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(recs[1].prev_lsn_segment, Lsn(1));
-        assert_eq!(recs.iter().map(|r| r.is_cpl).collect::<Vec<_>>(), vec![false, true]);
+        assert_eq!(
+            recs.iter().map(|r| r.is_cpl).collect::<Vec<_>>(),
+            vec![false, true]
+        );
         let b = w.submit(vec![(PageNo(5), img(3))]).unwrap();
         let r = &b.segments[0].1[0];
-        assert_eq!((r.lsn, r.prev_lsn_segment, r.prev_lsn_page), (Lsn(3), Lsn(2), Lsn(2)));
+        assert_eq!(
+            (r.lsn, r.prev_lsn_segment, r.prev_lsn_page),
+            (Lsn(3), Lsn(2), Lsn(2))
+        );
     }
 
     #[test]
@@ -194,7 +221,10 @@ mod tests {
         let mut w = writer(&[2, 3, 4, 5]);
         assert!(w.submit(vec![(PageNo(0), img(1))]).is_ok());
         w.member_down(5);
-        assert_eq!(w.submit(vec![(PageNo(0), img(1))]).unwrap_err(), WriteError::ReadOnly { reachable: 3 });
+        assert_eq!(
+            w.submit(vec![(PageNo(0), img(1))]).unwrap_err(),
+            WriteError::ReadOnly { reachable: 3 }
+        );
         assert_eq!(w.last_lsn(), Lsn(1), "a refused MTR takes no LSN");
         w.member_up(0);
         assert!(w.submit(vec![(PageNo(0), img(1))]).is_ok());
@@ -206,8 +236,12 @@ mod tests {
         for m in 0..6 {
             w.member_up(m);
         }
-        w.submit(vec![(PageNo(0), img(1)), (PageNo(1), img(1))]).unwrap();
-        assert_eq!(w.submit(vec![(PageNo(0), img(2))]).unwrap_err(), WriteError::Backpressure { ahead: 2 });
+        w.submit(vec![(PageNo(0), img(1)), (PageNo(1), img(1))])
+            .unwrap();
+        assert_eq!(
+            w.submit(vec![(PageNo(0), img(2))]).unwrap_err(),
+            WriteError::Backpressure { ahead: 2 }
+        );
         for m in 0..4 {
             w.on_ack(m, SegmentId(0), Lsn(2));
         }

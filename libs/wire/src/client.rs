@@ -101,7 +101,13 @@ impl Client {
             lock(&pending_r).clear();
         });
 
-        Ok(Client { addr: addr.to_string(), frames, pending, next_id: AtomicU64::new(1), closed })
+        Ok(Client {
+            addr: addr.to_string(),
+            frames,
+            pending,
+            next_id: AtomicU64::new(1),
+            closed,
+        })
     }
 
     pub fn addr(&self) -> &str {
@@ -122,7 +128,11 @@ impl Client {
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
         let result = async {
-            self.enqueue(&Envelope { request_id: id, body }).await?;
+            self.enqueue(&Envelope {
+                request_id: id,
+                body,
+            })
+            .await?;
             match tokio::time::timeout(timeout, rx).await {
                 Err(_) => Err(WireError::Timeout(timeout.as_millis() as u64)),
                 Ok(Err(_)) => Err(WireError::Closed),
@@ -141,7 +151,11 @@ impl Client {
             return Err(WireError::Closed);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.enqueue(&Envelope { request_id: id, body }).await
+        self.enqueue(&Envelope {
+            request_id: id,
+            body,
+        })
+        .await
     }
 
     async fn enqueue(&self, env: &Envelope) -> Result<(), WireError> {
@@ -179,9 +193,29 @@ mod tests {
                 },
                 _ => Body::error(ErrorKind::Invalid, "nope"),
             };
-            write_frame(&mut wr, &Envelope { request_id: env.request_id, body }).await.unwrap();
-            let ack = Body::Ack { tenant: TenantId(1), segment: borealis_core::SegmentId(0), scl: Lsn(9) };
-            write_frame(&mut wr, &Envelope { request_id: 0, body: ack }).await.unwrap();
+            write_frame(
+                &mut wr,
+                &Envelope {
+                    request_id: env.request_id,
+                    body,
+                },
+            )
+            .await
+            .unwrap();
+            let ack = Body::Ack {
+                tenant: TenantId(1),
+                segment: borealis_core::SegmentId(0),
+                scl: Lsn(9),
+            };
+            write_frame(
+                &mut wr,
+                &Envelope {
+                    request_id: 0,
+                    body: ack,
+                },
+            )
+            .await
+            .unwrap();
         }
     }
 
@@ -191,15 +225,37 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         let server = tokio::spawn(serve(listener));
         let (utx, mut urx) = mpsc::channel(16);
-        let c = Client::connect(&addr, Duration::from_secs(5), Some(utx)).await.unwrap();
+        let c = Client::connect(&addr, Duration::from_secs(5), Some(utx))
+            .await
+            .unwrap();
         let t = Duration::from_secs(5);
         let (a, b) = tokio::join!(
-            c.call(Body::GetState { tenant: TenantId(1) }, t),
+            c.call(
+                Body::GetState {
+                    tenant: TenantId(1)
+                },
+                t
+            ),
             c.call(Body::GossipSummary, t)
         );
-        assert!(matches!(a.unwrap(), Body::State { known_vdl: Lsn(5), .. }));
-        assert!(matches!(b, Err(WireError::Remote { kind: ErrorKind::Invalid, .. })));
-        assert!(matches!(urx.recv().await, Some(Body::Ack { scl: Lsn(9), .. })));
+        assert!(matches!(
+            a.unwrap(),
+            Body::State {
+                known_vdl: Lsn(5),
+                ..
+            }
+        ));
+        assert!(matches!(
+            b,
+            Err(WireError::Remote {
+                kind: ErrorKind::Invalid,
+                ..
+            })
+        ));
+        assert!(matches!(
+            urx.recv().await,
+            Some(Body::Ack { scl: Lsn(9), .. })
+        ));
         drop(c);
         server.await.unwrap();
     }
@@ -212,7 +268,9 @@ mod tests {
             let (sock, _) = listener.accept().await.unwrap();
             drop(sock);
         });
-        let c = Client::connect(&addr, Duration::from_secs(5), None).await.unwrap();
+        let c = Client::connect(&addr, Duration::from_secs(5), None)
+            .await
+            .unwrap();
         server.await.unwrap();
         let r = c.call(Body::GossipSummary, Duration::from_secs(5)).await;
         assert!(matches!(r, Err(WireError::Closed)), "{r:?}");

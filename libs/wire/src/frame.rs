@@ -112,7 +112,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Envelo
 }
 
 /// Writes one frame (without flushing a buffered writer).
-pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, env: &Envelope) -> Result<(), WireError> {
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    env: &Envelope,
+) -> Result<(), WireError> {
     let bytes = encode_frame(env)?;
     w.write_all(&bytes).await?;
     Ok(())
@@ -131,7 +134,10 @@ mod tests {
                 tenant: TenantId(1),
                 epoch: 3,
                 epoch_start_lsn: Lsn(10),
-                history: vec![borealis_core::EpochStart { epoch: 3, start: Lsn(10) }],
+                history: vec![borealis_core::EpochStart {
+                    epoch: 3,
+                    start: Lsn(10),
+                }],
             },
         }
     }
@@ -143,13 +149,20 @@ mod tests {
         h.copy_from_slice(&bytes[..FRAME_HEADER_BYTES]);
         let (len, crc) = decode_header(&h).unwrap();
         assert_eq!(len, bytes.len() - FRAME_HEADER_BYTES);
-        assert_eq!(decode_payload(&bytes[FRAME_HEADER_BYTES..], crc).unwrap(), env());
+        assert_eq!(
+            decode_payload(&bytes[FRAME_HEADER_BYTES..], crc).unwrap(),
+            env()
+        );
     }
 
     /// Pins the frame encoding of one message.
     #[test]
     fn frame_snapshot() {
-        let hex: String = encode_frame(&env()).unwrap().iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = encode_frame(&env())
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(hex, "42524c570100000008000000db3e1562070001030a01030a");
     }
 
@@ -176,7 +189,10 @@ mod tests {
         let mut h = encode_frame(&env()).unwrap();
         h[8..12].copy_from_slice(&(u32::MAX).to_le_bytes());
         let mut r = &h[..];
-        assert!(matches!(read_frame(&mut r).await, Err(WireError::TooLarge(_))));
+        assert!(matches!(
+            read_frame(&mut r).await,
+            Err(WireError::TooLarge(_))
+        ));
     }
 
     #[tokio::test]

@@ -50,16 +50,36 @@ pub enum Body {
     /// `epoch_start_lsn`, less if it holds records of an epoch the writer's history does not
     /// descend from — and durably records the new epoch and history, before answering.
     /// An `epoch` older than the safekeeper's is refused with `ErrorKind::Fenced`.
-    Hello { tenant: TenantId, epoch: u64, epoch_start_lsn: Lsn, history: Vec<EpochStart> },
+    Hello {
+        tenant: TenantId,
+        epoch: u64,
+        epoch_start_lsn: Lsn,
+        history: Vec<EpochStart>,
+    },
     /// Answer to `Hello`: the segments this safekeeper holds for the tenant, after truncation.
-    HelloOk { epoch: u64, segments: Vec<SegmentState> },
+    HelloOk {
+        epoch: u64,
+        segments: Vec<SegmentState>,
+    },
     /// Redo records of one segment, concatenated in their own encoding, in LSN order. `vdl` is the
     /// writer's current VDL: everything at or below it is durable, so pageservers may apply it.
-    Append { tenant: TenantId, segment: SegmentId, epoch: u64, vdl: Lsn, records: Vec<u8> },
+    Append {
+        tenant: TenantId,
+        segment: SegmentId,
+        epoch: u64,
+        vdl: Lsn,
+        records: Vec<u8>,
+    },
     /// Unsolicited (request id 0), after an fsync or a gossip repair: the segment's SCL now.
-    Ack { tenant: TenantId, segment: SegmentId, scl: Lsn },
+    Ack {
+        tenant: TenantId,
+        segment: SegmentId,
+        scl: Lsn,
+    },
     /// Recovery's question: the epoch and every segment's state.
-    GetState { tenant: TenantId },
+    GetState {
+        tenant: TenantId,
+    },
     State {
         epoch: u64,
         epoch_start_lsn: Lsn,
@@ -91,16 +111,32 @@ pub enum Body {
         wait_ms: u32,
     },
     /// Answer to `ReadLog`. `known_vdl` is the newest VDL the writer told this safekeeper.
-    Records { records: Vec<u8>, scl: Lsn, known_vdl: Lsn },
+    Records {
+        records: Vec<u8>,
+        scl: Lsn,
+        known_vdl: Lsn,
+    },
     GossipSummary,
-    Summary { segments: Vec<SegmentSummary> },
+    Summary {
+        segments: Vec<SegmentSummary>,
+    },
     /// The page as of `lsn`. The asker vouches that `lsn` is durable (at or below the VDL of the
     /// writer of epoch `epoch`); the pageserver reads the log for it only from safekeepers whose
     /// epoch is at least `epoch` (`ReadLog.min_epoch`).
-    GetPage { tenant: TenantId, page: PageNo, lsn: Lsn, epoch: u64 },
+    GetPage {
+        tenant: TenantId,
+        page: PageNo,
+        lsn: Lsn,
+        epoch: u64,
+    },
     /// Answer to `GetPage`; `image: None` means the page has never been written.
-    Page { image: Option<Vec<u8>> },
-    Error { kind: ErrorKind, message: String },
+    Page {
+        image: Option<Vec<u8>>,
+    },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
 }
 
 impl Body {
@@ -124,6 +160,9 @@ impl Body {
     }
 
     pub fn error(kind: ErrorKind, message: impl Into<String>) -> Body {
-        Body::Error { kind, message: message.into() }
+        Body::Error {
+            kind,
+            message: message.into(),
+        }
     }
 }
