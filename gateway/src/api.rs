@@ -1,16 +1,24 @@
 //! The HTTP API v1 (DESIGN.md §7): routes, authentication, JSON in and out.
+//!
+//! `POST /v1/tenants/{name}/sql` goes to the tenant's writer compute, or with `"replica": true`
+//! to its reader ([`crate::reader`]), which answers at its read point (`"read_point"` in the
+//! answer). With `Accept: application/vnd.apache.arrow.stream` the last statement's rows come
+//! back as an Arrow IPC stream ([`crate::arrow_stream`]) instead of JSON; the LSNs then travel in
+//! the `Borealis-Lsn` and `Borealis-Read-Point` headers. Errors are always JSON.
 
+use crate::arrow_stream::{self, accepts_arrow};
 use crate::compute_pool::ComputePool;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::tenants::{constant_time_eq, hash_token, validate_name, Registry, Tenant};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
+use borealis_core::Lsn;
 use compute_abi::{ExecErrorKind, ExecRequest, ExecResponse, Statement, StatementResult, Value};
 use futures::StreamExt;
 use serde_json::{json, Map, Value as Json_};
@@ -27,6 +35,18 @@ pub const DRAIN_BYTES_MAX: usize = 256 * 1024 * 1024;
 pub const BATCH_STATEMENTS_MAX: usize = 10_000;
 /// Result size (rows) one request may return before it fails with `too_large`.
 pub const RESULT_BYTES_MAX: u32 = 32 * 1024 * 1024;
+/// Response header carrying the LSN an Arrow answer depends on (`"lsn"` in JSON).
+pub const LSN_HEADER: &str = "borealis-lsn";
+/// Response header carrying a replica answer's read point (`"read_point"` in JSON).
+pub const READ_POINT_HEADER: &str = "borealis-read-point";
+
+/// A parsed `POST .../sql` body.
+#[derive(Debug)]
+pub struct SqlRequest {
+    pub exec: ExecRequest,
+    /// Serve from the tenant's reader at its read point, not from the writer.
+    pub replica: bool,
+}
 
 pub struct AppState {
     pub registry: RwLock<Registry>,
@@ -153,6 +173,7 @@ fn tenant_json(st: &AppState, t: &Tenant) -> Json_ {
         "compute": if running { "running" } else { "idle" },
         "vdl": vdl.0,
         "epoch": epoch,
+        "replica_read_point": st.pool.replica_read_point(t.id).0,
         "pageserver": st.pool.pageserver_for(t.id),
     })
 }
@@ -209,8 +230,9 @@ async fn sql(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let r = run_sql(&st, &headers, &name, body).await;
-    finish(&st, "sql", started, r)
+    let mut route = "sql";
+    let r = run_sql(&st, &headers, &name, body, &mut route).await;
+    finish(&st, route, started, r)
 }
 
 async fn run_sql(
@@ -218,7 +240,8 @@ async fn run_sql(
     headers: &HeaderMap,
     name: &str,
     body: Body,
-) -> Result<Json<Json_>, ApiError> {
+    route: &mut &'static str,
+) -> Result<Response, ApiError> {
     let token = bearer(headers)?;
     let token_hash = hash_token(token);
     let admin = constant_time_eq(&token_hash, &st.admin_token_sha256);
@@ -239,9 +262,19 @@ async fn run_sql(
             None => return Err(ApiError::not_found(format!("no tenant named {name:?}"))),
         }
     };
+    let arrow = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(accepts_arrow);
     let body = body_json(body).await?;
     let request = parse_request(&body)?;
-    let out = st.pool.execute(tenant.id, request).await?;
+    if request.replica {
+        *route = "sql_replica";
+        let out = st.pool.execute_replica(tenant.id, request.exec).await?;
+        let results = statement_results(out.response)?;
+        return answer(results, out.read_point, Some(out.read_point), arrow);
+    }
+    let out = st.pool.execute(tenant.id, request.exec).await?;
     // Hold the response until everything it may depend on is durable (asynchronous commit).
     let timeout = st.pool.config().commit_timeout;
     if let Err(e) = out.writer.wait_durable(out.depends_on, timeout).await {
@@ -251,11 +284,45 @@ async fn run_sql(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Err(ApiError::unavailable(e.to_string()));
     }
-    match out.response {
-        ExecResponse::Ok(results) => Ok(Json(json!({
+    let results = statement_results(out.response)?;
+    answer(results, out.depends_on, None, arrow)
+}
+
+/// The answer to a successful request: JSON, or the last statement's rows as Arrow.
+fn answer(
+    results: Vec<StatementResult>,
+    lsn: Lsn,
+    read_point: Option<Lsn>,
+    arrow: bool,
+) -> Result<Response, ApiError> {
+    if !arrow {
+        let mut body = json!({
             "results": results.iter().map(result_json).collect::<Vec<_>>(),
-            "lsn": out.depends_on.0,
-        }))),
+            "lsn": lsn.0,
+        });
+        if let Some(rp) = read_point {
+            body["read_point"] = json!(rp.0);
+        }
+        return Ok(Json(body).into_response());
+    }
+    let last = results
+        .last()
+        .ok_or_else(|| ApiError::internal("the compute returned no statement results"))?;
+    let bytes = arrow_stream::encode(last)
+        .map_err(|e| ApiError::internal(format!("encoding the rows as Arrow failed: {e}")))?;
+    let mut resp = ([(header::CONTENT_TYPE, arrow_stream::CONTENT_TYPE)], bytes).into_response();
+    let h = resp.headers_mut();
+    h.insert(LSN_HEADER, HeaderValue::from(lsn.0));
+    if let Some(rp) = read_point {
+        h.insert(READ_POINT_HEADER, HeaderValue::from(rp.0));
+    }
+    Ok(resp)
+}
+
+/// The statements' results, or the error the guest reported, in API form.
+fn statement_results(response: ExecResponse) -> Result<Vec<StatementResult>, ApiError> {
+    match response {
+        ExecResponse::Ok(results) => Ok(results),
         ExecResponse::Err(e) => Err(match e.kind {
             ExecErrorKind::Sql => ApiError::sql(statement_message(&e.message, e.statement)),
             ExecErrorKind::Invalid => {
@@ -295,8 +362,9 @@ fn finish<T: IntoResponse>(
     resp
 }
 
-/// `{"sql","params"}` or `{"batch":[...]}` → an [`ExecRequest`].
-pub fn parse_request(body: &Json_) -> Result<ExecRequest, ApiError> {
+/// `{"sql","params"}` or `{"batch":[...]}`, optionally with `"replica": true` → a
+/// [`SqlRequest`].
+pub fn parse_request(body: &Json_) -> Result<SqlRequest, ApiError> {
     let obj = body
         .as_object()
         .ok_or_else(|| ApiError::bad_request("body must be a JSON object"))?;
@@ -305,12 +373,13 @@ pub fn parse_request(body: &Json_) -> Result<ExecRequest, ApiError> {
             return Err(ApiError::bad_request(format!("unknown field {key:?}")));
         }
     }
-    if let Some(r) = obj.get("replica") {
-        if !r.is_boolean() {
-            return Err(ApiError::bad_request("\"replica\" must be true or false"));
-        }
-    }
-    match (obj.get("sql"), obj.get("batch")) {
+    let replica = match obj.get("replica") {
+        None => false,
+        Some(r) => r
+            .as_bool()
+            .ok_or_else(|| ApiError::bad_request("\"replica\" must be true or false"))?,
+    };
+    let exec = match (obj.get("sql"), obj.get("batch")) {
         (Some(_), Some(_)) => Err(ApiError::bad_request(
             "give either \"sql\" or \"batch\", not both",
         )),
@@ -348,7 +417,8 @@ pub fn parse_request(body: &Json_) -> Result<ExecRequest, ApiError> {
         (None, None) => Err(ApiError::bad_request(
             "expected {\"sql\": ..., \"params\": [...]} or {\"batch\": [...]}",
         )),
-    }
+    }?;
+    Ok(SqlRequest { exec, replica })
 }
 
 fn parse_statement(o: &Map<String, Json_>) -> Result<Statement, ApiError> {
@@ -428,6 +498,8 @@ mod tests {
             &json!({"sql": "SELECT ?", "params": [1, 2.5, "x", null, {"base64": "AAE="}, true]}),
         )
         .unwrap();
+        assert!(!r.replica);
+        let r = r.exec;
         assert!(!r.transaction);
         assert_eq!(
             r.statements[0].params,
@@ -440,10 +512,13 @@ mod tests {
                 Value::Integer(1)
             ]
         );
-        let b =
-            parse_request(&json!({"batch": [{"sql": "A"}, {"sql": "B", "params": []}]})).unwrap();
-        assert!(b.transaction);
-        assert_eq!(b.statements.len(), 2);
+        let b = parse_request(
+            &json!({"batch": [{"sql": "A"}, {"sql": "B", "params": []}], "replica": true}),
+        )
+        .unwrap();
+        assert!(b.replica);
+        assert!(b.exec.transaction);
+        assert_eq!(b.exec.statements.len(), 2);
     }
 
     #[test]
@@ -460,6 +535,7 @@ mod tests {
             ),
             (json!({"sql": "x", "params": [{"base64": "!!"}]}), "base64"),
             (json!({"sql": "x", "colour": 1}), "unknown field"),
+            (json!({"sql": "x", "replica": "yes"}), "true or false"),
         ] {
             let e = parse_request(&body).unwrap_err();
             assert_eq!(e.code, "bad_request");

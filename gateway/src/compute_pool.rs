@@ -14,10 +14,23 @@
 //!   epoch are kept, so reads go on while the write quorum is lost;
 //! - any other storage failure, a trap or a durability wait that times out: the writer is failed,
 //!   the compute thrown away, and the next request recovers the volume under a new epoch.
+//!   Requests queued behind it run on the new writer; responses held for durability by the
+//!   failed writer fail with a retryable `unavailable` (their commits' fate is settled by the
+//!   recovery, not guessed);
+//! - a statement timeout: the instance is thrown away (its SQLite may hold half a transaction
+//!   that never left it); the writer is kept unless something was shipped during the statement.
+//!
+//! ## Readers
+//!
+//! `"replica": true` requests go to the tenant's **reader** thread instead ([`crate::reader`]),
+//! which has its own queue and idle timeout. A reader needs a live writer (its VDL and redo
+//! stream): it asks the writer's thread for one with a `Job::StartWriter`, and replica traffic
+//! keeps the writer's thread from stopping while the reader serves.
 
 use crate::error::ApiError;
 use crate::log_writer::{LogWriter, LogWriterConfig};
 use crate::metrics::Metrics;
+use crate::reader::{run_reader, ReaderJob, ReplicaOutput};
 use crate::volume::Volume;
 use borealis_core::{ErrorKind, Lsn, TenantId};
 use compute_abi::{ExecRequest, ExecResponse};
@@ -31,7 +44,8 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-/// Jobs queued per tenant before new requests are refused as `unavailable`.
+/// Jobs queued per tenant (writer and reader each) before new requests are refused as
+/// `unavailable`.
 const TENANT_QUEUE_JOBS_MAX: usize = 256;
 
 #[derive(Clone, Debug)]
@@ -53,9 +67,17 @@ pub struct JobOutput {
     pub writer: Arc<LogWriter>,
 }
 
-struct Job {
-    request: ExecRequest,
-    reply: oneshot::Sender<Result<JobOutput, ApiError>>,
+/// What the writer's thread is asked to do.
+enum Job {
+    /// Run statements on the writer compute.
+    Exec {
+        request: ExecRequest,
+        reply: oneshot::Sender<Result<JobOutput, ApiError>>,
+    },
+    /// A reader needs a live writer (its VDL and redo stream): recover one if none runs.
+    StartWriter {
+        reply: oneshot::Sender<Result<Arc<LogWriter>, ApiError>>,
+    },
 }
 
 /// A tenant's status as the API shows it.
@@ -64,18 +86,25 @@ pub struct TenantStatus {
     pub running: bool,
     pub vdl: Lsn,
     pub epoch: u64,
+    /// When the tenant's reader last took a request (keeps the writer from going idle).
+    pub replica_active_at: Option<Instant>,
+    /// The newest read point a reader of this tenant served at: a new reader never starts below.
+    pub replica_read_point: Lsn,
 }
 
-struct Slot {
-    jobs: SyncSender<Job>,
+struct Slot<J> {
+    jobs: SyncSender<J>,
     /// Tells a slot from its successor after an idle exit.
     generation: u64,
 }
 
+type Slots<J> = Mutex<HashMap<TenantId, Slot<J>>>;
+
 pub struct ComputePool {
     engine: ComputeEngine,
     config: PoolConfig,
-    slots: Mutex<HashMap<TenantId, Slot>>,
+    slots: Slots<Job>,
+    readers: Slots<ReaderJob>,
     generations: std::sync::atomic::AtomicU64,
     statuses: Mutex<HashMap<TenantId, Arc<Mutex<TenantStatus>>>>,
     metrics: Arc<Metrics>,
@@ -94,6 +123,7 @@ impl ComputePool {
             engine,
             config,
             slots: Mutex::default(),
+            readers: Mutex::default(),
             generations: Default::default(),
             statuses: Mutex::default(),
             metrics,
@@ -103,6 +133,18 @@ impl ComputePool {
 
     pub fn config(&self) -> &PoolConfig {
         &self.config
+    }
+
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub(crate) fn engine(&self) -> &ComputeEngine {
+        &self.engine
+    }
+
+    pub(crate) fn runtime(&self) -> &Handle {
+        &self.rt
     }
 
     /// The pageserver that serves `tenant`.
@@ -122,12 +164,103 @@ impl ComputePool {
         }
     }
 
-    /// Stops a tenant's compute (tenant deleted).
+    fn tenant_status(&self, tenant: TenantId) -> Arc<Mutex<TenantStatus>> {
+        self.statuses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(tenant)
+            .or_default()
+            .clone()
+    }
+
+    /// Stops a tenant's computes, writer and reader (tenant deleted).
     pub fn stop(&self, tenant: TenantId) {
         self.slots
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&tenant);
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&tenant);
+    }
+
+    /// Runs `request` on the tenant's reader, at its read point (a durable VDL). The answer
+    /// needs no durability wait.
+    pub async fn execute_replica(
+        self: &Arc<Self>,
+        tenant: TenantId,
+        request: ExecRequest,
+    ) -> Result<ReplicaOutput, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        let job = ReaderJob { request, reply: tx };
+        self.enqueue(&self.readers, tenant, job, move |pool, generation, rx| {
+            std::thread::Builder::new()
+                .name(format!("reader-{tenant}"))
+                .spawn(move || run_reader(pool, tenant, generation, rx))
+        })?;
+        rx.await.unwrap_or_else(|_| {
+            Err(ApiError::unavailable(
+                "the tenant's reader stopped while running the request; retry",
+            ))
+        })
+    }
+
+    /// A live writer for `tenant`, started (recovered) if none runs. Blocks: call it from a
+    /// compute thread, never from the runtime.
+    pub(crate) fn live_writer(
+        self: &Arc<Self>,
+        tenant: TenantId,
+    ) -> Result<Arc<LogWriter>, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue_writer(tenant, Job::StartWriter { reply: tx })?;
+        self.rt.block_on(rx).unwrap_or_else(|_| {
+            Err(ApiError::unavailable(
+                "the tenant's writer stopped while starting; retry",
+            ))
+        })
+    }
+
+    /// A reader took a request: its writer must not go idle.
+    pub(crate) fn note_replica_activity(&self, tenant: TenantId) {
+        set_status(&self.tenant_status(tenant), |s| {
+            s.replica_active_at = Some(Instant::now())
+        });
+    }
+
+    /// The newest read point the tenant's replicas served at (0 if none ever did).
+    pub fn replica_read_point(&self, tenant: TenantId) -> Lsn {
+        let statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
+        statuses.get(&tenant).map_or(Lsn::INVALID, |s| {
+            s.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .replica_read_point
+        })
+    }
+
+    pub(crate) fn set_replica_read_point(&self, tenant: TenantId, read_point: Lsn) {
+        set_status(&self.tenant_status(tenant), |s| {
+            assert!(
+                read_point >= s.replica_read_point,
+                "replica read point went backwards: {} after {}",
+                read_point,
+                s.replica_read_point
+            );
+            s.replica_read_point = read_point;
+        });
+    }
+
+    /// An idle reader asks to stop: `None` once its slot is gone (no job can reach it any
+    /// more), or the job that slipped in meanwhile.
+    pub(crate) fn retire_reader(
+        &self,
+        tenant: TenantId,
+        generation: u64,
+        jobs: &Receiver<ReaderJob>,
+    ) -> Option<ReaderJob> {
+        retire(&self.readers, tenant, generation, jobs, || {
+            self.metrics.forget_replica(tenant)
+        })
     }
 
     /// Runs `request` on the tenant's writer compute.
@@ -137,26 +270,67 @@ impl ComputePool {
         request: ExecRequest,
     ) -> Result<JobOutput, ApiError> {
         let (tx, rx) = oneshot::channel();
-        let mut job = Job { request, reply: tx };
+        self.enqueue_writer(tenant, Job::Exec { request, reply: tx })?;
+        rx.await.unwrap_or_else(|_| {
+            Err(ApiError::unavailable(
+                "the tenant's compute stopped while running the request; retry",
+            ))
+        })
+    }
+
+    fn enqueue_writer(self: &Arc<Self>, tenant: TenantId, job: Job) -> Result<(), ApiError> {
+        let status = self.tenant_status(tenant);
+        self.enqueue(&self.slots, tenant, job, move |pool, generation, rx| {
+            std::thread::Builder::new()
+                .name(format!("compute-{tenant}"))
+                .spawn(move || pool.worker(tenant, generation, rx, status))
+        })
+    }
+
+    /// Queues `job` on the tenant's thread in `slots`, starting the thread (`spawn`) if none
+    /// runs.
+    fn enqueue<J: Send + 'static>(
+        self: &Arc<Self>,
+        slots: &Slots<J>,
+        tenant: TenantId,
+        mut job: J,
+        spawn: impl FnOnce(Arc<Self>, u64, Receiver<J>) -> std::io::Result<std::thread::JoinHandle<()>>,
+    ) -> Result<(), ApiError> {
+        let mut spawn = Some(spawn);
         for _ in 0..2 {
-            let (sender, generation) = self.slot(tenant);
-            match sender.try_send(job) {
-                Ok(()) => {
-                    return rx.await.unwrap_or_else(|_| {
-                        Err(ApiError::unavailable(
-                            "the tenant's compute stopped while running the request; retry",
-                        ))
-                    })
+            let (sender, generation) = {
+                let mut slots = slots.lock().unwrap_or_else(|p| p.into_inner());
+                match slots.get(&tenant) {
+                    Some(s) => (s.jobs.clone(), s.generation),
+                    None => {
+                        let Some(spawn) = spawn.take() else { break };
+                        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+                        let (tx, rx) = sync_channel(TENANT_QUEUE_JOBS_MAX);
+                        spawn(self.clone(), generation, rx).map_err(|e| {
+                            ApiError::unavailable(format!("could not start a compute thread: {e}"))
+                        })?;
+                        slots.insert(
+                            tenant,
+                            Slot {
+                                jobs: tx.clone(),
+                                generation,
+                            },
+                        );
+                        (tx, generation)
+                    }
                 }
+            };
+            match sender.try_send(job) {
+                Ok(()) => return Ok(()),
                 Err(TrySendError::Full(_)) => {
                     return Err(ApiError::unavailable(format!(
                         "tenant is busy: {TENANT_QUEUE_JOBS_MAX} requests already queued"
                     )))
                 }
                 Err(TrySendError::Disconnected(j)) => {
-                    // The worker went idle and exited between lookup and send: start a new one.
+                    // The thread went idle and exited between lookup and send: start a new one.
                     job = j;
-                    let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut slots = slots.lock().unwrap_or_else(|p| p.into_inner());
                     if slots
                         .get(&tenant)
                         .is_some_and(|s| s.generation == generation)
@@ -171,38 +345,10 @@ impl ComputePool {
         ))
     }
 
-    fn slot(self: &Arc<Self>, tenant: TenantId) -> (SyncSender<Job>, u64) {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = slots.get(&tenant) {
-            return (s.jobs.clone(), s.generation);
-        }
-        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
-        let status = self
-            .statuses
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(tenant)
-            .or_default()
-            .clone();
-        let (tx, rx) = sync_channel(TENANT_QUEUE_JOBS_MAX);
-        let pool = self.clone();
-        std::thread::Builder::new()
-            .name(format!("compute-{tenant}"))
-            .spawn(move || pool.worker(tenant, rx, status))
-            .expect("spawning a compute thread");
-        slots.insert(
-            tenant,
-            Slot {
-                jobs: tx.clone(),
-                generation,
-            },
-        );
-        (tx, generation)
-    }
-
     fn worker(
         self: Arc<Self>,
         tenant: TenantId,
+        generation: u64,
         jobs: Receiver<Job>,
         status: Arc<Mutex<TenantStatus>>,
     ) {
@@ -213,20 +359,33 @@ impl ComputePool {
             .running_computes
             .fetch_add(1, Ordering::Relaxed);
         set_status(&status, |s| s.running = true);
+        let mut tenant_deleted = false;
         loop {
             let job = match jobs.recv_timeout(self.config.idle_timeout) {
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => {
-                    // Idle: leave, unless a job slipped in while we decide (checked under the lock).
-                    let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-                    match jobs.try_recv() {
-                        Ok(job) => {
-                            drop(slots);
-                            self.run_job(tenant, job, &mut writer, &mut compute, &status);
-                            continue;
+                    let replica_active = status
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .replica_active_at
+                        .is_some_and(|t| t.elapsed() < self.config.idle_timeout);
+                    if replica_active {
+                        // Its reader needs this writer's VDL and redo stream, not its SQLite:
+                        // the instance goes, the writer stays.
+                        compute = None;
+                        continue;
+                    }
+                    // Under the slots lock: once a successor can start, this writer is no longer
+                    // live, so a reader never follows an old writer next to a new one.
+                    let retired = retire(&self.slots, tenant, generation, &jobs, || {
+                        if let Some(w) = &writer {
+                            w.shutdown();
                         }
-                        Err(_) => {
-                            slots.remove(&tenant);
+                        set_status(&status, |s| s.running = false)
+                    });
+                    match retired {
+                        Some(job) => job,
+                        None => {
                             info!(
                                 idle_s = self.config.idle_timeout.as_secs_f64(),
                                 "compute stopped after idle timeout"
@@ -235,7 +394,10 @@ impl ComputePool {
                         }
                     }
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    tenant_deleted = true;
+                    break;
+                }
             };
             self.run_job(tenant, job, &mut writer, &mut compute, &status);
         }
@@ -243,7 +405,10 @@ impl ComputePool {
         if let Some(w) = writer {
             w.shutdown();
         }
-        set_status(&status, |s| s.running = false);
+        if tenant_deleted {
+            // Tenant deleted (no successor can share its id): not covered by `retire`.
+            set_status(&status, |s| s.running = false);
+        }
         self.metrics
             .running_computes
             .fetch_sub(1, Ordering::Relaxed);
@@ -257,15 +422,58 @@ impl ComputePool {
         compute: &mut Option<Compute>,
         status: &Arc<Mutex<TenantStatus>>,
     ) {
-        let result = self.run(tenant, job.request, writer, compute);
-        if let Some(w) = writer.as_ref() {
-            let (vdl, epoch) = (w.vdl(), w.epoch());
-            set_status(status, |s| {
-                s.vdl = vdl;
-                s.epoch = epoch;
-            });
+        let publish = |writer: &Option<Arc<LogWriter>>| {
+            if let Some(w) = writer.as_ref() {
+                let (vdl, epoch) = (w.vdl(), w.epoch());
+                set_status(status, |s| {
+                    s.vdl = vdl;
+                    s.epoch = epoch;
+                });
+            }
+        };
+        match job {
+            Job::Exec { request, reply } => {
+                let result = self.run(tenant, request, writer, compute);
+                publish(writer);
+                let _ = reply.send(result);
+            }
+            Job::StartWriter { reply } => {
+                let result = self.ensure_writer(tenant, writer, compute);
+                publish(writer);
+                let _ = reply.send(result);
+            }
         }
-        let _ = job.reply.send(result);
+    }
+
+    /// The writer, recovered anew if there is none or it failed (its compute goes with it).
+    fn ensure_writer(
+        &self,
+        tenant: TenantId,
+        writer_slot: &mut Option<Arc<LogWriter>>,
+        compute_slot: &mut Option<Compute>,
+    ) -> Result<Arc<LogWriter>, ApiError> {
+        if let Some(w) = writer_slot.as_ref() {
+            if let Some(why) = w.failure() {
+                info!(why = %why, "replacing failed writer");
+                *compute_slot = None;
+                *writer_slot = None;
+            }
+        }
+        if let Some(w) = writer_slot.as_ref() {
+            return Ok(w.clone());
+        }
+        let w = self
+            .rt
+            .block_on(LogWriter::recover(tenant, self.config.log.clone()))
+            .map_err(|e| {
+                self.metrics
+                    .recoveries_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "recovery failed");
+                ApiError::from_kind(e.kind(), e.to_string())
+            })?;
+        *writer_slot = Some(w.clone());
+        Ok(w)
     }
 
     fn run(
@@ -275,29 +483,9 @@ impl ComputePool {
         writer_slot: &mut Option<Arc<LogWriter>>,
         compute_slot: &mut Option<Compute>,
     ) -> Result<JobOutput, ApiError> {
-        if let Some(w) = writer_slot.as_ref() {
-            if let Some(why) = w.failure() {
-                info!(why = %why, "replacing failed writer");
-                *compute_slot = None;
-                *writer_slot = None;
-            }
-        }
-        let cold = compute_slot.is_none();
         let started = Instant::now();
-        if writer_slot.is_none() {
-            let w = self
-                .rt
-                .block_on(LogWriter::recover(tenant, self.config.log.clone()))
-                .map_err(|e| {
-                    self.metrics
-                        .recoveries_failed
-                        .fetch_add(1, Ordering::Relaxed);
-                    warn!(error = %e, "recovery failed");
-                    ApiError::from_kind(e.kind(), e.to_string())
-                })?;
-            *writer_slot = Some(w);
-        }
-        let writer = writer_slot.clone().expect("set above");
+        let writer = self.ensure_writer(tenant, writer_slot, compute_slot)?;
+        let cold = compute_slot.is_none();
         if compute_slot.is_none() {
             // A new instance reads pages from storage, so everything this writer shipped must be
             // durable first: the previous instance's pending pages died with its volume cache.
@@ -332,6 +520,10 @@ impl ComputePool {
                 depends_on: writer.last_lsn(),
                 writer,
             }),
+            Err(e @ ComputeError::RequestTooLarge { .. }) => {
+                // Refused before the guest saw it: the instance is fine.
+                Err(ApiError::too_large(e.to_string()))
+            }
             Err(e) => {
                 *compute_slot = None;
                 if writer.last_lsn() != before && !matches!(e, ComputeError::Backend(_)) {
@@ -384,4 +576,31 @@ impl ComputePool {
 
 fn set_status(s: &Mutex<TenantStatus>, f: impl FnOnce(&mut TenantStatus)) {
     f(&mut s.lock().unwrap_or_else(|p| p.into_inner()));
+}
+
+/// An idle thread asks to stop. Under the slots lock (so no sender can pick the slot up, and
+/// no successor thread can start, meanwhile): a job that slipped in is returned to be served;
+/// otherwise the thread's slot is removed and `on_retire` runs (still under the lock, so what it
+/// records cannot overwrite what a successor records).
+fn retire<J>(
+    slots: &Slots<J>,
+    tenant: TenantId,
+    generation: u64,
+    jobs: &Receiver<J>,
+    on_retire: impl FnOnce(),
+) -> Option<J> {
+    let mut slots = slots.lock().unwrap_or_else(|p| p.into_inner());
+    match jobs.try_recv() {
+        Ok(job) => Some(job),
+        Err(_) => {
+            if slots
+                .get(&tenant)
+                .is_some_and(|s| s.generation == generation)
+            {
+                slots.remove(&tenant);
+                on_retire();
+            }
+            None
+        }
+    }
 }

@@ -16,12 +16,25 @@
 //!    seen, then answers. Nothing un-durable is ever shown to a client.
 //!
 //! Idle tenants' computes stop after `--idle-timeout`; the next request starts one again.
+//!
+//! **Read replicas.** A request with `"replica": true` goes to the tenant's *reader* instead
+//! ([`reader`]): a second compute in this process that never writes. The writer's
+//! [`log_writer::LogWriter`] hands every MTR it ships to the reader's tap; the reader applies
+//! them to the pages it caches ([`replica_cache`]) only up to a VDL, so it answers at a durable
+//! **read point** that shows the writer's commits whole and in LSN order. Lag is a metric.
+//!
+//! **Arrow.** `Accept: application/vnd.apache.arrow.stream` returns the last statement's rows as
+//! an Arrow IPC stream ([`arrow_stream`]: how SQLite's per-value types become column types).
 
 pub mod api;
+pub mod arrow_stream;
 pub mod compute_pool;
 pub mod config;
 pub mod error;
 pub mod log_writer;
 pub mod metrics;
+pub mod page_client;
+pub mod reader;
+pub mod replica_cache;
 pub mod tenants;
 pub mod volume;

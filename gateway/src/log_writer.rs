@@ -10,6 +10,15 @@
 //!
 //! `commit` is synchronous and never waits for durability (asynchronous commit, DESIGN.md §3):
 //! the gateway holds each response until the VDL covers the LSN the response depends on.
+//!
+//! ## The redo stream for readers
+//!
+//! A read replica ([`crate::reader`]) follows the writer through a [`RedoTap`]: every MTR the
+//! writer ships is also handed, LSN-stamped, to each tap ([`PublishedMtr`]). Taps are filled
+//! while the writer's state lock is held, so they see MTRs in LSN order, and an MTR is always
+//! in the taps before the VDL can reach it: a reader that reads the VDL and *then* drains its tap
+//! holds every MTR up to that VDL. A tap is bounded in bytes; a reader too slow to drain it loses
+//! the stream (it is told, and starts over from the pageserver), never the writer's time.
 
 use borealis_core::quorum::{az_of, PG_MEMBERS, READ_QUORUM, WRITE_QUORUM};
 use borealis_core::redo::RedoBody;
@@ -18,9 +27,10 @@ use borealis_quorum::recovery::{self, MemberReport};
 use borealis_quorum::writer::{ShippedMtr, LAL_LSNS_DEFAULT};
 use borealis_quorum::{QuorumWriter, WriteError};
 use borealis_wire::{Body, Client, WireError};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
@@ -32,6 +42,93 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long recovery waits for a write quorum to hold the recovered log.
 const RECOVERY_DURABLE_WAIT: Duration = Duration::from_secs(10);
+/// Bytes of redo one [`RedoTap`] holds before its reader counts as lagging and loses the stream.
+/// A reader drains its tap every few milliseconds; this covers seconds of heavy writing.
+pub const REDO_TAP_BYTES_MAX: usize = 16 << 20;
+/// Bookkeeping charged per record of a [`PublishedMtr`], on top of its body.
+const PUBLISHED_RECORD_OVERHEAD_BYTES: usize = 48;
+
+/// One commit as the writer shipped it: what a reader applies to the pages it has cached.
+#[derive(Debug)]
+pub struct PublishedMtr {
+    /// LSN of the first record: the previous MTR's `commit_lsn` + 1 (LSNs are consecutive).
+    pub first_lsn: Lsn,
+    /// LSN of the last record, the consistency point: the MTR is visible once the VDL reaches it.
+    pub commit_lsn: Lsn,
+    /// Every page change of the commit, ascending by LSN.
+    pub records: Vec<(Lsn, PageNo, RedoBody)>,
+    /// When the writer shipped it (replica lag in time is measured from here).
+    pub shipped_at: Instant,
+}
+
+impl PublishedMtr {
+    /// Memory the MTR holds, roughly: what taps and reader queues are bounded by.
+    pub fn bytes(&self) -> usize {
+        self.records
+            .iter()
+            .map(|(_, _, b)| PUBLISHED_RECORD_OVERHEAD_BYTES + redo_body_len(b))
+            .sum()
+    }
+}
+
+fn redo_body_len(b: &RedoBody) -> usize {
+    match b {
+        RedoBody::Image(v) | RedoBody::Delta(v) => v.len(),
+    }
+}
+
+/// A bounded, lossy subscription to a writer's shipped MTRs ([`LogWriter::subscribe`]).
+///
+/// The writer pushes and never waits; the reader drains. When the reader falls more than
+/// [`REDO_TAP_BYTES_MAX`] behind, the tap drops everything it holds and remembers that it did
+/// ([`TapDrain::overflowed`]); what it queues afterwards is again a gap-free run of MTRs.
+#[derive(Debug, Default)]
+pub struct RedoTap {
+    inner: Mutex<TapInner>,
+}
+
+#[derive(Debug, Default)]
+struct TapInner {
+    mtrs: VecDeque<Arc<PublishedMtr>>,
+    bytes: usize,
+    overflowed: bool,
+}
+
+/// What [`RedoTap::drain`] returns.
+#[derive(Debug, Default)]
+pub struct TapDrain {
+    /// MTRs were dropped before `mtrs` (the reader must give up what it derived from the stream).
+    pub overflowed: bool,
+    /// MTRs in LSN order, without gaps between them.
+    pub mtrs: Vec<Arc<PublishedMtr>>,
+}
+
+impl RedoTap {
+    fn push(&self, mtr: &Arc<PublishedMtr>) {
+        let mut t = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes = mtr.bytes();
+        if t.bytes + bytes > REDO_TAP_BYTES_MAX {
+            t.mtrs.clear();
+            t.bytes = 0;
+            t.overflowed = true;
+            if bytes > REDO_TAP_BYTES_MAX {
+                return; // one MTR bigger than the whole tap: it is lost too
+            }
+        }
+        t.bytes += bytes;
+        t.mtrs.push_back(mtr.clone());
+    }
+
+    /// Takes everything queued since the last drain.
+    pub fn drain(&self) -> TapDrain {
+        let mut t = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        t.bytes = 0;
+        TapDrain {
+            overflowed: std::mem::take(&mut t.overflowed),
+            mtrs: t.mtrs.drain(..).collect(),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -89,6 +186,9 @@ pub struct LogWriter {
     vdl: watch::Sender<Lsn>,
     failed: watch::Sender<Option<String>>,
     stopping: AtomicBool,
+    /// Readers following this writer. Locked only while `state` is held, so taps get MTRs in
+    /// LSN order and a subscription starts at a well-defined LSN.
+    taps: Mutex<Vec<Weak<RedoTap>>>,
 }
 
 fn lock(m: &Mutex<QuorumWriter>) -> std::sync::MutexGuard<'_, QuorumWriter> {
@@ -133,6 +233,7 @@ impl LogWriter {
             vdl: vdl_tx,
             failed: failed_tx,
             stopping: AtomicBool::new(false),
+            taps: Mutex::default(),
         });
         let mut up_rx = Vec::new();
         for (member, rx) in receivers.into_iter().enumerate() {
@@ -210,6 +311,53 @@ impl LogWriter {
         self.stopping.store(true, Ordering::SeqCst);
     }
 
+    /// Whether this writer still ships and its VDL still moves (neither failed nor shut down).
+    pub fn is_live(&self) -> bool {
+        !self.stopping.load(Ordering::SeqCst) && self.failure().is_none()
+    }
+
+    /// Subscribes to the MTRs this writer ships from now on. Returns the tap and the last LSN
+    /// assigned before it: every MTR above that LSN reaches the tap (unless it overflows), none
+    /// at or below it does.
+    pub fn subscribe(&self) -> (Arc<RedoTap>, Lsn) {
+        let state = lock(&self.state);
+        let tap = Arc::new(RedoTap::default());
+        let mut taps = self.taps.lock().unwrap_or_else(|p| p.into_inner());
+        taps.retain(|t| t.strong_count() > 0);
+        taps.push(Arc::downgrade(&tap));
+        (tap, state.last_lsn())
+    }
+
+    /// Hands a shipped MTR to every live tap. Called with the state lock held.
+    fn publish(
+        &self,
+        commit_lsn: Lsn,
+        segments: &[(SegmentId, Vec<borealis_core::redo::RedoRecord>)],
+    ) {
+        let mut taps = self.taps.lock().unwrap_or_else(|p| p.into_inner());
+        taps.retain(|t| t.strong_count() > 0);
+        if taps.is_empty() {
+            return;
+        }
+        let mut records: Vec<(Lsn, PageNo, RedoBody)> = segments
+            .iter()
+            .flat_map(|(_, rs)| rs.iter().map(|r| (r.lsn, r.page_no, r.body.clone())))
+            .collect();
+        records.sort_by_key(|(lsn, _, _)| *lsn);
+        let Some(first_lsn) = records.first().map(|(lsn, _, _)| *lsn) else {
+            return;
+        };
+        let mtr = Arc::new(PublishedMtr {
+            first_lsn,
+            commit_lsn,
+            records,
+            shipped_at: Instant::now(),
+        });
+        for tap in taps.iter().filter_map(Weak::upgrade) {
+            tap.push(&mtr);
+        }
+    }
+
     /// Ships one mini-transaction; returns its commit LSN. Never waits for durability.
     pub fn commit(&self, changes: Vec<(PageNo, RedoBody)>) -> Result<Lsn, LogError> {
         if let Some(why) = self.failure() {
@@ -220,6 +368,7 @@ impl LogWriter {
             commit_lsn,
             segments,
         } = state.submit(changes)?;
+        self.publish(commit_lsn, &segments);
         let vdl = state.vdl();
         for (segment, records) in segments {
             let mut bytes = Vec::with_capacity(records.iter().map(|r| r.encoded_len()).sum());
@@ -345,6 +494,15 @@ async fn recover_epoch(
     }
     let plan = recovery::plan(&reports).map_err(|e| LogError::Recovery(e.to_string()))?;
     let epoch = plan.epoch;
+    // Installing an epoch on fewer members than a write quorum cannot produce a writer, and
+    // each attempt would durably burn an epoch on the members it reached (found by drill 3b:
+    // epochs 1 → 150 during one outage). Stop before any Hello.
+    if reports.len() < WRITE_QUORUM {
+        return Err(LogError::Recovery(format!(
+            "write quorum lost: only {} of {PG_MEMBERS} safekeepers answered, {WRITE_QUORUM} needed to start a writer",
+            reports.len()
+        )));
+    }
 
     // Install the epoch: each member aligns its log to our history (truncating at least above
     // the VDL) before answering.

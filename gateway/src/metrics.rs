@@ -1,10 +1,18 @@
 //! The gateway's metrics, rendered in Prometheus text format at `GET /metrics`.
+//!
+//! Replica lag (see [`crate::reader`]) is a gauge per tenant with a running reader,
+//! `borealis_gateway_replica_lag_lsn{tenant}` (writer VDL minus read point when the reader last
+//! answered or followed), and a histogram over every replica answer,
+//! `borealis_gateway_replica_lag_seconds` (how long ago the oldest durable commit the answer does
+//! not show was shipped).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+
+use borealis_core::TenantId;
 
 /// Latency histogram bucket bounds, in seconds.
 const BUCKETS_SECONDS: [f64; 12] = [
@@ -52,12 +60,36 @@ pub struct Metrics {
     pub running_computes: AtomicU64,
     pub recoveries_failed: AtomicU64,
     pub commits_unknown_outcome: AtomicU64,
+    pub running_readers: AtomicU64,
+    /// Replica answers by how far in time they were behind the writer's VDL.
+    pub replica_lag: Histogram,
+    /// Times a reader dropped its cache and jumped to the VDL (start, writer change, lag).
+    pub replica_resets: AtomicU64,
+    /// Tenant → writer VDL minus the reader's read point, in LSNs.
+    replica_lag_lsn: Mutex<BTreeMap<TenantId, u64>>,
 }
 
 impl Metrics {
     pub fn observe_request(&self, route: &'static str, status: u16, d: Duration) {
         let mut m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
         m.entry((route, status)).or_default().observe(d);
+    }
+
+    pub fn set_replica_lag_lsn(&self, tenant: TenantId, lag: u64) {
+        let mut m = self
+            .replica_lag_lsn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        m.insert(tenant, lag);
+    }
+
+    /// A tenant's reader stopped: its gauge goes away with it.
+    pub fn forget_replica(&self, tenant: TenantId) {
+        let mut m = self
+            .replica_lag_lsn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        m.remove(&tenant);
     }
 
     pub fn render(&self) -> String {
@@ -93,6 +125,31 @@ impl Metrics {
             "# TYPE borealis_gateway_commits_unknown_outcome_total counter\nborealis_gateway_commits_unknown_outcome_total {}",
             self.commits_unknown_outcome.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# TYPE borealis_gateway_running_readers gauge\nborealis_gateway_running_readers {}",
+            self.running_readers.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE borealis_gateway_replica_resets_total counter\nborealis_gateway_replica_resets_total {}",
+            self.replica_resets.load(Ordering::Relaxed)
+        );
+        out.push_str("# TYPE borealis_gateway_replica_lag_lsn gauge\n");
+        for (tenant, lag) in self
+            .replica_lag_lsn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "borealis_gateway_replica_lag_lsn{{tenant=\"{tenant}\"}} {lag}"
+            );
+        }
+        out.push_str("# TYPE borealis_gateway_replica_lag_seconds histogram\n");
+        self.replica_lag
+            .render(&mut out, "borealis_gateway_replica_lag_seconds", "");
         out
     }
 }
@@ -114,5 +171,24 @@ mod tests {
             text.contains("borealis_gateway_cold_start_seconds_count{} 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn replica_lag_is_a_gauge_per_tenant_and_a_histogram() {
+        let m = Metrics::default();
+        m.set_replica_lag_lsn(TenantId(0xab), 7);
+        m.set_replica_lag_lsn(TenantId(0xab), 3);
+        m.replica_lag.observe(Duration::from_millis(3));
+        let text = m.render();
+        assert!(
+            text.contains("borealis_gateway_replica_lag_lsn{tenant=\"00000000000000ab\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("borealis_gateway_replica_lag_seconds_bucket{le=\"0.005\"} 1"),
+            "{text}"
+        );
+        m.forget_replica(TenantId(0xab));
+        assert!(!m.render().contains("replica_lag_lsn{"), "gauge removed");
     }
 }

@@ -12,9 +12,10 @@
 //! after-images as pending pages until the VDL passes them.
 
 use crate::log_writer::{LogError, LogWriter};
+pub use crate::page_client::Page;
+use crate::page_client::PageClient;
 use borealis_core::redo::RedoBody;
 use borealis_core::{ErrorKind, Lsn, PageNo, TenantId, PAGE_SIZE_BYTES};
-use borealis_wire::{Body, Client};
 use compute_abi::{Mtr, PageChangeBody};
 use compute_host::{Backend, BackendError};
 use std::collections::BTreeMap;
@@ -23,19 +24,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::Handle;
 
-const PAGESERVER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-/// Bound on one GetPage round trip, including the pageserver's wait for the log.
-const GETPAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a commit waits for LAL room before it fails.
 const BACKPRESSURE_WAIT: Duration = Duration::from_secs(10);
-
-pub type Page = Arc<Vec<u8>>;
 
 pub struct Volume {
     tenant: TenantId,
     writer: Arc<LogWriter>,
-    pageserver_addr: String,
-    pageserver: Option<Client>,
+    pageserver: PageClient,
     pending: BTreeMap<PageNo, (Lsn, Page)>,
     clean: lru::LruCache<PageNo, Option<Page>>,
     rt: Handle,
@@ -53,8 +48,7 @@ impl Volume {
         Self {
             tenant,
             writer,
-            pageserver_addr,
-            pageserver: None,
+            pageserver: PageClient::new(pageserver_addr),
             pending: BTreeMap::new(),
             clean: lru::LruCache::new(cap),
             rt,
@@ -92,58 +86,9 @@ impl Volume {
     }
 
     fn fetch(&mut self, page: PageNo, lsn: Lsn) -> Result<Option<Page>, BackendError> {
-        let (tenant, epoch, addr) = (
-            self.tenant,
-            self.writer.epoch(),
-            self.pageserver_addr.clone(),
-        );
-        let mut client = self.pageserver.take();
-        let result = self.rt.block_on(async {
-            if client.as_ref().is_none_or(|c| c.is_closed()) {
-                client = Some(
-                    Client::connect(&addr, PAGESERVER_CONNECT_TIMEOUT, None)
-                        .await
-                        .map_err(|e| unavailable(format!("pageserver {addr} unreachable: {e}")))?,
-                );
-            }
-            let c = client.as_ref().expect("connected above");
-            c.call(
-                Body::GetPage {
-                    tenant,
-                    page,
-                    lsn,
-                    epoch,
-                },
-                GETPAGE_TIMEOUT,
-            )
-            .await
-            .map_err(|e| BackendError {
-                kind: e.kind(),
-                message: format!("GetPage {page}@{lsn}: {e}"),
-            })
-        });
-        self.pageserver = client;
-        match result? {
-            Body::Page { image: None } => Ok(None),
-            Body::Page { image: Some(img) } if img.len() == PAGE_SIZE_BYTES => {
-                Ok(Some(Arc::new(img)))
-            }
-            Body::Page { image: Some(img) } => Err(BackendError {
-                kind: ErrorKind::Corrupt,
-                message: format!("pageserver returned {} bytes for page {page}", img.len()),
-            }),
-            other => Err(BackendError {
-                kind: ErrorKind::Internal,
-                message: format!("unexpected answer to GetPage: {}", other.name()),
-            }),
-        }
-    }
-}
-
-fn unavailable(message: String) -> BackendError {
-    BackendError {
-        kind: ErrorKind::Unavailable,
-        message,
+        let epoch = self.writer.epoch();
+        self.pageserver
+            .get_page(&self.rt, self.tenant, page, lsn, epoch)
     }
 }
 

@@ -67,7 +67,7 @@ impl Cluster {
                 dir.display()
             )
         })?;
-        let c: Cluster = serde_json::from_slice(&bytes)
+        let mut c: Cluster = serde_json::from_slice(&bytes)
             .with_context(|| format!("parsing {}", path.display()))?;
         if c.version != CLUSTER_FILE_VERSION {
             bail!(
@@ -76,7 +76,19 @@ impl Cluster {
                 c.version
             );
         }
+        c.pass_object_store_to_pageservers();
         Ok(c)
+    }
+
+    /// Files written before pageservers took `--object-store` start them without it; they must
+    /// checkpoint to the cluster's object store, so the flag is added to their commands.
+    fn pass_object_store_to_pageservers(&mut self) {
+        for n in self.nodes.iter_mut().filter(|n| n.role == "pageserver") {
+            if !n.command.iter().any(|a| a == "--object-store") {
+                n.command.push("--object-store".into());
+                n.command.push(self.object_store.clone());
+            }
+        }
     }
 
     /// Writes the file atomically (temp, fsync, rename, fsync dir).
@@ -172,6 +184,8 @@ impl Cluster {
                     data_dir.display().to_string(),
                     "--safekeepers".into(),
                     all_sk.join(","),
+                    "--object-store".into(),
+                    object_store.clone(),
                 ],
                 addr,
                 http_addr: Some(http),
@@ -306,4 +320,56 @@ pub fn pid_alive(pid: u32, id: &str) -> bool {
 pub fn signal(pid: u32, sig: i32) -> bool {
     // SAFETY: kill(2) has no memory-safety preconditions.
     unsafe { libc::kill(pid as i32, sig) == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pageservers_get_the_clusters_object_store_also_from_old_files() {
+        // (infra has no tempfile dependency: a unique directory by hand, removed at the end.)
+        let dir = std::env::temp_dir().join(format!("borealis-infra-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bin = std::path::Path::new("/bin");
+        let url = "s3://b?endpoint=http://127.0.0.1:9&access_key_id=k&secret_access_key=s";
+        let mut c = Cluster::plan(&dir, bin, Some(url.into()), "60s").unwrap();
+        let object_store_args = |c: &Cluster| -> Vec<String> {
+            c.nodes
+                .iter()
+                .filter(|n| n.role == "pageserver")
+                .map(|n| {
+                    let i = n
+                        .command
+                        .iter()
+                        .position(|a| a == "--object-store")
+                        .unwrap();
+                    n.command[i + 1].clone()
+                })
+                .collect()
+        };
+        assert_eq!(object_store_args(&c), [url, url]);
+        // A file written before the flag existed: loading it adds the flag, once.
+        for n in c.nodes.iter_mut().filter(|n| n.role == "pageserver") {
+            let i = n
+                .command
+                .iter()
+                .position(|a| a == "--object-store")
+                .unwrap();
+            n.command.drain(i..i + 2);
+        }
+        c.save(&dir).unwrap();
+        let loaded = Cluster::load(&dir).unwrap();
+        assert_eq!(object_store_args(&loaded), [url, url]);
+        loaded.save(&dir).unwrap();
+        let again = Cluster::load(&dir).unwrap();
+        let flags = again
+            .nodes
+            .iter()
+            .flat_map(|n| n.command.iter())
+            .filter(|a| *a == "--object-store")
+            .count();
+        assert_eq!(flags, 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -68,6 +68,32 @@ enum Cmd {
         #[arg(long, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
+    /// Benchmark Borealis against PostgreSQL and SQLite: runs `borealis-bench` (built next to
+    /// this binary) with the arguments that follow, e.g. `borealis bench --quick`.
+    #[command(disable_help_flag = true)]
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// Replaces this process with `borealis-bench` from this binary's directory.
+fn exec_bench(args: &[String]) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    let bench = match std::env::current_exe() {
+        Ok(exe) => exe.with_file_name("borealis-bench"),
+        Err(e) => return e,
+    };
+    if !bench.exists() {
+        return std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "{} is missing: build it with `cargo build -p borealis-bench`",
+                bench.display()
+            ),
+        );
+    }
+    std::process::Command::new(&bench).args(args).exec()
 }
 
 #[derive(Subcommand)]
@@ -92,6 +118,11 @@ enum TenantCmd {
 
 fn main() {
     let cli = Cli::parse();
+    if let Cmd::Bench { args } = &cli.command {
+        let e = exec_bench(args);
+        eprintln!("error: cannot run borealis-bench: {e}");
+        std::process::exit(1);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -132,6 +163,7 @@ fn main() {
                 node,
                 data_dir,
             } => commands::node(&data_dir, &action, &node).await,
+            Cmd::Bench { .. } => unreachable!("`bench` replaced this process before the runtime"),
         }
     });
     if let Err(e) = result {

@@ -42,6 +42,12 @@ impl PageCache {
         found
     }
 
+    /// The cached image of `key`, without counting a hit or a miss or refreshing its place in
+    /// the LRU order (for background readers such as checkpoints).
+    pub fn peek(&self, key: &CacheKey) -> Option<Arc<[u8]>> {
+        lock(&self.lru).peek(key).cloned()
+    }
+
     pub fn put(&self, key: CacheKey, image: Arc<[u8]>) {
         lock(&self.lru).put(key, image);
     }

@@ -10,6 +10,11 @@ use thiserror::Error;
 
 /// Longest allowed `--getpage-wait`: a GetPage holds a request slot while it waits.
 pub const GETPAGE_WAIT_MAX: Duration = Duration::from_secs(600);
+/// Bounds of `--checkpoint-interval`: more often than this is pointless work for the object store
+/// (and each checkpoint is a full image of the segment); less often lets the safekeepers' log grow
+/// for too long.
+pub const CHECKPOINT_INTERVAL_MIN: Duration = Duration::from_millis(10);
+pub const CHECKPOINT_INTERVAL_MAX: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -26,7 +31,8 @@ pub struct Args {
     /// Address of the HTTP listener (/status, /metrics, /healthz).
     #[arg(long, env = "PAGESERVER_HTTP", default_value = "127.0.0.1:7181")]
     pub http: String,
-    /// Local data directory. Its `tenants/` folder is wiped at start (local state is a cache).
+    /// Local data directory. Its `tenants/` folder is wiped at start (local state is a cache of
+    /// object storage and the safekeepers).
     #[arg(long, env = "PAGESERVER_DATA_DIR")]
     pub data_dir: PathBuf,
     /// The safekeepers holding the log, `host:port,host:port,...` (the six of the protection group).
@@ -51,6 +57,16 @@ pub struct Args {
     /// Pages per segment (default: 10 GiB segments). Must match the writer's layout.
     #[arg(long, env = "PAGESERVER_PAGES_PER_SEGMENT")]
     pub pages_per_segment: Option<u32>,
+    /// Where checkpoints go: `file:///path` or `s3://bucket?endpoint=...` (default:
+    /// `file://<parent of --data-dir>/objects`, the local cluster's embedded store).
+    #[arg(long, env = "PAGESERVER_OBJECT_STORE")]
+    pub object_store: Option<String>,
+    /// Checkpoint a segment once this many records were applied since its last checkpoint.
+    #[arg(long, env = "PAGESERVER_CHECKPOINT_RECORDS", default_value_t = 10_000)]
+    pub checkpoint_records: u64,
+    /// Checkpoint a segment at least this often while records are applied to it.
+    #[arg(long, env = "PAGESERVER_CHECKPOINT_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub checkpoint_interval: Duration,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -69,6 +85,12 @@ pub enum ConfigError {
     PagesPerSegment,
     #[error("--{0} must not be empty")]
     EmptyAddress(&'static str),
+    #[error("--checkpoint-records must be at least 1")]
+    CheckpointRecords,
+    #[error("--checkpoint-interval must be between {CHECKPOINT_INTERVAL_MIN:?} and {CHECKPOINT_INTERVAL_MAX:?}")]
+    CheckpointInterval,
+    #[error("--data-dir {0}: {1}")]
+    DataDir(String, String),
 }
 
 /// The validated configuration.
@@ -85,6 +107,10 @@ pub struct Config {
     pub layout: SegmentLayout,
     /// Versions retained per page ([`crate::pages::VERSIONS_PER_PAGE_MAX`]).
     pub retain_versions: usize,
+    /// The object store URL (may hold credentials: log it through `remote::redact_url`).
+    pub object_store: String,
+    pub checkpoint_records: u64,
+    pub checkpoint_interval: Duration,
 }
 
 impl Config {
@@ -120,6 +146,24 @@ impl Config {
         if args.http.trim().is_empty() {
             return Err(ConfigError::EmptyAddress("http"));
         }
+        if args.checkpoint_records == 0 {
+            return Err(ConfigError::CheckpointRecords);
+        }
+        if args.checkpoint_interval < CHECKPOINT_INTERVAL_MIN
+            || args.checkpoint_interval > CHECKPOINT_INTERVAL_MAX
+        {
+            return Err(ConfigError::CheckpointInterval);
+        }
+        let object_store = match args.object_store {
+            Some(url) => url,
+            None => {
+                let dir = std::path::absolute(&args.data_dir).map_err(|e| {
+                    ConfigError::DataDir(args.data_dir.display().to_string(), e.to_string())
+                })?;
+                let parent = dir.parent().unwrap_or(&dir);
+                format!("file://{}", parent.join("objects").display())
+            }
+        };
         Ok(Config {
             id: args.id,
             listen: args.listen,
@@ -131,6 +175,9 @@ impl Config {
             dormant_after: args.dormant_after,
             layout,
             retain_versions: crate::pages::VERSIONS_PER_PAGE_MAX,
+            object_store,
+            checkpoint_records: args.checkpoint_records,
+            checkpoint_interval: args.checkpoint_interval,
         })
     }
 }
@@ -167,6 +214,36 @@ mod tests {
         .unwrap();
         assert_eq!(c.getpage_wait, Duration::from_millis(200));
         assert_eq!(c.layout, SegmentLayout::new(4));
+    }
+
+    #[test]
+    fn checkpoint_flags() {
+        let c = parse(&["--safekeepers", "a:1"]).unwrap();
+        assert_eq!(c.object_store, "file:///tmp/objects");
+        assert_eq!(c.checkpoint_records, 10_000);
+        assert_eq!(c.checkpoint_interval, Duration::from_secs(60));
+        let c = parse(&[
+            "--safekeepers",
+            "a:1",
+            "--object-store",
+            "s3://b?endpoint=http://127.0.0.1:9000",
+            "--checkpoint-records",
+            "5",
+            "--checkpoint-interval",
+            "250ms",
+        ])
+        .unwrap();
+        assert_eq!(c.object_store, "s3://b?endpoint=http://127.0.0.1:9000");
+        assert_eq!(c.checkpoint_records, 5);
+        assert_eq!(c.checkpoint_interval, Duration::from_millis(250));
+        assert_eq!(
+            parse(&["--safekeepers", "a:1", "--checkpoint-records", "0"]).unwrap_err(),
+            ConfigError::CheckpointRecords
+        );
+        assert_eq!(
+            parse(&["--safekeepers", "a:1", "--checkpoint-interval", "1ms"]).unwrap_err(),
+            ConfigError::CheckpointInterval
+        );
     }
 
     #[test]

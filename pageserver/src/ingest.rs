@@ -148,7 +148,7 @@ pub(crate) fn spawn_follower(shared: Arc<Shared>, tenant: Arc<Tenant>, segment: 
     let span = info_span!("follow", tenant = %tenant.id, segment = %segment.id);
     let source = LogSource::new(shared.safekeepers.clone());
     segment.update_status(|s| s.safekeeper = source.addr().to_string());
-    let follower = Follower {
+    let mut follower = Follower {
         shared,
         tenant,
         segment,
@@ -160,7 +160,24 @@ pub(crate) fn spawn_follower(shared: Arc<Shared>, tenant: Arc<Tenant>, segment: 
         last_activity: Instant::now(),
     };
     let (tenant, segment) = (follower.tenant.id, follower.segment.id);
-    let task = tokio::spawn(follower.run().instrument(span));
+    let task = tokio::spawn(
+        async move {
+            // First the checkpoint, if there is one: the log is followed from there.
+            let attached =
+                crate::checkpoint::attach(&follower.shared, &follower.tenant, &follower.segment)
+                    .await;
+            follower.cursor = attached.cursor;
+            follower.segment.publish_applied(follower.cursor);
+            crate::checkpoint::spawn_checkpointer(
+                follower.shared.clone(),
+                follower.tenant.clone(),
+                follower.segment.clone(),
+                attached,
+            );
+            follower.run().await
+        }
+        .instrument(span),
+    );
     // A follower only ends by panicking (a bug of ours): say so loudly, its GetPages will time out.
     tokio::spawn(async move {
         if let Err(e) = task.await {
@@ -326,7 +343,7 @@ impl Follower {
                     self.note_problem(e.to_string());
                     self.rotate("record refused");
                 }
-                ApplyError::File(_) => {
+                ApplyError::File(_) | ApplyError::Install { .. } => {
                     error!(error = %e, "writing the page file failed");
                     self.note_problem(e.to_string());
                 }
@@ -418,7 +435,6 @@ impl Follower {
 
     /// Publishes the cursor (every record up to it is in the store by now).
     fn publish(&mut self, applied: usize) {
-        let caught = self.cursor.caught_up_to;
         self.shared.metrics.records_applied.add(applied as u64);
         if applied > 0 {
             self.last_activity = Instant::now();
@@ -432,7 +448,7 @@ impl Follower {
             s.records_applied += applied as u64;
             s.last_applied = last_applied;
         });
-        self.segment.publish_caught_up_to(caught);
+        self.segment.publish_applied(self.cursor);
     }
 
     /// Asks every safekeeper what it holds of the segment (see the module docs); decides as soon

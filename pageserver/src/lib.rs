@@ -37,25 +37,59 @@
 //!   `Unavailable` when the log could not be applied that far in time (retry), `Invalid`
 //!   ("lsn too old") when that version is no longer retained.
 //!
+//! ## Checkpoints, restarts and trimming
+//!
+//! Local state is a cache. What makes a pageserver replaceable is **object storage**
+//! (`--object-store`, any S3-compatible server or a local folder): per segment, a checkpoint is
+//! an immutable **image layer** of every page as of a checkpoint LSN ([`layer`],
+//! `docs/formats/layer-file.md`) plus an **index** naming it ([`index`],
+//! `docs/formats/segment-index.md`), uploaded in that order, so a durable index always names
+//! complete layers ([`checkpoint`], [`remote`]).
+//!
+//! - **When.** Every `--checkpoint-records` records applied, at least every
+//!   `--checkpoint-interval` while records are applied, and at a clean stop (SIGTERM / Ctrl-C,
+//!   bounded by [`checkpoint::SHUTDOWN_CHECKPOINT_TIMEOUT`]). At most one checkpoint per segment
+//!   is in flight; while the object store is down it retries with backoff, and ingest and GetPage
+//!   go on (the log it would let the safekeepers drop stays there meanwhile).
+//! - **Who may write.** Each attachment of a segment (one process following it) claims a new
+//!   **generation**; every object key carries it, so two pageservers that both believe they own a
+//!   segment never overwrite each other, and an attachment deletes only its own superseded layers,
+//!   only while no newer generation exists ([`remote`] explains the rules, after Neon RFC 025).
+//! - **Restarting.** A segment's first GetPage attaches it: the newest checkpoint (highest
+//!   checkpoint LSN of any generation) is downloaded, checked byte by byte, and installed; the log
+//!   is followed from there. A page installed from a layer answers every read point from the
+//!   record that last changed it; an older read point is `Invalid` ("lsn too old"), never a
+//!   wrong page.
+//! - **Trimming.** Once an index is durable, every safekeeper is told
+//!   `Trim { upto: checkpoint LSN, epoch }`; each drops its records up to the highest record of its
+//!   complete chain at or below that (`docs/formats/segment-log.md`). The checkpoint LSN is at or
+//!   below a vouched VDL, so nothing trimmed can ever be truncated by a recovery.
+//!
 //! ## Current state and its limits
 //!
-//! Local state is a cache: page images are appended to `DATA_DIR/tenants/<tenant>/pages.dat`
-//! without fsync, and the whole `tenants/` folder is **wiped at start**; everything is rebuilt
-//! lazily from the safekeepers, which in this version keep the full log. Each page keeps at most
-//! [`pages::VERSIONS_PER_PAGE_MAX`] versions reachable; the page file is never compacted. A
-//! follower that sees no activity goes dormant (no polling) until a GetPage needs it.
-//! Checkpoints of image and delta layers to object storage (and letting safekeepers drop log
-//! below them) are a later step.
+//! Page images are appended to `DATA_DIR/tenants/<tenant>/pages.dat` without fsync, and the whole
+//! `tenants/` folder is **wiped at start**: everything is rebuilt lazily from object storage and
+//! the safekeepers' log tail. Each page keeps at most [`pages::VERSIONS_PER_PAGE_MAX`] versions
+//! reachable; the page file is never compacted. A follower that sees no activity goes dormant (no
+//! polling) until a GetPage needs it. Every checkpoint is a full image of its segment (no delta
+//! layers, no compaction): right for small segments, too much for frequent checkpoints of a full
+//! 10 GiB one. Objects of generations that ended are never deleted (a bounded leak per restart).
+//! A safekeeper whose log is behind every peer's trim point cannot be filled by gossip; rebuilding
+//! it from object storage (segment repair) is not built.
 
 pub mod cache;
+pub mod checkpoint;
 pub mod config;
 pub mod get_page;
 pub mod http;
+pub mod index;
 pub mod ingest;
+pub mod layer;
 pub mod metrics;
 pub mod page_file;
 pub mod page_service;
 pub mod pages;
+pub mod remote;
 pub mod safekeepers;
 pub mod segment_cursor;
 pub mod server;

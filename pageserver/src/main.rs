@@ -19,6 +19,7 @@ fn main() -> anyhow::Result<()> {
         let running = pageserver::start(config)
             .await
             .context("starting the pageserver")?;
+        let tenants = running.tenants.clone();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing a SIGTERM handler")?;
         tokio::select! {
@@ -26,6 +27,12 @@ fn main() -> anyhow::Result<()> {
             _ = term.recv() => tracing::info!("terminated, stopping"),
             e = running.stopped() => return Err(e).context("pageserver stopped"),
         }
+        // A clean stop checkpoints what was applied since the last checkpoint (bounded).
+        pageserver::checkpoint::shutdown(
+            &tenants,
+            pageserver::checkpoint::SHUTDOWN_CHECKPOINT_TIMEOUT,
+        )
+        .await;
         Ok(())
     })
 }

@@ -102,6 +102,16 @@ pub struct Metrics {
     pub safekeeper_switches: Counter,
     pub chain_holes: Counter,
     pub quorum_proofs: Counter,
+    pub checkpoints: Counter,
+    pub checkpoint_aborts: Counter,
+    pub bytes_uploaded: Counter,
+    pub bytes_downloaded: Counter,
+    pub layers_downloaded: Counter,
+    pub layers_deleted: Counter,
+    pub restores: Counter,
+    pub object_store_errors: Counter,
+    pub trims_sent: Counter,
+    pub trim_errors: Counter,
 }
 
 impl Metrics {
@@ -147,7 +157,57 @@ impl Metrics {
             "pageserver_getpage_wait_seconds",
             "Time a GetPage waited for its segment to be applied up to the asked LSN.",
         );
-        let counters: [(&str, &str, u64); 9] = [
+        let counters: [(&str, &str, u64); 20] = [
+            (
+                "pageserver_checkpoints_total",
+                "Checkpoints made durable (layer and index uploaded).",
+                self.checkpoints.get(),
+            ),
+            (
+                "pageserver_checkpoint_aborts_total",
+                "Checkpoints abandoned before upload (a page moved on, or a local write failed).",
+                self.checkpoint_aborts.get(),
+            ),
+            (
+                "pageserver_bytes_uploaded_total",
+                "Bytes of layers and indexes uploaded to object storage.",
+                self.bytes_uploaded.get(),
+            ),
+            (
+                "pageserver_bytes_downloaded_total",
+                "Bytes of layers downloaded from object storage.",
+                self.bytes_downloaded.get(),
+            ),
+            (
+                "pageserver_layers_downloaded_total",
+                "Layers downloaded to restore segments.",
+                self.layers_downloaded.get(),
+            ),
+            (
+                "pageserver_layers_deleted_total",
+                "Layers deleted from object storage after a newer index was durable.",
+                self.layers_deleted.get(),
+            ),
+            (
+                "pageserver_restores_total",
+                "Segments restored from a checkpoint in object storage.",
+                self.restores.get(),
+            ),
+            (
+                "pageserver_object_store_errors_total",
+                "Object store operations that failed (and were retried).",
+                self.object_store_errors.get(),
+            ),
+            (
+                "pageserver_trims_sent_total",
+                "Trim requests sent to safekeepers after a checkpoint.",
+                self.trims_sent.get(),
+            ),
+            (
+                "pageserver_trim_errors_total",
+                "Trim requests that failed or were refused.",
+                self.trim_errors.get(),
+            ),
             (
                 "pageserver_records_applied_total",
                 "Redo records applied.",
@@ -192,6 +252,11 @@ impl Metrics {
                 "pageserver_page_cache_pages",
                 "Page images held in the cache.",
                 cache.len() as u64,
+            ),
+            (
+                "pageserver_page_cache_capacity_pages",
+                "Page images the cache holds at most (--cache-pages).",
+                cache.capacity() as u64,
             ),
         ];
         for (name, help, value) in counters {

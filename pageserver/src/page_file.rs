@@ -19,8 +19,9 @@
 //! and the image. The header names its own page and LSN, so a misdirected or stale read is
 //! detected as corruption instead of being served as the page that was asked for.
 //!
-//! The file is a local cache of what the safekeepers hold, not a durable store: it is never
-//! fsynced, and it is wiped when the pageserver starts (see the crate docs).
+//! The file is a local cache of what object storage and the safekeepers hold, not a durable
+//! store: it is never fsynced, and it is wiped when the pageserver starts (see the crate docs).
+//! Image layers (`crate::layer`) hold these same records.
 
 use borealis_core::{Lsn, PageNo, PAGE_SIZE_BYTES};
 use std::fs::{File, OpenOptions};

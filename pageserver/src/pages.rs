@@ -31,12 +31,19 @@
 //!   segment chain (`prev_lsn_segment`, checked by the follower) still guarantees that no record
 //!   of the page is missing.
 //!
+//! ## Versions installed from a checkpoint
+//!
+//! A pageserver that starts from a checkpoint ([`crate::checkpoint`]) installs each page of the
+//! image layer with [`TenantPages::install`]: the page's content as of the checkpoint, labelled
+//! with the LSN of the record that last changed it. It is marked as having older versions
+//! dropped, so a read below it is "too old", never "no page" or a later version.
+//!
 //! ## Bounds (the current state)
 //!
 //! At most `retain_versions` versions per page stay reachable ([`VERSIONS_PER_PAGE_MAX`] by
 //! default); older ones drop out of the index (their bytes stay in the file until it is wiped).
-//! The page file itself only grows while the process runs: it is compacted by nothing yet, and
-//! checkpoints to object storage are a later step.
+//! The page file itself only grows while the process runs: it is compacted by nothing yet (a
+//! restart starts it afresh from the newest checkpoint).
 
 use crate::cache::PageCache;
 use crate::page_file::{PageFile, PageFileError, IMAGE_RECORD_BYTES};
@@ -72,6 +79,11 @@ pub enum ApplyError {
         lsn: Lsn,
         source: CodecError,
     },
+    #[error(
+        "cannot install page {page} at lsn {lsn} from a layer: it already has a version at lsn \
+         {newest}"
+    )]
+    Install { page: PageNo, lsn: Lsn, newest: Lsn },
     #[error(transparent)]
     File(#[from] PageFileError),
 }
@@ -83,6 +95,9 @@ pub enum ReadError {
     #[error(transparent)]
     File(#[from] PageFileError),
 }
+
+/// A page's bytes, shared with the cache.
+pub type PageImage = Arc<[u8]>;
 
 /// Where the version a read wants can be found.
 #[derive(Clone, Debug)]
@@ -268,6 +283,98 @@ impl TenantPages {
         self.cache
             .put((self.tenant, page, record.lsn), Arc::from(image));
         Ok(())
+    }
+
+    /// Installs a page version read from an image layer (a checkpoint): the page's content as
+    /// of the checkpoint, changed last by the record at `lsn`. It becomes the page's oldest
+    /// retained version, and reads below it are "too old" (the layer does not say what the page
+    /// was before). Installing the same version again is a no-op (a retried restore); any other
+    /// version already present is an error. Returns whether it was installed. Blocking (file
+    /// i/o); the image is not cached (a restore must not evict the working set).
+    pub fn install(&self, page: PageNo, lsn: Lsn, image: &[u8]) -> Result<bool, ApplyError> {
+        if let Some(newest) = lock(&self.index).newest(page) {
+            if newest.lsn == lsn {
+                return Ok(false);
+            }
+            return Err(ApplyError::Install {
+                page,
+                lsn,
+                newest: newest.lsn,
+            });
+        }
+        let offset = {
+            let mut index = lock(&self.index);
+            let offset = index.end_offset;
+            index.end_offset += IMAGE_RECORD_BYTES as u64;
+            offset
+        };
+        self.file
+            .write_image(offset, page, lsn, image)
+            .map_err(PageFileError::from)?;
+        let mut index = lock(&self.index);
+        let segment = self.layout.segment_of(page);
+        let pv = index.pages.entry(page).or_default();
+        if let Some(newest) = pv.versions.back() {
+            // Someone else installed or applied it meanwhile (a bug: one restorer per segment).
+            return Err(ApplyError::Install {
+                page,
+                lsn,
+                newest: newest.lsn,
+            });
+        }
+        pv.versions.push_back(Stored { lsn, offset });
+        pv.trimmed = true;
+        let counts = index.per_segment.entry(segment).or_default();
+        counts.pages += 1;
+        counts.versions += 1;
+        Ok(true)
+    }
+
+    /// Pages of `segment` that have at least one version, in increasing order.
+    pub fn segment_pages(&self, segment: SegmentId) -> Vec<PageNo> {
+        let mut pages: Vec<PageNo> = lock(&self.index)
+            .pages
+            .iter()
+            .filter(|(p, pv)| self.layout.segment_of(**p) == segment && !pv.versions.is_empty())
+            .map(|(p, _)| *p)
+            .collect();
+        pages.sort();
+        pages
+    }
+
+    /// The version of `page` a checkpoint at `lsn` writes, and its LSN: like a read at `lsn`,
+    /// but leaving the cache's order and counters alone and caching nothing it reads. Blocking
+    /// (file i/o).
+    pub fn version_for_checkpoint(
+        &self,
+        page: PageNo,
+        lsn: Lsn,
+    ) -> Result<Option<(Lsn, PageImage)>, ReadError> {
+        let version = {
+            let index = lock(&self.index);
+            let Some(pv) = index.pages.get(&page) else {
+                return Ok(None);
+            };
+            match pv.versions.iter().rev().find(|v| v.lsn <= lsn) {
+                Some(v) => Version {
+                    page,
+                    lsn: v.lsn,
+                    offset: v.offset,
+                },
+                None if pv.trimmed => {
+                    let oldest = pv.versions.front().map_or(Lsn::INVALID, |v| v.lsn);
+                    return Err(ReadError::LsnTooOld { page, lsn, oldest });
+                }
+                None => return Ok(None),
+            }
+        };
+        if let Some(image) = self.cache.peek(&(self.tenant, page, version.lsn)) {
+            return Ok(Some((version.lsn, image)));
+        }
+        let image = self
+            .file
+            .read_image(version.offset, version.page, version.lsn)?;
+        Ok(Some((version.lsn, Arc::from(image))))
     }
 
     /// Finds the version of `page` a read at `lsn` must see.

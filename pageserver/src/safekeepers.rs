@@ -17,6 +17,9 @@ use tokio::task::JoinSet;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Bound on a `GetState` round trip (it answers from memory on the safekeeper).
 pub const STATE_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bound on a `Trim` round trip: the safekeeper fsyncs its control file and rewrites the
+/// segment's log file before it answers.
+pub const TRIM_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A safekeeper's answer to `ReadLog`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,6 +159,58 @@ impl SafekeeperPool {
                 other.name()
             ))),
         }
+    }
+
+    async fn trim_one(
+        &self,
+        index: usize,
+        tenant: TenantId,
+        segment: SegmentId,
+        epoch: u64,
+        upto: Lsn,
+    ) -> Result<Lsn, WireError> {
+        let client = self.client(index).await?;
+        let body = Body::Trim {
+            tenant,
+            segment,
+            epoch,
+            upto,
+        };
+        match client.call(body, TRIM_CALL_TIMEOUT).await? {
+            Body::Trimmed { base } => Ok(base),
+            other => Err(WireError::Unexpected(format!(
+                "{} in answer to trim",
+                other.name()
+            ))),
+        }
+    }
+
+    /// Tells every safekeeper, in parallel, that the segment's log up to `upto` is checkpointed
+    /// (see `Body::Trim`); returns each one's answer (its trim point after), by address.
+    pub async fn trim_all(
+        self: &Arc<Self>,
+        tenant: TenantId,
+        segment: SegmentId,
+        epoch: u64,
+        upto: Lsn,
+    ) -> Vec<(String, Result<Lsn, WireError>)> {
+        let mut set = JoinSet::new();
+        for index in 0..self.addrs.len() {
+            let pool = self.clone();
+            set.spawn(async move {
+                let answer = pool.trim_one(index, tenant, segment, epoch, upto).await;
+                (index, answer)
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok((index, answer)) => out.push((self.addrs[index].clone(), answer)),
+                Err(e) => tracing::error!(error = %e, "trim task failed"),
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// Asks every safekeeper, in parallel, what it holds of `tenant`; the answers can be taken as

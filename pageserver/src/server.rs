@@ -3,6 +3,7 @@
 use crate::cache::PageCache;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::remote::Remote;
 use crate::safekeepers::SafekeeperPool;
 use crate::tenant::{Shared, Tenants};
 use std::io;
@@ -48,8 +49,8 @@ impl Running {
     }
 }
 
-/// Starts a pageserver. Wipes `DATA_DIR/tenants` first: local state is rebuilt from the
-/// safekeepers on demand (see the crate docs).
+/// Starts a pageserver. Wipes `DATA_DIR/tenants` first: local state is rebuilt on demand from
+/// object storage and the safekeepers (see the crate docs).
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let tenants_dir = config.data_dir.join("tenants");
     match std::fs::remove_dir_all(&tenants_dir) {
@@ -69,18 +70,29 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let wire_addr = wire.local_addr().map_err(ctx("wire listener address"))?;
     let http_addr = http.local_addr().map_err(ctx("http listener address"))?;
 
+    let store = borealis_objstore::open(&config.object_store).map_err(|e| StartError {
+        what: format!(
+            "opening the object store {}",
+            crate::remote::redact_url(&config.object_store)
+        ),
+        source: io::Error::other(e.to_string()),
+    })?;
     let addrs: Arc<[String]> = config.safekeepers.clone().into();
     let shared = Arc::new(Shared {
         cache: Arc::new(PageCache::new(config.cache_pages)),
         safekeepers: Arc::new(SafekeeperPool::new(addrs)),
         metrics: Metrics::default(),
+        remote: Remote::new(store, config.id.clone()),
         config,
     });
     let tenants = Arc::new(Tenants::new(shared.clone()));
     tracing::info!(
         id = %shared.config.id, wire = %wire_addr, http = %http_addr,
         safekeepers = ?shared.config.safekeepers, pages_per_segment = shared.config.layout.pages_per_segment(),
-        cache_pages = shared.config.cache_pages.get(), "pageserver serving"
+        cache_pages = shared.config.cache_pages.get(),
+        object_store = %crate::remote::redact_url(&shared.config.object_store),
+        checkpoint_records = shared.config.checkpoint_records,
+        checkpoint_interval = ?shared.config.checkpoint_interval, "pageserver serving"
     );
     let wire = tokio::spawn(crate::page_service::serve(wire, tenants.clone()));
     let router = crate::http::router(tenants.clone());

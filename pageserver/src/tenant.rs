@@ -9,10 +9,13 @@
 //! everywhere else.
 
 use crate::cache::PageCache;
+use crate::checkpoint::CheckpointStatus;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pages::{SegmentCounts, TenantPages};
+use crate::remote::Remote;
 use crate::safekeepers::SafekeeperPool;
+use crate::segment_cursor::Cursor;
 use borealis_core::{Lsn, SegmentId, TenantId};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -31,6 +34,7 @@ pub struct Shared {
     pub metrics: Metrics,
     pub cache: Arc<PageCache>,
     pub safekeepers: Arc<SafekeeperPool>,
+    pub remote: Remote,
 }
 
 /// What GetPage requests have vouched for: every LSN up to `lsn` is durable, and the newest
@@ -68,7 +72,7 @@ impl Tenant {
         self.vouched.subscribe()
     }
 
-    fn segments(&self) -> Vec<Arc<Segment>> {
+    pub fn segments(&self) -> Vec<Arc<Segment>> {
         lock(&self.segments).values().cloned().collect()
     }
 }
@@ -92,6 +96,13 @@ pub struct FollowStatus {
 pub struct Segment {
     pub id: SegmentId,
     caught_up_to: watch::Sender<Lsn>,
+    /// The follower's cursor as last published: `caught_up_to` and the newest record applied at
+    /// or below it, together (a checkpoint needs both of the same moment).
+    applied: Mutex<Cursor>,
+    /// Checkpoint requests (a counter, bumped by a clean shutdown) and the last one served.
+    checkpoint_requested: watch::Sender<u64>,
+    checkpoint_served: watch::Sender<u64>,
+    checkpoint: Mutex<CheckpointStatus>,
     /// The LSNs GetPage requests wait for now (with how many wait for each); its maximum is
     /// published in `wanted`.
     waiters: Mutex<BTreeMap<Lsn, usize>>,
@@ -104,6 +115,10 @@ impl Segment {
         Segment {
             id,
             caught_up_to: watch::channel(Lsn::INVALID).0,
+            applied: Mutex::new(Cursor::default()),
+            checkpoint_requested: watch::channel(0).0,
+            checkpoint_served: watch::channel(0).0,
+            checkpoint: Mutex::new(CheckpointStatus::default()),
             waiters: Mutex::new(BTreeMap::new()),
             wanted: watch::channel(Lsn::INVALID).0,
             status: Mutex::new(FollowStatus::default()),
@@ -122,14 +137,61 @@ impl Segment {
         self.wanted.subscribe()
     }
 
-    /// Publishes progress. Every record at or below `lsn` must already be in the page store.
-    pub fn publish_caught_up_to(&self, lsn: Lsn) {
+    /// Publishes progress. Every record at or below `cursor.caught_up_to` must already be in the
+    /// page store, and `cursor.last_applied` must be the newest of them.
+    pub fn publish_applied(&self, cursor: Cursor) {
+        *lock(&self.applied) = cursor;
+        let lsn = cursor.caught_up_to;
         self.caught_up_to.send_if_modified(|c| {
             assert!(lsn >= *c, "caught_up_to went backwards");
             let raise = lsn > *c;
             *c = lsn;
             raise
         });
+    }
+
+    /// The cursor as last published.
+    pub fn applied(&self) -> Cursor {
+        *lock(&self.applied)
+    }
+
+    pub fn follow_status(&self) -> FollowStatus {
+        lock(&self.status).clone()
+    }
+
+    pub fn update_checkpoint(&self, f: impl FnOnce(&mut CheckpointStatus)) {
+        f(&mut lock(&self.checkpoint));
+    }
+
+    pub fn checkpoint_status(&self) -> CheckpointStatus {
+        lock(&self.checkpoint).clone()
+    }
+
+    /// Asks the checkpointer for a checkpoint now; returns the request's number.
+    pub fn request_checkpoint(&self) -> u64 {
+        let mut n = 0;
+        self.checkpoint_requested.send_modify(|r| {
+            *r += 1;
+            n = *r;
+        });
+        n
+    }
+
+    pub fn subscribe_checkpoint_requests(&self) -> watch::Receiver<u64> {
+        self.checkpoint_requested.subscribe()
+    }
+
+    /// Marks requests up to `n` served.
+    pub fn checkpoint_served(&self, n: u64) {
+        self.checkpoint_served.send_if_modified(|s| {
+            let raise = n > *s;
+            *s = (*s).max(n);
+            raise
+        });
+    }
+
+    pub fn subscribe_checkpoint_served(&self) -> watch::Receiver<u64> {
+        self.checkpoint_served.subscribe()
     }
 
     pub fn update_status(&self, f: impl FnOnce(&mut FollowStatus)) {
@@ -241,12 +303,22 @@ impl Tenants {
         Some(segment)
     }
 
+    /// Every followed segment of every tenant.
+    pub fn all_segments(&self) -> Vec<(Arc<Tenant>, Arc<Segment>)> {
+        let tenants: Vec<Arc<Tenant>> = lock(&self.map).values().cloned().collect();
+        tenants
+            .into_iter()
+            .flat_map(|t| t.segments().into_iter().map(move |s| (t.clone(), s)))
+            .collect()
+    }
+
     pub fn status(&self) -> StatusDoc {
         let mut tenants: Vec<Arc<Tenant>> = lock(&self.map).values().cloned().collect();
         tenants.sort_by_key(|t| t.id);
         let cache = &self.shared.cache;
         StatusDoc {
             id: self.shared.config.id.clone(),
+            object_store: crate::remote::redact_url(&self.shared.config.object_store),
             cache: CacheStatus {
                 pages: cache.len(),
                 capacity: cache.capacity(),
@@ -270,6 +342,7 @@ impl Tenants {
                             waiting_for: *s.wanted.borrow(),
                             counts: t.pages.segment_counts(s.id),
                             follow: lock(&s.status).clone(),
+                            checkpoint: s.checkpoint_status(),
                         })
                         .collect(),
                 })
@@ -282,6 +355,8 @@ impl Tenants {
 #[derive(Debug, Serialize)]
 pub struct StatusDoc {
     pub id: String,
+    /// Where checkpoints go (credentials left out).
+    pub object_store: String,
     pub cache: CacheStatus,
     pub tenants: Vec<TenantStatus>,
 }
@@ -314,6 +389,7 @@ pub struct SegmentStatusDoc {
     pub counts: SegmentCounts,
     #[serde(flatten)]
     pub follow: FollowStatus,
+    pub checkpoint: CheckpointStatus,
 }
 
 /// The state behind these locks is updated in single assignments, so a poisoned lock is usable.

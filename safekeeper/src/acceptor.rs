@@ -16,6 +16,12 @@
 //!   through records that are all held. Records may arrive out of order (after a lost packet, a
 //!   restart, or from a peer filling a hole): they are held but the SCL waits until the hole is
 //!   filled, then jumps over everything that was waiting.
+//! - **How far may the log be trimmed?** [`SegmentChain::trim_point_for`]: once a pageserver has
+//!   checkpointed a segment to object storage, its records up to the checkpoint may go — but
+//!   only through a record of this member's complete chain (never above its SCL), and only if
+//!   this member is at the epoch the checkpoint's log was read under
+//!   ([`TenantAcceptor::judge_trim`]). The chain then starts at that record (its *base*), and
+//!   keeps the last CPL at or below it, so recovery's `GetState` answers stay right.
 //!
 //! ## Invariant
 //!
@@ -36,6 +42,16 @@ pub struct Link {
     pub is_cpl: bool,
 }
 
+/// Where a segment's log was trimmed: every record at or below `base` was dropped (it is
+/// checkpointed to object storage). `base` is the LSN of a record that was on the chain, so the
+/// next record of the segment names it as its `prev_lsn_segment`; `last_cpl` is the highest
+/// consistency point at or below it, which recovery still needs once the records are gone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TrimPoint {
+    pub base: Lsn,
+    pub last_cpl: Lsn,
+}
+
 /// The backlink chain of one segment as held by this safekeeper.
 #[derive(Clone, Debug, Default)]
 pub struct SegmentChain {
@@ -43,6 +59,8 @@ pub struct SegmentChain {
     /// The chain starts here: `Lsn::INVALID`, or the LSN below which the log was trimmed (every
     /// record up to it is known to be in object storage). Records at or below it are not held.
     base: Lsn,
+    /// The highest consistency point at or below `base`.
+    base_last_cpl: Lsn,
     scl: Lsn,
     last_cpl: Lsn,
 }
@@ -52,17 +70,72 @@ impl SegmentChain {
         SegmentChain::default()
     }
 
-    /// A chain whose records up to `base` were trimmed away (checkpointed elsewhere).
-    pub fn with_base(base: Lsn) -> SegmentChain {
+    /// A chain whose records up to `trim.base` were trimmed away (checkpointed elsewhere).
+    pub fn with_base(trim: TrimPoint) -> SegmentChain {
+        assert!(
+            trim.last_cpl <= trim.base,
+            "the trim's CPL is at or below it"
+        );
         SegmentChain {
-            base,
-            scl: base,
+            base: trim.base,
+            base_last_cpl: trim.last_cpl,
+            scl: trim.base,
+            last_cpl: trim.last_cpl,
             ..SegmentChain::default()
         }
     }
 
     pub fn scl(&self) -> Lsn {
         self.scl
+    }
+
+    /// Where the log was trimmed (`INVALID`: never).
+    pub fn base(&self) -> Lsn {
+        self.base
+    }
+
+    pub fn trim_point(&self) -> TrimPoint {
+        TrimPoint {
+            base: self.base,
+            last_cpl: self.base_last_cpl,
+        }
+    }
+
+    /// Where a trim up to `upto` would cut: the highest held record at or below both `upto` and
+    /// the SCL (so only records of the complete chain), with the last CPL at or below it. `None`
+    /// when that is not above the current base (nothing to drop).
+    pub fn trim_point_for(&self, upto: Lsn) -> Option<TrimPoint> {
+        let limit = upto.min(self.scl);
+        let (&base, _) = self.held.range(..=limit).next_back()?;
+        if base <= self.base {
+            return None;
+        }
+        let last_cpl = self
+            .held
+            .range(..=base)
+            .rev()
+            .find(|(_, link)| link.is_cpl)
+            .map_or(self.base_last_cpl, |(lsn, _)| *lsn);
+        Some(TrimPoint { base, last_cpl })
+    }
+
+    /// Drops every record at or below `trim.base`, which must come from
+    /// [`SegmentChain::trim_point_for`]: the SCL and last CPL do not change. Returns how many
+    /// records were dropped.
+    pub fn trim(&mut self, trim: TrimPoint) -> usize {
+        assert!(
+            trim.base > self.base && trim.base <= self.scl,
+            "a trim moves the base forward, within the complete chain"
+        );
+        assert!(
+            trim.last_cpl <= self.last_cpl,
+            "the trim's CPL is on the chain"
+        );
+        let kept = self.held.split_off(&Lsn(trim.base.0.saturating_add(1)));
+        let dropped = std::mem::replace(&mut self.held, kept).len();
+        self.base = trim.base;
+        self.base_last_cpl = trim.last_cpl;
+        dropped
     }
 
     /// The highest consistency point at or below the SCL (`Lsn::INVALID` if none).
@@ -143,7 +216,7 @@ impl SegmentChain {
 
     fn recompute(&mut self) {
         self.scl = self.base;
-        self.last_cpl = Lsn::INVALID;
+        self.last_cpl = self.base_last_cpl;
         self.advance();
     }
 
@@ -192,6 +265,18 @@ pub enum AppendVerdict {
     HelloFirst {
         current: u64,
     },
+}
+
+/// What to do with a `Trim`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrimVerdict {
+    /// Make `TrimPoint` durable, then drop the records at or below its base.
+    Trim(TrimPoint),
+    /// Nothing to drop: the log is already trimmed as far as it may be (answer with `base`).
+    Nothing { base: Lsn },
+    /// This member's epoch is older than the checkpoint's: it may hold records a newer writer
+    /// truncated everywhere else, so it must not treat its log as the checkpointed one.
+    Behind { current: u64 },
 }
 
 /// Which records of an append to write.
@@ -325,6 +410,41 @@ impl TenantAcceptor {
             .values_mut()
             .map(|c| c.truncate_above(truncate_above))
             .sum()
+    }
+
+    /// Judges `Trim { epoch, upto }` for `segment` (see [`TrimVerdict`]).
+    pub fn judge_trim(&self, segment: SegmentId, epoch: u64, upto: Lsn) -> TrimVerdict {
+        if self.epoch < epoch || self.epoch == 0 {
+            return TrimVerdict::Behind {
+                current: self.epoch,
+            };
+        }
+        let Some(chain) = self.segments.get(&segment) else {
+            return TrimVerdict::Nothing { base: Lsn::INVALID };
+        };
+        match chain.trim_point_for(upto) {
+            Some(point) => TrimVerdict::Trim(point),
+            None => TrimVerdict::Nothing { base: chain.base() },
+        }
+    }
+
+    /// Every segment's trim point, for the control file (segments never trimmed are left out).
+    pub fn trim_points(&self) -> Vec<(SegmentId, TrimPoint)> {
+        self.segments
+            .iter()
+            .filter(|(_, c)| c.base().is_valid())
+            .map(|(s, c)| (*s, c.trim_point()))
+            .collect()
+    }
+
+    /// Restores a trim point read from the control file, before any record of the segment is
+    /// inserted.
+    pub fn restore_trim(&mut self, segment: SegmentId, trim: TrimPoint) {
+        let previous = self.segments.insert(segment, SegmentChain::with_base(trim));
+        assert!(
+            previous.is_none_or(|c| c.records() == 0 && !c.base().is_valid()),
+            "trim points are restored first"
+        );
     }
 
     pub fn judge_append(&self, epoch: u64) -> AppendVerdict {
@@ -513,13 +633,113 @@ mod tests {
 
     #[test]
     fn a_trimmed_chain_starts_at_its_base() {
-        let mut c = SegmentChain::with_base(Lsn(10));
-        assert_eq!(c.scl(), Lsn(10));
+        let mut c = SegmentChain::with_base(TrimPoint {
+            base: Lsn(10),
+            last_cpl: Lsn(8),
+        });
+        assert_eq!((c.scl(), c.last_cpl()), (Lsn(10), Lsn(8)));
         assert!(!c.insert(Lsn(7), link(3, false)), "below the base");
         fill(&mut c, &[(12, 10, true)]);
-        assert_eq!(c.scl(), Lsn(12));
+        assert_eq!((c.scl(), c.last_cpl()), (Lsn(12), Lsn(12)));
         c.remove(Lsn(12));
         assert_eq!(c.scl(), Lsn(10));
+        assert_eq!(
+            c.last_cpl(),
+            Lsn(8),
+            "recovery still sees the CPL below the base"
+        );
+    }
+
+    #[test]
+    fn trimming_cuts_through_a_chain_record_at_or_below_the_scl() {
+        let mut c = SegmentChain::new();
+        // The segment's records are 1, 3, 4, 7, 9 (CPLs 3 and 7); 12 waits above a hole.
+        fill(
+            &mut c,
+            &[
+                (1, 0, false),
+                (3, 1, true),
+                (4, 3, false),
+                (7, 4, true),
+                (9, 7, false),
+                (12, 11, true),
+            ],
+        );
+        assert_eq!((c.scl(), c.last_cpl()), (Lsn(9), Lsn(7)));
+        // Up to 6: through record 4 (the last at or below 6), whose last CPL is 3.
+        let p = c.trim_point_for(Lsn(6)).unwrap();
+        assert_eq!(
+            p,
+            TrimPoint {
+                base: Lsn(4),
+                last_cpl: Lsn(3)
+            }
+        );
+        // Never above the SCL, even when asked for more: 12 is not on the complete chain.
+        assert_eq!(c.trim_point_for(Lsn(50)).unwrap().base, Lsn(9));
+        assert_eq!(c.trim(p), 3);
+        assert_eq!((c.base(), c.scl(), c.last_cpl()), (Lsn(4), Lsn(9), Lsn(7)));
+        assert_eq!(c.records(), 3);
+        assert_eq!(
+            c.trim_point_for(Lsn(5)),
+            None,
+            "nothing left to drop up to 5"
+        );
+        assert_eq!(c.trim_point_for(Lsn(4)), None);
+        // The hole is filled: the chain goes on from the base as before.
+        fill(&mut c, &[(11, 9, false)]);
+        assert_eq!((c.scl(), c.last_cpl()), (Lsn(12), Lsn(12)));
+        // A truncation below the base (which recovery never asks for) cannot un-trim.
+        c.truncate_above(Lsn(2));
+        assert_eq!(
+            (c.scl(), c.last_cpl(), c.end_lsn()),
+            (Lsn(4), Lsn(3), Lsn(4))
+        );
+    }
+
+    #[test]
+    fn a_trim_needs_the_checkpoints_epoch() {
+        let mut a = TenantAcceptor::new(h(&[(1, 0), (2, 3)]));
+        fill(
+            a.segment_mut(SegmentId(0)),
+            &[(1, 0, true), (3, 1, true), (5, 3, true)],
+        );
+        assert_eq!(
+            a.judge_trim(SegmentId(0), 3, Lsn(5)),
+            TrimVerdict::Behind { current: 2 }
+        );
+        assert_eq!(
+            a.judge_trim(SegmentId(0), 2, Lsn(4)),
+            TrimVerdict::Trim(TrimPoint {
+                base: Lsn(3),
+                last_cpl: Lsn(3)
+            })
+        );
+        assert_eq!(
+            a.judge_trim(SegmentId(1), 2, Lsn(4)),
+            TrimVerdict::Nothing { base: Lsn(0) }
+        );
+        assert_eq!(
+            TenantAcceptor::default().judge_trim(SegmentId(0), 0, Lsn(4)),
+            TrimVerdict::Behind { current: 0 }
+        );
+        let p = TrimPoint {
+            base: Lsn(3),
+            last_cpl: Lsn(3),
+        };
+        a.segment_mut(SegmentId(0)).trim(p);
+        assert_eq!(a.trim_points(), vec![(SegmentId(0), p)]);
+        assert_eq!(
+            a.judge_trim(SegmentId(0), 1, Lsn(3)),
+            TrimVerdict::Nothing { base: Lsn(3) }
+        );
+        let mut b = TenantAcceptor::new(h(&[(1, 0), (2, 3)]));
+        b.restore_trim(SegmentId(0), p);
+        fill(b.segment_mut(SegmentId(0)), &[(1, 0, true), (5, 3, true)]);
+        assert_eq!(
+            b.segment(SegmentId(0)).map(|c| (c.scl(), c.records())),
+            Some((Lsn(5), 1))
+        );
     }
 
     fn h(entries: &[(u64, u64)]) -> Vec<EpochStart> {

@@ -13,17 +13,34 @@
 //! with `pending_truncation_above: X`, then, once every segment file is truncated above `X` and
 //! synced, the same with `null`. A safekeeper that finds a pending truncation at start-up finishes
 //! it before it serves anything (Neon PR #9685: truncation must survive a crash half-way).
+//!
+//! Since version 2 it also holds each segment's **trim point** ([`SegmentTrim`]): where the log
+//! was trimmed after a pageserver checkpointed it to object storage. The trim point is stored
+//! before any record is dropped, so after a crash half-way the segment file may still hold
+//! records at or below it; opening the tenant drops them (trimming is idempotent). Version 1
+//! files (no trims) are read as "never trimmed"; files are always written as version 2.
 
+use crate::acceptor::TrimPoint;
 use crate::segment_log::fsync_dir;
 use borealis_core::history::{self, EpochStart};
-use borealis_core::Lsn;
+use borealis_core::{Lsn, SegmentId};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
 
 pub const CONTROL_FILE_NAME: &str = "control.json";
 const CONTROL_TEMP_NAME: &str = "control.json.tmp";
-pub const CONTROL_VERSION: u32 = 1;
+/// The version written. Version 1 (the same without `trims`) is still read.
+pub const CONTROL_VERSION: u32 = 2;
+const CONTROL_VERSIONS_READ: [u32; 2] = [1, 2];
+
+/// A segment's trim point in the control file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentTrim {
+    pub segment: u32,
+    #[serde(flatten)]
+    pub point: TrimPoint,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlState {
@@ -34,6 +51,10 @@ pub struct ControlState {
     pub history: Vec<EpochStart>,
     /// Records above this LSN may still be on disk and must be truncated before serving.
     pub pending_truncation_above: Option<Lsn>,
+    /// Where each trimmed segment's log starts (segments never trimmed are absent), in segment
+    /// order.
+    #[serde(default)]
+    pub trims: Vec<SegmentTrim>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,12 +78,45 @@ impl ControlState {
             epoch_start_lsn: last.start,
             history,
             pending_truncation_above,
+            trims: Vec::new(),
         }
     }
 
+    /// The same state with these segments' trim points.
+    pub fn with_trims(mut self, trims: &[(SegmentId, TrimPoint)]) -> ControlState {
+        self.trims = trims
+            .iter()
+            .map(|&(segment, point)| SegmentTrim {
+                segment: segment.0,
+                point,
+            })
+            .collect();
+        self.trims.sort_by_key(|t| t.segment);
+        self
+    }
+
+    /// The trim points, by segment.
+    pub fn trim_points(&self) -> Vec<(SegmentId, TrimPoint)> {
+        self.trims
+            .iter()
+            .map(|t| (SegmentId(t.segment), t.point))
+            .collect()
+    }
+
     fn check(&self) -> Result<(), String> {
-        if self.version != CONTROL_VERSION {
+        if !CONTROL_VERSIONS_READ.contains(&self.version) {
             return Err(format!("unsupported version {}", self.version));
+        }
+        for (i, t) in self.trims.iter().enumerate() {
+            if i > 0 && self.trims[i - 1].segment >= t.segment {
+                return Err("trims are not in strictly increasing segment order".into());
+            }
+            if !t.point.base.is_valid() || t.point.last_cpl > t.point.base {
+                return Err(format!(
+                    "segment {}: trim point {} with last CPL {} is not valid",
+                    t.segment, t.point.base, t.point.last_cpl
+                ));
+            }
         }
         let last = self.history.last().copied().unwrap_or(EpochStart {
             epoch: 0,
@@ -160,10 +214,54 @@ mod tests {
         let compact: String = text.split_whitespace().collect();
         assert_eq!(
             compact,
-            "{\"version\":1,\"epoch\":2,\"epoch_start_lsn\":10,\
+            "{\"version\":2,\"epoch\":2,\"epoch_start_lsn\":10,\
              \"history\":[{\"epoch\":1,\"start\":0},{\"epoch\":2,\"start\":10}],\
-             \"pending_truncation_above\":null}"
+             \"pending_truncation_above\":null,\"trims\":[]}"
         );
+        let trimmed = ControlState::new(h(&[(1, 0), (2, 10)]), None).with_trims(&[(
+            SegmentId(3),
+            TrimPoint {
+                base: Lsn(9),
+                last_cpl: Lsn(8),
+            },
+        )]);
+        store(dir.path(), &trimmed).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(CONTROL_FILE_NAME)).unwrap();
+        let compact: String = text.split_whitespace().collect();
+        assert!(
+            compact.ends_with("\"trims\":[{\"segment\":3,\"base\":9,\"last_cpl\":8}]}"),
+            "{compact}"
+        );
+        assert_eq!(load(dir.path()).unwrap(), Some(trimmed));
+    }
+
+    /// A version 1 file (before trims existed) still loads, as "never trimmed".
+    #[test]
+    fn version_1_files_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let v1 = br#"{"version":1,"epoch":2,"epoch_start_lsn":10,"history":[{"epoch":1,"start":0},{"epoch":2,"start":10}],"pending_truncation_above":null}"#;
+        std::fs::write(dir.path().join(CONTROL_FILE_NAME), v1).unwrap();
+        let state = load(dir.path()).unwrap().unwrap();
+        assert_eq!((state.version, state.epoch), (1, 2));
+        assert!(state.trims.is_empty());
+    }
+
+    #[test]
+    fn bad_trims_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONTROL_FILE_NAME);
+        let head = r#"{"version":2,"epoch":1,"epoch_start_lsn":0,"history":[{"epoch":1,"start":0}],"pending_truncation_above":null,"trims":"#;
+        for trims in [
+            r#"[{"segment":0,"base":5,"last_cpl":6}]"#,
+            r#"[{"segment":0,"base":0,"last_cpl":0}]"#,
+            r#"[{"segment":1,"base":5,"last_cpl":5},{"segment":1,"base":7,"last_cpl":5}]"#,
+        ] {
+            std::fs::write(&path, format!("{head}{trims}}}")).unwrap();
+            assert!(
+                matches!(load(dir.path()), Err(ControlError::Corrupt { .. })),
+                "{trims}"
+            );
+        }
     }
 
     #[test]

@@ -16,6 +16,13 @@
 //!
 //! This is how a safekeeper that was down catches up, how a record lost in transit is filled in,
 //! and how a record found corrupt on disk is repaired.
+//!
+//! **Trimmed peers.** A peer that trimmed its log (a pageserver checkpointed the segment) no
+//! longer holds the records at or below its trim point, and refuses a `ReadLog` that starts below
+//! it. A member whose SCL is below a peer's trim point therefore cannot be filled from that peer;
+//! this is logged once per peer and segment (WARN). Rebuilding such a member from object storage
+//! (segment repair) is not built yet: until then it stays behind, and the writer counts on the
+//! other members for its write quorum.
 
 use crate::log_writer::LogWriter;
 use crate::metrics::inc;
@@ -138,6 +145,8 @@ struct PeerLink {
     base_backoff: Duration,
     /// Whether the last attempt failed (so "unreachable" is logged once, not every round).
     down: bool,
+    /// Segments for which this peer said its log is trimmed past ours (logged once each).
+    trimmed_past_us: std::collections::BTreeSet<(TenantId, SegmentId)>,
 }
 
 impl PeerLink {
@@ -149,6 +158,7 @@ impl PeerLink {
             backoff: base_backoff,
             base_backoff,
             down: false,
+            trimmed_past_us: std::collections::BTreeSet::new(),
         }
     }
 
@@ -186,6 +196,10 @@ impl PeerLink {
         let closed = client.is_closed();
         match result {
             Ok(answer) => Some(answer),
+            // An error answer is an answer: the connection is fine.
+            Err(borealis_wire::WireError::Remote { kind, message }) => {
+                Some(Body::Error { kind, message })
+            }
             Err(e) => {
                 debug!(peer = %self.peer.id, error = %e, "gossip call failed");
                 // A timed-out connection may be stuck behind a slow answer: start afresh.
@@ -239,6 +253,7 @@ pub async fn run(store: Arc<Store>, writer: LogWriter, peers: Vec<Peer>, interva
                     upto,
                 } => {
                     fetch(
+                        &store,
                         &writer,
                         &mut links[peer],
                         tenant,
@@ -279,6 +294,7 @@ async fn adopt_epoch(writer: &LogWriter, link: &mut PeerLink, tenant: TenantId, 
 }
 
 async fn fetch(
+    store: &Store,
     writer: &LogWriter,
     link: &mut PeerLink,
     tenant: TenantId,
@@ -303,12 +319,22 @@ async fn fetch(
         let Some(answer) = link.call(request).await else {
             return;
         };
-        let Body::Records {
-            records, known_vdl, ..
-        } = answer
-        else {
-            warn!(peer = %link.peer.id, answer = answer.name(), "unexpected answer to ReadLog");
-            return;
+        let (records, known_vdl) = match answer {
+            Body::Records {
+                records, known_vdl, ..
+            } => (records, known_vdl),
+            Body::Error { kind, message } if crate::SkError::is_trimmed_message(&message) => {
+                inc(&store.metrics().gossip_trimmed_refusals_total, 1);
+                if link.trimmed_past_us.insert((tenant, segment)) {
+                    warn!(peer = %link.peer.id, %tenant, %segment, our_scl = %after, ?kind, %message,
+                        "the peer trimmed its log past our SCL: it cannot fill us (repair from object storage is not built)");
+                }
+                return;
+            }
+            other => {
+                warn!(peer = %link.peer.id, answer = other.name(), "unexpected answer to ReadLog");
+                return;
+            }
         };
         let parsed = match parse_records(&records) {
             Ok(p) => p,

@@ -42,6 +42,9 @@ pub struct SegmentStatus {
     pub bytes: u64,
     /// Stretches of missing records above the SCL.
     pub holes: usize,
+    /// Where the log was trimmed after a pageserver checkpointed it (0: never): every record
+    /// at or below it is dropped from this safekeeper.
+    pub base: u64,
 }
 
 pub fn router(id: String, store: Arc<Store>) -> Router {
@@ -72,6 +75,7 @@ pub fn status_of(id: &str, store: &Store) -> Status {
                         end_lsn: s.state.end_lsn.0,
                         bytes: s.bytes,
                         holes: s.holes,
+                        base: s.base.0,
                     })
                     .collect(),
             })

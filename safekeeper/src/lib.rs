@@ -51,6 +51,18 @@
 //! through the same durable path. A member that was down catches up this way, a lost append is
 //! filled in, and a corrupt record is repaired, without the writer's help.
 //!
+//! ## Trimming
+//!
+//! The log does not have to be kept forever. Once a pageserver has made a checkpoint of a segment
+//! durable in object storage it sends `Trim { upto, epoch }`; the safekeeper drops the records up
+//! to the highest one of its complete chain at or below `upto` (never above its own SCL), after
+//! recording that trim point durably in the control file. The chain then starts there, recovery's
+//! SCL and last CPL stay right, and reads below the trim point are refused. A member at an older
+//! epoch than the checkpoint's refuses to trim, and a member whose SCL is below its peers' trim
+//! points cannot be filled by gossip any more (it is logged; segment repair from object storage
+//! is future work). See [`acceptor::SegmentChain::trim_point_for`], [`tenant::Tenant::trim`] and
+//! `docs/formats/segment-log.md`.
+//!
 //! ## Layout
 //!
 //! | module | what it is |
@@ -59,7 +71,7 @@
 //! | [`gossip`] | sans-IO round planning, plus the loop that talks to peers |
 //! | [`segment_log`] | a segment file behind the [`segment_log::LogStorage`] trait; recovery scan |
 //! | [`fault_storage`] | an in-memory disk that tears writes, loses un-synced bytes, flips bits |
-//! | [`control`] | the per-tenant epoch file, replaced atomically |
+//! | [`control`] | the per-tenant epoch and trim-point file, replaced atomically |
 //! | [`tenant`], [`store`] | one tenant on disk; all tenants |
 //! | [`log_writer`] | the group-commit thread |
 //! | [`node`], [`service`] | request semantics; the TCP server |

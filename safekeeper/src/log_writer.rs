@@ -13,7 +13,8 @@
 //! its peers.
 //!
 //! A `Hello` is a barrier: the group before it is committed first, then the epoch change is made
-//! durable on its own, so no append of the old epoch is written after the truncation.
+//! durable on its own, so no append of the old epoch is written after the truncation. A `Trim`
+//! is a barrier too: the records it drops must be synced, and it rewrites the segment file.
 
 use crate::error::SkError;
 use crate::metrics::inc;
@@ -72,6 +73,13 @@ pub enum WriteOp {
         epoch_start_lsn: Lsn,
         history: Vec<EpochStart>,
         done: oneshot::Sender<Result<Vec<SegmentState>, SkError>>,
+    },
+    Trim {
+        tenant: TenantId,
+        segment: SegmentId,
+        epoch: u64,
+        upto: Lsn,
+        done: oneshot::Sender<Result<Lsn, SkError>>,
     },
 }
 
@@ -181,6 +189,31 @@ impl LogWriter {
     }
 }
 
+impl LogWriter {
+    /// Trims a segment's log through what was checkpointed up to `upto`, and waits until the
+    /// trim is durable. Returns the segment's trim point after.
+    pub async fn trim(
+        &self,
+        tenant: TenantId,
+        segment: SegmentId,
+        epoch: u64,
+        upto: Lsn,
+    ) -> Result<Lsn, SkError> {
+        let (done, rx) = oneshot::channel();
+        self.ops
+            .send(WriteOp::Trim {
+                tenant,
+                segment,
+                epoch,
+                upto,
+                done,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
 fn stopped() -> SkError {
     SkError::Internal("the log writer stopped".into())
 }
@@ -232,6 +265,24 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriteOp>) {
                     };
                     if let Err(SkError::Io(e)) = &result {
                         fatal("writing the epoch or truncating the log", e);
+                    }
+                    store.note_commit();
+                    let _ = done.send(result);
+                }
+                WriteOp::Trim {
+                    tenant,
+                    segment,
+                    epoch,
+                    upto,
+                    done,
+                } => {
+                    commit(&store, std::mem::take(&mut group));
+                    let result = match store.tenant(tenant) {
+                        None => Ok(Lsn::INVALID),
+                        Some(t) => t.trim(segment, epoch, upto),
+                    };
+                    if let Err(SkError::Io(e)) = &result {
+                        fatal("recording a trim point or rewriting a segment file", e);
                     }
                     store.note_commit();
                     let _ = done.send(result);
@@ -323,7 +374,9 @@ fn apply(store: &Store, op: WriteOp, group: &mut Group) {
                 }
             }
         }
-        WriteOp::Hello { .. } => unreachable!("hellos are barriers handled by run()"),
+        WriteOp::Hello { .. } | WriteOp::Trim { .. } => {
+            unreachable!("hellos and trims are barriers handled by run()")
+        }
     }
 }
 

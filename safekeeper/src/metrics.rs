@@ -94,6 +94,12 @@ pub struct Metrics {
     pub crc_failures_total: AtomicU64,
     /// Bytes of torn tails cut off segment files when opening them after a crash.
     pub torn_tail_bytes_total: AtomicU64,
+    /// Trims that dropped records (a pageserver checkpointed the segment to object storage).
+    pub trims_total: AtomicU64,
+    /// Records dropped by trims.
+    pub records_trimmed_total: AtomicU64,
+    /// Gossip fetches a peer refused because it trimmed its log past this member's SCL.
+    pub gossip_trimmed_refusals_total: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -109,6 +115,9 @@ impl Default for Metrics {
             gossip_rounds_total: AtomicU64::new(0),
             crc_failures_total: AtomicU64::new(0),
             torn_tail_bytes_total: AtomicU64::new(0),
+            trims_total: AtomicU64::new(0),
+            records_trimmed_total: AtomicU64::new(0),
+            gossip_trimmed_refusals_total: AtomicU64::new(0),
         }
     }
 }
@@ -127,7 +136,22 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &AtomicU64, &str); 8] = [
+        let counters: [(&str, &AtomicU64, &str); 11] = [
+            (
+                "safekeeper_gossip_trimmed_refusals_total",
+                &self.gossip_trimmed_refusals_total,
+                "Gossip fetches refused because the peer trimmed its log past this member's SCL.",
+            ),
+            (
+                "safekeeper_trims_total",
+                &self.trims_total,
+                "Trims that dropped records checkpointed to object storage.",
+            ),
+            (
+                "safekeeper_records_trimmed_total",
+                &self.records_trimmed_total,
+                "Records dropped by trims.",
+            ),
             (
                 "safekeeper_appends_total",
                 &self.appends_total,

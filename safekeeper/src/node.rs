@@ -93,6 +93,14 @@ impl Node {
         }
     }
 
+    /// Answers a `Trim`: `Trimmed { base }` once the trim point is durable.
+    pub async fn trim(&self, tenant: TenantId, segment: SegmentId, epoch: u64, upto: Lsn) -> Body {
+        match self.writer.trim(tenant, segment, epoch, upto).await {
+            Ok(base) => Body::Trimmed { base },
+            Err(e) => e.to_body(),
+        }
+    }
+
     pub fn get_state(&self, tenant: TenantId) -> Body {
         self.store.get_state(tenant)
     }

@@ -343,6 +343,31 @@ impl<S: LogStorage> SegmentLog<S> {
         }
         Ok(above.len())
     }
+
+    /// Durably drops every record at or below `lsn` (the log was trimmed there): the file is
+    /// rewritten atomically with the records above it, in file order. Returns how many records
+    /// were dropped (0: nothing to do, the file is left alone).
+    pub fn drop_through(&mut self, lsn: Lsn) -> io::Result<usize> {
+        let kept = self.index.split_off(&Lsn(lsn.0.saturating_add(1)));
+        let dropped = std::mem::replace(&mut self.index, kept);
+        if dropped.is_empty() {
+            return Ok(0);
+        }
+        let mut entries: Vec<(Lsn, IndexEntry)> =
+            self.index.iter().map(|(l, e)| (*l, *e)).collect();
+        entries.sort_by_key(|(_, e)| e.offset);
+        let ranges: Vec<(u64, u64)> = entries
+            .iter()
+            .map(|(_, e)| (e.offset, u64::from(e.len_bytes)))
+            .collect();
+        if let Err(e) = self.storage.keep_only(&ranges) {
+            // Nothing changed on disk (the rewrite is atomic): neither in the index.
+            self.index.extend(dropped);
+            return Err(e);
+        }
+        self.index = relocate(entries);
+        Ok(dropped.len())
+    }
 }
 
 /// The index of records laid back to back in the given order (after a rewrite).
@@ -672,6 +697,34 @@ mod tests {
         assert_eq!(log.read_record(Lsn(2)).unwrap(), record(2, 1).encode());
         let (log, report) = SegmentLog::open(disk.crash(0)).unwrap();
         assert_eq!((lsns(&log), report.torn_tail_bytes), (vec![1, 2], 0));
+    }
+
+    #[test]
+    fn drop_through_rewrites_without_the_trimmed_records() {
+        let disk = FaultyStorage::new();
+        let (mut log, _) = SegmentLog::open(disk.clone()).unwrap();
+        // Stored out of order: 4 arrived before 3.
+        append(
+            &mut log,
+            &[
+                record(1, 0),
+                record(2, 1),
+                record(4, 3),
+                record(3, 2),
+                record(5, 4),
+            ],
+        );
+        log.sync().unwrap();
+        assert_eq!(log.drop_through(Lsn(3)).unwrap(), 3);
+        assert_eq!(lsns(&log), vec![4, 5]);
+        assert_eq!(disk.rewrites(), 1);
+        let rec_len = record(1, 0).encoded_len();
+        assert_eq!(disk.contents().len(), 2 * rec_len);
+        assert_eq!(log.read_record(Lsn(4)).unwrap(), record(4, 3).encode());
+        assert_eq!(log.drop_through(Lsn(3)).unwrap(), 0, "idempotent");
+        assert_eq!(disk.rewrites(), 1);
+        let (log, report) = SegmentLog::open(disk.crash(0)).unwrap();
+        assert_eq!((lsns(&log), report.torn_tail_bytes), (vec![4, 5], 0));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The wire protocol server: one task reading each connection, one writing it.
 //!
-//! Requests on one connection are handled in arrival order, except `ReadLog`, which may wait for
+//! Requests on one connection are handled in arrival order (a `Trim` waits for its rewrite of the
+//! segment file), except `ReadLog`, which may wait for
 //! records and so runs on its own task (answers are matched by request id, so order does not
 //! matter to the client). `Hello` is handled before the next frame is read, so appends pipelined
 //! behind it see the new epoch. `Append` is fire-and-forget: no answer on success, an `Error` with
@@ -102,6 +103,12 @@ async fn handle_connection(node: Arc<Node>, socket: TcpStream, peer: SocketAddr)
                     .map(|e| e.to_body())
             }
             Body::GetState { tenant } => Some(node.get_state(tenant)),
+            Body::Trim {
+                tenant,
+                segment,
+                epoch,
+                upto,
+            } => Some(node.trim(tenant, segment, epoch, upto).await),
             Body::GossipSummary => Some(node.summary()),
             Body::ReadLog {
                 tenant,

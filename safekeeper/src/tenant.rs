@@ -12,9 +12,19 @@
 //!
 //! Lock order: log, then published. Published is updated only while the log lock is held, at
 //! points where everything the chain covers is synced: after a group commit's fsyncs, after a
-//! truncation, after a corrupt record was dropped.
+//! truncation, after a trim, after a corrupt record was dropped.
+//!
+//! ## Trimming
+//!
+//! A pageserver that has checkpointed a segment to object storage sends `Trim { upto }`
+//! ([`Tenant::trim`]). The acceptor picks the trim point (the highest record of the complete
+//! chain at or below `upto`); the control file records it durably; only then are the records at
+//! or below it dropped from the segment file (an atomic rewrite). A crash in between leaves
+//! records the control file says are trimmed: [`Tenant::open`] drops them. A `ReadLog` that asks
+//! for records below the trim point is refused ([`SkError::Trimmed`]): they are gone from here,
+//! and serving what is left would hand out a log with a hole at its start.
 
-use crate::acceptor::{AppendVerdict, HelloVerdict, Link, TenantAcceptor};
+use crate::acceptor::{AppendVerdict, HelloVerdict, Link, TenantAcceptor, TrimVerdict};
 use crate::control::{self, ControlError, ControlState};
 use crate::error::SkError;
 use crate::metrics::{inc, Metrics};
@@ -64,6 +74,8 @@ pub struct PublishedSegment {
     pub state: SegmentState,
     pub bytes: u64,
     pub holes: usize,
+    /// Where the log was trimmed (`INVALID`: never): records at or below it are gone.
+    pub base: Lsn,
 }
 
 /// What this safekeeper vouches for about a tenant.
@@ -152,6 +164,11 @@ impl Tenant {
         control::remove_leftovers(dir)?;
         let state = control::load(dir)?.unwrap_or(ControlState::new(Vec::new(), None));
         let mut acceptor = TenantAcceptor::new(state.history.clone());
+        let trims: BTreeMap<SegmentId, crate::acceptor::TrimPoint> =
+            state.trim_points().into_iter().collect();
+        for (&segment, &point) in &trims {
+            acceptor.restore_trim(segment, point);
+        }
         let mut segments = BTreeMap::new();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
@@ -180,6 +197,12 @@ impl Tenant {
             if let Some(above) = state.pending_truncation_above {
                 log.truncate_above(above)?;
             }
+            if let Some(point) = trims.get(&segment) {
+                let dropped = log.drop_through(point.base)?;
+                if dropped > 0 {
+                    info!(tenant = %id, %segment, base = %point.base, dropped, "finished an interrupted trim");
+                }
+            }
             let chain = acceptor.segment_mut(segment);
             for (lsn, entry) in log.index() {
                 chain.insert(*lsn, entry.link);
@@ -188,7 +211,11 @@ impl Tenant {
         }
         if let Some(above) = state.pending_truncation_above {
             info!(tenant = %id, epoch = state.epoch, %above, "finished an interrupted truncation");
-            control::store(dir, &ControlState::new(state.history, None))?;
+            let trims = state.trim_points();
+            control::store(
+                dir,
+                &ControlState::new(state.history, None).with_trims(&trims),
+            )?;
         }
         let tenant = Tenant {
             id,
@@ -261,15 +288,26 @@ impl Tenant {
                     .values()
                     .any(|s| s.index().range(above..).next().is_some());
                 let history = history.to_vec();
+                let trims = log.acceptor.trim_points();
+                if let Some((segment, t)) = trims.iter().find(|(_, t)| t.base > truncate_above) {
+                    // Trimmed records were durable (checkpointed below a VDL), and recovery
+                    // never truncates below a VDL: this is a bug somewhere. The trim stands.
+                    warn!(tenant = %self.id, %segment, base = %t.base, %truncate_above,
+                        "a new epoch truncates below a trim point; records at or below it stay trimmed");
+                }
                 control::store(
                     &self.dir,
-                    &ControlState::new(history.clone(), pending.then_some(truncate_above)),
+                    &ControlState::new(history.clone(), pending.then_some(truncate_above))
+                        .with_trims(&trims),
                 )?;
                 if pending {
                     for s in log.segments.values_mut() {
                         s.truncate_above(truncate_above)?;
                     }
-                    control::store(&self.dir, &ControlState::new(history.clone(), None))?;
+                    control::store(
+                        &self.dir,
+                        &ControlState::new(history.clone(), None).with_trims(&trims),
+                    )?;
                 }
                 let old = log.acceptor.epoch();
                 let dropped = log.acceptor.begin_epoch(history, truncate_above);
@@ -281,6 +319,48 @@ impl Tenant {
             }
         }
         Ok(self.with_published(|p| p.segments.values().map(|s| s.state.clone()).collect()))
+    }
+
+    /// Handles `Trim { epoch, upto }` for `segment` (see the module docs): the trim point is
+    /// made durable, then the records at or below it are dropped, before this returns. Returns
+    /// the segment's trim point after (`INVALID`: never trimmed).
+    pub fn trim(&self, segment: SegmentId, epoch: u64, upto: Lsn) -> Result<Lsn, SkError> {
+        let mut guard = lock(&self.log);
+        let log = &mut *guard;
+        let point = match log.acceptor.judge_trim(segment, epoch, upto) {
+            TrimVerdict::Behind { current } => {
+                return Err(SkError::Fenced {
+                    tenant: self.id,
+                    ours: current,
+                    theirs: epoch,
+                })
+            }
+            TrimVerdict::Nothing { base } => return Ok(base),
+            TrimVerdict::Trim(point) => point,
+        };
+        let mut trims = log.acceptor.trim_points();
+        trims.retain(|(s, _)| *s != segment);
+        trims.push((segment, point));
+        let history = log.acceptor.history().to_vec();
+        control::store(
+            &self.dir,
+            &ControlState::new(history, None).with_trims(&trims),
+        )?;
+        let dropped_from_file = match log.segments.get_mut(&segment) {
+            Some(file) => file.drop_through(point.base)?,
+            None => 0,
+        };
+        let dropped = log.acceptor.segment_mut(segment).trim(point);
+        if dropped != dropped_from_file {
+            warn!(tenant = %self.id, %segment, chain = dropped, file = dropped_from_file,
+                "trim dropped a different number of records from the chain and the file");
+        }
+        inc(&self.metrics.trims_total, 1);
+        inc(&self.metrics.records_trimmed_total, dropped as u64);
+        info!(tenant = %self.id, %segment, %upto, base = %point.base, last_cpl = %point.last_cpl, dropped,
+            "trimmed the log (checkpointed to object storage)");
+        self.publish(log, &[segment]);
+        Ok(point.base)
     }
 
     /// Writes a writer's records (not yet durable: see [`Tenant::commit`]).
@@ -443,6 +523,18 @@ impl Tenant {
             )
         });
         let limit = upto.min(scl);
+        let base = log
+            .acceptor
+            .segment(segment)
+            .map_or(Lsn::INVALID, |c| c.base());
+        if after < base && after < upto {
+            return Err(SkError::Trimmed {
+                tenant: self.id,
+                segment,
+                base,
+                after,
+            });
+        }
         let Some(file) = log.segments.get_mut(&segment) else {
             return Ok(ReadResult {
                 records: Vec::new(),
@@ -530,6 +622,7 @@ impl Tenant {
                     state,
                     bytes,
                     holes: chain.holes(),
+                    base: chain.base(),
                 },
             );
         }
@@ -698,6 +791,85 @@ mod tests {
         assert_eq!(out.written, 1);
         t.commit(&[SegmentId(0)].into(), &BTreeSet::new()).unwrap();
         assert_eq!(scl(&t), Lsn(3));
+    }
+
+    #[test]
+    fn a_trim_is_durable_refuses_reads_below_it_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let tdir = dir.path().join("t");
+        let metrics = Arc::new(Metrics::default());
+        let t = Tenant::create(&tdir, TenantId(7), metrics.clone()).unwrap();
+        t.hello(1, Lsn(0), &h(&[(1, 0)])).unwrap();
+        append(&t, 1, &[(1, 0), (2, 1), (3, 2), (4, 3), (5, 4)]).unwrap();
+        // A member behind the checkpoint's epoch refuses.
+        assert!(matches!(
+            t.trim(SegmentId(0), 2, Lsn(3)),
+            Err(SkError::Fenced { .. })
+        ));
+        assert_eq!(t.trim(SegmentId(0), 1, Lsn(3)).unwrap(), Lsn(3));
+        let published = |t: &Tenant| {
+            t.with_published(|p| {
+                let s = &p.segments[&SegmentId(0)];
+                (s.base, s.state.scl, s.state.last_cpl)
+            })
+        };
+        assert_eq!(published(&t), (Lsn(3), Lsn(5), Lsn(5)));
+        // Above own SCL: only through what is held on the chain.
+        assert_eq!(t.trim(SegmentId(0), 1, Lsn(99)).unwrap(), Lsn(5));
+        assert_eq!(published(&t), (Lsn(5), Lsn(5), Lsn(5)));
+        append(&t, 1, &[(6, 5), (7, 6)]).unwrap();
+        let err = t
+            .read_log(SegmentId(0), (None, 0), Lsn(2), Lsn(9), 1 << 20)
+            .unwrap_err();
+        assert!(
+            matches!(err, SkError::Trimmed { base: Lsn(5), .. }),
+            "{err}"
+        );
+        assert!(SkError::is_trimmed_message(&err.to_string()));
+        let r = t
+            .read_log(SegmentId(0), (None, 0), Lsn(5), Lsn(9), 1 << 20)
+            .unwrap();
+        assert_eq!(r.records, encode(&[(6, 5), (7, 6)]));
+        drop(t);
+
+        let t = Tenant::open(&tdir, TenantId(7), metrics.clone()).unwrap();
+        assert_eq!(published(&t), (Lsn(5), Lsn(7), Lsn(7)));
+        let bytes = std::fs::metadata(tdir.join("seg-0.log")).unwrap().len();
+        assert_eq!(bytes as usize, encode(&[(6, 5), (7, 6)]).len());
+        // A new epoch keeps the trim points in the control file.
+        t.hello(2, Lsn(7), &h(&[(1, 0), (2, 7)])).unwrap();
+        let state = control::load(&tdir).unwrap().unwrap();
+        assert_eq!(state.trims.len(), 1);
+        assert_eq!(state.trims[0].point.base, Lsn(5));
+    }
+
+    #[test]
+    fn a_trim_interrupted_after_its_control_file_is_finished_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let tdir = dir.path().join("t");
+        let metrics = Arc::new(Metrics::default());
+        let t = Tenant::create(&tdir, TenantId(7), metrics.clone()).unwrap();
+        t.hello(1, Lsn(0), &h(&[(1, 0)])).unwrap();
+        append(&t, 1, &[(1, 0), (2, 1), (3, 2)]).unwrap();
+        drop(t);
+        // The crash came after the trim point was stored, before the file was rewritten.
+        let point = crate::acceptor::TrimPoint {
+            base: Lsn(2),
+            last_cpl: Lsn(2),
+        };
+        control::store(
+            &tdir,
+            &ControlState::new(h(&[(1, 0)]), None).with_trims(&[(SegmentId(0), point)]),
+        )
+        .unwrap();
+        let t = Tenant::open(&tdir, TenantId(7), metrics).unwrap();
+        let (base, scl) = t.with_published(|p| {
+            let s = &p.segments[&SegmentId(0)];
+            (s.base, s.state.scl)
+        });
+        assert_eq!((base, scl), (Lsn(2), Lsn(3)));
+        let bytes = std::fs::metadata(tdir.join("seg-0.log")).unwrap().len();
+        assert_eq!(bytes as usize, encode(&[(3, 2)]).len());
     }
 
     #[test]

@@ -13,6 +13,30 @@ pub struct TestCluster {
     pub admin_token: String,
     http: reqwest::Client,
     idle_timeout: String,
+    object_store: Option<String>,
+    env: Vec<(String, String)>,
+}
+
+/// How to start a [`TestCluster`] (see [`TestCluster::start_with`]).
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// `borealis up --idle-timeout`.
+    pub idle_timeout: String,
+    /// `borealis up --object-store` (default: the embedded filesystem store).
+    pub object_store: Option<String>,
+    /// Environment of `borealis up` and `borealis node`, inherited by every node they start
+    /// (e.g. `PAGESERVER_CHECKPOINT_INTERVAL`).
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            idle_timeout: "60s".into(),
+            object_store: None,
+            env: Vec::new(),
+        }
+    }
 }
 
 /// What an API call returned.
@@ -55,12 +79,35 @@ impl Reply {
     }
 }
 
+/// One process of the cluster, from `DIR/cluster.json` (DESIGN.md §8).
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub id: String,
+    /// `safekeeper`, `pageserver` or `gateway`.
+    pub role: String,
+    pub az: String,
+    pub addr: String,
+    /// Admin HTTP address (`/status`, `/metrics`) of safekeepers and pageservers.
+    pub http_addr: Option<String>,
+    /// `None` while the node is down (after `borealis node stop|kill`).
+    pub pid: Option<u32>,
+    pub data_dir: PathBuf,
+}
+
 impl TestCluster {
     pub async fn start() -> TestCluster {
         Self::start_with_idle("60s").await
     }
 
     pub async fn start_with_idle(idle_timeout: &str) -> TestCluster {
+        Self::start_with(ClusterOptions {
+            idle_timeout: idle_timeout.to_string(),
+            ..ClusterOptions::default()
+        })
+        .await
+    }
+
+    pub async fn start_with(options: ClusterOptions) -> TestCluster {
         let dir = tempfile::Builder::new()
             .prefix("borealis-test-")
             .tempdir()
@@ -74,7 +121,9 @@ impl TestCluster {
                 .timeout(Duration::from_secs(60))
                 .build()
                 .expect("http client"),
-            idle_timeout: idle_timeout.to_string(),
+            idle_timeout: options.idle_timeout,
+            object_store: options.object_store,
+            env: options.env,
         };
         c.up().await;
         c
@@ -88,10 +137,16 @@ impl TestCluster {
     pub async fn up(&mut self) {
         assert!(self.up.is_none(), "cluster already up");
         let started = Instant::now();
-        let mut child = Command::new(crate::bin_dir().join("borealis"))
+        let mut command = Command::new(crate::bin_dir().join("borealis"));
+        command
             .args(["up", "--data-dir"])
             .arg(self.dir.path())
-            .args(["--idle-timeout", &self.idle_timeout])
+            .args(["--idle-timeout", &self.idle_timeout]);
+        if let Some(url) = &self.object_store {
+            command.args(["--object-store", url]);
+        }
+        let mut child = command
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -158,6 +213,7 @@ impl TestCluster {
         let out = Command::new(crate::bin_dir().join("borealis"))
             .args(["node", action, id, "--data-dir"])
             .arg(self.dir.path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("running borealis node");
         assert!(
@@ -170,6 +226,116 @@ impl TestCluster {
             "[borealis node] {}",
             String::from_utf8_lossy(&out.stdout).trim()
         );
+    }
+
+    /// `borealis node ACTION ID` that reports failure instead of panicking: `Ok(stdout)` or
+    /// `Err(stdout + stderr)`.
+    pub fn try_node(&self, action: &str, id: &str) -> Result<String, String> {
+        let out = Command::new(crate::bin_dir().join("borealis"))
+            .args(["node", action, id, "--data-dir"])
+            .arg(self.dir.path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .map_err(|e| format!("running borealis node: {e}"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+
+    /// Every process of the cluster, as `DIR/cluster.json` lists it now.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let path = self.dir.path().join("cluster.json");
+        let cluster: Value = serde_json::from_slice(
+            &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        cluster["nodes"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{} has no nodes", path.display()))
+            .iter()
+            .map(|n| {
+                let text = |k: &str| n[k].as_str().map(str::to_string);
+                NodeInfo {
+                    id: text("id").expect("node id"),
+                    role: text("role").expect("node role"),
+                    az: text("az").unwrap_or_default(),
+                    addr: text("addr").unwrap_or_default(),
+                    http_addr: text("http_addr"),
+                    pid: n["pid"].as_u64().map(|p| p as u32),
+                    data_dir: PathBuf::from(text("data_dir").expect("node data_dir")),
+                }
+            })
+            .collect()
+    }
+
+    /// One node of `DIR/cluster.json`.
+    #[track_caller]
+    pub fn node_info(&self, id: &str) -> NodeInfo {
+        self.nodes()
+            .into_iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id} in cluster.json"))
+    }
+
+    /// The ids of the nodes with `role`, in cluster.json order.
+    pub fn node_ids(&self, role: &str) -> Vec<String> {
+        self.nodes()
+            .into_iter()
+            .filter(|n| n.role == role)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// `GET http://<http_addr>/<path>` of a safekeeper or pageserver; `None` if it does not answer.
+    pub async fn node_http(&self, id: &str, path: &str) -> Option<String> {
+        let addr = self.node_info(id).http_addr?;
+        let resp = self
+            .http
+            .get(format!("http://{addr}/{}", path.trim_start_matches('/')))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.text().await.ok()
+    }
+
+    /// A node's `/status` as JSON; `None` if it does not answer.
+    pub async fn node_status(&self, id: &str) -> Option<Value> {
+        let text = self.node_http(id, "/status").await?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// One unlabelled series of a node's `/metrics`; `None` if the node does not answer or has
+    /// no such series.
+    pub async fn node_metric(&self, id: &str, name: &str) -> Option<f64> {
+        let text = self.node_http(id, "/metrics").await?;
+        text.lines()
+            .filter_map(|l| l.split_once(' '))
+            .find(|(series, _)| *series == name)
+            .and_then(|(_, v)| v.trim().parse().ok())
+    }
+
+    /// Deletes a node's data directory, as a replaced disk would. The node must be down.
+    #[track_caller]
+    pub fn wipe_node_data(&self, id: &str) {
+        let node = self.node_info(id);
+        if let Some(pid) = node.pid {
+            assert!(
+                !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                "{id} (pid {pid}) is still running: stop it before wiping its data"
+            );
+        }
+        match std::fs::remove_dir_all(&node.data_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("wiping {}: {e}", node.data_dir.display()),
+        }
     }
 
     pub fn log_path(&self, id: &str) -> PathBuf {

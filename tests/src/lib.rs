@@ -8,8 +8,10 @@
 //! The binaries come from the workspace build (`cargo build --workspace`), found next to the
 //! test executable's directory, or in `BOREALIS_BIN_DIR`.
 
+pub mod checkers;
 pub mod cluster;
 pub mod s3;
+pub mod workload;
 
 use std::path::PathBuf;
 

@@ -8,8 +8,8 @@ pub const ACCESS_KEY: &str = "borealis-test";
 pub const SECRET_KEY: &str = "borealis-test-secret";
 
 pub struct S3Server {
-    child: Child,
-    _root: tempfile::TempDir,
+    child: Option<Child>,
+    root: tempfile::TempDir,
     pub port: u16,
 }
 
@@ -18,7 +18,28 @@ impl S3Server {
     pub fn start(bucket: &str) -> S3Server {
         let root = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(root.path().join(bucket)).expect("bucket dir");
-        let port = crate::free_port();
+        let mut server = S3Server {
+            child: None,
+            root,
+            port: crate::free_port(),
+        };
+        server.start_again();
+        server
+    }
+
+    /// Stops the server (SIGKILL): the object store is unavailable until [`S3Server::start_again`].
+    /// What it stored stays on disk.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, over the same objects.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "s3s-fs is already running");
+        let (root, port) = (self.root.path(), self.port);
         let child = Command::new("s3s-fs")
             .args([
                 "--host",
@@ -30,11 +51,12 @@ impl S3Server {
                 "--secret-key",
                 SECRET_KEY,
             ])
-            .arg(root.path())
+            .arg(root)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("s3s-fs is not installed: run scripts/setup.sh");
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -43,11 +65,11 @@ impl S3Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        S3Server {
-            child,
-            _root: root,
-            port,
-        }
+    }
+
+    /// Where the server keeps its buckets (one folder each).
+    pub fn root(&self) -> &std::path::Path {
+        self.root.path()
     }
 
     pub fn url(&self, bucket: &str) -> String {
@@ -60,7 +82,6 @@ impl S3Server {
 
 impl Drop for S3Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

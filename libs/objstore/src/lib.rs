@@ -13,8 +13,12 @@
 //! pageserver attachment's **generation**, so two pageservers that both believe they own a
 //! segment can never overwrite each other's objects (Neon RFC 025).
 //!
+//! For tests, [`faulty::FaultyStore`] wraps any store and fails or delays its operations on
+//! demand.
+//!
 //! The code stays server-agnostic: nothing here knows which S3 implementation answers.
 
+pub mod faulty;
 pub mod keys;
 
 use object_store::aws::AmazonS3Builder;

@@ -8,6 +8,7 @@
 //! | `ReadLog`                    | `Records`           | pageserver, peer → safekeeper   |
 //! | `GossipSummary`              | `Summary`           | peer → safekeeper               |
 //! | `GetPage`                    | `Page`              | compute host → pageserver       |
+//! | `Trim`                       | `Trimmed`           | pageserver → safekeeper         |
 //!
 //! Any request may be answered with `Error { kind, message }`.
 
@@ -137,6 +138,24 @@ pub enum Body {
         kind: ErrorKind,
         message: String,
     },
+    // New variants go below this line, never above: postcard encodes a variant by its index.
+    /// The segment's log up to `upto` is checkpointed to object storage under a durable index:
+    /// the safekeeper may drop its records at or below `upto`. It trims only through the highest
+    /// record it holds on its chain at or below both `upto` and its own SCL, records that trim
+    /// point durably before dropping anything, and refuses (`Fenced`) while its epoch for the
+    /// tenant is older than `epoch` (the newest writer epoch the checkpoint's log was read under:
+    /// a member that has not seen that epoch may hold records it truncated).
+    Trim {
+        tenant: TenantId,
+        segment: SegmentId,
+        epoch: u64,
+        upto: Lsn,
+    },
+    /// Answer to `Trim`: the segment's log is now trimmed through `base` (every record at or
+    /// below it is dropped; 0: nothing trimmed). `base` may be below `upto`.
+    Trimmed {
+        base: Lsn,
+    },
 }
 
 impl Body {
@@ -156,6 +175,8 @@ impl Body {
             Body::GetPage { .. } => "get_page",
             Body::Page { .. } => "page",
             Body::Error { .. } => "error",
+            Body::Trim { .. } => "trim",
+            Body::Trimmed { .. } => "trimmed",
         }
     }
 
@@ -164,5 +185,27 @@ impl Body {
             kind,
             message: message.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins the variant indexes of the messages added after the first release: postcard encodes
+    /// a variant by its index, so these must never move.
+    #[test]
+    fn later_variants_keep_their_indexes() {
+        let trim = Body::Trim {
+            tenant: TenantId(1),
+            segment: SegmentId(2),
+            epoch: 3,
+            upto: Lsn(4),
+        };
+        assert_eq!(postcard::to_allocvec(&trim).unwrap(), [13, 1, 2, 3, 4]);
+        let trimmed = Body::Trimmed { base: Lsn(300) };
+        assert_eq!(postcard::to_allocvec(&trimmed).unwrap(), [14, 0xac, 0x02]);
+        let error = Body::error(ErrorKind::Invalid, "");
+        assert_eq!(postcard::to_allocvec(&error).unwrap()[0], 12);
     }
 }

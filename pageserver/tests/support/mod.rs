@@ -111,7 +111,19 @@ pub struct FakeLog {
     pub known_vdl: Lsn,
 }
 
+/// A `Trim` a fake safekeeper received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrimRequest {
+    pub tenant: TenantId,
+    pub segment: SegmentId,
+    pub epoch: u64,
+    pub upto: Lsn,
+}
+
 pub struct FakeState {
+    /// Where each segment's log was trimmed: records at or below are gone, reads below refused.
+    pub trims: HashMap<(TenantId, SegmentId), Lsn>,
+    pub trim_requests: Vec<TrimRequest>,
     pub epoch: u64,
     /// Flip a bit in the last record of every non-empty `ReadLog` answer (a disk or wire fault
     /// that the CRC must catch).
@@ -133,6 +145,8 @@ impl FakeSafekeeper {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let state = Arc::new(Mutex::new(FakeState {
+            trims: HashMap::new(),
+            trim_requests: Vec::new(),
             epoch,
             corrupt_reads: false,
             layout,
@@ -148,8 +162,44 @@ impl FakeSafekeeper {
         FakeSafekeeper { addr, state }
     }
 
-    pub fn set_log(&self, tenant: TenantId, log: FakeLog) {
-        self.state.lock().unwrap().tenants.insert(tenant, log);
+    /// Sets the tenant's log; records of trimmed segments at or below their trim point are left
+    /// out (a real safekeeper never gets them back).
+    pub fn set_log(&self, tenant: TenantId, mut log: FakeLog) {
+        let mut st = self.state.lock().unwrap();
+        let layout = st.layout;
+        log.records.retain(|r| {
+            let base = st
+                .trims
+                .get(&(tenant, layout.segment_of(r.page_no)))
+                .copied()
+                .unwrap_or(Lsn::INVALID);
+            r.lsn > base
+        });
+        st.tenants.insert(tenant, log);
+    }
+
+    /// Where the segment's log was trimmed (0: never).
+    pub fn trimmed(&self, tenant: TenantId, segment: SegmentId) -> Lsn {
+        let st = self.state.lock().unwrap();
+        st.trims
+            .get(&(tenant, segment))
+            .copied()
+            .unwrap_or(Lsn::INVALID)
+    }
+
+    pub fn trim_requests(&self) -> Vec<TrimRequest> {
+        self.state.lock().unwrap().trim_requests.clone()
+    }
+
+    /// LSNs of the records the fake still holds for the segment.
+    pub fn held(&self, tenant: TenantId, segment: SegmentId) -> Vec<Lsn> {
+        let st = self.state.lock().unwrap();
+        st.tenants.get(&tenant).map_or(Vec::new(), |log| {
+            segment_records(&st, log, segment)
+                .iter()
+                .map(|r| r.lsn)
+                .collect()
+        })
     }
 
     pub fn corrupt_reads(&self) {
@@ -220,6 +270,12 @@ async fn answer(state: &Mutex<FakeState>, request: Body) -> Body {
             }
         }
         Body::GetState { tenant } => get_state(&state.lock().unwrap(), tenant),
+        Body::Trim {
+            tenant,
+            segment,
+            epoch,
+            upto,
+        } => trim(&mut state.lock().unwrap(), tenant, segment, epoch, upto),
         other => Body::error(
             ErrorKind::Invalid,
             format!("fake safekeeper: {}", other.name()),
@@ -242,6 +298,47 @@ fn scl_of(records: &[RedoRecord], complete_upto: Lsn) -> Lsn {
         .filter(|l| *l <= complete_upto)
         .max()
         .unwrap_or(Lsn::INVALID)
+}
+
+fn base_of(st: &FakeState, tenant: TenantId, segment: SegmentId) -> Lsn {
+    st.trims
+        .get(&(tenant, segment))
+        .copied()
+        .unwrap_or(Lsn::INVALID)
+}
+
+/// Like a real safekeeper: trims through the newest held record at or below `upto` and its SCL,
+/// and refuses while its epoch is older than the checkpoint's.
+fn trim(st: &mut FakeState, tenant: TenantId, segment: SegmentId, epoch: u64, upto: Lsn) -> Body {
+    st.trim_requests.push(TrimRequest {
+        tenant,
+        segment,
+        epoch,
+        upto,
+    });
+    if st.epoch < epoch {
+        return Body::error(ErrorKind::Fenced, format!("epoch {} < {epoch}", st.epoch));
+    }
+    let base = base_of(st, tenant, segment);
+    let Some(log) = st.tenants.get(&tenant) else {
+        return Body::Trimmed { base };
+    };
+    let records = segment_records(st, log, segment);
+    let scl = scl_of(&records, log.complete_upto).max(base);
+    let new_base = records
+        .iter()
+        .map(|r| r.lsn)
+        .filter(|l| *l <= upto.min(scl))
+        .max()
+        .unwrap_or(Lsn::INVALID)
+        .max(base);
+    let layout = st.layout;
+    if let Some(log) = st.tenants.get_mut(&tenant) {
+        log.records
+            .retain(|r| layout.segment_of(r.page_no) != segment || r.lsn > new_base);
+    }
+    st.trims.insert((tenant, segment), new_base);
+    Body::Trimmed { base: new_base }
 }
 
 fn read_log(
@@ -267,7 +364,14 @@ fn read_log(
         };
     };
     let records = segment_records(st, log, segment);
-    let scl = scl_of(&records, log.complete_upto);
+    let base = base_of(st, tenant, segment);
+    if after < base && after < upto {
+        return Body::error(
+            ErrorKind::Invalid,
+            format!("fake safekeeper: the log is trimmed through lsn {base}"),
+        );
+    }
+    let scl = scl_of(&records, log.complete_upto).max(base);
     let mut out = Vec::new();
     for r in records
         .iter()
@@ -297,6 +401,12 @@ fn get_state(st: &FakeState, tenant: TenantId) -> Body {
                 .records
                 .iter()
                 .map(|r| st.layout.segment_of(r.page_no))
+                .chain(
+                    st.trims
+                        .keys()
+                        .filter(|(t, _)| *t == tenant)
+                        .map(|(_, s)| *s),
+                )
                 .collect();
             ids.sort();
             ids.dedup();
@@ -304,8 +414,14 @@ fn get_state(st: &FakeState, tenant: TenantId) -> Body {
                 .into_iter()
                 .map(|segment| {
                     let records = segment_records(st, log, segment);
-                    let scl = scl_of(&records, log.complete_upto);
-                    let end_lsn = records.iter().map(|r| r.lsn).max().unwrap_or(Lsn::INVALID);
+                    let base = base_of(st, tenant, segment);
+                    let scl = scl_of(&records, log.complete_upto).max(base);
+                    let end_lsn = records
+                        .iter()
+                        .map(|r| r.lsn)
+                        .max()
+                        .unwrap_or(Lsn::INVALID)
+                        .max(base);
                     SegmentState {
                         segment,
                         scl,
@@ -385,6 +501,53 @@ impl PageServerProcess {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         ps
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The data directory the process was given.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// SIGTERM (a clean stop), then waits for the process to exit, at most `within`.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for the pageserver") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the pageserver did not stop within {within:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process's resident memory, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("reading /proc/<pid>/status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS in /proc/<pid>/status");
+        kib * 1024
+    }
+
+    /// Every line of the process's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pageserver.log")).unwrap_or_default()
     }
 
     pub async fn client(&self) -> Client {

@@ -1,0 +1,125 @@
+//! Cold start of an idle tenant: from the first request to the first result.
+//!
+//! A Borealis tenant that has been idle for `--idle-timeout` has no compute at all: no wasm
+//! instance, no writer, no connections. Its next request must (1) recover the volume — ask the six
+//! safekeepers for their state, compute the VDL, install a new epoch on a write quorum (each
+//! member fsyncs it) — then (2) instantiate the SQLite module and open the volume, whose first
+//! pages come from the pageserver (GetPage@VDL), and only then (3) run the statement.
+//!
+//! The harness creates `tenants` tenants, each with one small table, lets every compute go idle
+//! (the cluster runs with a short idle timeout, and the harness waits until the API reports
+//! each compute `idle`), then sends each tenant one point `SELECT` in turn and times it at the
+//! client. The gateway's own `borealis_gateway_cold_start_seconds` histogram (recovery +
+//! instantiate + open, without the statement and HTTP) is read before and after for its mean.
+//! For scale, the same `SELECT` against a running compute is timed too ("warm").
+
+use crate::borealis::{prometheus_value, scalar, Cluster, Tenant};
+use crate::stats::Latencies;
+use crate::workload::Checks;
+use anyhow::{bail, Context};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// How long the harness waits for every compute to be reported idle.
+const IDLE_WAIT_MAX: Duration = Duration::from_secs(60);
+
+pub struct ColdStartFigures {
+    pub tenants: usize,
+    pub cold: Latencies,
+    pub warm: Latencies,
+    /// Mean of the gateway's cold-start histogram over the measured starts (server side).
+    pub gateway_mean: Option<Duration>,
+}
+
+async fn gateway_cold_starts(cluster: &Cluster) -> anyhow::Result<(f64, f64)> {
+    let text = cluster
+        .api
+        .get_text(&format!("{}/metrics", cluster.api.url))
+        .await?;
+    let sum = prometheus_value(&text, "borealis_gateway_cold_start_seconds_sum")
+        .context("no cold-start histogram on the gateway's /metrics")?;
+    let count = prometheus_value(&text, "borealis_gateway_cold_start_seconds_count")
+        .context("no cold-start histogram on the gateway's /metrics")?;
+    Ok((sum, count))
+}
+
+pub async fn measure(
+    cluster: &Cluster,
+    tenants: usize,
+    checks: &mut Checks,
+) -> anyhow::Result<ColdStartFigures> {
+    let api = &cluster.api;
+    let mut created: Vec<Tenant> = Vec::with_capacity(tenants);
+    let mut warm = Latencies::default();
+    for i in 0..tenants {
+        let t = api
+            .create_tenant(&cluster.admin_token, &format!("cold-{i}"))
+            .await?;
+        api.sql(
+            &t,
+            "CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER NOT NULL)",
+            json!([]),
+        )
+        .await?;
+        api.sql(
+            &t,
+            "INSERT INTO kv (k, v) VALUES (1, ?1)",
+            json!([i as i64 * 7]),
+        )
+        .await?;
+        let t0 = Instant::now();
+        let v = api
+            .sql(&t, "SELECT v FROM kv WHERE k = 1", json!([]))
+            .await?;
+        warm.push(t0.elapsed());
+        if scalar(&v, 0)? != i as i64 * 7 {
+            bail!("tenant cold-{i} returned {v} right after its insert");
+        }
+        created.push(t);
+    }
+    // Wait until every compute has stopped.
+    let started = Instant::now();
+    for t in &created {
+        while api.compute_running(&cluster.admin_token, &t.name).await? {
+            if started.elapsed() > IDLE_WAIT_MAX {
+                bail!(
+                    "tenant {}'s compute was still running {IDLE_WAIT_MAX:?} after its last request: is the idle timeout short?",
+                    t.name
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let (sum0, count0) = gateway_cold_starts(cluster).await?;
+    let mut cold = Latencies::default();
+    for (i, t) in created.iter().enumerate() {
+        let t0 = Instant::now();
+        let v = api
+            .sql(t, "SELECT v FROM kv WHERE k = 1", json!([]))
+            .await?;
+        cold.push(t0.elapsed());
+        match scalar(&v, 0) {
+            Ok(x) if x == i as i64 * 7 => checks.pass(),
+            other => checks.fail(format!(
+                "cold start of {}: expected {}, got {other:?}",
+                t.name,
+                i as i64 * 7
+            )),
+        }
+    }
+    let (sum1, count1) = gateway_cold_starts(cluster).await?;
+    let starts = count1 - count0;
+    let gateway_mean =
+        (starts >= 1.0).then(|| Duration::from_secs_f64(((sum1 - sum0) / starts).max(0.0)));
+    if starts < tenants as f64 {
+        checks.fail(format!(
+            "the gateway counted {starts} cold starts for {tenants} requests to idle tenants"
+        ));
+    }
+    Ok(ColdStartFigures {
+        tenants,
+        cold,
+        warm,
+        gateway_mean,
+    })
+}

@@ -1,0 +1,459 @@
+//! Image layer files: every page of one segment as of one checkpoint LSN, in one immutable file.
+//!
+//! A checkpoint ([`crate::checkpoint`]) writes one image layer per segment and uploads it to
+//! object storage; a pageserver starting with an empty disk downloads it and installs its pages
+//! instead of replaying the segment's log from the beginning. The format is drawn byte by byte in
+//! `docs/formats/layer-file.md`:
+//!
+//! ```text
+//! +-------------------+---------------------------------------------+------------------+
+//! | header (48 bytes) | page_count image records (4120 bytes each)  | footer (16 bytes)|
+//! +-------------------+---------------------------------------------+------------------+
+//! ```
+//!
+//! - The **header** names the tenant, the segment, the checkpoint LSN, the last record of the
+//!   segment at or below it, and the number of pages, and ends with a CRC32C of itself.
+//! - Each **image record** is exactly the record of the local page file
+//!   ([`crate::page_file::encode_image_record`]: magic, version, page, LSN, CRC32C, 4096 bytes):
+//!   the page as of the checkpoint, with the LSN of the record that last changed it (≤ the
+//!   checkpoint LSN). Records are in strictly increasing page order; every page belongs to the
+//!   header's segment.
+//! - The **footer** repeats the page count and holds a CRC32C of all image records, so a file
+//!   cut short or with records dropped or reordered is refused even when each record is intact.
+//!
+//! Readers check everything ([`verify`] before [`for_each_page`]): a file that fails any check is
+//! an error, never a page.
+
+use crate::page_file::{decode_image_record, encode_image_record, IMAGE_RECORD_BYTES};
+use borealis_core::{Lsn, PageNo, SegmentId, SegmentLayout, TenantId};
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// `"BRLY"` read as a little-endian u32.
+pub const LAYER_MAGIC: u32 = u32::from_le_bytes(*b"BRLY");
+/// `"BRLE"` read as a little-endian u32: the footer.
+pub const LAYER_FOOTER_MAGIC: u32 = u32::from_le_bytes(*b"BRLE");
+pub const LAYER_VERSION: u8 = 1;
+/// The only kind so far; delta layers would be another.
+pub const LAYER_KIND_IMAGE: u8 = 1;
+pub const LAYER_HEADER_BYTES: usize = 48;
+pub const LAYER_FOOTER_BYTES: usize = 16;
+const HEADER_CRC_OFFSET: usize = 44;
+const FOOTER_CRC_OFFSET: usize = 12;
+
+const _: () = assert!(HEADER_CRC_OFFSET + 4 == LAYER_HEADER_BYTES);
+const _: () = assert!(FOOTER_CRC_OFFSET + 4 == LAYER_FOOTER_BYTES);
+
+#[derive(Debug, Error)]
+pub enum LayerError {
+    #[error("layer file i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error("corrupt layer file {path}: {reason}")]
+    Corrupt { path: String, reason: String },
+}
+
+/// What a layer's header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerMeta {
+    pub tenant: TenantId,
+    pub segment: SegmentId,
+    /// Every record of the segment at or below it is reflected in the pages.
+    pub lsn: Lsn,
+    /// The newest record of the segment at or below `lsn` (`INVALID`: none): the next record of
+    /// the segment names it as its `prev_lsn_segment`.
+    pub last_record_lsn: Lsn,
+    pub page_count: u32,
+}
+
+impl LayerMeta {
+    /// The size of the file this header describes.
+    pub fn file_bytes(&self) -> u64 {
+        (LAYER_HEADER_BYTES + LAYER_FOOTER_BYTES) as u64
+            + u64::from(self.page_count) * IMAGE_RECORD_BYTES as u64
+    }
+}
+
+/// The name of the image layer of a checkpoint at `lsn` (object keys add the generation).
+pub fn image_layer_name(lsn: Lsn) -> String {
+    format!("image-{:016x}", lsn.0)
+}
+
+pub fn encode_header(meta: &LayerMeta) -> [u8; LAYER_HEADER_BYTES] {
+    let mut h = [0u8; LAYER_HEADER_BYTES];
+    h[0..4].copy_from_slice(&LAYER_MAGIC.to_le_bytes());
+    h[4] = LAYER_VERSION;
+    h[5] = LAYER_KIND_IMAGE;
+    h[8..16].copy_from_slice(&meta.tenant.0.to_le_bytes());
+    h[16..20].copy_from_slice(&meta.segment.0.to_le_bytes());
+    h[24..32].copy_from_slice(&meta.lsn.0.to_le_bytes());
+    h[32..40].copy_from_slice(&meta.last_record_lsn.0.to_le_bytes());
+    h[40..44].copy_from_slice(&meta.page_count.to_le_bytes());
+    let crc = crc32c::crc32c(&h[..HEADER_CRC_OFFSET]);
+    h[HEADER_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[o..o + 8]);
+    u64::from_le_bytes(x)
+}
+
+pub fn decode_header(h: &[u8; LAYER_HEADER_BYTES]) -> Result<LayerMeta, String> {
+    if u32_at(h, 0) != LAYER_MAGIC {
+        return Err(format!("bad magic {:#010x}", u32_at(h, 0)));
+    }
+    if h[4] != LAYER_VERSION {
+        return Err(format!("unsupported version {}", h[4]));
+    }
+    if h[5] != LAYER_KIND_IMAGE {
+        return Err(format!("unsupported kind {}", h[5]));
+    }
+    if h[6..8] != [0, 0] || h[20..24] != [0, 0, 0, 0] {
+        return Err("non-zero reserved bytes".into());
+    }
+    let stored = u32_at(h, HEADER_CRC_OFFSET);
+    let computed = crc32c::crc32c(&h[..HEADER_CRC_OFFSET]);
+    if stored != computed {
+        return Err(format!(
+            "header crc mismatch: stored {stored:#010x}, computed {computed:#010x}"
+        ));
+    }
+    let meta = LayerMeta {
+        tenant: TenantId(u64_at(h, 8)),
+        segment: SegmentId(u32_at(h, 16)),
+        lsn: Lsn(u64_at(h, 24)),
+        last_record_lsn: Lsn(u64_at(h, 32)),
+        page_count: u32_at(h, 40),
+    };
+    if meta.last_record_lsn > meta.lsn {
+        return Err(format!(
+            "last record {} above the layer's lsn {}",
+            meta.last_record_lsn, meta.lsn
+        ));
+    }
+    Ok(meta)
+}
+
+fn encode_footer(page_count: u32, entries_crc: u32) -> [u8; LAYER_FOOTER_BYTES] {
+    let mut f = [0u8; LAYER_FOOTER_BYTES];
+    f[0..4].copy_from_slice(&LAYER_FOOTER_MAGIC.to_le_bytes());
+    f[4..8].copy_from_slice(&page_count.to_le_bytes());
+    f[8..12].copy_from_slice(&entries_crc.to_le_bytes());
+    let crc = crc32c::crc32c(&f[..FOOTER_CRC_OFFSET]);
+    f[FOOTER_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+    f
+}
+
+/// Writes an image layer page by page (bounded memory: one buffered page at a time).
+pub struct LayerWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    meta: LayerMeta,
+    entries_crc: u32,
+    last_page: Option<PageNo>,
+    layout: SegmentLayout,
+}
+
+impl LayerWriter {
+    /// Creates (or truncates) `path` for the image layer of `segment` at `lsn`.
+    pub fn create(
+        path: &Path,
+        tenant: TenantId,
+        segment: SegmentId,
+        layout: SegmentLayout,
+        lsn: Lsn,
+        last_record_lsn: Lsn,
+    ) -> Result<LayerWriter, LayerError> {
+        assert!(
+            last_record_lsn <= lsn,
+            "the last record is at or below the layer"
+        );
+        let mut out = BufWriter::new(File::create(path)?);
+        // The real header (with the page count) is written by `finish`.
+        out.write_all(&[0u8; LAYER_HEADER_BYTES])?;
+        Ok(LayerWriter {
+            path: path.to_path_buf(),
+            out,
+            meta: LayerMeta {
+                tenant,
+                segment,
+                lsn,
+                last_record_lsn,
+                page_count: 0,
+            },
+            entries_crc: 0,
+            last_page: None,
+            layout,
+        })
+    }
+
+    /// Adds `page` as of the layer's LSN; `lsn` is the record that last changed it. Pages must
+    /// come in increasing order.
+    pub fn push(&mut self, page: PageNo, lsn: Lsn, image: &[u8]) -> Result<(), LayerError> {
+        assert!(
+            self.last_page.is_none_or(|p| p < page),
+            "pages are pushed in increasing order"
+        );
+        assert_eq!(
+            self.layout.segment_of(page),
+            self.meta.segment,
+            "pages of the layer's segment only"
+        );
+        assert!(
+            lsn <= self.meta.last_record_lsn,
+            "page versions are at or below the layer"
+        );
+        let record = encode_image_record(page, lsn, image);
+        self.entries_crc = crc32c::crc32c_append(self.entries_crc, &record);
+        self.out.write_all(&record)?;
+        self.meta.page_count += 1;
+        self.last_page = Some(page);
+        Ok(())
+    }
+
+    /// Writes the footer and the header; returns what the header says. The file is not fsynced:
+    /// it is uploaded and deleted, and local state is rebuilt after a crash anyway.
+    pub fn finish(mut self) -> Result<LayerMeta, LayerError> {
+        self.out
+            .write_all(&encode_footer(self.meta.page_count, self.entries_crc))?;
+        let mut file = self.out.into_inner().map_err(|e| e.into_error())?;
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(&encode_header(&self.meta))?;
+        file.flush()?;
+        let written = file.metadata()?.len();
+        if written != self.meta.file_bytes() {
+            return Err(LayerError::Corrupt {
+                path: self.path.display().to_string(),
+                reason: format!("wrote {written} bytes, expected {}", self.meta.file_bytes()),
+            });
+        }
+        Ok(self.meta)
+    }
+}
+
+/// Checks every byte of the layer at `path` (see the module docs) and that it is the layer of
+/// `tenant`'s `segment`; returns its header.
+pub fn verify(
+    path: &Path,
+    tenant: TenantId,
+    segment: SegmentId,
+    layout: SegmentLayout,
+) -> Result<LayerMeta, LayerError> {
+    for_each_page(path, tenant, segment, layout, |_, _, _| Ok(()))
+}
+
+/// Reads the layer at `path`, checking everything as it goes, and calls `f(page, lsn, image)` for
+/// each page in order. `f` may be called for some pages before a later check fails: run
+/// [`verify`] first when that matters.
+pub fn for_each_page(
+    path: &Path,
+    tenant: TenantId,
+    segment: SegmentId,
+    layout: SegmentLayout,
+    mut f: impl FnMut(PageNo, Lsn, &[u8]) -> Result<(), LayerError>,
+) -> Result<LayerMeta, LayerError> {
+    let corrupt = |reason: String| LayerError::Corrupt {
+        path: path.display().to_string(),
+        reason,
+    };
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut r = BufReader::new(file);
+    if len < (LAYER_HEADER_BYTES + LAYER_FOOTER_BYTES) as u64 {
+        return Err(corrupt(format!("only {len} bytes")));
+    }
+    let mut h = [0u8; LAYER_HEADER_BYTES];
+    r.read_exact(&mut h)?;
+    let meta = decode_header(&h).map_err(corrupt)?;
+    if meta.tenant != tenant || meta.segment != segment {
+        return Err(corrupt(format!(
+            "holds tenant {} segment {}, expected tenant {tenant} segment {segment}",
+            meta.tenant, meta.segment
+        )));
+    }
+    if len != meta.file_bytes() {
+        return Err(corrupt(format!(
+            "{len} bytes, the header says {} pages ({} bytes)",
+            meta.page_count,
+            meta.file_bytes()
+        )));
+    }
+    let mut record = vec![0u8; IMAGE_RECORD_BYTES];
+    let mut entries_crc = 0u32;
+    let mut last_page: Option<PageNo> = None;
+    for i in 0..u64::from(meta.page_count) {
+        let offset = LAYER_HEADER_BYTES as u64 + i * IMAGE_RECORD_BYTES as u64;
+        r.read_exact(&mut record)?;
+        entries_crc = crc32c::crc32c_append(entries_crc, &record);
+        // The record names its page and LSN; decode with what it claims, then check the claim.
+        let page = PageNo(u32_at(&record, 8));
+        let lsn = Lsn(u64_at(&record, 12));
+        let image =
+            decode_image_record(&record, offset, page, lsn).map_err(|e| corrupt(e.to_string()))?;
+        if last_page.is_some_and(|p| p >= page) {
+            return Err(corrupt(format!(
+                "page {page} at offset {offset} is out of order"
+            )));
+        }
+        if layout.segment_of(page) != segment {
+            return Err(corrupt(format!("page {page} is not in segment {segment}")));
+        }
+        if lsn > meta.last_record_lsn {
+            return Err(corrupt(format!(
+                "page {page} at lsn {lsn} is above the last record {}",
+                meta.last_record_lsn
+            )));
+        }
+        f(page, lsn, image)?;
+        last_page = Some(page);
+    }
+    let mut footer = [0u8; LAYER_FOOTER_BYTES];
+    r.read_exact(&mut footer)?;
+    if u32_at(&footer, 0) != LAYER_FOOTER_MAGIC {
+        return Err(corrupt("bad footer magic".into()));
+    }
+    if u32_at(&footer, FOOTER_CRC_OFFSET) != crc32c::crc32c(&footer[..FOOTER_CRC_OFFSET]) {
+        return Err(corrupt("footer crc mismatch".into()));
+    }
+    if u32_at(&footer, 4) != meta.page_count {
+        return Err(corrupt(
+            "footer and header disagree on the page count".into(),
+        ));
+    }
+    if u32_at(&footer, 8) != entries_crc {
+        return Err(corrupt("the image records fail the footer's crc".into()));
+    }
+    Ok(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use borealis_core::PAGE_SIZE_BYTES;
+
+    fn layout() -> SegmentLayout {
+        SegmentLayout::new(8)
+    }
+
+    fn image(seed: u8) -> Vec<u8> {
+        (0..PAGE_SIZE_BYTES)
+            .map(|i| (i as u8).wrapping_mul(seed))
+            .collect()
+    }
+
+    /// Segment 1 (pages 8..16) at lsn 50: pages 8, 10, 15.
+    fn write(dir: &Path) -> PathBuf {
+        let path = dir.join("layer");
+        let mut w =
+            LayerWriter::create(&path, TenantId(9), SegmentId(1), layout(), Lsn(50), Lsn(47))
+                .unwrap();
+        w.push(PageNo(8), Lsn(3), &image(1)).unwrap();
+        w.push(PageNo(10), Lsn(47), &image(2)).unwrap();
+        w.push(PageNo(15), Lsn(20), &image(3)).unwrap();
+        let meta = w.finish().unwrap();
+        assert_eq!(meta.page_count, 3);
+        path
+    }
+
+    /// Pins the header and footer layout: an accidental change of the format fails here.
+    #[test]
+    fn header_and_footer_snapshot() {
+        let meta = LayerMeta {
+            tenant: TenantId(0xab),
+            segment: SegmentId(2),
+            lsn: Lsn(300),
+            last_record_lsn: Lsn(299),
+            page_count: 5,
+        };
+        let hex: String = encode_header(&meta)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "42524c5901010000ab0000000000000002000000000000002c010000000000002b01000000000000\
+             050000009b6cbbed"
+        );
+        assert_eq!(decode_header(&encode_header(&meta)).unwrap(), meta);
+        let hex: String = encode_footer(5, 0xdead_beef)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(hex, "42524c4505000000efbeadde8d3e26ea");
+        assert_eq!(meta.file_bytes(), 48 + 16 + 5 * 4120);
+    }
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path());
+        let meta = verify(&path, TenantId(9), SegmentId(1), layout()).unwrap();
+        assert_eq!((meta.lsn, meta.last_record_lsn), (Lsn(50), Lsn(47)));
+        let mut pages = Vec::new();
+        for_each_page(&path, TenantId(9), SegmentId(1), layout(), |p, l, img| {
+            pages.push((p.0, l.0, img.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            pages,
+            vec![(8, 3, image(1)), (10, 47, image(2)), (15, 20, image(3))]
+        );
+        // Another tenant's or segment's layer is refused.
+        assert!(verify(&path, TenantId(8), SegmentId(1), layout()).is_err());
+        assert!(verify(&path, TenantId(9), SegmentId(0), layout()).is_err());
+    }
+
+    #[test]
+    fn any_flipped_bit_or_lost_byte_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path());
+        let good = std::fs::read(&path).unwrap();
+        let bad_path = dir.path().join("bad");
+        // Every header and footer byte, and a sample through the records.
+        let offsets: Vec<usize> = (0..LAYER_HEADER_BYTES)
+            .chain((LAYER_HEADER_BYTES..good.len() - LAYER_FOOTER_BYTES).step_by(97))
+            .chain(good.len() - LAYER_FOOTER_BYTES..good.len())
+            .collect();
+        for i in offsets {
+            let mut b = good.clone();
+            b[i] ^= 0x04;
+            std::fs::write(&bad_path, &b).unwrap();
+            assert!(
+                verify(&bad_path, TenantId(9), SegmentId(1), layout()).is_err(),
+                "flip at byte {i} went unnoticed"
+            );
+        }
+        // Cut short, or a whole record dropped (header page count fixed up to match).
+        std::fs::write(&bad_path, &good[..good.len() - 1]).unwrap();
+        assert!(verify(&bad_path, TenantId(9), SegmentId(1), layout()).is_err());
+        let mut dropped = good.clone();
+        dropped.drain(LAYER_HEADER_BYTES..LAYER_HEADER_BYTES + IMAGE_RECORD_BYTES);
+        let mut meta = decode_header(&good[..LAYER_HEADER_BYTES].try_into().unwrap()).unwrap();
+        meta.page_count = 2;
+        dropped[..LAYER_HEADER_BYTES].copy_from_slice(&encode_header(&meta));
+        std::fs::write(&bad_path, &dropped).unwrap();
+        assert!(verify(&bad_path, TenantId(9), SegmentId(1), layout()).is_err());
+    }
+
+    #[test]
+    fn an_empty_segment_is_a_valid_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty");
+        let w = LayerWriter::create(&path, TenantId(1), SegmentId(0), layout(), Lsn(5), Lsn(0))
+            .unwrap();
+        let meta = w.finish().unwrap();
+        assert_eq!(meta.page_count, 0);
+        assert_eq!(
+            verify(&path, TenantId(1), SegmentId(0), layout()).unwrap(),
+            meta
+        );
+    }
+}

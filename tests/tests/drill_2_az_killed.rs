@@ -1,0 +1,104 @@
+//! Drill 2 (DESIGN.md §6, "one AZ down"): `kill -9` both safekeepers of AZ c under load. With
+//! exactly a write quorum (4 of 6) left, writes and reads go on without a single error; the two
+//! come back and catch up by gossip; every checker holds.
+
+use borealis_tests::checkers::{
+    check, tenant_hex, wait_caught_up, write_availability, writes_between, DrillReport,
+};
+use borealis_tests::cluster::TestCluster;
+use borealis_tests::workload::{LoadConfig, Workload, WorkloadConfig};
+use std::time::Duration;
+
+const AZ_C: [&str; 2] = ["sk-c1", "sk-c2"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_2_one_az_killed_under_load() {
+    let c = TestCluster::start().await;
+    let w = Workload::setup(&c, "bank", WorkloadConfig::default()).await;
+    let tenant = tenant_hex(&c, "bank").await;
+    let load = LoadConfig {
+        duration: Duration::from_secs(14),
+        ..LoadConfig::default()
+    };
+    let mut report = DrillReport::new("drill 2: one AZ (sk-c1, sk-c2) killed under load");
+    report.line(format!(
+        "load: {} writers, {} readers, {} s; {} accounts; seed {:#x}",
+        load.writers,
+        load.readers,
+        load.duration.as_secs(),
+        w.config.accounts,
+        w.config.seed
+    ));
+
+    let started = w.now();
+    let running = w.spawn(load);
+    w.sleep_until(started + Duration::from_secs(3)).await;
+    let fault = w.mark("borealis node kill sk-c1; borealis node kill sk-c2");
+    for id in AZ_C {
+        c.node("kill", id);
+    }
+    w.sleep_until(fault + Duration::from_secs(6)).await;
+    let back = w.mark("borealis node start sk-c1; borealis node start sk-c2");
+    for id in AZ_C {
+        c.node("start", id);
+    }
+    let stats = running.await.expect("load phase");
+    let end = w.now();
+    let mut catch_up = Vec::new();
+    for id in AZ_C {
+        catch_up.push(wait_caught_up(&c, id, &tenant, Duration::from_secs(30)).await);
+    }
+
+    let state = w.read_state().await;
+    let history = w.history();
+    let checks = check(
+        &history,
+        &state,
+        w.config.accounts,
+        w.config.initial_balance,
+    );
+    let availability = write_availability(&history, fault, end);
+    let (acked_while_down, ..) = writes_between(&history, fault, back);
+    report.timeline(&history);
+    report.line(format!("phase: {stats}"));
+    report.line(format!("writes after the AZ died: {availability}"));
+    for cu in &catch_up {
+        match cu {
+            Ok(cu) => report.line(format!("caught up after the load: {cu}")),
+            Err(e) => report.line(format!("did not catch up: {e}")),
+        }
+    }
+    report.line(format!(
+        "writes acknowledged while AZ c was down: {acked_while_down}"
+    ));
+    report.checks(&checks);
+    report.emit();
+
+    checks.assert_ok();
+    assert!(
+        acked_while_down > 0,
+        "no write was acknowledged while AZ c was down"
+    );
+    assert_eq!(
+        (
+            stats.writes_refused,
+            stats.writes_rejected,
+            stats.writes_unknown,
+            stats.reads_failed
+        ),
+        (0, 0, 0, 0),
+        "one AZ down must cost clients no error: {stats}"
+    );
+    assert!(
+        stats.writes_acked > 0 && stats.reads_ok > 0,
+        "no load ran: {stats}"
+    );
+    for cu in catch_up {
+        let cu = cu.expect("an AZ c member catching up");
+        assert!(
+            cu.records_repaired > 0,
+            "{} missed 6 s of load, yet repaired nothing from peers: {cu}",
+            cu.node
+        );
+    }
+}

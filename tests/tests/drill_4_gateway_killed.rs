@@ -1,0 +1,107 @@
+//! Drill 4 (DESIGN.md §6, "writer compute / gateway killed at any instant"): `kill -9` the
+//! gateway, and the tenant's writer compute inside it, under load; start it again. Requests in
+//! flight get no answer (outcome unknown). After recovery (a new writer epoch) every checker
+//! holds: each acknowledged commit is present, each unknown one is wholly present or wholly
+//! absent, no read goes backwards across the crash, and the money adds up.
+
+use borealis_tests::checkers::{
+    check, longest_read_stall, unknown_reasons, write_availability, DrillReport,
+};
+use borealis_tests::cluster::TestCluster;
+use borealis_tests::workload::{LoadConfig, Workload, WorkloadConfig};
+use serde_json::Value;
+use std::time::Duration;
+
+async fn epoch(c: &TestCluster) -> Value {
+    let r = c
+        .request(
+            reqwest::Method::GET,
+            "/v1/tenants/bank",
+            &c.admin_token,
+            None,
+        )
+        .await
+        .ok();
+    r.body["epoch"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_4_gateway_killed_under_load() {
+    let c = TestCluster::start().await;
+    let w = Workload::setup(&c, "bank", WorkloadConfig::default()).await;
+    let load = LoadConfig {
+        duration: Duration::from_secs(16),
+        ..LoadConfig::default()
+    };
+    let mut report =
+        DrillReport::new("drill 4: gateway (with the writer compute) killed under load");
+    report.line(format!(
+        "load: {} writers, {} readers, {} s; seed {:#x}",
+        load.writers,
+        load.readers,
+        load.duration.as_secs(),
+        w.config.seed
+    ));
+
+    let started = w.now();
+    let running = w.spawn(load);
+    w.sleep_until(started + Duration::from_secs(4)).await;
+    let epoch_before = epoch(&c).await;
+    let fault = w.mark("borealis node kill gateway (SIGKILL, writer compute inside)");
+    c.node("kill", "gateway");
+    w.sleep_until(fault + Duration::from_secs(2)).await;
+    let restart = w.mark("borealis node start gateway");
+    c.node("start", "gateway");
+    let stats = running.await.expect("load phase");
+    let end = w.now();
+
+    let state = w.read_state().await;
+    let epoch_after = epoch(&c).await;
+    let history = w.history();
+    let checks = check(
+        &history,
+        &state,
+        w.config.accounts,
+        w.config.initial_balance,
+    );
+    let availability = write_availability(&history, fault, end);
+    let first_ok_after_restart = history
+        .writes
+        .iter()
+        .filter(|x| x.outcome.is_acked() && x.end > restart)
+        .map(|x| x.end)
+        .min();
+
+    report.timeline(&history);
+    report.line(format!("phase: {stats}"));
+    report.line(format!("writes after the kill: {availability}"));
+    report.line(format!(
+        "first write acknowledged {} after `node start gateway`; longest read stall {:.2} s",
+        first_ok_after_restart
+            .map(|t| format!("{:.2} s", (t - restart).as_secs_f64()))
+            .unwrap_or_else(|| "never".into()),
+        longest_read_stall(&history, fault, end).as_secs_f64()
+    ));
+    report.line(format!(
+        "writer epoch {epoch_before} before the kill, {epoch_after} after"
+    ));
+    for (why, n) in unknown_reasons(&history) {
+        report.line(format!("unknown outcome x{n}: {why}"));
+    }
+    report.checks(&checks);
+    report.emit();
+
+    checks.assert_ok();
+    assert!(
+        first_ok_after_restart.is_some(),
+        "no write succeeded after the gateway restarted ({availability})"
+    );
+    assert!(
+        stats.writes_acked > 0 && stats.reads_ok > 0,
+        "no load ran: {stats}"
+    );
+    assert!(
+        epoch_after.as_u64() > epoch_before.as_u64(),
+        "the restarted gateway must run a new writer epoch: {epoch_before} -> {epoch_after}"
+    );
+}
