@@ -697,7 +697,7 @@ pub async fn shutdown(tenants: &Tenants, timeout: Duration) {
         Err(_) => warn!(
             segments = count,
             ?timeout,
-            "final checkpoints did not finish in time (object store down?); the log since the last checkpoint stays on the safekeepers"
+            "final checkpoints did not finish in time (object store or safekeepers unreachable?); what they did not cover stays on the safekeepers"
         ),
     }
 }

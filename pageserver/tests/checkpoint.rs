@@ -371,3 +371,105 @@ async fn the_cache_stays_within_its_bound_under_a_larger_workload() {
     let rss = ps.rss_bytes();
     assert!(rss < 48 * 1024 * 1024, "resident memory {} MiB", rss >> 20);
 }
+
+/// Two pageservers following one segment at once (split brain, Neon RFC 025): each writes under
+/// its own generation, the older one notices the newer generation and deletes nothing from then
+/// on, every layer an index names stays in place, and a third pageserver restores correctly from
+/// whichever index is newest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pageservers_on_one_segment_never_delete_what_an_index_names() {
+    let tenant = TenantId(0x300);
+    let mut h = History::new(layout(), 9);
+    for i in 0..200u32 {
+        h.change(i * 5 % 4);
+    }
+    let sk = FakeSafekeeper::start(EPOCH, layout()).await;
+    let addrs = [sk.addr.clone()];
+    sk.set_log(tenant, log_upto(&h, 100));
+    let objects = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", objects.path().display());
+    let args = [
+        "--pages-per-segment",
+        "4",
+        "--object-store",
+        &store,
+        "--checkpoint-records",
+        "10",
+        "--checkpoint-interval",
+        "100ms",
+    ];
+    let first = PageServerProcess::start(&addrs, &args).await;
+    let c1 = first.client().await;
+    for page in 0..4 {
+        check_page(&c1, tenant, &h, page, 100, 0).await;
+    }
+    wait_status(&first, Duration::from_secs(20), "first checkpoint", |s| {
+        checkpoint_of(s, 0)["checkpointed_lsn"] == 100
+    })
+    .await;
+    let second = PageServerProcess::start(&addrs, &args).await;
+    let c2 = second.client().await;
+    for page in 0..4 {
+        check_page(&c2, tenant, &h, page, 100, 0).await;
+    }
+    assert_eq!(checkpoint_of(&second.status().await, 0)["generation"], 2);
+
+    // Both go on and checkpoint the same log.
+    sk.set_log(tenant, log_upto(&h, 200));
+    for (ps, c) in [(&first, &c1), (&second, &c2)] {
+        for page in 0..4 {
+            check_page(c, tenant, &h, page, 200, 0).await;
+        }
+        wait_status(ps, Duration::from_secs(20), "checkpointed 200", |s| {
+            checkpoint_of(s, 0)["checkpointed_lsn"] == 200
+        })
+        .await;
+    }
+    let stale = wait_status(
+        &first,
+        Duration::from_secs(10),
+        "the first sees it is stale",
+        |s| checkpoint_of(s, 0)["stale"] == true,
+    )
+    .await;
+    assert_eq!(checkpoint_of(&stale, 0)["generation"], 1);
+    assert_eq!(checkpoint_of(&second.status().await, 0)["stale"], false);
+
+    // Every layer every index names is there.
+    let segment_dir = objects.path().join(format!("tenants/{tenant}/segments/0"));
+    let mut indexes = 0;
+    for entry in std::fs::read_dir(&segment_dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let Some(generation) = name
+            .strip_prefix("index-")
+            .and_then(|n| n.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        indexes += 1;
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(segment_dir.join(&name)).unwrap()).unwrap();
+        assert_eq!(index["checkpoint_lsn"], 200, "{index}");
+        for layer in index["layers"].as_array().unwrap() {
+            let file = format!("{}-{generation}", layer["name"].as_str().unwrap());
+            assert!(
+                segment_dir.join("layers").join(&file).exists(),
+                "{file} named by index {generation} is gone"
+            );
+        }
+    }
+    assert_eq!(indexes, 2);
+    drop((c1, c2));
+    drop((first, second));
+
+    let third = PageServerProcess::start(&addrs, &args).await;
+    let c3 = third.client().await;
+    for page in 0..4 {
+        check_page(&c3, tenant, &h, page, 200, 0).await;
+    }
+    let ck = checkpoint_of(&third.status().await, 0);
+    assert_eq!(ck["generation"], 3, "{ck}");
+    assert_eq!(ck["restored_lsn"], 200, "{ck}");
+    // Same checkpoint LSN: the newest generation's index wins the tie.
+    assert_eq!(ck["restored_from_generation"], 2, "{ck}");
+}
