@@ -40,6 +40,8 @@ const MEMBER_QUEUE_APPENDS_MAX: usize = 4096;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How often an idle member connection checks whether the member still needs the newest VDL.
+const VDL_NOTICE_INTERVAL: Duration = Duration::from_millis(100);
 /// How long recovery waits for a write quorum to hold the recovered log.
 const RECOVERY_DURABLE_WAIT: Duration = Duration::from_secs(10);
 /// Bytes of redo one [`RedoTap`] holds before its reader counts as lagging and loses the stream.
@@ -621,10 +623,17 @@ async fn member_task(
         up.send_replace(true);
         backoff = Duration::from_millis(50);
         info!(tenant = %tenant, member, az = %az_of(member), addr = %addr, "safekeeper connected");
+        // The newest VDL this member has been told. Appends carry the VDL; when the writer goes
+        // quiet, an append without records tells it the rest, so pageservers can follow (and
+        // checkpoint) the tail without waiting for a reader to vouch for it.
+        let mut told_vdl = Lsn::INVALID;
         loop {
             tokio::select! {
                 a = appends.recv() => match a {
                     Some(body) => {
+                        if let Body::Append { vdl, .. } = &*body {
+                            told_vdl = told_vdl.max(*vdl);
+                        }
                         if client.send((*body).clone()).await.is_err() {
                             break;
                         }
@@ -644,8 +653,22 @@ async fn member_task(
                     Some(_) => {}
                     None => break,
                 },
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                _ = tokio::time::sleep(VDL_NOTICE_INTERVAL) => {
                     if writer.stopping.load(Ordering::SeqCst) { break; }
+                    let vdl = writer.vdl();
+                    if vdl > told_vdl {
+                        let notice = Body::Append {
+                            tenant,
+                            segment: SegmentId(0),
+                            epoch: writer.epoch,
+                            vdl,
+                            records: Vec::new(),
+                        };
+                        if client.send(notice).await.is_err() {
+                            break;
+                        }
+                        told_vdl = vdl;
+                    }
                 }
             }
         }

@@ -72,14 +72,10 @@ impl Node {
         records: Vec<u8>,
         errors: ErrorReturn,
     ) -> Result<(), SkError> {
-        let parsed = match parse_records(&records) {
-            Ok(p) if !p.is_empty() => Ok(p),
-            Ok(_) => Err(SkError::Invalid {
-                tenant,
-                message: "append without records".into(),
-            }),
-            Err(e) => Err(SkError::Corrupt(e)),
-        };
+        // An append without records is the writer telling us its VDL while it has nothing new
+        // to ship (so pageservers can follow and checkpoint the tail); it is fenced like any
+        // other append.
+        let parsed = parse_records(&records).map_err(SkError::Corrupt);
         match parsed {
             Ok(parsed) => {
                 self.writer
