@@ -408,14 +408,15 @@ fn stmt(sql: &str, params: Value) -> Value {
     json!({ "sql": sql, "params": params })
 }
 
-/// One transfer as one batch request; checks that both updates hit one row.
+/// One transfer as one batch request; checks that both updates hit one row. Returns the LSN
+/// the answer depends on (at or above the transfer's commit LSN).
 pub async fn transfer(
     api: &Api,
     tenant: &Tenant,
     client: usize,
     seq: u64,
     accounts: u64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<u64> {
     let t = transfer_for(client, seq, accounts);
     let [a, b] = t.updates();
     let v = api
@@ -436,7 +437,9 @@ pub async fn transfer(
             );
         }
     }
-    Ok(())
+    v["lsn"]
+        .as_u64()
+        .context("a transfer answered without an lsn")
 }
 
 impl System for BorealisSql {
@@ -472,7 +475,11 @@ impl System for BorealisSql {
         self.api.sql(&self.tenant, "SELECT 1", json!([])).await?;
         Ok(drive_async(clients, duration, move |client, seq| {
             let (api, tenant) = (api.clone(), tenant.clone());
-            async move { transfer(&api, &tenant, client, seq, accounts).await }
+            async move {
+                transfer(&api, &tenant, client, seq, accounts)
+                    .await
+                    .map(drop)
+            }
         })
         .await)
     }

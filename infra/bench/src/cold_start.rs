@@ -6,12 +6,14 @@
 //! member fsyncs it) — then (2) instantiate the SQLite module and open the volume, whose first
 //! pages come from the pageserver (GetPage@VDL), and only then (3) run the statement.
 //!
-//! The harness creates `tenants` tenants, each with one small table, lets every compute go idle
+//! The harness creates tenants, each with one small table, lets every compute go idle
 //! (the cluster runs with a short idle timeout, and the harness waits until the API reports
 //! each compute `idle`), then sends each tenant one point `SELECT` in turn and times it at the
 //! client. The gateway's own `borealis_gateway_cold_start_seconds` histogram (recovery +
 //! instantiate + open, without the statement and HTTP) is read before and after for its mean.
-//! For scale, the same `SELECT` against a running compute is timed too ("warm").
+//! For scale, the same `SELECT` against a running compute is timed too ("warm"). This is done
+//! for a few tenant counts in turn (10, 30 and 50 by default): a cold start should not depend on
+//! how many other tenants the cluster holds.
 
 use crate::borealis::{prometheus_value, scalar, Cluster, Tenant};
 use crate::stats::Latencies;
@@ -24,8 +26,10 @@ use std::time::{Duration, Instant};
 const IDLE_WAIT_MAX: Duration = Duration::from_secs(60);
 
 pub struct ColdStartFigures {
+    /// Tenants on the cluster in this round (each cold-started once).
     pub tenants: usize,
     pub cold: Latencies,
+    /// The tenants created in this round, right after their insert.
     pub warm: Latencies,
     /// Mean of the gateway's cold-start histogram over the measured starts (server side).
     pub gateway_mean: Option<Duration>,
@@ -43,43 +47,62 @@ async fn gateway_cold_starts(cluster: &Cluster) -> anyhow::Result<(f64, f64)> {
     Ok((sum, count))
 }
 
+/// Measures cold starts over `counts` tenants in turn (ascending): the tenants of one round
+/// are kept for the next, which adds more, so each round shows how cold start behaves with that
+/// many tenants on the cluster.
 pub async fn measure(
     cluster: &Cluster,
-    tenants: usize,
+    counts: &[usize],
+    checks: &mut Checks,
+) -> anyhow::Result<Vec<ColdStartFigures>> {
+    let api = &cluster.api;
+    let mut created: Vec<Tenant> = Vec::new();
+    let mut rounds = Vec::new();
+    for &tenants in counts {
+        let mut warm = Latencies::default();
+        for i in created.len()..tenants {
+            let t = api
+                .create_tenant(&cluster.admin_token, &format!("cold-{i}"))
+                .await?;
+            api.sql(
+                &t,
+                "CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER NOT NULL)",
+                json!([]),
+            )
+            .await?;
+            api.sql(
+                &t,
+                "INSERT INTO kv (k, v) VALUES (1, ?1)",
+                json!([i as i64 * 7]),
+            )
+            .await?;
+            let t0 = Instant::now();
+            let v = api
+                .sql(&t, "SELECT v FROM kv WHERE k = 1", json!([]))
+                .await?;
+            warm.push(t0.elapsed());
+            if scalar(&v, 0)? != i as i64 * 7 {
+                bail!("tenant cold-{i} returned {v} right after its insert");
+            }
+            created.push(t);
+        }
+        rounds.push(measure_round(cluster, &created, warm, checks).await?);
+    }
+    Ok(rounds)
+}
+
+/// Lets every compute stop, then sends each tenant one point `SELECT`, in turn.
+async fn measure_round(
+    cluster: &Cluster,
+    created: &[Tenant],
+    warm: Latencies,
     checks: &mut Checks,
 ) -> anyhow::Result<ColdStartFigures> {
     let api = &cluster.api;
-    let mut created: Vec<Tenant> = Vec::with_capacity(tenants);
-    let mut warm = Latencies::default();
-    for i in 0..tenants {
-        let t = api
-            .create_tenant(&cluster.admin_token, &format!("cold-{i}"))
-            .await?;
-        api.sql(
-            &t,
-            "CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER NOT NULL)",
-            json!([]),
-        )
-        .await?;
-        api.sql(
-            &t,
-            "INSERT INTO kv (k, v) VALUES (1, ?1)",
-            json!([i as i64 * 7]),
-        )
-        .await?;
-        let t0 = Instant::now();
-        let v = api
-            .sql(&t, "SELECT v FROM kv WHERE k = 1", json!([]))
-            .await?;
-        warm.push(t0.elapsed());
-        if scalar(&v, 0)? != i as i64 * 7 {
-            bail!("tenant cold-{i} returned {v} right after its insert");
-        }
-        created.push(t);
-    }
+    let tenants = created.len();
     // Wait until every compute has stopped.
     let started = Instant::now();
-    for t in &created {
+    for t in created {
         while api.compute_running(&cluster.admin_token, &t.name).await? {
             if started.elapsed() > IDLE_WAIT_MAX {
                 bail!(

@@ -70,8 +70,8 @@ fn disk_of(dir: &Path) -> String {
         .map(|up| format!("/sys/class/block/{name}/{up}queue/rotational"))
         .find(|p| Path::new(p).exists());
     let kind = match block.map(|p| read(&p).trim().to_string()).as_deref() {
-        Some("0") => "non-rotational",
-        Some("1") => "rotational",
+        Some("0") => "kernel reports non-rotational",
+        Some("1") => "kernel reports rotational",
         _ => "unknown kind",
     };
     format!("{device} ({fs}, {kind}) mounted on {mount}")

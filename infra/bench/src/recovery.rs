@@ -320,7 +320,7 @@ pub async fn failover_under_load(
             let (mut seq, mut failed) = (1u64 << 32, 0u64);
             while !stop.load(Ordering::Relaxed) {
                 match transfer(&api, &t, client + 100, seq, accounts).await {
-                    Ok(()) => successes
+                    Ok(_) => successes
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .push(Instant::now()),

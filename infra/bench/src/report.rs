@@ -8,6 +8,7 @@ use crate::cold_start::ColdStartFigures;
 use crate::compute_bench::ComputeFigures;
 use crate::recovery::{FailoverFigures, RecoveryPoint};
 use crate::redo_sample::RedoSample;
+use crate::replica_lag::ReplicaFigures;
 use crate::safekeeper_append::AppendFigures;
 use crate::stats::{Latencies, Run};
 use crate::workload::SystemFigures;
@@ -24,9 +25,11 @@ pub struct Results {
     pub postgres: Option<SystemFigures>,
     pub sqlite: Option<SystemFigures>,
     pub redo: Option<RedoSample>,
-    pub cold_start: Option<ColdStartFigures>,
+    /// One round per tenant count.
+    pub cold_start: Vec<ColdStartFigures>,
     pub recovery: Vec<RecoveryPoint>,
     pub failover: Option<FailoverFigures>,
+    pub replica: Option<ReplicaFigures>,
     /// Parts that could not be measured, with why.
     pub missing: Vec<(String, String)>,
 }
@@ -364,33 +367,32 @@ pub fn render(res: &Results) -> String {
     }
 
     out.push_str("\n### Cold start of an idle tenant (first request → first result)\n\n");
-    if let Some(c) = &res.cold_start {
-        let (mut cold, mut warm) = (c.cold.clone(), c.warm.clone());
-        out.push_str(&table(
-            &["what", "tenants", "p50", "p99"],
-            &[
-                vec![
-                    "cold: idle tenant, point SELECT over HTTP".into(),
-                    c.tenants.to_string(),
-                    dur(cold.p50()),
-                    dur(cold.p99()),
-                ],
-                vec![
-                    "warm: running compute, same SELECT".into(),
-                    c.tenants.to_string(),
-                    dur(warm.p50()),
-                    dur(warm.p99()),
-                ],
-                vec![
-                    "gateway's cold-start histogram, mean (recovery + instantiate + open)".into(),
-                    c.tenants.to_string(),
-                    c.gateway_mean.map_or("–".into(), dur),
-                    "–".into(),
-                ],
-            ],
-        ));
-    } else {
+    if res.cold_start.is_empty() {
         out.push_str("not measured\n");
+    } else {
+        let mut rows = Vec::new();
+        for c in &res.cold_start {
+            let (mut cold, mut warm) = (c.cold.clone(), c.warm.clone());
+            rows.push(vec![
+                c.tenants.to_string(),
+                dur(cold.p50()),
+                dur(cold.p99()),
+                c.gateway_mean.map_or("–".into(), dur),
+                dur(warm.p50()),
+                dur(warm.p99()),
+            ]);
+        }
+        out.push_str(&table(
+            &[
+                "tenants on the cluster",
+                "cold: idle tenant's first SELECT, p50",
+                "p99",
+                "gateway's cold-start histogram, mean (recovery + instantiate + open)",
+                "warm: same SELECT, running compute, p50",
+                "p99",
+            ],
+            &rows,
+        ));
     }
 
     out.push_str("\n### Crash recovery vs log length (gateway SIGKILLed, restarted)\n\n");
@@ -453,11 +455,31 @@ pub fn render(res: &Results) -> String {
         ]),
         None => rows.push(vec!["failover".into(), "not measured".into(), "–".into()]),
     }
-    rows.push(vec![
-        "replica lag under TPC-B load".into(),
-        "not measured: replicas do not exist yet".into(),
-        "–".into(),
-    ]);
+    match &res.replica {
+        Some(r) => {
+            let mut lag = r.lag.clone();
+            rows.push(vec![
+                format!(
+                    "replica lag under {} transfer clients (staleness of replica answers)",
+                    crate::replica_lag::TRANSFER_CLIENTS
+                ),
+                format!("p50 {}, p99 {}", dur(lag.p50()), dur(lag.p99())),
+                format!(
+                    "{} replica answers during {} transfers; read point behind the newest LSN acknowledged before the question by p50 {}, p99 {} records; gateway's replica-lag histogram mean {}",
+                    r.answers,
+                    r.transfers,
+                    r.lag_lsn_p50,
+                    r.lag_lsn_p99,
+                    r.gateway_mean.map_or("–".into(), dur)
+                ),
+            ]);
+        }
+        None => rows.push(vec![
+            "replica lag under TPC-B load".into(),
+            "not measured".into(),
+            "–".into(),
+        ]),
+    }
     out.push_str(&table(&["what", "figure", "notes"], &rows));
 
     if !res.missing.is_empty() {
