@@ -27,8 +27,13 @@ async fn run(config: Config, admin_token: String) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let registry = Registry::open(&config.data_dir.join("tenants.json"))?;
     let started = std::time::Instant::now();
-    let engine = compute_host::ComputeEngine::new(compute_host::EngineConfig::default())
-        .context("compiling the compute module")?;
+    // wasmtime's own cache of the compiled module (validated by wasmtime on load): a restart or
+    // failover skips the ~2 s compile.
+    let engine = compute_host::ComputeEngine::new(compute_host::EngineConfig {
+        module_cache_dir: Some(config.data_dir.join("module-cache")),
+        ..compute_host::EngineConfig::default()
+    })
+    .context("compiling the compute module")?;
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "compute module ready"
