@@ -114,9 +114,14 @@ impl Backend for Volume {
                 PageChangeBody::Image(b) => RedoBody::Image(b),
                 PageChangeBody::Delta(d) => RedoBody::Delta(d),
             };
-            let mut img = match self.read(page)? {
-                Some(p) => p.as_ref().clone(),
-                None => vec![0u8; PAGE_SIZE_BYTES],
+            // An image needs no previous version (and asking for one would make commits that
+            // grow the volume depend on a pageserver answering).
+            let mut img = match &body {
+                RedoBody::Image(_) => vec![0u8; PAGE_SIZE_BYTES],
+                RedoBody::Delta(_) => match self.read(page)? {
+                    Some(p) => p.as_ref().clone(),
+                    None => vec![0u8; PAGE_SIZE_BYTES],
+                },
             };
             body.apply(&mut img).map_err(|e| BackendError {
                 kind: ErrorKind::Invalid,

@@ -312,7 +312,7 @@ impl FileState {
         if batch.pages.is_empty() {
             return ffi::SQLITE_OK;
         }
-        let rc = ship(&batch.pages);
+        let rc = ship(&batch.pages, batch.size_pages_before);
         if rc != ffi::SQLITE_OK {
             self.size_pages = batch.size_pages_before;
         }
@@ -321,10 +321,22 @@ impl FileState {
 }
 
 /// Turns dirty pages (ascending) into one `Mtr` and calls the `commit` import.
-fn ship(pages: &BTreeMap<u32, Page>) -> c_int {
+///
+/// A page at or past the file's size before the batch is new to SQLite: it ships as a full image,
+/// without asking storage for a previous image. That keeps commits that grow the file going while
+/// no pageserver answers (DESIGN.md §6), and it is the only safe body for such a page: storage may
+/// still hold a stale image of it from before a shrink, which a delta would be applied to.
+fn ship(pages: &BTreeMap<u32, Page>, size_pages_before: u32) -> c_int {
     let mut changes = Vec::with_capacity(pages.len());
     let mut old = zero_page();
     for (&page_no, new) in pages {
+        if page_no >= size_pages_before {
+            changes.push(PageChange {
+                page_no,
+                body: PageChangeBody::Image(new.to_vec()),
+            });
+            continue;
+        }
         let old_image = match host::get_page(page_no, &mut old) {
             PageRead::Present => Some(&old[..]),
             PageRead::Absent => None,
