@@ -538,7 +538,8 @@ impl ComputePool {
                         "commit outcome unknown: {e}"
                     )));
                 }
-                Err(self.compute_error(e, &writer, writer_slot))
+                let shipped = writer.last_lsn() != before;
+                Err(self.compute_error(e, shipped, &writer, writer_slot))
             }
         }
     }
@@ -546,6 +547,7 @@ impl ComputePool {
     fn compute_error(
         &self,
         e: ComputeError,
+        shipped: bool,
         writer: &Arc<LogWriter>,
         writer_slot: &mut Option<Arc<LogWriter>>,
     ) -> ApiError {
@@ -557,6 +559,11 @@ impl ComputePool {
                 "statement exceeded the {} ms limit and was stopped",
                 self.config.statement_timeout.as_millis()
             )),
+            ComputeError::Backend(be) if !shipped => {
+                // Storage failed under the statement (a page could not be read) and nothing of
+                // it left the compute: the writer and its epoch stay; only the instance goes.
+                ApiError::from_kind(be.kind, format!("nothing was written: {}", be.message))
+            }
             ComputeError::Backend(be) => {
                 writer.fail(be.message.clone());
                 *writer_slot = None;
