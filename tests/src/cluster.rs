@@ -306,6 +306,45 @@ impl TestCluster {
     }
 
     /// A node's `/status` as JSON; `None` if it does not answer.
+    /// The pageserver node serving tenant `name` (the gateway's `GET /v1/tenants/{name}` names
+    /// its address).
+    pub async fn serving_pageserver(&self, name: &str) -> String {
+        let r = self
+            .request(
+                reqwest::Method::GET,
+                &format!("/v1/tenants/{name}"),
+                &self.admin_token,
+                None,
+            )
+            .await
+            .ok();
+        let addr = r.body["pageserver"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no pageserver for {name}: {}", r.body))
+            .to_string();
+        self.node_ids("pageserver")
+            .into_iter()
+            .find(|id| self.node_info(id).addr == addr)
+            .unwrap_or_else(|| panic!("no pageserver at {addr}"))
+    }
+
+    /// Segment 0 of tenant `tenant_id` (hex) on pageserver `ps`'s `/status` (`Null`: not
+    /// attached, or no answer).
+    pub async fn pageserver_segment(&self, ps: &str, tenant_id: &str) -> Value {
+        let Some(status) = self.node_status(ps).await else {
+            return Value::Null;
+        };
+        status["tenants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["tenant"] == tenant_id)
+            .flat_map(|t| t["segments"].as_array().into_iter().flatten())
+            .find(|s| s["segment"] == 0)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
     pub async fn node_status(&self, id: &str) -> Option<Value> {
         let text = self.node_http(id, "/status").await?;
         serde_json::from_str(&text).ok()
@@ -415,4 +454,11 @@ impl Drop for TestCluster {
             let _ = dir.keep();
         }
     }
+}
+
+/// The checkpointed LSN in a pageserver segment status (0 if none).
+pub fn checkpointed_lsn(segment: &Value) -> u64 {
+    segment["checkpoint"]["checkpointed_lsn"]
+        .as_u64()
+        .unwrap_or(0)
 }

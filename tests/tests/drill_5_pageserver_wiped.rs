@@ -20,7 +20,7 @@ use borealis_tests::checkers::{
     base_of, check, log_lines, reads_between, tenant_hex, unknown_reasons, write_availability,
     writes_between, DrillReport,
 };
-use borealis_tests::cluster::{ClusterOptions, TestCluster};
+use borealis_tests::cluster::{checkpointed_lsn, ClusterOptions, TestCluster};
 use borealis_tests::workload::{LoadConfig, Outcome, Workload, WorkloadConfig};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -45,47 +45,6 @@ fn options() -> ClusterOptions {
             ("PAGESERVER_CHECKPOINT_INTERVAL".into(), "1s".into()),
         ],
     }
-}
-
-/// The pageserver that serves `TENANT` (the gateway says which address).
-async fn serving_pageserver(c: &TestCluster) -> String {
-    let r = c
-        .request(
-            reqwest::Method::GET,
-            &format!("/v1/tenants/{TENANT}"),
-            &c.admin_token,
-            None,
-        )
-        .await
-        .ok();
-    let addr = r.body["pageserver"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no pageserver for {TENANT}: {}", r.body))
-        .to_string();
-    c.node_ids("pageserver")
-        .into_iter()
-        .find(|id| c.node_info(id).addr == addr)
-        .unwrap_or_else(|| panic!("no pageserver at {addr}"))
-}
-
-/// The tenant's segment 0 on a pageserver's `/status` (`Null`: not attached, or no answer).
-async fn segment_status(c: &TestCluster, ps: &str, tenant: &str) -> Value {
-    let Some(status) = c.node_status(ps).await else {
-        return Value::Null;
-    };
-    status["tenants"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|t| t["tenant"] == tenant)
-        .flat_map(|t| t["segments"].as_array().into_iter().flatten())
-        .find(|s| s["segment"] == 0)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
-fn checkpointed(seg: &Value) -> u64 {
-    seg["checkpoint"]["checkpointed_lsn"].as_u64().unwrap_or(0)
 }
 
 /// Every safekeeper's trim base of the tenant's segment 0 (0: never trimmed, or no answer).
@@ -162,7 +121,7 @@ async fn drill_5_pageservers_wiped_restore_from_object_storage() {
     let c = TestCluster::start_with(options()).await;
     let w = Workload::setup(&c, TENANT, WorkloadConfig::default()).await;
     let tenant = tenant_hex(&c, TENANT).await;
-    let ps = serving_pageserver(&c).await;
+    let ps = c.serving_pageserver(TENANT).await;
     let load_1 = LoadConfig {
         duration: Duration::from_secs(12),
         ..LoadConfig::default()
@@ -191,9 +150,9 @@ async fn drill_5_pageservers_wiped_restore_from_object_storage() {
     w.sleep_until(started + Duration::from_secs(4)).await;
     let deadline = Instant::now() + Duration::from_secs(8);
     let (seg_before, bases_before) = loop {
-        let seg = segment_status(&c, &ps, &tenant).await;
+        let seg = c.pageserver_segment(&ps, &tenant).await;
         let bases = safekeeper_bases(&c, &tenant).await;
-        if checkpointed(&seg) > 0 && bases.iter().all(|&b| b > 0) {
+        if checkpointed_lsn(&seg) > 0 && bases.iter().all(|&b| b > 0) {
             break (seg, bases);
         }
         assert!(
@@ -212,7 +171,7 @@ async fn drill_5_pageservers_wiped_restore_from_object_storage() {
             .unwrap_or(0.0),
     );
     let load_before_kill = w.now() - started;
-    let checkpointed_at_kill = checkpointed(&seg_before);
+    let checkpointed_at_kill = checkpointed_lsn(&seg_before);
     w.mark(format!(
         "{ps} checkpointed lsn {checkpointed_at_kill} (generation {}, {} checkpoints); safekeepers \
          trimmed through {bases_before:?}",
@@ -230,7 +189,7 @@ async fn drill_5_pageservers_wiped_restore_from_object_storage() {
     }
     let stats_1 = running.await.expect("load phase 1");
     let end_1 = w.now();
-    let restored_under_load = !segment_status(&c, &ps, &tenant).await.is_null();
+    let restored_under_load = !c.pageserver_segment(&ps, &tenant).await.is_null();
 
     // The compute (and its page cache) goes; the next one reads every page from the pageserver.
     let idle_wait = wait_compute_idle(&c, Duration::from_secs(20)).await;
@@ -241,14 +200,14 @@ async fn drill_5_pageservers_wiped_restore_from_object_storage() {
     let stats_2 = w.run(load_2).await;
     let end = w.now();
     let last_lsn = last_acked_lsn(&w);
-    let seg_restored = segment_status(&c, &ps, &tenant).await;
+    let seg_restored = c.pageserver_segment(&ps, &tenant).await;
 
     // The new generation checkpoints what came after (the idle writer vouches for its last
     // commits), and the safekeepers trim behind it.
     let waited = Instant::now();
     let seg_after = loop {
-        let seg = segment_status(&c, &ps, &tenant).await;
-        if checkpointed(&seg) >= last_lsn {
+        let seg = c.pageserver_segment(&ps, &tenant).await;
+        if checkpointed_lsn(&seg) >= last_lsn {
             break Ok(seg);
         }
         if waited.elapsed() > Duration::from_secs(30) {
@@ -285,7 +244,7 @@ async fn drill_5_pageservers_wiped_restore_from_object_storage() {
     let restored_log = log_lines(&c.log_path(&ps), "restored the segment from object storage");
     let mut other_ps = Vec::new();
     for id in PAGESERVERS.iter().filter(|id| **id != ps) {
-        let seg = segment_status(&c, id, &tenant).await;
+        let seg = c.pageserver_segment(id, &tenant).await;
         other_ps.push(format!(
             "{id}: {}",
             if seg.is_null() {

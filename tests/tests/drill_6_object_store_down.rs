@@ -13,7 +13,7 @@
 use borealis_tests::checkers::{
     base_of, check, log_lines, scl_of, tenant_hex, write_availability, DrillReport,
 };
-use borealis_tests::cluster::{ClusterOptions, TestCluster};
+use borealis_tests::cluster::{checkpointed_lsn, ClusterOptions, TestCluster};
 use borealis_tests::s3::S3Server;
 use borealis_tests::workload::{LoadConfig, Outcome, Workload, WorkloadConfig};
 use serde_json::Value;
@@ -34,47 +34,6 @@ fn options(s3: &S3Server) -> ClusterOptions {
         ],
         ..ClusterOptions::default()
     }
-}
-
-/// The pageserver that serves `TENANT` (the gateway says which address).
-async fn serving_pageserver(c: &TestCluster) -> String {
-    let r = c
-        .request(
-            reqwest::Method::GET,
-            &format!("/v1/tenants/{TENANT}"),
-            &c.admin_token,
-            None,
-        )
-        .await
-        .ok();
-    let addr = r.body["pageserver"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no pageserver for {TENANT}: {}", r.body))
-        .to_string();
-    c.node_ids("pageserver")
-        .into_iter()
-        .find(|id| c.node_info(id).addr == addr)
-        .unwrap_or_else(|| panic!("no pageserver at {addr}"))
-}
-
-/// The tenant's segment 0 on a pageserver's `/status` (`Null`: not attached, or no answer).
-async fn segment_status(c: &TestCluster, ps: &str, tenant: &str) -> Value {
-    let Some(status) = c.node_status(ps).await else {
-        return Value::Null;
-    };
-    status["tenants"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|t| t["tenant"] == tenant)
-        .flat_map(|t| t["segments"].as_array().into_iter().flatten())
-        .find(|s| s["segment"] == 0)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
-fn checkpointed(seg: &Value) -> u64 {
-    seg["checkpoint"]["checkpointed_lsn"].as_u64().unwrap_or(0)
 }
 
 fn failures(seg: &Value) -> u64 {
@@ -137,7 +96,7 @@ async fn wait_segment(
 ) -> Result<(Value, Duration), Value> {
     let started = Instant::now();
     loop {
-        let seg = segment_status(c, ps, tenant).await;
+        let seg = c.pageserver_segment(ps, tenant).await;
         if f(&seg) {
             return Ok((seg, started.elapsed()));
         }
@@ -154,7 +113,7 @@ async fn drill_6_object_store_down_under_load() {
     let c = TestCluster::start_with(options(&s3)).await;
     let w = Workload::setup(&c, TENANT, WorkloadConfig::default()).await;
     let tenant = tenant_hex(&c, TENANT).await;
-    let ps = serving_pageserver(&c).await;
+    let ps = c.serving_pageserver(TENANT).await;
     let load = LoadConfig {
         duration: Duration::from_secs(15),
         ..LoadConfig::default()
@@ -176,17 +135,17 @@ async fn drill_6_object_store_down_under_load() {
     let running = w.spawn(load);
     // Checkpoints and trims run before the fault.
     let before = wait_segment(&c, &ps, &tenant, Duration::from_secs(10), |s| {
-        checkpointed(s) > 0
+        checkpointed_lsn(s) > 0
     })
     .await
     .unwrap_or_else(|seg| panic!("no checkpoint within 10 s of load: {seg:#}"));
     w.sleep_until(started + Duration::from_secs(3)).await;
     let logs_before = safekeeper_logs(&c, &tenant).await;
-    let seg_before = segment_status(&c, &ps, &tenant).await;
+    let seg_before = c.pageserver_segment(&ps, &tenant).await;
     w.mark(format!(
         "{ps}: checkpointed lsn {} ({} checkpoints, first after {:.1} s); safekeepers trimmed \
          through {:?}",
-        checkpointed(&seg_before),
+        checkpointed_lsn(&seg_before),
         seg_before["checkpoint"]["checkpoints"],
         before.1.as_secs_f64(),
         bases(&logs_before)
@@ -196,8 +155,8 @@ async fn drill_6_object_store_down_under_load() {
     s3.stop();
     // A checkpoint in flight at the kill fails (or had just finished) within this.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let seg_down = segment_status(&c, &ps, &tenant).await;
-    let frozen = checkpointed(&seg_down);
+    let seg_down = c.pageserver_segment(&ps, &tenant).await;
+    let frozen = checkpointed_lsn(&seg_down);
     let failures_down = failures(&seg_down);
     let metric_down = c
         .node_metric(&ps, "pageserver_object_store_errors_total")
@@ -207,18 +166,18 @@ async fn drill_6_object_store_down_under_load() {
     let mut moved = Vec::new();
     let mut samples = 0;
     while w.now() < fault + OUTAGE {
-        let seg = segment_status(&c, &ps, &tenant).await;
+        let seg = c.pageserver_segment(&ps, &tenant).await;
         samples += 1;
-        if checkpointed(&seg) != frozen {
+        if checkpointed_lsn(&seg) != frozen {
             moved.push(format!(
                 "t={:.2}s checkpointed lsn {}",
                 w.now().as_secs_f64(),
-                checkpointed(&seg)
+                checkpointed_lsn(&seg)
             ));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let seg_outage_end = segment_status(&c, &ps, &tenant).await;
+    let seg_outage_end = c.pageserver_segment(&ps, &tenant).await;
     let logs_outage_end = safekeeper_logs(&c, &tenant).await;
     let metric_outage_end = c
         .node_metric(&ps, "pageserver_object_store_errors_total")
@@ -229,13 +188,13 @@ async fn drill_6_object_store_down_under_load() {
     let back = w.mark("s3s-fs started again (same objects)");
     s3.start_again();
     let first_after = wait_segment(&c, &ps, &tenant, Duration::from_secs(30), |s| {
-        checkpointed(s) > frozen
+        checkpointed_lsn(s) > frozen
     })
     .await;
     if let Ok((seg, _)) = &first_after {
         w.mark(format!(
             "{ps}: first checkpoint after the outage, lsn {}",
-            checkpointed(seg)
+            checkpointed_lsn(seg)
         ));
     }
     let stats = running.await.expect("load phase");
@@ -245,7 +204,7 @@ async fn drill_6_object_store_down_under_load() {
     // Checkpoints catch up past the last acknowledged write (the idle writer vouches for its last
     // commits), and every safekeeper trims up to there.
     let caught = wait_segment(&c, &ps, &tenant, Duration::from_secs(30), |s| {
-        checkpointed(s) >= last_lsn
+        checkpointed_lsn(s) >= last_lsn
     })
     .await;
     let trim_started = Instant::now();
@@ -259,7 +218,7 @@ async fn drill_6_object_store_down_under_load() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let trim_wait = trim_started.elapsed();
-    let seg_end = segment_status(&c, &ps, &tenant).await;
+    let seg_end = c.pageserver_segment(&ps, &tenant).await;
 
     let state = w.read_state().await;
     let history = w.history();
@@ -280,7 +239,7 @@ async fn drill_6_object_store_down_under_load() {
     report.line(format!(
         "before: checkpointed lsn {}, caught up to {}; safekeepers hold <= {} records above their \
          trim base",
-        checkpointed(&seg_before),
+        checkpointed_lsn(&seg_before),
         caught_up(&seg_before),
         held_above_base(&logs_before)
     ));
@@ -313,7 +272,7 @@ async fn drill_6_object_store_down_under_load() {
         Ok((seg, took)) => report.line(format!(
             "back: first checkpoint {:.2} s after s3s-fs restarted, lsn {} (under load)",
             took.as_secs_f64(),
-            checkpointed(seg)
+            checkpointed_lsn(seg)
         )),
         Err(seg) => report.line(format!(
             "back: NO checkpoint within 30 s of s3s-fs restarting: {seg}"
@@ -323,12 +282,12 @@ async fn drill_6_object_store_down_under_load() {
         Ok((seg, took)) => report.line(format!(
             "caught up: checkpointed lsn {} >= last acknowledged lsn {last_lsn}, {:.2} s after the \
              load ended",
-            checkpointed(seg),
+            checkpointed_lsn(seg),
             took.as_secs_f64()
         )),
         Err(seg) => report.line(format!(
             "NOT caught up within 30 s: checkpointed lsn {} < last acknowledged lsn {last_lsn}",
-            checkpointed(seg)
+            checkpointed_lsn(seg)
         )),
     }
     report.line(format!(

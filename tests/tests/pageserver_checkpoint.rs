@@ -7,7 +7,7 @@
 //! - the object store down for a while: SQL goes on (writes, and reads that miss the compute's
 //!   cache), checkpoints wait, and complete once it is back.
 
-use borealis_tests::cluster::{ClusterOptions, TestCluster};
+use borealis_tests::cluster::{checkpointed_lsn, ClusterOptions, TestCluster};
 use borealis_tests::s3::S3Server;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -117,27 +117,6 @@ async fn wait_compute_idle(c: &TestCluster) {
     }
 }
 
-/// The pageserver that serves the tenant (the gateway says which address).
-async fn serving_pageserver(c: &TestCluster) -> String {
-    let r = c
-        .request(
-            reqwest::Method::GET,
-            &format!("/v1/tenants/{TENANT}"),
-            &c.admin_token,
-            None,
-        )
-        .await
-        .ok();
-    let addr = r.body["pageserver"]
-        .as_str()
-        .expect("pageserver address")
-        .to_string();
-    c.node_ids("pageserver")
-        .into_iter()
-        .find(|id| c.node_info(id).addr == addr)
-        .unwrap_or_else(|| panic!("no pageserver at {addr}"))
-}
-
 /// The tenant's segment 0 on a pageserver's `/status` (`Null` if not there, or no answer).
 async fn segment_status(c: &TestCluster, ps: &str) -> Value {
     let Some(status) = c.node_status(ps).await else {
@@ -195,10 +174,6 @@ async fn safekeeper_bases(c: &TestCluster) -> Vec<u64> {
     out
 }
 
-fn checkpointed(seg: &Value) -> u64 {
-    seg["checkpoint"]["checkpointed_lsn"].as_u64().unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wiped_pageservers_restore_from_object_storage_and_safekeepers_trim() {
     let s3 = S3Server::start(BUCKET);
@@ -217,7 +192,7 @@ async fn wiped_pageservers_restore_from_object_storage_and_safekeepers_trim() {
         last_lsn = insert(&c, &token, rows + 1, 50).await;
         rows += 50;
     }
-    let ps = serving_pageserver(&c).await;
+    let ps = c.serving_pageserver(TENANT).await;
     // A pageserver applies only what somebody vouched is durable; the safekeepers learn the VDL
     // from the writer's next append, so the last commit is vouched by the next read: a new
     // compute's, which reads its pages from the pageserver.
@@ -230,7 +205,7 @@ async fn wiped_pageservers_restore_from_object_storage_and_safekeepers_trim() {
         &ps,
         Duration::from_secs(60),
         "checkpointed the last commit",
-        |s| checkpointed(s) >= last_lsn,
+        |s| checkpointed_lsn(s) >= last_lsn,
     )
     .await;
     assert_eq!(seg["checkpoint"]["generation"], 1, "{seg}");
@@ -240,7 +215,7 @@ async fn wiped_pageservers_restore_from_object_storage_and_safekeepers_trim() {
         let bases = safekeeper_bases(&c).await;
         if bases.iter().all(|&b| b > 0) {
             // Never above what a durable index covers.
-            let now = checkpointed(&segment_status(&c, &ps).await);
+            let now = checkpointed_lsn(&segment_status(&c, &ps).await);
             assert!(bases.iter().all(|&b| b <= now), "{bases:?} above {now}");
             break;
         }
@@ -290,7 +265,7 @@ async fn wiped_pageservers_restore_from_object_storage_and_safekeepers_trim() {
         &ps,
         Duration::from_secs(60),
         "checkpointed the new rows",
-        |s| checkpointed(s) >= last_lsn,
+        |s| checkpointed_lsn(s) >= last_lsn,
     )
     .await;
     assert_eq!(seg["checkpoint"]["stale"], false, "{seg}");
@@ -314,13 +289,13 @@ async fn sql_goes_on_while_the_object_store_is_down_and_checkpoints_complete_aft
         last_lsn = insert(&c, &token, rows + 1, 50).await;
         rows += 50;
     }
-    let ps = serving_pageserver(&c).await;
+    let ps = c.serving_pageserver(TENANT).await;
     wait_segment(
         &c,
         &ps,
         Duration::from_secs(60),
         "a first checkpoint",
-        |s| checkpointed(s) > 0,
+        |s| checkpointed_lsn(s) > 0,
     )
     .await;
 
@@ -328,7 +303,7 @@ async fn sql_goes_on_while_the_object_store_is_down_and_checkpoints_complete_aft
     s3.stop();
     // (A checkpoint in flight when it went away has finished or failed by now.)
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let checkpointed_before = checkpointed(&segment_status(&c, &ps).await);
+    let checkpointed_before = checkpointed_lsn(&segment_status(&c, &ps).await);
     assert!(checkpointed_before > 0);
     for _ in 0..6 {
         last_lsn = insert(&c, &token, rows + 1, 50).await;
@@ -346,7 +321,7 @@ async fn sql_goes_on_while_the_object_store_is_down_and_checkpoints_complete_aft
             > 0
     })
     .await;
-    assert_eq!(checkpointed(&seg), checkpointed_before, "{seg}");
+    assert_eq!(checkpointed_lsn(&seg), checkpointed_before, "{seg}");
     assert!(
         seg["caught_up_to"].as_u64().unwrap_or(0) >= last_lsn,
         "{seg}"
@@ -359,10 +334,10 @@ async fn sql_goes_on_while_the_object_store_is_down_and_checkpoints_complete_aft
         &ps,
         Duration::from_secs(60),
         "checkpoints caught up",
-        |s| checkpointed(s) >= last_lsn,
+        |s| checkpointed_lsn(s) >= last_lsn,
     )
     .await;
-    assert!(checkpointed(&seg) > checkpointed_before);
+    assert!(checkpointed_lsn(&seg) > checkpointed_before);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let bases = safekeeper_bases(&c).await;
