@@ -18,7 +18,17 @@
 //!   failed writer fail with a retryable `unavailable` (their commits' fate is settled by the
 //!   recovery, not guessed);
 //! - a statement timeout: the instance is thrown away (its SQLite may hold half a transaction
-//!   that never left it); the writer is kept unless something was shipped during the statement.
+//!   that never left it); the writer is kept unless something was shipped during the statement;
+//! - the write quorum lost **with commits in flight** (AZ + 1 down under load): the writer is
+//!   [in limbo](LogWriter::in_limbo). Those commits reached three members at most, so they can
+//!   neither become durable nor be truncated (recovery needs four members too) until a fourth
+//!   returns. The writer, its epoch and its instance are kept; requests are handed to the
+//!   tenant's reader and run read-only at the VDL (reads answered, writes refused `read_only`);
+//!   responses held for the unsettled commits are answered `unavailable` (outcome unknown) at the
+//!   commit timeout, without failing the writer, and held responses that shipped nothing run
+//!   again at the VDL at once. When a fourth member returns, gossip makes the commits durable and
+//!   the writer serves as before; if they cannot be filled, the next request fails the writer
+//!   and recovery settles them. RFC 0004.
 //!
 //! ## Readers
 //!
@@ -30,8 +40,9 @@
 use crate::error::ApiError;
 use crate::log_writer::{LogWriter, LogWriterConfig};
 use crate::metrics::Metrics;
-use crate::reader::{run_reader, ReaderJob, ReplicaOutput};
+use crate::reader::{run_reader, ReadMode, ReaderJob, ReplicaOutput};
 use crate::volume::Volume;
+use borealis_core::quorum::WRITE_QUORUM;
 use borealis_core::{ErrorKind, Lsn, TenantId};
 use compute_abi::{ExecRequest, ExecResponse};
 use compute_host::{Compute, ComputeEngine, ComputeError};
@@ -65,6 +76,25 @@ pub struct JobOutput {
     pub response: ExecResponse,
     pub depends_on: Lsn,
     pub writer: Arc<LogWriter>,
+    /// The request, when it shipped nothing: if the commits it saw are caught by a lost write
+    /// quorum, it can be run again read-only at the VDL instead of waiting for them.
+    pub rerun: Option<ExecRequest>,
+}
+
+/// Where a request ran.
+pub enum Executed {
+    /// On the writer's instance; the response waits until `depends_on` is durable.
+    Writer(JobOutput),
+    /// Read-only at the VDL, because the writer is [in limbo](LogWriter::in_limbo): a write in
+    /// it was refused `read_only`. Durable already.
+    AtVdl(ReplicaOutput),
+}
+
+/// What the writer's thread did with an `Exec` job.
+enum Ran {
+    Output(JobOutput),
+    /// The writer is in limbo: the request is handed back, to be run at the VDL.
+    QuorumLost(ExecRequest),
 }
 
 /// What the writer's thread is asked to do.
@@ -72,7 +102,7 @@ enum Job {
     /// Run statements on the writer compute.
     Exec {
         request: ExecRequest,
-        reply: oneshot::Sender<Result<JobOutput, ApiError>>,
+        reply: oneshot::Sender<Result<Ran, ApiError>>,
     },
     /// A reader needs a live writer (its VDL and redo stream): recover one if none runs.
     StartWriter {
@@ -192,8 +222,36 @@ impl ComputePool {
         tenant: TenantId,
         request: ExecRequest,
     ) -> Result<ReplicaOutput, ApiError> {
+        self.run_on_reader(tenant, request, ReadMode::Replica).await
+    }
+
+    /// Runs `request` read-only at the writer's VDL, on the tenant's reader, because the writer
+    /// is in limbo (write quorum lost with commits in flight): reads are answered, writes
+    /// refused `read_only`.
+    pub async fn execute_at_vdl(
+        self: &Arc<Self>,
+        tenant: TenantId,
+        request: ExecRequest,
+    ) -> Result<ReplicaOutput, ApiError> {
+        self.metrics
+            .quorum_lost_requests
+            .fetch_add(1, Ordering::Relaxed);
+        self.run_on_reader(tenant, request, ReadMode::QuorumLost)
+            .await
+    }
+
+    async fn run_on_reader(
+        self: &Arc<Self>,
+        tenant: TenantId,
+        request: ExecRequest,
+        mode: ReadMode,
+    ) -> Result<ReplicaOutput, ApiError> {
         let (tx, rx) = oneshot::channel();
-        let job = ReaderJob { request, reply: tx };
+        let job = ReaderJob {
+            request,
+            mode,
+            reply: tx,
+        };
         self.enqueue(&self.readers, tenant, job, move |pool, generation, rx| {
             std::thread::Builder::new()
                 .name(format!("reader-{tenant}"))
@@ -263,19 +321,27 @@ impl ComputePool {
         })
     }
 
-    /// Runs `request` on the tenant's writer compute.
+    /// Runs `request` on the tenant's writer compute, or read-only at the VDL while the writer
+    /// is in limbo.
     pub async fn execute(
         self: &Arc<Self>,
         tenant: TenantId,
         request: ExecRequest,
-    ) -> Result<JobOutput, ApiError> {
+    ) -> Result<Executed, ApiError> {
         let (tx, rx) = oneshot::channel();
         self.enqueue_writer(tenant, Job::Exec { request, reply: tx })?;
-        rx.await.unwrap_or_else(|_| {
+        let ran = rx.await.unwrap_or_else(|_| {
             Err(ApiError::unavailable(
                 "the tenant's compute stopped while running the request; retry",
             ))
-        })
+        })?;
+        match ran {
+            Ran::Output(out) => Ok(Executed::Writer(out)),
+            Ran::QuorumLost(request) => self
+                .execute_at_vdl(tenant, request)
+                .await
+                .map(Executed::AtVdl),
+        }
     }
 
     fn enqueue_writer(self: &Arc<Self>, tenant: TenantId, job: Job) -> Result<(), ApiError> {
@@ -369,6 +435,13 @@ impl ComputePool {
                         .unwrap_or_else(|p| p.into_inner())
                         .replica_active_at
                         .is_some_and(|t| t.elapsed() < self.config.idle_timeout);
+                    let in_limbo = writer.as_ref().is_some_and(|w| w.in_limbo());
+                    if in_limbo {
+                        // Its commits in flight settle when a fourth member returns; until then
+                        // it is what serves reads at the VDL (a new writer could not start).
+                        compute = None;
+                        continue;
+                    }
                     if replica_active {
                         // Its reader needs this writer's VDL and redo stream, not its SQLite:
                         // the instance goes, the writer stays.
@@ -482,9 +555,26 @@ impl ComputePool {
         request: ExecRequest,
         writer_slot: &mut Option<Arc<LogWriter>>,
         compute_slot: &mut Option<Compute>,
-    ) -> Result<JobOutput, ApiError> {
+    ) -> Result<Ran, ApiError> {
         let started = Instant::now();
-        let writer = self.ensure_writer(tenant, writer_slot, compute_slot)?;
+        let mut writer = self.ensure_writer(tenant, writer_slot, compute_slot)?;
+        if writer.in_limbo() {
+            return Ok(Ran::QuorumLost(request));
+        }
+        if writer.reachable_members() >= WRITE_QUORUM
+            && writer
+                .oldest_unsettled_age()
+                .is_some_and(|age| age > self.config.commit_timeout)
+        {
+            // A write quorum is back, yet commits shipped before it was lost are still not
+            // durable: no reachable member holds them, so gossip cannot fill them. Settle them
+            // under a new epoch (recovery truncates what no quorum holds).
+            writer.fail(format!(
+                "commits shipped while the write quorum was lost did not become durable within {} ms of its return",
+                self.config.commit_timeout.as_millis()
+            ));
+            writer = self.ensure_writer(tenant, writer_slot, compute_slot)?;
+        }
         let cold = compute_slot.is_none();
         if compute_slot.is_none() {
             // A new instance reads pages from storage, so everything this writer shipped must be
@@ -515,11 +605,15 @@ impl ComputePool {
         let compute = compute_slot.as_mut().expect("set above");
         let before = writer.last_lsn();
         match compute.exec(&request, self.config.statement_timeout) {
-            Ok(response) => Ok(JobOutput {
-                response,
-                depends_on: writer.last_lsn(),
-                writer,
-            }),
+            Ok(response) => {
+                let last = writer.last_lsn();
+                Ok(Ran::Output(JobOutput {
+                    response,
+                    depends_on: last,
+                    rerun: (last == before).then_some(request),
+                    writer,
+                }))
+            }
             Err(e @ ComputeError::RequestTooLarge { .. }) => {
                 // Refused before the guest saw it: the instance is fine.
                 Err(ApiError::too_large(e.to_string()))

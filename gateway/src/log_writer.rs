@@ -146,6 +146,16 @@ pub enum LogError {
     Failed(String),
 }
 
+/// What [`LogWriter::wait_settled`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// The VDL reached the LSN waited for; it is the VDL now.
+    Durable(Lsn),
+    /// The write quorum is lost with commits below the LSN unsettled: it cannot become durable
+    /// until a fourth member returns (see [`LogWriter::in_limbo`]).
+    QuorumLost,
+}
+
 impl LogError {
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -191,6 +201,13 @@ pub struct LogWriter {
     /// Readers following this writer. Locked only while `state` is held, so taps get MTRs in
     /// LSN order and a subscription starts at a well-defined LSN.
     taps: Mutex<Vec<Weak<RedoTap>>>,
+    /// Members reachable now: waiters watch it to notice a lost write quorum.
+    reachable: watch::Sender<usize>,
+    /// Commit LSNs above the VDL and when they were shipped, oldest first (locked only while
+    /// `state` is held). Bounded by the LAL: one entry per commit, at most `lal_lsns` of them.
+    unsettled: Mutex<VecDeque<(Lsn, Instant)>>,
+    /// Whether the writer was last seen in limbo (for logging its entry and exit once).
+    limbo_logged: AtomicBool,
 }
 
 fn lock(m: &Mutex<QuorumWriter>) -> std::sync::MutexGuard<'_, QuorumWriter> {
@@ -236,6 +253,9 @@ impl LogWriter {
             failed: failed_tx,
             stopping: AtomicBool::new(false),
             taps: Mutex::default(),
+            reachable: watch::channel(0).0,
+            unsettled: Mutex::default(),
+            limbo_logged: AtomicBool::new(false),
         });
         let mut up_rx = Vec::new();
         for (member, rx) in receivers.into_iter().enumerate() {
@@ -288,6 +308,24 @@ impl LogWriter {
     }
     pub fn reachable_members(&self) -> usize {
         lock(&self.state).reachable().len()
+    }
+
+    /// The writer is **in limbo**: fewer than a write quorum of members is reachable and commits
+    /// it shipped are not durable yet. Those commits reached three members at most; none of them
+    /// can become durable, nor be truncated by a recovery (which needs four members too), until a
+    /// fourth member returns. Meanwhile the writer keeps its epoch and its VDL: reads are served
+    /// at the VDL by a fresh instance, writes are refused `read_only`
+    /// (`docs/rfcs/0004-write-quorum-lost-in-flight.md`).
+    pub fn in_limbo(&self) -> bool {
+        let s = lock(&self.state);
+        s.last_lsn() > s.vdl() && !s.reachable().is_write_quorum()
+    }
+
+    /// How long the oldest commit above the VDL has waited for durability, if one does.
+    pub fn oldest_unsettled_age(&self) -> Option<Duration> {
+        let _state = lock(&self.state);
+        let unsettled = self.unsettled.lock().unwrap_or_else(|p| p.into_inner());
+        unsettled.front().map(|(_, at)| at.elapsed())
     }
 
     /// Why this writer can no longer be used, if it cannot.
@@ -371,6 +409,10 @@ impl LogWriter {
             segments,
         } = state.submit(changes)?;
         self.publish(commit_lsn, &segments);
+        self.unsettled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back((commit_lsn, Instant::now()));
         let vdl = state.vdl();
         for (segment, records) in segments {
             let mut bytes = Vec::with_capacity(records.iter().map(|r| r.encoded_len()).sum());
@@ -396,20 +438,45 @@ impl LogWriter {
 
     /// Waits until the VDL reaches `lsn`, at most `timeout`.
     pub async fn wait_durable(&self, lsn: Lsn, timeout: Duration) -> Result<Lsn, LogError> {
+        match self.wait(lsn, timeout, false).await? {
+            Settled::Durable(vdl) => Ok(vdl),
+            Settled::QuorumLost => unreachable!("wait() reports a lost quorum only when asked to"),
+        }
+    }
+
+    /// Like [`wait_durable`](Self::wait_durable), but returns [`Settled::QuorumLost`] as soon as
+    /// the writer is [in limbo](Self::in_limbo) below `lsn`: for a response that shipped nothing
+    /// and only *saw* unsettled commits, which can be served again at the VDL instead.
+    pub async fn wait_settled(&self, lsn: Lsn, timeout: Duration) -> Result<Settled, LogError> {
+        self.wait(lsn, timeout, true).await
+    }
+
+    async fn wait(
+        &self,
+        lsn: Lsn,
+        timeout: Duration,
+        until_quorum_lost: bool,
+    ) -> Result<Settled, LogError> {
         let mut rx = self.vdl.subscribe();
         let mut failed = self.failed.subscribe();
+        let mut reachable = self.reachable.subscribe();
         let result = tokio::time::timeout(timeout, async {
             loop {
                 let vdl = *rx.borrow_and_update();
                 if vdl >= lsn {
-                    return Ok(vdl);
+                    return Ok(Settled::Durable(vdl));
                 }
                 if let Some(why) = failed.borrow_and_update().clone() {
                     return Err(LogError::Failed(why));
                 }
+                let up = *reachable.borrow_and_update();
+                if until_quorum_lost && up < WRITE_QUORUM && self.in_limbo() {
+                    return Ok(Settled::QuorumLost);
+                }
                 tokio::select! {
                     r = rx.changed() => if r.is_err() { return Err(LogError::Failed("writer dropped".into())) },
                     r = failed.changed() => if r.is_err() { return Err(LogError::Failed("writer dropped".into())) },
+                    r = reachable.changed() => if r.is_err() { return Err(LogError::Failed("writer dropped".into())) },
                 }
             }
         })
@@ -425,9 +492,27 @@ impl LogWriter {
     }
 
     fn on_ack(&self, member: usize, segment: SegmentId, scl: Lsn) {
-        let new_vdl = lock(&self.state).on_ack(member, segment, scl);
+        let mut state = lock(&self.state);
+        let new_vdl = state.on_ack(member, segment, scl);
         if let Some(vdl) = new_vdl {
-            self.vdl.send_replace(vdl);
+            let mut unsettled = self.unsettled.lock().unwrap_or_else(|p| p.into_inner());
+            while unsettled.front().is_some_and(|(lsn, _)| *lsn <= vdl) {
+                unsettled.pop_front();
+            }
+            let settled = unsettled.is_empty();
+            drop(unsettled);
+            drop(state);
+            if settled && self.limbo_logged.swap(false, Ordering::SeqCst) {
+                info!(tenant = %self.tenant, epoch = self.epoch, %vdl, "commits in flight settled: the writer is out of limbo");
+            }
+            // Two members' tasks may race here: never let a stale, lower VDL overwrite a newer one.
+            self.vdl.send_if_modified(|v| {
+                let newer = vdl > *v;
+                if newer {
+                    *v = vdl;
+                }
+                newer
+            });
         }
     }
 
@@ -438,6 +523,14 @@ impl LogWriter {
         } else {
             s.member_down(member);
         }
+        let n = s.reachable().len();
+        let (vdl, last) = (s.vdl(), s.last_lsn());
+        drop(s);
+        if n < WRITE_QUORUM && last > vdl && !self.limbo_logged.swap(true, Ordering::SeqCst) {
+            warn!(tenant = %self.tenant, epoch = self.epoch, reachable = n, %vdl, last_lsn = %last,
+                "write quorum lost with commits in flight: writer in limbo, reads served at the VDL, writes refused until a fourth safekeeper returns");
+        }
+        self.reachable.send_replace(n);
     }
 }
 

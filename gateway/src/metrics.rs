@@ -60,6 +60,9 @@ pub struct Metrics {
     pub running_computes: AtomicU64,
     pub recoveries_failed: AtomicU64,
     pub commits_unknown_outcome: AtomicU64,
+    /// Requests run read-only at the VDL because their tenant's writer was in limbo (write
+    /// quorum lost with commits in flight).
+    pub quorum_lost_requests: AtomicU64,
     pub running_readers: AtomicU64,
     /// Replica answers by how far in time they were behind the writer's VDL.
     pub replica_lag: Histogram,
@@ -124,6 +127,11 @@ impl Metrics {
             out,
             "# TYPE borealis_gateway_commits_unknown_outcome_total counter\nborealis_gateway_commits_unknown_outcome_total {}",
             self.commits_unknown_outcome.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE borealis_gateway_quorum_lost_requests_total counter\nborealis_gateway_quorum_lost_requests_total {}",
+            self.quorum_lost_requests.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

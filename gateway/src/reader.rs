@@ -56,6 +56,7 @@ use crate::error::ApiError;
 use crate::log_writer::{LogWriter, RedoTap};
 use crate::page_client::PageClient;
 use crate::replica_cache::{Advanced, ReplicaCache};
+use borealis_core::quorum::PG_MEMBERS;
 use borealis_core::{ErrorKind, Lsn, PageNo, TenantId};
 use compute_abi::{ExecErrorKind, ExecRequest, ExecResponse, Statement};
 use compute_host::{Backend, BackendError, Compute, ComputeError, Mtr};
@@ -81,7 +82,19 @@ pub struct ReplicaOutput {
 
 pub(crate) struct ReaderJob {
     pub request: ExecRequest,
+    pub mode: ReadMode,
     pub reply: oneshot::Sender<Result<ReplicaOutput, ApiError>>,
+}
+
+/// Why a request runs on the reader; decides how a write in it is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReadMode {
+    /// The client asked for a replica (`"replica": true`): a write is the client's mistake,
+    /// `bad_request`.
+    Replica,
+    /// The writer is in limbo (write quorum lost with commits in flight): a write is refused
+    /// `read_only`, like any write while the write quorum is lost.
+    QuorumLost,
 }
 
 /// What the reader thread and its compute's backend share.
@@ -197,7 +210,8 @@ pub(crate) fn run_reader(
 impl Reader {
     fn answer(&mut self, job: ReaderJob) {
         self.pool.note_replica_activity(self.tenant);
-        let result = self.serve(job.request);
+        let mode = job.mode;
+        let result = self.serve(job.request).map_err(|e| self.refusal(mode, e));
         if result.is_err() {
             // Whatever went wrong, the next request starts from a clean instance.
             self.compute = None;
@@ -255,6 +269,21 @@ impl Reader {
             response,
             read_point,
         })
+    }
+
+    /// A write refused on the reader, as `mode` wants it answered (other errors pass through).
+    fn refusal(&self, mode: ReadMode, e: ApiError) -> ApiError {
+        let write_refused = e.code == "bad_request" && e.message.starts_with(READ_ONLY_MESSAGE);
+        if mode == ReadMode::Replica || !write_refused {
+            return e;
+        }
+        let reachable = self.writer.as_ref().map_or(0, |w| w.reachable_members());
+        let read_point = lock(&self.shared).cache.read_point();
+        ApiError::read_only(format!(
+            "write refused, nothing was written: write quorum lost, {reachable} of {PG_MEMBERS} safekeepers \
+             reachable with commits in flight; reads are served at lsn {read_point} until a fourth \
+             returns"
+        ))
     }
 
     fn compute_error(&mut self, e: ComputeError, timeout: Duration) -> ApiError {
