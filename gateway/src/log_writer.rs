@@ -42,6 +42,11 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How often an idle member connection checks whether the member still needs the newest VDL.
 const VDL_NOTICE_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a member may leave records it was sent unacknowledged before it counts as
+/// unreachable (a frozen process or a partition that breaks no connection). Well above a slow
+/// group-commit fsync; well below the commit timeout, so a lost write quorum is noticed (limbo,
+/// RFC 0004) long before held commits give up.
+const MEMBER_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long recovery waits for a write quorum to hold the recovered log.
 const RECOVERY_DURABLE_WAIT: Duration = Duration::from_secs(10);
 /// Bytes of redo one [`RedoTap`] holds before its reader counts as lagging and loses the stream.
@@ -194,7 +199,8 @@ pub struct LogWriter {
     start: Lsn,
     history: Vec<borealis_core::EpochStart>,
     state: Mutex<QuorumWriter>,
-    members: Vec<mpsc::Sender<Arc<Body>>>,
+    /// Per member: appends to forward, each with the LSN of its last record.
+    members: Vec<mpsc::Sender<(Arc<Body>, Lsn)>>,
     vdl: watch::Sender<Lsn>,
     failed: watch::Sender<Option<String>>,
     stopping: AtomicBool,
@@ -415,6 +421,7 @@ impl LogWriter {
             .push_back((commit_lsn, Instant::now()));
         let vdl = state.vdl();
         for (segment, records) in segments {
+            let last = records.last().map_or(Lsn::INVALID, |r| r.lsn);
             let mut bytes = Vec::with_capacity(records.iter().map(|r| r.encoded_len()).sum());
             for r in &records {
                 r.encode_into(&mut bytes);
@@ -427,7 +434,8 @@ impl LogWriter {
                 records: bytes,
             });
             for (member, tx) in self.members.iter().enumerate() {
-                if state.reachable().contains(member) && tx.try_send(body.clone()).is_err() {
+                if state.reachable().contains(member) && tx.try_send((body.clone(), last)).is_err()
+                {
                     // Too slow or gone: it will fill the gap from its peers.
                     debug!(tenant = %self.tenant, member, "member queue full, append dropped for it");
                 }
@@ -670,7 +678,7 @@ async fn member_task(
     writer: Arc<LogWriter>,
     member: usize,
     addr: String,
-    mut appends: mpsc::Receiver<Arc<Body>>,
+    mut appends: mpsc::Receiver<(Arc<Body>, Lsn)>,
     up: watch::Sender<bool>,
 ) {
     let tenant = writer.tenant;
@@ -720,21 +728,42 @@ async fn member_task(
         // quiet, an append without records tells it the rest, so pageservers can follow (and
         // checkpoint) the tail without waiting for a reader to vouch for it.
         let mut told_vdl = Lsn::INVALID;
+        // The highest LSN sent and acknowledged on this connection, and since when the member
+        // has owed an acknowledgement.
+        let (mut sent, mut acked) = (Lsn::INVALID, Lsn::INVALID);
+        let mut owed_since: Option<Instant> = None;
         loop {
+            if owed_since.is_some_and(|t| t.elapsed() > MEMBER_ACK_TIMEOUT) {
+                warn!(tenant = %tenant, member, addr = %addr, sent = %sent, acked = %acked,
+                    timeout_ms = MEMBER_ACK_TIMEOUT.as_millis() as u64,
+                    "safekeeper stopped acknowledging; counting it unreachable");
+                break;
+            }
             tokio::select! {
                 a = appends.recv() => match a {
-                    Some(body) => {
+                    Some((body, last)) => {
                         if let Body::Append { vdl, .. } = &*body {
                             told_vdl = told_vdl.max(*vdl);
                         }
-                        if client.send((*body).clone()).await.is_err() {
+                        // A member that reads nothing fills its socket and then our queue:
+                        // sending blocks. That is unresponsive too.
+                        let sending = tokio::time::timeout(MEMBER_ACK_TIMEOUT, client.send((*body).clone()));
+                        if !matches!(sending.await, Ok(Ok(()))) {
                             break;
+                        }
+                        if last > sent {
+                            sent = last;
+                            owed_since.get_or_insert_with(Instant::now);
                         }
                     }
                     None => break,
                 },
                 m = acks.recv() => match m {
-                    Some(Body::Ack { segment, scl, .. }) => writer.on_ack(member, segment, scl),
+                    Some(Body::Ack { segment, scl, .. }) => {
+                        writer.on_ack(member, segment, scl);
+                        acked = acked.max(scl);
+                        owed_since = if acked >= sent { None } else { Some(Instant::now()) };
+                    }
                     Some(Body::Error { kind: ErrorKind::Fenced, message }) => {
                         writer.fail(format!("fenced by safekeeper {addr}: {message}"));
                         break;

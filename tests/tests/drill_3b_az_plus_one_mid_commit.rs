@@ -2,7 +2,8 @@
 //!
 //! To be sure commits are in flight when it dies, sk-b1 is first frozen (`SIGSTOP`: its
 //! connections stay open, it acknowledges nothing, so every commit shipped meanwhile waits for
-//! it), then killed (`SIGKILL`) a second later. Those commits reached three members at most:
+//! it) for longer than the writer's member acknowledgement timeout (2 s), so the writer must
+//! notice a silent member by itself, then killed (`SIGKILL`). Those commits reached three members at most:
 //! their outcome cannot be settled until a fourth returns, and the writer is **in limbo**
 //! (RFC 0004). sk-b1 is started again after longer than the gateway's commit timeout (10 s).
 //!
@@ -25,6 +26,9 @@ use std::time::Duration;
 /// Longer than the gateway's default `--commit-timeout` (10 s), so that the stalled commits are
 /// answered before the member returns.
 const OUTAGE: Duration = Duration::from_secs(13);
+/// How long sk-b1 stays frozen before it is killed: longer than the gateway's member
+/// acknowledgement timeout (2 s, `MEMBER_ACK_TIMEOUT`).
+const FROZEN: Duration = Duration::from_secs(3);
 
 /// The writer epoch of tenant `bank`, as the gateway reports it.
 async fn epoch(c: &TestCluster) -> serde_json::Value {
@@ -46,7 +50,7 @@ async fn drill_3b_az_plus_one_down_with_commits_in_flight() {
     let w = Workload::setup(&c, "bank", WorkloadConfig::default()).await;
     let tenant = tenant_hex(&c, "bank").await;
     let load = LoadConfig {
-        duration: Duration::from_secs(24),
+        duration: Duration::from_secs(26),
         ..LoadConfig::default()
     };
     let mut report = DrillReport::new(
@@ -80,7 +84,7 @@ async fn drill_3b_az_plus_one_down_with_commits_in_flight() {
         0,
         "SIGSTOP sk-b1"
     );
-    w.sleep_until(frozen + Duration::from_secs(1)).await;
+    w.sleep_until(frozen + FROZEN).await;
     let lost = w.mark("borealis node kill sk-b1 (3 of 6 left, commits in flight)");
     c.node("kill", "sk-b1");
     w.sleep_until(lost + OUTAGE).await;
@@ -160,9 +164,9 @@ async fn drill_3b_az_plus_one_down_with_commits_in_flight() {
         "reads stalled {:.1} s with 3 of 6 up: they waited for the unsettled commits",
         read_stall.as_secs_f64()
     );
-    // Writes sent once the loss was noticed (a dropped connection is seen at once; the margin
-    // covers the client's own scheduling) must all be refused, none left in doubt.
-    let noticed = lost + Duration::from_millis(500);
+    // Writes sent once the silent member was noticed (the 2 s acknowledgement timeout; the
+    // margin covers the client's own scheduling) must all be refused, none left in doubt.
+    let noticed = frozen + Duration::from_millis(2500);
     let late_not_refused: Vec<_> = history
         .writes
         .iter()
