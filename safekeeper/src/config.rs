@@ -1,5 +1,6 @@
 //! The safekeeper's configuration: long flags, or `SAFEKEEPER_*` environment variables.
 
+use crate::disk_budget::{human_bytes, DISK_BUDGET_BYTES_MIN};
 use crate::gossip::Peer;
 use clap::Parser;
 use std::net::SocketAddr;
@@ -34,6 +35,13 @@ pub struct Config {
     /// How often to exchange summaries with peers and fill holes, e.g. `200ms`.
     #[arg(long, env = "SAFEKEEPER_GOSSIP_INTERVAL", default_value = "200ms", value_parser = humantime::parse_duration)]
     pub gossip_interval: Duration,
+    /// The most log (bytes of segment files, over all tenants) this safekeeper keeps. Records
+    /// can only be dropped once a pageserver has checkpointed them to object storage; while it
+    /// cannot (the object store is down), writers' appends that would go past this are refused
+    /// with `read_only` ("disk budget exhausted ..."), until trims free space again. Fills from
+    /// peers are never refused. 16 GiB by default.
+    #[arg(long, env = "SAFEKEEPER_DISK_BUDGET_BYTES", default_value_t = crate::disk_budget::DISK_BUDGET_BYTES_DEFAULT)]
+    pub disk_budget_bytes: u64,
 }
 
 /// The `--peers` list.
@@ -82,6 +90,12 @@ impl Config {
                 "--gossip-interval must be within (0, {GOSSIP_INTERVAL_MAX:?}]"
             ));
         }
+        if self.disk_budget_bytes < DISK_BUDGET_BYTES_MIN {
+            return Err(format!(
+                "--disk-budget-bytes must be at least {DISK_BUDGET_BYTES_MIN} ({}, one maximal record)",
+                human_bytes(DISK_BUDGET_BYTES_MIN)
+            ));
+        }
         if self.listen == self.http {
             return Err("--listen and --http must differ".into());
         }
@@ -110,6 +124,7 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:7001".parse().unwrap());
         assert_eq!(c.gossip_interval, Duration::from_millis(150));
         assert_eq!(c.peers.0.len(), 2);
+        assert_eq!(c.disk_budget_bytes, 16 << 30, "16 GiB by default");
         assert_eq!(
             c.peers.0[1],
             Peer {
@@ -140,5 +155,28 @@ mod tests {
         assert!(c.validate().is_err());
         c.peers = parse_peers("b=h:1,b=h:2").unwrap();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn the_disk_budget_is_a_number_of_bytes_of_at_least_one_record() {
+        let parse = |budget: &str| {
+            Config::try_parse_from([
+                "safekeeper",
+                "--id",
+                "a",
+                "--data-dir",
+                "d",
+                "--disk-budget-bytes",
+                budget,
+            ])
+        };
+        let c = parse("262144").unwrap();
+        assert_eq!(c.disk_budget_bytes, 256 * 1024);
+        c.validate().unwrap();
+        assert!(parse("16GiB").is_err(), "bytes, as the name says");
+        assert!(parse("-1").is_err());
+        let tiny = parse("100").unwrap();
+        let err = tiny.validate().unwrap_err();
+        assert!(err.contains("--disk-budget-bytes"), "{err}");
     }
 }

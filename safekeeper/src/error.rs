@@ -1,5 +1,6 @@
 //! The safekeeper's errors: a rich enum here, the shared [`ErrorKind`] on the wire.
 
+use crate::disk_budget::{self, Refusal, DISK_BUDGET_EXHAUSTED};
 use borealis_core::redo::CodecError;
 use borealis_core::{ErrorKind, Lsn, SegmentId, TenantId};
 use borealis_wire::Body;
@@ -37,6 +38,10 @@ pub enum SkError {
         base: Lsn,
         after: Lsn,
     },
+    /// A writer's append would take the log this safekeeper retains past `--disk-budget-bytes`
+    /// (see [`crate::disk_budget`]). The message starts with [`DISK_BUDGET_EXHAUSTED`].
+    #[error("{}", disk_budget::refusal_message(node, refusal))]
+    DiskBudgetExhausted { node: String, refusal: Refusal },
     #[error("corrupt records: {0}")]
     Corrupt(#[from] CodecError),
     /// The local disk failed. Never sent for a write (the process stops instead).
@@ -52,9 +57,16 @@ impl SkError {
         message.contains(TRIMMED_MARKER)
     }
 
+    /// Whether an `Error` answer's message is a [`SkError::DiskBudgetExhausted`].
+    pub fn is_disk_budget_message(message: &str) -> bool {
+        message.starts_with(DISK_BUDGET_EXHAUSTED)
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             SkError::Fenced { .. } => ErrorKind::Fenced,
+            // Writes are refused until trims free space; reads go on.
+            SkError::DiskBudgetExhausted { .. } => ErrorKind::ReadOnly,
             SkError::HelloFirst { .. } | SkError::Invalid { .. } | SkError::Trimmed { .. } => {
                 ErrorKind::Invalid
             }

@@ -19,6 +19,13 @@ struct AppState {
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub id: String,
+    /// `--disk-budget-bytes`.
+    pub disk_budget_bytes: u64,
+    /// Bytes of segment files on disk, over all tenants: what the budget is held against.
+    pub retained_log_bytes: u64,
+    /// Whether writers' appends were refused for the budget and trims have not made room for
+    /// them yet.
+    pub disk_budget_exhausted: bool,
     pub tenants: Vec<TenantStatus>,
 }
 
@@ -81,8 +88,12 @@ pub fn status_of(id: &str, store: &Store) -> Status {
             })
         })
         .collect();
+    let budget = store.budget().snapshot();
     Status {
         id: id.to_string(),
+        disk_budget_bytes: budget.budget_bytes,
+        retained_log_bytes: budget.retained_bytes,
+        disk_budget_exhausted: budget.exhausted,
         tenants,
     }
 }

@@ -63,11 +63,21 @@
 //! is future work). See [`acceptor::SegmentChain::trim_point_for`], [`tenant::Tenant::trim`] and
 //! `docs/formats/segment-log.md`.
 //!
+//! ## The disk budget
+//!
+//! Trimming waits for checkpoints, and checkpoints wait for the object store: during an outage
+//! the log only grows. `--disk-budget-bytes` bounds it. The bytes of every segment file are
+//! counted (at start-up, then on every append, fill, truncation and trim), and a writer's append
+//! that would take them past the budget is refused whole with `ReadOnly` ("disk budget
+//! exhausted ..."); appends without records, `Hello`s and fills from peers go on. When trims
+//! free space, appends are accepted again. See [`disk_budget`].
+//!
 //! ## Layout
 //!
 //! | module | what it is |
 //! |---|---|
 //! | [`acceptor`] | sans-IO: epoch verdicts, chain and SCL per segment |
+//! | [`disk_budget`] | sans-IO: the bytes retained against `--disk-budget-bytes`; its shared driver |
 //! | [`gossip`] | sans-IO round planning, plus the loop that talks to peers |
 //! | [`segment_log`] | a segment file behind the [`segment_log::LogStorage`] trait; recovery scan |
 //! | [`fault_storage`] | an in-memory disk that tears writes, loses un-synced bytes, flips bits |
@@ -80,6 +90,7 @@
 pub mod acceptor;
 pub mod config;
 pub mod control;
+pub mod disk_budget;
 pub mod error;
 pub mod fault_storage;
 pub mod gossip;
@@ -97,7 +108,7 @@ pub use error::SkError;
 
 use anyhow::Context;
 use std::sync::Arc;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Runs a safekeeper until interrupted (SIGINT or SIGTERM). Everything acknowledged is already
 /// durable, so stopping needs no clean-up.
@@ -107,7 +118,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let data_dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || store::Store::open(&data_dir, metrics))
+    let budget = Arc::new(disk_budget::SharedDiskBudget::new(
+        config.id.clone(),
+        config.disk_budget_bytes,
+        metrics.clone(),
+    ));
+    let store = tokio::task::spawn_blocking(move || store::Store::open(&data_dir, metrics, budget))
         .await?
         .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
     let store = Arc::new(store);
@@ -129,8 +145,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .iter()
         .map(|p| format!("{}={}", p.id, p.addr))
         .collect();
+    let budget = store.budget().snapshot();
     info!(id = %config.id, listen = %config.listen, http = %config.http, data_dir = %config.data_dir.display(),
-        peers = %peers.join(","), tenants = store.tenants().len(), "safekeeper started");
+        peers = %peers.join(","), tenants = store.tenants().len(), retained_log_bytes = budget.retained_bytes,
+        disk_budget_bytes = budget.budget_bytes, "safekeeper started");
+    if budget.retained_bytes > budget.budget_bytes {
+        warn!(retained_log_bytes = budget.retained_bytes, disk_budget_bytes = budget.budget_bytes,
+            "the log on disk already exceeds --disk-budget-bytes: writers' appends will be refused until trims free space");
+    }
 
     tokio::spawn(gossip::run(
         store.clone(),

@@ -330,6 +330,10 @@ fn apply(store: &Store, op: WriteOp, group: &mut Group) {
                 Err(SkError::Io(e)) => fatal("writing records", &e),
                 Err(e) => {
                     inc(&metrics.appends_refused_total, 1);
+                    if matches!(e, SkError::DiskBudgetExhausted { .. }) {
+                        // Logged once per episode by the budget; counted here, per append.
+                        inc(&metrics.appends_refused_budget_total, 1);
+                    }
                     debug!(%tenant, %segment, error = %e, "append refused");
                     let env = Envelope {
                         request_id: errors.request_id,

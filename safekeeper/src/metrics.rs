@@ -80,7 +80,7 @@ pub struct Metrics {
     pub appends_total: AtomicU64,
     /// Records written for the first time by writer appends (duplicates excluded).
     pub records_appended_total: AtomicU64,
-    /// Append requests refused (fenced, no Hello, corrupt payload).
+    /// Append requests refused (fenced, no Hello, corrupt payload, disk budget).
     pub appends_refused_total: AtomicU64,
     pub fsyncs_total: AtomicU64,
     /// Records made durable per group commit.
@@ -100,6 +100,13 @@ pub struct Metrics {
     pub records_trimmed_total: AtomicU64,
     /// Gossip fetches a peer refused because it trimmed its log past this member's SCL.
     pub gossip_trimmed_refusals_total: AtomicU64,
+    /// Append requests refused because they would take the retained log past the disk budget
+    /// (also counted in `appends_refused_total`).
+    pub appends_refused_budget_total: AtomicU64,
+    /// Gauge: `--disk-budget-bytes`.
+    pub disk_budget_bytes: AtomicU64,
+    /// Gauge: bytes of segment files on this safekeeper's disk, over all tenants.
+    pub retained_log_bytes: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -118,6 +125,9 @@ impl Default for Metrics {
             trims_total: AtomicU64::new(0),
             records_trimmed_total: AtomicU64::new(0),
             gossip_trimmed_refusals_total: AtomicU64::new(0),
+            appends_refused_budget_total: AtomicU64::new(0),
+            disk_budget_bytes: AtomicU64::new(0),
+            retained_log_bytes: AtomicU64::new(0),
         }
     }
 }
@@ -136,7 +146,7 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &AtomicU64, &str); 11] = [
+        let counters: [(&str, &AtomicU64, &str); 12] = [
             (
                 "safekeeper_gossip_trimmed_refusals_total",
                 &self.gossip_trimmed_refusals_total,
@@ -165,7 +175,12 @@ impl Metrics {
             (
                 "safekeeper_appends_refused_total",
                 &self.appends_refused_total,
-                "Append requests refused (fenced, no hello, corrupt).",
+                "Append requests refused (fenced, no hello, corrupt, disk budget).",
+            ),
+            (
+                "safekeeper_appends_refused_budget_total",
+                &self.appends_refused_budget_total,
+                "Append requests refused because the retained log would exceed the disk budget.",
             ),
             (
                 "safekeeper_fsyncs_total",
@@ -198,6 +213,23 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
         }
+        let gauges: [(&str, &AtomicU64, &str); 2] = [
+            (
+                "safekeeper_disk_budget_bytes",
+                &self.disk_budget_bytes,
+                "Bytes of log this safekeeper retains before it refuses appends (--disk-budget-bytes).",
+            ),
+            (
+                "safekeeper_retained_log_bytes",
+                &self.retained_log_bytes,
+                "Bytes of segment files on disk, over all tenants.",
+            ),
+        ];
+        for (name, value, help) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
         self.commit_batch_records.render(
             &mut out,
             "safekeeper_append_batch_records",
@@ -222,8 +254,13 @@ mod tests {
         m.observe_append_latency(Duration::from_micros(300));
         m.observe_append_latency(Duration::from_secs(10));
         inc(&m.fsyncs_total, 3);
+        m.retained_log_bytes.store(4096, Ordering::Relaxed);
         let text = m.render();
         assert!(text.contains("safekeeper_fsyncs_total 3\n"), "{text}");
+        assert!(text.contains(
+            "# TYPE safekeeper_retained_log_bytes gauge\nsafekeeper_retained_log_bytes 4096\n"
+        ));
+        assert!(text.contains("safekeeper_appends_refused_budget_total 0\n"));
         assert!(text.contains("safekeeper_append_ack_latency_seconds_bucket{le=\"0.00025\"} 0\n"));
         assert!(text.contains("safekeeper_append_ack_latency_seconds_bucket{le=\"0.0005\"} 1\n"));
         assert!(text.contains("safekeeper_append_ack_latency_seconds_bucket{le=\"+Inf\"} 2\n"));

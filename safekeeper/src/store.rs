@@ -1,5 +1,6 @@
 //! Every tenant held on this safekeeper's disk, under `DIR/tenants/<tenant hex>/`.
 
+use crate::disk_budget::SharedDiskBudget;
 use crate::error::SkError;
 use crate::gossip::LocalTenant;
 use crate::metrics::Metrics;
@@ -17,6 +18,8 @@ pub struct Store {
     tenants_dir: PathBuf,
     tenants: Mutex<BTreeMap<TenantId, Arc<Tenant>>>,
     metrics: Arc<Metrics>,
+    /// The log retained over all tenants, against `--disk-budget-bytes`.
+    budget: Arc<SharedDiskBudget>,
     /// Bumped after every publish (group commit, truncation, repair): `ReadLog` waits on it.
     commits: watch::Sender<u64>,
 }
@@ -28,7 +31,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Store {
     /// Opens (creating if needed) the data directory and every tenant in it, recovering each
     /// segment file (torn tails cut, corrupt records dropped, interrupted truncations finished).
-    pub fn open(data_dir: &Path, metrics: Arc<Metrics>) -> Result<Store, SkError> {
+    /// What the segment files hold then is counted in `budget`.
+    pub fn open(
+        data_dir: &Path,
+        metrics: Arc<Metrics>,
+        budget: Arc<SharedDiskBudget>,
+    ) -> Result<Store, SkError> {
         let tenants_dir = data_dir.join("tenants");
         if !tenants_dir.try_exists()? {
             std::fs::create_dir_all(&tenants_dir)?;
@@ -45,9 +53,10 @@ impl Store {
                     continue;
                 }
             };
-            let tenant = Tenant::open(&entry.path(), id, metrics.clone())?;
+            let tenant = Tenant::open(&entry.path(), id, metrics.clone(), budget.clone())?;
+            let retained_bytes = tenant.retained_bytes();
             tenant.with_published(|p| {
-                info!(tenant = %id, epoch = p.epoch, segments = p.segments.len(), "opened tenant");
+                info!(tenant = %id, epoch = p.epoch, segments = p.segments.len(), retained_bytes, "opened tenant");
             });
             tenants.insert(id, Arc::new(tenant));
         }
@@ -55,12 +64,17 @@ impl Store {
             tenants_dir,
             tenants: Mutex::new(tenants),
             metrics,
+            budget,
             commits: watch::channel(0).0,
         })
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    pub fn budget(&self) -> &Arc<SharedDiskBudget> {
+        &self.budget
     }
 
     pub fn tenant(&self, id: TenantId) -> Option<Arc<Tenant>> {
@@ -77,6 +91,7 @@ impl Store {
             &self.tenants_dir.join(id.to_string()),
             id,
             self.metrics.clone(),
+            self.budget.clone(),
         )?);
         lock(&self.tenants).insert(id, tenant.clone());
         Ok(tenant)

@@ -23,9 +23,18 @@
 //! records the control file says are trimmed: [`Tenant::open`] drops them. A `ReadLog` that asks
 //! for records below the trim point is refused ([`SkError::Trimmed`]): they are gone from here,
 //! and serving what is left would hand out a log with a hole at its start.
+//!
+//! ## The disk budget
+//!
+//! Every change to a segment file's length is counted in the process's
+//! [`SharedDiskBudget`]: the files found at [`Tenant::open`], appends and repairs, truncations
+//! and trims (measured as the file's length before and after, so rewrites that also drop bytes
+//! of records found corrupt are right too). A writer's append is admitted by the budget before
+//! anything is written: a refusal leaves the files, the chain and the known VDL as they were.
 
 use crate::acceptor::{AppendVerdict, HelloVerdict, Link, TenantAcceptor, TrimVerdict};
 use crate::control::{self, ControlError, ControlState};
+use crate::disk_budget::SharedDiskBudget;
 use crate::error::SkError;
 use crate::metrics::{inc, Metrics};
 use crate::segment_log::{FileStorage, ReadError, SegmentLog};
@@ -104,6 +113,19 @@ pub struct ReadResult {
     pub known_vdl: Lsn,
 }
 
+/// Where records to write come from: a writer's append is admitted by the disk budget, a peer's
+/// fill is not. Each carries the VDL it tells.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    Writer { vdl: Lsn },
+    Peer { known_vdl: Lsn },
+}
+
+/// The bytes of log held by `segments`: the lengths of their files.
+fn retained_bytes(segments: &BTreeMap<SegmentId, SegmentLog<FileStorage>>) -> u64 {
+    segments.values().map(|s| s.len_bytes()).sum()
+}
+
 struct TenantLog {
     acceptor: TenantAcceptor,
     segments: BTreeMap<SegmentId, SegmentLog<FileStorage>>,
@@ -118,6 +140,8 @@ pub struct Tenant {
     /// watches it and sends an `Ack` whenever it is published (even unchanged).
     acks: Mutex<BTreeMap<SegmentId, watch::Sender<Lsn>>>,
     metrics: Arc<Metrics>,
+    /// The process's disk budget, shared by every tenant (a leaf lock, after `log`).
+    budget: Arc<SharedDiskBudget>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -150,17 +174,28 @@ impl From<ControlError> for SkError {
 impl Tenant {
     /// A tenant new to this safekeeper: its directory is created (durably) but holds nothing
     /// until a `Hello` stores its first epoch.
-    pub fn create(dir: &Path, id: TenantId, metrics: Arc<Metrics>) -> Result<Tenant, SkError> {
+    pub fn create(
+        dir: &Path,
+        id: TenantId,
+        metrics: Arc<Metrics>,
+        budget: Arc<SharedDiskBudget>,
+    ) -> Result<Tenant, SkError> {
         std::fs::create_dir_all(dir)?;
         if let Some(parent) = dir.parent() {
             crate::segment_log::fsync_dir(parent)?;
         }
-        Tenant::open(dir, id, metrics)
+        Tenant::open(dir, id, metrics, budget)
     }
 
     /// Opens a tenant directory: loads the control state, opens (and recovers) every segment
-    /// file, and finishes a truncation a crash interrupted.
-    pub fn open(dir: &Path, id: TenantId, metrics: Arc<Metrics>) -> Result<Tenant, SkError> {
+    /// file, and finishes a truncation a crash interrupted. What its segment files hold after
+    /// that is counted in `budget`.
+    pub fn open(
+        dir: &Path,
+        id: TenantId,
+        metrics: Arc<Metrics>,
+        budget: Arc<SharedDiskBudget>,
+    ) -> Result<Tenant, SkError> {
         control::remove_leftovers(dir)?;
         let state = control::load(dir)?.unwrap_or(ControlState::new(Vec::new(), None));
         let mut acceptor = TenantAcceptor::new(state.history.clone());
@@ -217,6 +252,7 @@ impl Tenant {
                 &ControlState::new(state.history, None).with_trims(&trims),
             )?;
         }
+        budget.grow(retained_bytes(&segments));
         let tenant = Tenant {
             id,
             dir: dir.to_path_buf(),
@@ -224,6 +260,7 @@ impl Tenant {
             published: Mutex::default(),
             acks: Mutex::default(),
             metrics,
+            budget,
         };
         {
             let log = lock(&tenant.log);
@@ -235,6 +272,11 @@ impl Tenant {
 
     pub fn id(&self) -> TenantId {
         self.id
+    }
+
+    /// The bytes of log this tenant's segment files hold (their lengths, no file is read).
+    pub fn retained_bytes(&self) -> u64 {
+        retained_bytes(&lock(&self.log).segments)
     }
 
     /// Runs `f` on the published state.
@@ -302,7 +344,10 @@ impl Tenant {
                 )?;
                 if pending {
                     for s in log.segments.values_mut() {
-                        s.truncate_above(truncate_above)?;
+                        let before = s.len_bytes();
+                        let result = s.truncate_above(truncate_above);
+                        self.budget.resize(before, s.len_bytes());
+                        result?;
                     }
                     control::store(
                         &self.dir,
@@ -347,7 +392,12 @@ impl Tenant {
             &ControlState::new(history, None).with_trims(&trims),
         )?;
         let dropped_from_file = match log.segments.get_mut(&segment) {
-            Some(file) => file.drop_through(point.base)?,
+            Some(file) => {
+                let before = file.len_bytes();
+                let result = file.drop_through(point.base);
+                self.budget.resize(before, file.len_bytes());
+                result?
+            }
             None => 0,
         };
         let dropped = log.acceptor.segment_mut(segment).trim(point);
@@ -391,8 +441,7 @@ impl Tenant {
                 })
             }
         }
-        log.acceptor.note_vdl(vdl);
-        self.write_records(log, segment, raw, parsed)
+        self.write_records(log, segment, raw, parsed, Source::Writer { vdl })
     }
 
     /// Writes records a peer supplied (gossip), if the tenant is still in `epoch`.
@@ -413,20 +462,38 @@ impl Tenant {
                 theirs: epoch,
             });
         }
-        log.acceptor.note_vdl(known_vdl);
-        self.write_records(log, segment, raw, parsed)
+        self.write_records(log, segment, raw, parsed, Source::Peer { known_vdl })
     }
 
+    /// Writes the records of `parsed` the acceptor plans to write. A writer's are admitted by
+    /// the disk budget first (a refusal changes nothing); a peer's are counted but never refused.
     fn write_records(
         &self,
         log: &mut TenantLog,
         segment: SegmentId,
         raw: &[u8],
         parsed: &[ParsedRecord],
+        source: Source,
     ) -> Result<AppendOutcome, SkError> {
         let plan = log
             .acceptor
             .plan_append(segment, parsed.iter().map(|p| p.lsn));
+        let new_bytes: u64 = plan
+            .write
+            .iter()
+            .map(|&i| parsed[i].range.len() as u64)
+            .sum();
+        match source {
+            Source::Writer { vdl } => {
+                self.budget.admit(self.id, segment, new_bytes)?;
+                log.acceptor.note_vdl(vdl);
+            }
+            Source::Peer { known_vdl } => {
+                self.budget.grow(new_bytes);
+                log.acceptor.note_vdl(known_vdl);
+            }
+        }
+        // From here `new_bytes` are counted as retained: written, or released on failure.
         if plan.off_chain > 0 {
             warn!(tenant = %self.id, %segment, records = plan.off_chain,
                 "ignored records below the SCL that are not on the segment's chain");
@@ -436,7 +503,10 @@ impl Tenant {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::btree_map::Entry::Vacant(e) => {
                     let path = self.dir.join(segment_file_name(segment));
-                    let (file, _) = SegmentLog::open(FileStorage::open(&path)?)?;
+                    let opened = FileStorage::open(&path).and_then(SegmentLog::open);
+                    let (file, _) = opened.inspect_err(|_| self.budget.release(new_bytes))?;
+                    // A new segment's file is empty; should one have been left behind, count it.
+                    self.budget.grow(file.len_bytes());
                     e.insert(file)
                 }
             };
@@ -444,11 +514,25 @@ impl Tenant {
                 let p = &parsed[i];
                 (p.lsn, p.link, &raw[p.range.clone()])
             });
-            let written = file.append(records)?;
+            let before = file.len_bytes();
+            let written = match file.append(records) {
+                Ok(written) => written,
+                Err(e) => {
+                    // The reservation was not written (and the writer thread stops anyway).
+                    self.budget.release(new_bytes);
+                    self.budget.resize(before, file.len_bytes());
+                    return Err(e.into());
+                }
+            };
             assert_eq!(
                 written,
                 plan.write.len(),
                 "segment file and chain hold the same records"
+            );
+            assert_eq!(
+                file.len_bytes() - before,
+                new_bytes,
+                "the file grew by the bytes the disk budget counted"
             );
             let chain = log.acceptor.segment_mut(segment);
             for &i in &plan.write {
@@ -645,6 +729,15 @@ mod tests {
     use borealis_core::redo::RedoBody;
     use borealis_core::{PageNo, PAGE_SIZE_BYTES};
 
+    /// A budget no test of the log itself comes near.
+    fn budget(metrics: &Arc<Metrics>) -> Arc<SharedDiskBudget> {
+        Arc::new(SharedDiskBudget::new(
+            "sk-test".into(),
+            crate::disk_budget::DISK_BUDGET_BYTES_DEFAULT,
+            metrics.clone(),
+        ))
+    }
+
     fn h(entries: &[(u64, u64)]) -> Vec<EpochStart> {
         entries
             .iter()
@@ -688,7 +781,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tdir = dir.path().join("t");
         let metrics = Arc::new(Metrics::default());
-        let t = Tenant::create(&tdir, TenantId(7), metrics.clone()).unwrap();
+        let t = Tenant::create(&tdir, TenantId(7), metrics.clone(), budget(&metrics)).unwrap();
         assert!(matches!(
             append(&t, 1, &[(1, 0)]),
             Err(SkError::HelloFirst { .. })
@@ -726,7 +819,7 @@ mod tests {
         ));
         drop(t);
 
-        let t = Tenant::open(&tdir, TenantId(7), metrics).unwrap();
+        let t = Tenant::open(&tdir, TenantId(7), metrics.clone(), budget(&metrics)).unwrap();
         assert_eq!(t.epoch(), 2);
         assert_eq!(scl(&t), Lsn(2));
         let r = t
@@ -740,7 +833,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tdir = dir.path().join("t");
         let metrics = Arc::new(Metrics::default());
-        let t = Tenant::create(&tdir, TenantId(7), metrics.clone()).unwrap();
+        let t = Tenant::create(&tdir, TenantId(7), metrics.clone(), budget(&metrics)).unwrap();
         t.hello(1, Lsn(0), &h(&[(1, 0)])).unwrap();
         append(&t, 1, &[(1, 0), (2, 1), (3, 2)]).unwrap();
         drop(t);
@@ -750,7 +843,7 @@ mod tests {
             &ControlState::new(h(&[(1, 0), (2, 1)]), Some(Lsn(1))),
         )
         .unwrap();
-        let t = Tenant::open(&tdir, TenantId(7), metrics).unwrap();
+        let t = Tenant::open(&tdir, TenantId(7), metrics.clone(), budget(&metrics)).unwrap();
         assert_eq!((t.epoch(), scl(&t)), (2, Lsn(1)));
         assert_eq!(
             control::load(&tdir).unwrap(),
@@ -763,7 +856,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tdir = dir.path().join("t");
         let metrics = Arc::new(Metrics::default());
-        let t = Tenant::create(&tdir, TenantId(7), metrics.clone()).unwrap();
+        let t = Tenant::create(&tdir, TenantId(7), metrics.clone(), budget(&metrics)).unwrap();
         t.hello(1, Lsn(0), &h(&[(1, 0)])).unwrap();
         append(&t, 1, &[(1, 0), (2, 1), (3, 2)]).unwrap();
         // Flip a body byte of record 2 behind the safekeeper's back.
@@ -798,7 +891,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tdir = dir.path().join("t");
         let metrics = Arc::new(Metrics::default());
-        let t = Tenant::create(&tdir, TenantId(7), metrics.clone()).unwrap();
+        let t = Tenant::create(&tdir, TenantId(7), metrics.clone(), budget(&metrics)).unwrap();
         t.hello(1, Lsn(0), &h(&[(1, 0)])).unwrap();
         append(&t, 1, &[(1, 0), (2, 1), (3, 2), (4, 3), (5, 4)]).unwrap();
         // A member behind the checkpoint's epoch refuses.
@@ -832,7 +925,7 @@ mod tests {
         assert_eq!(r.records, encode(&[(6, 5), (7, 6)]));
         drop(t);
 
-        let t = Tenant::open(&tdir, TenantId(7), metrics.clone()).unwrap();
+        let t = Tenant::open(&tdir, TenantId(7), metrics.clone(), budget(&metrics)).unwrap();
         assert_eq!(published(&t), (Lsn(5), Lsn(7), Lsn(7)));
         let bytes = std::fs::metadata(tdir.join("seg-0.log")).unwrap().len();
         assert_eq!(bytes as usize, encode(&[(6, 5), (7, 6)]).len());
@@ -848,7 +941,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tdir = dir.path().join("t");
         let metrics = Arc::new(Metrics::default());
-        let t = Tenant::create(&tdir, TenantId(7), metrics.clone()).unwrap();
+        let t = Tenant::create(&tdir, TenantId(7), metrics.clone(), budget(&metrics)).unwrap();
         t.hello(1, Lsn(0), &h(&[(1, 0)])).unwrap();
         append(&t, 1, &[(1, 0), (2, 1), (3, 2)]).unwrap();
         drop(t);
@@ -862,7 +955,7 @@ mod tests {
             &ControlState::new(h(&[(1, 0)]), None).with_trims(&[(SegmentId(0), point)]),
         )
         .unwrap();
-        let t = Tenant::open(&tdir, TenantId(7), metrics).unwrap();
+        let t = Tenant::open(&tdir, TenantId(7), metrics.clone(), budget(&metrics)).unwrap();
         let (base, scl) = t.with_published(|p| {
             let s = &p.segments[&SegmentId(0)];
             (s.base, s.state.scl)
@@ -870,6 +963,137 @@ mod tests {
         assert_eq!((base, scl), (Lsn(2), Lsn(3)));
         let bytes = std::fs::metadata(tdir.join("seg-0.log")).unwrap().len();
         assert_eq!(bytes as usize, encode(&[(3, 2)]).len());
+    }
+
+    /// The lengths of the tenant's segment files, from the file system.
+    fn on_disk(tdir: &Path) -> u64 {
+        std::fs::read_dir(tdir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| parse_segment_file_name(&e.file_name().to_string_lossy()).is_some())
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    }
+
+    #[test]
+    fn the_disk_budget_counts_every_change_to_the_segment_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let tdir = dir.path().join("t");
+        let metrics = Arc::new(Metrics::default());
+        let b = budget(&metrics);
+        let t = Tenant::create(&tdir, TenantId(7), metrics.clone(), b.clone()).unwrap();
+        let counted = |b: &SharedDiskBudget| b.snapshot().retained_bytes;
+        assert_eq!(counted(&b), 0);
+        t.hello(1, Lsn(0), &h(&[(1, 0)])).unwrap();
+        // Out of order, so the truncation below has to rewrite the file.
+        append(&t, 1, &[(1, 0), (2, 1), (5, 4)]).unwrap();
+        append(&t, 1, &[(3, 2)]).unwrap();
+        assert_eq!(
+            counted(&b),
+            encode(&[(1, 0), (2, 1), (5, 4), (3, 2)]).len() as u64
+        );
+        assert_eq!(counted(&b), on_disk(&tdir));
+        // A duplicate writes nothing and counts nothing; a peer's fill counts.
+        append(&t, 1, &[(3, 2)]).unwrap();
+        let raw = encode(&[(4, 3), (6, 5)]);
+        t.repair(SegmentId(0), 1, Lsn(0), &raw, &parse_records(&raw).unwrap())
+            .unwrap();
+        t.commit(&[SegmentId(0)].into(), &BTreeSet::new()).unwrap();
+        assert_eq!(counted(&b), on_disk(&tdir));
+        assert_eq!(counted(&b), t.retained_bytes());
+        assert_eq!(
+            metrics
+                .retained_log_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            on_disk(&tdir)
+        );
+        // A new epoch truncates above 4 (5 and 6 go, by a rewrite), a trim drops 1 and 2.
+        t.hello(2, Lsn(4), &h(&[(1, 0), (2, 4)])).unwrap();
+        assert_eq!(
+            on_disk(&tdir),
+            encode(&[(1, 0), (2, 1), (3, 2), (4, 3)]).len() as u64
+        );
+        assert_eq!(counted(&b), on_disk(&tdir));
+        assert_eq!(t.trim(SegmentId(0), 2, Lsn(2)).unwrap(), Lsn(2));
+        assert_eq!(counted(&b), encode(&[(3, 2), (4, 3)]).len() as u64);
+        assert_eq!(counted(&b), on_disk(&tdir));
+        // A second segment and a restart: counted again from what is opened.
+        let raw = encode(&[(1, 0)]);
+        t.append(SegmentId(3), 2, Lsn(4), &raw, &parse_records(&raw).unwrap())
+            .unwrap();
+        assert_eq!(counted(&b), on_disk(&tdir));
+        drop(t);
+        let b = budget(&metrics);
+        let t = Tenant::open(&tdir, TenantId(7), metrics.clone(), b.clone()).unwrap();
+        assert_eq!(counted(&b), on_disk(&tdir));
+        assert_eq!(counted(&b), t.retained_bytes());
+    }
+
+    #[test]
+    fn an_append_over_the_budget_is_refused_whole_until_a_trim_makes_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let tdir = dir.path().join("t");
+        let metrics = Arc::new(Metrics::default());
+        let record_bytes = encode(&[(1, 0)]).len() as u64;
+        // Room for three and a half records.
+        let b = Arc::new(SharedDiskBudget::new(
+            "sk-a1".into(),
+            record_bytes * 7 / 2,
+            metrics.clone(),
+        ));
+        let t = Tenant::create(&tdir, TenantId(7), metrics.clone(), b.clone()).unwrap();
+        t.hello(1, Lsn(0), &h(&[(1, 0)])).unwrap();
+        append(&t, 1, &[(1, 0), (2, 1), (3, 2)]).unwrap();
+        assert_eq!(scl(&t), Lsn(3));
+
+        let raw = encode(&[(4, 3), (5, 4)]);
+        let err = t
+            .append(SegmentId(0), 1, Lsn(3), &raw, &parse_records(&raw).unwrap())
+            .unwrap_err();
+        assert!(matches!(err, SkError::DiskBudgetExhausted { .. }), "{err}");
+        assert_eq!(err.kind(), borealis_core::ErrorKind::ReadOnly);
+        assert!(
+            err.to_string()
+                .starts_with("disk budget exhausted on safekeeper sk-a1: "),
+            "{err}"
+        );
+        // Nothing of it happened: not in the file, not on the chain, not even its VDL.
+        assert_eq!(on_disk(&tdir), 3 * record_bytes);
+        assert!(b.snapshot().exhausted);
+        t.commit(&[SegmentId(0)].into(), &BTreeSet::new()).unwrap();
+        assert_eq!(scl(&t), Lsn(3));
+        assert_eq!(t.with_published(|p| p.known_vdl), Lsn(1));
+
+        // A VDL notice (no records) and a repeat of a held record are accepted.
+        let out = t.append(SegmentId(0), 1, Lsn(2), &[], &[]).unwrap();
+        assert_eq!(out, AppendOutcome::default());
+        let raw = encode(&[(3, 2)]);
+        let out = t
+            .append(SegmentId(0), 1, Lsn(2), &raw, &parse_records(&raw).unwrap())
+            .unwrap();
+        assert_eq!(out.duplicates, 1);
+        t.commit(&BTreeSet::new(), &[SegmentId(0)].into()).unwrap();
+        assert_eq!(t.with_published(|p| p.known_vdl), Lsn(2));
+
+        // A peer's fill is never refused, even past the budget; the writer's next append is.
+        let raw = encode(&[(4, 3)]);
+        t.repair(SegmentId(0), 1, Lsn(0), &raw, &parse_records(&raw).unwrap())
+            .unwrap();
+        t.commit(&[SegmentId(0)].into(), &BTreeSet::new()).unwrap();
+        assert_eq!(scl(&t), Lsn(4));
+        assert_eq!(b.snapshot().retained_bytes, 4 * record_bytes);
+        assert!(matches!(
+            append(&t, 1, &[(5, 4)]),
+            Err(SkError::DiskBudgetExhausted { .. })
+        ));
+
+        // The pageserver checkpointed through 3: room again, without a restart.
+        assert_eq!(t.trim(SegmentId(0), 1, Lsn(3)).unwrap(), Lsn(3));
+        assert!(!b.snapshot().exhausted);
+        assert_eq!(b.snapshot().retained_bytes, record_bytes);
+        append(&t, 1, &[(5, 4), (6, 5)]).unwrap();
+        assert_eq!(scl(&t), Lsn(6));
+        assert_eq!(b.snapshot().retained_bytes, on_disk(&tdir));
     }
 
     #[test]

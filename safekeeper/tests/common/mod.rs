@@ -27,6 +27,8 @@ pub struct Sk {
     pub http: String,
     pub data_dir: PathBuf,
     peers: String,
+    /// More flags for [`Sk::start`], e.g. `--disk-budget-bytes`.
+    extra_args: Vec<String>,
     log: PathBuf,
     child: Option<Child>,
 }
@@ -41,6 +43,7 @@ impl Sk {
             http: free_addr(),
             data_dir: root.join(id),
             peers: String::new(),
+            extra_args: Vec::new(),
             log: root.join(format!("{id}.log")),
             child: None,
         }
@@ -52,6 +55,11 @@ impl Sk {
             .map(|p| format!("{}={}", p.id, p.listen))
             .collect::<Vec<_>>()
             .join(",");
+    }
+
+    /// Flags added to every later [`Sk::start`].
+    pub fn set_args(&mut self, args: &[&str]) {
+        self.extra_args = args.iter().map(|a| a.to_string()).collect();
     }
 
     pub fn start(&mut self) {
@@ -73,6 +81,7 @@ impl Sk {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--peers", &self.peers, "--gossip-interval", "100ms"])
+            .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
