@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use borealis_core::quorum::{PG_MEMBERS, WRITE_QUORUM};
+use borealis_core::quorum::PG_MEMBERS;
 use borealis_core::Lsn;
 use compute_abi::{ExecErrorKind, ExecRequest, ExecResponse, Statement, StatementResult, Value};
 use futures::StreamExt;
@@ -276,51 +276,63 @@ async fn run_sql(
         let results = statement_results(out.response)?;
         return answer(results, out.read_point, Some(out.read_point), arrow);
     }
-    let out = match st.pool.execute(tenant.id, request.exec).await? {
-        Executed::Writer(out) => out,
-        // The writer is in limbo: served read-only at the VDL, durable already.
-        Executed::AtVdl(r) => {
-            return answer(statement_results(r.response)?, r.read_point, None, arrow)
-        }
-    };
-    // Hold the response until everything it may depend on is durable (asynchronous commit).
-    let timeout = st.pool.config().commit_timeout;
-    let settled = match out.rerun {
-        // It shipped nothing: if the commits it saw are caught by a lost write quorum, it runs
-        // again at the VDL rather than wait for them.
-        Some(_) => out.writer.wait_settled(out.depends_on, timeout).await,
-        None => out
-            .writer
-            .wait_durable(out.depends_on, timeout)
-            .await
-            .map(Settled::Durable),
-    };
-    match settled {
-        Ok(Settled::Durable(_)) => {}
-        Ok(Settled::QuorumLost) => {
-            let request = out.rerun.expect("only a request that shipped nothing asks");
-            let r = st.pool.execute_at_vdl(tenant.id, request).await?;
-            return answer(statement_results(r.response)?, r.read_point, None, arrow);
-        }
-        Err(e) => {
-            st.metrics
-                .commits_unknown_outcome
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let reachable = out.writer.reachable_members();
-            if reachable < WRITE_QUORUM && !matches!(e, LogError::Failed(_)) {
-                // In limbo: the commit is on three members at most and nobody can settle it
-                // until a fourth returns. The writer keeps its epoch and serves reads meanwhile.
-                return Err(ApiError::unavailable(format!(
-                    "{e}; the write quorum is lost ({reachable} of {PG_MEMBERS} safekeepers \
-                     reachable): the commit takes effect, or not, when a fourth returns"
-                )));
+    let mut exec = request.exec;
+    // A request that shipped nothing runs at most twice: again when the writer it ran on failed
+    // while its response waited (it wrote nothing, so running it on the next writer is safe).
+    for attempt in 0..2 {
+        let out = match st.pool.execute(tenant.id, exec).await? {
+            Executed::Writer(out) => out,
+            // The writer is in limbo: served read-only at the VDL, durable already.
+            Executed::AtVdl(r) => {
+                return answer(statement_results(r.response)?, r.read_point, None, arrow)
             }
-            out.writer.fail(e.to_string());
-            return Err(ApiError::unavailable(e.to_string()));
+        };
+        // Hold the response until everything it may depend on is durable (asynchronous commit).
+        let timeout = st.pool.config().commit_timeout;
+        let settled = match out.rerun {
+            // It shipped nothing: if the commits it saw are caught by a lost write quorum, it
+            // runs again at the VDL rather than wait for them.
+            Some(_) => out.writer.wait_settled(out.depends_on, timeout).await,
+            None => out
+                .writer
+                .wait_durable(out.depends_on, timeout)
+                .await
+                .map(Settled::Durable),
+        };
+        match settled {
+            Ok(Settled::Durable(_)) => {
+                let results = statement_results(out.response)?;
+                return answer(results, out.depends_on, None, arrow);
+            }
+            Ok(Settled::QuorumLost) => {
+                let request = out.rerun.expect("only a request that shipped nothing asks");
+                let r = st.pool.execute_at_vdl(tenant.id, request).await?;
+                return answer(statement_results(r.response)?, r.read_point, None, arrow);
+            }
+            Err(LogError::Failed(_)) if attempt == 0 && out.rerun.is_some() => {
+                exec = out.rerun.expect("checked");
+            }
+            Err(e) => {
+                st.metrics
+                    .commits_unknown_outcome
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let reachable = out.writer.reachable_members();
+                if out.writer.in_limbo() && !matches!(e, LogError::Failed(_)) {
+                    // In limbo: the commit is on three members at most and nobody can settle it
+                    // until a fourth returns. The writer keeps its epoch and serves reads.
+                    return Err(ApiError::unavailable(format!(
+                        "{e}; the write quorum is lost ({reachable} of {PG_MEMBERS} safekeepers \
+                         writable): the commit takes effect, or not, when it settles"
+                    )));
+                }
+                out.writer.fail(e.to_string());
+                return Err(ApiError::unavailable(e.to_string()));
+            }
         }
     }
-    let results = statement_results(out.response)?;
-    answer(results, out.depends_on, None, arrow)
+    Err(ApiError::unavailable(
+        "the tenant's writer failed twice while the request waited; retry",
+    ))
 }
 
 /// The answer to a successful request: JSON, or the last statement's rows as Arrow.

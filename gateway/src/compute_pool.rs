@@ -41,7 +41,7 @@ use crate::error::ApiError;
 use crate::log_writer::{LogWriter, LogWriterConfig};
 use crate::metrics::Metrics;
 use crate::reader::{run_reader, ReadMode, ReaderJob, ReplicaOutput};
-use crate::volume::Volume;
+use crate::volume::{Volume, VolumePages};
 use borealis_core::quorum::WRITE_QUORUM;
 use borealis_core::{ErrorKind, Lsn, TenantId};
 use compute_abi::{ExecRequest, ExecResponse};
@@ -58,6 +58,10 @@ use tracing::{info, warn};
 /// Jobs queued per tenant (writer and reader each) before new requests are refused as
 /// `unavailable`.
 const TENANT_QUEUE_JOBS_MAX: usize = 256;
+/// How long a writer in limbo waits, once a write quorum is back, for gossip to make the commits
+/// caught by the loss durable before it gives up on them and recovery settles them. Gossip fills
+/// a returning member in well under a second (drills 1, 3b).
+const LIMBO_SETTLE_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
@@ -421,6 +425,8 @@ impl ComputePool {
         let _span = tracing::info_span!("compute", tenant = %tenant).entered();
         let mut writer: Option<Arc<LogWriter>> = None;
         let mut compute: Option<Compute> = None;
+        // The writer's pages, kept across its instances (`volume.rs`).
+        let mut pages: Option<Arc<Mutex<VolumePages>>> = None;
         self.metrics
             .running_computes
             .fetch_add(1, Ordering::Relaxed);
@@ -472,7 +478,7 @@ impl ComputePool {
                     break;
                 }
             };
-            self.run_job(tenant, job, &mut writer, &mut compute, &status);
+            self.run_job(tenant, job, &mut writer, &mut compute, &mut pages, &status);
         }
         drop(compute);
         if let Some(w) = writer {
@@ -493,6 +499,7 @@ impl ComputePool {
         job: Job,
         writer: &mut Option<Arc<LogWriter>>,
         compute: &mut Option<Compute>,
+        pages: &mut Option<Arc<Mutex<VolumePages>>>,
         status: &Arc<Mutex<TenantStatus>>,
     ) {
         let publish = |writer: &Option<Arc<LogWriter>>| {
@@ -506,7 +513,7 @@ impl ComputePool {
         };
         match job {
             Job::Exec { request, reply } => {
-                let result = self.run(tenant, request, writer, compute);
+                let result = self.run(tenant, request, writer, compute, pages);
                 publish(writer);
                 let _ = reply.send(result);
             }
@@ -555,9 +562,20 @@ impl ComputePool {
         request: ExecRequest,
         writer_slot: &mut Option<Arc<LogWriter>>,
         compute_slot: &mut Option<Compute>,
+        pages_slot: &mut Option<Arc<Mutex<VolumePages>>>,
     ) -> Result<Ran, ApiError> {
         let started = Instant::now();
         let mut writer = self.ensure_writer(tenant, writer_slot, compute_slot)?;
+        if writer.limbo_stuck(LIMBO_SETTLE_GRACE) {
+            // A write quorum is back but the commits caught by its loss are on none of the
+            // returning members: settle them under a new epoch (recovery truncates what no
+            // quorum holds) instead of waiting for members that may never return.
+            writer.fail(format!(
+                "commits in flight when the write quorum was lost did not settle within {} ms of its return",
+                LIMBO_SETTLE_GRACE.as_millis()
+            ));
+            writer = self.ensure_writer(tenant, writer_slot, compute_slot)?;
+        }
         if writer.in_limbo() {
             return Ok(Ran::QuorumLost(request));
         }
@@ -577,22 +595,34 @@ impl ComputePool {
         }
         let cold = compute_slot.is_none();
         if compute_slot.is_none() {
-            // A new instance reads pages from storage, so everything this writer shipped must be
-            // durable first: the previous instance's pending pages died with its volume cache.
-            let last = writer.last_lsn();
-            if let Err(e) = self
-                .rt
-                .block_on(writer.wait_durable(last, self.config.commit_timeout))
-            {
-                writer.fail(e.to_string());
-                *writer_slot = None;
-                return Err(ApiError::unavailable(e.to_string()));
-            }
+            let reusable = pages_slot
+                .as_ref()
+                .filter(|p| p.lock().unwrap_or_else(|e| e.into_inner()).epoch() == writer.epoch());
+            let pages = match reusable {
+                // The writer's pages, pending ones included: the instance sees every commit.
+                Some(p) => p.clone(),
+                None => {
+                    // New pages start empty and read from storage, so everything this writer
+                    // shipped must be durable first (nothing, unless its pages were lost).
+                    let last = writer.last_lsn();
+                    if let Err(e) = self
+                        .rt
+                        .block_on(writer.wait_durable(last, self.config.commit_timeout))
+                    {
+                        writer.fail(e.to_string());
+                        *writer_slot = None;
+                        return Err(ApiError::unavailable(e.to_string()));
+                    }
+                    let p = VolumePages::new(&writer, self.config.host_cache_pages);
+                    *pages_slot = Some(p.clone());
+                    p
+                }
+            };
             let volume = Volume::new(
                 tenant,
                 writer.clone(),
                 self.pageserver_for(tenant).to_string(),
-                self.config.host_cache_pages,
+                pages,
                 self.rt.clone(),
             );
             let c = Compute::start(&self.engine, Box::new(volume), self.config.cache_pages)
@@ -646,9 +676,16 @@ impl ComputePool {
         writer_slot: &mut Option<Arc<LogWriter>>,
     ) -> ApiError {
         match e {
-            ComputeError::Backend(be) if be.kind == ErrorKind::ReadOnly => ApiError::read_only(
-                format!("write refused, nothing was written: {}", be.message),
-            ),
+            ComputeError::Backend(be) if be.kind == ErrorKind::ReadOnly => {
+                let why = writer
+                    .refusing_summary()
+                    .map(|w| format!(" ({w})"))
+                    .unwrap_or_default();
+                ApiError::read_only(format!(
+                    "write refused, nothing was written: {}{why}",
+                    be.message
+                ))
+            }
             ComputeError::Timeout { .. } => ApiError::timeout(format!(
                 "statement exceeded the {} ms limit and was stopped",
                 self.config.statement_timeout.as_millis()

@@ -42,6 +42,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How often an idle member connection checks whether the member still needs the newest VDL.
 const VDL_NOTICE_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a connected member that refuses appends (disk budget) is asked whether it has
+/// room again.
+const REFUSAL_RECHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a member may leave records it was sent unacknowledged before it counts as
 /// unreachable (a frozen process or a partition that breaks no connection). Well above a slow
 /// group-commit fsync; well below the commit timeout, so a lost write quorum is noticed (limbo,
@@ -151,6 +154,16 @@ pub enum LogError {
     Failed(String),
 }
 
+/// A writer in limbo ([`LogWriter::in_limbo`]).
+#[derive(Debug, Default)]
+struct Limbo {
+    /// The last LSN assigned when the write quorum was lost with commits in flight: the writer
+    /// stays in limbo, shipping nothing new, until the VDL reaches it.
+    until: Option<Lsn>,
+    /// Since when a write quorum is reachable again (while still in limbo).
+    quorum_back_at: Option<Instant>,
+}
+
 /// What [`LogWriter::wait_settled`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settled {
@@ -212,8 +225,10 @@ pub struct LogWriter {
     /// Commit LSNs above the VDL and when they were shipped, oldest first (locked only while
     /// `state` is held). Bounded by the LAL: one entry per commit, at most `lal_lsns` of them.
     unsettled: Mutex<VecDeque<(Lsn, Instant)>>,
-    /// Whether the writer was last seen in limbo (for logging its entry and exit once).
-    limbo_logged: AtomicBool,
+    /// Whether and since when the writer is in limbo (locked only while `state` is held).
+    limbo: Mutex<Limbo>,
+    /// Per member: why it refuses appends while connected (its disk budget is exhausted).
+    refusing: Mutex<[Option<String>; PG_MEMBERS]>,
 }
 
 fn lock(m: &Mutex<QuorumWriter>) -> std::sync::MutexGuard<'_, QuorumWriter> {
@@ -261,7 +276,8 @@ impl LogWriter {
             taps: Mutex::default(),
             reachable: watch::channel(0).0,
             unsettled: Mutex::default(),
-            limbo_logged: AtomicBool::new(false),
+            limbo: Mutex::default(),
+            refusing: Mutex::default(),
         });
         let mut up_rx = Vec::new();
         for (member, rx) in receivers.into_iter().enumerate() {
@@ -316,15 +332,57 @@ impl LogWriter {
         lock(&self.state).reachable().len()
     }
 
-    /// The writer is **in limbo**: fewer than a write quorum of members is reachable and commits
-    /// it shipped are not durable yet. Those commits reached three members at most; none of them
-    /// can become durable, nor be truncated by a recovery (which needs four members too), until a
-    /// fourth member returns. Meanwhile the writer keeps its epoch and its VDL: reads are served
-    /// at the VDL by a fresh instance, writes are refused `read_only`
-    /// (`docs/rfcs/0004-write-quorum-lost-in-flight.md`).
+    /// The writer is **in limbo**: the write quorum was lost while commits it shipped were not
+    /// durable, and they have not settled since. Those commits reached three members at most;
+    /// none of them can become durable, nor be truncated by a recovery (which needs four members
+    /// too), until a fourth member returns. Meanwhile the writer keeps its epoch and its VDL but
+    /// ships nothing new: reads are served at the VDL by a fresh instance, writes are refused
+    /// `read_only` (`docs/rfcs/0004-write-quorum-lost-in-flight.md`). It stays in limbo after a
+    /// write quorum is back until the VDL reaches the last LSN shipped before the loss (gossip
+    /// fills the returning members), or [`limbo_stuck`](Self::limbo_stuck) says it never will.
     pub fn in_limbo(&self) -> bool {
         let s = lock(&self.state);
-        s.last_lsn() > s.vdl() && !s.reachable().is_write_quorum()
+        let limbo = self.limbo.lock().unwrap_or_else(|p| p.into_inner());
+        limbo.until.is_some_and(|u| u > s.vdl())
+            || (s.last_lsn() > s.vdl() && !s.reachable().is_write_quorum())
+    }
+
+    /// In limbo with a write quorum reachable again for longer than `grace`, and the commits
+    /// still not durable: no returning member holds them (they reached only members still down,
+    /// or none: a disk budget refused them everywhere). Only a recovery can settle them now.
+    pub fn limbo_stuck(&self, grace: Duration) -> bool {
+        let s = lock(&self.state);
+        let limbo = self.limbo.lock().unwrap_or_else(|p| p.into_inner());
+        limbo.until.is_some_and(|u| u > s.vdl())
+            && limbo.quorum_back_at.is_some_and(|t| t.elapsed() > grace)
+    }
+
+    /// Why members refuse appends while connected, if any do: "N of 6 safekeepers refuse
+    /// appends: <the first one's reason>". Appended to `read_only` refusals.
+    pub fn refusing_summary(&self) -> Option<String> {
+        let refusing = self.refusing.lock().unwrap_or_else(|p| p.into_inner());
+        let reasons: Vec<&String> = refusing.iter().flatten().collect();
+        let first = reasons.first()?;
+        Some(format!(
+            "{} of {PG_MEMBERS} safekeepers refuse appends: {first}",
+            reasons.len()
+        ))
+    }
+
+    fn set_refusing(&self, member: usize, why: Option<String>) {
+        let mut refusing = self.refusing.lock().unwrap_or_else(|p| p.into_inner());
+        if refusing[member] != why {
+            match &why {
+                Some(w) => {
+                    warn!(tenant = %self.tenant, member, why = %w, "safekeeper refuses appends; not counted toward the write quorum")
+                }
+                None if refusing[member].is_some() => {
+                    info!(tenant = %self.tenant, member, "safekeeper accepts appends again")
+                }
+                None => {}
+            }
+            refusing[member] = why;
+        }
     }
 
     /// How long the oldest commit above the VDL has waited for durability, if one does.
@@ -410,6 +468,18 @@ impl LogWriter {
             return Err(LogError::Failed(why));
         }
         let mut state = lock(&self.state);
+        if self
+            .limbo
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .until
+            .is_some_and(|u| u > state.vdl())
+        {
+            // Nothing new ships until the commits caught by the lost quorum are settled.
+            return Err(LogError::Write(WriteError::ReadOnly {
+                reachable: state.reachable().len(),
+            }));
+        }
         let ShippedMtr {
             commit_lsn,
             segments,
@@ -477,8 +547,8 @@ impl LogWriter {
                 if let Some(why) = failed.borrow_and_update().clone() {
                     return Err(LogError::Failed(why));
                 }
-                let up = *reachable.borrow_and_update();
-                if until_quorum_lost && up < WRITE_QUORUM && self.in_limbo() {
+                reachable.borrow_and_update();
+                if until_quorum_lost && self.in_limbo() {
                     return Ok(Settled::QuorumLost);
                 }
                 tokio::select! {
@@ -507,10 +577,15 @@ impl LogWriter {
             while unsettled.front().is_some_and(|(lsn, _)| *lsn <= vdl) {
                 unsettled.pop_front();
             }
-            let settled = unsettled.is_empty();
             drop(unsettled);
+            let mut limbo = self.limbo.lock().unwrap_or_else(|p| p.into_inner());
+            let settled = limbo.until.is_some_and(|u| vdl >= u);
+            if settled {
+                *limbo = Limbo::default();
+            }
+            drop(limbo);
             drop(state);
-            if settled && self.limbo_logged.swap(false, Ordering::SeqCst) {
+            if settled {
                 info!(tenant = %self.tenant, epoch = self.epoch, %vdl, "commits in flight settled: the writer is out of limbo");
             }
             // Two members' tasks may race here: never let a stale, lower VDL overwrite a newer one.
@@ -533,11 +608,23 @@ impl LogWriter {
         }
         let n = s.reachable().len();
         let (vdl, last) = (s.vdl(), s.last_lsn());
-        drop(s);
-        if n < WRITE_QUORUM && last > vdl && !self.limbo_logged.swap(true, Ordering::SeqCst) {
-            warn!(tenant = %self.tenant, epoch = self.epoch, reachable = n, %vdl, last_lsn = %last,
-                "write quorum lost with commits in flight: writer in limbo, reads served at the VDL, writes refused until a fourth safekeeper returns");
+        let mut limbo = self.limbo.lock().unwrap_or_else(|p| p.into_inner());
+        match (n >= WRITE_QUORUM, limbo.until) {
+            (false, None) if last > vdl => {
+                limbo.until = Some(last);
+                warn!(tenant = %self.tenant, epoch = self.epoch, reachable = n, %vdl, last_lsn = %last,
+                    "write quorum lost with commits in flight: writer in limbo, reads served at the VDL, writes refused until the commits settle");
+            }
+            (false, Some(_)) => limbo.quorum_back_at = None,
+            (true, Some(until)) if limbo.quorum_back_at.is_none() => {
+                limbo.quorum_back_at = Some(Instant::now());
+                info!(tenant = %self.tenant, epoch = self.epoch, reachable = n, %vdl, until = %until,
+                    "write quorum back: waiting for the commits in flight to settle");
+            }
+            _ => {}
         }
+        drop(limbo);
+        drop(s);
         self.reachable.send_replace(n);
     }
 }
@@ -699,11 +786,16 @@ async fn member_task(
             epoch_start_lsn: writer.start,
             history: writer.history.clone(),
         };
-        match client.call(hello, CALL_TIMEOUT).await {
-            Ok(Body::HelloOk { segments, .. }) => {
+        let mut refusing = match client.call(hello.clone(), CALL_TIMEOUT).await {
+            Ok(Body::HelloOk {
+                segments,
+                appends_refused,
+                ..
+            }) => {
                 for s in segments {
                     writer.on_ack(member, s.segment, s.scl);
                 }
+                appends_refused
             }
             Err(WireError::Remote {
                 kind: ErrorKind::Fenced,
@@ -717,10 +809,13 @@ async fn member_task(
                 backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
                 continue;
             }
-        }
+        };
         // Appends queued while the member was down are stale: the member catches up by gossip.
         while appends.try_recv().is_ok() {}
-        writer.set_reachable(member, true);
+        // Connected: it holds our epoch. It counts toward the write quorum only while it accepts
+        // appends (a member whose disk budget is exhausted is connected but read-only).
+        writer.set_refusing(member, refusing.clone());
+        writer.set_reachable(member, refusing.is_none());
         up.send_replace(true);
         backoff = Duration::from_millis(50);
         info!(tenant = %tenant, member, az = %az_of(member), addr = %addr, "safekeeper connected");
@@ -732,8 +827,11 @@ async fn member_task(
         // has owed an acknowledgement.
         let (mut sent, mut acked) = (Lsn::INVALID, Lsn::INVALID);
         let mut owed_since: Option<Instant> = None;
+        // While the member refuses appends, when we last asked it again (a repeated `Hello` of
+        // our epoch changes nothing on it and answers whether it has room again).
+        let mut refusal_checked = Instant::now();
         loop {
-            if owed_since.is_some_and(|t| t.elapsed() > MEMBER_ACK_TIMEOUT) {
+            if refusing.is_none() && owed_since.is_some_and(|t| t.elapsed() > MEMBER_ACK_TIMEOUT) {
                 warn!(tenant = %tenant, member, addr = %addr, sent = %sent, acked = %acked,
                     timeout_ms = MEMBER_ACK_TIMEOUT.as_millis() as u64,
                     "safekeeper stopped acknowledging; counting it unreachable");
@@ -741,6 +839,10 @@ async fn member_task(
             }
             tokio::select! {
                 a = appends.recv() => match a {
+                    Some(_) if refusing.is_some() => {
+                        // Queued before it refused: it would refuse this too (and fill it by
+                        // gossip once it has room).
+                    }
                     Some((body, last)) => {
                         if let Body::Append { vdl, .. } = &*body {
                             told_vdl = told_vdl.max(*vdl);
@@ -768,6 +870,15 @@ async fn member_task(
                         writer.fail(format!("fenced by safekeeper {addr}: {message}"));
                         break;
                     }
+                    Some(Body::Error { kind: ErrorKind::ReadOnly, message }) => {
+                        // Its disk budget is exhausted: connected, but not writable. What it
+                        // missed it fills by gossip once it has room again.
+                        writer.set_refusing(member, Some(message.clone()));
+                        writer.set_reachable(member, false);
+                        refusing = Some(message);
+                        refusal_checked = Instant::now();
+                        owed_since = None;
+                    }
                     Some(Body::Error { kind, message }) => {
                         warn!(tenant = %tenant, member, ?kind, %message, "safekeeper refused an append");
                         break;
@@ -777,6 +888,19 @@ async fn member_task(
                 },
                 _ = tokio::time::sleep(VDL_NOTICE_INTERVAL) => {
                     if writer.stopping.load(Ordering::SeqCst) { break; }
+                    if refusing.is_some() && refusal_checked.elapsed() >= REFUSAL_RECHECK_INTERVAL {
+                        refusal_checked = Instant::now();
+                        match client.call(hello.clone(), CALL_TIMEOUT).await {
+                            Ok(Body::HelloOk { appends_refused, .. }) => {
+                                if appends_refused.is_none() {
+                                    writer.set_refusing(member, None);
+                                    writer.set_reachable(member, true);
+                                }
+                                refusing = appends_refused;
+                            }
+                            _ => break,
+                        }
+                    }
                     let vdl = writer.vdl();
                     if vdl > told_vdl {
                         let notice = Body::Append {
@@ -795,6 +919,8 @@ async fn member_task(
             }
         }
         writer.set_reachable(member, false);
+        // Disconnected: whatever it said about its budget is no longer known.
+        writer.refusing.lock().unwrap_or_else(|p| p.into_inner())[member] = None;
         up.send_replace(false);
         if !writer.stopping.load(Ordering::SeqCst) {
             warn!(tenant = %tenant, member, addr = %addr, "safekeeper connection lost");

@@ -278,11 +278,17 @@ impl Reader {
             return e;
         }
         let reachable = self.writer.as_ref().map_or(0, |w| w.reachable_members());
+        let why = self
+            .writer
+            .as_ref()
+            .and_then(|w| w.refusing_summary())
+            .map(|w| format!(" ({w})"))
+            .unwrap_or_default();
         let read_point = lock(&self.shared).cache.read_point();
         ApiError::read_only(format!(
-            "write refused, nothing was written: write quorum lost, {reachable} of {PG_MEMBERS} safekeepers \
-             reachable with commits in flight; reads are served at lsn {read_point} until a fourth \
-             returns"
+            "write refused, nothing was written: the write quorum was lost with commits in flight \
+             ({reachable} of {PG_MEMBERS} safekeepers writable); reads are served at lsn \
+             {read_point} until those commits settle{why}"
         ))
     }
 

@@ -10,6 +10,14 @@
 //!
 //! Commits hand the MTR to the [`LogWriter`] (which assigns LSNs and ships) and keep the
 //! after-images as pending pages until the VDL passes them.
+//!
+//! (1) and (2) are [`VolumePages`], which belong to the **writer**, not to one instance: when an
+//! instance is thrown away while its writer stays (a statement timeout, a page read that failed,
+//! an idle instance), the next instance gets the same pages. So it needs no pageserver to open the
+//! volume again (DESIGN.md §6: writes go on while the pageservers are down), and it need not wait
+//! for the writer's pending commits to become durable first. This is sound because the pages
+//! change only when the writer ships a commit, and an instance that fails after shipping takes its
+//! writer (and so these pages) with it.
 
 use crate::log_writer::{LogError, LogWriter};
 pub use crate::page_client::Page;
@@ -20,44 +28,38 @@ use compute_abi::{Mtr, PageChangeBody};
 use compute_host::{Backend, BackendError};
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::runtime::Handle;
 
 /// How long a commit waits for LAL room before it fails.
 const BACKPRESSURE_WAIT: Duration = Duration::from_secs(10);
 
-pub struct Volume {
-    tenant: TenantId,
-    writer: Arc<LogWriter>,
-    pageserver: PageClient,
+/// One writer's host-side pages: pending (above the VDL, never evicted) and clean (an LRU).
+pub struct VolumePages {
+    /// The writer these pages belong to.
+    epoch: u64,
     pending: BTreeMap<PageNo, (Lsn, Page)>,
     clean: lru::LruCache<PageNo, Option<Page>>,
-    rt: Handle,
 }
 
-impl Volume {
-    pub fn new(
-        tenant: TenantId,
-        writer: Arc<LogWriter>,
-        pageserver_addr: String,
-        cache_pages: usize,
-        rt: Handle,
-    ) -> Self {
+impl VolumePages {
+    pub fn new(writer: &LogWriter, cache_pages: usize) -> Arc<Mutex<VolumePages>> {
         let cap = NonZeroUsize::new(cache_pages.max(1)).expect("max(1) is non-zero");
-        Self {
-            tenant,
-            writer,
-            pageserver: PageClient::new(pageserver_addr),
+        Arc::new(Mutex::new(VolumePages {
+            epoch: writer.epoch(),
             pending: BTreeMap::new(),
             clean: lru::LruCache::new(cap),
-            rt,
-        }
+        }))
+    }
+
+    /// The epoch of the writer whose pages these are.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Moves pending pages the VDL has passed to the clean cache.
-    fn settle(&mut self) {
-        let vdl = self.writer.vdl();
+    fn settle(&mut self, vdl: Lsn) {
         let durable: Vec<PageNo> = self
             .pending
             .iter()
@@ -70,18 +72,55 @@ impl Volume {
             }
         }
     }
+}
+
+pub struct Volume {
+    tenant: TenantId,
+    writer: Arc<LogWriter>,
+    pageserver: PageClient,
+    pages: Arc<Mutex<VolumePages>>,
+    rt: Handle,
+}
+
+impl Volume {
+    /// A backend over `writer`'s `pages` (from [`VolumePages::new`] for the same writer).
+    pub fn new(
+        tenant: TenantId,
+        writer: Arc<LogWriter>,
+        pageserver_addr: String,
+        pages: Arc<Mutex<VolumePages>>,
+        rt: Handle,
+    ) -> Self {
+        assert_eq!(
+            lock(&pages).epoch,
+            writer.epoch(),
+            "a volume's pages belong to one writer"
+        );
+        Self {
+            tenant,
+            writer,
+            pageserver: PageClient::new(pageserver_addr),
+            pages,
+            rt,
+        }
+    }
 
     fn read(&mut self, page: PageNo) -> Result<Option<Page>, BackendError> {
-        self.settle();
-        if let Some((_, img)) = self.pending.get(&page) {
-            return Ok(Some(img.clone()));
+        let vdl = self.writer.vdl();
+        {
+            let mut pages = lock(&self.pages);
+            pages.settle(vdl);
+            if let Some((_, img)) = pages.pending.get(&page) {
+                return Ok(Some(img.clone()));
+            }
+            if let Some(img) = pages.clean.get(&page) {
+                return Ok(img.clone());
+            }
         }
-        if let Some(img) = self.clean.get(&page) {
-            return Ok(img.clone());
-        }
-        let lsn = self.writer.vdl();
-        let img = self.fetch(page, lsn)?;
-        self.clean.put(page, img.clone());
+        // Only this writer changes pages, and only on this thread: nothing can change `page`
+        // between the miss above and the insert below.
+        let img = self.fetch(page, vdl)?;
+        lock(&self.pages).clean.put(page, img.clone());
         Ok(img)
     }
 
@@ -90,6 +129,10 @@ impl Volume {
         self.pageserver
             .get_page(&self.rt, self.tenant, page, lsn, epoch)
     }
+}
+
+fn lock(m: &Mutex<VolumePages>) -> MutexGuard<'_, VolumePages> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn log_error(e: LogError) -> BackendError {
@@ -147,9 +190,10 @@ impl Backend for Volume {
                 Err(e) => return Err(log_error(e)),
             }
         };
+        let mut pages = lock(&self.pages);
         for (page, img) in images {
-            self.clean.pop(&page);
-            self.pending.insert(page, (lsn, img));
+            pages.clean.pop(&page);
+            pages.pending.insert(page, (lsn, img));
         }
         Ok(())
     }

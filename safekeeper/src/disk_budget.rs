@@ -261,6 +261,20 @@ impl SharedDiskBudget {
         }
     }
 
+    /// While exhausted, why writers' appends are refused (sent in `HelloOk`, so a writer does not
+    /// count this safekeeper toward a write quorum until it has room again).
+    pub fn refusing(&self) -> Option<String> {
+        let state = self.lock();
+        state.is_exhausted().then(|| {
+            format!(
+                "{DISK_BUDGET_EXHAUSTED} on safekeeper {}: {} of log retained (budget {})",
+                self.node,
+                human_bytes(state.retained_bytes()),
+                human_bytes(state.budget_bytes())
+            )
+        })
+    }
+
     /// Admits (and reserves) a writer's append of `new_bytes` to `segment` of `tenant`, or
     /// refuses it with [`SkError::DiskBudgetExhausted`].
     pub fn admit(

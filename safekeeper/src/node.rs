@@ -55,7 +55,11 @@ impl Node {
             .hello(tenant, epoch, epoch_start_lsn, history)
             .await
         {
-            Ok(segments) => Body::HelloOk { epoch, segments },
+            Ok(segments) => Body::HelloOk {
+                epoch,
+                segments,
+                appends_refused: self.store.budget().refusing(),
+            },
             Err(e) => e.to_body(),
         }
     }

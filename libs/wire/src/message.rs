@@ -58,9 +58,12 @@ pub enum Body {
         history: Vec<EpochStart>,
     },
     /// Answer to `Hello`: the segments this safekeeper holds for the tenant, after truncation.
+    /// `appends_refused` is set while the safekeeper refuses writers' appends (its disk budget
+    /// is exhausted), with the reason: the writer must not count it toward a write quorum.
     HelloOk {
         epoch: u64,
         segments: Vec<SegmentState>,
+        appends_refused: Option<String>,
     },
     /// Redo records of one segment, concatenated in their own encoding, in LSN order. `vdl` is the
     /// writer's current VDL: everything at or below it is durable, so pageservers may apply it.

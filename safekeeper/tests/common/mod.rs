@@ -262,7 +262,9 @@ pub async fn hello_with_history(
     };
     let epoch = last.epoch;
     match c.call(body, T).await? {
-        Body::HelloOk { epoch: e, segments } => {
+        Body::HelloOk {
+            epoch: e, segments, ..
+        } => {
             assert_eq!(e, epoch);
             Ok(segments)
         }
