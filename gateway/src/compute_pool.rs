@@ -598,6 +598,11 @@ impl ComputePool {
             let reusable = pages_slot
                 .as_ref()
                 .filter(|p| p.lock().unwrap_or_else(|e| e.into_inner()).epoch() == writer.epoch());
+            info!(
+                epoch = writer.epoch(),
+                pages_reused = reusable.is_some(),
+                "starting a compute instance"
+            );
             let pages = match reusable {
                 // The writer's pages, pending ones included: the instance sees every commit.
                 Some(p) => p.clone(),

@@ -43,7 +43,7 @@ pub struct Config {
     #[arg(long, env = "BOREALIS_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
     /// A statement running longer is stopped with a `timeout` error.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BOREALIS_STATEMENT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub statement_timeout: Duration,
     /// A response waits at most this long for its commit to become durable.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]

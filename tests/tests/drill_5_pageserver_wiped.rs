@@ -13,6 +13,11 @@
 //!   cached; at the end the compute is let go idle once more, so the final state the checkers
 //!   read comes from the pageserver, not from a cache.
 //!
+//! - **An instance replaced during the outage keeps writing**: while the pageservers are down a
+//!   runaway statement is sent; the statement timeout (1 s here) throws its instance away, and the
+//!   next one must open the volume from the writer's page cache, which outlives its instances
+//!   (`gateway/src/volume.rs`), since no pageserver can serve page 0.
+//!
 //! The drill prints the restore figures of the pageserver's `/status` (generation, the index it
 //! restored from, its LSN and pages, the new checkpoints).
 
@@ -30,6 +35,9 @@ const PAGESERVERS: [&str; 2] = ["ps-1", "ps-2"];
 /// The compute stops after this long without a request: the pause between the two load phases
 /// that makes the next compute read its pages from the pageserver.
 const IDLE_TIMEOUT: &str = "1s";
+/// The gateway's statement timeout: the runaway statement sent during the outage is stopped
+/// after this, and its instance replaced.
+const STATEMENT_TIMEOUT: &str = "1s";
 /// How long the pageservers stay down.
 const DOWN: Duration = Duration::from_secs(4);
 
@@ -43,6 +51,10 @@ fn options() -> ClusterOptions {
         env: vec![
             ("PAGESERVER_CHECKPOINT_RECORDS".into(), "1000".into()),
             ("PAGESERVER_CHECKPOINT_INTERVAL".into(), "1s".into()),
+            (
+                "BOREALIS_STATEMENT_TIMEOUT".into(),
+                STATEMENT_TIMEOUT.into(),
+            ),
         ],
     }
 }
@@ -182,6 +194,19 @@ async fn drill_5_pageservers_wiped_restore_from_object_storage() {
         c.node("kill", id);
         c.wipe_node_data(id);
     }
+    w.sleep_until(fault + Duration::from_millis(500)).await;
+    let runaway = c
+        .sql(
+            TENANT,
+            &c.admin_token,
+            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n",
+        )
+        .await;
+    let replaced = w.mark(format!(
+        "runaway statement answered {} {}: its instance is replaced while no pageserver runs",
+        runaway.status,
+        runaway.code()
+    ));
     w.sleep_until(fault + DOWN).await;
     let back = w.mark("borealis node start ps-1 ps-2 (empty)");
     for id in PAGESERVERS {
@@ -271,6 +296,11 @@ async fn drill_5_pageservers_wiped_restore_from_object_storage() {
         (back - fault).as_secs_f64()
     ));
     report.line(format!("  writes after the kill: {availability}"));
+    let (acked_after_replace, ..) = writes_between(&history, replaced, back);
+    report.line(format!(
+        "  after the runaway statement's instance was replaced: {acked_after_replace} writes \
+         acknowledged before the pageservers returned"
+    ));
     report.line(format!(
         "  the segment was restored {}",
         if restored_under_load {
@@ -317,6 +347,18 @@ async fn drill_5_pageservers_wiped_restore_from_object_storage() {
     report.emit();
 
     checks.assert_ok();
+    assert_eq!(
+        runaway.code(),
+        "timeout",
+        "the runaway statement: {}",
+        runaway.body
+    );
+    let (acked_after_replace, ..) = writes_between(&history, replaced, back);
+    assert!(
+        acked_after_replace > 0,
+        "no write was acknowledged by the instance that replaced the timed-out one while the \
+         pageservers were down"
+    );
     assert_eq!(
         (
             stats_1.writes_refused + stats_2.writes_refused,
