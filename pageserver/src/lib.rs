@@ -74,8 +74,8 @@
 //! polling) until a GetPage needs it. Every checkpoint is a full image of its segment (no delta
 //! layers, no compaction): right for small segments, too much for frequent checkpoints of a full
 //! 10 GiB one. Objects of generations that ended are never deleted (a bounded leak per restart).
-//! A safekeeper whose log is behind every peer's trim point cannot be filled by gossip; rebuilding
-//! it from object storage (segment repair) is not built.
+//! A safekeeper whose log is behind its peers' trim point does not need what they trimmed (it is
+//! in this crate's checkpoints): it adopts their trim point and fetches only the log above it.
 
 pub mod cache;
 pub mod checkpoint;

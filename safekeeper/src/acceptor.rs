@@ -22,6 +22,39 @@
 //!   this member is at the epoch the checkpoint's log was read under
 //!   ([`TenantAcceptor::judge_trim`]). The chain then starts at that record (its *base*), and
 //!   keeps the last CPL at or below it, so recovery's `GetState` answers stay right.
+//! - **May this member adopt a peer's trim point?** [`TenantAcceptor::judge_adopt_trim`]: a
+//!   member whose SCL is below a peer's trim point cannot be filled from that peer (the records
+//!   are gone there). It takes the peer's trim point as its own base instead
+//!   ([`SegmentChain::adopt_base`]) and then fetches only what lies above it (see
+//!   [`crate::gossip`] for the driver).
+//!
+//! ## Adopting a peer's trim point: why it is safe
+//!
+//! A peer's trim point `B` (with `L`, the highest CPL at or below it) is a record of the peer's
+//! complete chain, at or below the `upto` of a `Trim`. A pageserver sends `Trim { upto: C }` only
+//! after the index of its checkpoint at `C` is durable in object storage, and `C` is at or below
+//! a VDL some writer vouched for (`pageserver/src/checkpoint.rs`); [`TenantAcceptor::judge_trim`]
+//! then caps the trim point at the peer's SCL and refuses a peer older than the checkpoint's
+//! epoch. So every record at or below `B` is durable (no recovery truncates below a VDL) and
+//! checkpointed: nobody needs it from a safekeeper again. A pageserver starts from its newest
+//! checkpoint (at or above `C`), and a peer that asks us below `B` is refused as it would be by
+//! the peer. That is what lets a member declare those records trimmed without ever holding them.
+//!
+//! Adoption requires that we are in the epoch the peer answered in (a gossip `ReadLog` carries
+//! our epoch, and a peer in another epoch refuses it with `Fenced` before it looks at its trim
+//! point): same epoch, same history, so every record we hold above `B` is the record of that
+//! epoch's log at its LSN, and the peer's record `B` is on that log too. Records we hold at or
+//! below `B` are dropped; those above it that chain onto `B` are kept and the SCL advances over
+//! them exactly as on a trimmed peer (the next record names `B` as its `prev_lsn_segment`).
+//!
+//! What we then report is what a member that holds the chain through `B` reports: SCL `B` (or
+//! more, over held records that chain onto it) and last CPL `L`, exactly the peer's (which is
+//! why the peer's refusal carries `L`, not just `B`: an understated CPL would make a recovery
+//! that picks us as its source pick too low a VDL). The SCL only moves forward (`B` is above our
+//! old SCL), never past a record we do not hold above `B`, and never above what a write quorum
+//! held: `B` is at or below a VDL, so acks of it cannot raise any writer's VCL or VDL, and
+//! recovery (`libs/quorum/src/recovery.rs`: source = newest log, then highest SCL; VDL = its last
+//! CPL) sees a state some member in our epoch legitimately had.
 //!
 //! ## Invariant
 //!
@@ -135,6 +168,32 @@ impl SegmentChain {
         let dropped = std::mem::replace(&mut self.held, kept).len();
         self.base = trim.base;
         self.base_last_cpl = trim.last_cpl;
+        dropped
+    }
+
+    /// Makes a peer's trim point this chain's base (see [`TenantAcceptor::judge_adopt_trim`],
+    /// whose [`AdoptVerdict::Adopt`] it must come from): every record at or below `trim.base` is
+    /// dropped (it is checkpointed to object storage), the SCL starts again at the base and
+    /// advances over the held records that chain onto it. Returns how many records were dropped.
+    pub fn adopt_base(&mut self, trim: TrimPoint) -> usize {
+        assert!(
+            trim.base > self.scl && self.scl >= self.base,
+            "an adopted base lies above the SCL, hence above the current trim point"
+        );
+        assert!(
+            self.last_cpl <= trim.last_cpl && trim.last_cpl <= trim.base,
+            "the adopted last CPL is at or below the base and not below ours"
+        );
+        let kept = self.held.split_off(&Lsn(trim.base.0.saturating_add(1)));
+        let dropped = std::mem::replace(&mut self.held, kept).len();
+        self.base = trim.base;
+        self.base_last_cpl = trim.last_cpl;
+        let before = self.scl;
+        self.recompute();
+        assert!(
+            self.scl >= trim.base && self.scl > before,
+            "adoption moves the SCL forward, never back"
+        );
         dropped
     }
 
@@ -277,6 +336,22 @@ pub enum TrimVerdict {
     /// This member's epoch is older than the checkpoint's: it may hold records a newer writer
     /// truncated everywhere else, so it must not treat its log as the checkpointed one.
     Behind { current: u64 },
+}
+
+/// What to do with a peer's trim point learnt by gossip (see
+/// [`TenantAcceptor::judge_adopt_trim`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdoptVerdict {
+    /// Make `TrimPoint` durable as this segment's trim point, then drop the records at or below
+    /// its base ([`SegmentChain::adopt_base`]).
+    Adopt(TrimPoint),
+    /// Our SCL is at or above the peer's base: the peer can fill us normally, nothing to adopt.
+    NotBehind { scl: Lsn },
+    /// We are not in the epoch the peer answered in (or in no epoch at all): our log may hold
+    /// records that epoch's log does not, which must not be chained onto the peer's base.
+    OtherEpoch { current: u64 },
+    /// The peer's trim point does not fit what we know (not adopted; the next round asks again).
+    Implausible { reason: String },
 }
 
 /// Which records of an append to write.
@@ -426,6 +501,58 @@ impl TenantAcceptor {
             Some(point) => TrimVerdict::Trim(point),
             None => TrimVerdict::Nothing { base: chain.base() },
         }
+    }
+
+    /// Judges a peer's trim point `peer` for `segment`, learnt from the peer's refusal of a
+    /// gossip `ReadLog` that asked for our `epoch` (so the peer was in `epoch` when it answered),
+    /// while the peer's summary said its SCL is `peer_scl`. Adopted only if all hold:
+    ///
+    /// - we are still in `epoch` (and in some epoch at all);
+    /// - the base is above our SCL (otherwise a normal fill works, and the SCL never moves back);
+    ///   hence above our own trim point too;
+    /// - the base is at or below the peer's SCL (a peer trims only within its complete chain;
+    ///   a base above the SCL it reported is a summary older than the trim: ask again later);
+    /// - its last CPL is at or below the base, and not below our own last CPL (our chain up to
+    ///   our SCL is a prefix of the same log, so its CPLs are the peer's).
+    pub fn judge_adopt_trim(
+        &self,
+        segment: SegmentId,
+        epoch: u64,
+        peer_scl: Lsn,
+        peer: TrimPoint,
+    ) -> AdoptVerdict {
+        if self.epoch == 0 || self.epoch != epoch {
+            return AdoptVerdict::OtherEpoch {
+                current: self.epoch,
+            };
+        }
+        let empty = SegmentChain::new();
+        let chain = self.segments.get(&segment).unwrap_or(&empty);
+        if peer.base <= chain.scl() {
+            return AdoptVerdict::NotBehind { scl: chain.scl() };
+        }
+        let implausible = |reason: String| AdoptVerdict::Implausible { reason };
+        if peer.base > peer_scl {
+            return implausible(format!(
+                "the peer's trim point {} is above the SCL {peer_scl} it reported",
+                peer.base
+            ));
+        }
+        if peer.last_cpl > peer.base {
+            return implausible(format!(
+                "the peer's last CPL {} is above its trim point {}",
+                peer.last_cpl, peer.base
+            ));
+        }
+        if peer.last_cpl < chain.last_cpl() {
+            return implausible(format!(
+                "the peer's last CPL {} at its trim point {} is below ours ({})",
+                peer.last_cpl,
+                peer.base,
+                chain.last_cpl()
+            ));
+        }
+        AdoptVerdict::Adopt(peer)
     }
 
     /// Every segment's trim point, for the control file (segments never trimmed are left out).
@@ -740,6 +867,148 @@ mod tests {
             b.segment(SegmentId(0)).map(|c| (c.scl(), c.records())),
             Some((Lsn(5), 1))
         );
+    }
+
+    fn point(base: u64, last_cpl: u64) -> TrimPoint {
+        TrimPoint {
+            base: Lsn(base),
+            last_cpl: Lsn(last_cpl),
+        }
+    }
+
+    /// A member of epoch 2 holding 1..=3 (CPL 2) and, above a hole at 4..=5, 6 and 7.
+    fn behind() -> TenantAcceptor {
+        let mut a = TenantAcceptor::new(h(&[(1, 0), (2, 0)]));
+        fill(
+            a.segment_mut(SegmentId(0)),
+            &[
+                (1, 0, false),
+                (2, 1, true),
+                (3, 2, false),
+                (6, 5, false),
+                (7, 6, true),
+            ],
+        );
+        a
+    }
+
+    #[test]
+    fn a_peers_trim_point_above_our_scl_in_our_epoch_is_adopted() {
+        let a = behind();
+        assert_eq!(
+            a.judge_adopt_trim(SegmentId(0), 2, Lsn(9), point(5, 4)),
+            AdoptVerdict::Adopt(point(5, 4))
+        );
+        // A segment we never heard of: anything above 0.
+        assert_eq!(
+            a.judge_adopt_trim(SegmentId(4), 2, Lsn(9), point(5, 4)),
+            AdoptVerdict::Adopt(point(5, 4))
+        );
+        // The base may be the peer's SCL itself.
+        assert_eq!(
+            a.judge_adopt_trim(SegmentId(0), 2, Lsn(5), point(5, 2)),
+            AdoptVerdict::Adopt(point(5, 2))
+        );
+    }
+
+    #[test]
+    fn a_peers_trim_point_is_not_adopted_across_epochs() {
+        let a = behind();
+        for epoch in [1, 3] {
+            assert_eq!(
+                a.judge_adopt_trim(SegmentId(0), epoch, Lsn(9), point(5, 4)),
+                AdoptVerdict::OtherEpoch { current: 2 }
+            );
+        }
+        assert_eq!(
+            TenantAcceptor::default().judge_adopt_trim(SegmentId(0), 0, Lsn(9), point(5, 4)),
+            AdoptVerdict::OtherEpoch { current: 0 },
+            "no epoch yet: adopt the epoch first"
+        );
+    }
+
+    #[test]
+    fn a_peers_trim_point_at_or_below_our_scl_is_not_adopted() {
+        let a = behind();
+        for base in [1, 3] {
+            assert_eq!(
+                a.judge_adopt_trim(SegmentId(0), 2, Lsn(9), point(base, 0)),
+                AdoptVerdict::NotBehind { scl: Lsn(3) }
+            );
+        }
+        // Nor below our own trim point (which is at or below our SCL).
+        let mut t = behind();
+        t.segment_mut(SegmentId(0)).trim(point(3, 2));
+        assert_eq!(
+            t.judge_adopt_trim(SegmentId(0), 2, Lsn(9), point(2, 2)),
+            AdoptVerdict::NotBehind { scl: Lsn(3) }
+        );
+    }
+
+    #[test]
+    fn an_implausible_trim_point_is_not_adopted() {
+        let a = behind();
+        let implausible = |v: AdoptVerdict| matches!(v, AdoptVerdict::Implausible { .. });
+        assert!(
+            implausible(a.judge_adopt_trim(SegmentId(0), 2, Lsn(4), point(5, 4))),
+            "above the peer's SCL"
+        );
+        assert!(
+            implausible(a.judge_adopt_trim(SegmentId(0), 2, Lsn(9), point(5, 6))),
+            "a CPL above the base"
+        );
+        assert!(
+            implausible(a.judge_adopt_trim(SegmentId(0), 2, Lsn(9), point(5, 1))),
+            "a CPL below our own last CPL (2)"
+        );
+    }
+
+    #[test]
+    fn an_adopted_base_drops_what_is_below_and_chains_what_is_above() {
+        let mut a = behind();
+        let AdoptVerdict::Adopt(p) = a.judge_adopt_trim(SegmentId(0), 2, Lsn(9), point(5, 4))
+        else {
+            panic!("adopted");
+        };
+        let c = a.segment_mut(SegmentId(0));
+        assert_eq!((c.scl(), c.last_cpl()), (Lsn(3), Lsn(2)));
+        assert_eq!(c.adopt_base(p), 3, "1..=3 are dropped");
+        // 6 names 5 as its predecessor: the SCL runs from the base over 6 and 7.
+        assert_eq!(
+            (c.base(), c.scl(), c.last_cpl(), c.records()),
+            (Lsn(5), Lsn(7), Lsn(7), 2)
+        );
+        assert_eq!(a.trim_points(), vec![(SegmentId(0), p)]);
+        // The next record chains on, and a record at or below the base is refused.
+        let c = a.segment_mut(SegmentId(0));
+        assert!(!c.would_accept(Lsn(4)));
+        assert!(c.insert(Lsn(8), link(7, false)));
+        assert_eq!(c.scl(), Lsn(8));
+        // Losing 6 again falls back to the adopted base and its CPL, not below.
+        c.remove(Lsn(6));
+        assert_eq!((c.scl(), c.last_cpl()), (Lsn(5), Lsn(4)));
+        // A later trim on the adopted chain works as on any other.
+        assert!(c.insert(Lsn(6), link(5, false)));
+        assert_eq!(c.trim_point_for(Lsn(7)), Some(point(7, 7)));
+    }
+
+    #[test]
+    fn an_adopted_base_with_nothing_above_it_is_the_scl() {
+        let mut c = SegmentChain::new();
+        assert_eq!(c.adopt_base(point(60, 60)), 0);
+        assert_eq!(
+            (c.base(), c.scl(), c.last_cpl(), c.end_lsn()),
+            (Lsn(60), Lsn(60), Lsn(60), Lsn(60))
+        );
+        assert!(c.insert(Lsn(61), link(60, false)));
+        assert_eq!((c.scl(), c.last_cpl()), (Lsn(61), Lsn(60)));
+    }
+
+    #[test]
+    #[should_panic(expected = "an adopted base lies above the SCL")]
+    fn adopting_a_base_at_or_below_the_scl_is_a_bug() {
+        let mut a = behind();
+        a.segment_mut(SegmentId(0)).adopt_base(point(3, 2));
     }
 
     fn h(entries: &[(u64, u64)]) -> Vec<EpochStart> {

@@ -1,13 +1,10 @@
 //! The safekeeper's errors: a rich enum here, the shared [`ErrorKind`] on the wire.
 
+use crate::acceptor::TrimPoint;
 use crate::disk_budget::{self, Refusal, DISK_BUDGET_EXHAUSTED};
 use borealis_core::redo::CodecError;
 use borealis_core::{ErrorKind, Lsn, SegmentId, TenantId};
 use borealis_wire::Body;
-
-/// Part of every [`SkError::Trimmed`] message: how a peer recognizes that answer (on the wire it
-/// is an `Invalid` error like others).
-pub const TRIMMED_MARKER: &str = "the log is trimmed through lsn";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SkError {
@@ -27,15 +24,18 @@ pub enum SkError {
     },
     #[error("tenant {tenant}: {message}")]
     Invalid { tenant: TenantId, message: String },
-    /// A `ReadLog` asked for records this member dropped when the log was trimmed.
+    /// A `ReadLog` asked for records this member dropped when the log was trimmed. On the wire
+    /// it is the structured `LogTrimmed { base, last_cpl }` answer, so that a lagging peer can
+    /// adopt the trim point ([`crate::gossip`]).
     #[error(
-        "tenant {tenant} segment {segment}: {TRIMMED_MARKER} {base} (checkpointed to object \
-         storage); records after lsn {after} are no longer here"
+        "tenant {tenant} segment {segment}: the log is trimmed through lsn {base} with last cpl \
+         {last_cpl} (checkpointed to object storage); records after lsn {after} are no longer here"
     )]
     Trimmed {
         tenant: TenantId,
         segment: SegmentId,
         base: Lsn,
+        last_cpl: Lsn,
         after: Lsn,
     },
     /// A writer's append would take the log this safekeeper retains past `--disk-budget-bytes`
@@ -52,11 +52,6 @@ pub enum SkError {
 }
 
 impl SkError {
-    /// Whether an `Error` answer's message is a [`SkError::Trimmed`].
-    pub fn is_trimmed_message(message: &str) -> bool {
-        message.contains(TRIMMED_MARKER)
-    }
-
     /// Whether an `Error` answer's message is a [`SkError::DiskBudgetExhausted`].
     pub fn is_disk_budget_message(message: &str) -> bool {
         message.starts_with(DISK_BUDGET_EXHAUSTED)
@@ -78,6 +73,55 @@ impl SkError {
 
     /// The wire answer for this error.
     pub fn to_body(&self) -> Body {
-        Body::error(self.kind(), self.to_string())
+        match self {
+            SkError::Trimmed { base, last_cpl, .. } => Body::LogTrimmed {
+                base: *base,
+                last_cpl: *last_cpl,
+            },
+            other => Body::error(other.kind(), other.to_string()),
+        }
+    }
+
+    /// The trim point a `LogTrimmed` answer names, if a control file would hold it (`0 < base`,
+    /// `last_cpl <= base`): what a lagging peer may adopt ([`crate::gossip`]).
+    pub fn trim_point_of(base: Lsn, last_cpl: Lsn) -> Option<TrimPoint> {
+        (base.is_valid() && last_cpl <= base).then_some(TrimPoint { base, last_cpl })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trimmed_refusal_is_a_structured_answer() {
+        let err = SkError::Trimmed {
+            tenant: TenantId(1),
+            segment: SegmentId(0),
+            base: Lsn(9),
+            last_cpl: Lsn(7),
+            after: Lsn(0),
+        };
+        assert_eq!(
+            err.to_body(),
+            Body::LogTrimmed {
+                base: Lsn(9),
+                last_cpl: Lsn(7)
+            }
+        );
+        assert!(err.to_string().contains("trimmed through lsn 9"), "{err}");
+    }
+
+    #[test]
+    fn only_a_trim_point_a_control_file_would_hold_is_adoptable() {
+        assert_eq!(
+            SkError::trim_point_of(Lsn(60), Lsn(57)),
+            Some(TrimPoint {
+                base: Lsn(60),
+                last_cpl: Lsn(57)
+            })
+        );
+        assert_eq!(SkError::trim_point_of(Lsn(0), Lsn(0)), None);
+        assert_eq!(SkError::trim_point_of(Lsn(5), Lsn(6)), None);
     }
 }

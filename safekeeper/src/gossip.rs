@@ -19,15 +19,28 @@
 //!
 //! **Trimmed peers.** A peer that trimmed its log (a pageserver checkpointed the segment) no
 //! longer holds the records at or below its trim point, and refuses a `ReadLog` that starts below
-//! it. A member whose SCL is below a peer's trim point therefore cannot be filled from that peer;
-//! this is logged once per peer and segment (WARN). Rebuilding such a member from object storage
-//! (segment repair) is not built yet: until then it stays behind, and the writer counts on the
-//! other members for its write quorum.
+//! it with `LogTrimmed { base, last_cpl }` (counted in
+//! `safekeeper_gossip_trimmed_refusals_total`). A member whose SCL is below a peer's trim point
+//! — its disk was replaced, or it was down while the others trimmed — does not need those
+//! records from anyone: they are durable and checkpointed in object storage. So it **adopts the
+//! peer's trim point** as its own base: the trim point the refusal names
+//! ([`crate::SkError::trim_point_of`]), if the acceptor judges
+//! it ([`crate::acceptor::TenantAcceptor::judge_adopt_trim`]: same epoch, above our SCL, at or
+//! below the peer's SCL), and the log writer makes it durable like a trim
+//! ([`crate::tenant::Tenant::adopt_trim`]: control file first, then the segment file). Records we
+//! held at or below it are dropped, the SCL starts at the base, and the fetch goes on from there
+//! as usual: the first record fetched names the base as its `prev_lsn_segment`. Each adoption is
+//! counted in `safekeeper_trim_points_adopted_total` and logged at INFO. The member is thus
+//! rebuilt from peers and object storage: the prefix is the pageserver's checkpoint, the tail
+//! comes from peers. Why the states it then reports keep recovery and the writers' quorum
+//! arithmetic right is argued in [`crate::acceptor`]. A trim point the acceptor does not accept
+//! is logged once per peer and segment (WARN), and the member stays behind until another peer
+//! can fill it.
 
 use crate::log_writer::LogWriter;
 use crate::metrics::inc;
 use crate::store::Store;
-use crate::tenant::parse_records;
+use crate::tenant::{parse_records, AdoptOutcome};
 use borealis_core::{Lsn, SegmentId, TenantId};
 use borealis_wire::{Body, Client, SegmentSummary};
 use std::collections::BTreeMap;
@@ -145,7 +158,8 @@ struct PeerLink {
     base_backoff: Duration,
     /// Whether the last attempt failed (so "unreachable" is logged once, not every round).
     down: bool,
-    /// Segments for which this peer said its log is trimmed past ours (logged once each).
+    /// Segments for which this peer said its log is trimmed past ours and we did not adopt its
+    /// trim point (logged once each).
     trimmed_past_us: std::collections::BTreeSet<(TenantId, SegmentId)>,
 }
 
@@ -323,13 +337,31 @@ async fn fetch(
             Body::Records {
                 records, known_vdl, ..
             } => (records, known_vdl),
-            Body::Error { kind, message } if crate::SkError::is_trimmed_message(&message) => {
+            Body::LogTrimmed { base, last_cpl } => {
                 inc(&store.metrics().gossip_trimmed_refusals_total, 1);
-                if link.trimmed_past_us.insert((tenant, segment)) {
-                    warn!(peer = %link.peer.id, %tenant, %segment, our_scl = %after, ?kind, %message,
-                        "the peer trimmed its log past our SCL: it cannot fill us (repair from object storage is not built)");
+                match adopt_trim(
+                    writer,
+                    link,
+                    (tenant, segment, epoch),
+                    after,
+                    upto,
+                    (base, last_cpl),
+                )
+                .await
+                {
+                    // Go on from the adopted base (or beyond, over records we held above it).
+                    Ok(scl) => {
+                        after = scl;
+                        continue;
+                    }
+                    Err(reason) => {
+                        if link.trimmed_past_us.insert((tenant, segment)) {
+                            warn!(peer = %link.peer.id, %tenant, %segment, our_scl = %after, %base, %last_cpl, %reason,
+                                "the peer trimmed its log past our SCL and we did not adopt its trim point: it cannot fill us");
+                        }
+                        return;
+                    }
                 }
-                return;
             }
             other => {
                 warn!(peer = %link.peer.id, answer = other.name(), "unexpected answer to ReadLog");
@@ -364,6 +396,52 @@ async fn fetch(
             }
         }
         after = last;
+    }
+}
+
+/// The peer refused `ReadLog { after, .. }` because its log is trimmed past `after`, through
+/// `(base, last_cpl)`: adopt
+/// that trim point as ours, if the acceptor agrees
+/// ([`crate::acceptor::TenantAcceptor::judge_adopt_trim`]). `peer_scl` is the SCL from the
+/// peer's summary. Returns our SCL to fetch on from, or why nothing was adopted (the caller logs
+/// that once per peer and segment).
+async fn adopt_trim(
+    writer: &LogWriter,
+    link: &PeerLink,
+    (tenant, segment, epoch): (TenantId, SegmentId, u64),
+    after: Lsn,
+    peer_scl: Lsn,
+    (base, last_cpl): (Lsn, Lsn),
+) -> Result<Lsn, String> {
+    let Some(point) = crate::SkError::trim_point_of(base, last_cpl) else {
+        return Err("the refusal names no trim point a control file could hold".into());
+    };
+    match writer
+        .adopt_trim(tenant, segment, epoch, peer_scl, point)
+        .await
+    {
+        Ok(AdoptOutcome::Adopted {
+            base,
+            last_cpl,
+            old_scl,
+            scl,
+            dropped,
+        }) => {
+            info!(%tenant, %segment, peer = %link.peer.id, %base, %last_cpl, %old_scl, %scl, dropped,
+                "adopted the peer's trim point as our base (the log below it is checkpointed to object storage)");
+            Ok(scl)
+        }
+        // Filled meanwhile (by a writer or another peer): fetch on from there.
+        Ok(AdoptOutcome::NotBehind { scl }) if scl > after => Ok(scl),
+        Ok(AdoptOutcome::NotBehind { scl }) => Err(format!(
+            "its trim point {} is not above our SCL {scl}",
+            point.base
+        )),
+        Err(e) => {
+            debug!(%tenant, %segment, peer = %link.peer.id, base = %point.base, error = %e,
+                "did not adopt the peer's trim point");
+            Err(e.to_string())
+        }
     }
 }
 

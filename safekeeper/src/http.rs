@@ -49,8 +49,9 @@ pub struct SegmentStatus {
     pub bytes: u64,
     /// Stretches of missing records above the SCL.
     pub holes: usize,
-    /// Where the log was trimmed after a pageserver checkpointed it (0: never): every record
-    /// at or below it is dropped from this safekeeper.
+    /// Where the log was trimmed after a pageserver checkpointed it, or the peer's trim point
+    /// this member adopted when it was behind it (0: never): every record at or below it is
+    /// dropped from (or was never fetched by) this safekeeper.
     pub base: u64,
 }
 

@@ -58,10 +58,13 @@
 //! to the highest one of its complete chain at or below `upto` (never above its own SCL), after
 //! recording that trim point durably in the control file. The chain then starts there, recovery's
 //! SCL and last CPL stay right, and reads below the trim point are refused. A member at an older
-//! epoch than the checkpoint's refuses to trim, and a member whose SCL is below its peers' trim
-//! points cannot be filled by gossip any more (it is logged; segment repair from object storage
-//! is future work). See [`acceptor::SegmentChain::trim_point_for`], [`tenant::Tenant::trim`] and
-//! `docs/formats/segment-log.md`.
+//! epoch than the checkpoint's refuses to trim. A member whose SCL is below its peers' trim
+//! points (its disk was replaced, or it was down while they trimmed) cannot be filled below them
+//! by gossip; it **adopts** a peer's trim point as its own base instead — those records are
+//! durable and checkpointed in object storage — and fetches only what lies above it. See
+//! [`acceptor::SegmentChain::trim_point_for`], [`tenant::Tenant::trim`],
+//! [`acceptor::TenantAcceptor::judge_adopt_trim`] (and why adopting is safe, in [`acceptor`]),
+//! and `docs/formats/segment-log.md`.
 //!
 //! ## The disk budget
 //!

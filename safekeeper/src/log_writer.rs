@@ -14,12 +14,14 @@
 //!
 //! A `Hello` is a barrier: the group before it is committed first, then the epoch change is made
 //! durable on its own, so no append of the old epoch is written after the truncation. A `Trim`
-//! is a barrier too: the records it drops must be synced, and it rewrites the segment file.
+//! is a barrier too: the records it drops must be synced, and it rewrites the segment file. So is
+//! adopting a peer's trim point (gossip), which does the same.
 
+use crate::acceptor::TrimPoint;
 use crate::error::SkError;
 use crate::metrics::inc;
 use crate::store::Store;
-use crate::tenant::{AppendOutcome, ParsedRecord};
+use crate::tenant::{AdoptOutcome, AppendOutcome, ParsedRecord};
 use borealis_core::{EpochStart, Lsn, SegmentId, TenantId};
 use borealis_wire::{Envelope, SegmentState};
 use std::collections::{BTreeMap, BTreeSet};
@@ -80,6 +82,14 @@ pub enum WriteOp {
         epoch: u64,
         upto: Lsn,
         done: oneshot::Sender<Result<Lsn, SkError>>,
+    },
+    AdoptTrim {
+        tenant: TenantId,
+        segment: SegmentId,
+        epoch: u64,
+        peer_scl: Lsn,
+        point: TrimPoint,
+        done: oneshot::Sender<Result<AdoptOutcome, SkError>>,
     },
 }
 
@@ -214,6 +224,33 @@ impl LogWriter {
     }
 }
 
+impl LogWriter {
+    /// Adopts a peer's trim point learnt by gossip (see [`crate::tenant::Tenant::adopt_trim`]),
+    /// and waits until it is durable.
+    pub async fn adopt_trim(
+        &self,
+        tenant: TenantId,
+        segment: SegmentId,
+        epoch: u64,
+        peer_scl: Lsn,
+        point: TrimPoint,
+    ) -> Result<AdoptOutcome, SkError> {
+        let (done, rx) = oneshot::channel();
+        self.ops
+            .send(WriteOp::AdoptTrim {
+                tenant,
+                segment,
+                epoch,
+                peer_scl,
+                point,
+                done,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
 fn stopped() -> SkError {
     SkError::Internal("the log writer stopped".into())
 }
@@ -283,6 +320,32 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriteOp>) {
                     };
                     if let Err(SkError::Io(e)) = &result {
                         fatal("recording a trim point or rewriting a segment file", e);
+                    }
+                    store.note_commit();
+                    let _ = done.send(result);
+                }
+                WriteOp::AdoptTrim {
+                    tenant,
+                    segment,
+                    epoch,
+                    peer_scl,
+                    point,
+                    done,
+                } => {
+                    commit(&store, std::mem::take(&mut group));
+                    let result = match store.tenant(tenant) {
+                        None => Err(SkError::HelloFirst {
+                            tenant,
+                            ours: 0,
+                            theirs: epoch,
+                        }),
+                        Some(t) => t.adopt_trim(segment, epoch, peer_scl, point),
+                    };
+                    if let Err(SkError::Io(e)) = &result {
+                        fatal(
+                            "recording an adopted trim point or rewriting a segment file",
+                            e,
+                        );
                     }
                     store.note_commit();
                     let _ = done.send(result);
@@ -378,8 +441,8 @@ fn apply(store: &Store, op: WriteOp, group: &mut Group) {
                 }
             }
         }
-        WriteOp::Hello { .. } | WriteOp::Trim { .. } => {
-            unreachable!("hellos and trims are barriers handled by run()")
+        WriteOp::Hello { .. } | WriteOp::Trim { .. } | WriteOp::AdoptTrim { .. } => {
+            unreachable!("hellos, trims and adopted trim points are barriers handled by run()")
         }
     }
 }

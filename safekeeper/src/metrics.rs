@@ -100,6 +100,8 @@ pub struct Metrics {
     pub records_trimmed_total: AtomicU64,
     /// Gossip fetches a peer refused because it trimmed its log past this member's SCL.
     pub gossip_trimmed_refusals_total: AtomicU64,
+    /// Peers' trim points this member adopted as its own base (it was behind them).
+    pub trim_points_adopted_total: AtomicU64,
     /// Append requests refused because they would take the retained log past the disk budget
     /// (also counted in `appends_refused_total`).
     pub appends_refused_budget_total: AtomicU64,
@@ -125,6 +127,7 @@ impl Default for Metrics {
             trims_total: AtomicU64::new(0),
             records_trimmed_total: AtomicU64::new(0),
             gossip_trimmed_refusals_total: AtomicU64::new(0),
+            trim_points_adopted_total: AtomicU64::new(0),
             appends_refused_budget_total: AtomicU64::new(0),
             disk_budget_bytes: AtomicU64::new(0),
             retained_log_bytes: AtomicU64::new(0),
@@ -146,11 +149,16 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &AtomicU64, &str); 12] = [
+        let counters: [(&str, &AtomicU64, &str); 13] = [
             (
                 "safekeeper_gossip_trimmed_refusals_total",
                 &self.gossip_trimmed_refusals_total,
                 "Gossip fetches refused because the peer trimmed its log past this member's SCL.",
+            ),
+            (
+                "safekeeper_trim_points_adopted_total",
+                &self.trim_points_adopted_total,
+                "Peers' trim points adopted as this member's base because it was behind them.",
             ),
             (
                 "safekeeper_trims_total",
@@ -261,6 +269,7 @@ mod tests {
             "# TYPE safekeeper_retained_log_bytes gauge\nsafekeeper_retained_log_bytes 4096\n"
         ));
         assert!(text.contains("safekeeper_appends_refused_budget_total 0\n"));
+        assert!(text.contains("safekeeper_trim_points_adopted_total 0\n"));
         assert!(text.contains("safekeeper_append_ack_latency_seconds_bucket{le=\"0.00025\"} 0\n"));
         assert!(text.contains("safekeeper_append_ack_latency_seconds_bucket{le=\"0.0005\"} 1\n"));
         assert!(text.contains("safekeeper_append_ack_latency_seconds_bucket{le=\"+Inf\"} 2\n"));

@@ -22,7 +22,18 @@
 //! or below it dropped from the segment file (an atomic rewrite). A crash in between leaves
 //! records the control file says are trimmed: [`Tenant::open`] drops them. A `ReadLog` that asks
 //! for records below the trim point is refused ([`SkError::Trimmed`]): they are gone from here,
-//! and serving what is left would hand out a log with a hole at its start.
+//! and serving what is left would hand out a log with a hole at its start. The refusal names the
+//! trim point and its last CPL, so a peer behind it can adopt it.
+//!
+//! ## Adopting a peer's trim point
+//!
+//! A member whose SCL is below a peer's trim point (its disk was replaced, or it was down while
+//! the others trimmed) takes that trim point as its own ([`Tenant::adopt_trim`], decided by
+//! [`TenantAcceptor::judge_adopt_trim`], why it is safe in [`crate::acceptor`]). The durability
+//! order is a trim's: the control file records the new trim point first, then the records at or
+//! below it are dropped from the segment file (if there is one). A crash in between is the
+//! interrupted trim [`Tenant::open`] already finishes. The chain then starts at the adopted base,
+//! and gossip fetches what lies above it.
 //!
 //! ## The disk budget
 //!
@@ -32,7 +43,9 @@
 //! of records found corrupt are right too). A writer's append is admitted by the budget before
 //! anything is written: a refusal leaves the files, the chain and the known VDL as they were.
 
-use crate::acceptor::{AppendVerdict, HelloVerdict, Link, TenantAcceptor, TrimVerdict};
+use crate::acceptor::{
+    AdoptVerdict, AppendVerdict, HelloVerdict, Link, TenantAcceptor, TrimPoint, TrimVerdict,
+};
 use crate::control::{self, ControlError, ControlState};
 use crate::disk_budget::SharedDiskBudget;
 use crate::error::SkError;
@@ -103,6 +116,23 @@ pub struct AppendOutcome {
     pub written: usize,
     pub duplicates: usize,
     pub off_chain: usize,
+}
+
+/// What adopting a peer's trim point did ([`Tenant::adopt_trim`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdoptOutcome {
+    /// The segment's log starts at `base` now: `dropped` records at or below it were dropped,
+    /// and the SCL went from `old_scl` to `scl` (the base, or above over held records that
+    /// chain onto it).
+    Adopted {
+        base: Lsn,
+        last_cpl: Lsn,
+        old_scl: Lsn,
+        scl: Lsn,
+        dropped: usize,
+    },
+    /// Our SCL is at or above the peer's trim point: nothing to adopt, fill normally.
+    NotBehind { scl: Lsn },
 }
 
 /// Records read for `ReadLog`.
@@ -383,23 +413,7 @@ impl Tenant {
             TrimVerdict::Nothing { base } => return Ok(base),
             TrimVerdict::Trim(point) => point,
         };
-        let mut trims = log.acceptor.trim_points();
-        trims.retain(|(s, _)| *s != segment);
-        trims.push((segment, point));
-        let history = log.acceptor.history().to_vec();
-        control::store(
-            &self.dir,
-            &ControlState::new(history, None).with_trims(&trims),
-        )?;
-        let dropped_from_file = match log.segments.get_mut(&segment) {
-            Some(file) => {
-                let before = file.len_bytes();
-                let result = file.drop_through(point.base);
-                self.budget.resize(before, file.len_bytes());
-                result?
-            }
-            None => 0,
-        };
+        let dropped_from_file = self.store_trim_point_then_drop(log, segment, point)?;
         let dropped = log.acceptor.segment_mut(segment).trim(point);
         if dropped != dropped_from_file {
             warn!(tenant = %self.id, %segment, chain = dropped, file = dropped_from_file,
@@ -411,6 +425,98 @@ impl Tenant {
             "trimmed the log (checkpointed to object storage)");
         self.publish(log, &[segment]);
         Ok(point.base)
+    }
+
+    /// Adopts a peer's trim point `peer` for `segment` (see the module docs and
+    /// [`crate::acceptor`]): learnt from the peer's refusal of a gossip `ReadLog` in `epoch`,
+    /// while its summary said its SCL is `peer_scl`. Like a trim, the trim point is made durable
+    /// in the control file first, then the records at or below it are dropped from the segment
+    /// file, before this returns; then the chain starts at the adopted base.
+    pub fn adopt_trim(
+        &self,
+        segment: SegmentId,
+        epoch: u64,
+        peer_scl: Lsn,
+        peer: TrimPoint,
+    ) -> Result<AdoptOutcome, SkError> {
+        let mut guard = lock(&self.log);
+        let log = &mut *guard;
+        let point = match log
+            .acceptor
+            .judge_adopt_trim(segment, epoch, peer_scl, peer)
+        {
+            AdoptVerdict::Adopt(point) => point,
+            AdoptVerdict::NotBehind { scl } => return Ok(AdoptOutcome::NotBehind { scl }),
+            AdoptVerdict::OtherEpoch { current } => {
+                return Err(SkError::Invalid {
+                    tenant: self.id,
+                    message: format!(
+                        "a trim point learnt in epoch {epoch} is not adopted in epoch {current}"
+                    ),
+                })
+            }
+            AdoptVerdict::Implausible { reason } => {
+                return Err(SkError::Invalid {
+                    tenant: self.id,
+                    message: reason,
+                })
+            }
+        };
+        let (old_base, old_scl) = log
+            .acceptor
+            .segment(segment)
+            .map_or((Lsn::INVALID, Lsn::INVALID), |c| (c.base(), c.scl()));
+        assert!(
+            old_base <= old_scl && old_scl < point.base && point.base <= peer_scl,
+            "an adopted base lies above our trim point and SCL, and at or below the peer's SCL"
+        );
+        let dropped_from_file = self.store_trim_point_then_drop(log, segment, point)?;
+        let chain = log.acceptor.segment_mut(segment);
+        let dropped = chain.adopt_base(point);
+        let scl = chain.scl();
+        if dropped != dropped_from_file {
+            warn!(tenant = %self.id, %segment, chain = dropped, file = dropped_from_file,
+                "adopting a trim point dropped a different number of records from the chain and the file");
+        }
+        inc(&self.metrics.trim_points_adopted_total, 1);
+        self.publish(log, &[segment]);
+        self.notify_acks(&[segment]);
+        Ok(AdoptOutcome::Adopted {
+            base: point.base,
+            last_cpl: point.last_cpl,
+            old_scl,
+            scl,
+            dropped,
+        })
+    }
+
+    /// The durable half of a trim or an adopted trim point: the control file with `point` as
+    /// `segment`'s trim point, then the segment file without the records at or below it (an
+    /// atomic rewrite). A crash in between is finished by [`Tenant::open`]. Returns how many
+    /// records left the file.
+    fn store_trim_point_then_drop(
+        &self,
+        log: &mut TenantLog,
+        segment: SegmentId,
+        point: TrimPoint,
+    ) -> Result<usize, SkError> {
+        let mut trims = log.acceptor.trim_points();
+        trims.retain(|(s, _)| *s != segment);
+        trims.push((segment, point));
+        let history = log.acceptor.history().to_vec();
+        control::store(
+            &self.dir,
+            &ControlState::new(history, None).with_trims(&trims),
+        )?;
+        match log.segments.get_mut(&segment) {
+            Some(file) => {
+                let before = file.len_bytes();
+                let result = file.drop_through(point.base);
+                self.budget.resize(before, file.len_bytes());
+                Ok(result?)
+            }
+            None => Ok(0),
+        }
     }
 
     /// Writes a writer's records (not yet durable: see [`Tenant::commit`]).
@@ -607,15 +713,16 @@ impl Tenant {
             )
         });
         let limit = upto.min(scl);
-        let base = log
+        let trim = log
             .acceptor
             .segment(segment)
-            .map_or(Lsn::INVALID, |c| c.base());
-        if after < base && after < upto {
+            .map_or(TrimPoint::default(), |c| c.trim_point());
+        if after < trim.base && after < upto {
             return Err(SkError::Trimmed {
                 tenant: self.id,
                 segment,
-                base,
+                base: trim.base,
+                last_cpl: trim.last_cpl,
                 after,
             });
         }
@@ -728,6 +835,7 @@ mod tests {
     use super::*;
     use borealis_core::redo::RedoBody;
     use borealis_core::{PageNo, PAGE_SIZE_BYTES};
+    use borealis_wire::Body;
 
     /// A budget no test of the log itself comes near.
     fn budget(metrics: &Arc<Metrics>) -> Arc<SharedDiskBudget> {
@@ -918,7 +1026,10 @@ mod tests {
             matches!(err, SkError::Trimmed { base: Lsn(5), .. }),
             "{err}"
         );
-        assert!(SkError::is_trimmed_message(&err.to_string()));
+        assert!(matches!(
+            err.to_body(),
+            Body::LogTrimmed { base: Lsn(5), .. }
+        ));
         let r = t
             .read_log(SegmentId(0), (None, 0), Lsn(5), Lsn(9), 1 << 20)
             .unwrap();
@@ -963,6 +1074,152 @@ mod tests {
         assert_eq!((base, scl), (Lsn(2), Lsn(3)));
         let bytes = std::fs::metadata(tdir.join("seg-0.log")).unwrap().len();
         assert_eq!(bytes as usize, encode(&[(3, 2)]).len());
+    }
+
+    fn trim_point(base: u64, last_cpl: u64) -> TrimPoint {
+        TrimPoint {
+            base: Lsn(base),
+            last_cpl: Lsn(last_cpl),
+        }
+    }
+
+    /// `(base, scl, last_cpl)` of segment 0 as published.
+    fn base_scl_cpl(t: &Tenant) -> (Lsn, Lsn, Lsn) {
+        t.with_published(|p| {
+            let s = &p.segments[&SegmentId(0)];
+            (s.base, s.state.scl, s.state.last_cpl)
+        })
+    }
+
+    #[test]
+    fn a_peers_trim_point_is_adopted_durably_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let tdir = dir.path().join("t");
+        let metrics = Arc::new(Metrics::default());
+        let t = Tenant::create(&tdir, TenantId(7), metrics.clone(), budget(&metrics)).unwrap();
+        t.hello(1, Lsn(0), &h(&[(1, 0)])).unwrap();
+        // 1..=3, then a hole at 4..=5 the peers trimmed away, then 6 and 7.
+        append(&t, 1, &[(1, 0), (2, 1), (3, 2), (6, 5), (7, 6)]).unwrap();
+        assert_eq!(base_scl_cpl(&t), (Lsn(0), Lsn(3), Lsn(3)));
+
+        // Not adopted: another epoch, not behind, above the peer's SCL. Nothing changes.
+        let adopt = |epoch, peer_scl, p| t.adopt_trim(SegmentId(0), epoch, Lsn(peer_scl), p);
+        let err = adopt(2, 9, trim_point(5, 5)).unwrap_err();
+        assert!(err.to_string().contains("not adopted in epoch 1"), "{err}");
+        assert_eq!(
+            adopt(1, 9, trim_point(3, 3)).unwrap(),
+            AdoptOutcome::NotBehind { scl: Lsn(3) }
+        );
+        assert!(matches!(
+            adopt(1, 4, trim_point(5, 5)),
+            Err(SkError::Invalid { .. })
+        ));
+        assert_eq!(control::load(&tdir).unwrap().unwrap().trims, vec![]);
+        assert_eq!(
+            metrics
+                .trim_points_adopted_total
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+
+        assert_eq!(
+            adopt(1, 9, trim_point(5, 5)).unwrap(),
+            AdoptOutcome::Adopted {
+                base: Lsn(5),
+                last_cpl: Lsn(5),
+                old_scl: Lsn(3),
+                scl: Lsn(7),
+                dropped: 3
+            }
+        );
+        assert_eq!(
+            metrics
+                .trim_points_adopted_total
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert_eq!(base_scl_cpl(&t), (Lsn(5), Lsn(7), Lsn(7)));
+        let state = control::load(&tdir).unwrap().unwrap();
+        assert_eq!(state.trim_points(), vec![(SegmentId(0), trim_point(5, 5))]);
+        assert_eq!(on_disk(&tdir), encode(&[(6, 5), (7, 6)]).len() as u64);
+        // Below the adopted base: refused like any trimmed member, naming the adopted point.
+        let err = t
+            .read_log(SegmentId(0), (None, 0), Lsn(3), Lsn(9), 1 << 20)
+            .unwrap_err();
+        assert_eq!(
+            err.to_body(),
+            Body::LogTrimmed {
+                base: Lsn(5),
+                last_cpl: Lsn(5)
+            }
+        );
+        // A peer's fill goes on from the base.
+        let raw = encode(&[(8, 7)]);
+        t.repair(SegmentId(0), 1, Lsn(0), &raw, &parse_records(&raw).unwrap())
+            .unwrap();
+        t.commit(&[SegmentId(0)].into(), &BTreeSet::new()).unwrap();
+        assert_eq!(scl(&t), Lsn(8));
+        drop(t);
+
+        let t = Tenant::open(&tdir, TenantId(7), metrics.clone(), budget(&metrics)).unwrap();
+        assert_eq!(base_scl_cpl(&t), (Lsn(5), Lsn(8), Lsn(8)));
+        let r = t
+            .read_log(SegmentId(0), (None, 0), Lsn(5), Lsn(9), 1 << 20)
+            .unwrap();
+        assert_eq!(r.records, encode(&[(6, 5), (7, 6), (8, 7)]));
+    }
+
+    #[test]
+    fn an_adoption_interrupted_after_its_control_file_is_finished_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let tdir = dir.path().join("t");
+        let metrics = Arc::new(Metrics::default());
+        let t = Tenant::create(&tdir, TenantId(7), metrics.clone(), budget(&metrics)).unwrap();
+        t.hello(1, Lsn(0), &h(&[(1, 0)])).unwrap();
+        append(&t, 1, &[(1, 0), (2, 1), (6, 5), (7, 6)]).unwrap();
+        assert_eq!(scl(&t), Lsn(2));
+        drop(t);
+        // The crash came after the adopted trim point (above the SCL) was stored, before the
+        // file was rewritten: the open finishes it exactly as an interrupted trim.
+        control::store(
+            &tdir,
+            &ControlState::new(h(&[(1, 0)]), None).with_trims(&[(SegmentId(0), trim_point(5, 4))]),
+        )
+        .unwrap();
+        let t = Tenant::open(&tdir, TenantId(7), metrics.clone(), budget(&metrics)).unwrap();
+        assert_eq!(base_scl_cpl(&t), (Lsn(5), Lsn(7), Lsn(7)));
+        assert_eq!(on_disk(&tdir), encode(&[(6, 5), (7, 6)]).len() as u64);
+    }
+
+    #[test]
+    fn a_trim_point_adopted_by_an_empty_member_needs_no_segment_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let tdir = dir.path().join("t");
+        let metrics = Arc::new(Metrics::default());
+        let t = Tenant::create(&tdir, TenantId(7), metrics.clone(), budget(&metrics)).unwrap();
+        t.hello(1, Lsn(0), &h(&[(1, 0)])).unwrap();
+        assert_eq!(
+            t.adopt_trim(SegmentId(0), 1, Lsn(61), trim_point(60, 60))
+                .unwrap(),
+            AdoptOutcome::Adopted {
+                base: Lsn(60),
+                last_cpl: Lsn(60),
+                old_scl: Lsn(0),
+                scl: Lsn(60),
+                dropped: 0
+            }
+        );
+        assert_eq!(base_scl_cpl(&t), (Lsn(60), Lsn(60), Lsn(60)));
+        assert!(!tdir.join("seg-0.log").exists());
+        drop(t);
+        // Recovery's GetState after a crash: the adopted SCL and last CPL, nothing held.
+        let t = Tenant::open(&tdir, TenantId(7), metrics.clone(), budget(&metrics)).unwrap();
+        assert_eq!(base_scl_cpl(&t), (Lsn(60), Lsn(60), Lsn(60)));
+        let raw = encode(&[(61, 60)]);
+        t.repair(SegmentId(0), 1, Lsn(0), &raw, &parse_records(&raw).unwrap())
+            .unwrap();
+        t.commit(&[SegmentId(0)].into(), &BTreeSet::new()).unwrap();
+        assert_eq!(base_scl_cpl(&t), (Lsn(60), Lsn(61), Lsn(61)));
     }
 
     /// The lengths of the tenant's segment files, from the file system.

@@ -159,6 +159,14 @@ pub enum Body {
     Trimmed {
         base: Lsn,
     },
+    /// Answer to `ReadLog`, instead of `Records`, when records after its `after` are gone from
+    /// this safekeeper: the segment's log is trimmed through `base` (covered by a checkpoint in
+    /// object storage), and `last_cpl` is the last CPL at or below `base`. A member behind that
+    /// point adopts it as its own trim point (safekeeper gossip).
+    LogTrimmed {
+        base: Lsn,
+        last_cpl: Lsn,
+    },
 }
 
 impl Body {
@@ -180,6 +188,7 @@ impl Body {
             Body::Error { .. } => "error",
             Body::Trim { .. } => "trim",
             Body::Trimmed { .. } => "trimmed",
+            Body::LogTrimmed { .. } => "log_trimmed",
         }
     }
 
@@ -208,6 +217,14 @@ mod tests {
         assert_eq!(postcard::to_allocvec(&trim).unwrap(), [13, 1, 2, 3, 4]);
         let trimmed = Body::Trimmed { base: Lsn(300) };
         assert_eq!(postcard::to_allocvec(&trimmed).unwrap(), [14, 0xac, 0x02]);
+        let log_trimmed = Body::LogTrimmed {
+            base: Lsn(300),
+            last_cpl: Lsn(2),
+        };
+        assert_eq!(
+            postcard::to_allocvec(&log_trimmed).unwrap(),
+            [15, 0xac, 0x02, 2]
+        );
         let error = Body::error(ErrorKind::Invalid, "");
         assert_eq!(postcard::to_allocvec(&error).unwrap()[0], 12);
     }

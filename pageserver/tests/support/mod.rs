@@ -366,10 +366,11 @@ fn read_log(
     let records = segment_records(st, log, segment);
     let base = base_of(st, tenant, segment);
     if after < base && after < upto {
-        return Body::error(
-            ErrorKind::Invalid,
-            format!("fake safekeeper: the log is trimmed through lsn {base}"),
-        );
+        // As a real safekeeper answers (its last CPL is not modelled here).
+        return Body::LogTrimmed {
+            base,
+            last_cpl: base,
+        };
     }
     let scl = scl_of(&records, log.complete_upto).max(base);
     let mut out = Vec::new();
