@@ -49,7 +49,7 @@ const REFUSAL_RECHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// unreachable (a frozen process or a partition that breaks no connection). Well above a slow
 /// group-commit fsync; well below the commit timeout, so a lost write quorum is noticed (limbo,
 /// RFC 0004) long before held commits give up.
-const MEMBER_ACK_TIMEOUT: Duration = Duration::from_secs(2);
+const MEMBER_ACK_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long recovery waits for a write quorum to hold the recovered log.
 const RECOVERY_DURABLE_WAIT: Duration = Duration::from_secs(10);
 /// Bytes of redo one [`RedoTap`] holds before its reader counts as lagging and loses the stream.

@@ -2,7 +2,7 @@
 //!
 //! To be sure commits are in flight when it dies, sk-b1 is first frozen (`SIGSTOP`: its
 //! connections stay open, it acknowledges nothing, so every commit shipped meanwhile waits for
-//! it) for longer than the writer's member acknowledgement timeout (2 s), so the writer must
+//! it) for longer than the writer's member acknowledgement timeout (3 s), so the writer must
 //! notice a silent member by itself, then killed (`SIGKILL`). Those commits reached three members at most:
 //! their outcome cannot be settled until a fourth returns, and the writer is **in limbo**
 //! (RFC 0004). sk-b1 is started again after longer than the gateway's commit timeout (10 s).
@@ -27,8 +27,8 @@ use std::time::Duration;
 /// answered before the member returns.
 const OUTAGE: Duration = Duration::from_secs(13);
 /// How long sk-b1 stays frozen before it is killed: longer than the gateway's member
-/// acknowledgement timeout (2 s, `MEMBER_ACK_TIMEOUT`).
-const FROZEN: Duration = Duration::from_secs(3);
+/// acknowledgement timeout (3 s, `MEMBER_ACK_TIMEOUT`).
+const FROZEN: Duration = Duration::from_secs(4);
 
 /// The writer epoch of tenant `bank`, as the gateway reports it.
 async fn epoch(c: &TestCluster) -> serde_json::Value {
@@ -164,9 +164,9 @@ async fn drill_3b_az_plus_one_down_with_commits_in_flight() {
         "reads stalled {:.1} s with 3 of 6 up: they waited for the unsettled commits",
         read_stall.as_secs_f64()
     );
-    // Writes sent once the silent member was noticed (the 2 s acknowledgement timeout; the
+    // Writes sent once the silent member was noticed (the 3 s acknowledgement timeout; the
     // margin covers the client's own scheduling) must all be refused, none left in doubt.
-    let noticed = frozen + Duration::from_millis(2500);
+    let noticed = frozen + Duration::from_millis(3500);
     let late_not_refused: Vec<_> = history
         .writes
         .iter()
