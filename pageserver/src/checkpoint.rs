@@ -489,10 +489,17 @@ impl Checkpointer {
         remove_quietly(&local);
 
         // 4. This generation's layers the index no longer names.
-        self.collect_garbage(&name).await;
+        let newest = self.collect_garbage(&name).await;
 
-        // 5. The safekeepers may drop the log it covers.
-        self.trim(cursor.caught_up_to).await;
+        // 5. The safekeepers may drop the log it covers, if this is still the newest generation.
+        // Trimming the log is a deletion too: a newer attachment may have restored from an
+        // older checkpoint than this one and still need the log above it. Ordering makes the
+        // check sufficient: this index was uploaded before the claims were read, and a newer
+        // attachment claims its generation before it reads the newest index, so one that this
+        // check missed restored from this checkpoint or a later one.
+        if newest {
+            self.trim(cursor.caught_up_to).await;
+        }
     }
 
     /// Retries `op` with backoff until it succeeds (`Some`), or fails in a way retrying cannot
@@ -542,8 +549,10 @@ impl Checkpointer {
     }
 
     /// Deletes this generation's layers other than `keep` (the one the durable index names),
-    /// unless a newer generation exists. Failures are left for the next checkpoint.
-    async fn collect_garbage(&mut self, keep: &str) {
+    /// unless a newer generation exists. Failures are left for the next checkpoint. Returns
+    /// whether this generation was confirmed the newest (nothing may be deleted otherwise,
+    /// the safekeepers' log included).
+    async fn collect_garbage(&mut self, keep: &str) -> bool {
         let remote = &self.shared.remote;
         let (tenant, segment, generation) = (self.tenant.id, self.segment.id, self.generation);
         match remote.newest_claim(tenant, segment).await {
@@ -552,19 +561,20 @@ impl Checkpointer {
                     warn!(newest = newest.0, "a newer generation of this segment exists: this attachment deletes nothing from now on");
                 }
                 self.segment.update_checkpoint(|c| c.stale = true);
-                return;
+                return false;
             }
             Ok(_) => {}
             Err(e) => {
                 debug!(error = %e, "could not check the generation; no deletions this time");
-                return;
+                return false;
             }
         }
         let names = match remote.own_layers(tenant, segment, generation).await {
             Ok(names) => names,
             Err(e) => {
                 debug!(error = %e, "could not list layers; no deletions this time");
-                return;
+                // Still the newest: listing failed, not the check.
+                return true;
             }
         };
         for name in names.iter().filter(|n| n.as_str() != keep) {
@@ -578,6 +588,7 @@ impl Checkpointer {
                 }
             }
         }
+        true
     }
 
     /// Tells every safekeeper the log up to `upto` is checkpointed.

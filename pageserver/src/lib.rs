@@ -60,10 +60,14 @@
 //!   is followed from there. A page installed from a layer answers every read point from the
 //!   record that last changed it; an older read point is `Invalid` ("lsn too old"), never a
 //!   wrong page.
-//! - **Trimming.** Once an index is durable, every safekeeper is told
-//!   `Trim { upto: checkpoint LSN, epoch }`; each drops its records up to the highest record of its
-//!   complete chain at or below that (`docs/formats/segment-log.md`). The checkpoint LSN is at or
-//!   below a vouched VDL, so nothing trimmed can ever be truncated by a recovery.
+//! - **Trimming.** Once an index is durable, and only while no newer generation exists (a newer
+//!   attachment may have restored from an older checkpoint and still need the log above it),
+//!   every safekeeper is told `Trim { upto: checkpoint LSN, epoch }`; each drops its records up to
+//!   the highest record of its complete chain at or below that (`docs/formats/segment-log.md`).
+//!   The checkpoint LSN is at or below a vouched VDL, so nothing trimmed can ever be truncated by
+//!   a recovery. (Found by `two_pageservers_on_one_segment_never_delete_what_an_index_names`: a
+//!   stale attachment trimmed past the checkpoint a new one had restored from, which then could
+//!   never catch up.)
 //!
 //! ## Current state and its limits
 //!

@@ -271,6 +271,49 @@ impl TestCluster {
             .collect()
     }
 
+    /// Rewrites the command line of node `id` in `DIR/cluster.json`, which the next
+    /// `borealis node start` runs: for drills that put a fault injector between two nodes.
+    pub fn edit_node_command(&self, id: &str, edit: impl FnOnce(&mut Vec<String>)) {
+        let path = self.dir.path().join("cluster.json");
+        let mut cluster: Value = serde_json::from_slice(
+            &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let node = cluster["nodes"]
+            .as_array_mut()
+            .and_then(|nodes| nodes.iter_mut().find(|n| n["id"] == id))
+            .unwrap_or_else(|| panic!("no node {id} in cluster.json"));
+        let mut command: Vec<String> = serde_json::from_value(node["command"].clone())
+            .unwrap_or_else(|e| panic!("node {id}'s command: {e}"));
+        edit(&mut command);
+        node["command"] = json!(command);
+        let text = serde_json::to_vec_pretty(&cluster).expect("cluster.json serializes");
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+
+    /// Waits until the gateway answers `GET /healthz` with 200 (after a `node start gateway`).
+    pub async fn wait_gateway_up(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let up = self
+                .http
+                .get(format!("{}/healthz", self.url))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if up {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway did not answer /healthz within {} s",
+                within.as_secs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// One node of `DIR/cluster.json`.
     #[track_caller]
     pub fn node_info(&self, id: &str) -> NodeInfo {

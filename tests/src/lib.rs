@@ -10,6 +10,7 @@
 
 pub mod checkers;
 pub mod cluster;
+pub mod proxy;
 pub mod s3;
 pub mod workload;
 

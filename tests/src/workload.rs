@@ -184,6 +184,17 @@ pub struct PhaseStats {
 }
 
 impl PhaseStats {
+    /// What clients saw fail, by kind: `(refused, rejected or never sent, unknown, reads
+    /// failed)`. A fault the cluster must hide leaves all four at 0.
+    pub fn client_errors(&self) -> (usize, usize, usize, usize) {
+        (
+            self.writes_refused,
+            self.writes_rejected + self.writes_not_sent,
+            self.writes_unknown,
+            self.reads_failed,
+        )
+    }
+
     pub fn writes(&self) -> usize {
         self.writes_acked
             + self.writes_refused
@@ -504,6 +515,31 @@ impl Workload {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         ))
+    }
+
+    /// Reads the final state and holds it and the whole history to every checker.
+    pub async fn check(&self) -> (History, crate::checkers::CheckReport) {
+        let state = self.read_state().await;
+        let history = self.history();
+        let checks = crate::checkers::check(
+            &history,
+            &state,
+            self.config.accounts,
+            self.config.initial_balance,
+        );
+        (history, checks)
+    }
+
+    /// The first line of a drill's report: the load, and the seed that replays it.
+    pub fn describe(&self, load: &LoadConfig) -> String {
+        format!(
+            "load: {} writers, {} readers, {} s; {} accounts; seed {:#x}",
+            load.writers,
+            load.readers,
+            load.duration.as_secs(),
+            self.config.accounts,
+            self.config.seed
+        )
     }
 
     /// Reads the whole database in one transaction, retrying (bounded by

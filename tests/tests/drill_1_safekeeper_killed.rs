@@ -3,7 +3,7 @@
 //! every checker holds.
 
 use borealis_tests::checkers::{
-    check, tenant_hex, wait_caught_up, write_availability, writes_between, DrillReport,
+    tenant_hex, wait_caught_up, write_availability, writes_between, DrillReport,
 };
 use borealis_tests::cluster::TestCluster;
 use borealis_tests::workload::{LoadConfig, Workload, WorkloadConfig};
@@ -23,14 +23,7 @@ async fn drill_1_one_safekeeper_killed_under_load() {
     let mut report = DrillReport::new(&format!(
         "drill 1: one safekeeper ({VICTIM}) killed under load"
     ));
-    report.line(format!(
-        "load: {} writers, {} readers, {} s; {} accounts; seed {:#x}",
-        load.writers,
-        load.readers,
-        load.duration.as_secs(),
-        w.config.accounts,
-        w.config.seed
-    ));
+    report.line(w.describe(&load));
 
     let started = w.now();
     let running = w.spawn(load);
@@ -47,14 +40,7 @@ async fn drill_1_one_safekeeper_killed_under_load() {
     // And once the load stopped, it holds exactly what its peers hold.
     let after = wait_caught_up(&c, VICTIM, &tenant, Duration::from_secs(30)).await;
 
-    let state = w.read_state().await;
-    let history = w.history();
-    let checks = check(
-        &history,
-        &state,
-        w.config.accounts,
-        w.config.initial_balance,
-    );
+    let (history, checks) = w.check().await;
     let availability = write_availability(&history, fault, end);
     let (acked_while_down, ..) = writes_between(&history, fault, back);
     report.timeline(&history);
@@ -80,12 +66,7 @@ async fn drill_1_one_safekeeper_killed_under_load() {
         "no write was acknowledged while {VICTIM} was down"
     );
     assert_eq!(
-        (
-            stats.writes_refused,
-            stats.writes_rejected,
-            stats.writes_unknown,
-            stats.reads_failed
-        ),
+        stats.client_errors(),
         (0, 0, 0, 0),
         "one safekeeper down must cost clients no error: {stats}"
     );

@@ -3,7 +3,7 @@
 //! come back and catch up by gossip; every checker holds.
 
 use borealis_tests::checkers::{
-    check, tenant_hex, wait_caught_up, write_availability, writes_between, DrillReport,
+    tenant_hex, wait_caught_up, write_availability, writes_between, DrillReport,
 };
 use borealis_tests::cluster::TestCluster;
 use borealis_tests::workload::{LoadConfig, Workload, WorkloadConfig};
@@ -21,14 +21,7 @@ async fn drill_2_one_az_killed_under_load() {
         ..LoadConfig::default()
     };
     let mut report = DrillReport::new("drill 2: one AZ (sk-c1, sk-c2) killed under load");
-    report.line(format!(
-        "load: {} writers, {} readers, {} s; {} accounts; seed {:#x}",
-        load.writers,
-        load.readers,
-        load.duration.as_secs(),
-        w.config.accounts,
-        w.config.seed
-    ));
+    report.line(w.describe(&load));
 
     let started = w.now();
     let running = w.spawn(load);
@@ -49,14 +42,7 @@ async fn drill_2_one_az_killed_under_load() {
         catch_up.push(wait_caught_up(&c, id, &tenant, Duration::from_secs(30)).await);
     }
 
-    let state = w.read_state().await;
-    let history = w.history();
-    let checks = check(
-        &history,
-        &state,
-        w.config.accounts,
-        w.config.initial_balance,
-    );
+    let (history, checks) = w.check().await;
     let availability = write_availability(&history, fault, end);
     let (acked_while_down, ..) = writes_between(&history, fault, back);
     report.timeline(&history);
@@ -80,12 +66,7 @@ async fn drill_2_one_az_killed_under_load() {
         "no write was acknowledged while AZ c was down"
     );
     assert_eq!(
-        (
-            stats.writes_refused,
-            stats.writes_rejected,
-            stats.writes_unknown,
-            stats.reads_failed
-        ),
+        stats.client_errors(),
         (0, 0, 0, 0),
         "one AZ down must cost clients no error: {stats}"
     );

@@ -8,8 +8,7 @@
 //! close. What happens when it dies in the middle of a commit is drill 3b.
 
 use borealis_tests::checkers::{
-    check, reads_between, tenant_hex, wait_caught_up, write_availability, writes_between,
-    DrillReport,
+    reads_between, tenant_hex, wait_caught_up, write_availability, writes_between, DrillReport,
 };
 use borealis_tests::cluster::TestCluster;
 use borealis_tests::workload::{LoadConfig, Workload, WorkloadConfig};
@@ -69,14 +68,7 @@ async fn drill_3_az_plus_one_down_reads_go_on_writes_refused() {
     let end = w.now();
     let catch_up = wait_caught_up(&c, "sk-c1", &tenant, Duration::from_secs(30)).await;
 
-    let state = w.read_state().await;
-    let history = w.history();
-    let checks = check(
-        &history,
-        &state,
-        w.config.accounts,
-        w.config.initial_balance,
-    );
+    let (history, checks) = w.check().await;
     let (acked_az, refused_az, rejected_az, unknown_az) =
         writes_between(&history, az_down, quorum_lost);
     let (acked_lost, refused_lost, rejected_lost, unknown_lost) =

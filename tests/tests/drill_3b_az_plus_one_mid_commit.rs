@@ -16,8 +16,8 @@
 //! writes resume; and every checker holds.
 
 use borealis_tests::checkers::{
-    check, log_lines, longest_read_stall, reads_between, tenant_hex, unknown_reasons,
-    wait_caught_up, write_availability, writes_between, DrillReport,
+    log_lines, longest_read_stall, reads_between, tenant_hex, unknown_reasons, wait_caught_up,
+    write_availability, writes_between, DrillReport,
 };
 use borealis_tests::cluster::TestCluster;
 use borealis_tests::workload::{LoadConfig, Outcome, Workload, WorkloadConfig};
@@ -56,13 +56,7 @@ async fn drill_3b_az_plus_one_down_with_commits_in_flight() {
     let mut report = DrillReport::new(
         "drill 3b: AZ c killed, then sk-b1 frozen mid-commit and killed; restarted after 13 s",
     );
-    report.line(format!(
-        "load: {} writers, {} readers, {} s; seed {:#x}",
-        load.writers,
-        load.readers,
-        load.duration.as_secs(),
-        w.config.seed
-    ));
+    report.line(w.describe(&load));
     let started = w.now();
     let running = w.spawn(load);
     w.sleep_until(started + Duration::from_secs(2)).await;
@@ -94,14 +88,7 @@ async fn drill_3b_az_plus_one_down_with_commits_in_flight() {
     let end = w.now();
     let catch_up = wait_caught_up(&c, "sk-b1", &tenant, Duration::from_secs(30)).await;
 
-    let state = w.read_state().await;
-    let history = w.history();
-    let checks = check(
-        &history,
-        &state,
-        w.config.accounts,
-        w.config.initial_balance,
-    );
+    let (history, checks) = w.check().await;
     // A commit durable just before the freeze may be answered a moment after it.
     let settled = frozen + Duration::from_millis(500);
     let (acked_out, refused_out, _, unknown_out) = writes_between(&history, settled, back);

@@ -5,7 +5,7 @@
 //! absent, no read goes backwards across the crash, and the money adds up.
 
 use borealis_tests::checkers::{
-    check, longest_read_stall, unknown_reasons, write_availability, DrillReport,
+    longest_read_stall, unknown_reasons, write_availability, DrillReport,
 };
 use borealis_tests::cluster::TestCluster;
 use borealis_tests::workload::{LoadConfig, Workload, WorkloadConfig};
@@ -35,13 +35,7 @@ async fn drill_4_gateway_killed_under_load() {
     };
     let mut report =
         DrillReport::new("drill 4: gateway (with the writer compute) killed under load");
-    report.line(format!(
-        "load: {} writers, {} readers, {} s; seed {:#x}",
-        load.writers,
-        load.readers,
-        load.duration.as_secs(),
-        w.config.seed
-    ));
+    report.line(w.describe(&load));
 
     let started = w.now();
     let running = w.spawn(load);
@@ -55,15 +49,8 @@ async fn drill_4_gateway_killed_under_load() {
     let stats = running.await.expect("load phase");
     let end = w.now();
 
-    let state = w.read_state().await;
+    let (history, checks) = w.check().await;
     let epoch_after = epoch(&c).await;
-    let history = w.history();
-    let checks = check(
-        &history,
-        &state,
-        w.config.accounts,
-        w.config.initial_balance,
-    );
     let availability = write_availability(&history, fault, end);
     let first_ok_after_restart = history
         .writes

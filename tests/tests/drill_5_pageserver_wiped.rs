@@ -22,7 +22,7 @@
 //! restored from, its LSN and pages, the new checkpoints).
 
 use borealis_tests::checkers::{
-    base_of, check, log_lines, reads_between, tenant_hex, unknown_reasons, write_availability,
+    base_of, log_lines, reads_between, tenant_hex, unknown_reasons, write_availability,
     writes_between, DrillReport,
 };
 use borealis_tests::cluster::{checkpointed_lsn, ClusterOptions, TestCluster};
@@ -246,14 +246,7 @@ async fn drill_5_pageservers_wiped_restore_from_object_storage() {
     // Final state from the pageserver alone: one more new compute.
     wait_compute_idle(&c, Duration::from_secs(20)).await;
     w.mark("compute idle again: the final state is read by a new compute from the pageserver");
-    let state = w.read_state().await;
-    let history = w.history();
-    let checks = check(
-        &history,
-        &state,
-        w.config.accounts,
-        w.config.initial_balance,
-    );
+    let (history, checks) = w.check().await;
 
     // What the fault cost.
     let availability = write_availability(&history, fault, end_1);

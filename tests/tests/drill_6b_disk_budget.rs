@@ -14,7 +14,7 @@
 //!   the writer counts them writable again and writes are acknowledged, without a restart;
 //! - every checker holds (nothing acknowledged lost, nothing refused present, no torn commit).
 
-use borealis_tests::checkers::{check, log_lines, reads_between, writes_between, DrillReport};
+use borealis_tests::checkers::{log_lines, reads_between, writes_between, DrillReport};
 use borealis_tests::cluster::{ClusterOptions, TestCluster};
 use borealis_tests::s3::S3Server;
 use borealis_tests::workload::{LoadConfig, Workload, WorkloadConfig};
@@ -77,11 +77,8 @@ async fn drill_6b_object_store_down_until_the_disk_budget_is_exhausted() {
         BUDGET_BYTES / 1024
     ));
     report.line(format!(
-        "load: {} writers, {} readers, {} s; seed {:#x}; checkpoint every 1,000 records or 0.5 s",
-        load.writers,
-        load.readers,
-        load.duration.as_secs(),
-        w.config.seed
+        "{}; checkpoint every 1,000 records or 0.5 s",
+        w.describe(&load)
     ));
 
     let started = w.now();
@@ -146,14 +143,7 @@ async fn drill_6b_object_store_down_until_the_disk_budget_is_exhausted() {
     let end = w.now();
     let after = budgets(&c).await;
 
-    let state = w.read_state().await;
-    let history = w.history();
-    let checks = check(
-        &history,
-        &state,
-        w.config.accounts,
-        w.config.initial_balance,
-    );
+    let (history, checks) = w.check().await;
     let (acked_full, refused_full, _, unknown_full) =
         writes_between(&history, exhausted_at + Duration::from_secs(1), back);
     let (reads_ok_full, reads_failed_full, read_errors) = reads_between(&history, fault, end);

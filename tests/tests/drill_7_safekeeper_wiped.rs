@@ -7,7 +7,7 @@
 //! of the rebuild.
 
 use borealis_tests::checkers::{
-    check, peers_scl_and_base, scan_segment_file, segment_file, tenant_hex, wait_caught_up,
+    peers_scl_and_base, scan_segment_file, segment_file, tenant_hex, wait_caught_up,
     write_availability, writes_between, DrillReport,
 };
 use borealis_tests::cluster::TestCluster;
@@ -33,13 +33,7 @@ async fn drill_7_safekeeper_disk_wiped_is_rebuilt_from_peers() {
     let mut report = DrillReport::new(&format!(
         "drill 7: {VICTIM}'s data directory wiped under load (disk replaced)"
     ));
-    report.line(format!(
-        "load: {} writers, {} readers, {} s; seed {:#x}",
-        load.writers,
-        load.readers,
-        load.duration.as_secs(),
-        w.config.seed
-    ));
+    report.line(w.describe(&load));
 
     // A log worth rebuilding: ~16 MiB of page images before the load starts.
     let preload_started = w.now();
@@ -83,14 +77,7 @@ async fn drill_7_safekeeper_disk_wiped_is_rebuilt_from_peers() {
         .unwrap_or_default();
     let missing: Vec<u64> = (from + 1..=to).filter(|l| !held.contains(l)).collect();
 
-    let state = w.read_state().await;
-    let history = w.history();
-    let checks = check(
-        &history,
-        &state,
-        w.config.accounts,
-        w.config.initial_balance,
-    );
+    let (history, checks) = w.check().await;
     let availability = write_availability(&history, fault, end);
     report.timeline(&history);
     report.line(format!("phase: {stats}"));
@@ -132,12 +119,7 @@ async fn drill_7_safekeeper_disk_wiped_is_rebuilt_from_peers() {
 
     checks.assert_ok();
     assert_eq!(
-        (
-            stats.writes_refused,
-            stats.writes_rejected + stats.writes_not_sent,
-            stats.writes_unknown,
-            stats.reads_failed
-        ),
+        stats.client_errors(),
         (0, 0, 0, 0),
         "one safekeeper's disk replaced must cost clients no error: {stats}"
     );

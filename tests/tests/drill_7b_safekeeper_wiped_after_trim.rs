@@ -14,8 +14,7 @@
 //! record from its base to its SCL, CRC-clean; a restart keeps that; every checker holds.
 
 use borealis_tests::checkers::{
-    check, peers_scl_and_base, scan_segment_file, segment_file, tenant_hex, wait_caught_up,
-    DrillReport,
+    peers_scl_and_base, scan_segment_file, segment_file, tenant_hex, wait_caught_up, DrillReport,
 };
 use borealis_tests::cluster::{ClusterOptions, TestCluster};
 use borealis_tests::workload::{LoadConfig, Workload, WorkloadConfig};
@@ -44,11 +43,8 @@ async fn drill_7b_safekeeper_disk_wiped_after_its_peers_trimmed() {
         "drill 7b: {VICTIM}'s data directory wiped under load after its peers trimmed"
     ));
     report.line(format!(
-        "load: {} writers, {} readers, {} s; seed {:#x}; checkpoint every 1,000 records or 0.5 s",
-        load.writers,
-        load.readers,
-        load.duration.as_secs(),
-        w.config.seed
+        "{}; checkpoint every 1,000 records or 0.5 s",
+        w.describe(&load)
     ));
 
     let started = w.now();
@@ -91,14 +87,7 @@ async fn drill_7b_safekeeper_disk_wiped_after_its_peers_trimmed() {
         .unwrap_or_default();
     let missing: Vec<u64> = (from + 1..=to).filter(|l| !held.contains(l)).collect();
 
-    let state = w.read_state().await;
-    let history = w.history();
-    let checks = check(
-        &history,
-        &state,
-        w.config.accounts,
-        w.config.initial_balance,
-    );
+    let (history, checks) = w.check().await;
     report.timeline(&history);
     report.line(format!("phase: {stats}"));
     match &rebuilt {
@@ -135,12 +124,7 @@ async fn drill_7b_safekeeper_disk_wiped_after_its_peers_trimmed() {
         "the peers never trimmed before the wipe: the drill tests nothing"
     );
     assert_eq!(
-        (
-            stats.writes_refused,
-            stats.writes_rejected + stats.writes_not_sent,
-            stats.writes_unknown,
-            stats.reads_failed
-        ),
+        stats.client_errors(),
         (0, 0, 0, 0),
         "one safekeeper's disk replaced must cost clients no error: {stats}"
     );

@@ -7,8 +7,8 @@
 
 use borealis_core::redo::REDO_HEADER_BYTES;
 use borealis_tests::checkers::{
-    check, log_lines, scan_segment_file, segment_file, tenant_hex, wait_caught_up,
-    write_availability, DrillReport,
+    log_lines, scan_segment_file, segment_file, tenant_hex, wait_caught_up, write_availability,
+    DrillReport,
 };
 use borealis_tests::cluster::TestCluster;
 use borealis_tests::workload::{LoadConfig, Workload, WorkloadConfig};
@@ -28,13 +28,7 @@ async fn drill_8_corrupt_record_on_disk_is_repaired() {
     let mut report = DrillReport::new(&format!(
         "drill 8: one byte flipped in a record in the middle of {VICTIM}'s segment log"
     ));
-    report.line(format!(
-        "load: {} writers, {} readers, {} s; seed {:#x}",
-        load.writers,
-        load.readers,
-        load.duration.as_secs(),
-        w.config.seed
-    ));
+    report.line(w.describe(&load));
 
     let started = w.now();
     let running = w.spawn(load);
@@ -80,14 +74,7 @@ async fn drill_8_corrupt_record_on_disk_is_repaired() {
     c.node("start", VICTIM);
     let fresh = wait_caught_up(&c, VICTIM, &tenant, Duration::from_secs(30)).await;
 
-    let state = w.read_state().await;
-    let history = w.history();
-    let checks = check(
-        &history,
-        &state,
-        w.config.accounts,
-        w.config.initial_balance,
-    );
+    let (history, checks) = w.check().await;
     let availability = write_availability(&history, fault, end);
     report.timeline(&history);
     report.line(format!("phase: {stats}"));
@@ -120,12 +107,7 @@ async fn drill_8_corrupt_record_on_disk_is_repaired() {
 
     checks.assert_ok();
     assert_eq!(
-        (
-            stats.writes_refused,
-            stats.writes_rejected + stats.writes_not_sent,
-            stats.writes_unknown,
-            stats.reads_failed
-        ),
+        stats.client_errors(),
         (0, 0, 0, 0),
         "a corrupt record on one safekeeper must cost clients no error: {stats}"
     );
