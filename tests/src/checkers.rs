@@ -761,6 +761,81 @@ pub fn segment_file(cluster: &TestCluster, node: &str, tenant: &str) -> std::pat
         .join("seg-0.log")
 }
 
+/// A safekeeper's segment file read back with the node stopped: whether it holds every record
+/// from its trim base to its SCL, each passing its CRC. LSNs are consecutive (one per page
+/// change) within one writer epoch, so for a drill with one epoch "every" is a range.
+#[derive(Debug)]
+pub struct DiskReadBack {
+    /// Records that decoded, from the start of the file.
+    pub records: usize,
+    /// Where decoding first failed, if it did.
+    pub scan_error: Option<String>,
+    /// The range expected: `(base, scl]`.
+    pub base: u64,
+    pub scl: u64,
+    /// LSNs of that range the file does not hold.
+    pub missing: Vec<u64>,
+}
+
+impl DiskReadBack {
+    /// Stops `node`, reads its segment file of `tenant`, starts it again; expects the range of
+    /// `caught_up` (nothing, if it never caught up).
+    pub fn of(
+        cluster: &TestCluster,
+        node: &str,
+        tenant: &str,
+        caught_up: Option<&CatchUp>,
+    ) -> Self {
+        cluster.node("stop", node);
+        let (on_disk, scan_error) = scan_segment_file(&segment_file(cluster, node, tenant));
+        cluster.node("start", node);
+        let held: std::collections::BTreeSet<u64> = on_disk.iter().map(|r| r.2).collect();
+        let (base, scl) = caught_up
+            .map(|cu| (cu.base, cu.scl_after))
+            .unwrap_or_default();
+        DiskReadBack {
+            records: on_disk.len(),
+            scan_error,
+            base,
+            scl,
+            missing: (base + 1..=scl).filter(|l| !held.contains(l)).collect(),
+        }
+    }
+
+    /// Panics unless the file scanned cleanly and holds the whole range.
+    #[track_caller]
+    pub fn assert_complete(&self, node: &str) {
+        assert_eq!(
+            self.scan_error, None,
+            "{node}'s segment file does not scan cleanly: a corrupt or torn record is on its disk"
+        );
+        assert!(
+            self.missing.is_empty(),
+            "{node}'s disk lacks {} records between its base {} and its SCL {}, first {:?}",
+            self.missing.len(),
+            self.base,
+            self.scl,
+            &self.missing[..self.missing.len().min(5)]
+        );
+    }
+}
+
+impl std::fmt::Display for DiskReadBack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} records", self.records)?;
+        if let Some(e) = &self.scan_error {
+            write!(f, ", then a bad one at {e}")?;
+        }
+        write!(
+            f,
+            "; lsns {}..={} missing: {}",
+            self.base + 1,
+            self.scl,
+            self.missing.len()
+        )
+    }
+}
+
 /// One record of a segment file: `(offset, encoded length, lsn)`.
 pub type LocatedRecord = (usize, usize, u64);
 
