@@ -441,10 +441,15 @@ impl ComputePool {
                         .unwrap_or_else(|p| p.into_inner())
                         .replica_active_at
                         .is_some_and(|t| t.elapsed() < self.config.idle_timeout);
-                    let in_limbo = writer.as_ref().is_some_and(|w| w.in_limbo());
-                    if in_limbo {
-                        // Its commits in flight settle when a fourth member returns; until then
-                        // it is what serves reads at the VDL (a new writer could not start).
+                    let unsettled = writer.as_ref().is_some_and(|w| {
+                        w.is_live() && w.last_lsn() > w.vdl() && !w.limbo_stuck(LIMBO_SETTLE_GRACE)
+                    });
+                    if unsettled {
+                        // Responses still wait for its commits (a large commit's fsyncs can
+                        // outlast the idle timeout; in limbo they wait for a fourth member, and
+                        // it is what serves reads meanwhile): retiring now would stop its log
+                        // and fail them. Stuck in limbo with a quorum back, or failed, it
+                        // retires like any idle writer: the next recovery settles the commits.
                         compute = None;
                         continue;
                     }

@@ -609,8 +609,10 @@ impl LogWriter {
         let n = s.reachable().len();
         let (vdl, last) = (s.vdl(), s.last_lsn());
         let mut limbo = self.limbo.lock().unwrap_or_else(|p| p.into_inner());
+        // A writer shutting down drops its members on purpose: that is not a lost quorum.
+        let stopping = self.stopping.load(Ordering::SeqCst);
         match (n >= WRITE_QUORUM, limbo.until) {
-            (false, None) if last > vdl => {
+            (false, None) if last > vdl && !stopping => {
                 limbo.until = Some(last);
                 warn!(tenant = %self.tenant, epoch = self.epoch, reachable = n, %vdl, last_lsn = %last,
                     "write quorum lost with commits in flight: writer in limbo, reads served at the VDL, writes refused until the commits settle");

@@ -122,8 +122,11 @@ async fn read_range(
             )
             .await
             .context("ReadLog")?;
-        let Body::Records { records: raw, .. } = answer else {
-            bail!("unexpected answer to ReadLog: {}", answer.name());
+        let raw = match answer {
+            Body::Records { records, .. } => records,
+            // A checkpoint let the safekeeper drop the start of the range: sample again.
+            Body::LogTrimmed { .. } => return Ok(None),
+            other => bail!("unexpected answer to ReadLog: {}", other.name()),
         };
         let batch = RedoRecord::decode_all(&raw).context("records from ReadLog do not decode")?;
         let Some(first) = batch.first() else {
