@@ -209,22 +209,16 @@ impl LogWriter {
         epoch: u64,
         upto: Lsn,
     ) -> Result<Lsn, SkError> {
-        let (done, rx) = oneshot::channel();
-        self.ops
-            .send(WriteOp::Trim {
-                tenant,
-                segment,
-                epoch,
-                upto,
-                done,
-            })
-            .await
-            .map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        self.barrier(|done| WriteOp::Trim {
+            tenant,
+            segment,
+            epoch,
+            upto,
+            done,
+        })
+        .await
     }
-}
 
-impl LogWriter {
     /// Adopts a peer's trim point learnt by gossip (see [`crate::tenant::Tenant::adopt_trim`]),
     /// and waits until it is durable.
     pub async fn adopt_trim(
@@ -235,18 +229,24 @@ impl LogWriter {
         peer_scl: Lsn,
         point: TrimPoint,
     ) -> Result<AdoptOutcome, SkError> {
+        self.barrier(|done| WriteOp::AdoptTrim {
+            tenant,
+            segment,
+            epoch,
+            peer_scl,
+            point,
+            done,
+        })
+        .await
+    }
+
+    /// Queues an operation that answers on `done` once it is durable, and waits for the answer.
+    async fn barrier<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, SkError>>) -> WriteOp,
+    ) -> Result<T, SkError> {
         let (done, rx) = oneshot::channel();
-        self.ops
-            .send(WriteOp::AdoptTrim {
-                tenant,
-                segment,
-                epoch,
-                peer_scl,
-                point,
-                done,
-            })
-            .await
-            .map_err(|_| stopped())?;
+        self.ops.send(op(done)).await.map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 }
