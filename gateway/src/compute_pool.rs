@@ -571,32 +571,34 @@ impl ComputePool {
     ) -> Result<Ran, ApiError> {
         let started = Instant::now();
         let mut writer = self.ensure_writer(tenant, writer_slot, compute_slot)?;
-        if writer.limbo_stuck(LIMBO_SETTLE_GRACE) {
-            // A write quorum is back but the commits caught by its loss are on none of the
-            // returning members: settle them under a new epoch (recovery truncates what no
-            // quorum holds) instead of waiting for members that may never return.
-            writer.fail(format!(
+        // Commits that can no longer become durable, though a write quorum is reachable, are
+        // settled under a new epoch (recovery truncates what no quorum holds) rather than
+        // waited for: none of the members that returned after a lost quorum holds them, or
+        // they have waited past the commit timeout with a quorum up all along.
+        let unsettleable = if writer.limbo_stuck(LIMBO_SETTLE_GRACE) {
+            Some(format!(
                 "commits in flight when the write quorum was lost did not settle within {} ms of its return",
                 LIMBO_SETTLE_GRACE.as_millis()
-            ));
-            writer = self.ensure_writer(tenant, writer_slot, compute_slot)?;
-        }
-        if writer.in_limbo() {
-            return Ok(Ran::QuorumLost(request));
-        }
-        if writer.reachable_members() >= WRITE_QUORUM
+            ))
+        } else if !writer.in_limbo()
+            && writer.reachable_members() >= WRITE_QUORUM
             && writer
                 .oldest_unsettled_age()
                 .is_some_and(|age| age > self.config.commit_timeout)
         {
-            // A write quorum is back, yet commits shipped before it was lost are still not
-            // durable: no reachable member holds them, so gossip cannot fill them. Settle them
-            // under a new epoch (recovery truncates what no quorum holds).
-            writer.fail(format!(
-                "commits shipped while the write quorum was lost did not become durable within {} ms of its return",
+            Some(format!(
+                "commits did not become durable within {} ms with a write quorum reachable",
                 self.config.commit_timeout.as_millis()
-            ));
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = unsettleable {
+            writer.fail(why);
             writer = self.ensure_writer(tenant, writer_slot, compute_slot)?;
+        }
+        if writer.in_limbo() {
+            return Ok(Ran::QuorumLost(request));
         }
         let cold = compute_slot.is_none();
         if compute_slot.is_none() {

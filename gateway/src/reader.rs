@@ -146,6 +146,8 @@ struct Reader {
     tap: Option<Arc<RedoTap>>,
     /// The instance and the read point it was opened at.
     compute: Option<(Compute, Lsn)>,
+    /// Why the current request runs here (how a write in it is refused).
+    mode: ReadMode,
 }
 
 /// The reader thread: serves jobs, follows the stream between them, stops when idle.
@@ -173,6 +175,7 @@ pub(crate) fn run_reader(
         writer: None,
         tap: None,
         compute: None,
+        mode: ReadMode::Replica,
     };
     info!(read_point = %floor, "reader started");
     let mut last_job = Instant::now();
@@ -210,8 +213,8 @@ pub(crate) fn run_reader(
 impl Reader {
     fn answer(&mut self, job: ReaderJob) {
         self.pool.note_replica_activity(self.tenant);
-        let mode = job.mode;
-        let result = self.serve(job.request).map_err(|e| self.refusal(mode, e));
+        self.mode = job.mode;
+        let result = self.serve(job.request);
         if result.is_err() {
             // Whatever went wrong, the next request starts from a clean instance.
             self.compute = None;
@@ -257,10 +260,9 @@ impl Reader {
             ExecResponse::Err(e)
                 if e.kind == ExecErrorKind::Sql && e.message.contains("readonly database") =>
             {
-                return Err(ApiError::bad_request(format!(
-                    "{READ_ONLY_MESSAGE} (statement {}: {})",
-                    e.statement, e.message
-                )));
+                return Err(
+                    self.write_refused(Some(format!("statement {}: {}", e.statement, e.message)))
+                );
             }
             r => r,
         };
@@ -271,11 +273,14 @@ impl Reader {
         })
     }
 
-    /// A write refused on the reader, as `mode` wants it answered (other errors pass through).
-    fn refusal(&self, mode: ReadMode, e: ApiError) -> ApiError {
-        let write_refused = e.code == "bad_request" && e.message.starts_with(READ_ONLY_MESSAGE);
-        if mode == ReadMode::Replica || !write_refused {
-            return e;
+    /// A write the reader refused (nothing left it), answered as the request's mode wants:
+    /// the client's mistake for a replica, `read_only` for a writer in limbo.
+    fn write_refused(&self, detail: Option<String>) -> ApiError {
+        if self.mode == ReadMode::Replica {
+            return ApiError::bad_request(match detail {
+                Some(d) => format!("{READ_ONLY_MESSAGE} ({d})"),
+                None => READ_ONLY_MESSAGE.to_string(),
+            });
         }
         let reachable = self.writer.as_ref().map_or(0, |w| w.reachable_members());
         let why = self
@@ -296,7 +301,7 @@ impl Reader {
         self.compute = None;
         let refused = std::mem::take(&mut lock(&self.shared).write_refused);
         match e {
-            ComputeError::Backend(_) if refused => ApiError::bad_request(READ_ONLY_MESSAGE),
+            ComputeError::Backend(_) if refused => self.write_refused(None),
             ComputeError::Timeout { .. } => ApiError::timeout(format!(
                 "statement exceeded the {} ms limit and was stopped",
                 timeout.as_millis()

@@ -672,6 +672,18 @@ impl DrillReport {
         }
     }
 
+    /// A line `label: <what came of it>`, whether it went well (`Ok`) or not (`Err`).
+    pub fn outcome<T: std::fmt::Display, E: std::fmt::Display>(
+        &mut self,
+        label: &str,
+        result: &Result<T, E>,
+    ) {
+        match result {
+            Ok(v) => self.line(format!("{label}: {v}")),
+            Err(e) => self.line(format!("{label}: {e}")),
+        }
+    }
+
     /// Adds the events the drill marked on the workload's timeline.
     pub fn timeline(&mut self, history: &History) {
         for (at, what) in &history.events {

@@ -50,10 +50,7 @@ async fn drill_1_one_safekeeper_killed_under_load() {
         Ok(cu) => report.line(format!("caught up under load after its restart: {cu}")),
         Err(e) => report.line(format!("did not catch up under load: {e}")),
     }
-    match &after {
-        Ok(cu) => report.line(format!("after the load: {cu}")),
-        Err(e) => report.line(format!("after the load: {e}")),
-    }
+    report.outcome("after the load", &after);
     report.line(format!(
         "writes acknowledged while {VICTIM} was down: {acked_while_down}"
     ));

@@ -101,10 +101,7 @@ async fn drill_3_az_plus_one_down_reads_go_on_writes_refused() {
     report.line(format!(
         "writes acknowledged after sk-c1 returned: {acked_after}"
     ));
-    match &catch_up {
-        Ok(cu) => report.line(format!("after the load: {cu}")),
-        Err(e) => report.line(format!("after the load: {e}")),
-    }
+    report.outcome("after the load", &catch_up);
     report.checks(&checks);
     report.emit();
 

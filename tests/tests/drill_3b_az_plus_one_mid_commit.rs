@@ -130,10 +130,7 @@ async fn drill_3b_az_plus_one_down_with_commits_in_flight() {
     report.line(format!(
         "writer epoch {epoch_before} before the freeze, {epoch_after} at the end"
     ));
-    match &catch_up {
-        Ok(cu) => report.line(format!("after the load: {cu}")),
-        Err(e) => report.line(format!("after the load: {e}")),
-    }
+    report.outcome("after the load", &catch_up);
     report.checks(&checks);
     report.emit();
 

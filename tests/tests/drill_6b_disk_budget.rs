@@ -43,6 +43,11 @@ async fn budgets(c: &TestCluster) -> Vec<(String, u64, bool)> {
     out
 }
 
+/// The most log any safekeeper of `budgets` retains, in bytes.
+fn most_retained(budgets: &[(String, u64, bool)]) -> u64 {
+    budgets.iter().map(|b| b.1).max().unwrap_or(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_6b_object_store_down_until_the_disk_budget_is_exhausted() {
     let mut s3 = S3Server::start(BUCKET);
@@ -96,12 +101,7 @@ async fn drill_6b_object_store_down_until_the_disk_budget_is_exhausted() {
     let mut exhausted_at = None;
     while w.now() < fault + Duration::from_secs(15) {
         let b = budgets(&c).await;
-        peak_retained_bytes = b
-            .iter()
-            .map(|x| x.1)
-            .max()
-            .unwrap_or(0)
-            .max(peak_retained_bytes);
+        peak_retained_bytes = peak_retained_bytes.max(most_retained(&b));
         let full: Vec<&str> = b.iter().filter(|x| x.2).map(|x| x.0.as_str()).collect();
         if full.len() >= 3 {
             exhausted_at = Some(w.mark(format!(
@@ -129,12 +129,7 @@ async fn drill_6b_object_store_down_until_the_disk_budget_is_exhausted() {
     ));
     while w.now() < exhausted_at + EXHAUSTED_FOR {
         let b = budgets(&c).await;
-        peak_retained_bytes = b
-            .iter()
-            .map(|x| x.1)
-            .max()
-            .unwrap_or(0)
-            .max(peak_retained_bytes);
+        peak_retained_bytes = peak_retained_bytes.max(most_retained(&b));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let back = w.mark("s3s-fs started again (same objects)");

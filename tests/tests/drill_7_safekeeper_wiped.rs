@@ -89,10 +89,7 @@ async fn drill_7_safekeeper_disk_wiped_is_rebuilt_from_peers() {
         }
         Err(e) => report.line(format!("not rebuilt under load: {e}")),
     }
-    match &after {
-        Ok(cu) => report.line(format!("after the load: {cu}")),
-        Err(e) => report.line(format!("after the load: {e}")),
-    }
+    report.outcome("after the load", &after);
     report.line(format!("rebuilt disk read back: {disk}"));
     report.checks(&checks);
     report.emit();

@@ -87,15 +87,9 @@ async fn drill_7b_safekeeper_disk_wiped_after_its_peers_trimmed() {
         )),
         Err(e) => report.line(format!("not rebuilt under load: {e}")),
     }
-    match &after {
-        Ok(cu) => report.line(format!("after the load: {cu}")),
-        Err(e) => report.line(format!("after the load: {e}")),
-    }
+    report.outcome("after the load", &after);
     report.line(format!("its disk read back: {disk}"));
-    match &restarted {
-        Ok(cu) => report.line(format!("restarted: {cu}")),
-        Err(e) => report.line(format!("restarted: {e}")),
-    }
+    report.outcome("restarted", &restarted);
     report.checks(&checks);
     report.emit();
 

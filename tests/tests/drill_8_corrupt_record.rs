@@ -87,10 +87,7 @@ async fn drill_8_corrupt_record_on_disk_is_repaired() {
         ("after the load", &after),
         ("restarted on the repaired file", &fresh),
     ] {
-        match cu {
-            Ok(cu) => report.line(format!("{when}: {cu}")),
-            Err(e) => report.line(format!("{when}: {e}")),
-        }
+        report.outcome(when, cu);
     }
     report.line(format!(
         "repaired file read back: {} good records{}; lsn {lsn} present {} time(s)",

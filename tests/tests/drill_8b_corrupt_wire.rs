@@ -91,10 +91,7 @@ async fn drill_8b_bits_flipped_on_the_wire_are_detected() {
         bad_frames.first().map(String::as_str).unwrap_or("-"),
         gateway_read_failures.len()
     ));
-    match &caught_up {
-        Ok(cu) => report.line(format!("after the load: {cu}")),
-        Err(e) => report.line(format!("after the load: {e}")),
-    }
+    report.outcome("after the load", &caught_up);
     report.line(format!("{VICTIM}'s disk read back: {disk}"));
     report.checks(&checks);
     report.emit();

@@ -43,6 +43,37 @@ async fn insert(c: &TestCluster, token: &str, from: i64, n: i64) -> u64 {
     r.body["lsn"].as_u64().expect("a commit has an LSN")
 }
 
+/// The tenant's test table and how many rows it holds (ids `1..=rows`).
+struct Table {
+    token: String,
+    rows: i64,
+}
+
+impl Table {
+    /// Creates the tenant and its empty table.
+    async fn create(c: &TestCluster) -> Table {
+        let token = c.create_tenant(TENANT).await;
+        c.sql(
+            TENANT,
+            &token,
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
+        )
+        .await
+        .ok();
+        Table { token, rows: 0 }
+    }
+
+    /// Adds `transactions` transactions of 50 rows each; returns the last one's LSN.
+    async fn fill(&mut self, c: &TestCluster, transactions: usize) -> u64 {
+        let mut last_lsn = 0;
+        for _ in 0..transactions {
+            last_lsn = insert(c, &self.token, self.rows + 1, 50).await;
+            self.rows += 50;
+        }
+        last_lsn
+    }
+}
+
 /// Runs `sql`, retrying while the answer is `unavailable` (retryable by contract: a pageserver
 /// restoring, a compute restarting), at most `within`.
 async fn sql_retrying(c: &TestCluster, token: &str, sql: &str, within: Duration) -> Value {
@@ -178,26 +209,14 @@ async fn safekeeper_bases(c: &TestCluster) -> Vec<u64> {
 async fn wiped_pageservers_restore_from_object_storage_and_safekeepers_trim() {
     let s3 = S3Server::start(BUCKET);
     let c = TestCluster::start_with(options(&s3)).await;
-    let token = c.create_tenant(TENANT).await;
-    c.sql(
-        TENANT,
-        &token,
-        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
-    )
-    .await
-    .ok();
-    let mut rows = 0i64;
-    let mut last_lsn = 0;
-    for _ in 0..12 {
-        last_lsn = insert(&c, &token, rows + 1, 50).await;
-        rows += 50;
-    }
+    let mut table = Table::create(&c).await;
+    let mut last_lsn = table.fill(&c, 12).await;
     let ps = c.serving_pageserver(TENANT).await;
     // A pageserver applies only what somebody vouched is durable; the safekeepers learn the VDL
     // from the writer's next append, so the last commit is vouched by the next read: a new
     // compute's, which reads its pages from the pageserver.
     wait_compute_idle(&c).await;
-    check_rows(&c, &token, rows).await;
+    check_rows(&c, &table.token, table.rows).await;
 
     // Checkpoints reach the last commit, and every safekeeper trims the log they cover.
     let seg = wait_segment(
@@ -241,7 +260,7 @@ async fn wiped_pageservers_restore_from_object_storage_and_safekeepers_trim() {
     }
     // The compute must read its pages again: wait for it to stop.
     wait_compute_idle(&c).await;
-    check_rows(&c, &token, rows).await;
+    check_rows(&c, &table.token, table.rows).await;
     let seg = segment_status(&c, &ps).await;
     let ck = &seg["checkpoint"];
     assert_eq!(ck["restored_from_generation"], 1, "{seg}");
@@ -254,12 +273,9 @@ async fn wiped_pageservers_restore_from_object_storage_and_safekeepers_trim() {
 
     // It goes on: new rows, checkpointed by the new generation, read back after another restart
     // of the compute.
-    for _ in 0..2 {
-        last_lsn = insert(&c, &token, rows + 1, 50).await;
-        rows += 50;
-    }
+    last_lsn = table.fill(&c, 2).await;
     wait_compute_idle(&c).await;
-    check_rows(&c, &token, rows).await;
+    check_rows(&c, &table.token, table.rows).await;
     let seg = wait_segment(
         &c,
         &ps,
@@ -275,20 +291,8 @@ async fn wiped_pageservers_restore_from_object_storage_and_safekeepers_trim() {
 async fn sql_goes_on_while_the_object_store_is_down_and_checkpoints_complete_after() {
     let mut s3 = S3Server::start(BUCKET);
     let c = TestCluster::start_with(options(&s3)).await;
-    let token = c.create_tenant(TENANT).await;
-    c.sql(
-        TENANT,
-        &token,
-        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
-    )
-    .await
-    .ok();
-    let mut rows = 0i64;
-    let mut last_lsn = 0;
-    for _ in 0..4 {
-        last_lsn = insert(&c, &token, rows + 1, 50).await;
-        rows += 50;
-    }
+    let mut table = Table::create(&c).await;
+    table.fill(&c, 4).await;
     let ps = c.serving_pageserver(TENANT).await;
     wait_segment(
         &c,
@@ -305,14 +309,11 @@ async fn sql_goes_on_while_the_object_store_is_down_and_checkpoints_complete_aft
     tokio::time::sleep(Duration::from_secs(1)).await;
     let checkpointed_before = checkpointed_lsn(&segment_status(&c, &ps).await);
     assert!(checkpointed_before > 0);
-    for _ in 0..6 {
-        last_lsn = insert(&c, &token, rows + 1, 50).await;
-        rows += 50;
-    }
+    let last_lsn = table.fill(&c, 6).await;
     // Reads that miss the compute's cache go on too: a new compute reads every page from the
     // pageserver, which answers from what it applied (and so learns the last commit is durable).
     wait_compute_idle(&c).await;
-    check_rows(&c, &token, rows).await;
+    check_rows(&c, &table.token, table.rows).await;
     // Checkpoints wait for the store, and say so.
     let seg = wait_segment(&c, &ps, Duration::from_secs(30), "uploads failing", |s| {
         s["checkpoint"]["object_store_failures"]
@@ -353,5 +354,5 @@ async fn sql_goes_on_while_the_object_store_is_down_and_checkpoints_complete_aft
     c.wipe_node_data(&ps);
     c.node("start", &ps);
     wait_compute_idle(&c).await;
-    check_rows(&c, &token, rows).await;
+    check_rows(&c, &table.token, table.rows).await;
 }
