@@ -46,7 +46,7 @@ pub struct Config {
     #[arg(long, env = "BOREALIS_STATEMENT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub statement_timeout: Duration,
     /// A response waits at most this long for its commit to become durable.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BOREALIS_COMMIT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub commit_timeout: Duration,
     /// SQLite's page cache per compute, in pages.
     #[arg(long, default_value_t = 2000)]

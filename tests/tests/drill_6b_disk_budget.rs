@@ -26,8 +26,14 @@ const TENANT: &str = "bank";
 /// Each safekeeper's disk budget: about 2,500 records of the drill's load (~100 bytes each),
 /// 25 times what it retains while checkpoints run.
 const BUDGET_BYTES: u64 = 256 * 1024;
-/// How long the store stays down once the budget is exhausted.
-const EXHAUSTED_FOR: Duration = Duration::from_secs(3);
+/// How long the store stays down once the budget is exhausted: longer than the commit timeout,
+/// so that clients whose commit was caught in flight get their answer and send writes that
+/// must be refused while it lasts.
+const EXHAUSTED_FOR: Duration = Duration::from_secs(4);
+/// The gateway's commit timeout (`BOREALIS_COMMIT_TIMEOUT`) in this drill: each writer client
+/// waits this long for a commit caught by the exhausted budget (the default 10 s would keep every
+/// client of the load waiting past the whole exhaustion).
+const COMMIT_TIMEOUT: &str = "2s";
 
 /// Every safekeeper's `(id, retained_log_bytes, disk_budget_exhausted)`.
 async fn budgets(c: &TestCluster) -> Vec<(String, u64, bool)> {
@@ -60,6 +66,7 @@ async fn drill_6b_object_store_down_until_the_disk_budget_is_exhausted() {
                 "SAFEKEEPER_DISK_BUDGET_BYTES".into(),
                 BUDGET_BYTES.to_string(),
             ),
+            ("BOREALIS_COMMIT_TIMEOUT".into(), COMMIT_TIMEOUT.into()),
         ],
         ..ClusterOptions::default()
     })
