@@ -17,15 +17,36 @@
 //! demand.
 //!
 //! The code stays server-agnostic: nothing here knows which S3 implementation answers.
+//!
+//! ## Retries belong to the caller
+//!
+//! `object_store`'s S3 client retries a refused connection up to 10 times with backoff up to
+//! 15 s (3 min in all) before it returns an error. Inside that loop an outage is invisible: no
+//! error is counted, nothing is logged at WARN, and a 6 s outage could pass with no failure
+//! reported at all (a drill caught exactly that). So one call here makes at most
+//! [`S3_RETRIES_MAX`] quick retries (absorbing a dropped pooled connection) and then fails,
+//! within [`S3_RETRY_TIMEOUT`]; the pageserver's own loop retries with backoff, counts the
+//! failure in its metrics and status, and logs it.
 
 pub mod faulty;
 pub mod keys;
 
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
-use object_store::ObjectStore;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 use std::sync::Arc;
+use std::time::Duration;
 use thiserror::Error;
+
+/// Retries of one S3 request inside the client (see "Retries belong to the caller").
+pub const S3_RETRIES_MAX: usize = 2;
+/// No retry inside the client starts after this long since the first attempt.
+pub const S3_RETRY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Establishing a TCP (and TLS) connection to the object store.
+pub const S3_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// One whole request, body included: parts of multipart uploads are 8 MiB, so this allows
+/// about 140 KiB/s before a part is abandoned (and retried by the caller).
+pub const S3_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Error)]
 pub enum ObjStoreError {
@@ -52,7 +73,23 @@ pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>, ObjStoreError> {
             let bucket = parsed
                 .host_str()
                 .ok_or_else(|| ObjStoreError::BadUrl(url.to_string()))?;
-            let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let retry = RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(50),
+                    max_backoff: Duration::from_millis(500),
+                    base: 2.0,
+                },
+                max_retries: S3_RETRIES_MAX,
+                retry_timeout: S3_RETRY_TIMEOUT,
+            };
+            let client = ClientOptions::new()
+                .with_connect_timeout(S3_CONNECT_TIMEOUT)
+                .with_timeout(S3_REQUEST_TIMEOUT);
+            // Client options first: `with_allow_http` below writes into them.
+            let mut b = AmazonS3Builder::from_env()
+                .with_client_options(client)
+                .with_retry(retry)
+                .with_bucket_name(bucket);
             let mut region_set = false;
             for (k, v) in parsed.query_pairs() {
                 b = match k.as_ref() {
@@ -104,5 +141,37 @@ mod tests {
         store.put(&key, b"hello".to_vec().into()).await.unwrap();
         let got = store.get(&key).await.unwrap().bytes().await.unwrap();
         assert_eq!(&got[..], b"hello");
+    }
+
+    /// An S3 server that is down is reported as an error within seconds, not after the client's
+    /// default three minutes of silent retries: the caller must see the outage to count it.
+    #[tokio::test]
+    async fn an_unreachable_s3_endpoint_fails_fast() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        }; // Closed again: connections to it are refused.
+        let store = open(&format!(
+            "s3://b?endpoint=http://127.0.0.1:{port}&access_key_id=k&secret_access_key=s"
+        ))
+        .unwrap();
+        let started = std::time::Instant::now();
+        let got = store.head(&Path::from("x")).await;
+        let took = started.elapsed();
+        let err = got
+            .expect_err("a refused connection is an error")
+            .to_string();
+        assert!(
+            err.contains(&format!(
+                "after {S3_RETRIES_MAX} retries, max_retries: {S3_RETRIES_MAX}"
+            )),
+            "the client retries a refused connection {S3_RETRIES_MAX} times, then fails: {err}"
+        );
+        // Backoffs of at most 500 ms: well under the 1 s that the client's default ten retries
+        // take at the least.
+        assert!(
+            took < Duration::from_secs(3),
+            "the error took {took:?}: the client retried for too long"
+        );
     }
 }
