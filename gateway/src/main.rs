@@ -23,8 +23,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config: Config, admin_token: String) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    // Held until the process exits: two gateways on one directory would each run a writer for
+    // the same tenants (the epochs fence them, but they would fight) and rewrite one registry.
+    let _lock = borealis_utils::lock_data_dir(&config.data_dir)?;
     let registry = Registry::open(&config.data_dir.join("tenants.json"))?;
     let started = std::time::Instant::now();
     // wasmtime's own cache of the compiled module (validated by wasmtime on load): a restart or

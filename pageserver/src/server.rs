@@ -32,6 +32,8 @@ pub struct Running {
     pub tenants: Arc<Tenants>,
     wire: JoinHandle<io::Result<()>>,
     http: JoinHandle<io::Result<()>>,
+    /// This process's hold on `DATA_DIR`, released when it exits.
+    _lock: borealis_utils::DataDirLock,
 }
 
 impl Running {
@@ -52,6 +54,12 @@ impl Running {
 /// Starts a pageserver. Wipes `DATA_DIR/tenants` first: local state is rebuilt on demand from
 /// object storage and the safekeepers (see the crate docs).
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    // Before anything in the directory is touched: a second pageserver on it would wipe the
+    // first one's layers under it.
+    let lock = borealis_utils::lock_data_dir(&config.data_dir).map_err(|e| StartError {
+        what: "locking the data directory".to_string(),
+        source: io::Error::other(e.to_string()),
+    })?;
     let tenants_dir = config.data_dir.join("tenants");
     match std::fs::remove_dir_all(&tenants_dir) {
         Ok(()) => tracing::info!(dir = %tenants_dir.display(), "wiped local tenant state"),
@@ -103,5 +111,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tenants,
         wire,
         http,
+        _lock: lock,
     })
 }

@@ -118,8 +118,9 @@ use tracing::{info, warn};
 pub async fn run(config: Config) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     let metrics = Arc::new(metrics::Metrics::default());
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    // Held until the process exits: two safekeepers appending to one segment log would corrupt
+    // it, so the second refuses to start before it reads anything.
+    let _lock = borealis_utils::lock_data_dir(&config.data_dir)?;
     let data_dir = config.data_dir.clone();
     let budget = Arc::new(disk_budget::SharedDiskBudget::new(
         config.id.clone(),

@@ -271,6 +271,21 @@ impl TestCluster {
             .collect()
     }
 
+    /// The command line `borealis node start` runs for node `id`.
+    pub fn node_command(&self, id: &str) -> Vec<String> {
+        let path = self.dir.path().join("cluster.json");
+        let cluster: Value = serde_json::from_slice(
+            &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let node = cluster["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|n| n["id"] == id))
+            .unwrap_or_else(|| panic!("no node {id} in cluster.json"));
+        serde_json::from_value(node["command"].clone())
+            .unwrap_or_else(|e| panic!("node {id}'s command: {e}"))
+    }
+
     /// Rewrites the command line of node `id` in `DIR/cluster.json`, which the next
     /// `borealis node start` runs: for drills that put a fault injector between two nodes.
     pub fn edit_node_command(&self, id: &str, edit: impl FnOnce(&mut Vec<String>)) {
