@@ -51,7 +51,9 @@ pub struct SqlRequest {
 }
 
 pub struct AppState {
-    pub registry: RwLock<Registry>,
+    pub registry: Arc<RwLock<Registry>>,
+    /// Woken when a tenant is deleted: [`crate::reclaim`] drops its storage.
+    pub reclaim: Arc<tokio::sync::Notify>,
     pub admin_token_sha256: String,
     pub pool: Arc<ComputePool>,
     pub metrics: Arc<Metrics>,
@@ -219,7 +221,8 @@ async fn delete_tenant(
             .map_err(|e| ApiError::internal(format!("could not persist the deletion: {e}")))?;
         let t = removed.ok_or_else(|| ApiError::not_found(format!("no tenant named {name:?}")))?;
         st.pool.stop(t.id);
-        tracing::info!(tenant = %t.id, name = %t.name, "tenant deleted");
+        st.reclaim.notify_one();
+        tracing::info!(tenant = %t.id, name = %t.name, "tenant deleted; its storage is reclaimed in the background");
         Ok::<_, ApiError>(StatusCode::NO_CONTENT)
     })();
     finish(&st, "delete_tenant", started, r)

@@ -35,6 +35,7 @@ pub mod log_writer;
 pub mod metrics;
 pub mod page_client;
 pub mod reader;
+pub mod reclaim;
 pub mod replica_cache;
 pub mod tenants;
 pub mod volume;

@@ -54,8 +54,20 @@ async fn run(config: Config, admin_token: String) -> anyhow::Result<()> {
         metrics.clone(),
         tokio::runtime::Handle::current(),
     );
+    let registry = Arc::new(RwLock::new(registry));
+    let reclaim = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(gateway::reclaim::run(
+        registry.clone(),
+        gateway::reclaim::Nodes {
+            pageservers: config.pageservers.clone(),
+            safekeepers: config.safekeepers.clone(),
+        },
+        metrics.clone(),
+        reclaim.clone(),
+    ));
     let state = Arc::new(AppState {
-        registry: RwLock::new(registry),
+        registry,
+        reclaim,
         admin_token_sha256: hash_token(&admin_token),
         pool,
         metrics,

@@ -68,6 +68,10 @@ pub struct Metrics {
     pub replica_lag: Histogram,
     /// Times a reader dropped its cache and jumped to the VDL (start, writer change, lag).
     pub replica_resets: AtomicU64,
+    /// Gauge: deleted tenants whose storage is not reclaimed everywhere yet.
+    pub tenants_reclaiming: AtomicU64,
+    /// Deleted tenants whose storage was reclaimed on every safekeeper and pageserver.
+    pub tenants_reclaimed: AtomicU64,
     /// Tenant → writer VDL minus the reader's read point, in LSNs.
     replica_lag_lsn: Mutex<BTreeMap<TenantId, u64>>,
 }
@@ -142,6 +146,16 @@ impl Metrics {
             out,
             "# TYPE borealis_gateway_replica_resets_total counter\nborealis_gateway_replica_resets_total {}",
             self.replica_resets.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE borealis_gateway_tenants_reclaiming gauge\nborealis_gateway_tenants_reclaiming {}",
+            self.tenants_reclaiming.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE borealis_gateway_tenants_reclaimed_total counter\nborealis_gateway_tenants_reclaimed_total {}",
+            self.tenants_reclaimed.load(Ordering::Relaxed)
         );
         out.push_str("# TYPE borealis_gateway_replica_lag_lsn gauge\n");
         for (tenant, lag) in self

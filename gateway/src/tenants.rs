@@ -4,6 +4,11 @@
 //! of the gateway's data directory does not leak access. The file is replaced atomically
 //! (write a temp file, fsync, rename, fsync the directory): a crash leaves the old or the new
 //! registry, never a torn one.
+//!
+//! A deleted tenant moves from `tenants` to `deleting` in the same atomic write: it is gone for
+//! clients at once (its name is free again; a new tenant of that name gets a new id), and stays
+//! listed there until [`crate::reclaim`] has dropped its storage on every safekeeper and
+//! pageserver, so a gateway restart resumes the reclaim instead of leaking the storage.
 
 use borealis_core::TenantId;
 use rand::RngCore;
@@ -23,15 +28,28 @@ pub struct Tenant {
     pub token_sha256: String,
 }
 
+/// A deleted tenant whose storage is still being reclaimed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deletion {
+    pub id: TenantId,
+    pub name: String,
+    /// When the tenant was deleted, in milliseconds since the Unix epoch.
+    pub deleted_at_unix_ms: u64,
+}
+
 #[derive(Serialize, Deserialize)]
 struct RegistryFile {
     version: u32,
     tenants: Vec<Tenant>,
+    /// Absent in registries written before deletion reclaimed storage: nothing pending.
+    #[serde(default)]
+    deleting: Vec<Deletion>,
 }
 
 pub struct Registry {
     path: PathBuf,
     tenants: BTreeMap<String, Tenant>,
+    deleting: Vec<Deletion>,
 }
 
 /// DNS label: 1-63 of `a-z0-9-`, not starting or ending with `-` (DESIGN.md §7).
@@ -71,7 +89,7 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
 
 impl Registry {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let tenants = match std::fs::read(path) {
+        let (tenants, deleting) = match std::fs::read(path) {
             Ok(bytes) => {
                 let file: RegistryFile = serde_json::from_slice(&bytes).map_err(|e| {
                     anyhow::anyhow!("tenant registry {} is unreadable: {e}", path.display())
@@ -82,17 +100,20 @@ impl Registry {
                     path.display(),
                     file.version
                 );
-                file.tenants
+                let tenants = file
+                    .tenants
                     .into_iter()
                     .map(|t| (t.name.clone(), t))
-                    .collect()
+                    .collect();
+                (tenants, file.deleting)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (BTreeMap::new(), Vec::new()),
             Err(e) => return Err(e.into()),
         };
         Ok(Self {
             path: path.to_path_buf(),
             tenants,
+            deleting,
         })
     }
 
@@ -122,7 +143,10 @@ impl Registry {
         rng.fill_bytes(&mut raw);
         let token = format!("bt_{}", hex(&raw));
         let mut id = TenantId(rng.next_u64());
-        while id.0 == 0 || self.tenants.values().any(|t| t.id == id) {
+        while id.0 == 0
+            || self.tenants.values().any(|t| t.id == id)
+            || self.deleting.iter().any(|d| d.id == id)
+        {
             id = TenantId(rng.next_u64());
         }
         let tenant = Tenant {
@@ -138,21 +162,51 @@ impl Registry {
         Ok(Some((tenant, token)))
     }
 
+    /// Deletes a tenant: it leaves `tenants` and joins `deleting` (one atomic write).
     pub fn remove(&mut self, name: &str) -> anyhow::Result<Option<Tenant>> {
         let Some(t) = self.tenants.remove(name) else {
             return Ok(None);
         };
+        let deleted_at_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.deleting.push(Deletion {
+            id: t.id,
+            name: t.name.clone(),
+            deleted_at_unix_ms,
+        });
         if let Err(e) = self.persist() {
+            self.deleting.pop();
             self.tenants.insert(name.to_string(), t);
             return Err(e);
         }
         Ok(Some(t))
     }
 
+    /// Deleted tenants whose storage is not reclaimed yet, oldest first.
+    pub fn deleting(&self) -> &[Deletion] {
+        &self.deleting
+    }
+
+    /// Forgets a deleted tenant: its storage is reclaimed everywhere.
+    pub fn reclaimed(&mut self, id: TenantId) -> anyhow::Result<()> {
+        let Some(i) = self.deleting.iter().position(|d| d.id == id) else {
+            return Ok(());
+        };
+        let d = self.deleting.remove(i);
+        if let Err(e) = self.persist() {
+            self.deleting.insert(i, d);
+            return Err(e);
+        }
+        Ok(())
+    }
+
     fn persist(&self) -> anyhow::Result<()> {
         let file = RegistryFile {
             version: REGISTRY_VERSION,
             tenants: self.tenants.values().cloned().collect(),
+            deleting: self.deleting.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&file)?;
         write_atomic(&self.path, &bytes)
@@ -212,6 +266,33 @@ mod tests {
             &back.token_sha256,
             &hash_token("bt_wrong")
         ));
+    }
+
+    #[test]
+    fn a_deleted_tenant_is_pending_reclaim_across_reopen_until_reclaimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tenants.json");
+        // A registry written before deletions were tracked still opens.
+        std::fs::write(&path, br#"{"version":1,"tenants":[]}"#).unwrap();
+        let mut r = Registry::open(&path).unwrap();
+        let (old, _) = r.create("acme").unwrap().unwrap();
+        let removed = r.remove("acme").unwrap().expect("acme existed");
+        assert_eq!(removed.id, old.id);
+        assert!(r.get("acme").is_none());
+        assert_eq!(r.deleting().len(), 1);
+        // The name is free at once, under a new id.
+        let (new, _) = r.create("acme").unwrap().unwrap();
+        assert_ne!(new.id, old.id);
+        let mut r = Registry::open(&path).unwrap();
+        assert_eq!(r.deleting()[0].id, old.id, "pending across a restart");
+        assert_eq!(r.deleting()[0].name, "acme");
+        r.reclaimed(old.id).unwrap();
+        assert!(r.deleting().is_empty());
+        assert!(Registry::open(&path).unwrap().deleting().is_empty());
+        assert_eq!(
+            Registry::open(&path).unwrap().get("acme").unwrap().id,
+            new.id
+        );
     }
 
     #[test]

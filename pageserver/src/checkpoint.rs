@@ -313,10 +313,16 @@ pub(crate) fn spawn_checkpointer(
         trim_incomplete: false,
     };
     let (tenant, segment) = (checkpointer.tenant.id, checkpointer.segment.id);
+    let tracked = checkpointer.segment.clone();
     let task = tokio::spawn(checkpointer.run().instrument(span));
+    tracked.track_task(task.abort_handle());
     tokio::spawn(async move {
-        if let Err(e) = task.await {
-            error!(tenant = %tenant, segment = %segment, error = %e, "checkpointer died");
+        match task.await {
+            Err(e) if e.is_cancelled() => {
+                info!(tenant = %tenant, segment = %segment, "checkpointer stopped")
+            }
+            Err(e) => error!(tenant = %tenant, segment = %segment, error = %e, "checkpointer died"),
+            Ok(()) => {}
         }
     });
 }

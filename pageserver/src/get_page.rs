@@ -12,7 +12,7 @@
 use crate::metrics::GetPageResult;
 use crate::page_file::PageFileError;
 use crate::pages::{Lookup, ReadError};
-use crate::tenant::Tenants;
+use crate::tenant::{AttachError, Tenants};
 use borealis_core::{ErrorKind, Lsn, PageNo, SegmentId, TenantId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +37,8 @@ pub enum GetPageError {
         crate::tenant::SEGMENTS_PER_TENANT_MAX
     )]
     TooManySegments { segment: SegmentId },
+    #[error("tenant {0} was deleted")]
+    TenantDeleted(TenantId),
     #[error("local page file corrupt: {0}")]
     Corrupt(String),
     #[error("local page store: {0}")]
@@ -49,9 +51,9 @@ impl GetPageError {
     /// What the asker should do.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            GetPageError::LsnTooOld { .. } | GetPageError::TooManySegments { .. } => {
-                ErrorKind::Invalid
-            }
+            GetPageError::LsnTooOld { .. }
+            | GetPageError::TooManySegments { .. }
+            | GetPageError::TenantDeleted(_) => ErrorKind::Invalid,
             GetPageError::NotCaughtUp { .. } | GetPageError::Io(_) => ErrorKind::Unavailable,
             GetPageError::Corrupt(_) => ErrorKind::Corrupt,
             GetPageError::Internal(_) => ErrorKind::Internal,
@@ -116,9 +118,10 @@ async fn get_page_inner(
     epoch: u64,
 ) -> Result<Option<Arc<[u8]>>, GetPageError> {
     let shared = tenants.shared();
-    let tenant = tenants
-        .get_or_create(tenant_id)
-        .map_err(|e| GetPageError::Io(format!("attaching tenant {tenant_id}: {e}")))?;
+    let tenant = tenants.get_or_create(tenant_id).map_err(|e| match e {
+        AttachError::Deleted(id) => GetPageError::TenantDeleted(id),
+        AttachError::Io(e) => GetPageError::Io(format!("attaching tenant {tenant_id}: {e}")),
+    })?;
     let segment_id = shared.config.layout.segment_of(page);
     let segment = tenants
         .segment(&tenant, segment_id)

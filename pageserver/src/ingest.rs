@@ -160,6 +160,7 @@ pub(crate) fn spawn_follower(shared: Arc<Shared>, tenant: Arc<Tenant>, segment: 
         last_activity: Instant::now(),
     };
     let (tenant, segment) = (follower.tenant.id, follower.segment.id);
+    let follower_segment = follower.segment.clone();
     let task = tokio::spawn(
         async move {
             // First the checkpoint, if there is one: the log is followed from there.
@@ -178,10 +179,18 @@ pub(crate) fn spawn_follower(shared: Arc<Shared>, tenant: Arc<Tenant>, segment: 
         }
         .instrument(span),
     );
-    // A follower only ends by panicking (a bug of ours): say so loudly, its GetPages will time out.
+    follower_segment.track_task(task.abort_handle());
+    // A follower only ends by panicking (a bug of ours): say so loudly, its GetPages will time
+    // out. Or it is aborted because the tenant was deleted.
     tokio::spawn(async move {
-        if let Err(e) = task.await {
-            error!(tenant = %tenant, segment = %segment, error = %e, "segment follower died");
+        match task.await {
+            Err(e) if e.is_cancelled() => {
+                tracing::info!(tenant = %tenant, segment = %segment, "segment follower stopped")
+            }
+            Err(e) => {
+                error!(tenant = %tenant, segment = %segment, error = %e, "segment follower died")
+            }
+            Ok(()) => {}
         }
     });
 }

@@ -111,6 +111,23 @@ async fn answer(tenants: &Tenants, request: Body) -> Body {
                 Body::error(e.kind(), e.to_string())
             }
         },
+        Body::DropTenant { tenant } => match tenants.drop_tenant(tenant).await {
+            Ok(d) => Body::TenantDropped {
+                bytes_freed: d.local_bytes,
+                objects_deleted: d.objects_deleted,
+            },
+            Err(e) => {
+                warn!(tenant = %tenant, error = %e, "dropping a deleted tenant failed (the gateway retries)");
+                Body::error(
+                    if e.is_retryable() {
+                        ErrorKind::Unavailable
+                    } else {
+                        ErrorKind::Internal
+                    },
+                    format!("dropping tenant {tenant}: {e}"),
+                )
+            }
+        },
         other => Body::error(
             ErrorKind::Invalid,
             format!("a pageserver does not answer {}", other.name()),

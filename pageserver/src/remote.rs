@@ -54,6 +54,8 @@ pub const UPLOAD_CHUNK_BYTES: usize = 1024 * 1024;
 pub const UPLOAD_PART_BYTES: usize = 8 * 1024 * 1024;
 /// Generations tried after a lost claim race before giving up this attempt.
 pub const CLAIM_ATTEMPTS_MAX: u32 = 16;
+/// Keys listed, then deleted, per round when deleting a tenant's objects.
+pub const DELETE_PAGE_KEYS: usize = 1000;
 /// Index objects read when choosing the newest: a bound on a listing that grows with restarts.
 pub const INDEXES_READ_MAX: usize = 4096;
 
@@ -328,6 +330,46 @@ impl Remote {
     }
 
     /// Deletes a layer of `generation`; deleting one that is already gone succeeds (idempotent).
+    /// Deletes every object under the tenant's prefix (all segments, all generations), a
+    /// listing page at a time; returns how many were deleted. Idempotent.
+    pub async fn delete_tenant(&self, tenant: TenantId) -> Result<u64, RemoteError> {
+        let prefix = keys::tenant_prefix(tenant);
+        let mut deleted = 0u64;
+        loop {
+            // A page of keys at a time: memory stays bounded however many objects there are.
+            let page: Vec<ObjPath> = self
+                .store
+                .list(Some(&prefix))
+                .take(DELETE_PAGE_KEYS)
+                .map(|m| m.map(|m| m.location))
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()?;
+            if page.is_empty() {
+                return Ok(deleted);
+            }
+            let keys = futures::stream::iter(page.into_iter().map(Ok)).boxed();
+            let mut results = self.store.delete_stream(keys);
+            let mut this_round = 0u64;
+            while let Some(r) = results.next().await {
+                match r {
+                    Ok(_) => this_round += 1,
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if this_round == 0 {
+                // Listed but already gone each time (a lagging listing): do not spin on it.
+                return Err(RemoteError::Transfer(std::io::Error::other(format!(
+                    "objects under {prefix} are listed but not found when deleted; try again \
+                     later"
+                ))));
+            }
+            deleted += this_round;
+        }
+    }
+
     pub async fn delete_layer(
         &self,
         tenant: TenantId,

@@ -18,7 +18,7 @@ use crate::safekeepers::SafekeeperPool;
 use crate::segment_cursor::Cursor;
 use borealis_core::{Lsn, SegmentId, TenantId};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -108,6 +108,8 @@ pub struct Segment {
     waiters: Mutex<BTreeMap<Lsn, usize>>,
     wanted: watch::Sender<Lsn>,
     status: Mutex<FollowStatus>,
+    /// The segment's follower and checkpointer tasks: aborted when the tenant is deleted.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl Segment {
@@ -122,7 +124,30 @@ impl Segment {
             waiters: Mutex::new(BTreeMap::new()),
             wanted: watch::channel(Lsn::INVALID).0,
             status: Mutex::new(FollowStatus::default()),
+            tasks: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Registers a task working on this segment, to be stopped if the tenant is deleted.
+    pub fn track_task(&self, task: tokio::task::AbortHandle) {
+        lock(&self.tasks).push(task);
+    }
+
+    /// Aborts every task working on this segment and waits (at most `within`) until they have
+    /// stopped: then nothing of it writes to object storage any more. Returns whether they did.
+    async fn stop_tasks(&self, within: std::time::Duration) -> bool {
+        let tasks: Vec<_> = std::mem::take(&mut *lock(&self.tasks));
+        for t in &tasks {
+            t.abort();
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        while !tasks.iter().all(|t| t.is_finished()) {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        true
     }
 
     pub fn caught_up_to(&self) -> Lsn {
@@ -247,13 +272,36 @@ impl Drop for Waiter {
 pub struct Tenants {
     shared: Arc<Shared>,
     map: Mutex<HashMap<TenantId, Arc<Tenant>>>,
+    /// Tenants deleted since this process started: never attached again. (After a restart
+    /// nobody asks for them: the gateway deletes a tenant from its registry first.)
+    dropped: Mutex<HashSet<TenantId>>,
 }
+
+/// Why a tenant could not be attached.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("tenant {0} was deleted")]
+    Deleted(TenantId),
+    #[error("creating its local page store: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// What deleting a tenant removed here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dropped {
+    pub local_bytes: u64,
+    pub objects_deleted: u64,
+}
+
+/// The longest a deleted tenant's tasks may take to stop.
+pub const DROP_TASKS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Tenants {
     pub fn new(shared: Arc<Shared>) -> Tenants {
         Tenants {
             shared,
             map: Mutex::new(HashMap::new()),
+            dropped: Mutex::new(HashSet::new()),
         }
     }
 
@@ -262,10 +310,14 @@ impl Tenants {
     }
 
     /// The tenant `id`, created (with an empty page file) on first use.
-    pub fn get_or_create(&self, id: TenantId) -> io::Result<Arc<Tenant>> {
+    pub fn get_or_create(&self, id: TenantId) -> Result<Arc<Tenant>, AttachError> {
         let mut map = lock(&self.map);
         if let Some(t) = map.get(&id) {
             return Ok(t.clone());
+        }
+        // Checked under the map's lock, which `drop_tenant` holds when it marks the tenant.
+        if lock(&self.dropped).contains(&id) {
+            return Err(AttachError::Deleted(id));
         }
         let config = &self.shared.config;
         let dir = config.data_dir.join("tenants").join(id.to_string());
@@ -285,6 +337,47 @@ impl Tenants {
         tracing::info!(tenant = %id, dir = %dir.display(), "tenant attached");
         map.insert(id, tenant.clone());
         Ok(tenant)
+    }
+
+    /// Deletes tenant `id` from this pageserver and from object storage: no GetPage attaches it
+    /// again, its follower and checkpointer tasks stop (so nothing of it is uploaded after),
+    /// its local files are removed, then every object under its prefix is deleted. Idempotent:
+    /// each call deletes whatever objects are there (a retry finishes a failed deletion).
+    pub async fn drop_tenant(&self, id: TenantId) -> Result<Dropped, crate::remote::RemoteError> {
+        let tenant = {
+            let mut map = lock(&self.map);
+            lock(&self.dropped).insert(id);
+            map.remove(&id)
+        };
+        let mut dropped = Dropped::default();
+        if let Some(tenant) = tenant {
+            for segment in tenant.segments() {
+                if !segment.stop_tasks(DROP_TASKS_WAIT).await {
+                    return Err(crate::remote::RemoteError::Transfer(io::Error::other(
+                        format!(
+                        "tenant {id} segment {}: its tasks did not stop within {DROP_TASKS_WAIT:?}",
+                        segment.id
+                    ),
+                    )));
+                }
+            }
+            let dir = self
+                .shared
+                .config
+                .data_dir
+                .join("tenants")
+                .join(id.to_string());
+            dropped.local_bytes = dir_bytes(&dir);
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        dropped.objects_deleted = self.shared.remote.delete_tenant(id).await?;
+        tracing::info!(tenant = %id, local_bytes = dropped.local_bytes,
+            objects_deleted = dropped.objects_deleted, "deleted tenant dropped");
+        Ok(dropped)
     }
 
     /// The segment `id` of `tenant`, followed from now on; `None` if the tenant already has
@@ -395,4 +488,19 @@ pub struct SegmentStatusDoc {
 /// The state behind these locks is updated in single assignments, so a poisoned lock is usable.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Bytes of the files under `dir` (best effort: what can be read).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
 }

@@ -42,6 +42,10 @@ pub enum SkError {
     /// (see [`crate::disk_budget`]). The message starts with [`DISK_BUDGET_EXHAUSTED`].
     #[error("{}", disk_budget::refusal_message(node, refusal))]
     DiskBudgetExhausted { node: String, refusal: Refusal },
+    /// The tenant was deleted ([`crate::store::Store::drop_tenant`]): nothing of it is here and
+    /// nothing of it will be accepted again.
+    #[error("tenant {tenant} was deleted: its log is gone from this safekeeper")]
+    Dropped { tenant: TenantId },
     #[error("corrupt records: {0}")]
     Corrupt(#[from] CodecError),
     /// The local disk failed. Never sent for a write (the process stops instead).
@@ -62,9 +66,10 @@ impl SkError {
             SkError::Fenced { .. } => ErrorKind::Fenced,
             // Writes are refused until trims free space; reads go on.
             SkError::DiskBudgetExhausted { .. } => ErrorKind::ReadOnly,
-            SkError::HelloFirst { .. } | SkError::Invalid { .. } | SkError::Trimmed { .. } => {
-                ErrorKind::Invalid
-            }
+            SkError::HelloFirst { .. }
+            | SkError::Invalid { .. }
+            | SkError::Trimmed { .. }
+            | SkError::Dropped { .. } => ErrorKind::Invalid,
             SkError::Corrupt(_) => ErrorKind::Corrupt,
             SkError::Io(_) => ErrorKind::Unavailable,
             SkError::Internal(_) => ErrorKind::Internal,

@@ -249,7 +249,11 @@ pub async fn run(store: Arc<Store>, writer: LogWriter, peers: Vec<Peer>, interva
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let summaries = futures::future::join_all(links.iter_mut().map(|l| l.summary())).await;
+        let mut summaries = futures::future::join_all(links.iter_mut().map(|l| l.summary())).await;
+        // A tenant deleted here is never learnt back from a peer that has not dropped it yet.
+        for summary in summaries.iter_mut().flatten() {
+            summary.retain(|s| !store.is_dropped(s.tenant));
+        }
         inc(&store.metrics().gossip_rounds_total, 1);
         for action in plan_round(&store.local_view(), &summaries) {
             match action {

@@ -15,7 +15,7 @@
 //! A `Hello` is a barrier: the group before it is committed first, then the epoch change is made
 //! durable on its own, so no append of the old epoch is written after the truncation. A `Trim`
 //! is a barrier too: the records it drops must be synced, and it rewrites the segment file. So is
-//! adopting a peer's trim point (gossip), which does the same.
+//! adopting a peer's trim point (gossip), which does the same, and dropping a deleted tenant.
 
 use crate::acceptor::TrimPoint;
 use crate::error::SkError;
@@ -90,6 +90,10 @@ pub enum WriteOp {
         peer_scl: Lsn,
         point: TrimPoint,
         done: oneshot::Sender<Result<AdoptOutcome, SkError>>,
+    },
+    DropTenant {
+        tenant: TenantId,
+        done: oneshot::Sender<Result<u64, SkError>>,
     },
 }
 
@@ -219,6 +223,13 @@ impl LogWriter {
         .await
     }
 
+    /// Deletes a tenant from this safekeeper for good (see [`Store::drop_tenant`]) once
+    /// everything queued before is written. Returns the bytes of log freed.
+    pub async fn drop_tenant(&self, tenant: TenantId) -> Result<u64, SkError> {
+        self.barrier(|done| WriteOp::DropTenant { tenant, done })
+            .await
+    }
+
     /// Adopts a peer's trim point learnt by gossip (see [`crate::tenant::Tenant::adopt_trim`]),
     /// and waits until it is durable.
     pub async fn adopt_trim(
@@ -334,11 +345,7 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriteOp>) {
                 } => {
                     commit(&store, std::mem::take(&mut group));
                     let result = match store.tenant(tenant) {
-                        None => Err(SkError::HelloFirst {
-                            tenant,
-                            ours: 0,
-                            theirs: epoch,
-                        }),
+                        None => Err(store.absent(tenant, epoch)),
                         Some(t) => t.adopt_trim(segment, epoch, peer_scl, point),
                     };
                     if let Err(SkError::Io(e)) = &result {
@@ -346,6 +353,15 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriteOp>) {
                             "recording an adopted trim point or rewriting a segment file",
                             e,
                         );
+                    }
+                    store.note_commit();
+                    let _ = done.send(result);
+                }
+                WriteOp::DropTenant { tenant, done } => {
+                    commit(&store, std::mem::take(&mut group));
+                    let result = store.drop_tenant(tenant);
+                    if let Err(SkError::Io(e)) = &result {
+                        fatal("writing a tombstone or removing a deleted tenant's log", e);
                     }
                     store.note_commit();
                     let _ = done.send(result);
@@ -376,11 +392,7 @@ fn apply(store: &Store, op: WriteOp, group: &mut Group) {
             _permit,
         } => {
             let result = match store.tenant(tenant) {
-                None => Err(SkError::HelloFirst {
-                    tenant,
-                    ours: 0,
-                    theirs: epoch,
-                }),
+                None => Err(store.absent(tenant, epoch)),
                 Some(t) => t.append(segment, epoch, vdl, &records, &parsed),
             };
             match result {
@@ -419,11 +431,7 @@ fn apply(store: &Store, op: WriteOp, group: &mut Group) {
             _permit,
         } => {
             let result = match store.tenant(tenant) {
-                None => Err(SkError::HelloFirst {
-                    tenant,
-                    ours: 0,
-                    theirs: epoch,
-                }),
+                None => Err(store.absent(tenant, epoch)),
                 Some(t) => t.repair(segment, epoch, known_vdl, &records, &parsed),
             };
             match result {
@@ -441,8 +449,13 @@ fn apply(store: &Store, op: WriteOp, group: &mut Group) {
                 }
             }
         }
-        WriteOp::Hello { .. } | WriteOp::Trim { .. } | WriteOp::AdoptTrim { .. } => {
-            unreachable!("hellos, trims and adopted trim points are barriers handled by run()")
+        WriteOp::Hello { .. }
+        | WriteOp::Trim { .. }
+        | WriteOp::AdoptTrim { .. }
+        | WriteOp::DropTenant { .. } => {
+            unreachable!(
+                "hellos, trims, adopted trim points and drops are barriers handled by run()"
+            )
         }
     }
 }

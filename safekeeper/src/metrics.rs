@@ -105,6 +105,8 @@ pub struct Metrics {
     /// Append requests refused because they would take the retained log past the disk budget
     /// (also counted in `appends_refused_total`).
     pub appends_refused_budget_total: AtomicU64,
+    /// Tenants dropped (deleted) from this safekeeper, with every byte of their log.
+    pub tenants_dropped_total: AtomicU64,
     /// Gauge: `--disk-budget-bytes`.
     pub disk_budget_bytes: AtomicU64,
     /// Gauge: bytes of segment files on this safekeeper's disk, over all tenants.
@@ -129,6 +131,7 @@ impl Default for Metrics {
             gossip_trimmed_refusals_total: AtomicU64::new(0),
             trim_points_adopted_total: AtomicU64::new(0),
             appends_refused_budget_total: AtomicU64::new(0),
+            tenants_dropped_total: AtomicU64::new(0),
             disk_budget_bytes: AtomicU64::new(0),
             retained_log_bytes: AtomicU64::new(0),
         }
@@ -149,7 +152,12 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &AtomicU64, &str); 13] = [
+        let counters: [(&str, &AtomicU64, &str); 14] = [
+            (
+                "safekeeper_tenants_dropped_total",
+                &self.tenants_dropped_total,
+                "Tenants deleted from this safekeeper (tombstoned, log removed).",
+            ),
             (
                 "safekeeper_gossip_trimmed_refusals_total",
                 &self.gossip_trimmed_refusals_total,

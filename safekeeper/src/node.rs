@@ -101,6 +101,17 @@ impl Node {
         }
     }
 
+    /// Answers a `DropTenant`: `TenantDropped` once the tombstone is durable and the log gone.
+    pub async fn drop_tenant(&self, tenant: TenantId) -> Body {
+        match self.writer.drop_tenant(tenant).await {
+            Ok(bytes_freed) => Body::TenantDropped {
+                bytes_freed,
+                objects_deleted: 0,
+            },
+            Err(e) => e.to_body(),
+        }
+    }
+
     pub fn get_state(&self, tenant: TenantId) -> Body {
         self.store.get_state(tenant)
     }

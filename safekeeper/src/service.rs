@@ -114,6 +114,7 @@ async fn handle_connection(node: Arc<Node>, socket: TcpStream, peer: SocketAddr)
                 upto,
             } => Some(node.trim(tenant, segment, epoch, upto).await),
             Body::GossipSummary => Some(node.summary()),
+            Body::DropTenant { tenant } => Some(node.drop_tenant(tenant).await),
             Body::ReadLog {
                 tenant,
                 segment,

@@ -1,4 +1,14 @@
 //! Every tenant held on this safekeeper's disk, under `DIR/tenants/<tenant hex>/`.
+//!
+//! ## Deleted tenants
+//!
+//! A deleted tenant leaves a **tombstone**, the empty file `DIR/dropped/<tenant hex>`, made
+//! durable before any of its log is removed ([`Store::drop_tenant`]). From then on the tenant
+//! can never come back on this member: a `Hello` (from a late writer, or from gossip learning the
+//! tenant from a peer that has not dropped it yet) is refused, and so are appends and reads. A
+//! drop interrupted by a crash is finished at the next open (a tenant directory under a
+//! tombstone is removed). Tombstones stay for good: tenant ids are random 64-bit numbers and are
+//! never reused, and a tombstone is a name in a directory (no data).
 
 use crate::disk_budget::SharedDiskBudget;
 use crate::error::SkError;
@@ -8,7 +18,7 @@ use crate::segment_log::fsync_dir;
 use crate::tenant::{ReadResult, Tenant};
 use borealis_core::{Lsn, SegmentId, TenantId};
 use borealis_wire::{Body, SegmentSummary};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
@@ -16,7 +26,11 @@ use tracing::{info, warn};
 
 pub struct Store {
     tenants_dir: PathBuf,
+    /// `DIR/dropped`: one tombstone per deleted tenant.
+    dropped_dir: PathBuf,
     tenants: Mutex<BTreeMap<TenantId, Arc<Tenant>>>,
+    /// The tombstones, as in `dropped_dir`.
+    dropped: Mutex<BTreeSet<TenantId>>,
     metrics: Arc<Metrics>,
     /// The log retained over all tenants, against `--disk-budget-bytes`.
     budget: Arc<SharedDiskBudget>,
@@ -38,9 +52,22 @@ impl Store {
         budget: Arc<SharedDiskBudget>,
     ) -> Result<Store, SkError> {
         let tenants_dir = data_dir.join("tenants");
-        if !tenants_dir.try_exists()? {
-            std::fs::create_dir_all(&tenants_dir)?;
-            fsync_dir(data_dir)?;
+        let dropped_dir = data_dir.join("dropped");
+        for dir in [&tenants_dir, &dropped_dir] {
+            if !dir.try_exists()? {
+                std::fs::create_dir_all(dir)?;
+                fsync_dir(data_dir)?;
+            }
+        }
+        let mut dropped = BTreeSet::new();
+        for entry in std::fs::read_dir(&dropped_dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            match name.parse::<TenantId>() {
+                Ok(id) if name.len() == 16 => {
+                    dropped.insert(id);
+                }
+                _ => warn!(entry = %name, "ignoring unknown entry in the dropped directory"),
+            }
         }
         let mut tenants = BTreeMap::new();
         for entry in std::fs::read_dir(&tenants_dir)? {
@@ -53,6 +80,13 @@ impl Store {
                     continue;
                 }
             };
+            if dropped.contains(&id) {
+                // A drop the process did not finish before it stopped.
+                std::fs::remove_dir_all(entry.path())?;
+                fsync_dir(&tenants_dir)?;
+                info!(tenant = %id, "finished dropping a deleted tenant's log");
+                continue;
+            }
             let tenant = Tenant::open(&entry.path(), id, metrics.clone(), budget.clone())?;
             let retained_bytes = tenant.retained_bytes();
             tenant.with_published(|p| {
@@ -62,7 +96,9 @@ impl Store {
         }
         Ok(Store {
             tenants_dir,
+            dropped_dir,
             tenants: Mutex::new(tenants),
+            dropped: Mutex::new(dropped),
             metrics,
             budget,
             commits: watch::channel(0).0,
@@ -87,6 +123,9 @@ impl Store {
         if let Some(t) = self.tenant(id) {
             return Ok(t);
         }
+        if self.is_dropped(id) {
+            return Err(SkError::Dropped { tenant: id });
+        }
         let tenant = Arc::new(Tenant::create(
             &self.tenants_dir.join(id.to_string()),
             id,
@@ -95,6 +134,53 @@ impl Store {
         )?);
         lock(&self.tenants).insert(id, tenant.clone());
         Ok(tenant)
+    }
+
+    /// Whether the tenant was deleted here (it has a tombstone).
+    pub fn is_dropped(&self, id: TenantId) -> bool {
+        lock(&self.dropped).contains(&id)
+    }
+
+    /// Why a request for tenant `id`, which this member does not hold, is refused: deleted, or
+    /// not announced by a `Hello` yet.
+    pub fn absent(&self, id: TenantId, epoch: u64) -> SkError {
+        if self.is_dropped(id) {
+            SkError::Dropped { tenant: id }
+        } else {
+            SkError::HelloFirst {
+                tenant: id,
+                ours: 0,
+                theirs: epoch,
+            }
+        }
+    }
+
+    /// Deletes tenant `id` for good: the tombstone is made durable first, then the tenant leaves
+    /// the map (new requests are refused) and its directory is removed. Returns the bytes of log
+    /// freed. Only the log writer calls this (a barrier: nothing of the tenant is queued behind
+    /// it un-written, and nothing after it can recreate it). Idempotent.
+    pub fn drop_tenant(&self, id: TenantId) -> Result<u64, SkError> {
+        if !self.is_dropped(id) {
+            let tombstone = self.dropped_dir.join(id.to_string());
+            std::fs::File::create(&tombstone)?.sync_all()?;
+            fsync_dir(&self.dropped_dir)?;
+            lock(&self.dropped).insert(id);
+        }
+        let Some(tenant) = lock(&self.tenants).remove(&id) else {
+            return Ok(0);
+        };
+        let freed = tenant.retained_bytes();
+        let dir = self.tenants_dir.join(id.to_string());
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        fsync_dir(&self.tenants_dir)?;
+        self.budget.release(freed);
+        crate::metrics::inc(&self.metrics.tenants_dropped_total, 1);
+        info!(tenant = %id, freed_bytes = freed, "dropped a deleted tenant: tombstone written, log removed");
+        Ok(freed)
     }
 
     pub fn tenants(&self) -> Vec<Arc<Tenant>> {
@@ -109,9 +195,11 @@ impl Store {
         self.commits.subscribe()
     }
 
-    /// Answer to `GetState`: an unknown tenant is epoch 0 with no segments.
+    /// Answer to `GetState`: an unknown tenant is epoch 0 with no segments; a deleted one is an
+    /// error (a writer must not recover it from nothing).
     pub fn get_state(&self, id: TenantId) -> Body {
         match self.tenant(id) {
+            None if self.is_dropped(id) => SkError::Dropped { tenant: id }.to_body(),
             None => Body::State {
                 epoch: 0,
                 epoch_start_lsn: Lsn::INVALID,
@@ -175,8 +263,121 @@ impl Store {
         max_bytes: usize,
     ) -> Result<ReadResult, SkError> {
         match self.tenant(tenant) {
+            None if self.is_dropped(tenant) => Err(SkError::Dropped { tenant }),
             None => Ok(ReadResult::default()),
             Some(t) => t.read_log(segment, epochs, range.0, range.1, max_bytes),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenant::parse_records;
+    use borealis_core::redo::{RedoBody, RedoRecord};
+    use borealis_core::{EpochStart, PageNo, PAGE_SIZE_BYTES};
+
+    fn open(dir: &Path) -> Store {
+        let metrics = Arc::new(Metrics::default());
+        let budget = Arc::new(SharedDiskBudget::new(
+            "sk-test".into(),
+            crate::disk_budget::DISK_BUDGET_BYTES_DEFAULT,
+            metrics.clone(),
+        ));
+        Store::open(dir, metrics, budget).unwrap()
+    }
+
+    /// A tenant with an epoch and two durable records of segment 0.
+    fn tenant_with_log(store: &Store, id: TenantId) {
+        let t = store.tenant_or_create(id).unwrap();
+        t.hello(
+            1,
+            Lsn(0),
+            &[EpochStart {
+                epoch: 1,
+                start: Lsn(0),
+            }],
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        for (lsn, prev) in [(1, 0), (2, 1)] {
+            RedoRecord {
+                lsn: Lsn(lsn),
+                prev_lsn_segment: Lsn(prev),
+                prev_lsn_page: Lsn::INVALID,
+                page_no: PageNo(0),
+                is_cpl: true,
+                body: RedoBody::Image(vec![7; PAGE_SIZE_BYTES]),
+            }
+            .encode_into(&mut raw);
+        }
+        let parsed = parse_records(&raw).unwrap();
+        t.append(SegmentId(0), 1, Lsn(2), &raw, &parsed).unwrap();
+        t.commit(&[SegmentId(0)].into(), &BTreeSet::new()).unwrap();
+    }
+
+    #[test]
+    fn a_dropped_tenant_is_gone_for_good_and_cannot_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gone, kept) = (TenantId(0xdead), TenantId(0xbeef));
+        let store = open(dir.path());
+        tenant_with_log(&store, gone);
+        tenant_with_log(&store, kept);
+        let retained = store.budget().snapshot().retained_bytes;
+        let freed = store.drop_tenant(gone).unwrap();
+        assert!(freed > 2 * PAGE_SIZE_BYTES as u64, "freed {freed} bytes");
+        assert_eq!(
+            store.budget().snapshot().retained_bytes,
+            retained - freed,
+            "the budget gets the bytes back"
+        );
+        assert!(!dir.path().join("tenants").join(gone.to_string()).exists());
+        assert!(dir.path().join("dropped").join(gone.to_string()).exists());
+        // Nothing brings it back: not a Hello (writer or gossip), not a read, not a recovery.
+        assert!(matches!(
+            store.tenant_or_create(gone),
+            Err(SkError::Dropped { .. })
+        ));
+        assert!(matches!(
+            store.read_log(gone, SegmentId(0), (None, 0), (Lsn(0), Lsn(9)), 1 << 20),
+            Err(SkError::Dropped { .. })
+        ));
+        assert!(matches!(
+            store.get_state(gone),
+            Body::Error { ref message, .. } if message.contains("was deleted")
+        ));
+        assert!(matches!(store.absent(gone, 1), SkError::Dropped { .. }));
+        assert_eq!(store.drop_tenant(gone).unwrap(), 0, "idempotent");
+        // The other tenant is untouched.
+        let r = store
+            .read_log(kept, SegmentId(0), (None, 0), (Lsn(0), Lsn(9)), 1 << 20)
+            .unwrap();
+        assert_eq!(r.scl, Lsn(2));
+        drop(store);
+
+        // After a restart the tombstone still holds.
+        let store = open(dir.path());
+        assert!(store.is_dropped(gone));
+        assert!(store.tenant(gone).is_none());
+        assert!(store.tenant(kept).is_some());
+        assert!(matches!(
+            store.tenant_or_create(gone),
+            Err(SkError::Dropped { .. })
+        ));
+    }
+
+    #[test]
+    fn a_drop_interrupted_after_its_tombstone_is_finished_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = TenantId(0x1234);
+        let store = open(dir.path());
+        tenant_with_log(&store, id);
+        drop(store);
+        // The crash: tombstone durable, directory not removed yet.
+        std::fs::write(dir.path().join("dropped").join(id.to_string()), b"").unwrap();
+        let store = open(dir.path());
+        assert!(store.tenant(id).is_none());
+        assert!(!dir.path().join("tenants").join(id.to_string()).exists());
+        assert_eq!(store.budget().snapshot().retained_bytes, 0);
     }
 }

@@ -363,7 +363,6 @@ impl TestCluster {
         resp.text().await.ok()
     }
 
-    /// A node's `/status` as JSON; `None` if it does not answer.
     /// The pageserver node serving tenant `name` (the gateway's `GET /v1/tenants/{name}` names
     /// its address).
     pub async fn serving_pageserver(&self, name: &str) -> String {
@@ -403,6 +402,7 @@ impl TestCluster {
             .unwrap_or(Value::Null)
     }
 
+    /// A node's `/status` as JSON; `None` if it does not answer.
     pub async fn node_status(&self, id: &str) -> Option<Value> {
         let text = self.node_http(id, "/status").await?;
         serde_json::from_str(&text).ok()
@@ -412,6 +412,25 @@ impl TestCluster {
     /// no such series.
     pub async fn node_metric(&self, id: &str, name: &str) -> Option<f64> {
         let text = self.node_http(id, "/metrics").await?;
+        text.lines()
+            .filter_map(|l| l.split_once(' '))
+            .find(|(series, _)| *series == name)
+            .and_then(|(_, v)| v.trim().parse().ok())
+    }
+
+    /// One unlabelled series of the gateway's `/metrics`; `None` if it does not answer or has no
+    /// such series.
+    pub async fn gateway_metric(&self, name: &str) -> Option<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
         text.lines()
             .filter_map(|l| l.split_once(' '))
             .find(|(series, _)| *series == name)

@@ -18,6 +18,11 @@ use object_store::path::Path;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Generation(pub u32);
 
+/// Everything of one tenant: deleting a tenant deletes this prefix.
+pub fn tenant_prefix(tenant: TenantId) -> Path {
+    Path::from(format!("tenants/{tenant}"))
+}
+
 pub fn segment_prefix(tenant: TenantId, segment: SegmentId) -> Path {
     Path::from(format!("tenants/{tenant}/segments/{}", segment.0))
 }

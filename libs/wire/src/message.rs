@@ -167,6 +167,20 @@ pub enum Body {
         base: Lsn,
         last_cpl: Lsn,
     },
+    /// The tenant was deleted: drop everything held for it, for good. A safekeeper records a
+    /// durable tombstone first (so neither a late writer nor a peer's gossip can bring the
+    /// tenant back), then deletes its log; a pageserver stops following the tenant, refuses
+    /// its GetPages from then on, and deletes the tenant's objects in object storage.
+    /// Idempotent: answered `TenantDropped` whether or not anything was there.
+    DropTenant {
+        tenant: TenantId,
+    },
+    /// Answer to `DropTenant`: nothing of the tenant is left here. `objects_deleted` counts the
+    /// objects a pageserver deleted from object storage (0 from a safekeeper).
+    TenantDropped {
+        bytes_freed: u64,
+        objects_deleted: u64,
+    },
 }
 
 impl Body {
@@ -189,6 +203,8 @@ impl Body {
             Body::Trim { .. } => "trim",
             Body::Trimmed { .. } => "trimmed",
             Body::LogTrimmed { .. } => "log_trimmed",
+            Body::DropTenant { .. } => "drop_tenant",
+            Body::TenantDropped { .. } => "tenant_dropped",
         }
     }
 
@@ -225,6 +241,15 @@ mod tests {
             postcard::to_allocvec(&log_trimmed).unwrap(),
             [15, 0xac, 0x02, 2]
         );
+        let drop = Body::DropTenant {
+            tenant: TenantId(5),
+        };
+        assert_eq!(postcard::to_allocvec(&drop).unwrap(), [16, 5]);
+        let dropped = Body::TenantDropped {
+            bytes_freed: 6,
+            objects_deleted: 7,
+        };
+        assert_eq!(postcard::to_allocvec(&dropped).unwrap(), [17, 6, 7]);
         let error = Body::error(ErrorKind::Invalid, "");
         assert_eq!(postcard::to_allocvec(&error).unwrap()[0], 12);
     }
