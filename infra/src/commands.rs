@@ -434,7 +434,11 @@ pub async fn tenant_delete(dir: &Path, name: &str) -> anyhow::Result<()> {
     if status != 204 {
         return Err(api_error(status, &v));
     }
-    println!("deleted tenant {name}");
+    println!(
+        "deleted tenant {name}; its storage (safekeeper logs, pageserver state, object-store \
+         checkpoints) is reclaimed in the background (gateway metric \
+         borealis_gateway_tenants_reclaiming)"
+    );
     Ok(())
 }
 
