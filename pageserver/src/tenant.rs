@@ -293,6 +293,9 @@ pub struct Dropped {
     pub objects_deleted: u64,
 }
 
+/// How long after stopping a deleted tenant's checkpointer its objects are listed and deleted a
+/// second time: a PUT already on the wire when it was aborted lands within this.
+pub const LATE_UPLOAD_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// The longest a deleted tenant's tasks may take to stop.
 pub const DROP_TASKS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -350,6 +353,7 @@ impl Tenants {
             map.remove(&id)
         };
         let mut dropped = Dropped::default();
+        let attached = tenant.is_some();
         if let Some(tenant) = tenant {
             for segment in tenant.segments() {
                 if !segment.stop_tasks(DROP_TASKS_WAIT).await {
@@ -375,6 +379,12 @@ impl Tenants {
             }
         }
         dropped.objects_deleted = self.shared.remote.delete_tenant(id).await?;
+        if attached {
+            // An upload the aborted checkpointer had already sent may still land after the
+            // listing above: look again once it would have.
+            tokio::time::sleep(LATE_UPLOAD_GRACE).await;
+            dropped.objects_deleted += self.shared.remote.delete_tenant(id).await?;
+        }
         tracing::info!(tenant = %id, local_bytes = dropped.local_bytes,
             objects_deleted = dropped.objects_deleted, "deleted tenant dropped");
         Ok(dropped)
