@@ -274,8 +274,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::tenant::parse_records;
-    use borealis_core::redo::{RedoBody, RedoRecord};
-    use borealis_core::{EpochStart, PageNo, PAGE_SIZE_BYTES};
+    use borealis_core::{EpochStart, PAGE_SIZE_BYTES};
 
     fn open(dir: &Path) -> Store {
         let metrics = Arc::new(Metrics::default());
@@ -299,18 +298,7 @@ mod tests {
             }],
         )
         .unwrap();
-        let mut raw = Vec::new();
-        for (lsn, prev) in [(1, 0), (2, 1)] {
-            RedoRecord {
-                lsn: Lsn(lsn),
-                prev_lsn_segment: Lsn(prev),
-                prev_lsn_page: Lsn::INVALID,
-                page_no: PageNo(0),
-                is_cpl: true,
-                body: RedoBody::Image(vec![7; PAGE_SIZE_BYTES]),
-            }
-            .encode_into(&mut raw);
-        }
+        let raw = crate::tenant::tests::encode(&[(1, 0), (2, 1)]);
         let parsed = parse_records(&raw).unwrap();
         t.append(SegmentId(0), 1, Lsn(2), &raw, &parsed).unwrap();
         t.commit(&[SegmentId(0)].into(), &BTreeSet::new()).unwrap();

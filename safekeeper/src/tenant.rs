@@ -831,7 +831,7 @@ impl Tenant {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use borealis_core::redo::RedoBody;
     use borealis_core::{PageNo, PAGE_SIZE_BYTES};
@@ -856,7 +856,9 @@ mod tests {
             .collect()
     }
 
-    fn encode(recs: &[(u64, u64)]) -> Vec<u8> {
+    /// `(lsn, prev_lsn_segment)` records of page 0, each a CPL with a full image (also used by
+    /// the store's tests).
+    pub(crate) fn encode(recs: &[(u64, u64)]) -> Vec<u8> {
         let mut out = Vec::new();
         for &(lsn, prev) in recs {
             RedoRecord {

@@ -245,16 +245,21 @@ impl TestCluster {
         }
     }
 
-    /// Every process of the cluster, as `DIR/cluster.json` lists it now.
-    pub fn nodes(&self) -> Vec<NodeInfo> {
+    /// `DIR/cluster.json` as it is now.
+    fn cluster_json(&self) -> Value {
         let path = self.dir.path().join("cluster.json");
-        let cluster: Value = serde_json::from_slice(
+        serde_json::from_slice(
             &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
         )
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Every process of the cluster, as `DIR/cluster.json` lists it now.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let cluster = self.cluster_json();
         cluster["nodes"]
             .as_array()
-            .unwrap_or_else(|| panic!("{} has no nodes", path.display()))
+            .unwrap_or_else(|| panic!("cluster.json has no nodes: {cluster}"))
             .iter()
             .map(|n| {
                 let text = |k: &str| n[k].as_str().map(str::to_string);
@@ -273,11 +278,7 @@ impl TestCluster {
 
     /// The command line `borealis node start` runs for node `id`.
     pub fn node_command(&self, id: &str) -> Vec<String> {
-        let path = self.dir.path().join("cluster.json");
-        let cluster: Value = serde_json::from_slice(
-            &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-        )
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let cluster = self.cluster_json();
         let node = cluster["nodes"]
             .as_array()
             .and_then(|nodes| nodes.iter().find(|n| n["id"] == id))
@@ -290,10 +291,7 @@ impl TestCluster {
     /// `borealis node start` runs: for drills that put a fault injector between two nodes.
     pub fn edit_node_command(&self, id: &str, edit: impl FnOnce(&mut Vec<String>)) {
         let path = self.dir.path().join("cluster.json");
-        let mut cluster: Value = serde_json::from_slice(
-            &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-        )
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut cluster = self.cluster_json();
         let node = cluster["nodes"]
             .as_array_mut()
             .and_then(|nodes| nodes.iter_mut().find(|n| n["id"] == id))
@@ -411,15 +409,11 @@ impl TestCluster {
     /// One unlabelled series of a node's `/metrics`; `None` if the node does not answer or has
     /// no such series.
     pub async fn node_metric(&self, id: &str, name: &str) -> Option<f64> {
-        let text = self.node_http(id, "/metrics").await?;
-        text.lines()
-            .filter_map(|l| l.split_once(' '))
-            .find(|(series, _)| *series == name)
-            .and_then(|(_, v)| v.trim().parse().ok())
+        metric_value(&self.node_http(id, "/metrics").await?, name)
     }
 
-    /// One unlabelled series of the gateway's `/metrics`; `None` if it does not answer or has no
-    /// such series.
+    /// The first series named `name` (with any labels) of the gateway's `/metrics`; `None` if it
+    /// does not answer or has no such series.
     pub async fn gateway_metric(&self, name: &str) -> Option<f64> {
         let text = self
             .http
@@ -431,10 +425,7 @@ impl TestCluster {
             .text()
             .await
             .ok()?;
-        text.lines()
-            .filter_map(|l| l.split_once(' '))
-            .find(|(series, _)| *series == name)
-            .and_then(|(_, v)| v.trim().parse().ok())
+        metric_value(&text, name)
     }
 
     /// Deletes a node's data directory, as a replaced disk would. The node must be down.
@@ -534,6 +525,19 @@ impl Drop for TestCluster {
 }
 
 /// The checkpointed LSN in a pageserver segment status (0 if none).
+/// The value of the first series named `name` (unlabelled, or with any labels) in a Prometheus
+/// text exposition.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(series, _)| {
+            series
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
+        })
+        .and_then(|(_, v)| v.trim().parse().ok())
+}
+
 pub fn checkpointed_lsn(segment: &Value) -> u64 {
     segment["checkpoint"]["checkpointed_lsn"]
         .as_u64()

@@ -113,19 +113,6 @@ fn check_history(histories: &[Vec<Observation>]) {
     }
 }
 
-async fn metric(c: &TestCluster, prefix: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{}/metrics", c.url))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-}
-
 async fn wait_idle(c: &TestCluster) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -270,16 +257,19 @@ async fn replicas_show_the_writers_commits_in_order_and_refuse_writes() {
         "the final state at read point {final_rp}, below the last commit {last_lsn}"
     );
 
-    let resets = metric(&c, "borealis_gateway_replica_resets_total").await;
+    let resets = c
+        .gateway_metric("borealis_gateway_replica_resets_total")
+        .await;
     eprintln!("replica resets: {resets:?}");
     // Lag is reported.
     assert!(
-        metric(&c, "borealis_gateway_replica_lag_lsn{tenant=")
+        c.gateway_metric("borealis_gateway_replica_lag_lsn")
             .await
             .is_some(),
         "no replica lag gauge in /metrics"
     );
-    let lag_answers = metric(&c, "borealis_gateway_replica_lag_seconds_count")
+    let lag_answers = c
+        .gateway_metric("borealis_gateway_replica_lag_seconds_count")
         .await
         .expect("replica lag histogram in /metrics");
     assert!(lag_answers >= answers as f64, "{lag_answers} < {answers}");
