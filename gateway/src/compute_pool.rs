@@ -702,6 +702,11 @@ impl ComputePool {
                 "statement exceeded the {} ms limit and was stopped",
                 self.config.statement_timeout.as_millis()
             )),
+            e @ ComputeError::OutOfMemory { .. } if !shipped => {
+                // Nothing left the compute: the writer and its epoch stay; only the instance
+                // goes. The same statement would fail again: not `unavailable`.
+                ApiError::too_large(e.to_string())
+            }
             ComputeError::Backend(be) if !shipped => {
                 // Storage failed under the statement (a page could not be read) and nothing of
                 // it left the compute: the writer and its epoch stay; only the instance goes.

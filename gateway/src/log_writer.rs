@@ -37,6 +37,15 @@ use tracing::{debug, info, warn};
 /// Appends queued per member before the member counts as too slow and misses them (it then
 /// catches up by gossip). Bounds the memory a stuck member can pin.
 const MEMBER_QUEUE_APPENDS_MAX: usize = 4096;
+/// Encoded record bytes one `Append` carries at most (one record may exceed it alone, up to a
+/// page image plus its header): far below the wire's frame limit, small enough that members
+/// write and acknowledge a large commit piece by piece.
+pub const APPEND_BYTES_MAX: usize = 1024 * 1024;
+const _: () = assert!(
+    APPEND_BYTES_MAX + 2 * borealis_core::PAGE_SIZE_BYTES + 64 * 1024
+        <= borealis_wire::FRAME_BYTES_MAX,
+    "an append, with its largest record and envelope, must fit in a frame"
+);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -491,23 +500,28 @@ impl LogWriter {
             .push_back((commit_lsn, Instant::now()));
         let vdl = state.vdl();
         for (segment, records) in segments {
-            let last = records.last().map_or(Lsn::INVALID, |r| r.lsn);
-            let mut bytes = Vec::with_capacity(records.iter().map(|r| r.encoded_len()).sum());
-            for r in &records {
-                r.encode_into(&mut bytes);
-            }
-            let body = Arc::new(Body::Append {
-                tenant: self.tenant,
-                segment,
-                epoch: self.epoch,
-                vdl,
-                records: bytes,
-            });
-            for (member, tx) in self.members.iter().enumerate() {
-                if state.reachable().contains(member) && tx.try_send((body.clone(), last)).is_err()
-                {
-                    // Too slow or gone: it will fill the gap from its peers.
-                    debug!(tenant = %self.tenant, member, "member queue full, append dropped for it");
+            // A large MTR goes as several appends, in LSN order: one frame has a size limit,
+            // and smaller appends let members acknowledge (and the VCL move) as they go.
+            for chunk in append_chunks(&records, APPEND_BYTES_MAX) {
+                let last = chunk.last().map_or(Lsn::INVALID, |r| r.lsn);
+                let mut bytes = Vec::with_capacity(chunk.iter().map(|r| r.encoded_len()).sum());
+                for r in chunk {
+                    r.encode_into(&mut bytes);
+                }
+                let body = Arc::new(Body::Append {
+                    tenant: self.tenant,
+                    segment,
+                    epoch: self.epoch,
+                    vdl,
+                    records: bytes,
+                });
+                for (member, tx) in self.members.iter().enumerate() {
+                    if state.reachable().contains(member)
+                        && tx.try_send((body.clone(), last)).is_err()
+                    {
+                        // Too slow or gone: it will fill the gap from its peers.
+                        debug!(tenant = %self.tenant, member, "member queue full, append dropped for it");
+                    }
                 }
             }
         }
@@ -762,6 +776,28 @@ async fn recover_epoch(
     }
 }
 
+/// Splits one segment's records (in LSN order) into runs of at most `max_bytes` encoded bytes
+/// each; a record larger than `max_bytes` is a run of its own. Never an empty run.
+fn append_chunks(
+    records: &[borealis_core::redo::RedoRecord],
+    max_bytes: usize,
+) -> Vec<&[borealis_core::redo::RedoRecord]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, r) in records.iter().enumerate() {
+        let len = r.encoded_len();
+        if i > start && bytes + len > max_bytes {
+            chunks.push(&records[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+    }
+    if start < records.len() {
+        chunks.push(&records[start..]);
+    }
+    chunks
+}
+
 /// One member: connect, Hello, forward appends, feed acks; reconnect with backoff.
 async fn member_task(
     writer: Arc<LogWriter>,
@@ -927,5 +963,48 @@ async fn member_task(
         if !writer.stopping.load(Ordering::SeqCst) {
             warn!(tenant = %tenant, member, addr = %addr, "safekeeper connection lost");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use borealis_core::redo::{RedoBody, RedoRecord};
+    use borealis_core::PAGE_SIZE_BYTES;
+
+    fn image(lsn: u64) -> RedoRecord {
+        RedoRecord {
+            lsn: Lsn(lsn),
+            prev_lsn_segment: Lsn(lsn - 1),
+            prev_lsn_page: Lsn::INVALID,
+            page_no: PageNo(lsn as u32),
+            is_cpl: false,
+            body: RedoBody::Image(vec![1; PAGE_SIZE_BYTES]),
+        }
+    }
+
+    #[test]
+    fn a_large_mtr_is_shipped_in_bounded_appends_in_lsn_order() {
+        let records: Vec<RedoRecord> = (1..=1000).map(image).collect();
+        let one = records[0].encoded_len();
+        let chunks = append_chunks(&records, APPEND_BYTES_MAX);
+        assert!(chunks.len() > 1, "4 MB of images is more than one append");
+        let rejoined: Vec<Lsn> = chunks
+            .iter()
+            .flat_map(|c| c.iter().map(|r| r.lsn))
+            .collect();
+        assert_eq!(rejoined, (1..=1000).map(Lsn).collect::<Vec<_>>());
+        for c in &chunks {
+            let bytes: usize = c.iter().map(|r| r.encoded_len()).sum();
+            assert!(bytes <= APPEND_BYTES_MAX && !c.is_empty(), "{bytes} bytes");
+            assert!(bytes + one > APPEND_BYTES_MAX || std::ptr::eq(c, chunks.last().unwrap()));
+        }
+        // A record larger than the bound goes alone; nothing is ever empty.
+        let chunks = append_chunks(&records[..3], one - 1);
+        assert_eq!(
+            chunks.iter().map(|c| c.len()).collect::<Vec<_>>(),
+            [1, 1, 1]
+        );
+        assert!(append_chunks(&[], APPEND_BYTES_MAX).is_empty());
     }
 }

@@ -306,7 +306,9 @@ impl Reader {
                 "statement exceeded the {} ms limit and was stopped",
                 timeout.as_millis()
             )),
-            ComputeError::RequestTooLarge { .. } => ApiError::too_large(e.to_string()),
+            ComputeError::RequestTooLarge { .. } | ComputeError::OutOfMemory { .. } => {
+                ApiError::too_large(e.to_string())
+            }
             ComputeError::Backend(be) => ApiError::from_kind(
                 match be.kind {
                     // A page read failing is never the client's fault.

@@ -353,7 +353,12 @@ pub fn render_table(result: &Value) -> String {
         let parts: Vec<String> = cells
             .iter()
             .enumerate()
-            .map(|(i, c)| format!("{:<w$}", c, w = widths.get(i).copied().unwrap_or(0)))
+            .map(|(i, c)| {
+                // Padded by hand: `format!`'s width is a u16 and panics on a wider cell
+                // (a hex dump of a blob is millions of characters).
+                let width = widths.get(i).copied().unwrap_or(0);
+                format!("{c}{}", " ".repeat(width.saturating_sub(c.chars().count())))
+            })
             .collect();
         format!(" {} \n", parts.join(" | ")).trim_end().to_string() + "\n"
     };
@@ -568,5 +573,11 @@ mod tests {
         );
         let t = render_table(&json!({"columns": [], "rows": [], "rows_affected": 3}));
         assert_eq!(t, "OK, 3 row(s) affected\n");
+        // Wider than format!'s u16 width: rendered, not a panic.
+        let wide = "ab".repeat(40_000);
+        let t = render_table(&json!({"columns": ["id", "b"], "rows": [[1, wide], [2, "x"]]}));
+        assert!(t.contains(&wide), "the wide cell is printed whole");
+        let x_line = t.lines().find(|l| l.starts_with(" 2 ")).expect("row 2");
+        assert_eq!(x_line, " 2  | x", "trailing padding is trimmed");
     }
 }

@@ -40,6 +40,10 @@ const _: () = assert!(
 );
 /// Operations one group commit takes at most, so acks are not delayed without bound.
 pub const GROUP_OPS_MAX: usize = 512;
+/// Record bytes after which a group commit stops taking more: a large commit is fsynced and
+/// acknowledged piece by piece, so its writer sees progress (and does not take a busy member
+/// for an unresponsive one).
+pub const GROUP_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// Where the error of a fire-and-forget append goes: the connection it came from.
 pub struct ErrorReturn {
@@ -272,6 +276,8 @@ struct Group {
     /// Per tenant: segments written (to fsync) and segments appended to (to ack).
     dirty: BTreeMap<TenantId, (BTreeSet<SegmentId>, BTreeSet<SegmentId>)>,
     records: usize,
+    /// Record bytes taken (written or not: duplicates cost a read of them too).
+    bytes: usize,
     appends: Vec<Instant>,
     repairs: Vec<(
         oneshot::Sender<Result<AppendOutcome, SkError>>,
@@ -368,7 +374,7 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriteOp>) {
                 }
                 op => apply(&store, op, &mut group),
             }
-            if taken < GROUP_OPS_MAX {
+            if taken < GROUP_OPS_MAX && group.bytes < GROUP_BYTES_MAX {
                 next = rx.try_recv().ok();
             }
         }
@@ -391,6 +397,7 @@ fn apply(store: &Store, op: WriteOp, group: &mut Group) {
             queued_at,
             _permit,
         } => {
+            group.bytes += records.len();
             let result = match store.tenant(tenant) {
                 None => Err(store.absent(tenant, epoch)),
                 Some(t) => t.append(segment, epoch, vdl, &records, &parsed),
@@ -430,6 +437,7 @@ fn apply(store: &Store, op: WriteOp, group: &mut Group) {
             done,
             _permit,
         } => {
+            group.bytes += records.len();
             let result = match store.tenant(tenant) {
                 None => Err(store.absent(tenant, epoch)),
                 Some(t) => t.repair(segment, epoch, known_vdl, &records, &parsed),

@@ -538,18 +538,10 @@ pub fn scl_of(status: &Value, tenant: &str) -> u64 {
 
 /// The tenant's id as safekeepers name it (16 hex digits), from the gateway.
 pub async fn tenant_hex(cluster: &TestCluster, tenant: &str) -> String {
-    let r = cluster
-        .request(
-            reqwest::Method::GET,
-            &format!("/v1/tenants/{tenant}"),
-            &cluster.admin_token,
-            None,
-        )
-        .await
-        .ok();
-    r.body["id"]
+    let status = cluster.tenant_status(tenant).await;
+    status["id"]
         .as_str()
-        .unwrap_or_else(|| panic!("no id for tenant {tenant}: {}", r.body))
+        .unwrap_or_else(|| panic!("no id for tenant {tenant}: {status}"))
         .to_string()
 }
 

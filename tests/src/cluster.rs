@@ -361,6 +361,19 @@ impl TestCluster {
         resp.text().await.ok()
     }
 
+    /// `GET /v1/tenants/{name}` (admin): id, compute state, VDL, epoch, pageserver.
+    pub async fn tenant_status(&self, name: &str) -> Value {
+        self.request(
+            reqwest::Method::GET,
+            &format!("/v1/tenants/{name}"),
+            &self.admin_token,
+            None,
+        )
+        .await
+        .ok()
+        .body
+    }
+
     /// The pageserver node serving tenant `name` (the gateway's `GET /v1/tenants/{name}` names
     /// its address).
     pub async fn serving_pageserver(&self, name: &str) -> String {

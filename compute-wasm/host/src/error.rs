@@ -33,6 +33,15 @@ pub enum ComputeError {
     /// is discarded.
     #[error("the compute trapped: {0}")]
     Trap(String),
+    /// The statement needed more memory than the compute's cap (a transaction's changed pages
+    /// are held in the compute until it commits; so are results). The instance is discarded;
+    /// the same statement will fail again.
+    #[error(
+        "the statement needs more than the compute's {} MiB of memory: split the transaction \
+         into smaller ones, or select less at once",
+        limit_bytes >> 20
+    )]
+    OutOfMemory { limit_bytes: usize },
     /// The statement ran past its deadline and was interrupted. The instance is discarded.
     #[error("the statement exceeded its time limit of {limit:?} and was stopped")]
     Timeout { limit: Duration },
@@ -64,7 +73,9 @@ impl ComputeError {
             ComputeError::Timeout { .. } => ErrorKind::Timeout,
             ComputeError::Backend(e) => e.kind,
             ComputeError::Startup(_) | ComputeError::Poisoned(_) => ErrorKind::Unavailable,
-            ComputeError::RequestTooLarge { .. } => ErrorKind::Invalid,
+            ComputeError::RequestTooLarge { .. } | ComputeError::OutOfMemory { .. } => {
+                ErrorKind::Invalid
+            }
         }
     }
 

@@ -48,10 +48,44 @@ pub(crate) struct HostState {
     stderr_line: Vec<u8>,
     stderr_recent: VecDeque<String>,
     started: Instant,
+    pub(crate) limits: MemoryLimit,
+}
+
+/// The guest's linear-memory cap, as a wasmtime resource limiter that remembers whether the
+/// guest asked for more: the trap that usually follows (the guest's allocator aborts) is then
+/// reported as running out of memory, a property of the statement, not a bug.
+pub(crate) struct MemoryLimit {
+    pub(crate) bytes_max: usize,
+    /// Set when a memory growth past `bytes_max` was refused; cleared before each call.
+    pub(crate) denied: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimit {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.bytes_max || maximum.is_some_and(|m| desired > m) {
+            self.denied = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(maximum.is_none_or(|m| desired <= m))
+    }
 }
 
 impl HostState {
-    pub(crate) fn new(backend: Box<dyn Backend>) -> Self {
+    pub(crate) fn new(backend: Box<dyn Backend>, memory_bytes_max: usize) -> Self {
         Self {
             backend,
             memory: None,
@@ -60,6 +94,10 @@ impl HostState {
             stderr_line: Vec::new(),
             stderr_recent: VecDeque::new(),
             started: Instant::now(),
+            limits: MemoryLimit {
+                bytes_max: memory_bytes_max,
+                denied: false,
+            },
         }
     }
 

@@ -64,7 +64,11 @@ impl Compute {
         cache_pages: u32,
     ) -> Result<Compute, ComputeError> {
         let inner = engine.inner.clone();
-        let mut store = Store::new(&inner.engine, HostState::new(backend));
+        let mut store = Store::new(
+            &inner.engine,
+            HostState::new(backend, inner.config.memory_bytes_max),
+        );
+        store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(inner.deadline_ticks(inner.config.startup_timeout));
         let startup =
@@ -148,6 +152,7 @@ impl Compute {
             });
         }
         self.store.data_mut().failure = None;
+        self.store.data_mut().limits.denied = false;
         self.store
             .set_epoch_deadline(self.engine.deadline_ticks(timeout));
         let called = self.call_exec(&bytes);
@@ -164,6 +169,10 @@ impl Compute {
             Err(CallError::Wasm(e)) => {
                 let err = if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
                     ComputeError::Timeout { limit: timeout }
+                } else if self.store.data().limits.denied {
+                    ComputeError::OutOfMemory {
+                        limit_bytes: self.engine.config.memory_bytes_max,
+                    }
                 } else {
                     ComputeError::Trap(trap_message(&e))
                 };

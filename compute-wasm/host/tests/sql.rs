@@ -581,3 +581,58 @@ fn big_sorts_and_temp_structures_stay_in_memory() {
         50_000
     );
 }
+
+#[test]
+fn a_transaction_larger_than_the_compute_memory_is_out_of_memory_and_takes_no_effect() {
+    let limit_bytes = 48 << 20;
+    let engine = compute_host::ComputeEngine::new(compute_host::EngineConfig {
+        max_instances: 4,
+        memory_bytes_max: limit_bytes,
+        module_cache_dir: Some(
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasmtime-cache"),
+        ),
+        ..compute_host::EngineConfig::default()
+    })
+    .expect("engine");
+    let backend = MemBackend::default();
+    let mut c = compute_host::Compute::start(&engine, Box::new(backend.clone()), 64)
+        .expect("compute starts");
+    q(&mut c, "CREATE TABLE t(b BLOB)", vec![]);
+    let commits = backend.commit_count();
+    // Far more changed pages than the compute can hold. Whichever allocation fails first —
+    // SQLite's (an SQL error) or the guest's own, holding the transaction's pages (a trap the
+    // host classifies by the refused memory growth) — the answer names memory and nothing
+    // commits. Small rows (this shape) fail on the guest's side; large blobs on SQLite's.
+    let mut classified = 0;
+    for (rows, bytes) in [(200_000, 100), (25_000, 4000)] {
+        let big = format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) \
+             INSERT INTO t SELECT randomblob({bytes}) FROM n"
+        );
+        match c.exec(&request(vec![stmt(&big, vec![])], false), TIMEOUT) {
+            Err(e @ compute_host::ComputeError::OutOfMemory { .. }) => {
+                assert!(e.to_string().contains("48 MiB"), "{e}");
+                assert_eq!(e.kind(), borealis_core::ErrorKind::Invalid);
+                println!("{rows} rows of {bytes} bytes: {e}");
+                classified += 1;
+                c = compute_host::Compute::start(&engine, Box::new(backend.clone()), 64)
+                    .expect("compute starts");
+            }
+            Ok(ExecResponse::Err(e)) if e.message.contains("out of memory") => {
+                println!("{rows} rows of {bytes} bytes: SQL error {e:?}");
+            }
+            other => panic!("expected running out of memory, got {other:?}"),
+        }
+    }
+    assert!(
+        classified > 0,
+        "the guest's own allocation failure (a trap) was reported as out of memory"
+    );
+    assert_eq!(backend.commit_count(), commits, "nothing was committed");
+    // A new instance on the same volume sees the table, empty, and small work goes on.
+    let mut c = compute_host::Compute::start(&engine, Box::new(backend.clone()), 64)
+        .expect("compute starts");
+    assert_eq!(int(&mut c, "SELECT count(*) FROM t"), 0);
+    q(&mut c, "INSERT INTO t VALUES (randomblob(10))", vec![]);
+    assert_eq!(int(&mut c, "SELECT count(*) FROM t"), 1);
+}
