@@ -323,9 +323,19 @@ async fn run_sql(
                 if out.writer.in_limbo() && !matches!(e, LogError::Failed(_)) {
                     // In limbo: the commit is on three members at most and nobody can settle it
                     // until a fourth returns. The writer keeps its epoch and serves reads.
+                    let quorum = if reachable >= borealis_core::quorum::WRITE_QUORUM {
+                        format!(
+                            "the write quorum was lost while it was in flight and is back \
+                             ({reachable} of {PG_MEMBERS} safekeepers writable now)"
+                        )
+                    } else {
+                        format!(
+                            "the write quorum is lost ({reachable} of {PG_MEMBERS} safekeepers \
+                             writable)"
+                        )
+                    };
                     return Err(ApiError::unavailable(format!(
-                        "{e}; the write quorum is lost ({reachable} of {PG_MEMBERS} safekeepers \
-                         writable): the commit takes effect, or not, when it settles"
+                        "{e}; {quorum}: the commit takes effect, or not, when it settles"
                     )));
                 }
                 out.writer.fail(e.to_string());
