@@ -70,8 +70,9 @@ impl Store {
             }
         }
         let mut tenants = BTreeMap::new();
-        for entry in std::fs::read_dir(&tenants_dir)? {
-            let entry = entry?;
+        // Listed whole first: finishing a drop below removes entries of this directory.
+        let entries = std::fs::read_dir(&tenants_dir)?.collect::<Result<Vec<_>, _>>()?;
+        for entry in entries {
             let name = entry.file_name().to_string_lossy().into_owned();
             let id = match name.parse::<TenantId>() {
                 Ok(id) if name.len() == 16 && entry.file_type()?.is_dir() => id,

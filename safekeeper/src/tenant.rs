@@ -235,21 +235,36 @@ impl Tenant {
             acceptor.restore_trim(segment, point);
         }
         let mut segments = BTreeMap::new();
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+        // Leftovers first, then the segments, each from a listing taken whole. A rewrite a
+        // crash stopped before its rename leaves `seg-<n>.log.tmp` (the original file is
+        // intact): it must be gone before anything below rewrites a segment file, because
+        // finishing an interrupted trim writes and renames that same temporary name. (A drill
+        // found the other order: the open finished a trim of `seg-0.log`, which consumed the
+        // temporary name, then tried to remove the leftover it had listed, failed with "not
+        // found", and the member could never start again.)
+        let listing = |dir: &Path| -> std::io::Result<Vec<(String, std::path::PathBuf)>> {
+            let mut entries = std::fs::read_dir(dir)?
+                .map(|e| e.map(|e| (e.file_name().to_string_lossy().into_owned(), e.path())))
+                .collect::<Result<Vec<_>, _>>()?;
+            entries.sort();
+            Ok(entries)
+        };
+        for (name, path) in listing(dir)? {
             if name.starts_with("seg-") && name.ends_with(".log.tmp") {
-                // A rewrite that never reached its rename: the original file is intact.
-                std::fs::remove_file(entry.path())?;
-                continue;
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                    _ => {}
+                }
             }
+        }
+        for (name, path) in listing(dir)? {
             let Some(segment) = parse_segment_file_name(&name) else {
                 if name != control::CONTROL_FILE_NAME {
                     warn!(tenant = %id, file = %name, "ignoring unknown file in tenant directory");
                 }
                 continue;
             };
-            let (mut log, report) = SegmentLog::open(FileStorage::open(&entry.path())?)?;
+            let (mut log, report) = SegmentLog::open(FileStorage::open(&path)?)?;
             for bad in &report.corrupt {
                 inc(&metrics.crc_failures_total, 1);
                 warn!(tenant = %id, %segment, offset = bad.offset, bytes = bad.len_bytes, error = %bad.error,
@@ -1076,6 +1091,54 @@ pub(crate) mod tests {
         assert_eq!((base, scl), (Lsn(2), Lsn(3)));
         let bytes = std::fs::metadata(tdir.join("seg-0.log")).unwrap().len();
         assert_eq!(bytes as usize, encode(&[(3, 2)]).len());
+    }
+
+    /// Many segments, each with a trim the crash interrupted after its control file and in the
+    /// middle of its rewrite (a temporary copy left behind): the open removes the leftovers and
+    /// finishes every trim. It once failed here, for good: finishing a trim consumed the
+    /// temporary name the open then tried to remove.
+    #[test]
+    fn many_interrupted_trims_are_finished_in_one_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let tdir = dir.path().join("t");
+        let metrics = Arc::new(Metrics::default());
+        let t = Tenant::create(&tdir, TenantId(7), metrics.clone(), budget(&metrics)).unwrap();
+        t.hello(1, Lsn(0), &h(&[(1, 0)])).unwrap();
+        let segments: Vec<SegmentId> = (0..64).map(SegmentId).collect();
+        let raw = encode(&[(1, 0), (2, 1), (3, 2)]);
+        let parsed = parse_records(&raw).unwrap();
+        for &s in &segments {
+            t.append(s, 1, Lsn(1), &raw, &parsed).unwrap();
+        }
+        t.commit(&segments.iter().copied().collect(), &BTreeSet::new())
+            .unwrap();
+        drop(t);
+        // The crash stopped the rewrite of every file after its temporary copy was written.
+        for s in &segments {
+            std::fs::write(tdir.join(format!("seg-{}.log.tmp", s.0)), b"partial copy").unwrap();
+        }
+        let trims: Vec<(SegmentId, TrimPoint)> =
+            segments.iter().map(|&s| (s, trim_point(2, 2))).collect();
+        control::store(
+            &tdir,
+            &ControlState::new(h(&[(1, 0)]), None).with_trims(&trims),
+        )
+        .unwrap();
+        let t = Tenant::open(&tdir, TenantId(7), metrics.clone(), budget(&metrics)).unwrap();
+        for s in &segments {
+            let (base, scl) = t.with_published(|p| (p.segments[s].base, p.segments[s].state.scl));
+            assert_eq!((base, scl), (Lsn(2), Lsn(3)), "segment {s}");
+            let bytes = std::fs::metadata(tdir.join(format!("seg-{}.log", s.0)))
+                .unwrap()
+                .len();
+            assert_eq!(bytes as usize, encode(&[(3, 2)]).len(), "segment {s}");
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(&tdir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
     fn trim_point(base: u64, last_cpl: u64) -> TrimPoint {
