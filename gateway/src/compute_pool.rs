@@ -53,7 +53,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Jobs queued per tenant (writer and reader each) before new requests are refused as
 /// `unavailable`.
@@ -101,6 +101,17 @@ enum Ran {
     QuorumLost(ExecRequest),
 }
 
+/// After a compute failed to start (most likely every instance slot is taken), how long idle
+/// computes keep giving their instances back.
+pub const PRESSURE_HOLD: Duration = Duration::from_secs(5);
+/// Under pressure, an instance idle this long is given back (its tenant keeps its writer; the
+/// next request starts a new instance over the writer's warm page cache).
+pub const PRESSURE_IDLE_MIN: Duration = Duration::from_millis(500);
+/// How long starting a compute waits for an instance slot to be given back.
+pub const START_WAIT_MAX: Duration = Duration::from_secs(3);
+/// How often a waiting writer thread looks for pressure.
+const PRESSURE_TICK: Duration = Duration::from_millis(250);
+
 /// What the writer's thread is asked to do.
 enum Job {
     /// Run statements on the writer compute.
@@ -143,6 +154,8 @@ pub struct ComputePool {
     statuses: Mutex<HashMap<TenantId, Arc<Mutex<TenantStatus>>>>,
     metrics: Arc<Metrics>,
     rt: Handle,
+    /// Until when idle computes give their instances back ([`PRESSURE_HOLD`]).
+    pressure_until: Mutex<Option<Instant>>,
 }
 
 impl ComputePool {
@@ -162,7 +175,57 @@ impl ComputePool {
             statuses: Mutex::default(),
             metrics,
             rt,
+            pressure_until: Mutex::new(None),
         })
+    }
+
+    /// Whether computes should give back idle instances: one failed to start lately.
+    pub(crate) fn under_pressure(&self) -> bool {
+        self.pressure_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|u| Instant::now() < u)
+    }
+
+    /// Whether an instance idle for `idle` is to be given back now (the caller drops it).
+    pub(crate) fn give_back(&self, idle: Duration) -> bool {
+        let give = self.under_pressure() && idle >= PRESSURE_IDLE_MIN;
+        if give {
+            self.metrics
+                .computes_given_back
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(
+                idle_ms = idle.as_millis() as u64,
+                "gave back an idle compute instance: every slot is taken"
+            );
+        }
+        give
+    }
+
+    /// Starts a compute over the backend `backend()` makes. A start that fails (every instance
+    /// slot taken, most likely) asks idle computes to give theirs back and tries again, for up
+    /// to [`START_WAIT_MAX`].
+    pub(crate) fn start_compute(
+        &self,
+        mut backend: impl FnMut() -> Box<dyn compute_host::Backend>,
+    ) -> Result<Compute, ComputeError> {
+        let deadline = Instant::now() + START_WAIT_MAX;
+        loop {
+            match Compute::start(&self.engine, backend(), self.config.cache_pages) {
+                Err(ComputeError::Startup(why)) if Instant::now() < deadline => {
+                    let first = !self.under_pressure();
+                    *self
+                        .pressure_until
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + PRESSURE_HOLD);
+                    if first {
+                        warn!(error = %why, "a compute could not start: asking idle computes to give their instances back");
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
     }
 
     pub fn config(&self) -> &PoolConfig {
@@ -171,10 +234,6 @@ impl ComputePool {
 
     pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
-    }
-
-    pub(crate) fn engine(&self) -> &ComputeEngine {
-        &self.engine
     }
 
     pub(crate) fn runtime(&self) -> &Handle {
@@ -432,9 +491,25 @@ impl ComputePool {
             .fetch_add(1, Ordering::Relaxed);
         set_status(&status, |s| s.running = true);
         let mut tenant_deleted = false;
+        // When the last job ended (or the idle clock was last restarted).
+        let mut idle_since = Instant::now();
         loop {
-            let job = match jobs.recv_timeout(self.config.idle_timeout) {
+            // Wakes every PRESSURE_TICK to give the instance back if the pool is full.
+            let wait = self
+                .config
+                .idle_timeout
+                .saturating_sub(idle_since.elapsed())
+                .clamp(Duration::from_millis(1), PRESSURE_TICK);
+            let job = match jobs.recv_timeout(wait) {
                 Ok(job) => job,
+                Err(RecvTimeoutError::Timeout)
+                    if idle_since.elapsed() < self.config.idle_timeout =>
+                {
+                    if compute.is_some() && self.give_back(idle_since.elapsed()) {
+                        compute = None;
+                    }
+                    continue;
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     let replica_active = status
                         .lock()
@@ -451,12 +526,14 @@ impl ComputePool {
                         // and fail them. Stuck in limbo with a quorum back, or failed, it
                         // retires like any idle writer: the next recovery settles the commits.
                         compute = None;
+                        idle_since = Instant::now();
                         continue;
                     }
                     if replica_active {
                         // Its reader needs this writer's VDL and redo stream, not its SQLite:
                         // the instance goes, the writer stays.
                         compute = None;
+                        idle_since = Instant::now();
                         continue;
                     }
                     // Under the slots lock: once a successor can start, this writer is no longer
@@ -484,6 +561,7 @@ impl ComputePool {
                 }
             };
             self.run_job(tenant, job, &mut writer, &mut compute, &mut pages, &status);
+            idle_since = Instant::now();
         }
         drop(compute);
         if let Some(w) = writer {
@@ -630,14 +708,16 @@ impl ComputePool {
                     p
                 }
             };
-            let volume = Volume::new(
-                tenant,
-                writer.clone(),
-                self.pageserver_for(tenant).to_string(),
-                pages,
-                self.rt.clone(),
-            );
-            let c = Compute::start(&self.engine, Box::new(volume), self.config.cache_pages)
+            let c = self
+                .start_compute(|| {
+                    Box::new(Volume::new(
+                        tenant,
+                        writer.clone(),
+                        self.pageserver_for(tenant).to_string(),
+                        pages.clone(),
+                        self.rt.clone(),
+                    ))
+                })
                 .map_err(|e| ApiError::unavailable(format!("compute failed to start: {e}")))?;
             *compute_slot = Some(c);
         }

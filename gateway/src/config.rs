@@ -54,10 +54,18 @@ pub struct Config {
     /// The host's clean-page cache per compute, in pages.
     #[arg(long, default_value_t = 4096)]
     pub host_cache_pages: usize,
+    /// Compute instances alive at once (writers and readers). When all are taken, idle ones
+    /// are given back for a new one (their tenants keep their writers).
+    #[arg(long, env = "BOREALIS_MAX_COMPUTES", default_value_t = 256)]
+    pub max_computes: u32,
 }
 
 impl Config {
     pub fn validate(&self) -> anyhow::Result<String> {
+        anyhow::ensure!(
+            self.max_computes >= 2,
+            "--max-computes must be at least 2 (a tenant's writer and reader)"
+        );
         anyhow::ensure!(
             self.safekeepers.len() == borealis_core::quorum::PG_MEMBERS,
             "--safekeepers needs exactly {} addresses (two per AZ), got {}",

@@ -32,6 +32,7 @@ async fn run(config: Config, admin_token: String) -> anyhow::Result<()> {
     // failover skips the ~2 s compile.
     let engine = compute_host::ComputeEngine::new(compute_host::EngineConfig {
         module_cache_dir: Some(config.data_dir.join("module-cache")),
+        max_instances: config.max_computes,
         ..compute_host::EngineConfig::default()
     })
     .context("compiling the compute module")?;

@@ -68,6 +68,8 @@ pub struct Metrics {
     pub replica_lag: Histogram,
     /// Times a reader dropped its cache and jumped to the VDL (start, writer change, lag).
     pub replica_resets: AtomicU64,
+    /// Idle compute instances given back because every instance slot was taken.
+    pub computes_given_back: AtomicU64,
     /// Gauge: deleted tenants whose storage is not reclaimed everywhere yet.
     pub tenants_reclaiming: AtomicU64,
     /// Deleted tenants whose storage was reclaimed on every safekeeper and pageserver.
@@ -146,6 +148,11 @@ impl Metrics {
             out,
             "# TYPE borealis_gateway_replica_resets_total counter\nborealis_gateway_replica_resets_total {}",
             self.replica_resets.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE borealis_gateway_computes_given_back_total counter\nborealis_gateway_computes_given_back_total {}",
+            self.computes_given_back.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

@@ -187,6 +187,9 @@ pub(crate) fn run_reader(
             }
             Err(RecvTimeoutError::Timeout) => {
                 reader.follow();
+                if reader.compute.is_some() && reader.pool.give_back(last_job.elapsed()) {
+                    reader.compute = None;
+                }
                 if last_job.elapsed() >= config.idle_timeout {
                     match reader.pool.retire_reader(tenant, generation, &jobs) {
                         Some(job) => {
@@ -408,22 +411,23 @@ impl Reader {
             matches!(&self.compute, Some((c, rp)) if *rp == read_point && c.poisoned().is_none());
         if !reusable {
             self.compute = None;
-            let backend = ReplicaBackend {
-                shared: self.shared.clone(),
-                rt: self.pool.runtime().clone(),
-            };
-            let c = Compute::start(
-                self.pool.engine(),
-                Box::new(backend),
-                self.pool.config().cache_pages,
-            )
-            .map_err(|e| match e {
-                ComputeError::Backend(be) => ApiError::unavailable(format!(
-                    "replica compute could not open the volume: {}",
-                    be.message
-                )),
-                other => ApiError::unavailable(format!("replica compute failed to start: {other}")),
-            })?;
+            let c = self
+                .pool
+                .start_compute(|| {
+                    Box::new(ReplicaBackend {
+                        shared: self.shared.clone(),
+                        rt: self.pool.runtime().clone(),
+                    })
+                })
+                .map_err(|e| match e {
+                    ComputeError::Backend(be) => ApiError::unavailable(format!(
+                        "replica compute could not open the volume: {}",
+                        be.message
+                    )),
+                    other => {
+                        ApiError::unavailable(format!("replica compute failed to start: {other}"))
+                    }
+                })?;
             self.compute = Some((c, read_point));
         }
         Ok(())
