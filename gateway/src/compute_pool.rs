@@ -30,6 +30,15 @@
 //!   the writer serves as before; if they cannot be filled, the next request fails the writer
 //!   and recovery settles them. RFC 0004.
 //!
+//! ## More active tenants than instance slots
+//!
+//! The engine has `--max-computes` instance slots (writers and readers alike). A start that
+//! finds them all taken marks the pool **under pressure** for [`PRESSURE_HOLD`] and tries again
+//! for up to [`START_WAIT_MAX`]; meanwhile every writer and reader thread that has been idle for
+//! [`PRESSURE_IDLE_MIN`] drops its instance (it checks every [`PRESSURE_TICK`]). A tenant that
+//! gives its instance back keeps its writer, its epoch and its page cache: its next request
+//! starts a new instance (about a millisecond) and no recovery.
+//!
 //! ## Readers
 //!
 //! `"replica": true` requests go to the tenant's **reader** thread instead ([`crate::reader`]),
