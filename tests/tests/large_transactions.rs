@@ -60,7 +60,7 @@ async fn a_large_commit_is_durable_and_one_past_the_compute_memory_is_refused_cl
     let r = c.sql("big", &token, "SELECT count(*) FROM t").await.ok();
     assert_eq!(
         r.scalar(),
-        200_000,
+        120_000,
         "nothing of the refused insert is visible"
     );
     c.sql("big", &token, "INSERT INTO t (b) VALUES (x'00')")
