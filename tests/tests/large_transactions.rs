@@ -2,12 +2,20 @@
 //! as many bounded appends, not one frame past the wire's limit); one that does not fit in the
 //! compute's memory gets a clear `too_large` error, takes no effect and costs the writer nothing.
 
-use borealis_tests::cluster::TestCluster;
+use borealis_tests::cluster::{ClusterOptions, TestCluster};
 use std::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_commit_is_durable_and_one_past_the_compute_memory_is_refused_cleanly() {
-    let c = TestCluster::start().await;
+    // Sizes, not speed, are under test: generous timeouts keep a slow machine from failing it.
+    let c = TestCluster::start_with(ClusterOptions {
+        env: vec![
+            ("BOREALIS_STATEMENT_TIMEOUT".into(), "60s".into()),
+            ("BOREALIS_COMMIT_TIMEOUT".into(), "60s".into()),
+        ],
+        ..ClusterOptions::default()
+    })
+    .await;
     let token = c.create_tenant("big").await;
     c.sql(
         "big",
