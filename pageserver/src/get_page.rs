@@ -123,11 +123,15 @@ async fn get_page_inner(
         AttachError::Io(e) => GetPageError::Io(format!("attaching tenant {tenant_id}: {e}")),
     })?;
     let segment_id = shared.config.layout.segment_of(page);
-    let segment = tenants
-        .segment(&tenant, segment_id)
-        .ok_or(GetPageError::TooManySegments {
-            segment: segment_id,
-        })?;
+    let segment = tenants.segment(&tenant, segment_id).ok_or_else(|| {
+        if tenants.is_dropped(tenant_id) {
+            GetPageError::TenantDeleted(tenant_id)
+        } else {
+            GetPageError::TooManySegments {
+                segment: segment_id,
+            }
+        }
+    })?;
     tenant.vouch(lsn, epoch);
 
     let mut caught_up_to = segment.subscribe_caught_up_to();

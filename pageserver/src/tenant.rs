@@ -136,18 +136,24 @@ impl Segment {
     /// Aborts every task working on this segment and waits (at most `within`) until they have
     /// stopped: then nothing of it writes to object storage any more. Returns whether they did.
     async fn stop_tasks(&self, within: std::time::Duration) -> bool {
-        let tasks: Vec<_> = std::mem::take(&mut *lock(&self.tasks));
-        for t in &tasks {
-            t.abort();
-        }
         let deadline = tokio::time::Instant::now() + within;
-        while !tasks.iter().all(|t| t.is_finished()) {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
+        loop {
+            // Again until none is left: the follower spawns the checkpointer, and may have
+            // registered it just after the list was taken (before its abort took effect).
+            let tasks: Vec<_> = std::mem::take(&mut *lock(&self.tasks));
+            if tasks.is_empty() {
+                return true;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            for t in &tasks {
+                t.abort();
+            }
+            while !tasks.iter().all(|t| t.is_finished()) {
+                if tokio::time::Instant::now() >= deadline {
+                    return false;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
         }
-        true
     }
 
     pub fn caught_up_to(&self) -> Lsn {
@@ -390,9 +396,19 @@ impl Tenants {
         Ok(dropped)
     }
 
+    /// Whether tenant `id` was deleted (since this process started).
+    pub fn is_dropped(&self, id: TenantId) -> bool {
+        lock(&self.dropped).contains(&id)
+    }
+
     /// The segment `id` of `tenant`, followed from now on; `None` if the tenant already has
-    /// [`SEGMENTS_PER_TENANT_MAX`] followed segments.
+    /// [`SEGMENTS_PER_TENANT_MAX`] followed segments, or was deleted meanwhile (a GetPage that
+    /// attached it just before must not start a follower after the drop stopped them).
     pub fn segment(&self, tenant: &Arc<Tenant>, id: SegmentId) -> Option<Arc<Segment>> {
+        let _map = lock(&self.map);
+        if self.is_dropped(tenant.id) {
+            return None;
+        }
         let mut segments = lock(&tenant.segments);
         if let Some(s) = segments.get(&id) {
             return Some(s.clone());

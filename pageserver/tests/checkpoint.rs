@@ -473,3 +473,128 @@ async fn two_pageservers_on_one_segment_never_delete_what_an_index_names() {
     // Same checkpoint LSN: the newest generation's index wins the tie.
     assert_eq!(ck["restored_from_generation"], 2, "{ck}");
 }
+
+/// `DropTenant`: the tenant's tasks stop, its local files and every object under its prefix go,
+/// GetPage refuses it from then on (it is never attached again), and another tenant's objects
+/// and pages are untouched. Asked again, it answers the same (idempotent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_tenant_leaves_nothing_behind_and_is_not_attached_again() {
+    let (gone, kept) = (TenantId(0x400), TenantId(0x401));
+    let mut h = History::new(layout(), 11);
+    for i in 0..120u32 {
+        h.change(i * 3 % PAGES);
+    }
+    let sk = FakeSafekeeper::start(EPOCH, layout()).await;
+    sk.set_log(gone, log_upto(&h, 120));
+    sk.set_log(kept, log_upto(&h, 120));
+    let objects = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", objects.path().display());
+    let ps = PageServerProcess::start(
+        std::slice::from_ref(&sk.addr),
+        &[
+            "--pages-per-segment",
+            "4",
+            "--object-store",
+            &store,
+            "--checkpoint-records",
+            "10",
+            "--checkpoint-interval",
+            "100ms",
+        ],
+    )
+    .await;
+    let c = ps.client().await;
+    for tenant in [gone, kept] {
+        for page in 0..PAGES {
+            check_page(&c, tenant, &h, page, 120, 0).await;
+        }
+    }
+    wait_status(&ps, Duration::from_secs(20), "both checkpointed", |s| {
+        s["tenants"].as_array().is_some_and(|ts| {
+            ts.len() == 2
+                && ts.iter().all(|t| {
+                    t["segments"].as_array().is_some_and(|ss| {
+                        ss.iter()
+                            .all(|s| s["checkpoint"]["checkpointed_lsn"].as_u64() > Some(0))
+                    })
+                })
+        })
+    })
+    .await;
+    let prefix = |t: TenantId| objects.path().join("tenants").join(t.to_string());
+    let files = |t: TenantId| walk(&prefix(t)).len();
+    assert!(files(gone) > 0 && files(kept) > 0, "both checkpointed");
+    let kept_before = files(kept);
+
+    let dropped = c
+        .call(
+            borealis_wire::Body::DropTenant { tenant: gone },
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("DropTenant answered");
+    let borealis_wire::Body::TenantDropped {
+        bytes_freed,
+        objects_deleted,
+    } = dropped
+    else {
+        panic!("not TenantDropped: {dropped:?}");
+    };
+    assert!(bytes_freed > 0, "its local files were removed");
+    assert!(objects_deleted > 0, "its objects were deleted");
+    assert_eq!(files(gone), 0, "nothing of it is left in object storage");
+    assert!(
+        !ps.data_dir()
+            .join("tenants")
+            .join(gone.to_string())
+            .exists(),
+        "nothing of it is left on the local disk"
+    );
+    // Its checkpointer is stopped: nothing is uploaded for it after the drop.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(files(gone), 0, "an upload came after the drop");
+    match get_page(&c, gone, 0, Lsn(120), EPOCH).await {
+        Err(WireError::Remote { kind, message }) => {
+            assert_eq!(kind, ErrorKind::Invalid);
+            assert!(message.contains("was deleted"), "{message}");
+        }
+        other => panic!("a deleted tenant's page: {other:?}"),
+    }
+    assert!(files(gone) == 0, "the refused GetPage attached nothing");
+    // The other tenant is untouched.
+    assert!(files(kept) >= kept_before);
+    for page in 0..PAGES {
+        check_page(&c, kept, &h, page, 120, 0).await;
+    }
+    // Idempotent.
+    let again = c
+        .call(
+            borealis_wire::Body::DropTenant { tenant: gone },
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("DropTenant answered again");
+    assert!(matches!(
+        again,
+        borealis_wire::Body::TenantDropped {
+            objects_deleted: 0,
+            ..
+        }
+    ));
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                walk(&e.path())
+            } else {
+                vec![e.path()]
+            }
+        })
+        .collect()
+}
