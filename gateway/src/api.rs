@@ -164,7 +164,19 @@ async fn list_tenants(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Re
         require_admin(&st, &headers)?;
         let reg = st.registry.read().unwrap_or_else(|p| p.into_inner());
         let tenants: Vec<Json_> = reg.list().map(|t| tenant_json(&st, t)).collect();
-        Ok::<_, ApiError>(Json(json!({ "tenants": tenants })))
+        // Deleted tenants whose storage is still being reclaimed (`crate::reclaim`).
+        let deleting: Vec<Json_> = reg
+            .deleting()
+            .iter()
+            .map(|d| {
+                json!({
+                    "name": d.name,
+                    "id": d.id.to_string(),
+                    "deleted_at_unix_ms": d.deleted_at_unix_ms,
+                })
+            })
+            .collect();
+        Ok::<_, ApiError>(Json(json!({ "tenants": tenants, "deleting": deleting })))
     })();
     finish(&st, "list_tenants", started, r)
 }

@@ -503,6 +503,17 @@ pub async fn status(dir: &Path) -> anyhow::Result<()> {
                     t["epoch"].to_string()
                 );
             }
+            let deleting = v["deleting"].as_array().cloned().unwrap_or_default();
+            if !deleting.is_empty() {
+                let names: Vec<&str> = deleting
+                    .iter()
+                    .map(|d| d["name"].as_str().unwrap_or("?"))
+                    .collect();
+                println!(
+                    "\ndeleted, storage still being reclaimed (a node is down?): {}",
+                    names.join(", ")
+                );
+            }
         }
         Ok((s, v)) => println!("\ntenants: {}", api_error(s, &v)),
         Err(e) => println!("\ntenants: gateway unreachable ({e:#})"),

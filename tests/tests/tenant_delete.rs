@@ -155,6 +155,15 @@ async fn deleting_a_tenant_reclaims_its_storage_everywhere_and_nothing_else() {
         Some(1.0),
         "the reclaim waits for {down}"
     );
+    let listed = c
+        .request(reqwest::Method::GET, "/v1/tenants", &c.admin_token, None)
+        .await
+        .ok();
+    assert_eq!(
+        listed.body["deleting"][0]["name"], "gone",
+        "the tenant list shows the pending reclaim: {}",
+        listed.body
+    );
 
     // The gateway dies half-way: the reclaim is resumed from its registry after the restart.
     let gateway = c.node_ids("gateway").remove(0);
