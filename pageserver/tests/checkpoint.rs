@@ -388,16 +388,7 @@ async fn two_pageservers_on_one_segment_never_delete_what_an_index_names() {
     sk.set_log(tenant, log_upto(&h, 100));
     let objects = tempfile::tempdir().unwrap();
     let store = format!("file://{}", objects.path().display());
-    let args = [
-        "--pages-per-segment",
-        "4",
-        "--object-store",
-        &store,
-        "--checkpoint-records",
-        "10",
-        "--checkpoint-interval",
-        "100ms",
-    ];
+    let args = frequent_checkpoints(&store);
     let first = PageServerProcess::start(&addrs, &args).await;
     let c1 = first.client().await;
     for page in 0..4 {
@@ -491,16 +482,7 @@ async fn a_dropped_tenant_leaves_nothing_behind_and_is_not_attached_again() {
     let store = format!("file://{}", objects.path().display());
     let ps = PageServerProcess::start(
         std::slice::from_ref(&sk.addr),
-        &[
-            "--pages-per-segment",
-            "4",
-            "--object-store",
-            &store,
-            "--checkpoint-records",
-            "10",
-            "--checkpoint-interval",
-            "100ms",
-        ],
+        &frequent_checkpoints(&store),
     )
     .await;
     let c = ps.client().await;
@@ -581,6 +563,20 @@ async fn a_dropped_tenant_leaves_nothing_behind_and_is_not_attached_again() {
             ..
         }
     ));
+}
+
+/// Tiny segments, checkpointed every 10 records or 100 ms into `store`.
+fn frequent_checkpoints(store: &str) -> [&str; 8] {
+    [
+        "--pages-per-segment",
+        "4",
+        "--object-store",
+        store,
+        "--checkpoint-records",
+        "10",
+        "--checkpoint-interval",
+        "100ms",
+    ]
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

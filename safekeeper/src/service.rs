@@ -29,8 +29,12 @@ pub const CONNECTION_OUTBOX_MAX: usize = 1024;
 /// connection among the followers of all its segments, each parking a long poll here, so this
 /// must exceed the segments one pageserver follows: at 16, the 17th tenant's reads queued behind
 /// 2 s polls and cold starts went from 22 ms to 900 ms at 50 tenants (borealis-bench). A parked
-/// poll holds no records; one that found some holds at most `LOG_READ_BYTES_MAX` (4 MiB) until
-/// sent, so a connection pins at most 1 GiB in the worst case. Counting bytes instead is better.
+/// poll holds no records; one that found some holds at most `LOG_READ_BYTES_MAX` (4 MiB). The
+/// permit is released when the answer enters the connection's outbox, not when it is written,
+/// so a peer that reads slowly can also have up to [`CONNECTION_OUTBOX_MAX`] answers queued
+/// there: memory per connection is bounded by counts, not bytes (a known gap; a byte budget
+/// that travels with the answer to the socket writer would bound it without making parked
+/// polls wait on each other).
 pub const READS_IN_FLIGHT_PER_CONNECTION_MAX: usize = 256;
 /// Socket write buffer: a burst of acks and answers goes out in few syscalls.
 const WRITE_BUFFER_BYTES: usize = 256 * 1024;
