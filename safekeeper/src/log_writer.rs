@@ -291,6 +291,21 @@ fn fatal(what: &str, err: &dyn std::fmt::Display) -> ! {
     std::process::exit(70)
 }
 
+/// The end of every barrier: a disk failure stops the process (see [`fatal`]); anything else
+/// is published (`ReadLog`s waiting on the store wake up) and answered.
+fn answer_barrier<T>(
+    store: &Store,
+    result: Result<T, SkError>,
+    what: &str,
+    done: oneshot::Sender<Result<T, SkError>>,
+) {
+    if let Err(SkError::Io(e)) = &result {
+        fatal(what, e);
+    }
+    store.note_commit();
+    let _ = done.send(result);
+}
+
 fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriteOp>) {
     while let Some(first) = rx.blocking_recv() {
         let mut group = Group::default();
@@ -317,11 +332,12 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriteOp>) {
                             .tenant_or_create(tenant)
                             .and_then(|t| t.hello(epoch, epoch_start_lsn, &history))
                     };
-                    if let Err(SkError::Io(e)) = &result {
-                        fatal("writing the epoch or truncating the log", e);
-                    }
-                    store.note_commit();
-                    let _ = done.send(result);
+                    answer_barrier(
+                        &store,
+                        result,
+                        "writing the epoch or truncating the log",
+                        done,
+                    );
                 }
                 WriteOp::Trim {
                     tenant,
@@ -335,11 +351,8 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriteOp>) {
                         None => Ok(Lsn::INVALID),
                         Some(t) => t.trim(segment, epoch, upto),
                     };
-                    if let Err(SkError::Io(e)) = &result {
-                        fatal("recording a trim point or rewriting a segment file", e);
-                    }
-                    store.note_commit();
-                    let _ = done.send(result);
+                    let what = "recording a trim point or rewriting a segment file";
+                    answer_barrier(&store, result, what, done);
                 }
                 WriteOp::AdoptTrim {
                     tenant,
@@ -354,23 +367,14 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriteOp>) {
                         None => Err(store.absent(tenant, epoch)),
                         Some(t) => t.adopt_trim(segment, epoch, peer_scl, point),
                     };
-                    if let Err(SkError::Io(e)) = &result {
-                        fatal(
-                            "recording an adopted trim point or rewriting a segment file",
-                            e,
-                        );
-                    }
-                    store.note_commit();
-                    let _ = done.send(result);
+                    let what = "recording an adopted trim point or rewriting a segment file";
+                    answer_barrier(&store, result, what, done);
                 }
                 WriteOp::DropTenant { tenant, done } => {
                     commit(&store, std::mem::take(&mut group));
                     let result = store.drop_tenant(tenant);
-                    if let Err(SkError::Io(e)) = &result {
-                        fatal("writing a tombstone or removing a deleted tenant's log", e);
-                    }
-                    store.note_commit();
-                    let _ = done.send(result);
+                    let what = "writing a tombstone or removing a deleted tenant's log";
+                    answer_barrier(&store, result, what, done);
                 }
                 op => apply(&store, op, &mut group),
             }
