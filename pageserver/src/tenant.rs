@@ -405,11 +405,13 @@ impl Tenants {
     /// [`SEGMENTS_PER_TENANT_MAX`] followed segments, or was deleted meanwhile (a GetPage that
     /// attached it just before must not start a follower after the drop stopped them).
     pub fn segment(&self, tenant: &Arc<Tenant>, id: SegmentId) -> Option<Arc<Segment>> {
-        let _map = lock(&self.map);
+        let mut segments = lock(&tenant.segments);
+        // Checked under the tenant's segments lock, which `drop_tenant` takes (after marking
+        // the tenant) to stop every segment's tasks: a follower started here is either seen and
+        // stopped by it, or never started.
         if self.is_dropped(tenant.id) {
             return None;
         }
-        let mut segments = lock(&tenant.segments);
         if let Some(s) = segments.get(&id) {
             return Some(s.clone());
         }
