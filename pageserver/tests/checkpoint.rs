@@ -508,20 +508,7 @@ async fn a_dropped_tenant_leaves_nothing_behind_and_is_not_attached_again() {
     assert!(files(gone) > 0 && files(kept) > 0, "both checkpointed");
     let kept_before = files(kept);
 
-    let dropped = c
-        .call(
-            borealis_wire::Body::DropTenant { tenant: gone },
-            Duration::from_secs(30),
-        )
-        .await
-        .expect("DropTenant answered");
-    let borealis_wire::Body::TenantDropped {
-        bytes_freed,
-        objects_deleted,
-    } = dropped
-    else {
-        panic!("not TenantDropped: {dropped:?}");
-    };
+    let (bytes_freed, objects_deleted) = drop_tenant(&c, gone).await;
     assert!(bytes_freed > 0, "its local files were removed");
     assert!(objects_deleted > 0, "its objects were deleted");
     assert_eq!(files(gone), 0, "nothing of it is left in object storage");
@@ -548,21 +535,27 @@ async fn a_dropped_tenant_leaves_nothing_behind_and_is_not_attached_again() {
     for page in 0..PAGES {
         check_page(&c, kept, &h, page, 120, 0).await;
     }
-    // Idempotent.
-    let again = c
+    // Idempotent: nothing left to delete.
+    let (_, objects_deleted) = drop_tenant(&c, gone).await;
+    assert_eq!(objects_deleted, 0, "a second drop deletes nothing");
+}
+
+/// Sends `DropTenant`; the answer's `(bytes_freed, objects_deleted)`.
+async fn drop_tenant(c: &borealis_wire::Client, tenant: TenantId) -> (u64, u64) {
+    let answer = c
         .call(
-            borealis_wire::Body::DropTenant { tenant: gone },
+            borealis_wire::Body::DropTenant { tenant },
             Duration::from_secs(30),
         )
         .await
-        .expect("DropTenant answered again");
-    assert!(matches!(
-        again,
+        .expect("DropTenant answered");
+    match answer {
         borealis_wire::Body::TenantDropped {
-            objects_deleted: 0,
-            ..
-        }
-    ));
+            bytes_freed,
+            objects_deleted,
+        } => (bytes_freed, objects_deleted),
+        other => panic!("not TenantDropped: {other:?}"),
+    }
 }
 
 /// Tiny segments, checkpointed every 10 records or 100 ms into `store`.

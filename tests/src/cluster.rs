@@ -348,9 +348,15 @@ impl TestCluster {
     /// `GET http://<http_addr>/<path>` of a safekeeper or pageserver; `None` if it does not answer.
     pub async fn node_http(&self, id: &str, path: &str) -> Option<String> {
         let addr = self.node_info(id).http_addr?;
+        self.get_text(format!("http://{addr}/{}", path.trim_start_matches('/')))
+            .await
+    }
+
+    /// `GET url`'s body; `None` if it does not answer with a success within 5 s.
+    async fn get_text(&self, url: String) -> Option<String> {
         let resp = self
             .http
-            .get(format!("http://{addr}/{}", path.trim_start_matches('/')))
+            .get(url)
             .timeout(Duration::from_secs(5))
             .send()
             .await
@@ -419,8 +425,8 @@ impl TestCluster {
         serde_json::from_str(&text).ok()
     }
 
-    /// One unlabelled series of a node's `/metrics`; `None` if the node does not answer or has
-    /// no such series.
+    /// The first series named `name` (with any labels) of a node's `/metrics`; `None` if the
+    /// node does not answer or has no such series.
     pub async fn node_metric(&self, id: &str, name: &str) -> Option<f64> {
         metric_value(&self.node_http(id, "/metrics").await?, name)
     }
@@ -428,17 +434,7 @@ impl TestCluster {
     /// The first series named `name` (with any labels) of the gateway's `/metrics`; `None` if it
     /// does not answer or has no such series.
     pub async fn gateway_metric(&self, name: &str) -> Option<f64> {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.url))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        metric_value(&text, name)
+        metric_value(&self.get_text(format!("{}/metrics", self.url)).await?, name)
     }
 
     /// Deletes a node's data directory, as a replaced disk would. The node must be down.
