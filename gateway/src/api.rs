@@ -5,13 +5,20 @@
 //! answer). With `Accept: application/vnd.apache.arrow.stream` the last statement's rows come
 //! back as an Arrow IPC stream ([`crate::arrow_stream`]) instead of JSON; the LSNs then travel in
 //! the `Borealis-Lsn` and `Borealis-Read-Point` headers. Errors are always JSON.
+//!
+//! Every `.../sql` request is admitted against its tenant's and the gateway's budgets
+//! ([`crate::budget`]) once its token is checked, and charged, at real memory cost, for its body,
+//! its parameters, its rows and its encoded answer; it keeps its place until the answer's body
+//! has been sent ([`HeldBody`]). Large bodies are parsed, and large answers encoded, on blocking
+//! threads: the async workers that serve every tenant only move bytes.
 
 use crate::arrow_stream::{self, accepts_arrow};
+use crate::budget::{self, Admission, Budgets};
 use crate::compute_pool::{ComputePool, Executed};
 use crate::error::ApiError;
 use crate::log_writer::{LogError, Settled};
 use crate::metrics::Metrics;
-use crate::tenants::{constant_time_eq, hash_token, validate_name, Registry, Tenant};
+use crate::tenants::{constant_time_eq, hash_token, validate_name, Access, Registry, Tenant};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -23,8 +30,11 @@ use borealis_core::quorum::PG_MEMBERS;
 use borealis_core::Lsn;
 use compute_abi::{ExecErrorKind, ExecRequest, ExecResponse, Statement, StatementResult, Value};
 use futures::StreamExt;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Map, Value as Json_};
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 /// Largest request body accepted (a batch of statements with their parameters).
@@ -41,6 +51,11 @@ pub const RESULT_BYTES_MAX: u32 = 32 * 1024 * 1024;
 pub const LSN_HEADER: &str = "borealis-lsn";
 /// Response header carrying a replica answer's read point (`"read_point"` in JSON).
 pub const READ_POINT_HEADER: &str = "borealis-read-point";
+/// A body larger than this is parsed on a blocking thread, not on an async worker.
+const INLINE_BODY_BYTES_MAX: usize = 64 * 1024;
+/// Rows with more values than this, or holding more bytes than [`INLINE_BODY_BYTES_MAX`], are
+/// measured and encoded on a blocking thread, not on an async worker.
+const INLINE_VALUES_MAX: usize = 4096;
 
 /// A parsed `POST .../sql` body.
 #[derive(Debug)]
@@ -56,6 +71,8 @@ pub struct AppState {
     pub reclaim: Arc<tokio::sync::Notify>,
     pub admin_token_sha256: String,
     pub pool: Arc<ComputePool>,
+    /// Requests and bytes in flight, per tenant and in total ([`crate::budget`]).
+    pub budgets: Arc<Budgets>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -104,13 +121,37 @@ fn require_admin(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Reads a request body of at most [`REQUEST_BYTES_MAX`] bytes and parses it as JSON.
 async fn body_json(body: Body) -> Result<Json_, ApiError> {
+    let bytes = read_body(body, |_| Ok(())).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))
+}
+
+/// Reads a request body of at most [`REQUEST_BYTES_MAX`] bytes. `charge` is asked before the
+/// buffer grows, for the bytes it grows by; once it refuses, the buffer is dropped, the rest of
+/// the body drained like an oversized one's, and its error returned.
+async fn read_body(
+    body: Body,
+    mut charge: impl FnMut(usize) -> Result<(), ApiError>,
+) -> Result<Vec<u8>, ApiError> {
     let mut stream = body.into_data_stream();
     let mut bytes = Vec::new();
     let mut seen = 0usize;
+    let mut refused = None;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("unreadable body: {e}")))?;
         seen += chunk.len();
-        if seen <= REQUEST_BYTES_MAX {
+        if seen <= REQUEST_BYTES_MAX && refused.is_none() {
+            let needed = bytes.len() + chunk.len();
+            if needed > bytes.capacity() {
+                // Grows as a `Vec` does (doubling), but only once the growth is charged.
+                let capacity = needed.max(bytes.capacity() * 2);
+                if let Err(e) = charge(capacity - bytes.capacity()) {
+                    refused = Some(e);
+                    bytes = Vec::new();
+                    continue;
+                }
+                bytes.reserve_exact(capacity - bytes.len());
+            }
             bytes.extend_from_slice(&chunk);
         } else if seen > DRAIN_BYTES_MAX {
             break;
@@ -122,8 +163,10 @@ async fn body_json(body: Body) -> Result<Json_, ApiError> {
             if seen > DRAIN_BYTES_MAX { "+" } else { "" }
         )));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))
+    match refused {
+        Some(e) => Err(e),
+        None => Ok(bytes),
+    }
 }
 
 async fn create_tenant(
@@ -248,8 +291,38 @@ async fn sql(
 ) -> Response {
     let started = Instant::now();
     let mut route = "sql";
-    let r = run_sql(&st, &headers, &name, body, &mut route).await;
+    let mut held = None;
+    let r = run_sql(&st, &headers, &name, body, &mut route, &mut held).await;
+    // The request keeps its place in the budgets until its answer has been sent.
+    let r = r.map(|resp| match held {
+        Some(held) => hold_until_sent(resp, held),
+        None => resp,
+    });
     finish(&st, route, started, r)
+}
+
+/// The tenant a `.../sql` request may use. The token is judged before the name is looked up
+/// ([`Registry::authorize`]): a token that grants nothing is `unauthorized` whether or not the
+/// tenant exists, another tenant's token is `forbidden` whether or not it exists, and only the
+/// admin token learns `not_found` (DESIGN.md §7, docs/security.md). The messages name the
+/// tenant as the request did, never whether it exists.
+fn authorize(st: &AppState, headers: &HeaderMap, name: &str) -> Result<Tenant, ApiError> {
+    let token = bearer(headers)?;
+    let token_hash = hash_token(token);
+    let admin = constant_time_eq(&token_hash, &st.admin_token_sha256);
+    let access = st
+        .registry
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .authorize(name, &token_hash, admin);
+    match access {
+        Access::Granted(t) => Ok(t),
+        Access::NotFound => Err(ApiError::not_found(format!("no tenant named {name:?}"))),
+        Access::Forbidden => Err(ApiError::forbidden(format!(
+            "this token does not grant access to tenant {name:?}"
+        ))),
+        Access::Unauthorized => Err(ApiError::unauthorized("invalid token")),
+    }
 }
 
 async fn run_sql(
@@ -258,50 +331,39 @@ async fn run_sql(
     name: &str,
     body: Body,
     route: &mut &'static str,
+    held: &mut Option<Admission>,
 ) -> Result<Response, ApiError> {
-    let token = bearer(headers)?;
-    let token_hash = hash_token(token);
-    let admin = constant_time_eq(&token_hash, &st.admin_token_sha256);
-    let tenant = {
-        let reg = st.registry.read().unwrap_or_else(|p| p.into_inner());
-        match reg.get(name) {
-            Some(t) if admin || constant_time_eq(&t.token_sha256, &token_hash) => t.clone(),
-            Some(_)
-                if reg
-                    .list()
-                    .any(|t| constant_time_eq(&t.token_sha256, &token_hash)) =>
-            {
-                return Err(ApiError::forbidden(format!(
-                    "this token does not grant access to tenant {name:?}"
-                )))
-            }
-            Some(_) => return Err(ApiError::unauthorized("invalid token")),
-            None => return Err(ApiError::not_found(format!("no tenant named {name:?}"))),
-        }
-    };
+    let tenant = authorize(st, headers, name)?;
+    // Over the tenant's (or the gateway's) budget: refused before the body is even read.
+    let held = held.insert(st.budgets.admit(tenant.id)?);
     let arrow = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(accepts_arrow);
-    let body = body_json(body).await?;
-    let request = parse_request(&body)?;
+    let request = sql_request(body, held).await?;
     if request.replica {
         *route = "sql_replica";
         let out = st.pool.execute_replica(tenant.id, request.exec).await?;
-        let results = statement_results(out.response)?;
-        return answer(results, out.read_point, Some(out.read_point), arrow);
+        let results = statement_results(hold_response(held, out.response, false).await?)?;
+        return answer(results, out.read_point, Some(out.read_point), arrow, held).await;
     }
     let mut exec = request.exec;
+    let request_bytes = held.held();
     // A request that shipped nothing runs at most twice: again when the writer it ran on failed
     // while its response waited (it wrote nothing, so running it on the next writer is safe).
     for attempt in 0..2 {
-        let out = match st.pool.execute(tenant.id, exec).await? {
+        let mut out = match st.pool.execute(tenant.id, exec).await? {
             Executed::Writer(out) => out,
             // The writer is in limbo: served read-only at the VDL, durable already.
             Executed::AtVdl(r) => {
-                return answer(statement_results(r.response)?, r.read_point, None, arrow)
+                let results = statement_results(hold_response(held, r.response, false).await?)?;
+                return answer(results, r.read_point, None, arrow, held).await;
             }
         };
+        // The rows are held while the response waits: charged now. Those of a request that
+        // shipped something are charged even over the budget (it may have taken effect).
+        let response = std::mem::replace(&mut out.response, ExecResponse::Ok(Vec::new()));
+        out.response = hold_response(held, response, out.rerun.is_none()).await?;
         // Hold the response until everything it may depend on is durable (asynchronous commit).
         let timeout = st.pool.config().commit_timeout;
         let settled = match out.rerun {
@@ -317,15 +379,20 @@ async fn run_sql(
         match settled {
             Ok(Settled::Durable(_)) => {
                 let results = statement_results(out.response)?;
-                return answer(results, out.depends_on, None, arrow);
+                return answer(results, out.depends_on, None, arrow, held).await;
             }
             Ok(Settled::QuorumLost) => {
                 let request = out.rerun.expect("only a request that shipped nothing asks");
+                discard(out.response).await;
+                held.set(request_bytes);
                 let r = st.pool.execute_at_vdl(tenant.id, request).await?;
-                return answer(statement_results(r.response)?, r.read_point, None, arrow);
+                let results = statement_results(hold_response(held, r.response, false).await?)?;
+                return answer(results, r.read_point, None, arrow, held).await;
             }
             Err(LogError::Failed(_)) if attempt == 0 && out.rerun.is_some() => {
                 exec = out.rerun.expect("checked");
+                discard(out.response).await;
+                held.set(request_bytes);
             }
             Err(e) => {
                 st.metrics
@@ -360,35 +427,176 @@ async fn run_sql(
     ))
 }
 
-/// The answer to a successful request: JSON, or the last statement's rows as Arrow.
-fn answer(
+/// Reads, charges and parses a `.../sql` body ([`crate::budget`]): its bytes are charged as
+/// they arrive, a bound on what parsing builds before it runs, then what the parsed request
+/// holds. A large body is parsed on a blocking thread.
+async fn sql_request(body: Body, held: &mut Admission) -> Result<SqlRequest, ApiError> {
+    let bytes = read_body(body, |grown| held.charge(grown as u64, "the request body")).await?;
+    let heavy = bytes.len() > INLINE_BODY_BYTES_MAX;
+    let (bytes, bound) = off_worker(heavy, move || {
+        let bound = budget::json_parse_bound(&bytes);
+        (bytes, bound)
+    })
+    .await?;
+    held.charge(bound, "parsing the request body")?;
+    let (request, cost) = off_worker(heavy, move || {
+        let json: Json_ = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?;
+        drop(bytes);
+        let request = parse_request(&json)?;
+        drop(json);
+        let cost = budget::exec_request_cost(&request.exec);
+        Ok::<_, ApiError>((request, cost))
+    })
+    .await??;
+    // The body and its JSON are gone: the request holds its statements and parameters.
+    held.set(cost);
+    Ok(request)
+}
+
+/// Runs `f` on a blocking thread if it is `heavy`, else here.
+async fn off_worker<T: Send + 'static>(
+    heavy: bool,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    if !heavy {
+        return Ok(f());
+    }
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("a blocking task failed: {e}")))
+}
+
+/// Whether measuring or encoding `results` is too much work for an async worker.
+fn heavy(results: &Vec<StatementResult>) -> bool {
+    budget::results_values(results) > INLINE_VALUES_MAX
+        || budget::results_cost(results) > INLINE_BODY_BYTES_MAX as u64
+}
+
+/// Charges the rows of `response` at their real memory cost. Refused (`rate_limited`, the rows
+/// dropped at once) when they do not fit the budgets, unless the request `took_effect`: then
+/// they are charged over the budget, since "retry" would be a lie about a write that happened.
+async fn hold_response(
+    held: &mut Admission,
+    response: ExecResponse,
+    took_effect: bool,
+) -> Result<ExecResponse, ApiError> {
+    let ExecResponse::Ok(results) = &response else {
+        return Ok(response);
+    };
+    let (response, cost) = off_worker(heavy(results), move || {
+        let cost = match &response {
+            ExecResponse::Ok(results) => budget::results_cost(results),
+            ExecResponse::Err(_) => 0,
+        };
+        (response, cost)
+    })
+    .await?;
+    if took_effect {
+        held.force(cost);
+        return Ok(response);
+    }
+    match held.charge(cost, "the rows returned") {
+        Ok(()) => Ok(response),
+        Err(e) => {
+            discard(response).await;
+            Err(e)
+        }
+    }
+}
+
+/// Drops a response, on a blocking thread if freeing it is much work.
+async fn discard(response: ExecResponse) {
+    if let ExecResponse::Ok(results) = &response {
+        if heavy(results) {
+            tokio::task::spawn_blocking(move || drop(response));
+        }
+    }
+}
+
+/// The answer to a successful request: JSON, or the last statement's rows as Arrow. Large rows
+/// are encoded on a blocking thread; the request then holds the encoded answer only.
+async fn answer(
     results: Vec<StatementResult>,
     lsn: Lsn,
     read_point: Option<Lsn>,
     arrow: bool,
+    held: &mut Admission,
 ) -> Result<Response, ApiError> {
-    if !arrow {
-        let mut body = json!({
-            "results": results.iter().map(result_json).collect::<Vec<_>>(),
-            "lsn": lsn.0,
-        });
+    let body = off_worker(heavy(&results), move || {
+        encode_answer(results, lsn, read_point, arrow)
+    })
+    .await??;
+    held.set(body.capacity() as u64);
+    let content_type = if arrow {
+        arrow_stream::CONTENT_TYPE
+    } else {
+        "application/json"
+    };
+    let mut resp = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+    if arrow {
+        let h = resp.headers_mut();
+        h.insert(LSN_HEADER, HeaderValue::from(lsn.0));
         if let Some(rp) = read_point {
-            body["read_point"] = json!(rp.0);
+            h.insert(READ_POINT_HEADER, HeaderValue::from(rp.0));
         }
-        return Ok(Json(body).into_response());
+    }
+    Ok(resp)
+}
+
+/// The body of a successful answer. JSON is written straight from the rows, with no
+/// `serde_json::Value` tree in between (which would take 32 bytes per value more).
+fn encode_answer(
+    results: Vec<StatementResult>,
+    lsn: Lsn,
+    read_point: Option<Lsn>,
+    arrow: bool,
+) -> Result<Vec<u8>, ApiError> {
+    if !arrow {
+        let answer = AnswerJson {
+            results: &results,
+            lsn,
+            read_point,
+        };
+        return serde_json::to_vec(&answer)
+            .map_err(|e| ApiError::internal(format!("encoding the answer as JSON failed: {e}")));
     }
     let last = results
         .last()
         .ok_or_else(|| ApiError::internal("the compute returned no statement results"))?;
-    let bytes = arrow_stream::encode(last)
-        .map_err(|e| ApiError::internal(format!("encoding the rows as Arrow failed: {e}")))?;
-    let mut resp = ([(header::CONTENT_TYPE, arrow_stream::CONTENT_TYPE)], bytes).into_response();
-    let h = resp.headers_mut();
-    h.insert(LSN_HEADER, HeaderValue::from(lsn.0));
-    if let Some(rp) = read_point {
-        h.insert(READ_POINT_HEADER, HeaderValue::from(rp.0));
+    arrow_stream::encode(last)
+        .map_err(|e| ApiError::internal(format!("encoding the rows as Arrow failed: {e}")))
+}
+
+/// An answer's body that keeps its request's [`Admission`] (its place in the budgets and the
+/// bytes charged for the body) until the body has been sent, or dropped with its connection.
+struct HeldBody {
+    body: Body,
+    _held: Admission,
+}
+
+impl http_body::Body for HeldBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
     }
-    Ok(resp)
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+fn hold_until_sent(resp: Response, held: Admission) -> Response {
+    resp.map(|body| Body::new(HeldBody { body, _held: held }))
 }
 
 /// The statements' results, or the error the guest reported, in API form.
@@ -539,30 +747,158 @@ fn json_to_value(v: &Json_) -> Result<Value, ApiError> {
     })
 }
 
-fn value_json(v: &Value) -> Json_ {
-    match v {
-        Value::Null => Json_::Null,
-        Value::Integer(i) => json!(i),
-        Value::Real(f) => serde_json::Number::from_f64(*f)
-            .map(Json_::Number)
-            .unwrap_or(Json_::Null),
-        Value::Text(s) => json!(s),
-        Value::Blob(b) => json!({"base64": base64::engine::general_purpose::STANDARD.encode(b)}),
+/// A successful JSON answer, `{"lsn", "read_point"?, "results"}`, serialized straight from the
+/// rows (keys in the order a `serde_json::Map` would sort them).
+struct AnswerJson<'a> {
+    results: &'a [StatementResult],
+    lsn: Lsn,
+    read_point: Option<Lsn>,
+}
+
+impl Serialize for AnswerJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("lsn", &self.lsn.0)?;
+        if let Some(rp) = self.read_point {
+            m.serialize_entry("read_point", &rp.0)?;
+        }
+        m.serialize_entry("results", &ResultsJson(self.results))?;
+        m.end()
     }
 }
 
-fn result_json(r: &StatementResult) -> Json_ {
-    json!({
-        "columns": r.columns,
-        "rows": r.rows.iter().map(|row| row.iter().map(value_json).collect::<Vec<_>>()).collect::<Vec<_>>(),
-        "rows_affected": r.rows_affected,
-        "last_insert_rowid": r.last_insert_rowid,
-    })
+struct ResultsJson<'a>(&'a [StatementResult]);
+
+impl Serialize for ResultsJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(ResultJson))
+    }
+}
+
+/// `{"columns", "last_insert_rowid", "rows", "rows_affected"}`.
+struct ResultJson<'a>(&'a StatementResult);
+
+impl Serialize for ResultJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("columns", &r.columns)?;
+        m.serialize_entry("last_insert_rowid", &r.last_insert_rowid)?;
+        m.serialize_entry("rows", &RowsJson(&r.rows))?;
+        m.serialize_entry("rows_affected", &r.rows_affected)?;
+        m.end()
+    }
+}
+
+struct RowsJson<'a>(&'a [Vec<Value>]);
+
+impl Serialize for RowsJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|row| RowJson(row.as_slice())))
+    }
+}
+
+struct RowJson<'a>(&'a [Value]);
+
+impl Serialize for RowJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(ValueJson))
+    }
+}
+
+/// A value as the contract renders it: a REAL that is not finite as `null`, a BLOB as
+/// `{"base64": ...}`.
+struct ValueJson<'a>(&'a Value);
+
+impl Serialize for ValueJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Null => s.serialize_unit(),
+            Value::Integer(i) => s.serialize_i64(*i),
+            Value::Real(f) if f.is_finite() => s.serialize_f64(*f),
+            Value::Real(_) => s.serialize_unit(),
+            Value::Text(t) => s.serialize_str(t),
+            Value::Blob(b) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry(
+                    "base64",
+                    &base64::engine::general_purpose::STANDARD.encode(b),
+                )?;
+                m.end()
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn value_json(v: &Value) -> Json_ {
+        serde_json::to_value(ValueJson(v)).unwrap()
+    }
+
+    /// The answer as it was built before it was streamed: a `serde_json::Value` tree.
+    fn tree_answer(results: &[StatementResult], lsn: Lsn, read_point: Option<Lsn>) -> Json_ {
+        let tree_value = |v: &Value| match v {
+            Value::Null => Json_::Null,
+            Value::Integer(i) => json!(i),
+            Value::Real(f) => serde_json::Number::from_f64(*f)
+                .map(Json_::Number)
+                .unwrap_or(Json_::Null),
+            Value::Text(s) => json!(s),
+            Value::Blob(b) => {
+                json!({"base64": base64::engine::general_purpose::STANDARD.encode(b)})
+            }
+        };
+        let mut body = json!({
+            "results": results.iter().map(|r| json!({
+                "columns": r.columns,
+                "rows": r.rows.iter().map(|row| row.iter().map(tree_value).collect::<Vec<_>>()).collect::<Vec<_>>(),
+                "rows_affected": r.rows_affected,
+                "last_insert_rowid": r.last_insert_rowid,
+            })).collect::<Vec<_>>(),
+            "lsn": lsn.0,
+        });
+        if let Some(rp) = read_point {
+            body["read_point"] = json!(rp.0);
+        }
+        body
+    }
+
+    #[test]
+    fn streamed_answers_are_byte_for_byte_the_tree_they_replace() {
+        let results = vec![
+            StatementResult {
+                columns: vec!["a".into(), "b \"q\"".into()],
+                rows: vec![
+                    vec![Value::Integer(-3), Value::Real(2.0)],
+                    vec![
+                        Value::Real(f64::INFINITY),
+                        Value::Text("x\u{1}\"\\é".into()),
+                    ],
+                    vec![Value::Blob(vec![0, 1, 255]), Value::Null],
+                    vec![Value::Real(1e300), Value::Real(-0.5)],
+                ],
+                rows_affected: 0,
+                last_insert_rowid: None,
+            },
+            StatementResult {
+                columns: vec![],
+                rows: vec![],
+                rows_affected: 2,
+                last_insert_rowid: Some(7),
+            },
+        ];
+        for read_point in [None, Some(Lsn(9))] {
+            let streamed = encode_answer(results.clone(), Lsn(42), read_point, false).unwrap();
+            let tree = serde_json::to_vec(&tree_answer(&results, Lsn(42), read_point)).unwrap();
+            assert_eq!(
+                String::from_utf8(streamed).unwrap(),
+                String::from_utf8(tree).unwrap()
+            );
+        }
+    }
 
     #[test]
     fn parses_single_and_batch() {

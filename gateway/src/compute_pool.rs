@@ -34,7 +34,10 @@
 //!
 //! The engine has `--max-computes` instance slots (writers and readers alike). A start that
 //! finds them all taken marks the pool **under pressure** for [`PRESSURE_HOLD`] and tries again
-//! for up to [`START_WAIT_MAX`]; meanwhile every writer and reader thread that has been idle for
+//! for up to [`START_WAIT_MAX`]. Only an instance that could not be created counts: one that
+//! started but cannot open its tenant's database ([`ComputeError::Unopenable`]: corrupt, or a
+//! malformed schema) is that tenant's own error, answered at once with `corrupt`, and costs the
+//! other tenants nothing. Meanwhile every writer and reader thread that has been idle for
 //! [`PRESSURE_IDLE_MIN`] drops its instance (it checks every [`PRESSURE_TICK`]). A tenant that
 //! gives its instance back keeps its writer, its epoch and its page cache: its next request
 //! starts a new instance (about a millisecond) and no recovery.
@@ -49,6 +52,7 @@
 use crate::error::ApiError;
 use crate::log_writer::{LogWriter, LogWriterConfig};
 use crate::metrics::Metrics;
+use crate::page_client::PageClient;
 use crate::reader::{run_reader, ReadMode, ReaderJob, ReplicaOutput};
 use crate::volume::{Volume, VolumePages};
 use borealis_core::quorum::WRITE_QUORUM;
@@ -110,8 +114,8 @@ enum Ran {
     QuorumLost(ExecRequest),
 }
 
-/// After a compute failed to start (most likely every instance slot is taken), how long idle
-/// computes keep giving their instances back.
+/// After a compute instance could not be created (every instance slot is taken, most likely), how
+/// long idle computes keep giving their instances back.
 pub const PRESSURE_HOLD: Duration = Duration::from_secs(5);
 /// Under pressure, an instance idle this long is given back (its tenant keeps its writer; the
 /// next request starts a new instance over the writer's warm page cache).
@@ -211,9 +215,11 @@ impl ComputePool {
         give
     }
 
-    /// Starts a compute over the backend `backend()` makes. A start that fails (every instance
-    /// slot taken, most likely) asks idle computes to give theirs back and tries again, for up
-    /// to [`START_WAIT_MAX`].
+    /// Starts a compute over the backend `backend()` makes. A start that fails with
+    /// [`ComputeError::Startup`] (every instance slot taken, most likely) asks idle computes to
+    /// give theirs back and tries again, for up to [`START_WAIT_MAX`]; any other failure (the
+    /// tenant's database cannot be opened, a backend error, a bug) is returned at once and puts
+    /// no pressure on the pool.
     pub(crate) fn start_compute(
         &self,
         mut backend: impl FnMut() -> Box<dyn compute_host::Backend>,
@@ -247,6 +253,14 @@ impl ComputePool {
 
     pub(crate) fn runtime(&self) -> &Handle {
         &self.rt
+    }
+
+    /// A client of the pageserver that serves `tenant`.
+    pub fn page_client(&self, tenant: TenantId) -> PageClient {
+        PageClient::new(
+            self.pageserver_for(tenant).to_string(),
+            self.config.log.tokens.clone(),
+        )
     }
 
     /// The pageserver that serves `tenant`.
@@ -722,12 +736,16 @@ impl ComputePool {
                     Box::new(Volume::new(
                         tenant,
                         writer.clone(),
-                        self.pageserver_for(tenant).to_string(),
+                        self.page_client(tenant),
                         pages.clone(),
                         self.rt.clone(),
                     ))
                 })
-                .map_err(|e| ApiError::unavailable(format!("compute failed to start: {e}")))?;
+                .map_err(|e| match e {
+                    // The tenant's own database: the writer is fine, and so is the pool.
+                    ComputeError::Unopenable(_) => ApiError::from_kind(e.kind(), e.to_string()),
+                    e => ApiError::unavailable(format!("compute failed to start: {e}")),
+                })?;
             *compute_slot = Some(c);
         }
         if cold {

@@ -34,6 +34,11 @@ pub struct Config {
     )]
     pub pageservers: Vec<String>,
     /// File holding the admin token (first line). Preferred over --admin-token.
+    /// The cluster's storage signing key (`keys/signing.key`, 0600, made by `borealis up`): the
+    /// gateway mints a tenant-scoped storage token for every connection it opens to a
+    /// safekeeper or pageserver (docs/security.md). Required.
+    #[arg(long, env = "BOREALIS_AUTH_SIGNING_KEY")]
+    pub auth_signing_key: PathBuf,
     #[arg(long, env = "BOREALIS_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
     /// The admin token itself (visible in the process list: prefer --admin-token-file).
@@ -58,13 +63,49 @@ pub struct Config {
     /// are given back for a new one (their tenants keep their writers).
     #[arg(long, env = "BOREALIS_MAX_COMPUTES", default_value_t = 256)]
     pub max_computes: u32,
+    /// `.../sql` requests one tenant may have in flight; more are refused `rate_limited` (429).
+    #[arg(long, env = "BOREALIS_TENANT_INFLIGHT_REQUESTS", default_value_t = crate::budget::TENANT_INFLIGHT_REQUESTS_DEFAULT)]
+    pub tenant_inflight_requests: u32,
+    /// `.../sql` requests in flight, all tenants together; more are refused `rate_limited`.
+    #[arg(long, env = "BOREALIS_INFLIGHT_REQUESTS", default_value_t = crate::budget::INFLIGHT_REQUESTS_DEFAULT)]
+    pub inflight_requests: u32,
+    /// Bytes one tenant's requests in flight may hold (bodies, parameters, rows, encoded
+    /// answers, at real memory cost); a request that needs more now is refused `rate_limited`.
+    #[arg(long, env = "BOREALIS_TENANT_INFLIGHT_BYTES", default_value_t = crate::budget::TENANT_INFLIGHT_BYTES_DEFAULT)]
+    pub tenant_inflight_bytes: u64,
+    /// Bytes all requests in flight may hold, at real memory cost.
+    #[arg(long, env = "BOREALIS_INFLIGHT_BYTES", default_value_t = crate::budget::INFLIGHT_BYTES_DEFAULT)]
+    pub inflight_bytes: u64,
 }
 
 impl Config {
+    /// The request budgets ([`crate::budget`]).
+    pub fn budgets(&self) -> crate::budget::BudgetConfig {
+        crate::budget::BudgetConfig {
+            tenant_requests: self.tenant_inflight_requests,
+            requests: self.inflight_requests,
+            tenant_bytes: self.tenant_inflight_bytes,
+            bytes: self.inflight_bytes,
+        }
+    }
+
     pub fn validate(&self) -> anyhow::Result<String> {
         anyhow::ensure!(
             self.max_computes >= 2,
             "--max-computes must be at least 2 (a tenant's writer and reader)"
+        );
+        anyhow::ensure!(
+            (1..=self.inflight_requests).contains(&self.tenant_inflight_requests),
+            "--tenant-inflight-requests must be at least 1 and at most --inflight-requests ({})",
+            self.inflight_requests
+        );
+        anyhow::ensure!(
+            (crate::budget::TENANT_INFLIGHT_BYTES_MIN..=self.inflight_bytes)
+                .contains(&self.tenant_inflight_bytes),
+            "--tenant-inflight-bytes must be at least {} (a maximal body and its parse) and at \
+             most --inflight-bytes ({})",
+            crate::budget::TENANT_INFLIGHT_BYTES_MIN,
+            self.inflight_bytes
         );
         anyhow::ensure!(
             self.safekeepers.len() == borealis_core::quorum::PG_MEMBERS,

@@ -6,6 +6,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use borealis_core::ErrorKind;
 
+/// `Retry-After` of a `rate_limited` answer, in seconds.
+pub const RETRY_AFTER_SECONDS: &str = "1";
+
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -54,6 +57,16 @@ impl ApiError {
     pub fn internal(m: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
     }
+    /// The tenant's database cannot be opened (SQLite finds it corrupt or its schema
+    /// malformed): every request fails so until it is repaired; retrying does not help.
+    pub fn corrupt(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", m)
+    }
+    /// Too much in flight for the tenant or the gateway ([`crate::budget`]): nothing of the
+    /// request ran. Answered with `Retry-After`.
+    pub fn rate_limited(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", m)
+    }
 
     /// Maps a shared error kind to its HTTP form.
     pub fn from_kind(kind: ErrorKind, message: impl Into<String>) -> Self {
@@ -65,7 +78,11 @@ impl ApiError {
             ErrorKind::Unavailable | ErrorKind::Fenced | ErrorKind::Corrupt => {
                 Self::unavailable(message)
             }
-            ErrorKind::Internal => Self::internal(message),
+            // A storage node refused the gateway's own credentials: a misconfigured cluster
+            // (keys from another cluster), not the client's fault and not passing.
+            ErrorKind::Internal | ErrorKind::Unauthorized => Self::internal(message),
+            ErrorKind::DatabaseCorrupt => Self::corrupt(message),
+            ErrorKind::RateLimited => Self::rate_limited(message),
         }
     }
 }
@@ -73,7 +90,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
+        resp
     }
 }
 

@@ -4,8 +4,10 @@
 //! tenant's **writer compute**: SQLite compiled to WebAssembly, in a wasmtime sandbox
 //! (`compute-host`). A request travels like this:
 //!
-//! 1. [`api`] authenticates the bearer token against the tenant's stored hash, parses the JSON
-//!    body into an `ExecRequest` and hands it to the [`compute_pool`].
+//! 1. [`api`] authenticates the bearer token against the tenant's stored hash, admits the
+//!    request against the tenant's and the gateway's [`budget`]s (requests and bytes in flight:
+//!    over them, `429 rate_limited`), parses the JSON body into an `ExecRequest` and hands it to
+//!    the [`compute_pool`].
 //! 2. The pool's per-tenant thread starts the compute on first use — which first **recovers**
 //!    the volume ([`log_writer::LogWriter::recover`]: read quorum of safekeeper states, new
 //!    epoch, truncation above the VDL) — and runs the statement in the sandbox.
@@ -28,6 +30,7 @@
 
 pub mod api;
 pub mod arrow_stream;
+pub mod budget;
 pub mod compute_pool;
 pub mod config;
 pub mod error;
@@ -37,5 +40,6 @@ pub mod page_client;
 pub mod reader;
 pub mod reclaim;
 pub mod replica_cache;
+pub mod storage_auth;
 pub mod tenants;
 pub mod volume;

@@ -20,6 +20,7 @@
 //! holds every MTR up to that VDL. A tap is bounded in bytes; a reader too slow to drain it loses
 //! the stream (it is told, and starts over from the pageserver), never the writer's time.
 
+use crate::storage_auth::StorageTokens;
 use borealis_core::quorum::{az_of, PG_MEMBERS, READ_QUORUM, WRITE_QUORUM};
 use borealis_core::redo::RedoBody;
 use borealis_core::{ErrorKind, Lsn, PageNo, SegmentId, SegmentLayout, TenantId};
@@ -203,12 +204,15 @@ pub struct LogWriterConfig {
     pub safekeepers: Vec<String>,
     pub layout: SegmentLayout,
     pub lal_lsns: u64,
+    /// Mints the tenant-scoped token each safekeeper connection presents.
+    pub tokens: Arc<StorageTokens>,
 }
 
 impl LogWriterConfig {
-    pub fn new(safekeepers: Vec<String>) -> Self {
+    pub fn new(safekeepers: Vec<String>, tokens: Arc<StorageTokens>) -> Self {
         Self {
             safekeepers,
+            tokens,
             layout: SegmentLayout::default(),
             lal_lsns: LAL_LSNS_DEFAULT,
         }
@@ -298,6 +302,7 @@ impl LogWriter {
                 config.safekeepers[member].clone(),
                 rx,
                 up_tx,
+                config.tokens.clone(),
             ));
         }
         // Serve only once a write quorum of members is connected (or give up: the caller answers
@@ -651,11 +656,12 @@ async fn recover_epoch(
     tenant: TenantId,
     config: &LogWriterConfig,
 ) -> Result<(u64, recovery::RecoveryPlan), LogError> {
+    let token = config.tokens.tenant(tenant);
     let clients = futures::future::join_all(
         config
             .safekeepers
             .iter()
-            .map(|a| Client::connect(a, CONNECT_TIMEOUT, None)),
+            .map(|a| Client::connect(a, &token, CONNECT_TIMEOUT, None)),
     )
     .await;
     let clients: Vec<Option<Client>> = clients.into_iter().map(|c| c.ok()).collect();
@@ -805,12 +811,14 @@ async fn member_task(
     addr: String,
     mut appends: mpsc::Receiver<(Arc<Body>, Lsn)>,
     up: watch::Sender<bool>,
+    tokens: Arc<StorageTokens>,
 ) {
     let tenant = writer.tenant;
     let mut backoff = Duration::from_millis(50);
     while !writer.stopping.load(Ordering::SeqCst) {
         let (ack_tx, mut acks) = mpsc::channel::<Body>(1024);
-        let client = match Client::connect(&addr, CONNECT_TIMEOUT, Some(ack_tx)).await {
+        let token = tokens.tenant(tenant);
+        let client = match Client::connect(&addr, &token, CONNECT_TIMEOUT, Some(ack_tx)).await {
             Ok(c) => c,
             Err(_) => {
                 tokio::time::sleep(backoff).await;

@@ -5,10 +5,13 @@ use gateway::compute_pool::{ComputePool, PoolConfig};
 use gateway::config::Config;
 use gateway::log_writer::LogWriterConfig;
 use gateway::metrics::Metrics;
+use gateway::storage_auth::StorageTokens;
 use gateway::tenants::{hash_token, Registry};
 use std::sync::{Arc, RwLock};
 
 fn main() -> anyhow::Result<()> {
+    // Everything this process creates is owner-only (docs/security.md).
+    borealis_utils::owner_only::restrict_umask();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -41,6 +44,10 @@ async fn run(config: Config, admin_token: String) -> anyhow::Result<()> {
         "compute module ready"
     );
     let metrics = Arc::new(Metrics::default());
+    let tokens =
+        Arc::new(StorageTokens::load(&config.auth_signing_key).context(
+            "loading --auth-signing-key (the gateway does not talk to storage without it)",
+        )?);
     let pool = ComputePool::new(
         engine,
         PoolConfig {
@@ -49,7 +56,7 @@ async fn run(config: Config, admin_token: String) -> anyhow::Result<()> {
             commit_timeout: config.commit_timeout,
             cache_pages: config.cache_pages,
             host_cache_pages: config.host_cache_pages,
-            log: LogWriterConfig::new(config.safekeepers.clone()),
+            log: LogWriterConfig::new(config.safekeepers.clone(), tokens.clone()),
             pageservers: config.pageservers.clone(),
         },
         metrics.clone(),
@@ -62,6 +69,7 @@ async fn run(config: Config, admin_token: String) -> anyhow::Result<()> {
         gateway::reclaim::Nodes {
             pageservers: config.pageservers.clone(),
             safekeepers: config.safekeepers.clone(),
+            tokens,
         },
         metrics.clone(),
         reclaim.clone(),
@@ -71,6 +79,7 @@ async fn run(config: Config, admin_token: String) -> anyhow::Result<()> {
         reclaim,
         admin_token_sha256: hash_token(&admin_token),
         pool,
+        budgets: gateway::budget::Budgets::new(config.budgets(), metrics.clone()),
         metrics,
     });
     let listener = tokio::net::TcpListener::bind(&config.listen)

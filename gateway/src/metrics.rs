@@ -5,6 +5,11 @@
 //! answered or followed), and a histogram over every replica answer,
 //! `borealis_gateway_replica_lag_seconds` (how long ago the oldest durable commit the answer does
 //! not show was shipped).
+//!
+//! Budgets ([`crate::budget`]): `borealis_gateway_requests_in_flight` and
+//! `borealis_gateway_bytes_in_flight` (gauges, all tenants), and
+//! `borealis_gateway_requests_refused_total{reason}` (requests answered `rate_limited`, by the
+//! budget that refused them: `tenant_requests`, `requests`, `tenant_bytes`, `bytes`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -76,6 +81,14 @@ pub struct Metrics {
     pub tenants_reclaimed: AtomicU64,
     /// Tenant → writer VDL minus the reader's read point, in LSNs.
     replica_lag_lsn: Mutex<BTreeMap<TenantId, u64>>,
+    /// Gauge: `POST .../sql` requests admitted and not yet answered (the gateway-wide count
+    /// [`crate::budget::Budgets`] admits against).
+    pub requests_in_flight: AtomicU64,
+    /// Gauge: bytes held for requests in flight, at real memory cost ([`crate::budget`]).
+    pub bytes_in_flight: AtomicU64,
+    /// Requests refused `rate_limited`, by the budget that refused them
+    /// ([`crate::budget::Refusal::index`]).
+    pub budget_refusals: [AtomicU64; 4],
 }
 
 impl Metrics {
@@ -179,6 +192,25 @@ impl Metrics {
         out.push_str("# TYPE borealis_gateway_replica_lag_seconds histogram\n");
         self.replica_lag
             .render(&mut out, "borealis_gateway_replica_lag_seconds", "");
+        let _ = writeln!(
+            out,
+            "# TYPE borealis_gateway_requests_in_flight gauge\nborealis_gateway_requests_in_flight {}",
+            self.requests_in_flight.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE borealis_gateway_bytes_in_flight gauge\nborealis_gateway_bytes_in_flight {}",
+            self.bytes_in_flight.load(Ordering::Relaxed)
+        );
+        out.push_str("# TYPE borealis_gateway_requests_refused_total counter\n");
+        for why in crate::budget::Refusal::ALL {
+            let _ = writeln!(
+                out,
+                "borealis_gateway_requests_refused_total{{reason=\"{}\"}} {}",
+                why.label(),
+                self.budget_refusals[why.index()].load(Ordering::Relaxed)
+            );
+        }
         out
     }
 }

@@ -5,6 +5,7 @@
 //! checked: a page must be exactly [`PAGE_SIZE_BYTES`] long, anything else is an error, never a
 //! page.
 
+use crate::storage_auth::StorageTokens;
 use borealis_core::{ErrorKind, Lsn, PageNo, TenantId, PAGE_SIZE_BYTES};
 use borealis_wire::{Body, Client};
 use compute_host::BackendError;
@@ -22,11 +23,17 @@ pub type Page = Arc<Vec<u8>>;
 pub struct PageClient {
     addr: String,
     client: Option<Client>,
+    /// Mints the tenant-scoped token a new connection presents.
+    tokens: Arc<StorageTokens>,
 }
 
 impl PageClient {
-    pub fn new(addr: String) -> Self {
-        Self { addr, client: None }
+    pub fn new(addr: String, tokens: Arc<StorageTokens>) -> Self {
+        Self {
+            addr,
+            client: None,
+            tokens,
+        }
     }
 
     /// The page as of `lsn` (which the caller vouches is durable, at writer epoch `epoch`), or
@@ -40,18 +47,24 @@ impl PageClient {
         epoch: u64,
     ) -> Result<Option<Page>, BackendError> {
         let addr = self.addr.clone();
+        let tokens = self.tokens.clone();
         let mut client = self.client.take();
         let result = rt.block_on(async {
             if client.as_ref().is_none_or(|c| c.is_closed()) {
                 client = Some(
-                    Client::connect(&addr, PAGESERVER_CONNECT_TIMEOUT, None)
-                        .await
-                        .map_err(|e| {
-                            BackendError::new(
-                                ErrorKind::Unavailable,
-                                format!("pageserver {addr} unreachable: {e}"),
-                            )
-                        })?,
+                    Client::connect(
+                        &addr,
+                        &tokens.tenant(tenant),
+                        PAGESERVER_CONNECT_TIMEOUT,
+                        None,
+                    )
+                    .await
+                    .map_err(|e| {
+                        BackendError::new(
+                            ErrorKind::Unavailable,
+                            format!("pageserver {addr} unreachable: {e}"),
+                        )
+                    })?,
                 );
             }
             let c = client.as_ref().expect("connected above");

@@ -166,7 +166,7 @@ pub(crate) fn run_reader(
         shared: Arc::new(Mutex::new(Shared {
             tenant,
             cache: ReplicaCache::new(config.host_cache_pages, floor),
-            pageserver: PageClient::new(pool.pageserver_for(tenant).to_string()),
+            pageserver: pool.page_client(tenant),
             epoch: 0,
             write_refused: false,
         })),
@@ -424,6 +424,7 @@ impl Reader {
                         "replica compute could not open the volume: {}",
                         be.message
                     )),
+                    e @ ComputeError::Unopenable(_) => ApiError::from_kind(e.kind(), e.to_string()),
                     other => {
                         ApiError::unavailable(format!("replica compute failed to start: {other}"))
                     }

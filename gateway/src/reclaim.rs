@@ -21,6 +21,7 @@
 //! `borealis_gateway_tenants_reclaimed_total`.
 
 use crate::metrics::Metrics;
+use crate::storage_auth::StorageTokens;
 use crate::tenants::{Deletion, Registry};
 use borealis_core::TenantId;
 use borealis_wire::{Body, Client, WireError};
@@ -47,6 +48,8 @@ pub const PAGESERVER_DROP_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct Nodes {
     pub pageservers: Vec<String>,
     pub safekeepers: Vec<String>,
+    /// Mints the operator token `DropTenant` needs.
+    pub tokens: Arc<StorageTokens>,
 }
 
 /// What the reclaim of one tenant has achieved so far (in memory only).
@@ -138,7 +141,7 @@ async fn reclaim_one(d: &Deletion, nodes: &Nodes, p: &mut Progress) -> bool {
             if p.done.contains(&key) {
                 continue;
             }
-            match drop_on(addr, d.id, timeout).await {
+            match drop_on(addr, &nodes.tokens.operator(), d.id, timeout).await {
                 Ok((bytes, objects)) => {
                     info!(tenant = %d.id, node = %addr, role, bytes_freed = bytes,
                         objects_deleted = objects, "deleted tenant dropped");
@@ -161,8 +164,13 @@ async fn reclaim_one(d: &Deletion, nodes: &Nodes, p: &mut Progress) -> bool {
     true
 }
 
-async fn drop_on(addr: &str, tenant: TenantId, timeout: Duration) -> Result<(u64, u64), WireError> {
-    let client = Client::connect(addr, CONNECT_TIMEOUT, None).await?;
+async fn drop_on(
+    addr: &str,
+    token: &str,
+    tenant: TenantId,
+    timeout: Duration,
+) -> Result<(u64, u64), WireError> {
+    let client = Client::connect(addr, token, CONNECT_TIMEOUT, None).await?;
     match client.call(Body::DropTenant { tenant }, timeout).await? {
         Body::TenantDropped {
             bytes_freed,

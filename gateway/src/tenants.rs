@@ -87,6 +87,53 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
             == 0
 }
 
+/// What a token's hash is compared against when no tenant has the name asked for: the same
+/// length as a real hash, so the comparison does the same work, and (being all zeros) the
+/// SHA-256 of no token anyone can find.
+const NO_TENANT_TOKEN_SHA256: &str =
+    "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What a bearer token may do with the tenant a request names ([`Registry::authorize`]).
+#[derive(Clone, Debug)]
+pub enum Access {
+    /// The tenant's own token, or the admin token on a tenant that exists.
+    Granted(Tenant),
+    /// The admin token on a name no tenant has: only the admin learns which names exist.
+    NotFound,
+    /// Another tenant's valid token, whether or not the name exists.
+    Forbidden,
+    /// A token that grants nothing, whether or not the name exists (DESIGN.md §7).
+    Unauthorized,
+}
+
+impl Registry {
+    /// Decides a tenant-token request. The token is judged before the name: an unknown name
+    /// never answers differently from a known one to a token that is not the admin's, so tenant
+    /// names cannot be enumerated without the admin token. The work done is the same either way
+    /// (the token's hash is compared against a dummy when the name is unknown, and every
+    /// refusal scans all tenants), so the answer's timing does not tell either.
+    pub fn authorize(&self, name: &str, token_sha256: &str, admin: bool) -> Access {
+        let tenant = self.tenants.get(name);
+        let expected = tenant.map_or(NO_TENANT_TOKEN_SHA256, |t| t.token_sha256.as_str());
+        let own = constant_time_eq(expected, token_sha256);
+        match tenant {
+            Some(t) if own || admin => return Access::Granted(t.clone()),
+            None if admin => return Access::NotFound,
+            _ => {}
+        }
+        // Not a token for this name: is it some other tenant's? (`fold`, not `any`: no early
+        // exit, so the scan takes as long whichever tenant the token belongs to.)
+        let other = self.tenants.values().fold(false, |found, t| {
+            constant_time_eq(&t.token_sha256, token_sha256) | found
+        });
+        if other {
+            Access::Forbidden
+        } else {
+            Access::Unauthorized
+        }
+    }
+}
+
 impl Registry {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let (tenants, deleting) = match std::fs::read(path) {
@@ -220,7 +267,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("{} has no parent", path.display()))?;
     let tmp = path.with_extension("tmp");
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        // Owner-only (docs/security.md): token hashes are no secret, but nobody else's business.
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        // A temp file left by a crash keeps its old mode: set it again.
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
@@ -266,6 +322,62 @@ mod tests {
             &back.token_sha256,
             &hash_token("bt_wrong")
         ));
+    }
+
+    #[test]
+    fn only_the_admin_token_tells_a_known_name_from_an_unknown_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Registry::open(&dir.path().join("tenants.json")).unwrap();
+        let (a, token_a) = r.create("tenant-a").unwrap().unwrap();
+        r.create("tenant-b").unwrap().unwrap();
+        let a_hash = hash_token(&token_a);
+        let wrong = hash_token("bt_wrong");
+        let granted = |x: Access| match x {
+            Access::Granted(t) => t.id,
+            other => panic!("expected access, got {other:?}"),
+        };
+        assert_eq!(granted(r.authorize("tenant-a", &a_hash, false)), a.id);
+        assert_eq!(granted(r.authorize("tenant-a", &wrong, true)), a.id);
+        for name in ["tenant-a", "tenant-b", "nobody"] {
+            assert!(
+                matches!(r.authorize(name, &wrong, false), Access::Unauthorized),
+                "{name}: a token that grants nothing"
+            );
+        }
+        for name in ["tenant-b", "nobody"] {
+            assert!(
+                matches!(r.authorize(name, &a_hash, false), Access::Forbidden),
+                "{name}: another tenant's token"
+            );
+        }
+        assert!(matches!(
+            r.authorize("nobody", &wrong, true),
+            Access::NotFound
+        ));
+        // The dummy a token is compared against for an unknown name grants nothing, even to a
+        // "token" whose hash it is.
+        assert!(matches!(
+            r.authorize("nobody", NO_TENANT_TOKEN_SHA256, false),
+            Access::Unauthorized
+        ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_registry_file_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tenants.json");
+        // A temp file left world-readable by an older gateway's crash.
+        std::fs::write(path.with_extension("tmp"), b"").unwrap();
+        std::fs::set_permissions(
+            path.with_extension("tmp"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        Registry::open(&path).unwrap().create("acme").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "tenants.json is {mode:o}");
     }
 
     #[test]

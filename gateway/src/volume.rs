@@ -87,7 +87,7 @@ impl Volume {
     pub fn new(
         tenant: TenantId,
         writer: Arc<LogWriter>,
-        pageserver_addr: String,
+        pageserver: PageClient,
         pages: Arc<Mutex<VolumePages>>,
         rt: Handle,
     ) -> Self {
@@ -99,7 +99,7 @@ impl Volume {
         Self {
             tenant,
             writer,
-            pageserver: PageClient::new(pageserver_addr),
+            pageserver,
             pages,
             rt,
         }

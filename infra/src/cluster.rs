@@ -1,6 +1,7 @@
 //! `DIR/cluster.json`: the layout of a local cluster (DESIGN.md §8), and how to start its nodes.
 
 use anyhow::{bail, Context};
+use borealis_auth::{ClusterKeys, Role};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::net::TcpListener;
@@ -76,6 +77,7 @@ impl Cluster {
                 c.version
             );
         }
+        crate::object_store_credentials::migrate(dir, &mut c)?;
         c.pass_object_store_to_pageservers();
         Ok(c)
     }
@@ -91,11 +93,65 @@ impl Cluster {
         }
     }
 
-    /// Writes the file atomically (temp, fsync, rename, fsync dir).
+    /// Makes the cluster's storage keys and each node's token if they are missing
+    /// (`DIR/keys/`, owner-only; see `borealis_auth::ClusterKeys`), and gives every node the
+    /// flags that point at them: safekeepers and pageservers verify tokens with the public key
+    /// and present their own; the gateway mints tokens with the signing key. A cluster file
+    /// written before storage authentication existed is brought up to date the same way.
+    pub fn provision_auth(&mut self, dir: &Path) -> anyhow::Result<()> {
+        let keys = ClusterKeys::ensure(dir).context("making the cluster's storage keys")?;
+        let verifying = keys.verifying_key_path().display().to_string();
+        for n in &mut self.nodes {
+            let flags: Vec<(&str, String)> = match n.role.as_str() {
+                "safekeeper" | "pageserver" => {
+                    let role = if n.role == "safekeeper" {
+                        Role::Safekeeper
+                    } else {
+                        Role::Pageserver
+                    };
+                    let token = keys
+                        .node_token_file(&n.id, role)
+                        .with_context(|| format!("writing the token of {}", n.id))?;
+                    vec![
+                        ("--auth-verifying-key", verifying.clone()),
+                        ("--token-file", token.display().to_string()),
+                    ]
+                }
+                "gateway" => vec![(
+                    "--auth-signing-key",
+                    keys.signing_key_path().display().to_string(),
+                )],
+                _ => vec![],
+            };
+            for (flag, value) in flags {
+                match n.command.iter().position(|a| a == flag) {
+                    Some(i) if i + 1 < n.command.len() => n.command[i + 1] = value,
+                    _ => {
+                        n.command.push(flag.to_string());
+                        n.command.push(value);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the file atomically (temp, fsync, rename, fsync dir), owner-only: it holds the
+    /// admin token (DESIGN.md §8).
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let path = cluster_file(dir);
         let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(borealis_utils::owner_only::FILE_MODE)
+            .open(&tmp)?;
+        // A temp file left by a crash keeps its old mode: set it again.
+        f.set_permissions(std::fs::Permissions::from_mode(
+            borealis_utils::owner_only::FILE_MODE,
+        ))?;
         f.write_all(&serde_json::to_vec_pretty(self)?)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
@@ -248,12 +304,15 @@ impl Cluster {
                 bail!("node {id} is already running (pid {pid})");
             }
         }
-        std::fs::create_dir_all(&node.data_dir)?;
+        // Owner-only: node data, and logs that may name tenants and keys (docs/security.md).
+        use std::os::unix::fs::OpenOptionsExt;
+        borealis_utils::owner_only::create_dir_all(&node.data_dir)?;
         let logs = dir.join("logs");
-        std::fs::create_dir_all(&logs)?;
+        borealis_utils::owner_only::create_dir_all(&logs)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(borealis_utils::owner_only::FILE_MODE)
             .open(logs.join(format!("{id}.log")))?;
         let program = node.command.first().context("node has no command")?;
         if !Path::new(program).exists() {
@@ -265,6 +324,8 @@ impl Cluster {
         let child = Command::new(program)
             .args(&node.command[1..])
             .env("BOREALIS_NODE_ID", id)
+            // Object-store credentials by environment, never on the command line.
+            .envs(crate::object_store_credentials::node_env(dir, &node.role)?)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -332,7 +393,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("borealis-infra-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let bin = std::path::Path::new("/bin");
-        let url = "s3://b?endpoint=http://127.0.0.1:9&access_key_id=k&secret_access_key=s";
+        let url = "s3://b?endpoint=http://127.0.0.1:9&region=r";
         let mut c = Cluster::plan(&dir, bin, Some(url.into()), "60s").unwrap();
         let object_store_args = |c: &Cluster| -> Vec<String> {
             c.nodes

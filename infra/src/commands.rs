@@ -27,8 +27,31 @@ pub async fn up(
 ) -> anyhow::Result<()> {
     humantime::parse_duration(idle_timeout)
         .with_context(|| format!("--idle-timeout {idle_timeout:?}"))?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Credentials in the URL go no further than this command: not into cluster.json, a printed
+    // line or a node's command line (`crate::object_store_credentials`).
+    let (object_store, credentials) = match object_store {
+        Some(url) => {
+            let (url, credentials) = crate::object_store_credentials::split(&url)?;
+            (Some(url), credentials)
+        }
+        None => (None, Default::default()),
+    };
+    borealis_utils::owner_only::create_dir_all(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     let dir = std::fs::canonicalize(dir)?;
+    // Owner-only even if it was made by hand or before this rule: it holds the admin token,
+    // the tenants' data and the logs (docs/security.md).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let owner_only = std::fs::Permissions::from_mode(borealis_utils::owner_only::DIR_MODE);
+        if let Err(e) = std::fs::set_permissions(&dir, owner_only) {
+            eprintln!(
+                "warning: could not make {} owner-only ({e}); other users may read the \
+                 cluster's admin token and data",
+                dir.display()
+            );
+        }
+    }
     let bin_dir = std::env::current_exe()?
         .parent()
         .context("no directory for this executable")?
@@ -69,6 +92,18 @@ pub async fn up(
         println!("created a new cluster in {}", dir.display());
         c
     };
+    if !credentials.is_empty() {
+        credentials.save(&dir)?;
+        eprintln!(
+            "note: the credentials in --object-store are kept in {}/{} (owner-only) and given to \
+             the pageservers in their environment, never on a command line; next time give them \
+             as AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment instead (this \
+             command's own arguments are visible to every user of the machine)",
+            dir.display(),
+            crate::object_store_credentials::CREDENTIALS_FILE
+        );
+    }
+    cluster.provision_auth(&dir)?;
     // The binaries may have moved (a new build directory): point the commands at ours.
     for n in &mut cluster.nodes {
         if let Some(prog) = n.command.first_mut() {

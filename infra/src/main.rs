@@ -7,6 +7,7 @@
 
 mod cluster;
 mod commands;
+mod object_store_credentials;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -117,6 +118,9 @@ enum TenantCmd {
 }
 
 fn main() {
+    // The cluster directory, its logs and cluster.json (which holds the admin token) are
+    // owner-only, and so is everything the nodes started from here create (docs/security.md).
+    borealis_utils::owner_only::restrict_umask();
     let cli = Cli::parse();
     if let Cmd::Bench { args } = &cli.command {
         let e = exec_bench(args);

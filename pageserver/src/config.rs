@@ -67,6 +67,15 @@ pub struct Args {
     /// Checkpoint a segment at least this often while records are applied to it.
     #[arg(long, env = "PAGESERVER_CHECKPOINT_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub checkpoint_interval: Duration,
+    /// The cluster's public key (`keys/verifying.key`, made by `borealis up`): every connection
+    /// must present a storage token it verifies (docs/security.md). Required: a pageserver
+    /// does not run open.
+    #[arg(long, env = "PAGESERVER_AUTH_VERIFYING_KEY")]
+    pub auth_verifying_key: PathBuf,
+    /// This pageserver's own storage token (`keys/<id>.token`, 0600), presented to the
+    /// safekeepers it reads the log from.
+    #[arg(long, env = "PAGESERVER_TOKEN_FILE")]
+    pub token_file: PathBuf,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -91,6 +100,13 @@ pub enum ConfigError {
     CheckpointInterval,
     #[error("--data-dir {0}: {1}")]
     DataDir(String, String),
+    /// The URL is redacted: the point is not to show the secret.
+    #[error(
+        "--object-store {0} carries credentials, which every user of this machine can read on a \
+         command line: give them as AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the \
+         environment instead"
+    )]
+    CredentialsInUrl(String),
 }
 
 /// The validated configuration.
@@ -111,6 +127,9 @@ pub struct Config {
     pub object_store: String,
     pub checkpoint_records: u64,
     pub checkpoint_interval: Duration,
+    /// `--auth-verifying-key` and `--token-file`, loaded by `server::start`.
+    pub auth_verifying_key: PathBuf,
+    pub token_file: PathBuf,
 }
 
 impl Config {
@@ -155,6 +174,11 @@ impl Config {
             return Err(ConfigError::CheckpointInterval);
         }
         let object_store = match args.object_store {
+            Some(url) if borealis_objstore::has_credentials(&url) => {
+                return Err(ConfigError::CredentialsInUrl(
+                    borealis_objstore::redact_url(&url),
+                ))
+            }
             Some(url) => url,
             None => {
                 let dir = std::path::absolute(&args.data_dir).map_err(|e| {
@@ -178,6 +202,8 @@ impl Config {
             object_store,
             checkpoint_records: args.checkpoint_records,
             checkpoint_interval: args.checkpoint_interval,
+            auth_verifying_key: args.auth_verifying_key,
+            token_file: args.token_file,
         })
     }
 }
@@ -187,7 +213,15 @@ mod tests {
     use super::*;
 
     fn parse(extra: &[&str]) -> Result<Config, ConfigError> {
-        let mut argv = vec!["pageserver", "--data-dir", "/tmp/x"];
+        let mut argv = vec![
+            "pageserver",
+            "--data-dir",
+            "/tmp/x",
+            "--auth-verifying-key",
+            "/k",
+            "--token-file",
+            "/t",
+        ];
         argv.extend_from_slice(extra);
         Config::from_args(Args::try_parse_from(argv).unwrap())
     }
@@ -244,6 +278,15 @@ mod tests {
             parse(&["--safekeepers", "a:1", "--checkpoint-interval", "1ms"]).unwrap_err(),
             ConfigError::CheckpointInterval
         );
+        let err = parse(&[
+            "--safekeepers",
+            "a:1",
+            "--object-store",
+            "s3://b?endpoint=http://127.0.0.1:9000&access_key_id=k&secret_access_key=TOPSECRET",
+        ])
+        .unwrap_err();
+        assert_eq!(err, ConfigError::CredentialsInUrl("s3://b?…".into()));
+        assert!(!err.to_string().contains("TOPSECRET"), "{err}");
     }
 
     #[test]

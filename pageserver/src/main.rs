@@ -5,6 +5,8 @@ use clap::Parser;
 use pageserver::config::{Args, Config};
 
 fn main() -> anyhow::Result<()> {
+    // Everything this process creates is owner-only (docs/security.md).
+    borealis_utils::owner_only::restrict_umask();
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(

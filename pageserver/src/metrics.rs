@@ -112,6 +112,8 @@ pub struct Metrics {
     pub object_store_errors: Counter,
     pub trims_sent: Counter,
     pub trim_errors: Counter,
+    /// Connections whose storage token was refused, and requests it did not cover.
+    pub auth_refused_total: Counter,
 }
 
 impl Metrics {
@@ -157,7 +159,7 @@ impl Metrics {
             "pageserver_getpage_wait_seconds",
             "Time a GetPage waited for its segment to be applied up to the asked LSN.",
         );
-        let counters: [(&str, &str, u64); 20] = [
+        let counters: [(&str, &str, u64); 21] = [
             (
                 "pageserver_checkpoints_total",
                 "Checkpoints made durable (layer and index uploaded).",
@@ -207,6 +209,11 @@ impl Metrics {
                 "pageserver_trim_errors_total",
                 "Trim requests that failed or were refused.",
                 self.trim_errors.get(),
+            ),
+            (
+                "pageserver_auth_refused_total",
+                "Connections whose storage token was refused, and requests it did not cover.",
+                self.auth_refused_total.get(),
             ),
             (
                 "pageserver_records_applied_total",

@@ -6,9 +6,14 @@
 //! ([`REQUESTS_IN_FLIGHT_MAX`]); beyond that the reader stops reading, which pushes back on the
 //! client through TCP. A frame that fails its checks ends the connection: the byte stream cannot
 //! be trusted after it.
+//!
+//! Every connection starts with an `Auth` frame (`borealis-auth`): a token that does not verify
+//! gets `Unauthorized` and the connection is closed; every later request is checked against the
+//! token's role and tenant (a gateway's token for tenant A gets no page of tenant B).
 
 use crate::get_page::get_page;
 use crate::tenant::Tenants;
+use borealis_auth::{handshake, Handshake, VerifyingKey};
 use borealis_core::ErrorKind;
 use borealis_wire::{read_frame, write_frame, Body, Envelope};
 use std::sync::Arc;
@@ -27,7 +32,11 @@ pub const ANSWERS_QUEUED_MAX: usize = 1024;
 const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Accepts connections for ever; a failed `accept` is logged and retried.
-pub async fn serve(listener: TcpListener, tenants: Arc<Tenants>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    tenants: Arc<Tenants>,
+    key: VerifyingKey,
+) -> std::io::Result<()> {
     loop {
         let (sock, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -38,11 +47,11 @@ pub async fn serve(listener: TcpListener, tenants: Arc<Tenants>) -> std::io::Res
             }
         };
         let span = tracing::info_span!("conn", peer = %peer);
-        tokio::spawn(serve_connection(sock, tenants.clone()).instrument(span));
+        tokio::spawn(serve_connection(sock, tenants.clone(), key.clone()).instrument(span));
     }
 }
 
-async fn serve_connection(sock: TcpStream, tenants: Arc<Tenants>) {
+async fn serve_connection(sock: TcpStream, tenants: Arc<Tenants>, key: VerifyingKey) {
     if let Err(e) = sock.set_nodelay(true) {
         debug!(error = %e, "set_nodelay failed");
     }
@@ -64,6 +73,28 @@ async fn serve_connection(sock: TcpStream, tenants: Arc<Tenants>) {
             }
         }
     });
+    let claims = match handshake(&mut rd, &key).await {
+        Handshake::Accepted { claims, answer } => {
+            debug!(who = %claims.describe(), "authenticated");
+            if answers.send(answer).await.is_err() {
+                return;
+            }
+            claims
+        }
+        Handshake::Refused { error, answer } => {
+            warn!(%error, "connection refused: authentication failed");
+            tenants.shared().metrics.auth_refused_total.inc();
+            let _ = answers.send(answer).await;
+            drop(answers);
+            let _ = writer.await;
+            return;
+        }
+        Handshake::Gone(why) => {
+            debug!(why, "connection closed before authenticating");
+            return;
+        }
+    };
+    let mut denials = 0u64;
     let slots = Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_MAX));
     loop {
         let env = match read_frame(&mut rd).await {
@@ -74,6 +105,22 @@ async fn serve_connection(sock: TcpStream, tenants: Arc<Tenants>) {
                 break;
             }
         };
+        if let Err(error) = claims.permits(&env.body) {
+            // Logged once per connection; the metric counts every refusal.
+            if denials == 0 {
+                warn!(%error, "request refused");
+            }
+            denials += 1;
+            tenants.shared().metrics.auth_refused_total.inc();
+            let refusal = Envelope {
+                request_id: env.request_id,
+                body: error.to_body(),
+            };
+            if answers.send(refusal).await.is_err() {
+                break;
+            }
+            continue;
+        }
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };

@@ -425,13 +425,10 @@ impl Backoff {
     }
 }
 
-/// A URL fit for logs and status pages: scheme, host and path, never the query (which may hold
-/// credentials).
+/// A URL fit for logs and status pages: scheme, host and path, never the query or a
+/// `user:password@` (which may hold credentials).
 pub fn redact_url(url: &str) -> String {
-    match url.split_once('?') {
-        Some((base, _)) => format!("{base}?…"),
-        None => url.to_string(),
-    }
+    borealis_objstore::redact_url(url)
 }
 
 #[cfg(test)]

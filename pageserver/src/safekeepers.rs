@@ -118,15 +118,21 @@ pub struct HeldState {
 pub struct SafekeeperPool {
     addrs: Arc<[String]>,
     conns: Vec<tokio::sync::Mutex<Option<Arc<Client>>>>,
+    /// This pageserver's storage token, presented on every connection.
+    token: String,
 }
 
 impl SafekeeperPool {
-    pub fn new(addrs: Arc<[String]>) -> SafekeeperPool {
+    pub fn new(addrs: Arc<[String]>, token: String) -> SafekeeperPool {
         let conns = addrs
             .iter()
             .map(|_| tokio::sync::Mutex::new(None))
             .collect();
-        SafekeeperPool { addrs, conns }
+        SafekeeperPool {
+            addrs,
+            conns,
+            token,
+        }
     }
 
     async fn client(&self, index: usize) -> Result<Arc<Client>, WireError> {
@@ -134,7 +140,9 @@ impl SafekeeperPool {
         if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let c = Arc::new(Client::connect(&self.addrs[index], CONNECT_TIMEOUT, None).await?);
+        let c = Arc::new(
+            Client::connect(&self.addrs[index], &self.token, CONNECT_TIMEOUT, None).await?,
+        );
         *slot = Some(c.clone());
         Ok(c)
     }

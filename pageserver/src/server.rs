@@ -60,6 +60,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         what: "locking the data directory".to_string(),
         source: io::Error::other(e.to_string()),
     })?;
+    let verifying_key =
+        borealis_auth::VerifyingKey::load(&config.auth_verifying_key).map_err(|e| StartError {
+            what: "loading --auth-verifying-key (a pageserver does not run without authentication)"
+                .to_string(),
+            source: io::Error::other(e.to_string()),
+        })?;
+    let token = borealis_auth::read_token_file(&config.token_file).map_err(|e| StartError {
+        what: "loading --token-file".to_string(),
+        source: io::Error::other(e.to_string()),
+    })?;
     let tenants_dir = config.data_dir.join("tenants");
     match std::fs::remove_dir_all(&tenants_dir) {
         Ok(()) => tracing::info!(dir = %tenants_dir.display(), "wiped local tenant state"),
@@ -88,7 +98,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let addrs: Arc<[String]> = config.safekeepers.clone().into();
     let shared = Arc::new(Shared {
         cache: Arc::new(PageCache::new(config.cache_pages)),
-        safekeepers: Arc::new(SafekeeperPool::new(addrs)),
+        safekeepers: Arc::new(SafekeeperPool::new(addrs, token)),
         metrics: Metrics::default(),
         remote: Remote::new(store, config.id.clone()),
         config,
@@ -102,8 +112,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         checkpoint_records = shared.config.checkpoint_records,
         checkpoint_interval = ?shared.config.checkpoint_interval, "pageserver serving"
     );
-    let wire = tokio::spawn(crate::page_service::serve(wire, tenants.clone()));
-    let router = crate::http::router(tenants.clone());
+    let wire = tokio::spawn(crate::page_service::serve(
+        wire,
+        tenants.clone(),
+        verifying_key.clone(),
+    ));
+    let router = crate::http::router(tenants.clone(), verifying_key);
     let http = tokio::spawn(async move { axum::serve(http, router).await });
     Ok(Running {
         wire_addr,

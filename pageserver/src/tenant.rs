@@ -446,6 +446,7 @@ impl Tenants {
                 hits: cache.hits(),
                 misses: cache.misses(),
             },
+            tenant_count: tenants.len(),
             tenants: tenants
                 .iter()
                 .map(|t| TenantStatus {
@@ -479,6 +480,8 @@ pub struct StatusDoc {
     /// Where checkpoints go (credentials left out).
     pub object_store: String,
     pub cache: CacheStatus,
+    /// How many tenants this pageserver has attached.
+    pub tenant_count: usize,
     pub tenants: Vec<TenantStatus>,
 }
 

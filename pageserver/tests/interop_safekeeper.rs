@@ -9,6 +9,7 @@
 
 mod support;
 
+use borealis_auth::{ClusterKeys, Role};
 use borealis_core::history::EpochStart;
 use borealis_core::{Lsn, SegmentId, SegmentLayout, TenantId};
 use borealis_wire::{Body, Client};
@@ -31,7 +32,7 @@ impl Drop for Safekeeper {
 }
 
 /// Six safekeepers peered with each other.
-async fn start_safekeepers(bin: &str) -> Vec<Safekeeper> {
+async fn start_safekeepers(bin: &str, keys: &ClusterKeys) -> Vec<Safekeeper> {
     let addrs: Vec<String> = (0..6).map(|_| free_addr()).collect();
     let mut out = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
@@ -54,6 +55,13 @@ async fn start_safekeepers(bin: &str) -> Vec<Safekeeper> {
             .arg("--data-dir")
             .arg(dir.path())
             .args(["--peers", &peers.join(",")])
+            .arg("--auth-verifying-key")
+            .arg(keys.verifying_key_path())
+            .arg("--token-file")
+            .arg(
+                keys.node_token_file(&format!("sk-{i}"), Role::Safekeeper)
+                    .unwrap(),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -81,11 +89,11 @@ struct Writer {
 }
 
 impl Writer {
-    async fn connect(tenant: TenantId, sks: &[Safekeeper]) -> Writer {
+    async fn connect(tenant: TenantId, sks: &[Safekeeper], token: &str) -> Writer {
         let mut members = Vec::new();
         for sk in sks {
             let (tx, rx) = mpsc::channel(1024);
-            let c = Client::connect(&sk.addr, Duration::from_secs(2), Some(tx))
+            let c = Client::connect(&sk.addr, token, Duration::from_secs(2), Some(tx))
                 .await
                 .unwrap();
             let history = vec![EpochStart {
@@ -139,19 +147,26 @@ async fn pages_from_real_safekeepers() {
         eprintln!("SAFEKEEPER_BIN not set; skipping");
         return;
     };
-    let sks = start_safekeepers(bin.to_str().unwrap()).await;
+    let keys_root = tempfile::tempdir().unwrap();
+    let keys = ClusterKeys::ensure(keys_root.path()).unwrap();
+    let sks = start_safekeepers(bin.to_str().unwrap(), &keys).await;
     let tenant = TenantId(0x1f);
     let mut h = History::new(SegmentLayout::default(), 11);
     for i in 0..40u32 {
         h.change(i % 6);
     }
-    let mut writer = Writer::connect(tenant, &sks).await;
+    let mut writer = Writer::connect(tenant, &sks, &keys.all_roles_token()).await;
     writer.append(&h.records[..30], Lsn(0)).await;
     // The second append tells every member that 30 is durable.
     writer.append(&h.records[30..], Lsn(30)).await;
 
     let addrs: Vec<String> = sks.iter().map(|s| s.addr.clone()).collect();
-    let ps = PageServerProcess::start(&addrs, &["--getpage-wait", "1s"]).await;
+    let ps = PageServerProcess::start_with_keys(
+        &addrs,
+        &["--getpage-wait", "1s"],
+        Some(keys_root.path()),
+    )
+    .await;
     let c = ps.client().await;
     assert_eq!(
         get_page(&c, tenant, 0, Lsn(5), 1).await.unwrap(),

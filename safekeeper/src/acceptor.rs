@@ -298,6 +298,12 @@ impl SegmentChain {
     }
 }
 
+/// The most a `Hello` may raise a member's epoch by. A recovering writer takes one above the
+/// highest epoch a read quorum reports, so a member that missed a few recoveries sees small
+/// steps; a huge one (`u64::MAX`, from a buggy or hostile client) would leave no epoch for the
+/// next writer and is refused as invalid, changing nothing.
+pub const EPOCH_STEP_MAX: u64 = 1 << 32;
+
 /// What to do with a `Hello`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HelloVerdict {
@@ -447,6 +453,13 @@ impl TenantAcceptor {
         {
             return invalid(format!(
                 "the history {history:?} is not valid or does not end with epoch {epoch} at {epoch_start_lsn}"
+            ));
+        }
+        if epoch.saturating_sub(self.epoch) > EPOCH_STEP_MAX {
+            return invalid(format!(
+                "epoch {epoch} is more than {EPOCH_STEP_MAX} above the current epoch {}: a \
+                 recovering writer takes the next epoch above those it read",
+                self.epoch
             ));
         }
         match epoch.cmp(&self.epoch) {
@@ -1043,6 +1056,22 @@ mod tests {
                 truncate_above: Lsn(0)
             }
         );
+        // A jump that would leave no epochs for later writers is refused (it once bricked a
+        // tenant: recovery overflowed computing u64::MAX + 1).
+        let max = h(&[(u64::MAX, 0)]);
+        assert!(matches!(
+            a.judge_hello(u64::MAX, Lsn(0), &max),
+            HelloVerdict::Invalid { .. }
+        ));
+        let far = EPOCH_STEP_MAX + 1;
+        assert!(matches!(
+            a.judge_hello(far, Lsn(0), &h(&[(far, 0)])),
+            HelloVerdict::Invalid { .. }
+        ));
+        assert!(matches!(
+            a.judge_hello(EPOCH_STEP_MAX, Lsn(0), &h(&[(EPOCH_STEP_MAX, 0)])),
+            HelloVerdict::NewEpoch { .. }
+        ));
         a.begin_epoch(h(&[(1, 0)]), Lsn(0));
         assert_eq!(a.judge_hello(1, Lsn(0), &h(&[(1, 0)])), HelloVerdict::Same);
         assert!(matches!(

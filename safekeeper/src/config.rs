@@ -42,6 +42,15 @@ pub struct Config {
     /// peers are never refused. 16 GiB by default.
     #[arg(long, env = "SAFEKEEPER_DISK_BUDGET_BYTES", default_value_t = crate::disk_budget::DISK_BUDGET_BYTES_DEFAULT)]
     pub disk_budget_bytes: u64,
+    /// The cluster's public key (`keys/verifying.key`, made by `borealis up`): every connection
+    /// must present a storage token it verifies (docs/security.md). Required: a safekeeper
+    /// does not run open.
+    #[arg(long, env = "SAFEKEEPER_AUTH_VERIFYING_KEY")]
+    pub auth_verifying_key: PathBuf,
+    /// This safekeeper's own storage token (`keys/<id>.token`, 0600), presented to its peers
+    /// when it gossips.
+    #[arg(long, env = "SAFEKEEPER_TOKEN_FILE")]
+    pub token_file: PathBuf,
 }
 
 /// The `--peers` list.
@@ -115,6 +124,10 @@ mod tests {
             "sk-a1",
             "--data-dir",
             "/tmp/x",
+            "--auth-verifying-key",
+            "/k",
+            "--token-file",
+            "/t",
             "--peers",
             "sk-a2=127.0.0.1:7002, sk-b1=localhost:7003",
             "--gossip-interval",
@@ -136,6 +149,14 @@ mod tests {
     }
 
     #[test]
+    fn a_safekeeper_does_not_start_without_its_keys() {
+        let err = Config::try_parse_from(["safekeeper", "--id", "a", "--data-dir", "d"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--auth-verifying-key"), "{err}");
+    }
+
+    #[test]
     fn bad_peers_are_refused() {
         assert_eq!(parse_peers("").unwrap(), PeerList::default());
         assert!(parse_peers("sk-a2").is_err());
@@ -148,6 +169,10 @@ mod tests {
             "a",
             "--data-dir",
             "d",
+            "--auth-verifying-key",
+            "/k",
+            "--token-file",
+            "/t",
             "--peers",
             "a=h:1",
         ])
@@ -166,6 +191,10 @@ mod tests {
                 "a",
                 "--data-dir",
                 "d",
+                "--auth-verifying-key",
+                "/k",
+                "--token-file",
+                "/t",
                 "--disk-budget-bytes",
                 budget,
             ])

@@ -158,15 +158,18 @@ struct PeerLink {
     base_backoff: Duration,
     /// Whether the last attempt failed (so "unreachable" is logged once, not every round).
     down: bool,
+    /// This safekeeper's storage token, presented to the peer.
+    token: Arc<str>,
     /// Segments for which this peer said its log is trimmed past ours and we did not adopt its
     /// trim point (logged once each).
     trimmed_past_us: std::collections::BTreeSet<(TenantId, SegmentId)>,
 }
 
 impl PeerLink {
-    fn new(peer: Peer, base_backoff: Duration) -> PeerLink {
+    fn new(peer: Peer, base_backoff: Duration, token: Arc<str>) -> PeerLink {
         PeerLink {
             peer,
+            token,
             client: None,
             retry_at: Instant::now(),
             backoff: base_backoff,
@@ -182,7 +185,7 @@ impl PeerLink {
             self.client = None;
         }
         if self.client.is_none() && Instant::now() >= self.retry_at {
-            match Client::connect(&self.peer.addr, CONNECT_TIMEOUT, None).await {
+            match Client::connect(&self.peer.addr, &self.token, CONNECT_TIMEOUT, None).await {
                 Ok(c) => {
                     if self.down {
                         info!(peer = %self.peer.id, addr = %self.peer.addr, "peer reachable again");
@@ -237,13 +240,20 @@ impl PeerLink {
 }
 
 /// Runs gossip with `peers` forever.
-pub async fn run(store: Arc<Store>, writer: LogWriter, peers: Vec<Peer>, interval: Duration) {
+pub async fn run(
+    store: Arc<Store>,
+    writer: LogWriter,
+    peers: Vec<Peer>,
+    interval: Duration,
+    token: String,
+) {
     if peers.is_empty() {
         return;
     }
+    let token: Arc<str> = token.into();
     let mut links: Vec<PeerLink> = peers
         .into_iter()
-        .map(|p| PeerLink::new(p, interval))
+        .map(|p| PeerLink::new(p, interval, token.clone()))
         .collect();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

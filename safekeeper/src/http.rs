@@ -2,10 +2,11 @@
 
 use crate::store::Store;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use borealis_auth::{bearer_is_operator, VerifyingKey};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -13,6 +14,8 @@ use std::sync::Arc;
 struct AppState {
     id: String,
     store: Arc<Store>,
+    /// Checks the operator's token: only the operator sees tenant ids on `/status`.
+    key: VerifyingKey,
 }
 
 /// `GET /status`.
@@ -26,6 +29,10 @@ pub struct Status {
     /// Whether writers' appends were refused for the budget and trims have not made room for
     /// them yet.
     pub disk_budget_exhausted: bool,
+    /// How many tenants this safekeeper holds.
+    pub tenant_count: usize,
+    /// Each tenant's state; empty unless the request carried the operator's storage token
+    /// (`Authorization: Bearer <keys/operator.token>`): tenant ids are not for everyone.
     pub tenants: Vec<TenantStatus>,
 }
 
@@ -55,16 +62,16 @@ pub struct SegmentStatus {
     pub base: u64,
 }
 
-pub fn router(id: String, store: Arc<Store>) -> Router {
+pub fn router(id: String, store: Arc<Store>, key: VerifyingKey) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(AppState { id, store })
+        .with_state(AppState { id, store, key })
 }
 
 pub fn status_of(id: &str, store: &Store) -> Status {
-    let tenants = store
+    let tenants: Vec<TenantStatus> = store
         .tenants()
         .into_iter()
         .map(|t| {
@@ -95,12 +102,20 @@ pub fn status_of(id: &str, store: &Store) -> Status {
         disk_budget_bytes: budget.budget_bytes,
         retained_log_bytes: budget.retained_bytes,
         disk_budget_exhausted: budget.exhausted,
+        tenant_count: tenants.len(),
         tenants,
     }
 }
 
-async fn status(State(s): State<AppState>) -> Json<Status> {
-    Json(status_of(&s.id, &s.store))
+async fn status(State(s): State<AppState>, headers: HeaderMap) -> Json<Status> {
+    let mut status = status_of(&s.id, &s.store);
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !bearer_is_operator(&s.key, authorization) {
+        status.tenants.clear();
+    }
+    Json(status)
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {

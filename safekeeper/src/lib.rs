@@ -121,6 +121,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Held until the process exits: two safekeepers appending to one segment log would corrupt
     // it, so the second refuses to start before it reads anything.
     let _lock = borealis_utils::lock_data_dir(&config.data_dir)?;
+    let verifying_key = borealis_auth::VerifyingKey::load(&config.auth_verifying_key).context(
+        "loading --auth-verifying-key (a safekeeper does not run without authentication)",
+    )?;
+    let token =
+        borealis_auth::read_token_file(&config.token_file).context("loading --token-file")?;
     let data_dir = config.data_dir.clone();
     let budget = Arc::new(disk_budget::SharedDiskBudget::new(
         config.id.clone(),
@@ -163,10 +168,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         writer,
         config.peers.0.clone(),
         config.gossip_interval,
+        token,
     ));
-    let http = axum::serve(http_listener, http::router(config.id.clone(), store));
+    let http = axum::serve(
+        http_listener,
+        http::router(config.id.clone(), store, verifying_key.clone()),
+    );
     tokio::select! {
-        _ = service::serve(listener, node) => Ok(()),
+        _ = service::serve(listener, node, verifying_key) => Ok(()),
         r = http => r.context("admin HTTP server failed"),
         r = shutdown_signal() => {
             r?;

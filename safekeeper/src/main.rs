@@ -4,6 +4,8 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
+    // Everything this process creates is owner-only (docs/security.md).
+    borealis_utils::owner_only::restrict_umask();
     let config = safekeeper::Config::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

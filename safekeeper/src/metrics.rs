@@ -107,6 +107,8 @@ pub struct Metrics {
     pub appends_refused_budget_total: AtomicU64,
     /// Tenants dropped (deleted) from this safekeeper, with every byte of their log.
     pub tenants_dropped_total: AtomicU64,
+    /// Connections whose token was refused, and requests their token did not cover.
+    pub auth_refused_total: AtomicU64,
     /// Gauge: `--disk-budget-bytes`.
     pub disk_budget_bytes: AtomicU64,
     /// Gauge: bytes of segment files on this safekeeper's disk, over all tenants.
@@ -132,6 +134,7 @@ impl Default for Metrics {
             trim_points_adopted_total: AtomicU64::new(0),
             appends_refused_budget_total: AtomicU64::new(0),
             tenants_dropped_total: AtomicU64::new(0),
+            auth_refused_total: AtomicU64::new(0),
             disk_budget_bytes: AtomicU64::new(0),
             retained_log_bytes: AtomicU64::new(0),
         }
@@ -152,7 +155,12 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &AtomicU64, &str); 14] = [
+        let counters: [(&str, &AtomicU64, &str); 15] = [
+            (
+                "safekeeper_auth_refused_total",
+                &self.auth_refused_total,
+                "Connections whose storage token was refused, and requests it did not cover.",
+            ),
             (
                 "safekeeper_tenants_dropped_total",
                 &self.tenants_dropped_total,

@@ -8,9 +8,14 @@
 //! its request id on failure. The first append to a segment subscribes the connection to that
 //! segment's published SCL; every publish (after an fsync, or when gossip fills a hole) becomes an
 //! unsolicited `Ack` (request id 0).
+//!
+//! Every connection starts with an `Auth` frame (`borealis-auth`): a connection whose token does
+//! not verify is answered `Unauthorized` and closed, and every later request is checked against
+//! the token's role and tenant before it is looked at. A refused request changes nothing.
 
 use crate::log_writer::ErrorReturn;
 use crate::node::{answer, Node, ReadLogRequest};
+use borealis_auth::{handshake, Handshake, VerifyingKey};
 use borealis_core::{ErrorKind, Lsn, SegmentId, TenantId};
 use borealis_wire::{read_frame, write_frame, Body, Envelope};
 use std::collections::BTreeSet;
@@ -39,13 +44,15 @@ pub const READS_IN_FLIGHT_PER_CONNECTION_MAX: usize = 256;
 /// Socket write buffer: a burst of acks and answers goes out in few syscalls.
 const WRITE_BUFFER_BYTES: usize = 256 * 1024;
 
-/// Accepts connections forever.
-pub async fn serve(listener: TcpListener, node: Arc<Node>) {
+/// Accepts connections forever; each must authenticate with a token `key` verifies.
+pub async fn serve(listener: TcpListener, node: Arc<Node>, key: VerifyingKey) {
     loop {
         match listener.accept().await {
             Ok((socket, peer)) => {
                 let span = tracing::info_span!("conn", %peer);
-                tokio::spawn(handle_connection(node.clone(), socket, peer).instrument(span));
+                tokio::spawn(
+                    handle_connection(node.clone(), socket, peer, key.clone()).instrument(span),
+                );
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -56,13 +63,39 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>) {
     }
 }
 
-async fn handle_connection(node: Arc<Node>, socket: TcpStream, peer: SocketAddr) {
+async fn handle_connection(
+    node: Arc<Node>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    key: VerifyingKey,
+) {
     if let Err(e) = socket.set_nodelay(true) {
         debug!(error = %e, "set_nodelay failed");
     }
     let (mut rd, wr) = socket.into_split();
     let (outbox, outbox_rx) = mpsc::channel::<Envelope>(CONNECTION_OUTBOX_MAX);
     tokio::spawn(write_loop(wr, outbox_rx));
+    let metrics = node.store.metrics();
+    let claims = match handshake(&mut rd, &key).await {
+        Handshake::Accepted { claims, answer } => {
+            debug!(%peer, who = %claims.describe(), "authenticated");
+            if outbox.send(answer).await.is_err() {
+                return;
+            }
+            claims
+        }
+        Handshake::Refused { error, answer } => {
+            warn!(%peer, %error, "connection refused: authentication failed");
+            crate::metrics::inc(&metrics.auth_refused_total, 1);
+            let _ = outbox.send(answer).await;
+            return;
+        }
+        Handshake::Gone(why) => {
+            debug!(%peer, why, "connection closed before authenticating");
+            return;
+        }
+    };
+    let mut denials = 0u64;
     let mut acks = JoinSet::new();
     let mut subscribed = BTreeSet::new();
     let reads = Arc::new(Semaphore::new(READS_IN_FLIGHT_PER_CONNECTION_MAX));
@@ -76,6 +109,19 @@ async fn handle_connection(node: Arc<Node>, socket: TcpStream, peer: SocketAddr)
             }
         };
         let id = env.request_id;
+        if let Err(error) = claims.permits(&env.body) {
+            // Logged once per connection: a client sending many refused requests must not
+            // flood the log; the metric counts them all.
+            if denials == 0 {
+                warn!(%peer, %error, "request refused");
+            }
+            denials += 1;
+            crate::metrics::inc(&metrics.auth_refused_total, 1);
+            if outbox.send(answer(id, error.to_body())).await.is_err() {
+                break;
+            }
+            continue;
+        }
         let reply = match env.body {
             Body::Hello {
                 tenant,

@@ -15,6 +15,8 @@ pub struct TestCluster {
     idle_timeout: String,
     object_store: Option<String>,
     env: Vec<(String, String)>,
+    /// What `borealis up` printed on stdout, every run.
+    up_output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// How to start a [`TestCluster`] (see [`TestCluster::start_with`]).
@@ -124,6 +126,7 @@ impl TestCluster {
             idle_timeout: options.idle_timeout,
             object_store: options.object_store,
             env: options.env,
+            up_output: Default::default(),
         };
         c.up().await;
         c
@@ -131,6 +134,14 @@ impl TestCluster {
 
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The lines `borealis up` printed on stdout so far (every run of it).
+    pub fn up_output(&self) -> Vec<String> {
+        self.up_output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Runs `borealis up` on the data directory and waits until it reports the cluster up.
@@ -153,9 +164,14 @@ impl TestCluster {
             .expect("starting borealis up");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
+        let output = self.up_output.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 eprintln!("[borealis up] {line}");
+                output
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(line.clone());
                 if line.starts_with("Borealis is up") {
                     let _ = tx.send(());
                 }
@@ -345,18 +361,28 @@ impl TestCluster {
             .collect()
     }
 
-    /// `GET http://<http_addr>/<path>` of a safekeeper or pageserver; `None` if it does not answer.
+    /// `GET http://<http_addr>/<path>` of a safekeeper or pageserver, as the operator (so
+    /// `/status` lists tenants); `None` if it does not answer.
     pub async fn node_http(&self, id: &str, path: &str) -> Option<String> {
         let addr = self.node_info(id).http_addr?;
         self.get_text(format!("http://{addr}/{}", path.trim_start_matches('/')))
             .await
     }
 
-    /// `GET url`'s body; `None` if it does not answer with a success within 5 s.
+    /// The cluster's storage keys (`DIR/keys`): tests play the operator, or an outsider
+    /// holding some other credential.
+    pub fn storage_keys(&self) -> borealis_auth::ClusterKeys {
+        borealis_auth::ClusterKeys::open(self.data_dir()).expect("the cluster's storage keys")
+    }
+
+    /// `GET url`'s body, with the operator's storage token; `None` if it does not answer with
+    /// a success within 5 s.
     async fn get_text(&self, url: String) -> Option<String> {
+        let token = self.storage_keys().operator_token().ok()?;
         let resp = self
             .http
             .get(url)
+            .bearer_auth(token)
             .timeout(Duration::from_secs(5))
             .send()
             .await

@@ -71,8 +71,10 @@ async fn api_errors_are_clear_and_harm_nothing() {
         )
         .await;
     assert_eq!((r.status, r.code()), (401, "unauthorized"), "{}", r.body);
+    // Another tenant's token learns nothing about which names exist (see
+    // `a_wrong_token_is_unauthorized_whether_or_not_the_tenant_exists`).
     let r = c.sql("nobody", &a, "SELECT 1").await;
-    assert_eq!((r.status, r.code()), (404, "not_found"), "{}", r.body);
+    assert_eq!((r.status, r.code()), (403, "forbidden"), "{}", r.body);
     let r = c.sql("tenant-b", &a, "SELECT * FROM s").await;
     assert_eq!(
         (r.status, r.code()),
@@ -215,5 +217,187 @@ async fn api_errors_are_clear_and_harm_nothing() {
         )
         .await;
     assert_eq!(r.status, 204, "{}", r.body);
-    assert_eq!(c.sql("tenant-b", &b, "SELECT 1").await.status, 404);
+    // Gone at once: its token grants nothing now, and the admin sees no such tenant.
+    let r = c.sql("tenant-b", &b, "SELECT 1").await;
+    assert_eq!((r.status, r.code()), (401, "unauthorized"), "{}", r.body);
+    let r = c.sql("tenant-b", &c.admin_token, "SELECT 1").await;
+    assert_eq!((r.status, r.code()), (404, "not_found"), "{}", r.body);
+}
+
+/// DESIGN.md §7: a wrong token is `unauthorized` whether or not the tenant exists, so tenant
+/// names cannot be enumerated without the admin token; the answer is the same, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_is_unauthorized_whether_or_not_the_tenant_exists() {
+    let c = TestCluster::start().await;
+    c.create_tenant("known").await;
+    let random = format!("bt_{:064x}", rand::random::<u128>());
+    let known = c.sql("known", &random, "SELECT 1").await;
+    let unknown = c.sql("never-created", &random, "SELECT 1").await;
+    assert_eq!(
+        (known.status, known.code()),
+        (401, "unauthorized"),
+        "{}",
+        known.body
+    );
+    assert_eq!(
+        (unknown.status, unknown.code()),
+        (401, "unauthorized"),
+        "{}",
+        unknown.body
+    );
+    assert_eq!(
+        known.body, unknown.body,
+        "the answers must not tell a known name from an unknown one"
+    );
+    // A missing or malformed header: the same rule.
+    for name in ["known", "never-created"] {
+        let r = c
+            .request(
+                reqwest::Method::POST,
+                &format!("/v1/tenants/{name}/sql"),
+                "",
+                Some(json!({"sql": "SELECT 1"})),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (401, "unauthorized"),
+            "{name}: {}",
+            r.body
+        );
+    }
+    // The admin token may learn that a name does not exist.
+    let r = c.sql("never-created", &c.admin_token, "SELECT 1").await;
+    assert_eq!((r.status, r.code()), (404, "not_found"), "{}", r.body);
+    let r = c.sql("known", &c.admin_token, "SELECT 1").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// Issue 15: a batch is one transaction however its statements are written, and SQL cannot
+/// write the schema by hand (which made the tenant's database unopenable from its next compute
+/// instance on, every request failing `unavailable` after a 5 s wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_cannot_commit_half_way_and_sql_cannot_break_the_schema() {
+    let c = TestCluster::start_with_idle("2s").await;
+    let t = c.create_tenant("acme").await;
+    c.sql(
+        "acme",
+        &t,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)",
+    )
+    .await
+    .ok();
+    let count = || async {
+        c.sql("acme", &t, "SELECT count(*) FROM t")
+            .await
+            .ok()
+            .scalar()
+    };
+
+    // The batch of the issue used to answer `sql_error` with its INSERT durable and visible.
+    let refused: [&[&str]; 4] = [
+        &[
+            "INSERT INTO t VALUES (1, 'x')",
+            ";COMMIT",
+            "SELECT * FROM nosuch",
+        ],
+        &["INSERT INTO t VALUES (1, 'x'); COMMIT"],
+        &["INSERT INTO t VALUES (1, 'x')", "SAVEPOINT s", "RELEASE s"],
+        &[
+            "INSERT INTO t VALUES (1, 'x')",
+            "/* */ ROLLBACK",
+            "INSERT INTO t VALUES (2, 'y')",
+        ],
+    ];
+    for entries in refused {
+        let r = c
+            .batch(
+                "acme",
+                &t,
+                entries.iter().map(|s| json!({ "sql": s })).collect(),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "bad_request"),
+            "{entries:?}: {}",
+            r.body
+        );
+        let message = r.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("not allowed inside a batch"),
+            "{entries:?}: {message}"
+        );
+        assert_eq!(
+            count().await,
+            0,
+            "{entries:?}: part of the batch is visible"
+        );
+    }
+
+    // The schema cannot be written by hand, alone or in a batch.
+    c.sql("acme", &t, "PRAGMA writable_schema = ON").await.ok();
+    let r = c
+        .sql(
+            "acme",
+            &t,
+            "UPDATE sqlite_schema SET sql = 'garbage' WHERE name = 't'",
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (400, "sql_error"), "{}", r.body);
+    let r = c
+        .batch(
+            "acme",
+            &t,
+            vec![
+                json!({"sql": "PRAGMA writable_schema = ON"}),
+                json!({"sql": "UPDATE sqlite_schema SET sql = 'garbage' WHERE name = 't'"}),
+            ],
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (400, "sql_error"), "{}", r.body);
+
+    // The tenant's next compute instance (after the idle timeout) opens the database and works.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c
+            .request(
+                reqwest::Method::GET,
+                "/v1/tenants/acme",
+                &c.admin_token,
+                None,
+            )
+            .await;
+        if r.body["compute"] == "idle" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "compute still running after the idle timeout: {}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let started = Instant::now();
+    c.sql("acme", &t, "INSERT INTO t VALUES (3, 'after')")
+        .await
+        .ok();
+    assert_eq!(count().await, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the restart took {:?}",
+        started.elapsed()
+    );
+    // And a good batch commits whole.
+    c.batch(
+        "acme",
+        &t,
+        vec![
+            json!({"sql": "INSERT INTO t VALUES (4, 'a')"}),
+            json!({"sql": "INSERT INTO t VALUES (5, 'b')"}),
+        ],
+    )
+    .await
+    .ok();
+    assert_eq!(count().await, 3);
 }

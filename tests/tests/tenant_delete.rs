@@ -116,8 +116,13 @@ async fn deleting_a_tenant_reclaims_its_storage_everywhere_and_nothing_else() {
         )
         .await;
     assert_eq!(r.status, 204, "delete: {:?}", r.body);
-    // Gone for clients at once.
+    // Gone for clients at once: its token grants nothing (401, as any wrong token: names are
+    // not told to tokens that grant nothing), and the admin finds no such tenant.
     let r = c.sql("gone", &tokens[0], "SELECT count(*) FROM t").await;
+    assert_eq!(r.status, 401, "a deleted tenant's token: {:?}", r.body);
+    let r = c
+        .sql("gone", &c.admin_token, "SELECT count(*) FROM t")
+        .await;
     assert_eq!(r.status, 404, "a deleted tenant is not found: {:?}", r.body);
 
     let live: Vec<&String> = safekeepers.iter().filter(|s| *s != down).collect();

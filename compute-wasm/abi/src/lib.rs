@@ -23,7 +23,7 @@
 //! |---------------------------------------|-----------------------------------------------------------|
 //! | `bx_alloc(len: u32) -> u32`           | allocate `len` bytes in guest memory for the host to fill |
 //! | `bx_free(ptr: u32, len: u32)`         | free what `bx_alloc` or `bx_exec` returned                |
-//! | `bx_open(cache_pages: u32) -> i32`    | open the volume; 0 on success                             |
+//! | `bx_open(cache_pages: u32) -> i32`    | open the volume: [`OPEN_OK`], [`OPEN_UNREADABLE`] or [`OPEN_FAILED`] |
 //! | `bx_exec(ptr: u32, len: u32) -> u64`  | run a postcard [`ExecRequest`]; returns `ptr << 32 \| len` of a postcard [`ExecResponse`] |
 //!
 //! Buffers: the host writes a request into a `bx_alloc` buffer, calls `bx_exec` (which only
@@ -40,6 +40,14 @@ pub const PAGE_ABSENT: i32 = 1;
 pub const COMMIT_OK: i32 = 0;
 pub const COMMIT_REFUSED: i32 = 1;
 pub const HOST_ERROR: i32 = -1;
+
+/// `bx_open`: the volume is open.
+pub const OPEN_OK: i32 = 0;
+/// `bx_open` failed for a reason of the compute's own (the reason is on the guest's stderr).
+pub const OPEN_FAILED: i32 = 1;
+/// `bx_open` failed because the database itself cannot be opened: SQLite reads its bytes as
+/// corrupt, not a database, or with a malformed schema. Every instance will fail the same way.
+pub const OPEN_UNREADABLE: i32 = 2;
 
 /// An SQL value. BLOBs travel as bytes; the gateway renders them as `{"base64": ...}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -4,15 +4,27 @@
 //!
 //! - **One statement per entry.** An entry's SQL may end in whitespace, semicolons and comments,
 //!   but a second statement is refused with [`ExecErrorKind::Invalid`]: the caller splits its
-//!   scripts, and a statement index in an error always means one thing.
-//! - Statements are prepared through rusqlite's statement cache, so a repeated SQL text is parsed
-//!   once.
-//! - `transaction: true` wraps the entries in `BEGIN IMMEDIATE … COMMIT`; any error rolls the
-//!   whole request back. Transaction-control statements (`BEGIN`, `COMMIT`, `END`, `ROLLBACK`
-//!   without `TO`) inside such a request are refused, as they would break the all-or-nothing.
+//!   scripts, and a statement index in an error always means one thing. (rusqlite checks this by
+//!   *preparing* what follows the first statement, before anything runs; leading semicolons are
+//!   not a statement to SQLite, so `";COMMIT"` is the one statement `COMMIT`.)
+//! - An entry's statement is prepared through rusqlite's statement cache, so a repeated SQL text
+//!   is parsed once. The guest's own statements (`BEGIN IMMEDIATE`, `COMMIT`, `ROLLBACK`, the
+//!   savepoint below) are prepared afresh each time and never cached: an entry reading `COMMIT`
+//!   must never be handed the guest's own, already-authorized `COMMIT`.
+//! - `transaction: true` (the API's `batch`) wraps the entries in `BEGIN IMMEDIATE … COMMIT`; any
+//!   error rolls the whole request back. **Transaction control inside it is refused by SQLite
+//!   itself**, not by reading the text: while the entries are prepared and run, the connection's
+//!   authorizer ([`install_guard`], `sqlite3_set_authorizer`) denies `SQLITE_TRANSACTION`
+//!   (`BEGIN`, `COMMIT`, `END`, `ROLLBACK`) and `SQLITE_SAVEPOINT` (`SAVEPOINT`, `RELEASE`,
+//!   `ROLLBACK TO`), which SQLite's parser reports however the statement is written (`;COMMIT`,
+//!   comments, `INSERT …; COMMIT`). The entry fails with [`ExecErrorKind::Invalid`] and the request
+//!   is rolled back: nothing of it is committed. An authorizer is asked only when a statement is
+//!   compiled, so a transaction-control statement that an earlier request left in the cache would
+//!   slip past it: whenever one may be there, the cache is flushed before the entries run.
 //! - `transaction: false` runs the entries one after another, each its own transaction (unless
-//!   the entries open one themselves), and stops at the first error. A request never leaves a
-//!   transaction open: one still open at the end is rolled back and the request fails.
+//!   the entries open one themselves with `BEGIN … COMMIT`, which is allowed here), and stops at
+//!   the first error. A request never leaves a transaction open: one still open at the end is
+//!   rolled back and the request fails.
 //! - A write statement that returns rows (`RETURNING`) runs inside a savepoint when it is not
 //!   already inside a transaction, so that stopping it half-way (the result grew too large)
 //!   takes none of its changes.
@@ -23,17 +35,94 @@
 //!   VFS saw go wrong underneath (a host import failed or refused, an I/O or corruption code) is
 //!   [`ExecErrorKind::Storage`].
 
+use std::cell::Cell;
+use std::ffi::{c_char, c_int, c_void};
+use std::ptr;
+
 use compute_abi::{
     ExecError, ExecErrorKind, ExecRequest, ExecResponse, Statement, StatementResult, Value,
 };
 use rusqlite::ffi;
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::Connection;
+use rusqlite::{CachedStatement, Connection, ErrorCode};
 
 use crate::vfs;
 
 /// Approximate per-value overhead charged against `result_bytes_max`.
 const VALUE_OVERHEAD_BYTES: u64 = 8;
+
+/// What an entry of a transactional request that tries to control the transaction is told.
+const TRANSACTION_CONTROL_REFUSED: &str = "transaction control (BEGIN, COMMIT, END, ROLLBACK, \
+     SAVEPOINT, RELEASE) is not allowed inside a batch: the batch already runs as one \
+     transaction, committed after its last statement or rolled back whole; nothing of it was \
+     committed";
+
+/// The state of the transaction-control guard (see the module docs).
+#[derive(Clone, Copy)]
+struct Guard {
+    /// The entries of a transactional request are being prepared or run: the authorizer refuses
+    /// transaction control.
+    deny: bool,
+    /// The authorizer was asked about transaction control since the current entry began.
+    seen: bool,
+    /// The statement cache may hold a transaction-control statement (one prepared by a
+    /// non-transactional request), which the authorizer would never be asked about again.
+    cached: bool,
+}
+
+thread_local! {
+    static GUARD: Cell<Guard> = const {
+        Cell::new(Guard {
+            deny: false,
+            seen: false,
+            cached: false,
+        })
+    };
+}
+
+fn guard<R>(f: impl FnOnce(&mut Guard) -> R) -> R {
+    GUARD.with(|g| {
+        let mut state = g.get();
+        let r = f(&mut state);
+        g.set(state);
+        r
+    })
+}
+
+/// Installs the authorizer that refuses transaction control inside a transactional request.
+/// `bx_open` calls it once, on the connection every request then runs on.
+pub fn install_guard(conn: &Connection) -> Result<(), String> {
+    // SAFETY: a valid connection handle, used on this thread; the callback keeps no pointer.
+    let rc =
+        unsafe { ffi::sqlite3_set_authorizer(conn.handle(), Some(authorize), ptr::null_mut()) };
+    if rc == ffi::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(format!("sqlite3_set_authorizer failed with {rc}"))
+    }
+}
+
+/// SQLite's authorizer callback, asked for every action of every statement it compiles.
+unsafe extern "C" fn authorize(
+    _: *mut c_void,
+    action: c_int,
+    _: *const c_char,
+    _: *const c_char,
+    _: *const c_char,
+    _: *const c_char,
+) -> c_int {
+    if action != ffi::SQLITE_TRANSACTION && action != ffi::SQLITE_SAVEPOINT {
+        return ffi::SQLITE_OK;
+    }
+    guard(|g| {
+        g.seen = true;
+        if g.deny {
+            ffi::SQLITE_DENY
+        } else {
+            ffi::SQLITE_OK
+        }
+    })
+}
 
 struct Failure {
     kind: ExecErrorKind,
@@ -48,13 +137,19 @@ impl Failure {
         }
     }
 
-    /// Classifies a rusqlite error; a storage failure seen by the VFS wins over SQLite's view.
+    /// Classifies a rusqlite error; a storage failure seen by the VFS wins over SQLite's view,
+    /// and the guard's refusal is said in words rather than SQLite's "not authorized".
     fn from_sqlite(e: rusqlite::Error) -> Failure {
         if let Some(storage) = vfs::take_storage_failure() {
             return Failure {
                 kind: ExecErrorKind::Storage,
                 message: format!("{storage} ({e})"),
             };
+        }
+        if e.sqlite_error_code() == Some(ErrorCode::AuthorizationForStatementDenied)
+            && guard(|g| g.deny && g.seen)
+        {
+            return Failure::invalid(TRANSACTION_CONTROL_REFUSED);
         }
         match e {
             rusqlite::Error::SqliteFailure(err, msg) => {
@@ -152,27 +247,40 @@ fn run_each(conn: &Connection, statements: &[Statement], budget: &mut Budget) ->
 }
 
 fn run_in_transaction(conn: &Connection, statements: &[Statement], budget: &mut Budget) -> Outcome {
-    for (i, st) in statements.iter().enumerate() {
-        if ends_transaction(&st.sql) {
-            return Err((
-                i,
-                Failure::invalid(
-                    "transaction control statements are not allowed in a transactional request",
-                ),
-            ));
-        }
-    }
     simple(conn, "BEGIN IMMEDIATE").map_err(|f| (0, f))?;
-    let results = run_each(conn, statements, budget)?;
+    // A cached statement is not compiled again, so the authorizer would not see it.
+    if guard(|g| std::mem::replace(&mut g.cached, false)) {
+        conn.flush_prepared_statement_cache();
+    }
+    guard(|g| g.deny = true);
+    let ran = run_each(conn, statements, budget);
+    guard(|g| g.deny = false);
+    let results = ran?;
     // A failed COMMIT is blamed on the last statement.
     let last = statements.len().saturating_sub(1);
     simple(conn, "COMMIT").map_err(|f| (last, f))?;
     Ok(results)
 }
 
+/// Runs one of the guest's own statements, prepared afresh: never through the statement cache,
+/// where an entry with the same text could find it (module docs).
 fn simple(conn: &Connection, sql: &str) -> Result<(), Failure> {
-    let mut stmt = conn.prepare_cached(sql).map_err(Failure::from_sqlite)?;
+    let mut stmt = conn.prepare(sql).map_err(Failure::from_sqlite)?;
     stmt.raw_execute().map(|_| ()).map_err(Failure::from_sqlite)
+}
+
+/// Prepares an entry's statement through the statement cache, under the guard: refused if it
+/// controls the transaction of a transactional request; otherwise, if it controls a transaction
+/// and was compiled now, the cache is marked as holding one.
+fn prepare_entry<'c>(conn: &'c Connection, sql: &str) -> Result<CachedStatement<'c>, Failure> {
+    guard(|g| g.seen = false);
+    let stmt = conn.prepare_cached(sql).map_err(Failure::from_sqlite)?;
+    guard(|g| {
+        if g.seen {
+            g.cached = true;
+        }
+    });
+    Ok(stmt)
 }
 
 fn rollback(conn: &Connection) {
@@ -186,7 +294,7 @@ fn run_statement(
     st: &Statement,
     budget: &mut Budget,
 ) -> Result<StatementResult, Failure> {
-    let mut stmt = conn.prepare_cached(&st.sql).map_err(Failure::from_sqlite)?;
+    let mut stmt = prepare_entry(conn, &st.sql)?;
     let expected = stmt.parameter_count();
     if expected != st.params.len() {
         return Err(Failure::invalid(format!(
@@ -319,20 +427,6 @@ fn leading_keywords(sql: &str, n: usize) -> Vec<String> {
         }
     }
     words
-}
-
-/// Whether the statement would begin, commit or roll back a whole transaction.
-fn ends_transaction(sql: &str) -> bool {
-    let words = leading_keywords(sql, 2);
-    match words.first().map(String::as_str) {
-        Some("BEGIN" | "COMMIT" | "END") => true,
-        Some("ROLLBACK") => {
-            // `ROLLBACK [TRANSACTION] TO sp` only goes back to a savepoint.
-            let rest = leading_keywords(sql, 3);
-            !rest.iter().skip(1).any(|w| w == "TO")
-        }
-        _ => false,
-    }
 }
 
 fn starts_insert(sql: &str) -> bool {

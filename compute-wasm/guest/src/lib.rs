@@ -9,6 +9,13 @@
 //! - [`exec`]: runs an `ExecRequest` (prepared-statement cache, parameters, rows, limits) and
 //!   classifies failures as SQL, invalid-request, too-large or storage errors.
 //!
+//! `bx_open` opens the volume in SQLite's **defensive mode** (`SQLITE_DBCONFIG_DEFENSIVE`: no
+//! `writable_schema`, no hand-set `schema_version`, ...): SQL cannot write the schema by hand,
+//! which is how a tenant could make its own database unopenable. A database that cannot be
+//! opened all the same (SQLite reads it as corrupt) is reported as such ([`compute_abi::OPEN_UNREADABLE`]), apart from every other
+//! failure to open. It also installs the authorizer that keeps a transactional request one
+//! transaction ([`exec`]).
+//!
 //! The exports are `bx_alloc`, `bx_free`, `bx_open` and `bx_exec`. Buffer ownership: the host
 //! fills a `bx_alloc`ed buffer with a request, calls `bx_exec`, copies the response out, and frees
 //! both buffers with `bx_free` (`bx_exec` only borrows its input).
@@ -20,7 +27,10 @@
 use std::cell::RefCell;
 use std::ffi::c_int;
 
-use compute_abi::{ExecError, ExecErrorKind, ExecRequest, ExecResponse};
+use compute_abi::{
+    ExecError, ExecErrorKind, ExecRequest, ExecResponse, OPEN_FAILED, OPEN_OK, OPEN_UNREADABLE,
+};
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
 pub mod exec;
@@ -63,32 +73,80 @@ pub unsafe extern "C" fn bx_free(ptr: u32, len: u32) {
     drop(unsafe { Box::from_raw(slice) });
 }
 
-/// Opens the volume with a page cache of `cache_pages` pages. 0 on success; otherwise the reason
-/// was printed to stderr.
+/// Opens the volume with a page cache of `cache_pages` pages. [`OPEN_OK`] on success;
+/// [`OPEN_UNREADABLE`] if the database itself cannot be opened (SQLite finds it corrupt, not a
+/// database, or its schema malformed); [`OPEN_FAILED`] for anything else. The reason was printed
+/// to stderr.
 #[no_mangle]
 pub extern "C" fn bx_open(cache_pages: u32) -> i32 {
     match open(cache_pages) {
         Ok(conn) => {
             CONN.with(|c| *c.borrow_mut() = Some(conn));
-            0
+            OPEN_OK
         }
-        Err(e) => {
+        Err(OpenError::Unreadable(e)) => {
             eprintln!("bx_open: {e}");
-            1
+            OPEN_UNREADABLE
+        }
+        Err(OpenError::Failed(e)) => {
+            eprintln!("bx_open: {e}");
+            OPEN_FAILED
         }
     }
 }
 
-fn open(cache_pages: u32) -> Result<Connection, String> {
+/// Why [`open`] failed.
+enum OpenError {
+    /// The database's own bytes: SQLite reads them as corrupt, not a database, or with a
+    /// malformed schema. Every instance opened on this volume will fail the same way.
+    Unreadable(String),
+    /// Anything else (a bug, a storage failure the VFS saw).
+    Failed(String),
+}
+
+impl From<String> for OpenError {
+    fn from(message: String) -> Self {
+        OpenError::Failed(message)
+    }
+}
+
+/// Classifies an SQLite error met while opening, `what` saying what was being done.
+fn open_error(what: &str, e: rusqlite::Error) -> OpenError {
+    let message = format!("{what}: {e}");
+    if let Some(storage) = vfs::take_storage_failure() {
+        return OpenError::Failed(format!("{message} ({storage})"));
+    }
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+            OpenError::Unreadable(message)
+        }
+        _ => OpenError::Failed(message),
+    }
+}
+
+fn open(cache_pages: u32) -> Result<Connection, OpenError> {
     if CONN.with(|c| c.borrow().is_some()) {
-        return Err("the volume is already open".into());
+        return Err(OpenError::Failed("the volume is already open".into()));
     }
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_EXRESCODE;
     let conn = Connection::open_with_flags_and_vfs("volume", flags, vfs::VFS_NAME)
-        .map_err(|e| format!("opening the volume: {e}"))?;
+        .map_err(|e| open_error("opening the volume", e))?;
+    // Defensive mode: the schema cannot be written directly (`PRAGMA writable_schema` is
+    // ignored, `sqlite_schema` refuses updates), nor can anything else that lets SQL corrupt
+    // the file. A tenant must not be able to make its own database unopenable.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
+        .map_err(|e| format!("enabling SQLITE_DBCONFIG_DEFENSIVE: {e}"))?;
+    if !conn
+        .db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE)
+        .map_err(|e| format!("reading SQLITE_DBCONFIG_DEFENSIVE: {e}"))?
+    {
+        return Err(OpenError::Failed(
+            "SQLITE_DBCONFIG_DEFENSIVE did not turn on".into(),
+        ));
+    }
     let cache_kib = u64::from(cache_pages.max(1)) * (borealis_core::PAGE_SIZE_BYTES as u64 / 1024);
     // locking_mode=EXCLUSIVE + journal_mode=MEMORY + synchronous not OFF make the pager use batch
     // atomic writes (one COMMIT_ATOMIC_WRITE per commit); cache_spill=OFF keeps dirty pages in
@@ -103,8 +161,8 @@ fn open(cache_pages: u32) -> Result<Connection, String> {
     vfs::allow_config_pragmas(true);
     let configured = conn.execute_batch(&config);
     vfs::allow_config_pragmas(false);
-    configured.map_err(|e| format!("configuring the connection: {e}"))?;
-    let check = |pragma: &str| -> Result<String, String> {
+    configured.map_err(|e| open_error("configuring the connection", e))?;
+    let check = |pragma: &str| -> Result<String, OpenError> {
         conn.query_row(&format!("PRAGMA {pragma}"), [], |r| {
             r.get::<_, rusqlite::types::Value>(0)
         })
@@ -113,7 +171,7 @@ fn open(cache_pages: u32) -> Result<Connection, String> {
             rusqlite::types::Value::Text(t) => t,
             other => format!("{other:?}"),
         })
-        .map_err(|e| format!("reading PRAGMA {pragma}: {e}"))
+        .map_err(|e| open_error(&format!("reading PRAGMA {pragma}"), e))
     };
     for (pragma, want) in [
         ("journal_mode", "memory"),
@@ -123,9 +181,19 @@ fn open(cache_pages: u32) -> Result<Connection, String> {
     ] {
         let got = check(pragma)?;
         if got != want {
-            return Err(format!("PRAGMA {pragma} is {got}, expected {want}"));
+            // (A page 0 with another page size never gets here: the VFS refuses it at open.)
+            return Err(OpenError::Failed(format!(
+                "PRAGMA {pragma} is {got}, expected {want}"
+            )));
         }
     }
+    // SQLite loads the schema lazily: read it now, so that a malformed one fails the open and
+    // not the first request.
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(|e| open_error("reading the schema", e))?;
+    exec::install_guard(&conn)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     Ok(conn)
 }

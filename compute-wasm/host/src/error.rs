@@ -25,8 +25,9 @@ impl BackendError {
 }
 
 /// Why a [`Compute`](crate::Compute) could not answer. SQL errors are not here: they are answers
-/// (`ExecResponse::Err`). Every variant except [`ComputeError::RequestTooLarge`] and
-/// [`ComputeError::Startup`] poisons the instance (see the crate docs).
+/// (`ExecResponse::Err`). Every variant except [`ComputeError::RequestTooLarge`],
+/// [`ComputeError::Startup`] and [`ComputeError::Unopenable`] poisons the instance (see the crate
+/// docs).
 #[derive(Debug, Error)]
 pub enum ComputeError {
     /// The guest trapped (a bug, a stack overflow, running out of its memory cap). The instance
@@ -54,9 +55,17 @@ pub enum ComputeError {
     /// storage failure the host did not see). A bug; the instance is discarded.
     #[error("the compute misbehaved: {0}")]
     Invalid(String),
-    /// The instance could not be created or could not open its volume.
+    /// The instance could not be created (every instance slot is taken, most likely), or opening
+    /// its volume ran past the startup deadline: a passing condition, worth another try.
+    /// (A guest that misbehaves while opening is [`ComputeError::Invalid`] or
+    /// [`ComputeError::Trap`]; a backend failure, [`ComputeError::Backend`].)
     #[error("the compute failed to start: {0}")]
     Startup(String),
+    /// The instance started, but the tenant's database cannot be opened: SQLite reads its pages
+    /// as corrupt, not a database, or with a malformed schema. Every instance on the same
+    /// volume fails the same way; trying again does not help.
+    #[error("the database cannot be opened: {0}")]
+    Unopenable(String),
     /// An earlier failure poisoned this instance; start a new one.
     #[error("this compute instance is unusable after an earlier failure ({0}); start a new one")]
     Poisoned(String),
@@ -73,6 +82,7 @@ impl ComputeError {
             ComputeError::Timeout { .. } => ErrorKind::Timeout,
             ComputeError::Backend(e) => e.kind,
             ComputeError::Startup(_) | ComputeError::Poisoned(_) => ErrorKind::Unavailable,
+            ComputeError::Unopenable(_) => ErrorKind::DatabaseCorrupt,
             ComputeError::RequestTooLarge { .. } | ComputeError::OutOfMemory { .. } => {
                 ErrorKind::Invalid
             }
@@ -83,7 +93,9 @@ impl ComputeError {
     pub fn poisons(&self) -> bool {
         !matches!(
             self,
-            ComputeError::RequestTooLarge { .. } | ComputeError::Startup(_)
+            ComputeError::RequestTooLarge { .. }
+                | ComputeError::Startup(_)
+                | ComputeError::Unopenable(_)
         )
     }
 }

@@ -109,6 +109,15 @@ impl HostState {
         self.failure.get_or_insert(failure);
     }
 
+    /// The last line the guest printed (or is printing).
+    pub(crate) fn last_stderr_line(&self) -> String {
+        if self.stderr_line.is_empty() {
+            self.stderr_recent.back().cloned().unwrap_or_default()
+        } else {
+            String::from_utf8_lossy(&self.stderr_line).into_owned()
+        }
+    }
+
     /// The last lines the guest printed, for error messages.
     pub(crate) fn recent_stderr(&self) -> String {
         let mut lines: Vec<&str> = self.stderr_recent.iter().map(String::as_str).collect();

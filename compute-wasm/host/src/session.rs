@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use compute_abi::{ExecErrorKind, ExecRequest, ExecResponse};
+use compute_abi::{ExecErrorKind, ExecRequest, ExecResponse, OPEN_OK, OPEN_UNREADABLE};
 use wasmtime::{Memory, Store, Trap, TypedFunc};
 
 use crate::engine::{ComputeEngine, EngineInner};
@@ -57,7 +57,10 @@ impl From<wasmtime::Error> for CallError {
 impl Compute {
     /// Instantiates the guest and opens the volume with a SQLite page cache of `cache_pages`
     /// pages (the main memory knob: linear memory never shrinks). A backend failure while
-    /// opening (page 0 could not be read) is reported as [`ComputeError::Backend`].
+    /// opening (page 0 could not be read) is reported as [`ComputeError::Backend`]; a database
+    /// SQLite cannot open (corrupt, malformed schema) as [`ComputeError::Unopenable`]; only an
+    /// instance that could not be created (no free slot) or ran out of time opening is
+    /// [`ComputeError::Startup`].
     pub fn start(
         engine: &ComputeEngine,
         backend: Box<dyn Backend>,
@@ -100,19 +103,31 @@ impl Compute {
         if let Some(failure) = store.data_mut().failure.take() {
             return Err(match failure {
                 ImportFailure::Backend(e) => ComputeError::Backend(e),
-                ImportFailure::Invalid(m) => ComputeError::Startup(m),
+                ImportFailure::Invalid(m) => ComputeError::Invalid(m),
             });
         }
         match opened {
-            Ok(0) => {}
+            Ok(OPEN_OK) => {}
+            Ok(OPEN_UNREADABLE) => {
+                // The guest's last line says why, after its "bx_open: ".
+                let line = store.data().last_stderr_line();
+                let why = line.strip_prefix("bx_open: ").unwrap_or(&line);
+                return Err(ComputeError::Unopenable(why.to_string()));
+            }
             Ok(rc) => {
                 let why = store.data().recent_stderr();
-                return Err(ComputeError::Startup(format!(
+                return Err(ComputeError::Invalid(format!(
                     "bx_open returned {rc}: {why}"
                 )));
             }
-            Err(e) => {
+            Err(e) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
                 return Err(ComputeError::Startup(format!(
+                    "opening the volume took longer than {:?}",
+                    inner.config.startup_timeout
+                )))
+            }
+            Err(e) => {
+                return Err(ComputeError::Trap(format!(
                     "bx_open trapped: {}",
                     trap_message(&e)
                 )))

@@ -636,3 +636,266 @@ fn a_transaction_larger_than_the_compute_memory_is_out_of_memory_and_takes_no_ef
     q(&mut c, "INSERT INTO t VALUES (randomblob(10))", vec![]);
     assert_eq!(int(&mut c, "SELECT count(*) FROM t"), 1);
 }
+
+/// Runs `sqls` as one transactional request (the API's `batch`).
+fn batch(c: &mut compute_host::Compute, sqls: &[&str]) -> ExecResponse {
+    let req = request(sqls.iter().map(|s| stmt(s, vec![])).collect(), true);
+    c.exec(&req, TIMEOUT).unwrap()
+}
+
+#[test]
+fn transaction_control_inside_a_batch_is_refused_by_sqlite_and_nothing_commits() {
+    let backend = MemBackend::default();
+    let mut c = start(&backend);
+    q(&mut c, "CREATE TABLE t(a)", vec![]);
+    // Outside a batch, transaction control is the request's own business: these texts are now
+    // in the statement cache, authorized, and must not be reused inside a batch. A failed
+    // request also runs the guest's own ROLLBACK.
+    let req = request(
+        [
+            "BEGIN",
+            "INSERT INTO t VALUES (1)",
+            ";COMMIT",
+            "SAVEPOINT s",
+            "RELEASE s",
+        ]
+        .iter()
+        .map(|s| stmt(s, vec![]))
+        .collect(),
+        false,
+    );
+    let r = c.exec(&req, TIMEOUT).unwrap();
+    assert!(matches!(r, ExecResponse::Ok(_)), "{r:?}");
+    let e = q_err(&mut c, "INSERT INTO nosuch VALUES (1)", vec![]);
+    assert_eq!(e.kind, ExecErrorKind::Sql);
+    assert_eq!(int(&mut c, "SELECT count(*) FROM t"), 1);
+    let commits = backend.commit_count();
+    let snapshot = backend.snapshot();
+
+    // (entries, index of the refused one)
+    let cases: &[(&[&str], u32)] = &[
+        // Issue 15: the INSERT used to be committed by the `;COMMIT` before the batch failed.
+        (
+            &[
+                "INSERT INTO t VALUES (2)",
+                ";COMMIT",
+                "SELECT * FROM nosuch",
+            ],
+            1,
+        ),
+        (&["INSERT INTO t VALUES (2)", "COMMIT"], 1),
+        (
+            &[
+                "INSERT INTO t VALUES (2)",
+                " ;; /* hidden */ commit transaction ;",
+            ],
+            1,
+        ),
+        (&["INSERT INTO t VALUES (2)", "-- a comment\nEND"], 1),
+        (
+            &[
+                "INSERT INTO t VALUES (2)",
+                ";ROLLBACK",
+                "INSERT INTO t VALUES (3)",
+            ],
+            1,
+        ),
+        (&["INSERT INTO t VALUES (2)", "BEGIN"], 1),
+        (&["INSERT INTO t VALUES (2); COMMIT"], 0),
+        (&["INSERT INTO t VALUES (2) ;COMMIT; SELECT 1"], 0),
+        (
+            &[
+                "INSERT INTO t VALUES (2)",
+                "SAVEPOINT s",
+                "INSERT INTO t VALUES (3)",
+            ],
+            1,
+        ),
+        (&["SAVEPOINT s", "INSERT INTO t VALUES (2)", "RELEASE s"], 0),
+        (&["INSERT INTO t VALUES (2)", "RELEASE s"], 1),
+        (&["INSERT INTO t VALUES (2)", "ROLLBACK TO s"], 1),
+        (
+            &[
+                "INSERT INTO t VALUES (2)",
+                "ROLLBACK TRANSACTION TO SAVEPOINT s",
+            ],
+            1,
+        ),
+    ];
+    for (entries, refused) in cases {
+        match batch(&mut c, entries) {
+            ExecResponse::Err(e) => {
+                assert_eq!(
+                    (e.kind, e.statement),
+                    (ExecErrorKind::Invalid, *refused),
+                    "{entries:?}: {e:?}"
+                );
+                assert!(
+                    e.message.contains("not allowed inside a batch"),
+                    "{entries:?}: {}",
+                    e.message
+                );
+            }
+            other => panic!("{entries:?}: expected a refusal, got {other:?}"),
+        }
+        assert_eq!(
+            int(&mut c, "SELECT count(*) FROM t"),
+            1,
+            "{entries:?}: nothing of the batch is visible"
+        );
+        assert_eq!(
+            backend.commit_count(),
+            commits,
+            "{entries:?}: nothing shipped"
+        );
+        assert_eq!(backend.snapshot(), snapshot, "{entries:?}");
+    }
+    // Nothing of it reached storage: a fresh instance agrees.
+    let mut fresh = start(&backend);
+    assert_eq!(int(&mut fresh, "SELECT count(*) FROM t"), 1);
+
+    // The guard covers batches only: outside one, BEGIN/COMMIT and savepoints work as before,
+    // and good batches commit whole.
+    let req = request(
+        [
+            "BEGIN",
+            "INSERT INTO t VALUES (10)",
+            "SAVEPOINT s",
+            "INSERT INTO t VALUES (11)",
+            "ROLLBACK TO s",
+            "RELEASE s",
+            "COMMIT",
+        ]
+        .iter()
+        .map(|s| stmt(s, vec![]))
+        .collect(),
+        false,
+    );
+    let r = c.exec(&req, TIMEOUT).unwrap();
+    assert!(matches!(r, ExecResponse::Ok(_)), "{r:?}");
+    let r = batch(
+        &mut c,
+        &[
+            "INSERT INTO t VALUES (20)",
+            "INSERT INTO t VALUES (21) RETURNING a",
+        ],
+    );
+    assert!(matches!(r, ExecResponse::Ok(_)), "{r:?}");
+    assert_eq!(int(&mut c, "SELECT sum(a) FROM t"), 1 + 10 + 20 + 21);
+    assert_eq!(backend.commit_count(), commits + 2);
+    assert!(c.poisoned().is_none());
+}
+
+#[test]
+fn the_schema_cannot_be_written_and_the_database_stays_openable() {
+    let backend = MemBackend::default();
+    let mut c = start(&backend);
+    q(&mut c, "CREATE TABLE t(a)", vec![]);
+    q(&mut c, "INSERT INTO t VALUES (1)", vec![]);
+    let version = int(&mut c, "PRAGMA schema_version");
+    // Issue 15: this used to be accepted, and every later instance failed to open the volume.
+    q(&mut c, "PRAGMA writable_schema = ON", vec![]);
+    assert_eq!(
+        int(&mut c, "PRAGMA writable_schema"),
+        0,
+        "defensive mode ignores it"
+    );
+    for sql in [
+        "UPDATE sqlite_schema SET sql = 'garbage' WHERE name = 't'",
+        "UPDATE sqlite_master SET sql = 'CREATE TABLE t(a, b)' WHERE name = 't'",
+        "DELETE FROM sqlite_schema",
+        "INSERT INTO sqlite_schema VALUES ('table', 'x', 'x', 0, 'nonsense')",
+    ] {
+        let e = q_err(&mut c, sql, vec![]);
+        assert_eq!(e.kind, ExecErrorKind::Sql, "{sql}");
+        assert!(
+            e.message.contains("may not be modified"),
+            "{sql}: {}",
+            e.message
+        );
+    }
+    match batch(
+        &mut c,
+        &[
+            "PRAGMA writable_schema = 1",
+            "UPDATE sqlite_schema SET sql = 'garbage' WHERE name = 't'",
+        ],
+    ) {
+        ExecResponse::Err(e) => assert_eq!((e.kind, e.statement), (ExecErrorKind::Sql, 1)),
+        other => panic!("{other:?}"),
+    }
+    // Nor can the schema cookie be set by hand.
+    q(&mut c, "PRAGMA schema_version = 1", vec![]);
+    assert_eq!(int(&mut c, "PRAGMA schema_version"), version);
+    // The database works, here and in a fresh instance.
+    q(&mut c, "INSERT INTO t VALUES (2)", vec![]);
+    assert_eq!(int(&mut c, "SELECT count(*) FROM t"), 2);
+    let mut fresh = start(&backend);
+    assert_eq!(int(&mut fresh, "SELECT sum(a) FROM t"), 3);
+    int_ok(&mut fresh);
+}
+
+/// Replaces the first occurrence of `from` (same length as `to`) in any stored page.
+fn patch_pages(backend: &MemBackend, from: &[u8], to: &[u8]) {
+    assert_eq!(from.len(), to.len());
+    let mut store = backend.lock();
+    for page in store.pages.values_mut() {
+        if let Some(at) = page.windows(from.len()).position(|w| w == from) {
+            page[at..at + to.len()].copy_from_slice(to);
+            return;
+        }
+    }
+    panic!("{:?} is in no page", String::from_utf8_lossy(from));
+}
+
+#[test]
+fn a_database_that_cannot_be_opened_fails_to_start_at_once_as_unopenable() {
+    use borealis_core::ErrorKind;
+    use compute_host::ComputeError;
+    for (what, from, to, needle) in [
+        (
+            "a malformed schema",
+            &b"CREATE TABLE t(a)"[..],
+            &b"CREATE TABLX t(a)"[..],
+            "malformed database schema",
+        ),
+        (
+            "a damaged header",
+            &b"SQLite format 3\0"[..],
+            &b"SQLite formax 3\0"[..],
+            "not a database",
+        ),
+    ] {
+        let backend = MemBackend::default();
+        let mut c = start(&backend);
+        q(&mut c, "CREATE TABLE t(a)", vec![]);
+        q(&mut c, "INSERT INTO t VALUES (1)", vec![]);
+        drop(c);
+        patch_pages(&backend, from, to);
+        let started = std::time::Instant::now();
+        match compute_host::Compute::start(engine(), Box::new(backend.clone()), 256) {
+            Err(e @ ComputeError::Unopenable(_)) => {
+                let message = e.to_string();
+                assert!(message.contains(needle), "{what}: {message}");
+                assert!(
+                    message.starts_with("the database cannot be opened: "),
+                    "{what}: {message}"
+                );
+                assert!(!message.contains("bx_open"), "{what}: {message}");
+                assert_eq!(e.kind(), ErrorKind::DatabaseCorrupt);
+                assert_eq!(e.kind().code(), "corrupt");
+                assert!(!e.kind().is_retryable());
+            }
+            Err(other) => panic!("{what}: expected Unopenable, got {other:?}"),
+            Ok(_) => panic!("{what}: the damaged database opened"),
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{what}: answered at once"
+        );
+        // Repaired, it opens again: nothing else was wrong.
+        patch_pages(&backend, to, from);
+        let mut c = start(&backend);
+        assert_eq!(int(&mut c, "SELECT count(*) FROM t"), 1);
+    }
+}

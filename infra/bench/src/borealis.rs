@@ -33,6 +33,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Api {
     http: reqwest::Client,
     pub url: String,
+    /// The operator's storage token (`DIR/keys/operator.token`), sent on [`Api::get_text`]: a
+    /// storage node's `/status` lists tenants only to the operator.
+    operator_token: Option<String>,
 }
 
 /// A tenant and its token.
@@ -53,6 +56,7 @@ impl Api {
                 .build()
                 .context("building the HTTP client")?,
             url: url.trim_end_matches('/').to_string(),
+            operator_token: None,
         })
     }
 
@@ -168,12 +172,11 @@ impl Api {
     }
 
     pub async fn get_text(&self, url: &str) -> anyhow::Result<String> {
-        let r = self
-            .http
-            .get(url)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await?;
+        let mut request = self.http.get(url).timeout(Duration::from_secs(5));
+        if let Some(token) = &self.operator_token {
+            request = request.bearer_auth(token);
+        }
+        let r = request.send().await?;
         if !r.status().is_success() {
             bail!("GET {url}: HTTP {}", r.status());
         }
@@ -216,6 +219,15 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// A storage token for reading any tenant's log, as a pageserver does (made with the
+    /// cluster's signing key, `DIR/keys/`).
+    pub fn log_reader_token(&self) -> anyhow::Result<String> {
+        let keys = borealis_auth::ClusterKeys::open(&self.dir)?;
+        Ok(keys
+            .signing_key()
+            .issue_for(borealis_auth::Role::Pageserver, None, "bench", 0))
+    }
+
     /// Starts `borealis up` on a new directory under `work`.
     pub async fn start(bin_dir: &Path, work: &Path, idle_timeout: &str) -> anyhow::Result<Cluster> {
         let borealis = bin_dir.join("borealis");
@@ -272,6 +284,8 @@ impl Cluster {
             .and_then(Value::as_str)
             .context("cluster.json has no gateway url")?;
         cluster.api = Api::new(url)?;
+        cluster.api.operator_token =
+            Some(borealis_auth::ClusterKeys::open(&cluster.dir)?.operator_token()?);
         cluster.admin_token = layout["admin_token"]
             .as_str()
             .context("cluster.json has no admin token")?

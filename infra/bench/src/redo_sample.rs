@@ -54,7 +54,7 @@ pub async fn measure(
     let tenant: TenantId =
         t.id.parse()
             .map_err(|e| anyhow::anyhow!("tenant id {:?}: {e:?}", t.id))?;
-    let client = Client::connect(&sk_addr, CALL_TIMEOUT, None)
+    let client = Client::connect(&sk_addr, &cluster.log_reader_token()?, CALL_TIMEOUT, None)
         .await
         .with_context(|| format!("connecting to safekeeper {sk_addr}"))?;
     let mut acked_total = 0;

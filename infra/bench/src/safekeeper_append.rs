@@ -18,6 +18,7 @@
 
 use crate::stats::Latencies;
 use anyhow::{bail, Context};
+use borealis_auth::{ClusterKeys, Role};
 use borealis_core::redo::{RedoBody, RedoRecord};
 use borealis_core::{EpochStart, Lsn, PageNo, SegmentId, TenantId, PAGE_SIZE_BYTES};
 use borealis_wire::{Body, Client};
@@ -58,6 +59,8 @@ impl AppendFigures {
 struct Members {
     children: Vec<Child>,
     listen: Vec<String>,
+    /// The harness plays the writer: a token with the gateway's role for every tenant.
+    token: String,
 }
 
 impl Drop for Members {
@@ -85,9 +88,13 @@ async fn start_members(bin_dir: &Path, root: &Path, n: usize) -> anyhow::Result<
     let ids: Vec<String> = (0..n).map(|i| format!("sk-{i}")).collect();
     let listen: Vec<String> = (0..n).map(|_| free_addr()).collect::<anyhow::Result<_>>()?;
     let http: Vec<String> = (0..n).map(|_| free_addr()).collect::<anyhow::Result<_>>()?;
+    let keys = ClusterKeys::ensure(root)?;
     let mut members = Members {
         children: Vec::new(),
         listen: listen.clone(),
+        token: keys
+            .signing_key()
+            .issue_for(Role::Gateway, None, "bench", 0),
     };
     for i in 0..n {
         let peers: Vec<String> = (0..n)
@@ -101,6 +108,10 @@ async fn start_members(bin_dir: &Path, root: &Path, n: usize) -> anyhow::Result<
             .arg("--data-dir")
             .arg(&data)
             .args(["--peers", &peers.join(",")])
+            .arg("--auth-verifying-key")
+            .arg(keys.verifying_key_path())
+            .arg("--token-file")
+            .arg(keys.node_token_file(&ids[i], Role::Safekeeper)?)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -185,7 +196,7 @@ pub async fn measure(
     let mut clients = Vec::new();
     for (i, addr) in procs.listen.iter().enumerate() {
         let (tx, mut rx) = mpsc::channel(ACK_QUEUE_MAX);
-        let c = Client::connect(addr, CALL_TIMEOUT, Some(tx))
+        let c = Client::connect(addr, &procs.token, CALL_TIMEOUT, Some(tx))
             .await
             .with_context(|| format!("connecting to safekeeper {addr}"))?;
         let history = vec![EpochStart {

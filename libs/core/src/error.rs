@@ -27,6 +27,18 @@ pub enum ErrorKind {
     Corrupt,
     /// A bug of ours. Logged at ERROR.
     Internal,
+    // New variants go below this line, never above: postcard encodes a variant by its index.
+    /// The asker's credentials are missing, invalid, or do not cover what it asked.
+    Unauthorized,
+    /// The asker has too much in flight (requests, or bytes held for them): refused at once,
+    /// before any of it ran. Retry after a moment.
+    RateLimited,
+    /// The tenant's database itself cannot be opened: SQLite reads its pages, exactly as
+    /// storage holds them, as corrupt, not a database, or with a malformed schema. Every request
+    /// fails the same way until the data is repaired, so retrying will not help. (Unlike
+    /// [`ErrorKind::Corrupt`]: bytes damaged at rest or on the wire, caught by a check, and
+    /// served again from a good copy.)
+    DatabaseCorrupt,
 }
 
 impl ErrorKind {
@@ -39,6 +51,9 @@ impl ErrorKind {
             ErrorKind::Unavailable | ErrorKind::Fenced | ErrorKind::Corrupt => "unavailable",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Internal => "internal",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::DatabaseCorrupt => "corrupt",
         }
     }
 
@@ -46,7 +61,10 @@ impl ErrorKind {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            ErrorKind::Unavailable | ErrorKind::Fenced | ErrorKind::Corrupt
+            ErrorKind::Unavailable
+                | ErrorKind::Fenced
+                | ErrorKind::Corrupt
+                | ErrorKind::RateLimited
         )
     }
 }

@@ -6,8 +6,16 @@
 //!
 //! - `file:///abs/path` — the local filesystem, the embedded default of `borealis up`;
 //! - `s3://bucket?endpoint=http://127.0.0.1:9000&region=us-east-1` — any S3-compatible server
-//!   (credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` or `access_key_id` /
+//!   (credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`, or the `access_key_id` /
 //!   `secret_access_key` query parameters). Plain-HTTP endpoints are allowed for loopback tests.
+//!
+//! ## Credentials never travel in a printed URL
+//!
+//! The query parameters are for callers that hold the URL in memory (tests). A URL on a command
+//! line is visible to every user of the machine (`ps`), so the binaries refuse one that
+//! [`has_credentials`] (the pageserver) or take the credentials out of it (`borealis up`), and
+//! the credentials reach the client through the environment. Anything that logs or prints a URL
+//! passes it through [`redact_url`], and this crate's own errors do (docs/security.md).
 //!
 //! It also fixes the key layout ([`keys`]): every object a pageserver writes carries that
 //! pageserver attachment's **generation**, so two pageservers that both believe they own a
@@ -48,8 +56,12 @@ pub const S3_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// about 140 KiB/s before a part is abandoned (and retried by the caller).
 pub const S3_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Query parameters of an `s3://` URL that carry credentials.
+pub const CREDENTIAL_PARAMS: [&str; 2] = ["access_key_id", "secret_access_key"];
+
 #[derive(Debug, Error)]
 pub enum ObjStoreError {
+    /// The URL in the message is redacted ([`redact_url`]).
     #[error("unsupported object store URL {0:?}: use file:///path or s3://bucket?endpoint=...")]
     BadUrl(String),
     #[error("object store: {0}")]
@@ -58,21 +70,55 @@ pub enum ObjStoreError {
     Io(#[from] std::io::Error),
 }
 
+/// A URL fit for logs, status pages and error messages: scheme, host and path, never the query
+/// (which may hold credentials) or a `user:password@`.
+pub fn redact_url(url: &str) -> String {
+    let base = match url.split_once('?') {
+        Some((base, _)) => format!("{base}?…"),
+        None => url.to_string(),
+    };
+    let Some((scheme, rest)) = base.split_once("://") else {
+        return base;
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://…@{host}{path}"),
+        None => base,
+    }
+}
+
+/// Whether the URL carries credentials: an [`CREDENTIAL_PARAMS`] query parameter, or a
+/// `user:password@` part.
+pub fn has_credentials(url: &str) -> bool {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return false;
+    };
+    !parsed.username().is_empty()
+        || parsed.password().is_some()
+        || parsed
+            .query_pairs()
+            .any(|(k, _)| CREDENTIAL_PARAMS.contains(&k.as_ref()))
+}
+
 /// Opens the object store a URL names.
 pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>, ObjStoreError> {
-    let parsed = url::Url::parse(url).map_err(|_| ObjStoreError::BadUrl(url.to_string()))?;
+    let bad = || ObjStoreError::BadUrl(redact_url(url));
+    let parsed = url::Url::parse(url).map_err(|_| bad())?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        // The S3 client would ignore it: refuse rather than run without the credentials meant.
+        return Err(ObjStoreError::BadUrl(format!(
+            "{} (credentials go in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, not user:password@)",
+            redact_url(url)
+        )));
+    }
     match parsed.scheme() {
         "file" => {
-            let path = parsed
-                .to_file_path()
-                .map_err(|_| ObjStoreError::BadUrl(url.to_string()))?;
+            let path = parsed.to_file_path().map_err(|_| bad())?;
             std::fs::create_dir_all(&path)?;
             Ok(Arc::new(LocalFileSystem::new_with_prefix(path)?))
         }
         "s3" => {
-            let bucket = parsed
-                .host_str()
-                .ok_or_else(|| ObjStoreError::BadUrl(url.to_string()))?;
+            let bucket = parsed.host_str().ok_or_else(bad)?;
             let retry = RetryConfig {
                 backoff: BackoffConfig {
                     init_backoff: Duration::from_millis(50),
@@ -104,7 +150,8 @@ pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>, ObjStoreError> {
                     "secret_access_key" => b.with_secret_access_key(v.as_ref()),
                     _ => {
                         return Err(ObjStoreError::BadUrl(format!(
-                            "{url} (unknown parameter {k})"
+                            "{} (unknown parameter {k})",
+                            redact_url(url)
                         )))
                     }
                 };
@@ -117,7 +164,7 @@ pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>, ObjStoreError> {
                 b.with_virtual_hosted_style_request(false).build()?,
             ))
         }
-        _ => Err(ObjStoreError::BadUrl(url.to_string())),
+        _ => Err(bad()),
     }
 }
 
@@ -131,6 +178,30 @@ mod tests {
         for bad in ["ftp://x", "not a url", "s3://", "s3://b?colour=red"] {
             assert!(open(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn credentials_never_reach_an_error_or_a_log() {
+        assert_eq!(
+            redact_url("s3://b?endpoint=http://x&secret_access_key=s"),
+            "s3://b?…"
+        );
+        assert_eq!(redact_url("s3://k:s@b/p?x=1"), "s3://…@b/p?…");
+        assert_eq!(redact_url("file:///tmp/objects"), "file:///tmp/objects");
+        assert_eq!(redact_url("file:///tmp/a@b"), "file:///tmp/a@b");
+        for url in [
+            "s3://b?colour=red&secret_access_key=TOPSECRET",
+            "s3://user:TOPSECRET@b?endpoint=http://127.0.0.1:9",
+            "ftp://x?secret_access_key=TOPSECRET",
+        ] {
+            let err = open(url).map(|_| ()).expect_err(url).to_string();
+            assert!(!err.contains("TOPSECRET"), "{err}");
+        }
+        assert!(has_credentials("s3://b?endpoint=http://x&access_key_id=k"));
+        assert!(has_credentials("s3://b?secret_access_key=s"));
+        assert!(has_credentials("s3://k:s@b"));
+        assert!(!has_credentials("s3://b?endpoint=http://x&region=r"));
+        assert!(!has_credentials("file:///tmp/objects"));
     }
 
     #[tokio::test]

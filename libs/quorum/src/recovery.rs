@@ -54,6 +54,8 @@ pub struct RecoveryPlan {
 pub enum RecoveryError {
     #[error("only {0} of {PG_MEMBERS} safekeepers answered, {READ_QUORUM} needed to recover")]
     NoReadQuorum(usize),
+    #[error("a member reports epoch {0}: no epoch is left above it for a new writer")]
+    EpochsExhausted(u64),
     #[error("the volume has {0} segments; recovery of more than one is not supported yet")]
     MultiSegment(usize),
 }
@@ -65,7 +67,10 @@ pub fn plan(reports: &[MemberReport]) -> Result<RecoveryPlan, RecoveryError> {
     if members.len() < READ_QUORUM {
         return Err(RecoveryError::NoReadQuorum(members.len()));
     }
-    let epoch = reports.iter().map(|r| r.epoch).max().unwrap_or(0) + 1;
+    let highest = reports.iter().map(|r| r.epoch).max().unwrap_or(0);
+    let epoch = highest
+        .checked_add(1)
+        .ok_or(RecoveryError::EpochsExhausted(highest))?;
     let mut segments: Vec<SegmentId> = reports
         .iter()
         .flat_map(|r| r.segments.iter().map(|s| s.0))
@@ -183,6 +188,22 @@ mod tests {
             .collect();
         let p = plan(&reports).unwrap();
         assert_eq!((p.epoch, p.vdl), (1, Lsn(0)));
+    }
+
+    #[test]
+    fn an_exhausted_epoch_space_is_an_error_not_an_overflow() {
+        let reports: Vec<_> = (0..3)
+            .map(|m| MemberReport {
+                member: m,
+                epoch: u64::MAX,
+                history: vec![],
+                segments: vec![],
+            })
+            .collect();
+        assert_eq!(
+            plan(&reports),
+            Err(RecoveryError::EpochsExhausted(u64::MAX))
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! - [`lock_file`]: one process per data directory. Two safekeepers appending to one segment log,
 //!   or two pageservers wiping one cache directory, would corrupt each other silently; the lock
 //!   turns that operator mistake into a clear error at start-up.
+//! - [`owner_only`]: what the services write is readable by their user only (umask, modes).
 
 pub mod lock_file;
+pub mod owner_only;
 
 pub use lock_file::{lock_data_dir, DataDirLock, LockError};

@@ -12,6 +12,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -53,7 +54,9 @@ pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, LockError> {
         dir: dir.to_path_buf(),
         source,
     };
-    std::fs::create_dir_all(dir).map_err(io)?;
+    // A new data directory is owner-only (it will hold tenants' data); an existing one keeps
+    // the mode its operator gave it.
+    crate::owner_only::create_dir_all(dir).map_err(io)?;
     let path = dir.join(LOCK_FILE_NAME);
     // Not truncated on open: the holder's pid stays readable to a process that fails to lock.
     let mut file = OpenOptions::new()
@@ -61,6 +64,7 @@ pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, LockError> {
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(crate::owner_only::FILE_MODE)
         .open(&path)
         .map_err(io)?;
     match file.try_lock() {
@@ -109,6 +113,18 @@ mod tests {
         );
         drop(held);
         lock_data_dir(&data).expect("released when the holder drops it");
+    }
+
+    #[test]
+    fn a_new_data_directory_and_its_lock_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("node/data");
+        let held = lock_data_dir(&data).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&dir.path().join("node")), 0o700);
+        assert_eq!(mode(held.path()), 0o600);
     }
 
     #[test]

@@ -31,8 +31,31 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `addr` within `timeout`. Unsolicited messages go to `unsolicited` if given.
+    /// Connects to `addr` and authenticates with `token` (a storage token, see `borealis-auth`),
+    /// each within `timeout`. Unsolicited messages go to `unsolicited` if given. A server that
+    /// refuses the token answers [`WireError::Remote`] with `ErrorKind::Unauthorized`.
     pub async fn connect(
+        addr: &str,
+        token: &str,
+        timeout: Duration,
+        unsolicited: Option<mpsc::Sender<Body>>,
+    ) -> Result<Client, WireError> {
+        let client = Self::connect_unauthenticated(addr, timeout, unsolicited).await?;
+        let auth = Body::Auth {
+            token: token.to_string(),
+        };
+        match client.call(auth, timeout).await? {
+            Body::Authenticated { .. } => Ok(client),
+            other => Err(WireError::Unexpected(format!(
+                "{} in answer to auth",
+                other.name()
+            ))),
+        }
+    }
+
+    /// Connects without the `Auth` handshake: only for tests of what a server does with a
+    /// connection that never authenticates.
+    pub async fn connect_unauthenticated(
         addr: &str,
         timeout: Duration,
         unsolicited: Option<mpsc::Sender<Body>>,
@@ -184,6 +207,10 @@ mod tests {
         let (mut rd, mut wr) = sock.into_split();
         while let Ok(Some(env)) = read_frame(&mut rd).await {
             let body = match env.body {
+                Body::Auth { token } if token == "good" => Body::Authenticated {
+                    role: "test".into(),
+                },
+                Body::Auth { .. } => Body::error(ErrorKind::Unauthorized, "bad token"),
                 Body::GetState { .. } => Body::State {
                     epoch: 1,
                     epoch_start_lsn: Lsn(0),
@@ -225,7 +252,7 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         let server = tokio::spawn(serve(listener));
         let (utx, mut urx) = mpsc::channel(16);
-        let c = Client::connect(&addr, Duration::from_secs(5), Some(utx))
+        let c = Client::connect(&addr, "good", Duration::from_secs(5), Some(utx))
             .await
             .unwrap();
         let t = Duration::from_secs(5);
@@ -268,11 +295,31 @@ mod tests {
             let (sock, _) = listener.accept().await.unwrap();
             drop(sock);
         });
-        let c = Client::connect(&addr, Duration::from_secs(5), None)
+        let c = Client::connect_unauthenticated(&addr, Duration::from_secs(5), None)
             .await
             .unwrap();
         server.await.unwrap();
         let r = c.call(Body::GossipSummary, Duration::from_secs(5)).await;
         assert!(matches!(r, Err(WireError::Closed)), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_fails_the_connect() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(serve(listener));
+        let r = Client::connect(&addr, "bad", Duration::from_secs(5), None).await;
+        assert!(
+            matches!(
+                r,
+                Err(WireError::Remote {
+                    kind: ErrorKind::Unauthorized,
+                    ..
+                })
+            ),
+            "{:?}",
+            r.err()
+        );
+        server.abort();
     }
 }

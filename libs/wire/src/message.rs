@@ -9,6 +9,8 @@
 //! | `GossipSummary`              | `Summary`           | peer → safekeeper               |
 //! | `GetPage`                    | `Page`              | compute host → pageserver       |
 //! | `Trim`                       | `Trimmed`           | pageserver → safekeeper         |
+//! | `DropTenant`                 | `TenantDropped`     | operator → safekeeper, pageserver |
+//! | `Auth` (first on a connection) | `Authenticated`   | everyone → safekeeper, pageserver |
 //!
 //! Any request may be answered with `Error { kind, message }`.
 
@@ -181,6 +183,17 @@ pub enum Body {
         bytes_freed: u64,
         objects_deleted: u64,
     },
+    /// The first frame of every connection to a safekeeper or pageserver: a storage token
+    /// (`borealis-auth`, docs/security.md). Answered `Authenticated`, or `Error { kind:
+    /// Unauthorized }` after which the server closes the connection. Every later request is
+    /// checked against what the token's role and tenant allow.
+    Auth {
+        token: String,
+    },
+    /// Answer to `Auth`: the role the server will hold this connection to.
+    Authenticated {
+        role: String,
+    },
 }
 
 impl Body {
@@ -205,6 +218,8 @@ impl Body {
             Body::LogTrimmed { .. } => "log_trimmed",
             Body::DropTenant { .. } => "drop_tenant",
             Body::TenantDropped { .. } => "tenant_dropped",
+            Body::Auth { .. } => "auth",
+            Body::Authenticated { .. } => "authenticated",
         }
     }
 
@@ -250,6 +265,13 @@ mod tests {
             objects_deleted: 7,
         };
         assert_eq!(postcard::to_allocvec(&dropped).unwrap(), [17, 6, 7]);
+        let auth = Body::Auth { token: "t".into() };
+        assert_eq!(postcard::to_allocvec(&auth).unwrap(), [18, 1, b't']);
+        let authenticated = Body::Authenticated { role: "r".into() };
+        assert_eq!(
+            postcard::to_allocvec(&authenticated).unwrap(),
+            [19, 1, b'r']
+        );
         let error = Body::error(ErrorKind::Invalid, "");
         assert_eq!(postcard::to_allocvec(&error).unwrap()[0], 12);
     }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use borealis_auth::{ClusterKeys, Role};
 use borealis_core::redo::{RedoBody, RedoRecord};
 use borealis_core::{ErrorKind, Lsn, PageNo, SegmentId, SegmentLayout, TenantId, PAGE_SIZE_BYTES};
 use borealis_wire::{read_frame, write_frame, Body, Client, Envelope, SegmentState};
@@ -269,6 +270,10 @@ async fn answer(state: &Mutex<FakeState>, request: Body) -> Body {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
+        // The fake trusts everyone: the tests are about the pageserver.
+        Body::Auth { .. } => Body::Authenticated {
+            role: "fake".into(),
+        },
         Body::GetState { tenant } => get_state(&state.lock().unwrap(), tenant),
         Body::Trim {
             tenant,
@@ -469,15 +474,33 @@ pub struct PageServerProcess {
     pub wire: String,
     pub http: String,
     dir: tempfile::TempDir,
+    /// A token with every role, for the test's own clients.
+    pub token: String,
 }
 
 impl PageServerProcess {
     pub async fn start(safekeepers: &[String], extra: &[&str]) -> PageServerProcess {
+        Self::start_with_keys(safekeepers, extra, None).await
+    }
+
+    /// Like [`PageServerProcess::start`], with the storage keys of `keys_root` (shared with the
+    /// safekeepers it reads from) instead of keys of its own.
+    pub async fn start_with_keys(
+        safekeepers: &[String],
+        extra: &[&str],
+        keys_root: Option<&std::path::Path>,
+    ) -> PageServerProcess {
         let dir = tempfile::tempdir().unwrap();
         let (wire, http) = (free_addr(), free_addr());
         let log = std::fs::File::create(dir.path().join("pageserver.log")).unwrap();
+        let keys = ClusterKeys::ensure(keys_root.unwrap_or(dir.path())).unwrap();
+        let token_file = keys.node_token_file("ps-test", Role::Pageserver).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_pageserver"))
             .args(["--id", "ps-test", "--listen", &wire, "--http", &http])
+            .arg("--auth-verifying-key")
+            .arg(keys.verifying_key_path())
+            .arg("--token-file")
+            .arg(token_file)
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(["--safekeepers", &safekeepers.join(",")])
@@ -492,6 +515,7 @@ impl PageServerProcess {
             wire,
             http,
             dir,
+            token: keys.all_roles_token(),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(&ps.wire).await.is_err() {
@@ -552,7 +576,7 @@ impl PageServerProcess {
     }
 
     pub async fn client(&self) -> Client {
-        Client::connect(&self.wire, Duration::from_secs(2), None)
+        Client::connect(&self.wire, &self.token, Duration::from_secs(2), None)
             .await
             .unwrap()
     }
@@ -560,9 +584,12 @@ impl PageServerProcess {
     /// `GET path` on the HTTP listener; the body.
     pub async fn http_get(&self, path: &str) -> String {
         let mut s = TcpStream::connect(&self.http).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        // As the operator, so `/status` lists tenants.
+        let request = format!(
+            "GET {path} HTTP/1.0\r\nHost: test\r\nAuthorization: Bearer {}\r\n\r\n",
+            self.token
+        );
+        s.write_all(request.as_bytes()).await.unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP response");

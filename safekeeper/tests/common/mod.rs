@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use borealis_auth::{ClusterKeys, Role};
 use borealis_core::redo::{RedoBody, RedoRecord};
 use borealis_core::{EpochStart, Lsn, PageNo, SegmentId, TenantId, PAGE_SIZE_BYTES};
 use borealis_wire::{Body, Client, SegmentState};
@@ -31,13 +32,35 @@ pub struct Sk {
     extra_args: Vec<String>,
     log: PathBuf,
     child: Option<Child>,
+    /// `--auth-verifying-key` and `--token-file` (the root's `keys/`, shared by its members).
+    auth_args: Vec<String>,
+    /// A token with every role, for the test's own clients.
+    pub token: String,
+}
+
+/// The cluster keys in `root/keys` (made on first use) and `id`'s own token file.
+fn auth_for(id: &str, root: &Path) -> (Vec<String>, String) {
+    let keys = ClusterKeys::ensure(root).expect("make storage keys");
+    let token_file = keys
+        .node_token_file(id, Role::Safekeeper)
+        .expect("write a token file");
+    let args = vec![
+        "--auth-verifying-key".to_string(),
+        keys.verifying_key_path().display().to_string(),
+        "--token-file".to_string(),
+        token_file.display().to_string(),
+    ];
+    (args, keys.all_roles_token())
 }
 
 impl Sk {
     /// Addresses are allocated now, the process is started by [`Sk::start`] (so peers can name
     /// each other first).
     pub fn new(id: &str, root: &Path) -> Sk {
+        let (auth_args, token) = auth_for(id, root);
         Sk {
+            auth_args,
+            token,
             id: id.to_string(),
             listen: free_addr(),
             http: free_addr(),
@@ -81,6 +104,7 @@ impl Sk {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--peers", &self.peers, "--gossip-interval", "100ms"])
+            .args(&self.auth_args)
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -136,7 +160,7 @@ impl Sk {
     }
 
     pub async fn client(&self) -> Client {
-        Client::connect(&self.listen, T, None)
+        Client::connect(&self.listen, &self.token, T, None)
             .await
             .expect("connect to safekeeper")
     }
@@ -145,15 +169,16 @@ impl Sk {
     pub async fn client_with_acks(&self) -> (Client, tokio::sync::mpsc::Receiver<Body>) {
         let (tx, rx) = tokio::sync::mpsc::channel(100_000);
         (
-            Client::connect(&self.listen, T, Some(tx))
+            Client::connect(&self.listen, &self.token, T, Some(tx))
                 .await
                 .expect("connect to safekeeper"),
             rx,
         )
     }
 
+    /// `GET path` on the admin HTTP server, as the operator (so `/status` lists tenants).
     pub fn http_get(&self, path: &str) -> String {
-        http_get(&self.http, path)
+        http_get_with(&self.http, path, Some(&self.token))
     }
 
     /// The value of a counter on `/metrics`.
@@ -176,11 +201,19 @@ impl Drop for Sk {
 }
 
 pub fn http_get(addr: &str, path: &str) -> String {
+    http_get_with(addr, path, None)
+}
+
+/// `GET path`, with `Authorization: Bearer <token>` if a token is given.
+pub fn http_get_with(addr: &str, path: &str, token: Option<&str>) -> String {
     let mut s = std::net::TcpStream::connect(addr).expect("connect to admin http");
     s.set_read_timeout(Some(T)).expect("set timeout");
+    let authorization = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Connection: close\r\n\r\n"
     )
     .expect("send request");
     let mut text = String::new();
