@@ -10,7 +10,9 @@
 //! ([`crate::budget`]) once its token is checked, and charged, at real memory cost, for its body,
 //! its parameters, its rows and its encoded answer; it keeps its place until the answer's body
 //! has been sent ([`HeldBody`]). Large bodies are parsed, and large answers encoded, on blocking
-//! threads: the async workers that serve every tenant only move bytes.
+//! threads: the async workers that serve every tenant only move bytes. That work and the
+//! tenant's statements on its writer take turns on the tenant's lane
+//! ([`crate::budget::Admission::lane`]).
 
 use crate::arrow_stream::{self, accepts_arrow};
 use crate::budget::{self, Admission, Budgets};
@@ -352,7 +354,12 @@ async fn run_sql(
     // A request that shipped nothing runs at most twice: again when the writer it ran on failed
     // while its response waited (it wrote nothing, so running it on the next writer is safe).
     for attempt in 0..2 {
-        let mut out = match st.pool.execute(tenant.id, exec).await? {
+        // The tenant's statements take turns with its heavy parsing and encoding on its lane
+        // ([`Admission::lane`]): whatever it sends, it keeps one thread busy at a time.
+        let lane = held.lane().await;
+        let executed = st.pool.execute(tenant.id, exec).await;
+        drop(lane);
+        let mut out = match executed? {
             Executed::Writer(out) => out,
             // The writer is in limbo: served read-only at the VDL, durable already.
             Executed::AtVdl(r) => {
@@ -385,7 +392,10 @@ async fn run_sql(
                 let request = out.rerun.expect("only a request that shipped nothing asks");
                 discard(out.response).await;
                 held.set(request_bytes);
-                let r = st.pool.execute_at_vdl(tenant.id, request).await?;
+                let lane = held.lane().await;
+                let r = st.pool.execute_at_vdl(tenant.id, request).await;
+                drop(lane);
+                let r = r?;
                 let results = statement_results(hold_response(held, r.response, false).await?)?;
                 return answer(results, r.read_point, None, arrow, held).await;
             }
@@ -433,13 +443,13 @@ async fn run_sql(
 async fn sql_request(body: Body, held: &mut Admission) -> Result<SqlRequest, ApiError> {
     let bytes = read_body(body, |grown| held.charge(grown as u64, "the request body")).await?;
     let heavy = bytes.len() > INLINE_BODY_BYTES_MAX;
-    let (bytes, bound) = off_worker(heavy, move || {
+    let (bytes, bound) = off_worker(held, heavy, move || {
         let bound = budget::json_parse_bound(&bytes);
         (bytes, bound)
     })
     .await?;
     held.charge(bound, "parsing the request body")?;
-    let (request, cost) = off_worker(heavy, move || {
+    let (request, cost) = off_worker(held, heavy, move || {
         let json: Json_ = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?;
         drop(bytes);
@@ -454,17 +464,24 @@ async fn sql_request(body: Body, held: &mut Admission) -> Result<SqlRequest, Api
     Ok(request)
 }
 
-/// Runs `f` on a blocking thread if it is `heavy`, else here.
+/// Runs `f` here, or, if it is `heavy`, on a blocking thread once the tenant's lane for heavy
+/// work is free ([`Admission::lane`]): the async workers never run it, and a tenant's heavy
+/// work runs one piece at a time.
 async fn off_worker<T: Send + 'static>(
+    held: &Admission,
     heavy: bool,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     if !heavy {
         return Ok(f());
     }
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("a blocking task failed: {e}")))
+    let lane = held.lane().await;
+    tokio::task::spawn_blocking(move || {
+        let _lane = lane;
+        f()
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("a blocking task failed: {e}")))
 }
 
 /// Whether measuring or encoding `results` is too much work for an async worker.
@@ -484,7 +501,7 @@ async fn hold_response(
     let ExecResponse::Ok(results) = &response else {
         return Ok(response);
     };
-    let (response, cost) = off_worker(heavy(results), move || {
+    let (response, cost) = off_worker(held, heavy(results), move || {
         let cost = match &response {
             ExecResponse::Ok(results) => budget::results_cost(results),
             ExecResponse::Err(_) => 0,
@@ -523,7 +540,7 @@ async fn answer(
     arrow: bool,
     held: &mut Admission,
 ) -> Result<Response, ApiError> {
-    let body = off_worker(heavy(&results), move || {
+    let body = off_worker(held, heavy(&results), move || {
         encode_answer(results, lsn, read_point, arrow)
     })
     .await??;

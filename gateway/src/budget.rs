@@ -30,6 +30,13 @@
 //! refusing them would tell the client "retry" about a committed write — and then hold off
 //! other requests of the tenant until they are sent.
 //!
+//! **CPU: one lane per tenant.** A tenant's statements on its writer compute and its heavy work
+//! off the async workers (parsing a large body, measuring and encoding large rows, on blocking
+//! threads) take turns on the tenant's lane ([`Admission::lane`]), so one tenant keeps at most
+//! one thread busy, however many requests it sends: on a small machine, its flood of large
+//! answers cannot take every core from the others (`tests/tests/fairness.rs`). The tenant's
+//! reader (`"replica": true`) is a second compute by design and runs outside the lane.
+//!
 //! Requests of other tenants are unaffected by one tenant's budget, until the gateway-wide
 //! budgets are reached.
 
@@ -43,6 +50,7 @@ use std::mem::size_of;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Requests one tenant may have in flight at once.
 pub const TENANT_INFLIGHT_REQUESTS_DEFAULT: u32 = 32;
@@ -117,10 +125,21 @@ impl Refusal {
 }
 
 /// What one tenant has in flight.
-#[derive(Default)]
 struct TenantUse {
     requests: AtomicU64,
     bytes: AtomicU64,
+    /// The tenant's one lane for heavy work off the async workers (see [`Admission::lane`]).
+    lane: Arc<Semaphore>,
+}
+
+impl Default for TenantUse {
+    fn default() -> Self {
+        TenantUse {
+            requests: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            lane: Arc::new(Semaphore::new(1)),
+        }
+    }
 }
 
 pub struct Budgets {
@@ -244,6 +263,21 @@ impl Admission {
     /// Bytes charged to this request now.
     pub fn held(&self) -> u64 {
         self.held
+    }
+
+    /// Waits for the tenant's lane and holds it until the permit is dropped. The lane is taken
+    /// around every statement run on the tenant's writer compute and around every piece of
+    /// heavy work off the async workers (parsing a large body, measuring and encoding large
+    /// rows), so these take turns: however many requests a tenant floods the gateway with, it
+    /// keeps one thread busy at a time (plus its reader's, for `"replica": true`, which is a
+    /// second compute by design). Other tenants' work is never behind it.
+    pub async fn lane(&self) -> OwnedSemaphorePermit {
+        self.usage
+            .lane
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("a tenant's lane is never closed")
     }
 
     /// Charges `bytes` more for `what`. Refused with nothing charged: `rate_limited` if the

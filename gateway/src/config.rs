@@ -33,12 +33,12 @@ pub struct Config {
         required = true
     )]
     pub pageservers: Vec<String>,
-    /// File holding the admin token (first line). Preferred over --admin-token.
     /// The cluster's storage signing key (`keys/signing.key`, 0600, made by `borealis up`): the
     /// gateway mints a tenant-scoped storage token for every connection it opens to a
     /// safekeeper or pageserver (docs/security.md). Required.
     #[arg(long, env = "BOREALIS_AUTH_SIGNING_KEY")]
     pub auth_signing_key: PathBuf,
+    /// File holding the admin token (first line). Preferred over --admin-token.
     #[arg(long, env = "BOREALIS_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
     /// The admin token itself (visible in the process list: prefer --admin-token-file).

@@ -63,7 +63,7 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", m)
     }
     /// Too much in flight for the tenant or the gateway ([`crate::budget`]): nothing of the
-    /// request ran. Answered with `Retry-After`.
+    /// request took effect. Answered with `Retry-After`.
     pub fn rate_limited(m: impl Into<String>) -> Self {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", m)
     }

@@ -174,7 +174,10 @@ async fn point_reads(
         let status = resp.status().as_u16();
         let body: Value = resp.json().await.expect("a JSON answer");
         latencies.push(started.elapsed());
-        assert_eq!(status, 200, "tenant B's point read was not answered: {body}");
+        assert_eq!(
+            status, 200,
+            "tenant B's point read was not answered: {body}"
+        );
         assert_eq!(
             body.pointer("/results/0/rows/0/0"),
             Some(&json!(format!("value {k}"))),

@@ -30,8 +30,8 @@ pub enum ErrorKind {
     // New variants go below this line, never above: postcard encodes a variant by its index.
     /// The asker's credentials are missing, invalid, or do not cover what it asked.
     Unauthorized,
-    /// The asker has too much in flight (requests, or bytes held for them): refused at once,
-    /// before any of it ran. Retry after a moment.
+    /// The asker has too much in flight (requests, or bytes held for them): refused before any
+    /// of it took effect. Retry after a moment.
     RateLimited,
     /// The tenant's database itself cannot be opened: SQLite reads its pages, exactly as
     /// storage holds them, as corrupt, not a database, or with a malformed schema. Every request
