@@ -90,6 +90,17 @@ async fn tenant_id(c: &TestCluster, name: &str) -> TenantId {
         .expect("hex tenant id")
 }
 
+/// A node's `/status` as anyone may read it: no token.
+async fn anonymous_status(c: &TestCluster, node: &str) -> serde_json::Value {
+    let http = c.node_info(node).http_addr.expect("an admin http address");
+    reqwest::get(format!("http://{http}/status"))
+        .await
+        .expect("GET /status")
+        .json()
+        .await
+        .expect("JSON")
+}
+
 fn is_unauthorized<T>(r: &Result<T, WireError>) -> bool {
     matches!(
         r,
@@ -123,13 +134,7 @@ async fn storage_messages_without_the_right_credentials_are_refused_and_change_n
     let (alpha, beta) = (tenant_id(&c, "alpha").await, tenant_id(&c, "beta").await);
 
     // The operator sees tenant ids on /status; nobody else does.
-    let sk_http = c.node_info("sk-a1").http_addr.expect("sk-a1 http");
-    let anonymous: serde_json::Value = reqwest::get(format!("http://{sk_http}/status"))
-        .await
-        .expect("GET /status")
-        .json()
-        .await
-        .expect("JSON");
+    let anonymous = anonymous_status(&c, "sk-a1").await;
     assert_eq!(anonymous["tenants"], serde_json::json!([]), "{anonymous}");
     assert_eq!(anonymous["tenant_count"], 2, "{anonymous}");
     let operator = c.node_status("sk-a1").await.expect("sk-a1 /status");
@@ -138,13 +143,7 @@ async fn storage_messages_without_the_right_credentials_are_refused_and_change_n
         Some(2),
         "{operator}"
     );
-    let ps_http = c.node_info("ps-1").http_addr.expect("ps-1 http");
-    let anonymous: serde_json::Value = reqwest::get(format!("http://{ps_http}/status"))
-        .await
-        .expect("GET /status")
-        .json()
-        .await
-        .expect("JSON");
+    let anonymous = anonymous_status(&c, "ps-1").await;
     assert_eq!(anonymous["tenants"], serde_json::json!([]), "{anonymous}");
 
     // Nothing legitimate writes while the attack runs: what changes on disk is the attack's.

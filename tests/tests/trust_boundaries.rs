@@ -149,11 +149,12 @@ async fn object_store_credentials_reach_the_pageservers_and_nothing_else() {
     );
     let c = TestCluster::start_with(ClusterOptions {
         object_store: Some(url),
+        // The compute stops soon, so that its next start reads pages from the pageserver.
+        idle_timeout: "2s".into(),
         env: vec![
             ("PAGESERVER_CHECKPOINT_INTERVAL".into(), "300ms".into()),
             ("PAGESERVER_CHECKPOINT_RECORDS".into(), "10".into()),
         ],
-        ..ClusterOptions::default()
     })
     .await;
     let token = c.create_tenant("acme").await;
@@ -193,9 +194,29 @@ async fn object_store_credentials_reach_the_pageservers_and_nothing_else() {
     checkpointed(0).await;
 
     // Started again by `borealis node start` (whose environment has no credentials): it gets
-    // them from the cluster's owner-only credentials file.
+    // them from the cluster's owner-only credentials file. It starts with an empty disk, so the
+    // compute's next cold start makes it attach the segment from its checkpoint in S3.
     c.node("kill", &ps);
     c.node("start", &ps);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.tenant_status("acme").await["compute"] != "idle" {
+        assert!(Instant::now() < deadline, "the compute never went idle");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = c.sql("acme", &token, "SELECT count(*) FROM t").await;
+        if r.status == 200 {
+            assert_eq!(r.scalar(), 20, "the rows, read through the restarted {ps}");
+            break;
+        }
+        assert!(
+            r.code() == "unavailable" && Instant::now() < deadline,
+            "reading after {ps} restarted: {}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let seg = checkpointed(100).await;
     assert_eq!(
         seg["checkpoint"]["object_store_failures"].as_u64(),
