@@ -1,10 +1,11 @@
 //! The storage protocol's trust boundary (docs/security.md), tried from outside against a live
 //! cluster: every storage message, sent to a safekeeper and a pageserver without credentials,
 //! with a token signed by another cluster's key, and with a real gateway token of *another*
-//! tenant, is refused; nothing changes on disk; the tenant's data is intact afterwards, through
-//! a fresh recovery. A `Hello` with epoch `u64::MAX` sent with the tenant's own valid
-//! credentials (it once bricked a tenant: recovery overflowed) harms nothing either. Admin
-//! `/status` pages list tenant ids only to the operator.
+//! tenant, is refused; nothing changes on disk (the safekeeper's, the pageserver's, the object
+//! store's); the tenant's data is intact afterwards, through a fresh recovery. A `Hello` with
+//! epoch `u64::MAX` sent with the tenant's own valid credentials (it once bricked a tenant:
+//! recovery overflowed) harms nothing either. Admin `/status` pages list tenant ids only to the
+//! operator.
 
 use borealis_auth::{Role, SigningKey};
 use borealis_core::{EpochStart, ErrorKind, Lsn, PageNo, SegmentId, TenantId};
@@ -151,6 +152,9 @@ async fn storage_messages_without_the_right_credentials_are_refused_and_change_n
     let sk = c.node_info("sk-a1");
     let ps = c.node_info("ps-1");
     let before = snapshot(&sk.data_dir);
+    // The pageserver's local files and the object store (checkpoints, generations, indexes).
+    let objects = c.data_dir().join("objects");
+    let (ps_before, objects_before) = (snapshot(&ps.data_dir), snapshot(&objects));
     assert!(
         before.keys().any(|k| k.contains(&alpha.to_string())),
         "sk-a1 holds alpha's log: {:?}",
@@ -243,6 +247,14 @@ async fn storage_messages_without_the_right_credentials_are_refused_and_change_n
     assert!(
         snapshot(&sk.data_dir) == before,
         "sk-a1's data directory changed under refused requests"
+    );
+    assert!(
+        snapshot(&ps.data_dir) == ps_before,
+        "ps-1's data directory changed under refused requests"
+    );
+    assert!(
+        snapshot(&objects) == objects_before,
+        "the object store changed under refused requests"
     );
     let refusals = c
         .node_metric("sk-a1", "safekeeper_auth_refused_total")
