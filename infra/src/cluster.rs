@@ -3,7 +3,6 @@
 use anyhow::{bail, Context};
 use borealis_auth::{ClusterKeys, Role};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -139,23 +138,7 @@ impl Cluster {
     /// Writes the file atomically (temp, fsync, rename, fsync dir), owner-only: it holds the
     /// admin token (DESIGN.md §8).
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        let path = cluster_file(dir);
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(borealis_utils::owner_only::FILE_MODE)
-            .open(&tmp)?;
-        // A temp file left by a crash keeps its old mode: set it again.
-        f.set_permissions(std::fs::Permissions::from_mode(
-            borealis_utils::owner_only::FILE_MODE,
-        ))?;
-        f.write_all(&serde_json::to_vec_pretty(self)?)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(dir)?.sync_all()?;
+        borealis_auth::write_secret_file(&cluster_file(dir), &serde_json::to_vec_pretty(self)?)?;
         Ok(())
     }
 

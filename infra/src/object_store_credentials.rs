@@ -12,7 +12,6 @@
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The file under the cluster directory that holds credentials taken out of a URL.
@@ -59,26 +58,9 @@ impl Credentials {
 
     /// Writes `DIR/object_store_credentials.json`, owner-only, atomically.
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        let path = Self::path(dir);
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(borealis_utils::owner_only::FILE_MODE)
-            .open(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        // A temp file left by a crash keeps its old mode: set it again.
-        f.set_permissions(std::fs::Permissions::from_mode(
-            borealis_utils::owner_only::FILE_MODE,
-        ))?;
         let mut saved = self.clone();
         saved.version = FILE_VERSION;
-        f.write_all(&serde_json::to_vec_pretty(&saved)?)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(dir)?.sync_all()?;
+        borealis_auth::write_secret_file(&Self::path(dir), &serde_json::to_vec_pretty(&saved)?)?;
         Ok(())
     }
 
