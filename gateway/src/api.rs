@@ -1,4 +1,4 @@
-//! The HTTP API v1 (DESIGN.md §7): routes, authentication, JSON in and out.
+//! The HTTP API v1 (docs/design.md §7): routes, authentication, JSON in and out.
 //!
 //! `POST /v1/tenants/{name}/sql` goes to the tenant's writer compute, or with `"replica": true`
 //! to its reader ([`crate::reader`]), which answers at its read point (`"read_point"` in the
@@ -12,7 +12,7 @@
 //! has been sent ([`HeldBody`]). Large bodies are parsed, and large answers encoded, on blocking
 //! threads: the async workers that serve every tenant only move bytes. That work and the
 //! tenant's statements on its writer take turns on the tenant's lane
-//! ([`crate::budget::Admission::lane`]).
+//! ([`crate::budget::Admission::statement_lane`]).
 
 use crate::arrow_stream::{self, accepts_arrow};
 use crate::budget::{self, Admission, Budgets};
@@ -306,7 +306,7 @@ async fn sql(
 /// The tenant a `.../sql` request may use. The token is judged before the name is looked up
 /// ([`Registry::authorize`]): a token that grants nothing is `unauthorized` whether or not the
 /// tenant exists, another tenant's token is `forbidden` whether or not it exists, and only the
-/// admin token learns `not_found` (DESIGN.md §7, docs/security.md). The messages name the
+/// admin token learns `not_found` (docs/design.md §7, docs/security.md). The messages name the
 /// tenant as the request did, never whether it exists.
 fn authorize(st: &AppState, headers: &HeaderMap, name: &str) -> Result<Tenant, ApiError> {
     let token = bearer(headers)?;
@@ -355,8 +355,8 @@ async fn run_sql(
     // while its response waited (it wrote nothing, so running it on the next writer is safe).
     for attempt in 0..2 {
         // The tenant's statements take turns with its heavy parsing and encoding on its lane
-        // ([`Admission::lane`]): whatever it sends, it keeps one thread busy at a time.
-        let lane = held.lane().await;
+        // ([`Admission::statement_lane`]): whatever it sends, it keeps one thread busy at a time.
+        let lane = held.statement_lane().await;
         let executed = st.pool.execute(tenant.id, exec).await;
         drop(lane);
         let mut out = match executed? {
@@ -392,7 +392,7 @@ async fn run_sql(
                 let request = out.rerun.expect("only a request that shipped nothing asks");
                 discard(out.response).await;
                 held.set(request_bytes);
-                let lane = held.lane().await;
+                let lane = held.statement_lane().await;
                 let r = st.pool.execute_at_vdl(tenant.id, request).await;
                 drop(lane);
                 let r = r?;
@@ -465,7 +465,7 @@ async fn sql_request(body: Body, held: &mut Admission) -> Result<SqlRequest, Api
 }
 
 /// Runs `f` here, or, if it is `heavy`, on a blocking thread once the tenant's lane for heavy
-/// work is free ([`Admission::lane`]): the async workers never run it, and a tenant's heavy
+/// work is free ([`Admission::heavy_lane`]): the async workers never run it, and a tenant's heavy
 /// work runs one piece at a time.
 async fn off_worker<T: Send + 'static>(
     held: &Admission,
@@ -475,7 +475,7 @@ async fn off_worker<T: Send + 'static>(
     if !heavy {
         return Ok(f());
     }
-    let lane = held.lane().await;
+    let lane = held.heavy_lane().await;
     tokio::task::spawn_blocking(move || {
         let _lane = lane;
         f()

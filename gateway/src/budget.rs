@@ -30,9 +30,10 @@
 //! refusing them would tell the client "retry" about a committed write — and then hold off
 //! other requests of the tenant until they are sent.
 //!
-//! **CPU: one lane per tenant.** A tenant's statements on its writer compute and its heavy work
-//! off the async workers (parsing a large body, measuring and encoding large rows, on blocking
-//! threads) take turns on the tenant's lane ([`Admission::lane`]), so one tenant keeps at most
+//! **CPU: one lane per tenant.** A tenant's statements on its writer compute (together: they run
+//! on the compute's one thread) and each piece of its heavy work off the async workers (parsing
+//! a large body, measuring and encoding large rows, on blocking threads) take turns on the
+//! tenant's lane ([`Admission::statement_lane`], [`Admission::heavy_lane`]), so one tenant keeps at most
 //! one thread busy, however many requests it sends: on a small machine, its flood of large
 //! answers cannot take every core from the others (`tests/tests/fairness.rs`). The tenant's
 //! reader (`"replica": true`) is a second compute by design and runs outside the lane.
@@ -50,10 +51,11 @@ use std::mem::size_of;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
-/// Requests one tenant may have in flight at once.
-pub const TENANT_INFLIGHT_REQUESTS_DEFAULT: u32 = 32;
+/// Requests one tenant may have in flight at once: room for a connection pool of a hundred or
+/// so clients (PostgreSQL's default `max_connections` is 100), an eighth of the gateway's.
+pub const TENANT_INFLIGHT_REQUESTS_DEFAULT: u32 = 128;
 /// Requests the gateway has in flight at once, all tenants together.
 pub const INFLIGHT_REQUESTS_DEFAULT: u32 = 1024;
 /// Bytes one tenant's requests in flight may hold, at real memory cost. Room for the largest
@@ -128,8 +130,8 @@ impl Refusal {
 struct TenantUse {
     requests: AtomicU64,
     bytes: AtomicU64,
-    /// The tenant's one lane for heavy work off the async workers (see [`Admission::lane`]).
-    lane: Arc<Semaphore>,
+    /// The tenant's lane (see [`Admission::statement_lane`] and [`Admission::heavy_lane`]).
+    lane: Arc<RwLock<()>>,
 }
 
 impl Default for TenantUse {
@@ -137,7 +139,7 @@ impl Default for TenantUse {
         TenantUse {
             requests: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
-            lane: Arc::new(Semaphore::new(1)),
+            lane: Arc::new(RwLock::new(())),
         }
     }
 }
@@ -265,19 +267,24 @@ impl Admission {
         self.held
     }
 
-    /// Waits for the tenant's lane and holds it until the permit is dropped. The lane is taken
-    /// around every statement run on the tenant's writer compute and around every piece of
-    /// heavy work off the async workers (parsing a large body, measuring and encoding large
-    /// rows), so these take turns: however many requests a tenant floods the gateway with, it
-    /// keeps one thread busy at a time (plus its reader's, for `"replica": true`, which is a
-    /// second compute by design). Other tenants' work is never behind it.
-    pub async fn lane(&self) -> OwnedSemaphorePermit {
-        self.usage
-            .lane
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("a tenant's lane is never closed")
+    /// Takes the tenant's lane for statements on its writer compute, until the guard is dropped.
+    /// Statements share the lane with each other: they all run on the compute's one thread
+    /// anyway, and several queued there keep that thread busy without a hand-off between them
+    /// (taking turns one request at a time halved the throughput of 8 and more clients). They
+    /// exclude heavy work ([`Admission::heavy_lane`]), and the lane is fair: heavy work waiting
+    /// for it holds back statements that come after it.
+    pub async fn statement_lane(&self) -> OwnedRwLockReadGuard<()> {
+        self.usage.lane.clone().read_owned().await
+    }
+
+    /// Takes the tenant's lane alone for a piece of heavy work off the async workers (parsing a
+    /// large body, measuring and encoding large rows), until the guard is dropped. With
+    /// [`Admission::statement_lane`], however many requests a tenant floods the gateway with,
+    /// it keeps one thread busy at a time: its compute's, or one blocking thread (plus its
+    /// reader's, for `"replica": true`, which is a second compute by design). Other tenants'
+    /// work is never behind it.
+    pub async fn heavy_lane(&self) -> OwnedRwLockWriteGuard<()> {
+        self.usage.lane.clone().write_owned().await
     }
 
     /// Charges `bytes` more for `what`. Refused with nothing charged: `rate_limited` if the
