@@ -6,7 +6,7 @@
 #   - s3s-fs, the S3-protocol server the system tests run against (docs/rfcs/0001-local-object-store.md)
 set -euo pipefail
 
-S3S_FS_VERSION="0.14.1"   # 0.17 needs a newer Rust than this machine has (DESIGN.md §11)
+S3S_FS_VERSION="0.14.1"   # 0.17 needs a newer Rust than this machine has (docs/design.md §11)
 
 step() { printf '[setup] %s\n' "$*"; }
 

@@ -1,5 +1,5 @@
 //! API errors: every failure leaves the gateway as `{"error": {"code", "message"}}` with a status
-//! that matches its code (DESIGN.md §7).
+//! that matches its code (docs/design.md §7).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -52,7 +52,7 @@ pub struct Registry {
     deleting: Vec<Deletion>,
 }
 
-/// DNS label: 1-63 of `a-z0-9-`, not starting or ending with `-` (DESIGN.md §7).
+/// DNS label: 1-63 of `a-z0-9-`, not starting or ending with `-` (docs/design.md §7).
 pub fn validate_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
@@ -102,7 +102,7 @@ pub enum Access {
     NotFound,
     /// Another tenant's valid token, whether or not the name exists.
     Forbidden,
-    /// A token that grants nothing, whether or not the name exists (DESIGN.md §7).
+    /// A token that grants nothing, whether or not the name exists (docs/design.md §7).
     Unauthorized,
 }
 

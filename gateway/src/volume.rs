@@ -14,7 +14,7 @@
 //! (1) and (2) are [`VolumePages`], which belong to the **writer**, not to one instance: when an
 //! instance is thrown away while its writer stays (a statement timeout, a page read that failed,
 //! an idle instance), the next instance gets the same pages. So it needs no pageserver to open the
-//! volume again (DESIGN.md §6: writes go on while the pageservers are down), and it need not wait
+//! volume again (docs/design.md §6: writes go on while the pageservers are down), and it need not wait
 //! for the writer's pending commits to become durable first. This is sound because the pages
 //! change only when the writer ships a commit, and an instance that fails after shipping takes its
 //! writer (and so these pages) with it.

@@ -1,4 +1,4 @@
-//! `DIR/cluster.json`: the layout of a local cluster (DESIGN.md §8), and how to start its nodes.
+//! `DIR/cluster.json`: the layout of a local cluster (docs/design.md §8), and how to start its nodes.
 
 use anyhow::{bail, Context};
 use borealis_auth::{ClusterKeys, Role};
@@ -136,7 +136,7 @@ impl Cluster {
     }
 
     /// Writes the file atomically (temp, fsync, rename, fsync dir), owner-only: it holds the
-    /// admin token (DESIGN.md §8).
+    /// admin token (docs/design.md §8).
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
         borealis_auth::write_secret_file(&cluster_file(dir), &serde_json::to_vec_pretty(self)?)?;
         Ok(())

@@ -1,6 +1,6 @@
 //! `borealis`: start a local Borealis cluster, run SQL against it, inspect it, break it.
 //!
-//! See DESIGN.md §8 for the contract. `borealis up` lays a cluster out in a data directory
+//! See docs/design.md §8 for the contract. `borealis up` lays a cluster out in a data directory
 //! (`cluster.json` names every process, its address, pid and data directory), starts each
 //! process in its own process group, and stops them all on Ctrl-C. `borealis node` acts on one
 //! process for fault drills; the others read `cluster.json` and talk to the gateway over HTTP.

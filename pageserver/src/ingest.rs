@@ -47,7 +47,7 @@
 //! Records are fetched with `upto` at most the target, and [`plan_batch`] refuses any record
 //! above `upto`. So the page store never holds a version above a VDL somebody vouched for, and
 //! an epoch change (recovery truncating the log above its VDL) can never leave a page built from
-//! a record that was not durable. This is the option DESIGN.md §5 offers as "apply only what is
+//! a record that was not durable. This is the option docs/design.md §5 offers as "apply only what is
 //! known durable".
 
 use crate::pages::ApplyError;

@@ -1,6 +1,6 @@
 //! # The Borealis pageserver: the log, turned back into pages
 //!
-//! In Borealis the log *is* the database (DESIGN.md §3): a tenant's writer ships only redo
+//! In Borealis the log *is* the database (docs/design.md §3): a tenant's writer ships only redo
 //! records to six safekeepers and never writes a page anywhere. Somebody still has to answer
 //! "what did page 17 look like at LSN 5000?" when a compute's cache misses. That is the
 //! pageserver: it follows each segment's log from the safekeepers, applies the records to build
@@ -25,7 +25,7 @@
 //!
 //! - **Never above the durable point.** A record is applied only if its LSN is at or below a VDL
 //!   somebody vouched for: a GetPage's LSN, or the `known_vdl` of the safekeeper it is read from.
-//!   So a page served can never reflect a record that recovery might truncate (DESIGN.md §5: the
+//!   So a page served can never reflect a record that recovery might truncate (docs/design.md §5: the
 //!   pageserver takes the "apply only what is known durable" option, and needs no action on an
 //!   epoch change). Log is read only from safekeepers at the newest epoch a GetPage named
 //!   (`ReadLog.min_epoch`), so a member that missed a recovery cannot serve what it truncated.

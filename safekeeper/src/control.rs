@@ -4,7 +4,7 @@
 //! accepted (fencing every older writer) and where that epoch's log starts. It is replaced
 //! atomically — written to `control.json.tmp`, fsynced, renamed over `control.json`, and the
 //! directory fsynced — so a crash leaves either the old or the new state, never a torn one, and
-//! the state is durable before the safekeeper acts on it (DESIGN.md §12, Neon #5993).
+//! the state is durable before the safekeeper acts on it (docs/design.md §12, Neon #5993).
 //!
 //! It also holds the epoch's **history** (`borealis_core::history`): the `(epoch, start)` of every
 //! epoch the log descends from, which decides how much log survives the next epoch change.

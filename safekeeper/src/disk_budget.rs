@@ -2,7 +2,7 @@
 //!
 //! A safekeeper may drop a segment's records only after a pageserver has checkpointed them to
 //! object storage (see [`crate::tenant::Tenant::trim`]). While the object store is down nothing
-//! is checkpointed, nothing is trimmed, and every accepted append stays on this disk. DESIGN.md
+//! is checkpointed, nothing is trimmed, and every accepted append stays on this disk. docs/design.md
 //! §6 keeps writes going through such an outage, but *bounded by the safekeeper disk budget*:
 //! this module is that bound.
 //!

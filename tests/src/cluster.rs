@@ -81,7 +81,7 @@ impl Reply {
     }
 }
 
-/// One process of the cluster, from `DIR/cluster.json` (DESIGN.md §8).
+/// One process of the cluster, from `DIR/cluster.json` (docs/design.md §8).
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
     pub id: String,

@@ -1,4 +1,4 @@
-//! Drill 1 (DESIGN.md §6, "one safekeeper down"): `kill -9` one safekeeper under load. Clients
+//! Drill 1 (docs/design.md §6, "one safekeeper down"): `kill -9` one safekeeper under load. Clients
 //! must not see a single error; the member comes back and catches up with its peers by gossip;
 //! every checker holds.
 

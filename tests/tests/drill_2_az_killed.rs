@@ -1,4 +1,4 @@
-//! Drill 2 (DESIGN.md §6, "one AZ down"): `kill -9` both safekeepers of AZ c under load. With
+//! Drill 2 (docs/design.md §6, "one AZ down"): `kill -9` both safekeepers of AZ c under load. With
 //! exactly a write quorum (4 of 6) left, writes and reads go on without a single error; the two
 //! come back and catch up by gossip; every checker holds.
 

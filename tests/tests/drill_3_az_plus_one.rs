@@ -1,4 +1,4 @@
-//! Drill 3 (DESIGN.md §6, "AZ + 1 down"): with AZ c already dead, a third safekeeper dies
+//! Drill 3 (docs/design.md §6, "AZ + 1 down"): with AZ c already dead, a third safekeeper dies
 //! between two bursts of load, while the tenant's writer compute is running. Reads go on, served
 //! by that writer; every write is refused with `read_only` (never an unknown outcome) and none of
 //! them appears; a member of the dead AZ comes back, catches up, and writes resume.

@@ -7,7 +7,7 @@
 //! their outcome cannot be settled until a fourth returns, and the writer is **in limbo**
 //! (RFC 0004). sk-b1 is started again after longer than the gateway's commit timeout (10 s).
 //!
-//! What must hold (DESIGN.md §6, "AZ + 1 down"): nothing is acknowledged while only three
+//! What must hold (docs/design.md §6, "AZ + 1 down"): nothing is acknowledged while only three
 //! members are up; **every read succeeds** (served at the VDL, the unsettled commits invisible),
 //! and none waits for the commit timeout; every write sent after the loss is refused
 //! `read_only`; the commits caught in flight are answered `unavailable` (outcome unknown) and

@@ -1,4 +1,4 @@
-//! Drill 4 (DESIGN.md §6, "writer compute / gateway killed at any instant"): `kill -9` the
+//! Drill 4 (docs/design.md §6, "writer compute / gateway killed at any instant"): `kill -9` the
 //! gateway, and the tenant's writer compute inside it, under load; start it again. Requests in
 //! flight get no answer (outcome unknown). After recovery (a new writer epoch) every checker
 //! holds: each acknowledged commit is present, each unknown one is wholly present or wholly

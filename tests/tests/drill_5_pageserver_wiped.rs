@@ -1,4 +1,4 @@
-//! Drill 5 (DESIGN.md §6, "pageserver killed, local disk wiped"): under load, once the tenant's
+//! Drill 5 (docs/design.md §6, "pageserver killed, local disk wiped"): under load, once the tenant's
 //! segment has been checkpointed to object storage and the safekeepers have trimmed the log the
 //! checkpoint covers, both pageservers are `kill -9`ed, their data directories deleted, and
 //! started again empty 4 s later.

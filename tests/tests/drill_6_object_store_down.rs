@@ -1,4 +1,4 @@
-//! Drill 6 (DESIGN.md §6, "object store unavailable"): the cluster checkpoints to the real
+//! Drill 6 (docs/design.md §6, "object store unavailable"): the cluster checkpoints to the real
 //! S3-protocol server (s3s-fs). Under load, once checkpoints run and the safekeepers trim behind
 //! them, s3s-fs is killed for several seconds, then started again over the same objects.
 //!

@@ -1,4 +1,4 @@
-//! Drill 6b (DESIGN.md §6, "object store unavailable: writes yes, **bounded by safekeeper disk
+//! Drill 6b (docs/design.md §6, "object store unavailable: writes yes, **bounded by safekeeper disk
 //! budget**"): the object store stays down until the safekeepers' disk budget runs out.
 //!
 //! The cluster checkpoints to the real S3-protocol server (s3s-fs) often, so the safekeepers trim

@@ -1,4 +1,4 @@
-//! Drill 7 (DESIGN.md §5 "segment repair", §6): a safekeeper's disk is replaced under load —
+//! Drill 7 (docs/design.md §5 "segment repair", §6): a safekeeper's disk is replaced under load —
 //! `kill -9`, its data directory deleted, started again empty. It must learn the tenant and its
 //! epoch from its peers and rebuild the whole log from them by gossip (this drill checkpoints
 //! rarely, so the peers still hold the whole log and the rebuild is measured on ~12 MiB; drill 7b

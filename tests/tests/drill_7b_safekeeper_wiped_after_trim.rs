@@ -1,4 +1,4 @@
-//! Drill 7b (DESIGN.md §5 "segment repair": rebuilt "from peers **and object storage**"): a
+//! Drill 7b (docs/design.md §5 "segment repair": rebuilt "from peers **and object storage**"): a
 //! safekeeper's disk is replaced under load **after its peers trimmed their logs**.
 //!
 //! The pageservers checkpoint often (every 1,000 records or 0.5 s) to the object store, and the

@@ -1,4 +1,4 @@
-//! Drill 8 (DESIGN.md §6, "corrupt record on disk"): stop a safekeeper under load, flip one byte
+//! Drill 8 (docs/design.md §6, "corrupt record on disk"): stop a safekeeper under load, flip one byte
 //! in the body of a record in the middle of its segment log (docs/formats/segment-log.md), start
 //! it. The record's CRC must catch it at start-up (`safekeeper_crc_failures_total`), the records
 //! of the corrupt range must be fetched again from peers (its SCL catches up), and no client may

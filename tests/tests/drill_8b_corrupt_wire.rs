@@ -1,4 +1,4 @@
-//! Drill 8b (DESIGN.md §6, "corrupt record on **wire**"): bits flipped on the wire between the
+//! Drill 8b (docs/design.md §6, "corrupt record on **wire**"): bits flipped on the wire between the
 //! gateway's writer and one safekeeper, under load.
 //!
 //! A [`CorruptingProxy`] is put between the gateway and sk-a1 (the gateway is restarted with the

@@ -1,4 +1,4 @@
-//! The HTTP API's contract (DESIGN.md §7) against a real cluster: auth, errors, limits.
+//! The HTTP API's contract (docs/design.md §7) against a real cluster: auth, errors, limits.
 
 use borealis_tests::cluster::TestCluster;
 use serde_json::json;
@@ -224,7 +224,7 @@ async fn api_errors_are_clear_and_harm_nothing() {
     assert_eq!((r.status, r.code()), (404, "not_found"), "{}", r.body);
 }
 
-/// DESIGN.md §7: a wrong token is `unauthorized` whether or not the tenant exists, so tenant
+/// docs/design.md §7: a wrong token is `unauthorized` whether or not the tenant exists, so tenant
 /// names cannot be enumerated without the admin token; the answer is the same, byte for byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_token_is_unauthorized_whether_or_not_the_tenant_exists() {

@@ -1,4 +1,4 @@
-//! Read replicas against a real cluster (DESIGN.md §5, §12 last bullet): a writer inserts rows
+//! Read replicas against a real cluster (docs/design.md §5, §12 last bullet): a writer inserts rows
 //! with increasing ids, one per commit, while replica clients read. Every replica answer must
 //! be a state the writer actually passed through (a prefix of its commits), answers must never
 //! go backwards for a client, all answers must agree on one order of states (no Long Fork), and
@@ -337,7 +337,7 @@ async fn a_statement_stopped_mid_transaction_leaves_no_trace() {
     let r = replica(&c, &token, json!({"sql": "SELECT count(*) FROM t"})).await;
     assert_eq!(r.ok().scalar(), 2);
 
-    // An AZ and one more safekeeper down (DESIGN.md §6): writes are refused, replicas still
+    // An AZ and one more safekeeper down (docs/design.md §6): writes are refused, replicas still
     // answer, at the last durable state.
     for sk in ["sk-a1", "sk-a2", "sk-b1"] {
         c.node("kill", sk);

@@ -324,7 +324,7 @@ impl FileState {
 ///
 /// A page at or past the file's size before the batch is new to SQLite: it ships as a full image,
 /// without asking storage for a previous image. That keeps commits that grow the file going while
-/// no pageserver answers (DESIGN.md §6), and it is the only safe body for such a page: storage may
+/// no pageserver answers (docs/design.md §6), and it is the only safe body for such a page: storage may
 /// still hold a stale image of it from before a shrink, which a delta would be applied to.
 fn ship(pages: &BTreeMap<u32, Page>, size_pages_before: u32) -> c_int {
     let mut changes = Vec::with_capacity(pages.len());

@@ -1,5 +1,5 @@
 //! Borealis as the benchmark sees it: a real local cluster started with `borealis up`, and its
-//! HTTP API (DESIGN.md §7) spoken with `reqwest`.
+//! HTTP API (docs/design.md §7) spoken with `reqwest`.
 //!
 //! The cluster is the one a user gets: six safekeeper processes (fsync on every group commit),
 //! two pageservers and the gateway, each its own process, all on this machine's disk. The

@@ -2,7 +2,7 @@
 //!
 //! Each crate has its own rich `thiserror` enum; every such error can say which [`ErrorKind`] it
 //! is, and that is what callers branch on. The gateway maps each kind to an HTTP status and a
-//! stable `code` string (DESIGN.md §7).
+//! stable `code` string (docs/design.md §7).
 
 use serde::{Deserialize, Serialize};
 

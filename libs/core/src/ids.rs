@@ -7,7 +7,7 @@ use std::fmt;
 /// `PRAGMA page_size` changes, so a volume's page size can never differ from this.
 pub const PAGE_SIZE_BYTES: usize = 4096;
 
-/// Default segment size (DESIGN.md §2): 10 GiB.
+/// Default segment size (docs/design.md §2): 10 GiB.
 pub const SEGMENT_SIZE_BYTES_DEFAULT: u64 = 10 * 1024 * 1024 * 1024;
 
 /// A tenant, i.e. one volume. Chosen at random by the gateway when the tenant is created.
