@@ -8,7 +8,7 @@
 //! tracker. A member that drops is marked unreachable and reconnected with backoff; records it
 //! missed reach it through gossip from its peers, not from us, so the writer keeps no log.
 //!
-//! `commit` is synchronous and never waits for durability (asynchronous commit, DESIGN.md §3):
+//! `commit` is synchronous and never waits for durability (asynchronous commit, docs/design.md §3):
 //! the gateway holds each response until the VDL covers the LSN the response depends on.
 //!
 //! ## The redo stream for readers

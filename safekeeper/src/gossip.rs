@@ -37,10 +37,11 @@
 //! is logged once per peer and segment (WARN), and the member stays behind until another peer
 //! can fill it.
 
+use crate::acceptor::AdoptOutcome;
 use crate::log_writer::LogWriter;
 use crate::metrics::inc;
+use crate::records::parse_records;
 use crate::store::Store;
-use crate::tenant::{parse_records, AdoptOutcome};
 use borealis_core::{Lsn, SegmentId, TenantId};
 use borealis_wire::{Body, Client, SegmentSummary};
 use std::collections::BTreeMap;

@@ -101,6 +101,7 @@ pub mod http;
 pub mod log_writer;
 pub mod metrics;
 pub mod node;
+pub mod records;
 pub mod segment_log;
 pub mod service;
 pub mod store;

@@ -18,10 +18,11 @@
 //! adopting a peer's trim point (gossip), which does the same, and dropping a deleted tenant.
 
 use crate::acceptor::TrimPoint;
+use crate::acceptor::{AdoptOutcome, AppendOutcome};
 use crate::error::SkError;
 use crate::metrics::inc;
+use crate::records::ParsedRecord;
 use crate::store::Store;
-use crate::tenant::{AdoptOutcome, AppendOutcome, ParsedRecord};
 use borealis_core::{EpochStart, Lsn, SegmentId, TenantId};
 use borealis_wire::{Envelope, SegmentState};
 use std::collections::{BTreeMap, BTreeSet};

@@ -3,8 +3,8 @@
 use crate::error::SkError;
 use crate::log_writer::{ErrorReturn, LogWriter};
 use crate::metrics::inc;
+use crate::records::parse_records;
 use crate::store::Store;
-use crate::tenant::parse_records;
 use borealis_core::{EpochStart, Lsn, SegmentId, TenantId};
 use borealis_wire::{Body, Envelope};
 use std::sync::Arc;

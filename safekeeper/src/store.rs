@@ -274,7 +274,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tenant::parse_records;
+    use crate::records::parse_records;
     use borealis_core::{EpochStart, PAGE_SIZE_BYTES};
 
     fn open(dir: &Path) -> Store {

@@ -43,52 +43,22 @@
 //! of records found corrupt are right too). A writer's append is admitted by the budget before
 //! anything is written: a refusal leaves the files, the chain and the known VDL as they were.
 
-use crate::acceptor::{
-    AdoptVerdict, AppendVerdict, HelloVerdict, Link, TenantAcceptor, TrimPoint, TrimVerdict,
-};
+use crate::acceptor::{Acceptor, Action, Control, Link, Refusal, Source, TrimPoint};
+use crate::acceptor::{AdoptOutcome, AppendOutcome};
 use crate::control::{self, ControlError, ControlState};
 use crate::disk_budget::SharedDiskBudget;
 use crate::error::SkError;
 use crate::metrics::{inc, Metrics};
+use crate::records::ParsedRecord;
 use crate::segment_log::{FileStorage, ReadError, SegmentLog};
-use borealis_core::redo::{CodecError, RedoRecord};
 use borealis_core::{EpochStart, Lsn, SegmentId, TenantId};
 use borealis_wire::SegmentState;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound::{Excluded, Included};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 use tracing::{info, warn};
-
-/// A record of an append, validated (CRC and all) and located in the append's bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ParsedRecord {
-    pub lsn: Lsn,
-    pub link: Link,
-    pub range: Range<usize>,
-}
-
-/// Validates a concatenation of encoded records. Any bad record fails the whole batch.
-pub fn parse_records(bytes: &[u8]) -> Result<Vec<ParsedRecord>, CodecError> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let (r, n) = RedoRecord::decode(&bytes[pos..])?;
-        let link = Link {
-            prev_lsn_segment: r.prev_lsn_segment,
-            is_cpl: r.is_cpl,
-        };
-        out.push(ParsedRecord {
-            lsn: r.lsn,
-            link,
-            range: pos..pos + n,
-        });
-        pos += n;
-    }
-    Ok(out)
-}
 
 /// One segment as of the last fsync.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,31 +80,6 @@ pub struct Published {
     pub segments: BTreeMap<SegmentId, PublishedSegment>,
 }
 
-/// What an append or repair did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AppendOutcome {
-    pub written: usize,
-    pub duplicates: usize,
-    pub off_chain: usize,
-}
-
-/// What adopting a peer's trim point did ([`Tenant::adopt_trim`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AdoptOutcome {
-    /// The segment's log starts at `base` now: `dropped` records at or below it were dropped,
-    /// and the SCL went from `old_scl` to `scl` (the base, or above over held records that
-    /// chain onto it).
-    Adopted {
-        base: Lsn,
-        last_cpl: Lsn,
-        old_scl: Lsn,
-        scl: Lsn,
-        dropped: usize,
-    },
-    /// Our SCL is at or above the peer's trim point: nothing to adopt, fill normally.
-    NotBehind { scl: Lsn },
-}
-
 /// Records read for `ReadLog`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReadResult {
@@ -143,21 +88,13 @@ pub struct ReadResult {
     pub known_vdl: Lsn,
 }
 
-/// Where records to write come from: a writer's append is admitted by the disk budget, a peer's
-/// fill is not. Each carries the VDL it tells.
-#[derive(Clone, Copy, Debug)]
-enum Source {
-    Writer { vdl: Lsn },
-    Peer { known_vdl: Lsn },
-}
-
 /// The bytes of log held by `segments`: the lengths of their files.
 fn retained_bytes(segments: &BTreeMap<SegmentId, SegmentLog<FileStorage>>) -> u64 {
     segments.values().map(|s| s.len_bytes()).sum()
 }
 
 struct TenantLog {
-    acceptor: TenantAcceptor,
+    acceptor: Acceptor,
     segments: BTreeMap<SegmentId, SegmentLog<FileStorage>>,
 }
 
@@ -218,8 +155,8 @@ impl Tenant {
     }
 
     /// Opens a tenant directory: loads the control state, opens (and recovers) every segment
-    /// file, and finishes a truncation a crash interrupted. What its segment files hold after
-    /// that is counted in `budget`.
+    /// file, and finishes what a crash interrupted (the acceptor's [`Acceptor::open`] says
+    /// what). What its segment files hold after that is counted in `budget`.
     pub fn open(
         dir: &Path,
         id: TenantId,
@@ -228,12 +165,11 @@ impl Tenant {
     ) -> Result<Tenant, SkError> {
         control::remove_leftovers(dir)?;
         let state = control::load(dir)?.unwrap_or(ControlState::new(Vec::new(), None));
-        let mut acceptor = TenantAcceptor::new(state.history.clone());
-        let trims: BTreeMap<SegmentId, crate::acceptor::TrimPoint> =
-            state.trim_points().into_iter().collect();
-        for (&segment, &point) in &trims {
-            acceptor.restore_trim(segment, point);
-        }
+        let (acceptor, finish) = Acceptor::open(Control {
+            history: state.history.clone(),
+            truncate_pending_above: state.pending_truncation_above,
+            trims: state.trim_points(),
+        });
         let mut segments = BTreeMap::new();
         // Leftovers first, then the segments, each from a listing taken whole. A rewrite a
         // crash stopped before its rename leaves `seg-<n>.log.tmp` (the original file is
@@ -264,7 +200,7 @@ impl Tenant {
                 }
                 continue;
             };
-            let (mut log, report) = SegmentLog::open(FileStorage::open(&path)?)?;
+            let (log, report) = SegmentLog::open(FileStorage::open(&path)?)?;
             for bad in &report.corrupt {
                 inc(&metrics.crc_failures_total, 1);
                 warn!(tenant = %id, %segment, offset = bad.offset, bytes = bad.len_bytes, error = %bad.error,
@@ -274,28 +210,7 @@ impl Tenant {
                 inc(&metrics.torn_tail_bytes_total, report.torn_tail_bytes);
                 info!(tenant = %id, %segment, bytes = report.torn_tail_bytes, "cut torn tail of segment file");
             }
-            if let Some(above) = state.pending_truncation_above {
-                log.truncate_above(above)?;
-            }
-            if let Some(point) = trims.get(&segment) {
-                let dropped = log.drop_through(point.base)?;
-                if dropped > 0 {
-                    info!(tenant = %id, %segment, base = %point.base, dropped, "finished an interrupted trim");
-                }
-            }
-            let chain = acceptor.segment_mut(segment);
-            for (lsn, entry) in log.index() {
-                chain.insert(*lsn, entry.link);
-            }
             segments.insert(segment, log);
-        }
-        if let Some(above) = state.pending_truncation_above {
-            info!(tenant = %id, epoch = state.epoch, %above, "finished an interrupted truncation");
-            let trims = state.trim_points();
-            control::store(
-                dir,
-                &ControlState::new(state.history, None).with_trims(&trims),
-            )?;
         }
         budget.grow(retained_bytes(&segments));
         let tenant = Tenant {
@@ -308,9 +223,19 @@ impl Tenant {
             budget,
         };
         {
-            let log = lock(&tenant.log);
-            let all: Vec<SegmentId> = log.acceptor.segments().keys().copied().collect();
-            tenant.publish(&log, &all);
+            let mut guard = lock(&tenant.log);
+            let log = &mut *guard;
+            if let Some(above) = state.pending_truncation_above {
+                info!(tenant = %id, epoch = state.epoch, %above, "finishing an interrupted truncation");
+            }
+            tenant.execute(log, finish, None)?;
+            for (&segment, file) in &log.segments {
+                for (lsn, entry) in file.index() {
+                    log.acceptor.load(segment, *lsn, entry.link);
+                }
+            }
+            let publish = log.acceptor.opened();
+            tenant.execute(log, publish, None)?;
         }
         Ok(tenant)
     }
@@ -353,60 +278,15 @@ impl Tenant {
     ) -> Result<Vec<SegmentState>, SkError> {
         let mut guard = lock(&self.log);
         let log = &mut *guard;
-        match log.acceptor.judge_hello(epoch, epoch_start_lsn, history) {
-            HelloVerdict::Fenced { current } => {
-                return Err(SkError::Fenced {
-                    tenant: self.id,
-                    ours: current,
-                    theirs: epoch,
-                })
-            }
-            HelloVerdict::Invalid { reason } => {
-                return Err(SkError::Invalid {
-                    tenant: self.id,
-                    message: reason,
-                })
-            }
-            HelloVerdict::Same => {}
-            HelloVerdict::NewEpoch { truncate_above } => {
-                let above = Lsn(truncate_above.0.saturating_add(1));
-                let pending = log
-                    .segments
-                    .values()
-                    .any(|s| s.index().range(above..).next().is_some());
-                let history = history.to_vec();
-                let trims = log.acceptor.trim_points();
-                if let Some((segment, t)) = trims.iter().find(|(_, t)| t.base > truncate_above) {
-                    // Trimmed records were durable (checkpointed below a VDL), and recovery
-                    // never truncates below a VDL: this is a bug somewhere. The trim stands.
-                    warn!(tenant = %self.id, %segment, base = %t.base, %truncate_above,
-                        "a new epoch truncates below a trim point; records at or below it stay trimmed");
-                }
-                control::store(
-                    &self.dir,
-                    &ControlState::new(history.clone(), pending.then_some(truncate_above))
-                        .with_trims(&trims),
-                )?;
-                if pending {
-                    for s in log.segments.values_mut() {
-                        let before = s.len_bytes();
-                        let result = s.truncate_above(truncate_above);
-                        self.budget.resize(before, s.len_bytes());
-                        result?;
-                    }
-                    control::store(
-                        &self.dir,
-                        &ControlState::new(history.clone(), None).with_trims(&trims),
-                    )?;
-                }
-                let old = log.acceptor.epoch();
-                let dropped = log.acceptor.begin_epoch(history, truncate_above);
-                info!(tenant = %self.id, old_epoch = old, epoch, start = %epoch_start_lsn, %truncate_above, dropped,
-                    "entered a new epoch");
-                let all: Vec<SegmentId> = log.acceptor.segments().keys().copied().collect();
-                self.publish(log, &all);
-                self.notify_acks(&all);
-            }
+        let old = log.acceptor.judge().epoch();
+        let actions = log
+            .acceptor
+            .hello(epoch, epoch_start_lsn, history)
+            .map_err(|r| self.refused(r))?;
+        if !actions.is_empty() {
+            self.execute(log, actions, None)?;
+            info!(tenant = %self.id, old_epoch = old, epoch, start = %epoch_start_lsn,
+                "entered a new epoch");
         }
         Ok(self.with_published(|p| p.segments.values().map(|s| s.state.clone()).collect()))
     }
@@ -417,29 +297,23 @@ impl Tenant {
     pub fn trim(&self, segment: SegmentId, epoch: u64, upto: Lsn) -> Result<Lsn, SkError> {
         let mut guard = lock(&self.log);
         let log = &mut *guard;
-        let point = match log.acceptor.judge_trim(segment, epoch, upto) {
-            TrimVerdict::Behind { current } => {
-                return Err(SkError::Fenced {
-                    tenant: self.id,
-                    ours: current,
-                    theirs: epoch,
-                })
-            }
-            TrimVerdict::Nothing { base } => return Ok(base),
-            TrimVerdict::Trim(point) => point,
-        };
-        let dropped_from_file = self.store_trim_point_then_drop(log, segment, point)?;
-        let dropped = log.acceptor.segment_mut(segment).trim(point);
+        let (base, dropped, actions) = log
+            .acceptor
+            .trim(segment, epoch, upto)
+            .map_err(|r| self.refused(r))?;
+        if actions.is_empty() {
+            return Ok(base);
+        }
+        let dropped_from_file = self.execute(log, actions, None)?;
         if dropped != dropped_from_file {
             warn!(tenant = %self.id, %segment, chain = dropped, file = dropped_from_file,
                 "trim dropped a different number of records from the chain and the file");
         }
         inc(&self.metrics.trims_total, 1);
         inc(&self.metrics.records_trimmed_total, dropped as u64);
-        info!(tenant = %self.id, %segment, %upto, base = %point.base, last_cpl = %point.last_cpl, dropped,
+        info!(tenant = %self.id, %segment, %upto, %base, dropped,
             "trimmed the log (checkpointed to object storage)");
-        self.publish(log, &[segment]);
-        Ok(point.base)
+        Ok(base)
     }
 
     /// Adopts a peer's trim point `peer` for `segment` (see the module docs and
@@ -456,85 +330,23 @@ impl Tenant {
     ) -> Result<AdoptOutcome, SkError> {
         let mut guard = lock(&self.log);
         let log = &mut *guard;
-        let point = match log
+        let (outcome, actions) = log
             .acceptor
-            .judge_adopt_trim(segment, epoch, peer_scl, peer)
-        {
-            AdoptVerdict::Adopt(point) => point,
-            AdoptVerdict::NotBehind { scl } => return Ok(AdoptOutcome::NotBehind { scl }),
-            AdoptVerdict::OtherEpoch { current } => {
-                return Err(SkError::Invalid {
-                    tenant: self.id,
-                    message: format!(
-                        "a trim point learnt in epoch {epoch} is not adopted in epoch {current}"
-                    ),
-                })
+            .adopt_trim(segment, epoch, peer_scl, peer)
+            .map_err(|r| self.refused(r))?;
+        let dropped_from_file = self.execute(log, actions, None)?;
+        if let AdoptOutcome::Adopted { dropped, .. } = outcome {
+            if dropped != dropped_from_file {
+                warn!(tenant = %self.id, %segment, chain = dropped, file = dropped_from_file,
+                    "adopting a trim point dropped a different number of records from the chain and the file");
             }
-            AdoptVerdict::Implausible { reason } => {
-                return Err(SkError::Invalid {
-                    tenant: self.id,
-                    message: reason,
-                })
-            }
-        };
-        let (old_base, old_scl) = log
-            .acceptor
-            .segment(segment)
-            .map_or((Lsn::INVALID, Lsn::INVALID), |c| (c.base(), c.scl()));
-        assert!(
-            old_base <= old_scl && old_scl < point.base && point.base <= peer_scl,
-            "an adopted base lies above our trim point and SCL, and at or below the peer's SCL"
-        );
-        let dropped_from_file = self.store_trim_point_then_drop(log, segment, point)?;
-        let chain = log.acceptor.segment_mut(segment);
-        let dropped = chain.adopt_base(point);
-        let scl = chain.scl();
-        if dropped != dropped_from_file {
-            warn!(tenant = %self.id, %segment, chain = dropped, file = dropped_from_file,
-                "adopting a trim point dropped a different number of records from the chain and the file");
+            inc(&self.metrics.trim_points_adopted_total, 1);
         }
-        inc(&self.metrics.trim_points_adopted_total, 1);
-        self.publish(log, &[segment]);
-        self.notify_acks(&[segment]);
-        Ok(AdoptOutcome::Adopted {
-            base: point.base,
-            last_cpl: point.last_cpl,
-            old_scl,
-            scl,
-            dropped,
-        })
+        Ok(outcome)
     }
 
-    /// The durable half of a trim or an adopted trim point: the control file with `point` as
-    /// `segment`'s trim point, then the segment file without the records at or below it (an
-    /// atomic rewrite). A crash in between is finished by [`Tenant::open`]. Returns how many
-    /// records left the file.
-    fn store_trim_point_then_drop(
-        &self,
-        log: &mut TenantLog,
-        segment: SegmentId,
-        point: TrimPoint,
-    ) -> Result<usize, SkError> {
-        let mut trims = log.acceptor.trim_points();
-        trims.retain(|(s, _)| *s != segment);
-        trims.push((segment, point));
-        let history = log.acceptor.history().to_vec();
-        control::store(
-            &self.dir,
-            &ControlState::new(history, None).with_trims(&trims),
-        )?;
-        match log.segments.get_mut(&segment) {
-            Some(file) => {
-                let before = file.len_bytes();
-                let result = file.drop_through(point.base);
-                self.budget.resize(before, file.len_bytes());
-                Ok(result?)
-            }
-            None => Ok(0),
-        }
-    }
-
-    /// Writes a writer's records (not yet durable: see [`Tenant::commit`]).
+    /// Writes a writer's records (not yet durable: see [`Tenant::commit`]). The disk budget
+    /// admits them first: a refusal changes nothing.
     pub fn append(
         &self,
         segment: SegmentId,
@@ -545,27 +357,19 @@ impl Tenant {
     ) -> Result<AppendOutcome, SkError> {
         let mut guard = lock(&self.log);
         let log = &mut *guard;
-        match log.acceptor.judge_append(epoch) {
-            AppendVerdict::Accept => {}
-            AppendVerdict::Fenced { current } => {
-                return Err(SkError::Fenced {
-                    tenant: self.id,
-                    ours: current,
-                    theirs: epoch,
-                })
-            }
-            AppendVerdict::HelloFirst { current } => {
-                return Err(SkError::HelloFirst {
-                    tenant: self.id,
-                    ours: current,
-                    theirs: epoch,
-                })
-            }
-        }
-        self.write_records(log, segment, raw, parsed, Source::Writer { vdl })
+        let records = parsed_meta(parsed);
+        let (outcome, actions) = log
+            .acceptor
+            .append(segment, Source::Writer { epoch, vdl }, &records, |bytes| {
+                self.budget.admit(self.id, segment, bytes)
+            })
+            .map_err(|r| self.refused(r))??;
+        self.after_append(log, segment, &outcome, actions, raw, parsed)?;
+        Ok(outcome)
     }
 
-    /// Writes records a peer supplied (gossip), if the tenant is still in `epoch`.
+    /// Writes records a peer supplied (gossip), if the tenant is still in `epoch`. Counted in
+    /// the disk budget, never refused by it (they fill what a write quorum already holds).
     pub fn repair(
         &self,
         segment: SegmentId,
@@ -576,95 +380,38 @@ impl Tenant {
     ) -> Result<AppendOutcome, SkError> {
         let mut guard = lock(&self.log);
         let log = &mut *guard;
-        if log.acceptor.epoch() != epoch {
-            return Err(SkError::Fenced {
-                tenant: self.id,
-                ours: log.acceptor.epoch(),
-                theirs: epoch,
-            });
-        }
-        self.write_records(log, segment, raw, parsed, Source::Peer { known_vdl })
+        let records = parsed_meta(parsed);
+        let (outcome, actions) = log
+            .acceptor
+            .append(
+                segment,
+                Source::Peer { epoch, known_vdl },
+                &records,
+                |bytes| {
+                    self.budget.grow(bytes);
+                    Ok::<(), SkError>(())
+                },
+            )
+            .map_err(|r| self.refused(r))??;
+        self.after_append(log, segment, &outcome, actions, raw, parsed)?;
+        Ok(outcome)
     }
 
-    /// Writes the records of `parsed` the acceptor plans to write. A writer's are admitted by
-    /// the disk budget first (a refusal changes nothing); a peer's are counted but never refused.
-    fn write_records(
+    fn after_append(
         &self,
         log: &mut TenantLog,
         segment: SegmentId,
+        outcome: &AppendOutcome,
+        actions: Vec<Action>,
         raw: &[u8],
         parsed: &[ParsedRecord],
-        source: Source,
-    ) -> Result<AppendOutcome, SkError> {
-        let plan = log
-            .acceptor
-            .plan_append(segment, parsed.iter().map(|p| p.lsn));
-        let new_bytes: u64 = plan
-            .write
-            .iter()
-            .map(|&i| parsed[i].range.len() as u64)
-            .sum();
-        match source {
-            Source::Writer { vdl } => {
-                self.budget.admit(self.id, segment, new_bytes)?;
-                log.acceptor.note_vdl(vdl);
-            }
-            Source::Peer { known_vdl } => {
-                self.budget.grow(new_bytes);
-                log.acceptor.note_vdl(known_vdl);
-            }
-        }
-        // From here `new_bytes` are counted as retained: written, or released on failure.
-        if plan.off_chain > 0 {
-            warn!(tenant = %self.id, %segment, records = plan.off_chain,
+    ) -> Result<(), SkError> {
+        if outcome.off_chain > 0 {
+            warn!(tenant = %self.id, %segment, records = outcome.off_chain,
                 "ignored records below the SCL that are not on the segment's chain");
         }
-        if !plan.write.is_empty() {
-            let file = match log.segments.entry(segment) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    let path = self.dir.join(segment_file_name(segment));
-                    let opened = FileStorage::open(&path).and_then(SegmentLog::open);
-                    let (file, _) = opened.inspect_err(|_| self.budget.release(new_bytes))?;
-                    // A new segment's file is empty; should one have been left behind, count it.
-                    self.budget.grow(file.len_bytes());
-                    e.insert(file)
-                }
-            };
-            let records = plan.write.iter().map(|&i| {
-                let p = &parsed[i];
-                (p.lsn, p.link, &raw[p.range.clone()])
-            });
-            let before = file.len_bytes();
-            let written = match file.append(records) {
-                Ok(written) => written,
-                Err(e) => {
-                    // The reservation was not written (and the writer thread stops anyway).
-                    self.budget.release(new_bytes);
-                    self.budget.resize(before, file.len_bytes());
-                    return Err(e.into());
-                }
-            };
-            assert_eq!(
-                written,
-                plan.write.len(),
-                "segment file and chain hold the same records"
-            );
-            assert_eq!(
-                file.len_bytes() - before,
-                new_bytes,
-                "the file grew by the bytes the disk budget counted"
-            );
-            let chain = log.acceptor.segment_mut(segment);
-            for &i in &plan.write {
-                chain.insert(parsed[i].lsn, parsed[i].link);
-            }
-        }
-        Ok(AppendOutcome {
-            written: plan.write.len(),
-            duplicates: plan.duplicates,
-            off_chain: plan.off_chain,
-        })
+        self.execute(log, actions, Some((raw, parsed)))?;
+        Ok(())
     }
 
     /// The group commit of this tenant: fsyncs every `dirty` segment, then publishes the new
@@ -683,9 +430,12 @@ impl Tenant {
                 fsyncs += 1;
             }
         }
-        let changed: Vec<SegmentId> = dirty.union(touched).copied().collect();
-        self.publish(log, &changed);
-        self.notify_acks(&changed);
+        let changed: BTreeSet<SegmentId> = dirty.union(touched).copied().collect();
+        let actions = log.acceptor.synced(&changed);
+        self.execute(log, actions, None).map_err(|e| match e {
+            SkError::Io(e) => e,
+            e => std::io::Error::other(e.to_string()),
+        })?;
         Ok(fsyncs)
     }
 
@@ -703,7 +453,7 @@ impl Tenant {
     ) -> Result<ReadResult, SkError> {
         let mut guard = lock(&self.log);
         let log = &mut *guard;
-        let ours = log.acceptor.epoch();
+        let ours = log.acceptor.judge().epoch();
         if exact_epoch.is_some_and(|e| e != ours) {
             let theirs = exact_epoch.unwrap_or_default();
             return Err(SkError::Fenced {
@@ -730,6 +480,7 @@ impl Tenant {
         let limit = upto.min(scl);
         let trim = log
             .acceptor
+            .judge()
             .segment(segment)
             .map_or(TrimPoint::default(), |c| c.trim_point());
         if after < trim.base && after < upto {
@@ -766,6 +517,7 @@ impl Tenant {
             wanted.push(*lsn);
         }
         let mut records = Vec::with_capacity(total);
+        let mut corrupt = None;
         for lsn in wanted {
             match file.read_record(lsn) {
                 Ok(bytes) => records.extend_from_slice(&bytes),
@@ -773,13 +525,7 @@ impl Tenant {
                     inc(&self.metrics.crc_failures_total, 1);
                     warn!(tenant = %self.id, %segment, %lsn, %reason,
                         "stored record failed its check; dropped, a peer will supply it again");
-                    let chain = log.acceptor.segment_mut(segment);
-                    chain.remove(lsn);
-                    assert!(
-                        chain.scl() < lsn,
-                        "the SCL cannot cover a record that is not held"
-                    );
-                    self.publish(log, &[segment]);
+                    corrupt = Some(lsn);
                     break;
                 }
                 Err(ReadError::Missing(lsn)) => {
@@ -788,6 +534,10 @@ impl Tenant {
                     )))
                 }
             }
+        }
+        if let Some(lsn) = corrupt {
+            let actions = log.acceptor.dropped_corrupt(segment, lsn);
+            self.execute(log, actions, None)?;
         }
         let scl = self.with_published(|p| {
             p.segments
@@ -801,34 +551,139 @@ impl Tenant {
         })
     }
 
-    /// Copies the chain state of `segments` (and the tenant's epoch and VDL) into the published
-    /// state. Callers guarantee everything the chains cover is synced.
-    fn publish(&self, log: &TenantLog, segments: &[SegmentId]) {
-        let mut p = lock(&self.published);
-        p.epoch = log.acceptor.epoch();
-        p.epoch_start_lsn = log.acceptor.epoch_start_lsn();
-        if p.history.as_slice() != log.acceptor.history() {
-            p.history = log.acceptor.history().to_vec();
+    /// The driver: executes the acceptor's actions in order (see [`crate::acceptor::Acceptor`]).
+    /// `input` is the append whose records `Write` names. Returns the records the
+    /// `DropThrough`s removed from the files. An I/O error leaves the rest undone: the log
+    /// writer then stops the process, and [`Tenant::open`] finishes the job.
+    fn execute(
+        &self,
+        log: &mut TenantLog,
+        actions: Vec<Action>,
+        input: Option<(&[u8], &[ParsedRecord])>,
+    ) -> Result<usize, SkError> {
+        let mut dropped = 0;
+        for action in actions {
+            match action {
+                Action::StoreControl(c) => control::store(
+                    &self.dir,
+                    &ControlState::new(c.history, c.truncate_pending_above).with_trims(&c.trims),
+                )?,
+                Action::Truncate { above } => {
+                    for file in log.segments.values_mut() {
+                        let before = file.len_bytes();
+                        let result = file.truncate_above(above);
+                        self.budget.resize(before, file.len_bytes());
+                        result?;
+                    }
+                }
+                Action::DropThrough { segment, base } => {
+                    if let Some(file) = log.segments.get_mut(&segment) {
+                        let before = file.len_bytes();
+                        let result = file.drop_through(base);
+                        self.budget.resize(before, file.len_bytes());
+                        dropped += result?;
+                    }
+                }
+                Action::Write { segment, records } => {
+                    let (raw, parsed) = input.expect("a Write answers an append");
+                    let new_bytes: u64 =
+                        records.iter().map(|&i| parsed[i].range.len() as u64).sum();
+                    // The acceptor had the budget admit (or count) `new_bytes`: from here they
+                    // are written, or released on failure.
+                    let file = match log.segments.entry(segment) {
+                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(e) => {
+                            let path = self.dir.join(segment_file_name(segment));
+                            let opened = FileStorage::open(&path).and_then(SegmentLog::open);
+                            let (file, _) =
+                                opened.inspect_err(|_| self.budget.release(new_bytes))?;
+                            // A new segment's file is empty; should one have been left behind,
+                            // count it.
+                            self.budget.grow(file.len_bytes());
+                            e.insert(file)
+                        }
+                    };
+                    let before = file.len_bytes();
+                    let written = match file.append(records.iter().map(|&i| {
+                        let p = &parsed[i];
+                        (p.lsn, p.link, &raw[p.range.clone()])
+                    })) {
+                        Ok(written) => written,
+                        Err(e) => {
+                            // Not written (and the writer thread stops anyway).
+                            self.budget.release(new_bytes);
+                            self.budget.resize(before, file.len_bytes());
+                            return Err(e.into());
+                        }
+                    };
+                    assert_eq!(
+                        written,
+                        records.len(),
+                        "segment file and chain hold the same records"
+                    );
+                    assert_eq!(
+                        file.len_bytes() - before,
+                        new_bytes,
+                        "the file grew by the bytes the disk budget counted"
+                    );
+                }
+                Action::Publish { segments } => {
+                    self.publish(log, &segments);
+                    self.notify_acks(&segments);
+                }
+            }
         }
-        p.known_vdl = log.acceptor.known_vdl();
+        Ok(dropped)
+    }
+
+    /// A refusal of the acceptor as the error answered.
+    fn refused(&self, refusal: Refusal) -> SkError {
+        match refusal {
+            Refusal::Fenced { ours, theirs } => SkError::Fenced {
+                tenant: self.id,
+                ours,
+                theirs,
+            },
+            Refusal::HelloFirst { ours, theirs } => SkError::HelloFirst {
+                tenant: self.id,
+                ours,
+                theirs,
+            },
+            Refusal::Invalid { reason } => SkError::Invalid {
+                tenant: self.id,
+                message: reason,
+            },
+        }
+    }
+
+    /// Copies the acceptor's published state of `segments` (and the tenant's epoch and VDL)
+    /// where answers are made from, with each segment file's length.
+    fn publish(&self, log: &TenantLog, segments: &[SegmentId]) {
+        let from = log.acceptor.published();
+        let mut p = lock(&self.published);
+        p.epoch = from.epoch;
+        p.epoch_start_lsn = from.epoch_start_lsn;
+        if p.history != from.history {
+            p.history = from.history.clone();
+        }
+        p.known_vdl = from.known_vdl;
         for &segment in segments {
-            let Some(chain) = log.acceptor.segment(segment) else {
+            let Some(chain) = from.segments.get(&segment) else {
                 continue;
-            };
-            let state = SegmentState {
-                segment,
-                scl: chain.scl(),
-                last_cpl: chain.last_cpl(),
-                end_lsn: chain.end_lsn(),
             };
             let bytes = log.segments.get(&segment).map_or(0, |s| s.len_bytes());
             p.segments.insert(
                 segment,
                 PublishedSegment {
-                    state,
+                    state: SegmentState {
+                        segment,
+                        scl: chain.scl,
+                        last_cpl: chain.last_cpl,
+                        end_lsn: chain.end_lsn,
+                    },
                     bytes,
-                    holes: chain.holes(),
-                    base: chain.base(),
+                    holes: chain.holes,
+                    base: chain.base,
                 },
             );
         }
@@ -845,10 +700,20 @@ impl Tenant {
     }
 }
 
+/// What the acceptor needs of an append's records.
+fn parsed_meta(parsed: &[ParsedRecord]) -> Vec<(Lsn, Link, u64)> {
+    parsed
+        .iter()
+        .map(|p| (p.lsn, p.link, p.range.len() as u64))
+        .collect()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::records::parse_records;
     use borealis_core::redo::RedoBody;
+    use borealis_core::redo::RedoRecord;
     use borealis_core::{PageNo, PAGE_SIZE_BYTES};
     use borealis_wire::Body;
 

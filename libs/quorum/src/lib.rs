@@ -26,7 +26,9 @@
 
 pub mod consistency;
 pub mod recovery;
+pub mod session;
 pub mod writer;
 
 pub use consistency::ConsistencyTracker;
+pub use session::{SessionConfig, WriterSession};
 pub use writer::{QuorumWriter, WriteError};

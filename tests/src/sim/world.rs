@@ -6,7 +6,7 @@ use borealis_quorum::recovery::{self, MemberReport};
 use borealis_quorum::QuorumWriter;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use safekeeper::acceptor::{AppendVerdict, HelloVerdict, Link, TenantAcceptor};
+use safekeeper::acceptor::{Acceptor, Action, Control, Link, PlantedBug, Refusal, Source};
 use std::collections::BTreeMap;
 
 const SEG: SegmentId = SegmentId(0);
@@ -18,9 +18,9 @@ pub struct SimConfig {
     pub fault_per_mille: u32,
     /// Keep the whole trace (for replay), not only its tail.
     pub trace_all: bool,
-    /// A planted bug, for the test that the checkers are not vacuous: members acknowledge the
-    /// highest LSN they hold instead of their SCL (counting records above a hole).
-    pub ack_end_lsn: bool,
+    /// A bug planted in the safekeeper's acceptor (the service's code), for the tests that the
+    /// checkers are not vacuous.
+    pub planted: Option<PlantedBug>,
 }
 
 impl Default for SimConfig {
@@ -29,7 +29,7 @@ impl Default for SimConfig {
             steps: 400,
             fault_per_mille: 30,
             trace_all: false,
-            ack_end_lsn: false,
+            planted: None,
         }
     }
 }
@@ -42,133 +42,176 @@ pub struct SimOutcome {
     pub acked_mtrs: usize,
     pub recoveries: usize,
     pub fenced_appends: usize,
+    /// Members that crashed between two actions of one input (a Hello's control store and its
+    /// truncation, say) and were restarted from what was durable.
+    pub crashes_mid_input: usize,
 }
 
-/// A safekeeper: durable state (what survives a crash) and what was appended but not fsynced.
+/// A member crashed while executing an input's actions.
+struct Crashed;
+
+/// A safekeeper: the service's acceptor state machine ([`Acceptor`]), and a driver that
+/// executes its actions on an in-memory disk that loses what was not fsynced in a crash. The
+/// service's driver is `safekeeper/src/tenant.rs`: the same actions, on files.
 struct Member {
-    /// The planted bug of [`SimConfig::ack_end_lsn`].
-    ack_end_lsn: bool,
+    planted: Option<PlantedBug>,
     up: bool,
     partitioned: bool,
-    /// Durable: the epoch and its start, and the records fsynced.
-    epoch: u64,
-    epoch_start: Lsn,
-    history: Vec<EpochStart>,
+    /// Durable: the control state, and the records fsynced.
+    control: Control,
     durable: BTreeMap<Lsn, RedoRecord>,
-    /// Appended, not yet fsynced: lost on a crash.
+    /// Written, not yet fsynced: lost on a crash.
     unsynced: Vec<RedoRecord>,
-    acceptor: TenantAcceptor,
+    acceptor: Acceptor,
+}
+
+fn link(r: &RedoRecord) -> Link {
+    Link {
+        prev_lsn_segment: r.prev_lsn_segment,
+        is_cpl: r.is_cpl,
+    }
 }
 
 impl Member {
-    fn new() -> Self {
-        Self {
-            ack_end_lsn: false,
+    fn new(planted: Option<PlantedBug>) -> Self {
+        let mut m = Self {
+            planted,
             up: true,
             partitioned: false,
-            epoch: 0,
-            epoch_start: Lsn::INVALID,
-            history: Vec::new(),
+            control: Control::default(),
             durable: BTreeMap::new(),
             unsynced: Vec::new(),
-            acceptor: TenantAcceptor::new(Vec::new()),
-        }
+            acceptor: Acceptor::default(),
+        };
+        m.restart();
+        m
     }
 
     fn reachable(&self) -> bool {
         self.up && !self.partitioned
     }
 
+    /// The SCL this member vouches for (what it acks and reports).
     fn scl(&self) -> Lsn {
-        self.acceptor.segment(SEG).map_or(Lsn::INVALID, |c| c.scl())
+        self.acceptor
+            .published()
+            .segments
+            .get(&SEG)
+            .map_or(Lsn::INVALID, |c| c.scl)
     }
 
-    /// Rebuilds the in-memory acceptor from durable state, as a restart does.
+    fn epoch(&self) -> u64 {
+        self.acceptor.published().epoch
+    }
+
+    fn crash(&mut self) {
+        self.up = false;
+        self.unsynced.clear();
+    }
+
+    /// Rebuilds the acceptor from durable state, as the service's `Tenant::open` does.
     fn restart(&mut self) {
         self.unsynced.clear();
-        self.acceptor = TenantAcceptor::new(self.history.clone());
-        for r in self.durable.values() {
-            let chain = self.acceptor.segment_mut(SEG);
-            if chain.would_accept(r.lsn) {
-                chain.insert(
-                    r.lsn,
-                    Link {
-                        prev_lsn_segment: r.prev_lsn_segment,
-                        is_cpl: r.is_cpl,
-                    },
-                );
-            }
+        let (mut acceptor, finish) = Acceptor::open(self.control.clone());
+        if let Some(bug) = self.planted {
+            acceptor.plant(bug);
         }
+        self.acceptor = acceptor;
+        let _ = self.execute(finish, &[], None);
+        let records: Vec<(Lsn, Link)> = self.durable.values().map(|r| (r.lsn, link(r))).collect();
+        for (lsn, l) in records {
+            self.acceptor.load(SEG, lsn, l);
+        }
+        let publish = self.acceptor.opened();
+        let _ = self.execute(publish, &[], None);
         self.up = true;
     }
 
+    /// The driver: executes `actions` in order on the in-memory disk. `input` holds the records
+    /// a `Write` names. With `crash_after: Some(n)`, the member crashes after `n` actions.
+    /// Returns whether anything was published (acks are due).
+    fn execute(
+        &mut self,
+        actions: Vec<Action>,
+        input: &[RedoRecord],
+        crash_after: Option<usize>,
+    ) -> Result<bool, Crashed> {
+        let mut published = false;
+        for (i, action) in actions.into_iter().enumerate() {
+            if crash_after == Some(i) {
+                self.crash();
+                return Err(Crashed);
+            }
+            match action {
+                Action::StoreControl(c) => self.control = c,
+                Action::Truncate { above } => {
+                    self.durable.retain(|lsn, _| *lsn <= above);
+                    self.unsynced.retain(|r| r.lsn <= above);
+                }
+                Action::DropThrough { base, .. } => {
+                    self.durable.retain(|lsn, _| *lsn > base);
+                    self.unsynced.retain(|r| r.lsn > base);
+                }
+                Action::Write { records, .. } => {
+                    self.unsynced
+                        .extend(records.into_iter().map(|i| input[i].clone()));
+                }
+                Action::Publish { .. } => published = true,
+            }
+        }
+        Ok(published)
+    }
+
+    /// The service's log writer commits its group before a barrier (a Hello, a trim).
+    fn sync(&mut self) -> bool {
+        for r in std::mem::take(&mut self.unsynced) {
+            self.durable.insert(r.lsn, r);
+        }
+        let actions = self
+            .acceptor
+            .synced(&std::collections::BTreeSet::from([SEG]));
+        self.execute(actions, &[], None).unwrap_or(false)
+    }
+
     /// Hello from a writer: fence, or align the log to the writer's history and install its
-    /// epoch durably before answering.
-    fn hello(&mut self, history: &[EpochStart]) -> Result<(), u64> {
+    /// epoch durably before answering. `Err(None)`: the member crashed on the way.
+    fn hello(
+        &mut self,
+        history: &[EpochStart],
+        crash_after: Option<usize>,
+    ) -> Result<(), Option<u64>> {
         let last = *history
             .last()
             .expect("a writer's history ends with its own epoch");
-        match self.acceptor.judge_hello(last.epoch, last.start, history) {
-            HelloVerdict::Same => Ok(()),
-            HelloVerdict::NewEpoch { truncate_above } => {
-                let keep = truncate_above;
-                self.epoch = last.epoch;
-                self.epoch_start = last.start;
-                self.history = history.to_vec();
-                self.durable.retain(|lsn, _| *lsn <= keep);
-                self.unsynced.retain(|r| r.lsn <= keep);
-                self.acceptor.begin_epoch(history.to_vec(), keep);
-                Ok(())
-            }
-            HelloVerdict::Fenced { current } => Err(current),
-            HelloVerdict::Invalid { reason } => {
-                panic!("writer sent an inconsistent Hello: {reason}")
-            }
+        if self.acceptor.has_unsynced() {
+            self.sync();
+        }
+        match self.acceptor.hello(last.epoch, last.start, history) {
+            Ok(actions) => self
+                .execute(actions, &[], crash_after)
+                .map(|_| ())
+                .map_err(|Crashed| None),
+            Err(Refusal::Fenced { ours, .. }) => Err(Some(ours)),
+            Err(r) => panic!("writer sent an inconsistent Hello: {r:?}"),
         }
     }
 
-    /// An append arrives: judged by the acceptor, buffered until the next fsync.
-    fn append(&mut self, epoch: u64, records: &[RedoRecord]) -> Result<(), u64> {
-        match self.acceptor.judge_append(epoch) {
-            AppendVerdict::Accept => {
-                let plan = self
-                    .acceptor
-                    .plan_append(SEG, records.iter().map(|r| r.lsn));
-                for i in plan.write {
-                    if !self.unsynced.iter().any(|u| u.lsn == records[i].lsn) {
-                        self.unsynced.push(records[i].clone());
-                    }
-                }
-                Ok(())
-            }
-            AppendVerdict::Fenced { current } | AppendVerdict::HelloFirst { current } => {
-                Err(current)
-            }
+    /// Records arrive from a writer (`Source::Writer`) or a peer: judged by the acceptor,
+    /// written (not synced). Returns whether anything was published, or the epoch that refused.
+    fn append(&mut self, source: Source, records: &[RedoRecord]) -> Result<bool, u64> {
+        let metas: Vec<(Lsn, Link, u64)> = records
+            .iter()
+            .map(|r| (r.lsn, link(r), r.encoded_len() as u64))
+            .collect();
+        match self
+            .acceptor
+            .append(SEG, source, &metas, |_| Ok::<(), ()>(()))
+        {
+            Ok(Ok((_, actions))) => Ok(self.execute(actions, records, None).unwrap_or(false)),
+            Ok(Err(())) => unreachable!("the simulator admits every append"),
+            Err(Refusal::Fenced { ours, .. } | Refusal::HelloFirst { ours, .. }) => Err(ours),
+            Err(r) => panic!("an append was refused as {r:?}"),
         }
-    }
-
-    /// fsync: everything appended becomes durable and joins the chain. Returns the SCL.
-    fn fsync(&mut self) -> Lsn {
-        for r in std::mem::take(&mut self.unsynced) {
-            let chain = self.acceptor.segment_mut(SEG);
-            if chain.would_accept(r.lsn) {
-                chain.insert(
-                    r.lsn,
-                    Link {
-                        prev_lsn_segment: r.prev_lsn_segment,
-                        is_cpl: r.is_cpl,
-                    },
-                );
-                self.durable.insert(r.lsn, r);
-            }
-        }
-        if self.ack_end_lsn {
-            return self
-                .acceptor
-                .segment(SEG)
-                .map_or(Lsn::INVALID, |c| c.end_lsn());
-        }
-        self.scl()
     }
 }
 
@@ -199,6 +242,7 @@ enum Msg {
     Append {
         to: usize,
         epoch: u64,
+        vdl: Lsn,
         records: Vec<RedoRecord>,
         writer: usize,
     },
@@ -235,16 +279,14 @@ struct World {
     recovered: Vec<(u64, Lsn)>,
     /// A violation found outside `check` (at recovery time).
     violation: Option<String>,
+    crashes_mid_input: usize,
 }
 
 pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
     let mut w = World {
         rng: StdRng::seed_from_u64(seed),
         members: (0..PG_MEMBERS)
-            .map(|_| Member {
-                ack_end_lsn: config.ack_end_lsn,
-                ..Member::new()
-            })
+            .map(|_| Member::new(config.planted))
             .collect(),
         writers: Vec::new(),
         current: None,
@@ -256,6 +298,7 @@ pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
         fenced_appends: 0,
         recovered: Vec::new(),
         violation: None,
+        crashes_mid_input: 0,
     };
     let mut violation = None;
     for step in 0..config.steps {
@@ -272,6 +315,7 @@ pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
         acked_mtrs: w.acked.len(),
         recoveries: w.recoveries,
         fenced_appends: w.fenced_appends,
+        crashes_mid_input: w.crashes_mid_input,
     }
 }
 
@@ -324,7 +368,7 @@ impl World {
         match self.rng.random_range(0..12) {
             0..=2 => {
                 if self.members[m].up {
-                    self.members[m].up = false;
+                    self.members[m].crash();
                     self.log(format!(
                         "{step}: crash member {m} (loses {} unsynced)",
                         self.members[m].unsynced.len()
@@ -351,7 +395,7 @@ impl World {
             7 => {
                 let az = m / 2;
                 for i in [2 * az, 2 * az + 1] {
-                    self.members[i].up = false;
+                    self.members[i].crash();
                 }
                 self.log(format!("{step}: AZ {} lost", (b'a' + az as u8) as char));
             }
@@ -359,7 +403,7 @@ impl World {
                 let az = m / 2;
                 let extra = (2 * az + 2 + self.rng.random_range(0..4)) % PG_MEMBERS;
                 for i in [2 * az, 2 * az + 1, extra] {
-                    self.members[i].up = false;
+                    self.members[i].crash();
                 }
                 self.log(format!(
                     "{step}: AZ {} + member {extra} lost",
@@ -429,12 +473,13 @@ impl World {
                     commit: shipped.commit_lsn,
                 };
                 w.mtrs.push(mtr);
-                let epoch = w.epoch;
+                let (epoch, vdl) = (w.epoch, w.qw.vdl());
                 let targets: Vec<usize> = (0..PG_MEMBERS).filter(|&m| w.connected[m]).collect();
                 for to in targets {
                     self.net.push(Msg::Append {
                         to,
                         epoch,
+                        vdl,
                         records: records.clone(),
                         writer: wi,
                     });
@@ -477,20 +522,25 @@ impl World {
                 Msg::Append {
                     to,
                     epoch,
+                    vdl,
                     records,
                     writer,
                 } => {
                     if !self.members[to].reachable() {
                         continue;
                     }
-                    if let Err(current) = self.members[to].append(epoch, &records) {
-                        self.fenced_appends += 1;
-                        let w = &mut self.writers[writer];
-                        if !w.fenced {
-                            w.fenced = true;
-                            self.log(format!(
+                    match self.members[to].append(Source::Writer { epoch, vdl }, &records) {
+                        Ok(true) => self.send_acks(to),
+                        Ok(false) => {}
+                        Err(current) => {
+                            self.fenced_appends += 1;
+                            let w = &mut self.writers[writer];
+                            if !w.fenced {
+                                w.fenced = true;
+                                self.log(format!(
                                 "{step}: writer {writer} fenced by member {to} (epoch {current})"
                             ));
+                            }
                         }
                     }
                 }
@@ -518,23 +568,37 @@ impl World {
         }
     }
 
+    /// Group commits: fsync, then the acceptor publishes, then acks go out.
     fn fsync_some(&mut self) {
         for m in 0..PG_MEMBERS {
-            if self.members[m].up && self.rng.random_bool(0.6) {
-                let scl = self.members[m].fsync();
-                if self.members[m].reachable() {
-                    for (wi, w) in self.writers.iter().enumerate() {
-                        if !w.fenced && w.connected[m] && w.epoch == self.members[m].epoch {
-                            self.net.push(Msg::Ack {
-                                from: m,
-                                scl,
-                                writer: wi,
-                            });
-                        }
-                    }
-                }
+            if self.members[m].up && self.rng.random_bool(0.6) && self.members[m].sync() {
+                self.send_acks(m);
             }
         }
+    }
+
+    /// Member `m` published: it acks its SCL to every writer of its epoch connected to it.
+    fn send_acks(&mut self, m: usize) {
+        if !self.members[m].reachable() {
+            return;
+        }
+        let (scl, epoch) = (self.members[m].scl(), self.members[m].epoch());
+        for (wi, w) in self.writers.iter().enumerate() {
+            if !w.fenced && w.connected[m] && w.epoch == epoch {
+                self.net.push(Msg::Ack {
+                    from: m,
+                    scl,
+                    writer: wi,
+                });
+            }
+        }
+    }
+
+    /// A crash point for a barrier's actions: mostly none, sometimes between two of them.
+    fn crash_point(&mut self) -> Option<usize> {
+        self.rng
+            .random_bool(0.05)
+            .then(|| self.rng.random_range(0..4))
     }
 
     /// A member copies what it misses from a peer of the same epoch (exact-epoch rule).
@@ -544,7 +608,7 @@ impl World {
         if m == p || !self.members[m].reachable() || !self.members[p].reachable() {
             return;
         }
-        if self.members[m].epoch != self.members[p].epoch {
+        if self.members[m].epoch() != self.members[p].epoch() {
             return;
         }
         let (mine, theirs) = (self.members[m].scl(), self.members[p].scl());
@@ -556,8 +620,11 @@ impl World {
             .range(Lsn(mine.0 + 1)..=theirs)
             .map(|(_, r)| r.clone())
             .collect();
-        let epoch = self.members[m].epoch;
-        if self.members[m].append(epoch, &copy).is_ok() {
+        let source = Source::Peer {
+            epoch: self.members[m].epoch(),
+            known_vdl: Lsn::INVALID,
+        };
+        if self.members[m].append(source, &copy).is_ok() {
             self.log(format!(
                 "{step}: member {m} copies {} records from {p} ({mine}..{theirs})",
                 copy.len()
@@ -579,7 +646,8 @@ impl World {
                     w.qw.member_down(m);
                 } else if !w.connected[m] && reachable && self.rng.random_bool(0.7) {
                     let history = w.history.clone();
-                    match self.members[m].hello(&history) {
+                    let crash = self.crash_point();
+                    match self.members[m].hello(&history, crash) {
                         Ok(()) => {
                             let w = &mut self.writers[wi];
                             w.connected[m] = true;
@@ -587,7 +655,13 @@ impl World {
                             let scl = self.members[m].scl();
                             w.qw.on_ack(m, SEG, scl);
                         }
-                        Err(current) => {
+                        Err(None) => {
+                            self.crashes_mid_input += 1;
+                            self.log(format!(
+                                "{step}: member {m} crashed inside writer {wi}'s hello"
+                            ));
+                        }
+                        Err(Some(current)) => {
                             self.writers[wi].fenced = true;
                             self.log(format!("{step}: writer {wi} fenced at hello by member {m} (epoch {current})"));
                             break;
@@ -609,16 +683,17 @@ impl World {
         let reports: Vec<MemberReport> = reachable
             .iter()
             .map(|&m| {
-                let mb = &self.members[m];
-                let segs = mb
-                    .acceptor
-                    .segment(SEG)
-                    .map(|c| vec![(SEG, c.scl(), c.last_cpl())])
+                // What GetState answers: the published state.
+                let p = self.members[m].acceptor.published();
+                let segs = p
+                    .segments
+                    .get(&SEG)
+                    .map(|c| vec![(SEG, c.scl, c.last_cpl)])
                     .unwrap_or_default();
                 MemberReport {
                     member: m,
-                    epoch: mb.epoch,
-                    history: mb.history.clone(),
+                    epoch: p.epoch,
+                    history: p.history.clone(),
                     segments: segs,
                 }
             })
@@ -633,8 +708,16 @@ impl World {
         // Install the epoch on every reachable member.
         let mut installed = Vec::new();
         for &m in &reachable {
-            if self.members[m].hello(&plan.history).is_ok() {
-                installed.push(m);
+            let crash = self.crash_point();
+            match self.members[m].hello(&plan.history, crash) {
+                Ok(()) => installed.push(m),
+                Err(None) => {
+                    self.crashes_mid_input += 1;
+                    self.log(format!(
+                        "{step}: member {m} crashed inside the recovery's hello"
+                    ));
+                }
+                Err(Some(_)) => {}
             }
         }
         if installed.len() < WRITE_QUORUM {
@@ -663,9 +746,12 @@ impl World {
                             .range(Lsn(from.0 + 1)..=self.members[p].scl())
                             .map(|(_, r)| r.clone())
                             .collect();
-                        let e = self.members[m].epoch;
-                        let _ = self.members[m].append(e, &copy);
-                        self.members[m].fsync();
+                        let source = Source::Peer {
+                            epoch: self.members[m].epoch(),
+                            known_vdl: Lsn::INVALID,
+                        };
+                        let _ = self.members[m].append(source, &copy);
+                        self.members[m].sync();
                     }
                 }
             }
