@@ -18,9 +18,9 @@ use crate::arrow_stream::{self, accepts_arrow};
 use crate::budget::{self, Admission, Budgets};
 use crate::compute_pool::{ComputePool, Executed};
 use crate::error::ApiError;
-use crate::log_writer::{LogError, Settled};
 use crate::metrics::Metrics;
 use crate::tenants::{constant_time_eq, hash_token, validate_name, Access, Registry, Tenant};
+use crate::volume_writer::{LogError, Settled};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -30,6 +30,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use borealis_core::quorum::PG_MEMBERS;
 use borealis_core::Lsn;
+use borealis_utils::RwLockExt;
 use compute_abi::{ExecErrorKind, ExecRequest, ExecResponse, Statement, StatementResult, Value};
 use futures::StreamExt;
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -187,8 +188,7 @@ async fn create_tenant(
         validate_name(name).map_err(ApiError::bad_request)?;
         let created = st
             .registry
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
+            .write_locked()
             .create(name)
             .map_err(|e| ApiError::internal(format!("could not persist the tenant: {e}")))?;
         let (tenant, token) =
@@ -207,7 +207,7 @@ async fn list_tenants(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Re
     let started = Instant::now();
     let r = (|| {
         require_admin(&st, &headers)?;
-        let reg = st.registry.read().unwrap_or_else(|p| p.into_inner());
+        let reg = st.registry.read_locked();
         let tenants: Vec<Json_> = reg.list().map(|t| tenant_json(&st, t)).collect();
         // Deleted tenants whose storage is still being reclaimed (`crate::reclaim`).
         let deleting: Vec<Json_> = reg
@@ -241,8 +241,7 @@ fn tenant_json(st: &AppState, t: &Tenant) -> Json_ {
 
 fn lookup(st: &AppState, name: &str) -> Result<Tenant, ApiError> {
     st.registry
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
+        .read_locked()
         .get(name)
         .cloned()
         .ok_or_else(|| ApiError::not_found(format!("no tenant named {name:?}")))
@@ -272,8 +271,7 @@ async fn delete_tenant(
         require_admin(&st, &headers)?;
         let removed = st
             .registry
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
+            .write_locked()
             .remove(&name)
             .map_err(|e| ApiError::internal(format!("could not persist the deletion: {e}")))?;
         let t = removed.ok_or_else(|| ApiError::not_found(format!("no tenant named {name:?}")))?;
@@ -314,8 +312,7 @@ fn authorize(st: &AppState, headers: &HeaderMap, name: &str) -> Result<Tenant, A
     let admin = constant_time_eq(&token_hash, &st.admin_token_sha256);
     let access = st
         .registry
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
+        .read_locked()
         .authorize(name, &token_hash, admin);
     match access {
         Access::Granted(t) => Ok(t),

@@ -44,6 +44,7 @@
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use borealis_core::TenantId;
+use borealis_utils::LockExt;
 use compute_abi::{ExecRequest, StatementResult, Value};
 use serde_json::Value as Json;
 use std::collections::HashMap;
@@ -182,13 +183,7 @@ impl Budgets {
     /// Admits one request of `tenant`, or refuses it `rate_limited` if the tenant or the gateway
     /// has as many requests in flight as its budget allows.
     pub fn admit(self: &Arc<Self>, tenant: TenantId) -> Result<Admission, ApiError> {
-        let usage = self
-            .tenants
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(tenant)
-            .or_default()
-            .clone();
+        let usage = self.tenants.locked().entry(tenant).or_default().clone();
         // From here on, dropping the admission undoes whatever was counted.
         let mut admission = Admission {
             budgets: self.clone(),
@@ -232,7 +227,7 @@ impl Budgets {
 
     fn refuse(&self, tenant: TenantId, why: Refusal, message: String) -> ApiError {
         self.metrics.budget_refusals[why.index()].fetch_add(1, Ordering::Relaxed);
-        let mut last = self.last_log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last_log.locked();
         if last.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
             *last = Some(Instant::now());
             let unlogged = self.unlogged.swap(0, Ordering::Relaxed);
@@ -374,11 +369,7 @@ impl Drop for Admission {
                 .fetch_sub(1, Ordering::AcqRel);
         }
         // Entries are cloned only under this lock: two references are the map's and ours.
-        let mut tenants = self
-            .budgets
-            .tenants
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut tenants = self.budgets.tenants.locked();
         if Arc::strong_count(&self.usage) == 2 {
             tenants.remove(&self.tenant);
         }

@@ -20,7 +20,7 @@
 //! - a statement timeout: the instance is thrown away (its SQLite may hold half a transaction
 //!   that never left it); the writer is kept unless something was shipped during the statement;
 //! - the write quorum lost **with commits in flight** (AZ + 1 down under load): the writer is
-//!   [in limbo](LogWriter::in_limbo). Those commits reached three members at most, so they can
+//!   [in limbo](VolumeWriter::in_limbo). Those commits reached three members at most, so they can
 //!   neither become durable nor be truncated (recovery needs four members too) until a fourth
 //!   returns. The writer, its epoch and its instance are kept; requests are handed to the
 //!   tenant's reader and run read-only at the VDL (reads answered, writes refused `read_only`);
@@ -50,13 +50,14 @@
 //! keeps the writer's thread from stopping while the reader serves.
 
 use crate::error::ApiError;
-use crate::log_writer::{LogWriter, LogWriterConfig};
 use crate::metrics::Metrics;
 use crate::page_client::PageClient;
 use crate::reader::{run_reader, ReadMode, ReaderJob, ReplicaOutput};
 use crate::volume::{Volume, VolumePages};
+use crate::volume_writer::{VolumeWriter, VolumeWriterConfig};
 use borealis_core::quorum::WRITE_QUORUM;
 use borealis_core::{ErrorKind, Lsn, TenantId};
+use borealis_utils::LockExt;
 use compute_abi::{ExecRequest, ExecResponse};
 use compute_host::{Compute, ComputeEngine, ComputeError};
 use std::collections::HashMap;
@@ -84,7 +85,7 @@ pub struct PoolConfig {
     pub commit_timeout: Duration,
     pub cache_pages: u32,
     pub host_cache_pages: usize,
-    pub log: LogWriterConfig,
+    pub log: VolumeWriterConfig,
     pub pageservers: Vec<String>,
 }
 
@@ -92,7 +93,7 @@ pub struct PoolConfig {
 pub struct JobOutput {
     pub response: ExecResponse,
     pub depends_on: Lsn,
-    pub writer: Arc<LogWriter>,
+    pub writer: Arc<VolumeWriter>,
     /// The request, when it shipped nothing: if the commits it saw are caught by a lost write
     /// quorum, it can be run again read-only at the VDL instead of waiting for them.
     pub rerun: Option<ExecRequest>,
@@ -102,7 +103,7 @@ pub struct JobOutput {
 pub enum Executed {
     /// On the writer's instance; the response waits until `depends_on` is durable.
     Writer(JobOutput),
-    /// Read-only at the VDL, because the writer is [in limbo](LogWriter::in_limbo): a write in
+    /// Read-only at the VDL, because the writer is [in limbo](VolumeWriter::in_limbo): a write in
     /// it was refused `read_only`. Durable already.
     AtVdl(ReplicaOutput),
 }
@@ -134,7 +135,7 @@ enum Job {
     },
     /// A reader needs a live writer (its VDL and redo stream): recover one if none runs.
     StartWriter {
-        reply: oneshot::Sender<Result<Arc<LogWriter>, ApiError>>,
+        reply: oneshot::Sender<Result<Arc<VolumeWriter>, ApiError>>,
     },
 }
 
@@ -195,8 +196,7 @@ impl ComputePool {
     /// Whether computes should give back idle instances: one failed to start lately.
     pub(crate) fn under_pressure(&self) -> bool {
         self.pressure_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .is_some_and(|u| Instant::now() < u)
     }
 
@@ -229,10 +229,7 @@ impl ComputePool {
             match Compute::start(&self.engine, backend(), self.config.cache_pages) {
                 Err(ComputeError::Startup(why)) if Instant::now() < deadline => {
                     let first = !self.under_pressure();
-                    *self
-                        .pressure_until
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + PRESSURE_HOLD);
+                    *self.pressure_until.locked() = Some(Instant::now() + PRESSURE_HOLD);
                     if first {
                         warn!(error = %why, "a compute could not start: asking idle computes to give their instances back");
                     }
@@ -270,10 +267,10 @@ impl ComputePool {
     }
 
     pub fn status(&self, tenant: TenantId) -> (bool, Lsn, u64) {
-        let statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
+        let statuses = self.statuses.locked();
         match statuses.get(&tenant) {
             Some(s) => {
-                let s = s.lock().unwrap_or_else(|p| p.into_inner());
+                let s = s.locked();
                 (s.running, s.vdl, s.epoch)
             }
             None => (false, Lsn::INVALID, 0),
@@ -281,24 +278,13 @@ impl ComputePool {
     }
 
     fn tenant_status(&self, tenant: TenantId) -> Arc<Mutex<TenantStatus>> {
-        self.statuses
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(tenant)
-            .or_default()
-            .clone()
+        self.statuses.locked().entry(tenant).or_default().clone()
     }
 
     /// Stops a tenant's computes, writer and reader (tenant deleted).
     pub fn stop(&self, tenant: TenantId) {
-        self.slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&tenant);
-        self.readers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&tenant);
+        self.slots.locked().remove(&tenant);
+        self.readers.locked().remove(&tenant);
     }
 
     /// Runs `request` on the tenant's reader, at its read point (a durable VDL). The answer
@@ -355,7 +341,7 @@ impl ComputePool {
     pub(crate) fn live_writer(
         self: &Arc<Self>,
         tenant: TenantId,
-    ) -> Result<Arc<LogWriter>, ApiError> {
+    ) -> Result<Arc<VolumeWriter>, ApiError> {
         let (tx, rx) = oneshot::channel();
         self.enqueue_writer(tenant, Job::StartWriter { reply: tx })?;
         self.rt.block_on(rx).unwrap_or_else(|_| {
@@ -374,12 +360,10 @@ impl ComputePool {
 
     /// The newest read point the tenant's replicas served at (0 if none ever did).
     pub fn replica_read_point(&self, tenant: TenantId) -> Lsn {
-        let statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
-        statuses.get(&tenant).map_or(Lsn::INVALID, |s| {
-            s.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .replica_read_point
-        })
+        let statuses = self.statuses.locked();
+        statuses
+            .get(&tenant)
+            .map_or(Lsn::INVALID, |s| s.locked().replica_read_point)
     }
 
     pub(crate) fn set_replica_read_point(&self, tenant: TenantId, read_point: Lsn) {
@@ -451,7 +435,7 @@ impl ComputePool {
         let mut spawn = Some(spawn);
         for _ in 0..2 {
             let (sender, generation) = {
-                let mut slots = slots.lock().unwrap_or_else(|p| p.into_inner());
+                let mut slots = slots.locked();
                 match slots.get(&tenant) {
                     Some(s) => (s.jobs.clone(), s.generation),
                     None => {
@@ -482,7 +466,7 @@ impl ComputePool {
                 Err(TrySendError::Disconnected(j)) => {
                     // The thread went idle and exited between lookup and send: start a new one.
                     job = j;
-                    let mut slots = slots.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut slots = slots.locked();
                     if slots
                         .get(&tenant)
                         .is_some_and(|s| s.generation == generation)
@@ -505,7 +489,7 @@ impl ComputePool {
         status: Arc<Mutex<TenantStatus>>,
     ) {
         let _span = tracing::info_span!("compute", tenant = %tenant).entered();
-        let mut writer: Option<Arc<LogWriter>> = None;
+        let mut writer: Option<Arc<VolumeWriter>> = None;
         let mut compute: Option<Compute> = None;
         // The writer's pages, kept across its instances (`volume.rs`).
         let mut pages: Option<Arc<Mutex<VolumePages>>> = None;
@@ -535,8 +519,7 @@ impl ComputePool {
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let replica_active = status
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
+                        .locked()
                         .replica_active_at
                         .is_some_and(|t| t.elapsed() < self.config.idle_timeout);
                     let unsettled = writer.as_ref().is_some_and(|w| {
@@ -603,12 +586,12 @@ impl ComputePool {
         &self,
         tenant: TenantId,
         job: Job,
-        writer: &mut Option<Arc<LogWriter>>,
+        writer: &mut Option<Arc<VolumeWriter>>,
         compute: &mut Option<Compute>,
         pages: &mut Option<Arc<Mutex<VolumePages>>>,
         status: &Arc<Mutex<TenantStatus>>,
     ) {
-        let publish = |writer: &Option<Arc<LogWriter>>| {
+        let publish = |writer: &Option<Arc<VolumeWriter>>| {
             if let Some(w) = writer.as_ref() {
                 let (vdl, epoch) = (w.vdl(), w.epoch());
                 set_status(status, |s| {
@@ -635,9 +618,9 @@ impl ComputePool {
     fn ensure_writer(
         &self,
         tenant: TenantId,
-        writer_slot: &mut Option<Arc<LogWriter>>,
+        writer_slot: &mut Option<Arc<VolumeWriter>>,
         compute_slot: &mut Option<Compute>,
-    ) -> Result<Arc<LogWriter>, ApiError> {
+    ) -> Result<Arc<VolumeWriter>, ApiError> {
         if let Some(w) = writer_slot.as_ref() {
             if let Some(why) = w.failure() {
                 info!(why = %why, "replacing failed writer");
@@ -650,7 +633,7 @@ impl ComputePool {
         }
         let w = self
             .rt
-            .block_on(LogWriter::recover(tenant, self.config.log.clone()))
+            .block_on(VolumeWriter::recover(tenant, self.config.log.clone()))
             .map_err(|e| {
                 self.metrics
                     .recoveries_failed
@@ -666,7 +649,7 @@ impl ComputePool {
         &self,
         tenant: TenantId,
         request: ExecRequest,
-        writer_slot: &mut Option<Arc<LogWriter>>,
+        writer_slot: &mut Option<Arc<VolumeWriter>>,
         compute_slot: &mut Option<Compute>,
         pages_slot: &mut Option<Arc<Mutex<VolumePages>>>,
     ) -> Result<Ran, ApiError> {
@@ -705,7 +688,7 @@ impl ComputePool {
         if compute_slot.is_none() {
             let reusable = pages_slot
                 .as_ref()
-                .filter(|p| p.lock().unwrap_or_else(|e| e.into_inner()).epoch() == writer.epoch());
+                .filter(|p| p.locked().epoch() == writer.epoch());
             info!(
                 epoch = writer.epoch(),
                 pages_reused = reusable.is_some(),
@@ -791,8 +774,8 @@ impl ComputePool {
         &self,
         e: ComputeError,
         shipped: bool,
-        writer: &Arc<LogWriter>,
-        writer_slot: &mut Option<Arc<LogWriter>>,
+        writer: &Arc<VolumeWriter>,
+        writer_slot: &mut Option<Arc<VolumeWriter>>,
     ) -> ApiError {
         match e {
             ComputeError::Backend(be) if be.kind == ErrorKind::ReadOnly => {
@@ -837,7 +820,7 @@ impl ComputePool {
 }
 
 fn set_status(s: &Mutex<TenantStatus>, f: impl FnOnce(&mut TenantStatus)) {
-    f(&mut s.lock().unwrap_or_else(|p| p.into_inner()));
+    f(&mut s.locked());
 }
 
 /// An idle thread asks to stop. Under the slots lock (so no sender can pick the slot up, and
@@ -851,7 +834,7 @@ fn retire<J>(
     jobs: &Receiver<J>,
     on_retire: impl FnOnce(),
 ) -> Option<J> {
-    let mut slots = slots.lock().unwrap_or_else(|p| p.into_inner());
+    let mut slots = slots.locked();
     match jobs.try_recv() {
         Ok(job) => Some(job),
         Err(_) => {

@@ -9,11 +9,11 @@
 //!    over them, `429 rate_limited`), parses the JSON body into an `ExecRequest` and hands it to
 //!    the [`compute_pool`].
 //! 2. The pool's per-tenant thread starts the compute on first use — which first **recovers**
-//!    the volume ([`log_writer::LogWriter::recover`]: read quorum of safekeeper states, new
+//!    the volume ([`volume_writer::VolumeWriter::recover`]: read quorum of safekeeper states, new
 //!    epoch, truncation above the VDL) — and runs the statement in the sandbox.
 //! 3. Pages SQLite needs come through [`volume::Volume`] (pending pages, an LRU, then the
 //!    pageserver's GetPage@VDL). At commit the guest hands over the changed pages as one
-//!    mini-transaction; the [`log_writer`] stamps LSNs and ships redo to the six safekeepers.
+//!    mini-transaction; the [`volume_writer`] stamps LSNs and ships redo to the six safekeepers.
 //! 4. The handler holds the response until the VDL covers everything the statement could have
 //!    seen, then answers. Nothing un-durable is ever shown to a client.
 //!
@@ -21,7 +21,7 @@
 //!
 //! **Read replicas.** A request with `"replica": true` goes to the tenant's *reader* instead
 //! ([`reader`]): a second compute in this process that never writes. The writer's
-//! [`log_writer::LogWriter`] hands every MTR it ships to the reader's tap; the reader applies
+//! [`volume_writer::VolumeWriter`] hands every MTR it ships to the reader's tap; the reader applies
 //! them to the pages it caches ([`replica_cache`]) only up to a VDL, so it answers at a durable
 //! **read point** that shows the writer's commits whole and in LSN order. Lag is a metric.
 //!
@@ -34,7 +34,6 @@ pub mod budget;
 pub mod compute_pool;
 pub mod config;
 pub mod error;
-pub mod log_writer;
 pub mod metrics;
 pub mod page_client;
 pub mod reader;
@@ -43,3 +42,4 @@ pub mod replica_cache;
 pub mod storage_auth;
 pub mod tenants;
 pub mod volume;
+pub mod volume_writer;

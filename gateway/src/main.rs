@@ -3,10 +3,10 @@ use clap::Parser;
 use gateway::api::{router, AppState};
 use gateway::compute_pool::{ComputePool, PoolConfig};
 use gateway::config::Config;
-use gateway::log_writer::LogWriterConfig;
 use gateway::metrics::Metrics;
 use gateway::storage_auth::StorageTokens;
 use gateway::tenants::{hash_token, Registry};
+use gateway::volume_writer::VolumeWriterConfig;
 use std::sync::{Arc, RwLock};
 
 fn main() -> anyhow::Result<()> {
@@ -56,7 +56,7 @@ async fn run(config: Config, admin_token: String) -> anyhow::Result<()> {
             commit_timeout: config.commit_timeout,
             cache_pages: config.cache_pages,
             host_cache_pages: config.host_cache_pages,
-            log: LogWriterConfig::new(config.safekeepers.clone(), tokens.clone()),
+            log: VolumeWriterConfig::new(config.safekeepers.clone(), tokens.clone()),
             pageservers: config.pageservers.clone(),
         },
         metrics.clone(),

@@ -11,6 +11,7 @@
 //! `borealis_gateway_requests_refused_total{reason}` (requests answered `rate_limited`, by the
 //! budget that refused them: `tenant_requests`, `requests`, `tenant_bytes`, `bytes`).
 
+use borealis_utils::LockExt;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,36 +94,25 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn observe_request(&self, route: &'static str, status: u16, d: Duration) {
-        let mut m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.requests.locked();
         m.entry((route, status)).or_default().observe(d);
     }
 
     pub fn set_replica_lag_lsn(&self, tenant: TenantId, lag: u64) {
-        let mut m = self
-            .replica_lag_lsn
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut m = self.replica_lag_lsn.locked();
         m.insert(tenant, lag);
     }
 
     /// A tenant's reader stopped: its gauge goes away with it.
     pub fn forget_replica(&self, tenant: TenantId) {
-        let mut m = self
-            .replica_lag_lsn
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut m = self.replica_lag_lsn.locked();
         m.remove(&tenant);
     }
 
     pub fn render(&self) -> String {
         let mut out = String::new();
         out.push_str("# TYPE borealis_gateway_request_seconds histogram\n");
-        for ((route, status), h) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for ((route, status), h) in self.requests.locked().iter() {
             h.render(
                 &mut out,
                 "borealis_gateway_request_seconds",
@@ -178,12 +168,7 @@ impl Metrics {
             self.tenants_reclaimed.load(Ordering::Relaxed)
         );
         out.push_str("# TYPE borealis_gateway_replica_lag_lsn gauge\n");
-        for (tenant, lag) in self
-            .replica_lag_lsn
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for (tenant, lag) in self.replica_lag_lsn.locked().iter() {
             let _ = writeln!(
                 out,
                 "borealis_gateway_replica_lag_lsn{{tenant=\"{tenant}\"}} {lag}"

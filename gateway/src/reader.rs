@@ -7,7 +7,7 @@
 //! writer, with a bounded job queue (like the writer's, [`crate::compute_pool`]). It owns:
 //!
 //! - a [`ReplicaCache`]: host-side pages as of the reader's **read point**, a VDL the writer
-//!   reached. The writer's [`LogWriter`] hands every MTR it ships to the reader's [`RedoTap`];
+//!   reached. The writer's [`VolumeWriter`] hands every MTR it ships to the reader's [`RedoTap`];
 //!   the reader applies them, in LSN order, to the pages it holds, but only up to a VDL: so the
 //!   read point is always a durable commit boundary, and an answer shows a prefix of the
 //!   writer's commits, whole and in order (no Long Fork). Pages it lacks come from the
@@ -53,16 +53,17 @@
 
 use crate::compute_pool::ComputePool;
 use crate::error::ApiError;
-use crate::log_writer::{LogWriter, RedoTap};
 use crate::page_client::PageClient;
 use crate::replica_cache::{Advanced, ReplicaCache};
+use crate::volume_writer::{RedoTap, VolumeWriter};
 use borealis_core::quorum::PG_MEMBERS;
 use borealis_core::{ErrorKind, Lsn, PageNo, TenantId};
+use borealis_utils::LockExt;
 use compute_abi::{ExecErrorKind, ExecRequest, ExecResponse, Statement};
 use compute_host::{Backend, BackendError, Compute, ComputeError, Mtr};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -108,10 +109,6 @@ struct Shared {
     write_refused: bool,
 }
 
-fn lock(s: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    s.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// A reader compute's [`Backend`]: pages at the read point, commits refused.
 struct ReplicaBackend {
     shared: Arc<Mutex<Shared>>,
@@ -120,7 +117,7 @@ struct ReplicaBackend {
 
 impl Backend for ReplicaBackend {
     fn get_page(&mut self, page: PageNo) -> Result<Option<Vec<u8>>, BackendError> {
-        let mut s = lock(&self.shared);
+        let mut s = self.shared.locked();
         if let Some(img) = s.cache.get(page) {
             return Ok(img.map(|p| p.as_ref().clone()));
         }
@@ -131,7 +128,7 @@ impl Backend for ReplicaBackend {
     }
 
     fn commit(&mut self, _mtr: Mtr) -> Result<(), BackendError> {
-        lock(&self.shared).write_refused = true;
+        self.shared.locked().write_refused = true;
         // ReadOnly: the guest rolls the transaction back cleanly; nothing left.
         Err(BackendError::new(ErrorKind::ReadOnly, READ_ONLY_MESSAGE))
     }
@@ -142,7 +139,7 @@ struct Reader {
     pool: Arc<ComputePool>,
     tenant: TenantId,
     shared: Arc<Mutex<Shared>>,
-    writer: Option<Arc<LogWriter>>,
+    writer: Option<Arc<VolumeWriter>>,
     tap: Option<Arc<RedoTap>>,
     /// The instance and the read point it was opened at.
     compute: Option<(Compute, Lsn)>,
@@ -228,7 +225,7 @@ impl Reader {
     fn serve(&mut self, mut request: ExecRequest) -> Result<ReplicaOutput, ApiError> {
         let writer = self.live_writer()?;
         self.catch_up(&writer);
-        let read_point = lock(&self.shared).cache.read_point();
+        let read_point = self.shared.locked().cache.read_point();
         self.pool.set_replica_read_point(self.tenant, read_point);
         self.open_at(read_point)?;
         let timeout = self.pool.config().statement_timeout;
@@ -254,7 +251,7 @@ impl Reader {
         // A transaction would take a write lock, which query_only refuses; every statement of
         // the request sees the same read point anyway, so a batch is as consistent as one.
         request.transaction = false;
-        lock(&self.shared).write_refused = false;
+        self.shared.locked().write_refused = false;
         let response = match self.exec(&request, timeout) {
             Ok(r) => r,
             Err(e) => return Err(self.compute_error(e, timeout)),
@@ -292,7 +289,7 @@ impl Reader {
             .and_then(|w| w.refusing_summary())
             .map(|w| format!(" ({w})"))
             .unwrap_or_default();
-        let read_point = lock(&self.shared).cache.read_point();
+        let read_point = self.shared.locked().cache.read_point();
         ApiError::read_only(format!(
             "write refused, nothing was written: the write quorum was lost with commits in flight \
              ({reachable} of {PG_MEMBERS} safekeepers writable); reads are served at lsn \
@@ -302,7 +299,7 @@ impl Reader {
 
     fn compute_error(&mut self, e: ComputeError, timeout: Duration) -> ApiError {
         self.compute = None;
-        let refused = std::mem::take(&mut lock(&self.shared).write_refused);
+        let refused = std::mem::take(&mut self.shared.locked().write_refused);
         match e {
             ComputeError::Backend(_) if refused => self.write_refused(None),
             ComputeError::Timeout { .. } => ApiError::timeout(format!(
@@ -327,7 +324,7 @@ impl Reader {
     }
 
     /// The writer this reader follows, (re)subscribing when it changed.
-    fn live_writer(&mut self) -> Result<Arc<LogWriter>, ApiError> {
+    fn live_writer(&mut self) -> Result<Arc<VolumeWriter>, ApiError> {
         if let Some(w) = self.writer.as_ref().filter(|w| w.is_live()) {
             return Ok(w.clone());
         }
@@ -335,7 +332,7 @@ impl Reader {
         self.tap = None;
         let writer = self.pool.live_writer(self.tenant)?;
         let (tap, stream_after) = writer.subscribe();
-        let mut s = lock(&self.shared);
+        let mut s = self.shared.locked();
         let read_point = s.cache.read_point();
         let vdl = writer.vdl();
         if vdl < read_point {
@@ -356,10 +353,10 @@ impl Reader {
     }
 
     /// Reads the VDL, drains the tap, advances the cache: in that order (see [`RedoTap`]).
-    fn catch_up(&mut self, writer: &LogWriter) {
+    fn catch_up(&mut self, writer: &VolumeWriter) {
         let target = writer.vdl();
         self.drain();
-        let advanced = lock(&self.shared).cache.advance(target);
+        let advanced = self.shared.locked().cache.advance(target);
         if advanced == Advanced::Reset {
             self.pool
                 .metrics()
@@ -371,7 +368,7 @@ impl Reader {
     fn drain(&mut self) {
         let Some(tap) = &self.tap else { return };
         let drained = tap.drain();
-        let mut s = lock(&self.shared);
+        let mut s = self.shared.locked();
         if drained.overflowed {
             warn!("reader fell behind the redo stream; dropping its cache");
             s.cache.stream_lost();
@@ -388,7 +385,7 @@ impl Reader {
             let lag = w
                 .vdl()
                 .0
-                .saturating_sub(lock(&self.shared).cache.read_point().0);
+                .saturating_sub(self.shared.locked().cache.read_point().0);
             self.pool.metrics().set_replica_lag_lsn(self.tenant, lag);
         }
     }
@@ -435,10 +432,10 @@ impl Reader {
     }
 
     /// Records replica lag at the moment an answer leaves.
-    fn observe_lag(&mut self, writer: &LogWriter) {
+    fn observe_lag(&mut self, writer: &VolumeWriter) {
         let vdl = writer.vdl();
         self.drain();
-        let s = lock(&self.shared);
+        let s = self.shared.locked();
         let lag_lsn = vdl.0.saturating_sub(s.cache.read_point().0);
         let lag_time = s
             .cache

@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::storage_auth::StorageTokens;
 use crate::tenants::{Deletion, Registry};
 use borealis_core::TenantId;
+use borealis_utils::RwLockExt;
 use borealis_wire::{Body, Client, WireError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -71,11 +72,7 @@ pub async fn run(
     let mut progress: BTreeMap<TenantId, Progress> = BTreeMap::new();
     let mut retry = RETRY_MIN;
     loop {
-        let pending: Vec<Deletion> = registry
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .deleting()
-            .to_vec();
+        let pending: Vec<Deletion> = registry.read_locked().deleting().to_vec();
         metrics
             .tenants_reclaiming
             .store(pending.len() as u64, Ordering::Relaxed);
@@ -87,10 +84,7 @@ pub async fn run(
                 failed = true;
                 continue;
             }
-            let persisted = registry
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .reclaimed(d.id);
+            let persisted = registry.write_locked().reclaimed(d.id);
             match persisted {
                 Ok(()) => {
                     metrics.tenants_reclaimed.fetch_add(1, Ordering::Relaxed);
@@ -104,11 +98,7 @@ pub async fn run(
                 }
             }
         }
-        let still = registry
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .deleting()
-            .len();
+        let still = registry.read_locked().deleting().len();
         metrics
             .tenants_reclaiming
             .store(still as u64, Ordering::Relaxed);

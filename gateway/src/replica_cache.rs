@@ -29,8 +29,8 @@
 //! unsynced until the stream again reaches right above the read point. MTRs at or below the read
 //! point are dropped on arrival: the pageserver already serves their effect.
 
-use crate::log_writer::{PublishedMtr, REDO_TAP_BYTES_MAX};
 use crate::page_client::Page;
+use crate::volume_writer::{PublishedMtr, REDO_TAP_BYTES_MAX};
 use borealis_core::{Lsn, PageNo, PAGE_SIZE_BYTES};
 use std::collections::VecDeque;
 use std::num::NonZeroUsize;
@@ -113,7 +113,7 @@ impl ReplicaCache {
     }
 
     /// Starts following a new stream whose first MTR will start right after `stream_after`
-    /// (what [`LogWriter::subscribe`](crate::log_writer::LogWriter::subscribe) returned).
+    /// (what [`VolumeWriter::subscribe`](crate::volume_writer::VolumeWriter::subscribe) returned).
     /// Everything derived from an earlier stream is dropped; the read point stays.
     pub fn follow(&mut self, stream_after: Lsn) {
         self.drop_derived();

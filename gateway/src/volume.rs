@@ -8,7 +8,7 @@
 //! 3. the tenant's **pageserver**, asked for GetPage@VDL: every change to the page at or below
 //!    the VDL is there, and every later one is in (1).
 //!
-//! Commits hand the MTR to the [`LogWriter`] (which assigns LSNs and ships) and keep the
+//! Commits hand the MTR to the [`VolumeWriter`] (which assigns LSNs and ships) and keep the
 //! after-images as pending pages until the VDL passes them.
 //!
 //! (1) and (2) are [`VolumePages`], which belong to the **writer**, not to one instance: when an
@@ -19,16 +19,17 @@
 //! change only when the writer ships a commit, and an instance that fails after shipping takes its
 //! writer (and so these pages) with it.
 
-use crate::log_writer::{LogError, LogWriter};
 pub use crate::page_client::Page;
 use crate::page_client::PageClient;
+use crate::volume_writer::{LogError, VolumeWriter};
 use borealis_core::redo::RedoBody;
 use borealis_core::{ErrorKind, Lsn, PageNo, TenantId, PAGE_SIZE_BYTES};
+use borealis_utils::LockExt;
 use compute_abi::{Mtr, PageChangeBody};
 use compute_host::{Backend, BackendError};
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::runtime::Handle;
 
@@ -44,7 +45,7 @@ pub struct VolumePages {
 }
 
 impl VolumePages {
-    pub fn new(writer: &LogWriter, cache_pages: usize) -> Arc<Mutex<VolumePages>> {
+    pub fn new(writer: &VolumeWriter, cache_pages: usize) -> Arc<Mutex<VolumePages>> {
         let cap = NonZeroUsize::new(cache_pages.max(1)).expect("max(1) is non-zero");
         Arc::new(Mutex::new(VolumePages {
             epoch: writer.epoch(),
@@ -76,7 +77,7 @@ impl VolumePages {
 
 pub struct Volume {
     tenant: TenantId,
-    writer: Arc<LogWriter>,
+    writer: Arc<VolumeWriter>,
     pageserver: PageClient,
     pages: Arc<Mutex<VolumePages>>,
     rt: Handle,
@@ -86,13 +87,13 @@ impl Volume {
     /// A backend over `writer`'s `pages` (from [`VolumePages::new`] for the same writer).
     pub fn new(
         tenant: TenantId,
-        writer: Arc<LogWriter>,
+        writer: Arc<VolumeWriter>,
         pageserver: PageClient,
         pages: Arc<Mutex<VolumePages>>,
         rt: Handle,
     ) -> Self {
         assert_eq!(
-            lock(&pages).epoch,
+            pages.locked().epoch,
             writer.epoch(),
             "a volume's pages belong to one writer"
         );
@@ -108,7 +109,7 @@ impl Volume {
     fn read(&mut self, page: PageNo) -> Result<Option<Page>, BackendError> {
         let vdl = self.writer.vdl();
         {
-            let mut pages = lock(&self.pages);
+            let mut pages = self.pages.locked();
             pages.settle(vdl);
             if let Some((_, img)) = pages.pending.get(&page) {
                 return Ok(Some(img.clone()));
@@ -120,7 +121,7 @@ impl Volume {
         // Only this writer changes pages, and only on this thread: nothing can change `page`
         // between the miss above and the insert below.
         let img = self.fetch(page, vdl)?;
-        lock(&self.pages).clean.put(page, img.clone());
+        self.pages.locked().clean.put(page, img.clone());
         Ok(img)
     }
 
@@ -129,10 +130,6 @@ impl Volume {
         self.pageserver
             .get_page(&self.rt, self.tenant, page, lsn, epoch)
     }
-}
-
-fn lock(m: &Mutex<VolumePages>) -> MutexGuard<'_, VolumePages> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn log_error(e: LogError) -> BackendError {
@@ -190,7 +187,7 @@ impl Backend for Volume {
                 Err(e) => return Err(log_error(e)),
             }
         };
-        let mut pages = lock(&self.pages);
+        let mut pages = self.pages.locked();
         for (page, img) in images {
             pages.clean.pop(&page);
             pages.pending.insert(page, (lsn, img));

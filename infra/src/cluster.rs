@@ -347,15 +347,25 @@ pub fn pid_alive(pid: u32, id: &str) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
-    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // A zombie has exited already.
-        if stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-        {
-            return false;
-        }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // A zombie (or a dead task) has exited already: its files, and the data directory's lock,
+    // are released.
+    if stat
+        .rsplit(')')
+        .next()
+        .is_some_and(|rest| matches!(rest.trim_start().chars().next(), Some('Z' | 'X')))
+    {
+        return false;
+    }
+    // A process being torn down (after SIGKILL, say) has given back its memory, and with it
+    // its command line, before it closes its files: it still holds the data directory's lock,
+    // so it is alive until it is a zombie. (Reading "no command line" as "gone" let `borealis
+    // node kill` return while the lock was held, and a `node start` right after failed with
+    // "data directory is in use".)
+    if cmdline.is_empty() {
+        return true;
     }
     let cmd = String::from_utf8_lossy(&cmdline);
     id == "gateway" && cmd.contains("gateway") || cmd.contains(id)

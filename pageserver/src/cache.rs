@@ -7,6 +7,7 @@
 //! holds at most `capacity × 4 KiB` of images.
 
 use borealis_core::{Lsn, PageNo, TenantId};
+use borealis_utils::LockExt;
 use lru::LruCache;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +33,7 @@ impl PageCache {
 
     /// The cached image of `key`, counting a hit or a miss.
     pub fn get(&self, key: &CacheKey) -> Option<Arc<[u8]>> {
-        let found = lock(&self.lru).get(key).cloned();
+        let found = self.lru.locked().get(key).cloned();
         let counter = if found.is_some() {
             &self.hits
         } else {
@@ -45,16 +46,16 @@ impl PageCache {
     /// The cached image of `key`, without counting a hit or a miss or refreshing its place in
     /// the LRU order (for background readers such as checkpoints).
     pub fn peek(&self, key: &CacheKey) -> Option<Arc<[u8]>> {
-        lock(&self.lru).peek(key).cloned()
+        self.lru.locked().peek(key).cloned()
     }
 
     pub fn put(&self, key: CacheKey, image: Arc<[u8]>) {
-        lock(&self.lru).put(key, image);
+        self.lru.locked().put(key, image);
     }
 
     /// Pages held now.
     pub fn len(&self) -> usize {
-        lock(&self.lru).len()
+        self.lru.locked().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -62,7 +63,7 @@ impl PageCache {
     }
 
     pub fn capacity(&self) -> usize {
-        lock(&self.lru).cap().get()
+        self.lru.locked().cap().get()
     }
 
     pub fn hits(&self) -> u64 {
@@ -72,12 +73,6 @@ impl PageCache {
     pub fn misses(&self) -> u64 {
         self.misses.load(Ordering::Relaxed)
     }
-}
-
-/// A panic while holding the lock cannot leave the LRU half-updated in a way that matters (each
-/// operation is one call into it), so a poisoned lock is still usable.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -49,6 +49,7 @@ use crate::cache::PageCache;
 use crate::page_file::{PageFile, PageFileError, IMAGE_RECORD_BYTES};
 use borealis_core::redo::{CodecError, RedoBody, RedoRecord};
 use borealis_core::{Lsn, PageNo, SegmentId, SegmentLayout, TenantId, PAGE_SIZE_BYTES};
+use borealis_utils::LockExt;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::Path;
@@ -221,7 +222,7 @@ impl TenantPages {
     /// follower), which the publish step checks.
     pub fn apply(&self, record: &RedoRecord) -> Result<(), ApplyError> {
         let page = record.page_no;
-        let newest = lock(&self.index).newest(page);
+        let newest = self.index.locked().newest(page);
         let newest_lsn = newest.map_or(Lsn::INVALID, |v| v.lsn);
         let chain_error = || ApplyError::PageChain {
             page,
@@ -248,7 +249,7 @@ impl TenantPages {
             })?;
 
         let offset = {
-            let mut index = lock(&self.index);
+            let mut index = self.index.locked();
             let offset = index.end_offset;
             index.end_offset += IMAGE_RECORD_BYTES as u64;
             offset
@@ -258,7 +259,7 @@ impl TenantPages {
             .write_image(offset, page, record.lsn, &image)
             .map_err(PageFileError::from)?;
 
-        let mut index = lock(&self.index);
+        let mut index = self.index.locked();
         if index.newest(page) != newest {
             return Err(chain_error());
         }
@@ -292,7 +293,7 @@ impl TenantPages {
     /// version already present is an error. Returns whether it was installed. Blocking (file
     /// i/o); the image is not cached (a restore must not evict the working set).
     pub fn install(&self, page: PageNo, lsn: Lsn, image: &[u8]) -> Result<bool, ApplyError> {
-        if let Some(newest) = lock(&self.index).newest(page) {
+        if let Some(newest) = self.index.locked().newest(page) {
             if newest.lsn == lsn {
                 return Ok(false);
             }
@@ -303,7 +304,7 @@ impl TenantPages {
             });
         }
         let offset = {
-            let mut index = lock(&self.index);
+            let mut index = self.index.locked();
             let offset = index.end_offset;
             index.end_offset += IMAGE_RECORD_BYTES as u64;
             offset
@@ -311,7 +312,7 @@ impl TenantPages {
         self.file
             .write_image(offset, page, lsn, image)
             .map_err(PageFileError::from)?;
-        let mut index = lock(&self.index);
+        let mut index = self.index.locked();
         let segment = self.layout.segment_of(page);
         let pv = index.pages.entry(page).or_default();
         if let Some(newest) = pv.versions.back() {
@@ -332,7 +333,9 @@ impl TenantPages {
 
     /// Pages of `segment` that have at least one version, in increasing order.
     pub fn segment_pages(&self, segment: SegmentId) -> Vec<PageNo> {
-        let mut pages: Vec<PageNo> = lock(&self.index)
+        let mut pages: Vec<PageNo> = self
+            .index
+            .locked()
             .pages
             .iter()
             .filter(|(p, pv)| self.layout.segment_of(**p) == segment && !pv.versions.is_empty())
@@ -351,7 +354,7 @@ impl TenantPages {
         lsn: Lsn,
     ) -> Result<Option<(Lsn, PageImage)>, ReadError> {
         let version = {
-            let index = lock(&self.index);
+            let index = self.index.locked();
             let Some(pv) = index.pages.get(&page) else {
                 return Ok(None);
             };
@@ -380,7 +383,7 @@ impl TenantPages {
     /// Finds the version of `page` a read at `lsn` must see.
     pub fn lookup(&self, page: PageNo, lsn: Lsn) -> Result<Lookup, ReadError> {
         let version = {
-            let index = lock(&self.index);
+            let index = self.index.locked();
             let Some(pv) = index.pages.get(&page) else {
                 return Ok(Lookup::NeverWritten);
             };
@@ -427,7 +430,8 @@ impl TenantPages {
 
     /// Pages and retained versions per segment.
     pub fn segment_counts(&self, segment: SegmentId) -> SegmentCounts {
-        lock(&self.index)
+        self.index
+            .locked()
             .per_segment
             .get(&segment)
             .copied()
@@ -436,7 +440,7 @@ impl TenantPages {
 
     /// Bytes written to the page file so far.
     pub fn file_bytes(&self) -> u64 {
-        lock(&self.index).end_offset
+        self.index.locked().end_offset
     }
 
     fn image_of(&self, v: Version) -> Result<Arc<[u8]>, PageFileError> {
@@ -445,12 +449,6 @@ impl TenantPages {
             None => self.read_version(v),
         }
     }
-}
-
-/// Every critical section above leaves the index consistent before any call that could panic
-/// (the version list and counts are updated together at the end), so a poisoned lock is usable.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

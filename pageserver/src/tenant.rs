@@ -17,6 +17,7 @@ use crate::remote::Remote;
 use crate::safekeepers::SafekeeperPool;
 use crate::segment_cursor::Cursor;
 use borealis_core::{Lsn, SegmentId, TenantId};
+use borealis_utils::LockExt;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
@@ -73,7 +74,7 @@ impl Tenant {
     }
 
     pub fn segments(&self) -> Vec<Arc<Segment>> {
-        lock(&self.segments).values().cloned().collect()
+        self.segments.locked().values().cloned().collect()
     }
 }
 
@@ -130,7 +131,7 @@ impl Segment {
 
     /// Registers a task working on this segment, to be stopped if the tenant is deleted.
     pub fn track_task(&self, task: tokio::task::AbortHandle) {
-        lock(&self.tasks).push(task);
+        self.tasks.locked().push(task);
     }
 
     /// Aborts every task working on this segment and waits (at most `within`) until they have
@@ -140,7 +141,7 @@ impl Segment {
         loop {
             // Again until none is left: the follower spawns the checkpointer, and may have
             // registered it just after the list was taken (before its abort took effect).
-            let tasks: Vec<_> = std::mem::take(&mut *lock(&self.tasks));
+            let tasks: Vec<_> = std::mem::take(&mut *self.tasks.locked());
             if tasks.is_empty() {
                 return true;
             }
@@ -171,7 +172,7 @@ impl Segment {
     /// Publishes progress. Every record at or below `cursor.caught_up_to` must already be in the
     /// page store, and `cursor.last_applied` must be the newest of them.
     pub fn publish_applied(&self, cursor: Cursor) {
-        *lock(&self.applied) = cursor;
+        *self.applied.locked() = cursor;
         let lsn = cursor.caught_up_to;
         self.caught_up_to.send_if_modified(|c| {
             assert!(lsn >= *c, "caught_up_to went backwards");
@@ -183,19 +184,19 @@ impl Segment {
 
     /// The cursor as last published.
     pub fn applied(&self) -> Cursor {
-        *lock(&self.applied)
+        *self.applied.locked()
     }
 
     pub fn follow_status(&self) -> FollowStatus {
-        lock(&self.status).clone()
+        self.status.locked().clone()
     }
 
     pub fn update_checkpoint(&self, f: impl FnOnce(&mut CheckpointStatus)) {
-        f(&mut lock(&self.checkpoint));
+        f(&mut self.checkpoint.locked());
     }
 
     pub fn checkpoint_status(&self) -> CheckpointStatus {
-        lock(&self.checkpoint).clone()
+        self.checkpoint.locked().clone()
     }
 
     /// Asks the checkpointer for a checkpoint now; returns the request's number.
@@ -226,12 +227,12 @@ impl Segment {
     }
 
     pub fn update_status(&self, f: impl FnOnce(&mut FollowStatus)) {
-        f(&mut lock(&self.status));
+        f(&mut self.status.locked());
     }
 
     /// Registers a GetPage waiting for `lsn`; the follower hurries while any waits.
     pub fn wait_for(self: &Arc<Self>, lsn: Lsn) -> Waiter {
-        *lock(&self.waiters).entry(lsn).or_insert(0) += 1;
+        *self.waiters.locked().entry(lsn).or_insert(0) += 1;
         self.publish_wanted();
         Waiter {
             segment: self.clone(),
@@ -240,7 +241,9 @@ impl Segment {
     }
 
     fn publish_wanted(&self) {
-        let max = lock(&self.waiters)
+        let max = self
+            .waiters
+            .locked()
             .keys()
             .next_back()
             .copied()
@@ -262,7 +265,7 @@ pub struct Waiter {
 impl Drop for Waiter {
     fn drop(&mut self) {
         {
-            let mut w = lock(&self.segment.waiters);
+            let mut w = self.segment.waiters.locked();
             if let Some(n) = w.get_mut(&self.lsn) {
                 *n -= 1;
                 if *n == 0 {
@@ -320,12 +323,12 @@ impl Tenants {
 
     /// The tenant `id`, created (with an empty page file) on first use.
     pub fn get_or_create(&self, id: TenantId) -> Result<Arc<Tenant>, AttachError> {
-        let mut map = lock(&self.map);
+        let mut map = self.map.locked();
         if let Some(t) = map.get(&id) {
             return Ok(t.clone());
         }
         // Checked under the map's lock, which `drop_tenant` holds when it marks the tenant.
-        if lock(&self.dropped).contains(&id) {
+        if self.dropped.locked().contains(&id) {
             return Err(AttachError::Deleted(id));
         }
         let config = &self.shared.config;
@@ -354,8 +357,8 @@ impl Tenants {
     /// each call deletes whatever objects are there (a retry finishes a failed deletion).
     pub async fn drop_tenant(&self, id: TenantId) -> Result<Dropped, crate::remote::RemoteError> {
         let tenant = {
-            let mut map = lock(&self.map);
-            lock(&self.dropped).insert(id);
+            let mut map = self.map.locked();
+            self.dropped.locked().insert(id);
             map.remove(&id)
         };
         let mut dropped = Dropped::default();
@@ -398,14 +401,14 @@ impl Tenants {
 
     /// Whether tenant `id` was deleted (since this process started).
     pub fn is_dropped(&self, id: TenantId) -> bool {
-        lock(&self.dropped).contains(&id)
+        self.dropped.locked().contains(&id)
     }
 
     /// The segment `id` of `tenant`, followed from now on; `None` if the tenant already has
     /// [`SEGMENTS_PER_TENANT_MAX`] followed segments, or was deleted meanwhile (a GetPage that
     /// attached it just before must not start a follower after the drop stopped them).
     pub fn segment(&self, tenant: &Arc<Tenant>, id: SegmentId) -> Option<Arc<Segment>> {
-        let mut segments = lock(&tenant.segments);
+        let mut segments = tenant.segments.locked();
         // Checked under the tenant's segments lock, which `drop_tenant` takes (after marking
         // the tenant) to stop every segment's tasks: a follower started here is either seen and
         // stopped by it, or never started.
@@ -426,7 +429,7 @@ impl Tenants {
 
     /// Every followed segment of every tenant.
     pub fn all_segments(&self) -> Vec<(Arc<Tenant>, Arc<Segment>)> {
-        let tenants: Vec<Arc<Tenant>> = lock(&self.map).values().cloned().collect();
+        let tenants: Vec<Arc<Tenant>> = self.map.locked().values().cloned().collect();
         tenants
             .into_iter()
             .flat_map(|t| t.segments().into_iter().map(move |s| (t.clone(), s)))
@@ -434,7 +437,7 @@ impl Tenants {
     }
 
     pub fn status(&self) -> StatusDoc {
-        let mut tenants: Vec<Arc<Tenant>> = lock(&self.map).values().cloned().collect();
+        let mut tenants: Vec<Arc<Tenant>> = self.map.locked().values().cloned().collect();
         tenants.sort_by_key(|t| t.id);
         let cache = &self.shared.cache;
         StatusDoc {
@@ -463,7 +466,7 @@ impl Tenants {
                             vouched_vdl: t.vouched().lsn,
                             waiting_for: *s.wanted.borrow(),
                             counts: t.pages.segment_counts(s.id),
-                            follow: lock(&s.status).clone(),
+                            follow: s.status.locked().clone(),
                             checkpoint: s.checkpoint_status(),
                         })
                         .collect(),
@@ -514,11 +517,6 @@ pub struct SegmentStatusDoc {
     #[serde(flatten)]
     pub follow: FollowStatus,
     pub checkpoint: CheckpointStatus,
-}
-
-/// The state behind these locks is updated in single assignments, so a poisoned lock is usable.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Bytes of the files under `dir` (best effort: what can be read).

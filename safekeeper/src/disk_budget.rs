@@ -47,8 +47,9 @@ use crate::error::SkError;
 use crate::metrics::Metrics;
 use crate::segment_log::RECORD_BYTES_MAX;
 use borealis_core::{SegmentId, TenantId};
+use borealis_utils::LockExt;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
 
 /// The default `--disk-budget-bytes`: 16 GiB, room for hours of a busy tenant's log while the
@@ -235,15 +236,10 @@ impl SharedDiskBudget {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, DiskBudget> {
-        // A panic aborts the process (see main.rs), so a poisoned lock is never observed.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Runs `f` on the state and publishes the retained bytes while still holding the lock, so
     /// the gauge never goes back in time.
     fn update<R>(&self, f: impl FnOnce(&mut DiskBudget) -> R) -> (R, u64, u64) {
-        let mut state = self.lock();
+        let mut state = self.state.locked();
         let r = f(&mut state);
         let retained = state.retained_bytes();
         self.metrics
@@ -253,7 +249,7 @@ impl SharedDiskBudget {
     }
 
     pub fn snapshot(&self) -> BudgetSnapshot {
-        let state = self.lock();
+        let state = self.state.locked();
         BudgetSnapshot {
             budget_bytes: state.budget_bytes(),
             retained_bytes: state.retained_bytes(),
@@ -264,7 +260,7 @@ impl SharedDiskBudget {
     /// While exhausted, why writers' appends are refused (sent in `HelloOk`, so a writer does not
     /// count this safekeeper toward a write quorum until it has room again).
     pub fn refusing(&self) -> Option<String> {
-        let state = self.lock();
+        let state = self.state.locked();
         state.is_exhausted().then(|| {
             format!(
                 "{DISK_BUDGET_EXHAUSTED} on safekeeper {}: {} of log retained (budget {})",

@@ -9,6 +9,7 @@
 //! it gave to a [`crate::segment_log::SegmentLog`].
 
 use crate::segment_log::LogStorage;
+use borealis_utils::LockExt;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -32,7 +33,7 @@ impl FaultyStorage {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.locked()
     }
 
     /// The storage a restarted process finds: the durable image plus the first `keep_unsynced`

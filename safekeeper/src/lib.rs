@@ -90,7 +90,8 @@
 //! | [`node`], [`service`] | request semantics; the TCP server |
 //! | [`http`], [`metrics`] | `/status`, `/metrics`, `/healthz` |
 
-pub mod acceptor;
+/// The acceptor's state machine lives with the other protocol cores (sans-IO, simulated).
+pub use borealis_quorum::acceptor;
 pub mod config;
 pub mod control;
 pub mod disk_budget;

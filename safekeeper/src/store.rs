@@ -17,10 +17,11 @@ use crate::metrics::Metrics;
 use crate::segment_log::fsync_dir;
 use crate::tenant::{ReadResult, Tenant};
 use borealis_core::{Lsn, SegmentId, TenantId};
+use borealis_utils::LockExt;
 use borealis_wire::{Body, SegmentSummary};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -36,10 +37,6 @@ pub struct Store {
     budget: Arc<SharedDiskBudget>,
     /// Bumped after every publish (group commit, truncation, repair): `ReadLog` waits on it.
     commits: watch::Sender<u64>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Store {
@@ -115,7 +112,7 @@ impl Store {
     }
 
     pub fn tenant(&self, id: TenantId) -> Option<Arc<Tenant>> {
-        lock(&self.tenants).get(&id).cloned()
+        self.tenants.locked().get(&id).cloned()
     }
 
     /// The tenant, created on disk if new. Only the log writer calls this (tenants are created by
@@ -133,13 +130,13 @@ impl Store {
             self.metrics.clone(),
             self.budget.clone(),
         )?);
-        lock(&self.tenants).insert(id, tenant.clone());
+        self.tenants.locked().insert(id, tenant.clone());
         Ok(tenant)
     }
 
     /// Whether the tenant was deleted here (it has a tombstone).
     pub fn is_dropped(&self, id: TenantId) -> bool {
-        lock(&self.dropped).contains(&id)
+        self.dropped.locked().contains(&id)
     }
 
     /// Why a request for tenant `id`, which this member does not hold, is refused: deleted, or
@@ -165,9 +162,9 @@ impl Store {
             let tombstone = self.dropped_dir.join(id.to_string());
             std::fs::File::create(&tombstone)?.sync_all()?;
             fsync_dir(&self.dropped_dir)?;
-            lock(&self.dropped).insert(id);
+            self.dropped.locked().insert(id);
         }
-        let Some(tenant) = lock(&self.tenants).remove(&id) else {
+        let Some(tenant) = self.tenants.locked().remove(&id) else {
             return Ok(0);
         };
         let freed = tenant.retained_bytes();
@@ -185,7 +182,7 @@ impl Store {
     }
 
     pub fn tenants(&self) -> Vec<Arc<Tenant>> {
-        lock(&self.tenants).values().cloned().collect()
+        self.tenants.locked().values().cloned().collect()
     }
 
     pub fn note_commit(&self) {

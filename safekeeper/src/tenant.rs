@@ -52,11 +52,12 @@ use crate::metrics::{inc, Metrics};
 use crate::records::ParsedRecord;
 use crate::segment_log::{FileStorage, ReadError, SegmentLog};
 use borealis_core::{EpochStart, Lsn, SegmentId, TenantId};
+use borealis_utils::LockExt;
 use borealis_wire::SegmentState;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound::{Excluded, Included};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -109,11 +110,6 @@ pub struct Tenant {
     metrics: Arc<Metrics>,
     /// The process's disk budget, shared by every tenant (a leaf lock, after `log`).
     budget: Arc<SharedDiskBudget>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic aborts the process (see main.rs), so a poisoned lock is never observed in service.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn segment_file_name(segment: SegmentId) -> String {
@@ -223,7 +219,7 @@ impl Tenant {
             budget,
         };
         {
-            let mut guard = lock(&tenant.log);
+            let mut guard = tenant.log.locked();
             let log = &mut *guard;
             if let Some(above) = state.pending_truncation_above {
                 info!(tenant = %id, epoch = state.epoch, %above, "finishing an interrupted truncation");
@@ -246,21 +242,21 @@ impl Tenant {
 
     /// The bytes of log this tenant's segment files hold (their lengths, no file is read).
     pub fn retained_bytes(&self) -> u64 {
-        retained_bytes(&lock(&self.log).segments)
+        retained_bytes(&self.log.locked().segments)
     }
 
     /// Runs `f` on the published state.
     pub fn with_published<R>(&self, f: impl FnOnce(&Published) -> R) -> R {
-        f(&lock(&self.published))
+        f(&self.published.locked())
     }
 
     pub fn epoch(&self) -> u64 {
-        lock(&self.published).epoch
+        self.published.locked().epoch
     }
 
     /// A receiver of the segment's published SCL, for sending acks.
     pub fn subscribe_acks(&self, segment: SegmentId) -> watch::Receiver<Lsn> {
-        let mut acks = lock(&self.acks);
+        let mut acks = self.acks.locked();
         let tx = acks
             .entry(segment)
             .or_insert_with(|| watch::channel(Lsn::INVALID).0);
@@ -276,7 +272,7 @@ impl Tenant {
         epoch_start_lsn: Lsn,
         history: &[EpochStart],
     ) -> Result<Vec<SegmentState>, SkError> {
-        let mut guard = lock(&self.log);
+        let mut guard = self.log.locked();
         let log = &mut *guard;
         let old = log.acceptor.judge().epoch();
         let actions = log
@@ -295,7 +291,7 @@ impl Tenant {
     /// made durable, then the records at or below it are dropped, before this returns. Returns
     /// the segment's trim point after (`INVALID`: never trimmed).
     pub fn trim(&self, segment: SegmentId, epoch: u64, upto: Lsn) -> Result<Lsn, SkError> {
-        let mut guard = lock(&self.log);
+        let mut guard = self.log.locked();
         let log = &mut *guard;
         let (base, dropped, actions) = log
             .acceptor
@@ -328,7 +324,7 @@ impl Tenant {
         peer_scl: Lsn,
         peer: TrimPoint,
     ) -> Result<AdoptOutcome, SkError> {
-        let mut guard = lock(&self.log);
+        let mut guard = self.log.locked();
         let log = &mut *guard;
         let (outcome, actions) = log
             .acceptor
@@ -355,7 +351,7 @@ impl Tenant {
         raw: &[u8],
         parsed: &[ParsedRecord],
     ) -> Result<AppendOutcome, SkError> {
-        let mut guard = lock(&self.log);
+        let mut guard = self.log.locked();
         let log = &mut *guard;
         let records = parsed_meta(parsed);
         let (outcome, actions) = log
@@ -378,7 +374,7 @@ impl Tenant {
         raw: &[u8],
         parsed: &[ParsedRecord],
     ) -> Result<AppendOutcome, SkError> {
-        let mut guard = lock(&self.log);
+        let mut guard = self.log.locked();
         let log = &mut *guard;
         let records = parsed_meta(parsed);
         let (outcome, actions) = log
@@ -421,7 +417,7 @@ impl Tenant {
         dirty: &BTreeSet<SegmentId>,
         touched: &BTreeSet<SegmentId>,
     ) -> std::io::Result<usize> {
-        let mut guard = lock(&self.log);
+        let mut guard = self.log.locked();
         let log = &mut *guard;
         let mut fsyncs = 0;
         for segment in dirty {
@@ -451,7 +447,7 @@ impl Tenant {
         upto: Lsn,
         max_bytes: usize,
     ) -> Result<ReadResult, SkError> {
-        let mut guard = lock(&self.log);
+        let mut guard = self.log.locked();
         let log = &mut *guard;
         let ours = log.acceptor.judge().epoch();
         if exact_epoch.is_some_and(|e| e != ours) {
@@ -660,7 +656,7 @@ impl Tenant {
     /// where answers are made from, with each segment file's length.
     fn publish(&self, log: &TenantLog, segments: &[SegmentId]) {
         let from = log.acceptor.published();
-        let mut p = lock(&self.published);
+        let mut p = self.published.locked();
         p.epoch = from.epoch;
         p.epoch_start_lsn = from.epoch_start_lsn;
         if p.history != from.history {
@@ -690,8 +686,8 @@ impl Tenant {
     }
 
     fn notify_acks(&self, segments: &[SegmentId]) {
-        let acks = lock(&self.acks);
-        let published = lock(&self.published);
+        let acks = self.acks.locked();
+        let published = self.published.locked();
         for segment in segments {
             if let (Some(tx), Some(s)) = (acks.get(segment), published.segments.get(segment)) {
                 tx.send_replace(s.state.scl);

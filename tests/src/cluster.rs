@@ -1,5 +1,6 @@
 //! A local cluster started through `borealis up`, and a small client for its HTTP API.
 
+use borealis_utils::LockExt;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -138,10 +139,7 @@ impl TestCluster {
 
     /// The lines `borealis up` printed on stdout so far (every run of it).
     pub fn up_output(&self) -> Vec<String> {
-        self.up_output
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.up_output.locked().clone()
     }
 
     /// Runs `borealis up` on the data directory and waits until it reports the cluster up.
@@ -168,10 +166,7 @@ impl TestCluster {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 eprintln!("[borealis up] {line}");
-                output
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(line.clone());
+                output.locked().push(line.clone());
                 if line.starts_with("Borealis is up") {
                     let _ = tx.send(());
                 }

@@ -22,6 +22,7 @@
 //! client-side timeout, so a phase never outlives its duration by more than one request timeout.
 
 use crate::cluster::TestCluster;
+use borealis_utils::LockExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -347,7 +348,7 @@ impl Workload {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, History> {
-        self.history.lock().unwrap_or_else(|p| p.into_inner())
+        self.history.locked()
     }
 
     /// Starts a load phase in the background.

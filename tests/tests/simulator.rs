@@ -4,8 +4,8 @@
 //! - `BOREALIS_SIM_SEEDS=1000000` runs more (the soak reported in `docs/durability.md`);
 //!   `BOREALIS_SIM_SEED=<n>` replays one seed and prints its whole trace.
 
+use borealis_quorum::acceptor::PlantedBug;
 use borealis_tests::sim::{run, SimConfig};
-use safekeeper::acceptor::PlantedBug;
 
 #[test]
 fn protocol_invariants_hold_over_many_seeds() {

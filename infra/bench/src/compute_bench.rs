@@ -18,6 +18,7 @@ use crate::workload::{transfer_for, ACCOUNT_FILLER, INITIAL_BALANCE, SQLITE};
 use anyhow::{bail, Context};
 use borealis_core::redo::{RedoBody, RedoRecord};
 use borealis_core::{ErrorKind, Lsn, PageNo, PAGE_SIZE_BYTES};
+use borealis_utils::LockExt;
 use compute_host::{
     Backend, BackendError, Compute, ComputeEngine, EngineConfig, ExecRequest, ExecResponse, Mtr,
     PageChangeBody, Statement, Value,
@@ -50,7 +51,7 @@ struct MemBackend(Arc<Mutex<Store>>);
 
 impl MemBackend {
     fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.locked()
     }
 }
 

@@ -27,6 +27,7 @@ use crate::workload::{check_transfers, Checks, Totals};
 use anyhow::{bail, Context};
 use borealis_core::redo::{RedoBody, RedoRecord};
 use borealis_core::{Lsn, PageNo, PAGE_SIZE_BYTES};
+use borealis_utils::LockExt;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -320,10 +321,7 @@ pub async fn failover_under_load(
             let (mut seq, mut failed) = (1u64 << 32, 0u64);
             while !stop.load(Ordering::Relaxed) {
                 match transfer(&api, &t, client + 100, seq, accounts).await {
-                    Ok(_) => successes
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(Instant::now()),
+                    Ok(_) => successes.locked().push(Instant::now()),
                     Err(_) => {
                         failed += 1;
                         tokio::time::sleep(RETRY_EVERY).await;
@@ -340,8 +338,7 @@ pub async fn failover_under_load(
     cluster.node("start", "gateway")?;
     let first = loop {
         let after = successes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .iter()
             .copied()
             .filter(|s| *s > killed)
@@ -361,7 +358,7 @@ pub async fn failover_under_load(
     for task in tasks {
         failed += task.await.context("a failover client task failed")?;
     }
-    let acked = successes.lock().unwrap_or_else(|p| p.into_inner()).len() as u64;
+    let acked = successes.locked().len() as u64;
     let after = totals_of(&cluster.api, t).await?;
     let delta = Totals {
         history_rows: after.history_rows - before.history_rows,

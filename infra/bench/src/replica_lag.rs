@@ -25,6 +25,7 @@ use crate::borealis::{prometheus_value, scalar, transfer, Api, Cluster, Tenant};
 use crate::stats::Latencies;
 use crate::workload::{Checks, INITIAL_BALANCE};
 use anyhow::Context;
+use borealis_utils::LockExt;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -77,10 +78,7 @@ pub async fn measure(
             while !stop.load(Ordering::Relaxed) {
                 // Client ids and sequence numbers unused by the other workloads.
                 match transfer(&api, &t, 2000 + c, seq, accounts).await {
-                    Ok(lsn) => acks
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((lsn, Instant::now())),
+                    Ok(lsn) => acks.locked().push((lsn, Instant::now())),
                     Err(_) => failed += 1,
                 }
                 seq += 1;
@@ -132,7 +130,7 @@ pub async fn measure(
     let gateway_mean = (n >= 1.0).then(|| Duration::from_secs_f64(((sum1 - sum0) / n).max(0.0)));
     let acks = Arc::try_unwrap(acks)
         .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
-        .unwrap_or_else(|a| a.lock().unwrap_or_else(|p| p.into_inner()).clone());
+        .unwrap_or_else(|a| a.locked().clone());
     let (lag, mut lag_lsn) = staleness(&acks, &answers);
     lag_lsn.sort_unstable();
     let pick = |p: f64| -> u64 {

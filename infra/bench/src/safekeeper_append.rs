@@ -21,6 +21,7 @@ use anyhow::{bail, Context};
 use borealis_auth::{ClusterKeys, Role};
 use borealis_core::redo::{RedoBody, RedoRecord};
 use borealis_core::{EpochStart, Lsn, PageNo, SegmentId, TenantId, PAGE_SIZE_BYTES};
+use borealis_utils::LockExt;
 use borealis_wire::{Body, Client};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -244,7 +245,7 @@ pub async fn measure(
                     Body::Ack { scl, .. } => {
                         scls[member] = scls[member].max(scl.0);
                         let held = quorum_scl(&scls, quorum);
-                        let mut q = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut q = in_flight.locked();
                         let mut released = 0;
                         while q.front().is_some_and(|(lsn, _)| *lsn <= held) {
                             if let Some((_, sent)) = q.pop_front() {
@@ -288,10 +289,7 @@ pub async fn measure(
         let records = append_records(next_lsn, &delta);
         let last = next_lsn + RECORDS_PER_APPEND - 1;
         bytes += records.len() as u64;
-        in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back((last, Instant::now()));
+        in_flight.locked().push_back((last, Instant::now()));
         for c in &clients {
             c.send(Body::Append {
                 tenant: TENANT,
@@ -308,17 +306,13 @@ pub async fn measure(
     }
     // Wait for everything in flight.
     let drain_started = Instant::now();
-    while !in_flight
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .is_empty()
-    {
+    while !in_flight.locked().is_empty() {
         if drain_started.elapsed() > DRAIN_TIMEOUT || acker.is_finished() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let left = in_flight.lock().unwrap_or_else(|p| p.into_inner()).len();
+    let left = in_flight.locked().len();
     drop(clients);
     drop(procs);
     let (latencies, last_ack) = acker.await.context("ack task")??;

@@ -13,6 +13,7 @@ use crate::workload::{
     BULK_BATCH_ROWS, INITIAL_BALANCE, SQLITE,
 };
 use anyhow::{bail, Context};
+use borealis_utils::LockExt;
 use rusqlite::{params, Connection};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -62,17 +63,11 @@ impl NativeSqlite {
     }
 }
 
-fn lock(m: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
-    // A panic while holding the connection leaves at worst an open transaction, which the next
-    // BEGIN reports as an error: a poisoned lock is still usable.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl System for NativeSqlite {
     async fn load_accounts(&mut self, accounts: u64) -> anyhow::Result<()> {
         let writer = self.writer.clone();
         Self::blocking(move || {
-            let mut c = lock(&writer);
+            let mut c = writer.locked();
             let mut next = 0;
             while next < accounts {
                 let end = (next + ACCOUNTS_BATCH_ROWS).min(accounts);
@@ -105,7 +100,7 @@ impl System for NativeSqlite {
                 move |client| Ok((client, writer.clone())),
                 move |(client, writer), seq| {
                     let t = transfer_for(*client, seq, accounts);
-                    let mut c = lock(writer);
+                    let mut c = writer.locked();
                     let tx =
                         c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                     {
@@ -157,7 +152,7 @@ impl System for NativeSqlite {
     async fn bulk_load(&mut self, rows: u64) -> anyhow::Result<Duration> {
         let writer = self.writer.clone();
         Self::blocking(move || {
-            let mut c = lock(&writer);
+            let mut c = writer.locked();
             let started = Instant::now();
             let mut next = 0;
             while next < rows {

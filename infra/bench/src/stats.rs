@@ -11,6 +11,7 @@
 //!
 //! Percentiles are exact (every sample is kept and sorted), nearest-rank.
 
+use borealis_utils::LockExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -177,10 +178,7 @@ where
                     return run;
                 }
             };
-            let started = start_at
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .unwrap_or_else(Instant::now);
+            let started = start_at.locked().unwrap_or_else(Instant::now);
             let deadline = started + duration;
             let mut seq = 0u64;
             while Instant::now() < deadline {
@@ -203,7 +201,7 @@ where
         }));
     }
     let started = Instant::now();
-    *start_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(started);
+    *start_at.locked() = Some(started);
     barrier.wait();
     let mut total = Run::default();
     for t in threads {

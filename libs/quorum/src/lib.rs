@@ -21,9 +21,19 @@
 //!   write quorum, every record that was durable is seen; records above the VDL were never
 //!   acknowledged and are truncated on every member under the new epoch.
 //!
-//! The async driver that owns the connections lives in the gateway (`gateway/src/log_writer.rs`);
-//! the simulator that proves these machines under faults lives in `tests/src/sim/`.
+//! - [`session::WriterSession`] adds the writer's rules that need time — limbo (RFC 0004),
+//!   unsettled commits, member acknowledgement timeouts — with the time passed in.
+//! - [`acceptor`] is the other side: what a safekeeper does with a `Hello`, an append, a peer's
+//!   repair, an fsync, a trim. [`acceptor::Acceptor`] turns each input into ordered actions
+//!   (store the control state, truncate, write, publish) that a driver executes.
+//!
+//! Nothing here reads a clock, draws a random number or touches a file or socket
+//! (`libs/quorum/clippy.toml` bans the clocks and thread RNGs). The drivers are the gateway's
+//! volume writer (`gateway/src/volume_writer/`) and the safekeeper's tenant
+//! (`safekeeper/src/tenant.rs`); the simulator in `tests/src/sim/` drives the same machines under
+//! faults, with simulated time.
 
+pub mod acceptor;
 pub mod consistency;
 pub mod recovery;
 pub mod session;

@@ -9,6 +9,7 @@
 
 use crate::frame::{encode_frame, read_frame, WireError};
 use crate::message::{Body, Envelope};
+use borealis_utils::LockExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -97,7 +98,7 @@ impl Client {
                         let waiter = if env.request_id == 0 {
                             None
                         } else {
-                            lock(&pending_r).remove(&env.request_id)
+                            pending_r.locked().remove(&env.request_id)
                         };
                         match waiter {
                             Some(tx) => {
@@ -121,7 +122,7 @@ impl Client {
             }
             closed_r.store(true, Ordering::SeqCst);
             // Dropping the senders wakes every waiter with Closed.
-            lock(&pending_r).clear();
+            pending_r.locked().clear();
         });
 
         Ok(Client {
@@ -149,7 +150,7 @@ impl Client {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(id, tx);
+        self.pending.locked().insert(id, tx);
         let result = async {
             self.enqueue(&Envelope {
                 request_id: id,
@@ -164,7 +165,7 @@ impl Client {
             }
         }
         .await;
-        lock(&self.pending).remove(&id);
+        self.pending.locked().remove(&id);
         result
     }
 
@@ -185,12 +186,6 @@ impl Client {
         let frame = encode_frame(env)?;
         self.frames.send(frame).await.map_err(|_| WireError::Closed)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding this lock cannot leave the map inconsistent (single inserts and
-    // removes), so a poisoned lock is still usable.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -2,11 +2,11 @@ use borealis_core::history::EpochStart;
 use borealis_core::quorum::{PG_MEMBERS, READ_QUORUM, WRITE_QUORUM};
 use borealis_core::redo::{RedoBody, RedoRecord};
 use borealis_core::{Lsn, PageNo, SegmentId, SegmentLayout};
+use borealis_quorum::acceptor::{Acceptor, Action, Control, Link, PlantedBug, Refusal, Source};
 use borealis_quorum::recovery::{self, MemberReport};
 use borealis_quorum::QuorumWriter;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use safekeeper::acceptor::{Acceptor, Action, Control, Link, PlantedBug, Refusal, Source};
 use std::collections::BTreeMap;
 
 const SEG: SegmentId = SegmentId(0);

@@ -26,7 +26,7 @@
 //!   member whose SCL is below a peer's trim point cannot be filled from that peer (the records
 //!   are gone there). It takes the peer's trim point as its own base instead
 //!   ([`SegmentChain::adopt_base`]) and then fetches only what lies above it (see
-//!   [`crate::gossip`] for the driver).
+//!   `safekeeper::gossip` for the driver).
 //!
 //! ## Adopting a peer's trim point: why it is safe
 //!

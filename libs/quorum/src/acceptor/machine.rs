@@ -20,7 +20,7 @@
 //!   dropped_corrupt                Publish{segment}                       SCL lowered
 //! ```
 //!
-//! Two drivers execute them: the safekeeper's ([`crate::tenant::Tenant`], files and fsync) and
+//! Two drivers execute them: the safekeeper's (`safekeeper::tenant::Tenant`, files and fsync) and
 //! the protocol simulator's (`tests/src/sim`, an in-memory disk that loses what was not synced
 //! when a member crashes, and may crash between any two actions). Both run this code, so the
 //! simulator checks the order the service runs, not a copy of it.
@@ -39,7 +39,7 @@
 //!   (the driver commits its group first): they publish, and must not publish unsynced records.
 //!
 //! A disk or fsync error is not an input: the driver stops the process (see
-//! [`crate::log_writer`]), and the member is rebuilt by [`Acceptor::open`] from what is on disk.
+//! `safekeeper::log_writer`), and the member is rebuilt by [`Acceptor::open`] from what is on disk.
 //!
 //! ## Planted bugs
 //!
