@@ -58,6 +58,10 @@ fn protocol_invariants_hold_over_many_seeds() {
                         totals.recoveries += out.recoveries;
                         totals.fenced += out.fenced_appends;
                         totals.crashes_mid_input += out.crashes_mid_input;
+                        totals.limbo_entered += out.limbo_entered;
+                        totals.limbo_settled += out.limbo_settled;
+                        totals.limbo_refusals += out.limbo_refusals;
+                        totals.ack_timeouts += out.ack_timeouts;
                     }
                     Ok(totals)
                 })
@@ -75,16 +79,26 @@ fn protocol_invariants_hold_over_many_seeds() {
         sum.recoveries += t.recoveries;
         sum.fenced += t.fenced;
         sum.crashes_mid_input += t.crashes_mid_input;
+        sum.limbo_entered += t.limbo_entered;
+        sum.limbo_settled += t.limbo_settled;
+        sum.limbo_refusals += t.limbo_refusals;
+        sum.ack_timeouts += t.ack_timeouts;
     }
     let Totals {
         acked,
         recoveries,
         fenced,
         crashes_mid_input,
+        limbo_entered,
+        limbo_settled,
+        limbo_refusals,
+        ack_timeouts,
     } = sum;
     println!(
         "{seeds} seeds: {acked} acknowledged MTRs, {recoveries} recoveries, {fenced} fenced appends, \
-         {crashes_mid_input} crashes between a barrier's actions; {threads} threads, {:.1} s",
+         {crashes_mid_input} crashes between a barrier's actions, {limbo_entered} limbos \
+         ({limbo_settled} settled, {limbo_refusals} commits refused in limbo), {ack_timeouts} ack \
+         timeouts; {threads} threads, {:.1} s",
         started.elapsed().as_secs_f64()
     );
     // The histories must actually exercise the protocol, or the checkers prove nothing.
@@ -101,6 +115,11 @@ fn protocol_invariants_hold_over_many_seeds() {
         crashes_mid_input > 0,
         "no member ever crashed between a barrier's actions"
     );
+    assert!(
+        limbo_entered > 0 && limbo_settled > 0 && limbo_refusals > 0,
+        "limbo was not exercised: {limbo_entered} entered, {limbo_settled} settled, {limbo_refusals} refusals"
+    );
+    assert!(ack_timeouts > 0, "no acknowledgement timeout fired");
 }
 
 /// Simulated histories per test run (each a few hundred steps), unless `BOREALIS_SIM_SEEDS`.
@@ -112,6 +131,10 @@ struct Totals {
     recoveries: usize,
     fenced: usize,
     crashes_mid_input: usize,
+    limbo_entered: usize,
+    limbo_settled: usize,
+    limbo_refusals: usize,
+    ack_timeouts: usize,
 }
 
 #[test]

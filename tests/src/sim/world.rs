@@ -4,12 +4,17 @@ use borealis_core::redo::{RedoBody, RedoRecord};
 use borealis_core::{Lsn, PageNo, SegmentId, SegmentLayout};
 use borealis_quorum::acceptor::{Acceptor, Action, Control, Link, PlantedBug, Refusal, Source};
 use borealis_quorum::recovery::{self, MemberReport};
+use borealis_quorum::session::{Event, SessionConfig, WriterSession};
 use borealis_quorum::QuorumWriter;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 const SEG: SegmentId = SegmentId(0);
+/// The writer session's acknowledgement timeout, in simulated time (one step is a millisecond):
+/// well below the commit timeout (80 steps without VDL progress), as in the gateway.
+const MEMBER_ACK_TIMEOUT: Duration = Duration::from_millis(30);
 
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -45,6 +50,13 @@ pub struct SimOutcome {
     /// Members that crashed between two actions of one input (a Hello's control store and its
     /// truncation, say) and were restarted from what was durable.
     pub crashes_mid_input: usize,
+    /// Writers that entered limbo (RFC 0004), left it because their commits settled, and
+    /// commits refused while in limbo.
+    pub limbo_entered: usize,
+    pub limbo_settled: usize,
+    pub limbo_refusals: usize,
+    /// Members dropped by a writer for owing an acknowledgement too long.
+    pub ack_timeouts: usize,
 }
 
 /// A member crashed while executing an input's actions.
@@ -223,7 +235,9 @@ struct Mtr {
 }
 
 struct Writer {
-    qw: QuorumWriter,
+    /// The gateway's writer session (quorum writer, limbo, acknowledgement timeouts), fed the
+    /// simulated time.
+    session: WriterSession,
     epoch: u64,
     /// Members this writer has a live connection to (said Hello to in this connection).
     connected: [bool; PG_MEMBERS],
@@ -280,6 +294,10 @@ struct World {
     /// A violation found outside `check` (at recovery time).
     violation: Option<String>,
     crashes_mid_input: usize,
+    limbo_entered: usize,
+    limbo_settled: usize,
+    limbo_refusals: usize,
+    ack_timeouts: usize,
 }
 
 pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
@@ -299,6 +317,10 @@ pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
         recovered: Vec::new(),
         violation: None,
         crashes_mid_input: 0,
+        limbo_entered: 0,
+        limbo_settled: 0,
+        limbo_refusals: 0,
+        ack_timeouts: 0,
     };
     let mut violation = None;
     for step in 0..config.steps {
@@ -316,6 +338,10 @@ pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
         recoveries: w.recoveries,
         fenced_appends: w.fenced_appends,
         crashes_mid_input: w.crashes_mid_input,
+        limbo_entered: w.limbo_entered,
+        limbo_settled: w.limbo_settled,
+        limbo_refusals: w.limbo_refusals,
+        ack_timeouts: w.ack_timeouts,
     }
 }
 
@@ -329,6 +355,7 @@ impl World {
 
     fn step(&mut self, step: usize, fault_per_mille: u32) {
         self.commit_timeout(step);
+        self.ack_timeouts(step);
         if self.rng.random_range(0..1000) < fault_per_mille {
             self.fault(step);
         }
@@ -342,13 +369,59 @@ impl World {
         }
     }
 
+    /// Simulated time: one millisecond per step.
+    fn now(step: usize) -> Duration {
+        Duration::from_millis(step as u64)
+    }
+
+    /// The writer session's acknowledgement timeouts: a member that owes an acknowledgement too
+    /// long (partitioned without its connection breaking) is dropped, as the gateway's member
+    /// task does.
+    fn ack_timeouts(&mut self, step: usize) {
+        for wi in 0..self.writers.len() {
+            if self.writers[wi].fenced {
+                continue;
+            }
+            for event in self.writers[wi].session.tick(Self::now(step)) {
+                if let Event::AckTimeout {
+                    member,
+                    sent,
+                    acked,
+                } = event
+                {
+                    self.ack_timeouts += 1;
+                    self.log(format!(
+                        "{step}: writer {wi} drops member {member}: no ack for {sent} (acked {acked})"
+                    ));
+                    let w = &mut self.writers[wi];
+                    w.connected[member] = false;
+                    let events = w.session.member_lost(member, Self::now(step));
+                    self.note_events(step, wi, &events);
+                }
+            }
+        }
+    }
+
+    /// Events of a writer session: traced and counted.
+    fn note_events(&mut self, step: usize, writer: usize, events: &[Event]) {
+        for e in events {
+            if matches!(e, Event::LimboEntered { .. }) {
+                self.limbo_entered += 1;
+            }
+            if matches!(e, Event::Settled { .. }) {
+                self.limbo_settled += 1;
+            }
+            self.log(format!("{step}: writer {writer}: {e:?}"));
+        }
+    }
+
     /// The gateway's commit timeout: a serving writer whose VDL has not moved for a while with
     /// records outstanding is failed, and the next request recovers (bounds every wait).
     fn commit_timeout(&mut self, step: usize) {
         let Some(c) = self.current else { return };
         let w = &mut self.writers[c];
-        if w.qw.tracker().outstanding() == 0 || w.qw.vdl() > w.vdl_seen {
-            w.vdl_seen = w.qw.vdl();
+        if w.session.writer().tracker().outstanding() == 0 || w.session.vdl() > w.vdl_seen {
+            w.vdl_seen = w.session.vdl();
             w.stalled_steps = 0;
             return;
         }
@@ -358,7 +431,7 @@ impl World {
             self.current = None;
             self.log(format!(
                 "{step}: writer {c} failed: commit timeout (vdl stuck at {})",
-                self.writers[c].qw.vdl()
+                self.writers[c].session.vdl()
             ));
         }
     }
@@ -463,8 +536,16 @@ impl World {
                 (p, RedoBody::Delta(body))
             })
             .collect();
+        let now = Self::now(step);
         let w = &mut self.writers[wi];
-        match w.qw.submit(changes) {
+        let in_limbo = w.session.in_limbo();
+        match w.session.commit(changes, now) {
+            Ok(_) if in_limbo => {
+                self.violation = Some(format!(
+                    "writer {wi} shipped an MTR while in limbo (vdl {})",
+                    w.session.vdl()
+                ));
+            }
             Ok(shipped) => {
                 let records: Vec<RedoRecord> =
                     shipped.segments.into_iter().flat_map(|(_, r)| r).collect();
@@ -473,8 +554,11 @@ impl World {
                     commit: shipped.commit_lsn,
                 };
                 w.mtrs.push(mtr);
-                let (epoch, vdl) = (w.epoch, w.qw.vdl());
+                let (epoch, vdl) = (w.epoch, w.session.vdl());
                 let targets: Vec<usize> = (0..PG_MEMBERS).filter(|&m| w.connected[m]).collect();
+                for &to in &targets {
+                    w.session.sent(to, shipped.commit_lsn, now);
+                }
                 for to in targets {
                     self.net.push(Msg::Append {
                         to,
@@ -484,13 +568,18 @@ impl World {
                         writer: wi,
                     });
                 }
-                let (vdl, reachable) = (w.qw.vdl(), w.qw.reachable().len());
+                let (vdl, reachable) = (w.session.vdl(), w.session.writer().reachable().len());
                 self.log(format!(
                     "{step}: writer {wi} ships MTR ending {} (vdl {vdl}, reachable {reachable})",
                     shipped.commit_lsn
                 ));
             }
-            Err(e) => self.log(format!("{step}: writer {wi} refused MTR: {e}")),
+            Err(e) => {
+                if in_limbo {
+                    self.limbo_refusals += 1;
+                }
+                self.log(format!("{step}: writer {wi} refused MTR: {e}"))
+            }
         }
     }
 
@@ -515,7 +604,8 @@ impl World {
                 let (writer, to, _) = msg.link();
                 let w = &mut self.writers[writer];
                 w.connected[to] = false;
-                w.qw.member_down(to);
+                let events = w.session.member_lost(to, Self::now(step));
+                self.note_events(step, writer, &events);
                 continue;
             }
             match msg {
@@ -549,8 +639,10 @@ impl World {
                     if w.fenced || !w.connected[from] {
                         continue;
                     }
-                    w.qw.on_ack(from, SEG, scl);
-                    let vdl = w.qw.vdl();
+                    let (_, events) = w.session.on_ack(from, SEG, scl, Self::now(step));
+                    let vdl = w.session.vdl();
+                    self.note_events(step, writer, &events);
+                    let w = &self.writers[writer];
                     if Some(writer) == self.current {
                         // Clients get answers only from the serving writer.
                         let newly: Vec<Mtr> = w
@@ -641,9 +733,12 @@ impl World {
             for m in 0..PG_MEMBERS {
                 let reachable = self.members[m].reachable();
                 let w = &mut self.writers[wi];
-                if w.connected[m] && !reachable {
+                if w.connected[m] && !reachable && self.rng.random_bool(0.5) {
+                    // A crashed member's connection breaks (a partitioned one's may not: then
+                    // only the acknowledgement timeout counts it out).
                     w.connected[m] = false;
-                    w.qw.member_down(m);
+                    let events = w.session.member_lost(m, Self::now(step));
+                    self.note_events(step, wi, &events);
                 } else if !w.connected[m] && reachable && self.rng.random_bool(0.7) {
                     let history = w.history.clone();
                     let crash = self.crash_point();
@@ -651,9 +746,11 @@ impl World {
                         Ok(()) => {
                             let w = &mut self.writers[wi];
                             w.connected[m] = true;
-                            w.qw.member_up(m);
+                            let now = Self::now(step);
+                            let mut events = w.session.member_connected(m, None, now);
                             let scl = self.members[m].scl();
-                            w.qw.on_ack(m, SEG, scl);
+                            events.extend(w.session.on_ack(m, SEG, scl, now).1);
+                            self.note_events(step, wi, &events);
                         }
                         Err(None) => {
                             self.crashes_mid_input += 1;
@@ -777,20 +874,25 @@ impl World {
                 old.vdl_when_superseded = Some(plan.vdl);
             }
         }
-        let mut qw = QuorumWriter::new(
-            plan.epoch,
-            plan.vdl,
-            plan.segment_tails.clone(),
-            SegmentLayout::default(),
-            64,
+        let mut session = WriterSession::new(
+            QuorumWriter::new(
+                plan.epoch,
+                plan.vdl,
+                plan.segment_tails.clone(),
+                SegmentLayout::default(),
+                64,
+            ),
+            SessionConfig {
+                member_ack_timeout: MEMBER_ACK_TIMEOUT,
+            },
         );
         let mut connected = [false; PG_MEMBERS];
         for &m in &installed {
-            qw.member_up(m);
+            session.member_connected(m, None, Self::now(step));
             connected[m] = true;
         }
         self.writers.push(Writer {
-            qw,
+            session,
             epoch: plan.epoch,
             connected,
             fenced: false,
@@ -818,7 +920,7 @@ impl World {
             return Err(v);
         }
         for (i, w) in self.writers.iter_mut().enumerate() {
-            let vdl = w.qw.vdl();
+            let vdl = w.session.vdl();
             // 1. VDL never decreases.
             if vdl < w.last_vdl {
                 return Err(format!(
