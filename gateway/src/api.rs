@@ -1,7 +1,7 @@
 //! The HTTP API v1 (docs/design.md §7): routes, authentication, JSON in and out.
 //!
 //! `POST /v1/tenants/{name}/sql` goes to the tenant's writer compute, or with `"replica": true`
-//! to its reader ([`crate::reader`]), which answers at its read point (`"read_point"` in the
+//! to its reader ([`crate::compute_pool::reader`]), which answers at its read point (`"read_point"` in the
 //! answer). With `Accept: application/vnd.apache.arrow.stream` the last statement's rows come
 //! back as an Arrow IPC stream ([`crate::arrow_stream`]) instead of JSON; the LSNs then travel in
 //! the `Borealis-Lsn` and `Borealis-Read-Point` headers. Errors are always JSON.

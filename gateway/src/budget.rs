@@ -43,6 +43,7 @@
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+pub use crate::metrics::Refusal;
 use borealis_core::TenantId;
 use borealis_utils::LockExt;
 use compute_abi::{ExecRequest, StatementResult, Value};
@@ -92,38 +93,6 @@ impl Default for BudgetConfig {
             tenant_bytes: TENANT_INFLIGHT_BYTES_DEFAULT,
             bytes: INFLIGHT_BYTES_DEFAULT,
         }
-    }
-}
-
-/// Which budget refused a request (the `reason` label of
-/// `borealis_gateway_requests_refused_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    TenantRequests,
-    Requests,
-    TenantBytes,
-    Bytes,
-}
-
-impl Refusal {
-    pub const ALL: [Refusal; 4] = [
-        Refusal::TenantRequests,
-        Refusal::Requests,
-        Refusal::TenantBytes,
-        Refusal::Bytes,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Refusal::TenantRequests => "tenant_requests",
-            Refusal::Requests => "requests",
-            Refusal::TenantBytes => "tenant_bytes",
-            Refusal::Bytes => "bytes",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
     }
 }
 

@@ -20,7 +20,7 @@
 //! Idle tenants' computes stop after `--idle-timeout`; the next request starts one again.
 //!
 //! **Read replicas.** A request with `"replica": true` goes to the tenant's *reader* instead
-//! ([`reader`]): a second compute in this process that never writes. The writer's
+//! ([`compute_pool::reader`]): a second compute in this process that never writes. The writer's
 //! [`volume_writer::VolumeWriter`] hands every MTR it ships to the reader's tap; the reader applies
 //! them to the pages it caches ([`replica_cache`]) only up to a VDL, so it answers at a durable
 //! **read point** that shows the writer's commits whole and in LSN order. Lag is a metric.
@@ -36,7 +36,6 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod page_client;
-pub mod reader;
 pub mod reclaim;
 pub mod replica_cache;
 pub mod storage_auth;

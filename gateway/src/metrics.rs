@@ -1,6 +1,6 @@
 //! The gateway's metrics, rendered in Prometheus text format at `GET /metrics`.
 //!
-//! Replica lag (see [`crate::reader`]) is a gauge per tenant with a running reader,
+//! Replica lag (see [`crate::compute_pool::reader`]) is a gauge per tenant with a running reader,
 //! `borealis_gateway_replica_lag_lsn{tenant}` (writer VDL minus read point when the reader last
 //! answered or followed), and a histogram over every replica answer,
 //! `borealis_gateway_replica_lag_seconds` (how long ago the oldest durable commit the answer does
@@ -58,6 +58,38 @@ impl Histogram {
     }
 }
 
+/// Which budget refused a request (the `reason` label of
+/// `borealis_gateway_requests_refused_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    TenantRequests,
+    Requests,
+    TenantBytes,
+    Bytes,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 4] = [
+        Refusal::TenantRequests,
+        Refusal::Requests,
+        Refusal::TenantBytes,
+        Refusal::Bytes,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::TenantRequests => "tenant_requests",
+            Refusal::Requests => "requests",
+            Refusal::TenantBytes => "tenant_bytes",
+            Refusal::Bytes => "bytes",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
     /// (route, status) → latency.
@@ -88,7 +120,7 @@ pub struct Metrics {
     /// Gauge: bytes held for requests in flight, at real memory cost ([`crate::budget`]).
     pub bytes_in_flight: AtomicU64,
     /// Requests refused `rate_limited`, by the budget that refused them
-    /// ([`crate::budget::Refusal::index`]).
+    /// ([`Refusal::index`]).
     pub budget_refusals: [AtomicU64; 4],
 }
 
@@ -188,7 +220,7 @@ impl Metrics {
             self.bytes_in_flight.load(Ordering::Relaxed)
         );
         out.push_str("# TYPE borealis_gateway_requests_refused_total counter\n");
-        for why in crate::budget::Refusal::ALL {
+        for why in Refusal::ALL {
             let _ = writeln!(
                 out,
                 "borealis_gateway_requests_refused_total{{reason=\"{}\"}} {}",

@@ -1,5 +1,5 @@
 //! GetPage@LSN against a tenant's pageserver, for writer ([`crate::volume`]) and reader
-//! ([`crate::reader`]) computes alike.
+//! ([`crate::compute_pool::reader`]) computes alike.
 //!
 //! One persistent connection, opened on first use and again after it breaks. Every answer is
 //! checked: a page must be exactly [`PAGE_SIZE_BYTES`] long, anything else is an error, never a

@@ -1,6 +1,6 @@
 //! The page cache of a read replica: pages as of one read point, moved forward by the writer's
 //! redo stream. Sans-IO: it is fed MTRs and targets and asked for pages; the reader thread
-//! ([`crate::reader`]) owns the tap, the pageserver connection and the clock.
+//! ([`crate::compute_pool::reader`]) owns the tap, the pageserver connection and the clock.
 //!
 //! ## The rule
 //!

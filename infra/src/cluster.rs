@@ -1,5 +1,6 @@
 //! `DIR/cluster.json`: the layout of a local cluster (docs/design.md §8), and how to start its nodes.
 
+use crate::object_store_credentials;
 use anyhow::{bail, Context};
 use borealis_auth::{ClusterKeys, Role};
 use serde::{Deserialize, Serialize};
@@ -76,7 +77,7 @@ impl Cluster {
                 c.version
             );
         }
-        crate::object_store_credentials::migrate(dir, &mut c)?;
+        migrate_credentials(dir, &mut c)?;
         c.pass_object_store_to_pageservers();
         Ok(c)
     }
@@ -308,7 +309,7 @@ impl Cluster {
             .args(&node.command[1..])
             .env("BOREALIS_NODE_ID", id)
             // Object-store credentials by environment, never on the command line.
-            .envs(crate::object_store_credentials::node_env(dir, &node.role)?)
+            .envs(object_store_credentials::node_env(dir, &node.role)?)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -342,6 +343,29 @@ impl PortAllocator {
     }
 }
 
+/// A cluster file written before credentials were taken out of URLs may carry them in
+/// `object_store` and in the pageservers' commands: move them to the credentials file (unless
+/// one exists already) and take them out of `object_store` and every command argument.
+fn migrate_credentials(dir: &Path, cluster: &mut Cluster) -> anyhow::Result<()> {
+    // A URL `split` refuses was never given credentials this way: left as it is.
+    let Ok((url, creds)) = object_store_credentials::split(&cluster.object_store) else {
+        return Ok(());
+    };
+    if creds.is_empty() {
+        return Ok(());
+    }
+    if object_store_credentials::Credentials::load(dir)?.is_none() {
+        creds.save(dir)?;
+    }
+    for n in &mut cluster.nodes {
+        for arg in n.command.iter_mut().filter(|a| **a == cluster.object_store) {
+            *arg = url.clone();
+        }
+    }
+    cluster.object_store = url;
+    Ok(())
+}
+
 /// Whether `pid` is alive and is the node `id` (guards against pid reuse).
 pub fn pid_alive(pid: u32, id: &str) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
@@ -371,6 +395,7 @@ pub fn pid_alive(pid: u32, id: &str) -> bool {
     id == "gateway" && cmd.contains("gateway") || cmd.contains(id)
 }
 
+#[allow(unsafe_code)] // libc calls, each with its SAFETY comment
 pub fn signal(pid: u32, sig: i32) -> bool {
     // SAFETY: kill(2) has no memory-safety preconditions.
     unsafe { libc::kill(pid as i32, sig) == 0 }

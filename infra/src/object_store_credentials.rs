@@ -148,29 +148,6 @@ fn authority_userinfo(url: &str) -> &str {
     authority.rsplit_once('@').map_or("", |(u, _)| u)
 }
 
-/// A cluster file written before credentials were taken out of URLs may carry them in
-/// `object_store` and in the pageservers' commands: move them to the credentials file (unless
-/// one exists already) and take them out of `object_store` and every command argument.
-pub fn migrate(dir: &Path, cluster: &mut crate::cluster::Cluster) -> anyhow::Result<()> {
-    // A URL `split` refuses was never given credentials this way: left as it is.
-    let Ok((url, creds)) = split(&cluster.object_store) else {
-        return Ok(());
-    };
-    if creds.is_empty() {
-        return Ok(());
-    }
-    if Credentials::load(dir)?.is_none() {
-        creds.save(dir)?;
-    }
-    for n in &mut cluster.nodes {
-        for arg in n.command.iter_mut().filter(|a| **a == cluster.object_store) {
-            *arg = url.clone();
-        }
-    }
-    cluster.object_store = url;
-    Ok(())
-}
-
 /// The environment `borealis` gives a node it starts: the cluster's kept credentials, for
 /// pageservers (the only nodes that use the object store).
 pub fn node_env(dir: &Path, role: &str) -> anyhow::Result<Vec<(&'static str, String)>> {

@@ -56,10 +56,9 @@ use crate::layer::{self, LayerError, LayerMeta, LayerWriter};
 use crate::pages::{ApplyError, ReadError, TenantPages};
 use crate::remote::{Backoff, RemoteError};
 use crate::segment_cursor::Cursor;
-use crate::tenant::{Segment, Shared, Tenant, Tenants};
+use crate::tenant::{Segment, Shared, Tenant, Tenants, TrimAnswer};
 use borealis_core::{Lsn, SegmentId, SegmentLayout, TenantId};
 use borealis_objstore::keys::{self, Generation};
-use serde::Serialize;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -73,45 +72,6 @@ pub const SHUTDOWN_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(8);
 /// A failing object store operation is logged at WARN on its first failure and then once every
 /// this many attempts (DEBUG in between): a store that is down for an hour must not flood the log.
 const WARN_EVERY_ATTEMPTS: u64 = 20;
-
-/// One safekeeper's answer to the last trim.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct TrimAnswer {
-    pub safekeeper: String,
-    /// Its trim point after the trim.
-    pub base: Option<Lsn>,
-    pub error: Option<String>,
-}
-
-/// The checkpoint side of a segment, for `/status`.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct CheckpointStatus {
-    /// This attachment's generation (0 until claimed).
-    pub generation: u32,
-    /// Loading the checkpoint the segment starts from.
-    pub restoring: bool,
-    /// The checkpointer runs (after the restore).
-    pub active: bool,
-    /// The generation of the index this attachment started from (`None`: no checkpoint existed).
-    pub restored_from_generation: Option<u32>,
-    pub restored_lsn: Lsn,
-    pub restored_pages: u64,
-    /// The newest checkpoint whose index is durable: restored, or written by this attachment.
-    pub checkpointed_lsn: Lsn,
-    /// Checkpoints this attachment made durable.
-    pub checkpoints: u64,
-    pub last_layer: Option<String>,
-    pub last_layer_pages: u32,
-    /// A checkpoint waits for the object store.
-    pub uploading: bool,
-    pub object_store_failures: u64,
-    pub last_problem: Option<String>,
-    /// A newer generation was claimed: this attachment deletes nothing any more.
-    pub stale: bool,
-    /// What the last trim asked for, and what each safekeeper answered.
-    pub trimmed_upto: Lsn,
-    pub trim: Vec<TrimAnswer>,
-}
 
 /// What [`attach`] found: where the segment's log is followed from.
 #[derive(Clone, Copy, Debug)]

@@ -11,7 +11,7 @@
 //! 1. A compute host sends `GetPage { tenant, page, lsn, epoch }` ([`page_service`]). The `lsn`
 //!    is the compute's read point, at or below the VDL of its writer (of epoch `epoch`): by
 //!    asking, the compute **vouches** that every record up to `lsn` is durable.
-//! 2. [`get_page`] raises the tenant's vouched VDL ([`tenant`]) and waits, bounded by
+//! 2. [`get_page`](mod@get_page) raises the tenant's vouched VDL ([`tenant`]) and waits, bounded by
 //!    `--getpage-wait`, until the page's segment is applied up to `lsn`.
 //! 3. Meanwhile the segment's follower ([`ingest`]) reads `ReadLog` answers from a safekeeper
 //!    ([`safekeepers`]) at that epoch or newer, checks that every record chains to the previous

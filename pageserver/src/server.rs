@@ -103,7 +103,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         remote: Remote::new(store, config.id.clone()),
         config,
     });
-    let tenants = Arc::new(Tenants::new(shared.clone()));
+    let tenants = Arc::new(Tenants::new(
+        shared.clone(),
+        Box::new(crate::ingest::spawn_follower),
+    ));
     tracing::info!(
         id = %shared.config.id, wire = %wire_addr, http = %http_addr,
         safekeepers = ?shared.config.safekeepers, pages_per_segment = shared.config.layout.pages_per_segment(),

@@ -9,7 +9,6 @@
 //! everywhere else.
 
 use crate::cache::PageCache;
-use crate::checkpoint::CheckpointStatus;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pages::{SegmentCounts, TenantPages};
@@ -277,14 +276,59 @@ impl Drop for Waiter {
     }
 }
 
+/// One safekeeper's answer to the last trim.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct TrimAnswer {
+    pub safekeeper: String,
+    /// Its trim point after the trim.
+    pub base: Option<Lsn>,
+    pub error: Option<String>,
+}
+
+/// The checkpoint side of a segment, for `/status`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckpointStatus {
+    /// This attachment's generation (0 until claimed).
+    pub generation: u32,
+    /// Loading the checkpoint the segment starts from.
+    pub restoring: bool,
+    /// The checkpointer runs (after the restore).
+    pub active: bool,
+    /// The generation of the index this attachment started from (`None`: no checkpoint existed).
+    pub restored_from_generation: Option<u32>,
+    pub restored_lsn: Lsn,
+    pub restored_pages: u64,
+    /// The newest checkpoint whose index is durable: restored, or written by this attachment.
+    pub checkpointed_lsn: Lsn,
+    /// Checkpoints this attachment made durable.
+    pub checkpoints: u64,
+    pub last_layer: Option<String>,
+    pub last_layer_pages: u32,
+    /// A checkpoint waits for the object store.
+    pub uploading: bool,
+    pub object_store_failures: u64,
+    pub last_problem: Option<String>,
+    /// A newer generation was claimed: this attachment deletes nothing any more.
+    pub stale: bool,
+    /// What the last trim asked for, and what each safekeeper answered.
+    pub trimmed_upto: Lsn,
+    pub trim: Vec<TrimAnswer>,
+}
+
 /// Every tenant this pageserver has seen.
 pub struct Tenants {
     shared: Arc<Shared>,
+    /// Starts following a segment (`crate::ingest::spawn_follower` in the service): given by
+    /// the caller so that the registry does not depend on the tasks it starts.
+    follow: Follow,
     map: Mutex<HashMap<TenantId, Arc<Tenant>>>,
     /// Tenants deleted since this process started: never attached again. (After a restart
     /// nobody asks for them: the gateway deletes a tenant from its registry first.)
     dropped: Mutex<HashSet<TenantId>>,
 }
+
+/// Starts the tasks that follow a newly attached segment.
+pub type Follow = Box<dyn Fn(Arc<Shared>, Arc<Tenant>, Arc<Segment>) + Send + Sync>;
 
 /// Why a tenant could not be attached.
 #[derive(Debug, thiserror::Error)]
@@ -309,8 +353,9 @@ pub const LATE_UPLOAD_GRACE: std::time::Duration = std::time::Duration::from_sec
 pub const DROP_TASKS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Tenants {
-    pub fn new(shared: Arc<Shared>) -> Tenants {
+    pub fn new(shared: Arc<Shared>, follow: Follow) -> Tenants {
         Tenants {
+            follow,
             shared,
             map: Mutex::new(HashMap::new()),
             dropped: Mutex::new(HashSet::new()),
@@ -423,7 +468,7 @@ impl Tenants {
         }
         let segment = Arc::new(Segment::new(id));
         segments.insert(id, segment.clone());
-        crate::ingest::spawn_follower(self.shared.clone(), tenant.clone(), segment.clone());
+        (self.follow)(self.shared.clone(), tenant.clone(), segment.clone());
         Some(segment)
     }
 

@@ -1,7 +1,6 @@
 //! The safekeeper's configuration: long flags, or `SAFEKEEPER_*` environment variables.
 
 use crate::disk_budget::{human_bytes, DISK_BUDGET_BYTES_MIN};
-use crate::gossip::Peer;
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +50,13 @@ pub struct Config {
     /// when it gossips.
     #[arg(long, env = "SAFEKEEPER_TOKEN_FILE")]
     pub token_file: PathBuf,
+}
+
+/// A peer of the protection group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub id: String,
+    pub addr: String,
 }
 
 /// The `--peers` list.

@@ -43,7 +43,6 @@
 //! is a leaf in the lock order (taken after a tenant's log lock, never held across I/O), setting
 //! the gauges and writing the two log lines.
 
-use crate::error::SkError;
 use crate::metrics::Metrics;
 use crate::segment_log::RECORD_BYTES_MAX;
 use borealis_core::{SegmentId, TenantId};
@@ -196,7 +195,16 @@ pub fn human_bytes(bytes: u64) -> String {
     format!("{value:.2} {}", UNITS[unit])
 }
 
-/// The message of a refusal (see [`SkError::DiskBudgetExhausted`]).
+/// A writer's append refused by the budget: the node and the figures. Its message starts with
+/// [`DISK_BUDGET_EXHAUSTED`]; the safekeeper answers it as `SkError::DiskBudgetExhausted`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", refusal_message(node, refusal))]
+pub struct BudgetExhausted {
+    pub node: String,
+    pub refusal: Refusal,
+}
+
+/// The message of a refusal.
 pub fn refusal_message(node: &str, r: &Refusal) -> String {
     format!(
         "{DISK_BUDGET_EXHAUSTED} on safekeeper {node}: {} of log retained and this append needs {} \
@@ -272,13 +280,13 @@ impl SharedDiskBudget {
     }
 
     /// Admits (and reserves) a writer's append of `new_bytes` to `segment` of `tenant`, or
-    /// refuses it with [`SkError::DiskBudgetExhausted`].
+    /// refuses it ([`BudgetExhausted`]).
     pub fn admit(
         &self,
         tenant: TenantId,
         segment: SegmentId,
         new_bytes: u64,
-    ) -> Result<(), SkError> {
+    ) -> Result<(), BudgetExhausted> {
         let (admission, _, _) = self.update(|b| b.admit(new_bytes));
         match admission {
             Admission::Accept => Ok(()),
@@ -288,7 +296,7 @@ impl SharedDiskBudget {
                         needed_bytes = refusal.needed_bytes, disk_budget_bytes = refusal.budget_bytes,
                         "disk budget exhausted: refusing writers' appends until checkpoints to object storage let the log be trimmed");
                 }
-                Err(SkError::DiskBudgetExhausted {
+                Err(BudgetExhausted {
                     node: self.node.clone(),
                     refusal,
                 })
@@ -430,9 +438,11 @@ mod tests {
             1_000_000
         );
         assert_eq!(metrics.disk_budget_bytes.load(Ordering::Relaxed), 1 << 20);
-        let err = budget
-            .admit(TenantId(7), SegmentId(0), 100_000)
-            .unwrap_err();
+        let err = crate::error::SkError::from(
+            budget
+                .admit(TenantId(7), SegmentId(0), 100_000)
+                .unwrap_err(),
+        );
         assert_eq!(err.kind(), borealis_core::ErrorKind::ReadOnly);
         let message = err.to_string();
         assert_eq!(
@@ -441,7 +451,7 @@ mod tests {
              append needs 97.66 KiB more (budget 1.00 MiB); appends refused until checkpoints to \
              object storage let the log be trimmed"
         );
-        assert!(SkError::is_disk_budget_message(&message));
+        assert!(crate::error::SkError::is_disk_budget_message(&message));
         assert!(budget.snapshot().exhausted);
         budget.resize(1_000_000, 0);
         assert_eq!(

@@ -1,7 +1,7 @@
 //! The safekeeper's errors: a rich enum here, the shared [`ErrorKind`] on the wire.
 
 use crate::acceptor::TrimPoint;
-use crate::disk_budget::{self, Refusal, DISK_BUDGET_EXHAUSTED};
+use crate::disk_budget::{BudgetExhausted, DISK_BUDGET_EXHAUSTED};
 use borealis_core::redo::CodecError;
 use borealis_core::{ErrorKind, Lsn, SegmentId, TenantId};
 use borealis_wire::Body;
@@ -40,8 +40,8 @@ pub enum SkError {
     },
     /// A writer's append would take the log this safekeeper retains past `--disk-budget-bytes`
     /// (see [`crate::disk_budget`]). The message starts with [`DISK_BUDGET_EXHAUSTED`].
-    #[error("{}", disk_budget::refusal_message(node, refusal))]
-    DiskBudgetExhausted { node: String, refusal: Refusal },
+    #[error(transparent)]
+    DiskBudgetExhausted(#[from] BudgetExhausted),
     /// The tenant was deleted ([`crate::store::Store::drop_tenant`]): nothing of it is here and
     /// nothing of it will be accepted again.
     #[error("tenant {tenant} was deleted: its log is gone from this safekeeper")]

@@ -38,10 +38,12 @@
 //! can fill it.
 
 use crate::acceptor::AdoptOutcome;
+pub use crate::config::Peer;
 use crate::log_writer::LogWriter;
 use crate::metrics::inc;
 use crate::records::parse_records;
-use crate::store::Store;
+pub use crate::store::LocalTenant;
+use crate::store::{Store, LOG_READ_BYTES_MAX};
 use borealis_core::{Lsn, SegmentId, TenantId};
 use borealis_wire::{Body, Client, SegmentSummary};
 use std::collections::BTreeMap;
@@ -59,20 +61,6 @@ pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// `ReadLog` calls for one segment in one round: one lagging segment cannot starve the others
 /// (the next round continues where this one stopped).
 pub const FETCHES_PER_SEGMENT_PER_ROUND_MAX: usize = 64;
-
-/// A peer of the protection group.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Peer {
-    pub id: String,
-    pub addr: String,
-}
-
-/// What planning needs to know of one local tenant.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LocalTenant {
-    pub epoch: u64,
-    pub scl: BTreeMap<SegmentId, Lsn>,
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -342,7 +330,7 @@ async fn fetch(
             min_epoch: epoch,
             after,
             upto,
-            max_bytes: crate::node::LOG_READ_BYTES_MAX as u32,
+            max_bytes: LOG_READ_BYTES_MAX as u32,
             wait_ms: 0,
         };
         let Some(answer) = link.call(request).await else {

@@ -417,7 +417,7 @@ fn apply(store: &Store, op: WriteOp, group: &mut Group) {
                 Err(SkError::Io(e)) => fatal("writing records", &e),
                 Err(e) => {
                     inc(&metrics.appends_refused_total, 1);
-                    if matches!(e, SkError::DiskBudgetExhausted { .. }) {
+                    if matches!(e, SkError::DiskBudgetExhausted(_)) {
                         // Logged once per episode by the budget; counted here, per append.
                         inc(&metrics.appends_refused_budget_total, 1);
                     }

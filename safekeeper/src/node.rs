@@ -4,20 +4,13 @@ use crate::error::SkError;
 use crate::log_writer::{ErrorReturn, LogWriter};
 use crate::metrics::inc;
 use crate::records::parse_records;
-use crate::store::Store;
+use crate::store::{Store, LOG_READ_BYTES_MAX};
 use borealis_core::{EpochStart, Lsn, SegmentId, TenantId};
 use borealis_wire::{Body, Envelope};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// The most record bytes one `ReadLog` answer carries: well below a frame's limit, so the
-/// answer's envelope always fits.
-pub const LOG_READ_BYTES_MAX: usize = 4 * 1024 * 1024;
-const _: () = assert!(
-    LOG_READ_BYTES_MAX + 64 * 1024 <= borealis_wire::FRAME_BYTES_MAX,
-    "a ReadLog answer must fit in a frame"
-);
 /// The longest a `ReadLog` may wait for records to arrive.
 pub const READ_WAIT_MS_MAX: u32 = 5_000;
 

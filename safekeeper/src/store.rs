@@ -12,7 +12,6 @@
 
 use crate::disk_budget::SharedDiskBudget;
 use crate::error::SkError;
-use crate::gossip::LocalTenant;
 use crate::metrics::Metrics;
 use crate::segment_log::fsync_dir;
 use crate::tenant::{ReadResult, Tenant};
@@ -24,6 +23,21 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tracing::{info, warn};
+
+/// The most record bytes one `ReadLog` answer carries: well below a frame's limit, so the
+/// answer's envelope always fits.
+pub const LOG_READ_BYTES_MAX: usize = 4 * 1024 * 1024;
+const _: () = assert!(
+    LOG_READ_BYTES_MAX + 64 * 1024 <= borealis_wire::FRAME_BYTES_MAX,
+    "a ReadLog answer must fit in a frame"
+);
+
+/// What gossip's planning needs to know of one local tenant.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalTenant {
+    pub epoch: u64,
+    pub scl: BTreeMap<SegmentId, Lsn>,
+}
 
 pub struct Store {
     tenants_dir: PathBuf,

@@ -23,7 +23,7 @@
 //! failed) and [`wait_caught_up`] (how long a safekeeper took to hold the log its peers hold).
 
 use crate::cluster::TestCluster;
-use crate::workload::{DbState, History, Outcome, WriteOp};
+use crate::workload::{DbState, History, Outcome, Workload, WriteOp};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -865,6 +865,21 @@ pub fn scan_segment_file(path: &std::path::Path) -> (Vec<LocatedRecord>, Option<
         }
     }
     (records, None)
+}
+
+impl Workload {
+    /// Reads the final state and holds it and the whole history to every checker.
+    pub async fn check(&self) -> (History, CheckReport) {
+        let state = self.read_state().await;
+        let history = self.history();
+        let checks = check(
+            &history,
+            &state,
+            self.config.accounts,
+            self.config.initial_balance,
+        );
+        (history, checks)
+    }
 }
 
 #[cfg(test)]

@@ -200,6 +200,7 @@ impl TestCluster {
     }
 
     /// Stops the whole cluster the way a user does (SIGINT to `borealis up`) and waits for it.
+    #[allow(unsafe_code)] // libc calls, each with its SAFETY comment
     pub fn down(&mut self) {
         if let Some(mut child) = self.up.take() {
             // SAFETY: kill(2) has no memory-safety preconditions.

@@ -518,19 +518,6 @@ impl Workload {
         ))
     }
 
-    /// Reads the final state and holds it and the whole history to every checker.
-    pub async fn check(&self) -> (History, crate::checkers::CheckReport) {
-        let state = self.read_state().await;
-        let history = self.history();
-        let checks = crate::checkers::check(
-            &history,
-            &state,
-            self.config.accounts,
-            self.config.initial_balance,
-        );
-        (history, checks)
-    }
-
     /// The first line of a drill's report: the load, and the seed that replays it.
     pub fn describe(&self, load: &LoadConfig) -> String {
         format!(

@@ -45,6 +45,7 @@ async fn epoch(c: &TestCluster) -> serde_json::Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(unsafe_code)] // libc calls, each with its SAFETY comment
 async fn drill_3b_az_plus_one_down_with_commits_in_flight() {
     let c = TestCluster::start().await;
     let w = Workload::setup(&c, "bank", WorkloadConfig::default()).await;
@@ -73,11 +74,8 @@ async fn drill_3b_az_plus_one_down_with_commits_in_flight() {
         "SIGSTOP sk-b1 (pid {pid}): commits now wait for it"
     ));
     // SAFETY: kill(2) has no memory-safety preconditions.
-    assert_eq!(
-        unsafe { libc::kill(pid as i32, libc::SIGSTOP) },
-        0,
-        "SIGSTOP sk-b1"
-    );
+    let stopped = unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    assert_eq!(stopped, 0, "SIGSTOP sk-b1");
     w.sleep_until(frozen + FROZEN).await;
     let lost = w.mark("borealis node kill sk-b1 (3 of 6 left, commits in flight)");
     c.node("kill", "sk-b1");

@@ -315,6 +315,7 @@ fn run_statement(
     }
     // SAFETY: the handle is only used for plain counters, on this thread.
     let db = unsafe { conn.handle() };
+    // SAFETY: `db` is the open connection's handle; the call only reads a counter.
     let total_before = unsafe { ffi::sqlite3_total_changes64(db) };
     let rowid_before = conn.last_insert_rowid();
 
@@ -331,6 +332,7 @@ fn run_statement(
     }
     stepped?;
 
+    // SAFETY: as above; `conn` (and so `db`) is still open.
     let changed = unsafe { ffi::sqlite3_total_changes64(db) } != total_before;
     let rows_affected = if !readonly && changed {
         conn.changes()

@@ -439,6 +439,8 @@ unsafe extern "C" fn x_read(
     };
     // SAFETY: SQLite hands a writable buffer of `amount` bytes.
     let out = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), amount) };
+    // SAFETY: SQLite calls the methods of a file only between its successful xOpen and its
+    // xClose, so `file` is a `MainFile` this VFS opened (see [`state`]).
     unsafe { state(file) }.read(out, offset)
 }
 
@@ -453,6 +455,8 @@ unsafe extern "C" fn x_write(
     };
     // SAFETY: SQLite hands a readable buffer of `amount` bytes.
     let data = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), amount) };
+    // SAFETY: SQLite calls the methods of a file only between its successful xOpen and its
+    // xClose, so `file` is a `MainFile` this VFS opened (see [`state`]).
     unsafe { state(file) }.write(data, offset)
 }
 
@@ -460,6 +464,8 @@ unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: ffi::sqlite3
     let Ok(size) = u64::try_from(size) else {
         return ffi::SQLITE_IOERR_TRUNCATE;
     };
+    // SAFETY: SQLite calls the methods of a file only between its successful xOpen and its
+    // xClose, so `file` is a `MainFile` this VFS opened (see [`state`]).
     unsafe { state(file) }.truncate(size)
 }
 
@@ -472,6 +478,8 @@ unsafe extern "C" fn x_file_size(
     file: *mut ffi::sqlite3_file,
     size: *mut ffi::sqlite3_int64,
 ) -> c_int {
+    // SAFETY: SQLite calls the methods of a file only between its successful xOpen and its
+    // xClose, so `file` is a `MainFile` this VFS opened (see [`state`]).
     let bytes = unsafe { state(file) }.size_bytes();
     // SAFETY: SQLite passes a valid out pointer. A u32 page count times 4096 fits in i64.
     unsafe { *size = bytes as ffi::sqlite3_int64 };
@@ -497,13 +505,20 @@ unsafe extern "C" fn x_file_control(
     op: c_int,
     arg: *mut c_void,
 ) -> c_int {
+    // SAFETY (every `state(file)` below): SQLite calls the methods of a file only between its
+    // successful xOpen and its xClose, so `file` is a `MainFile` this VFS opened.
     match op {
+        // SAFETY: see above.
         ffi::SQLITE_FCNTL_BEGIN_ATOMIC_WRITE => unsafe { state(file) }.begin_batch(),
+        // SAFETY: see above.
         ffi::SQLITE_FCNTL_COMMIT_ATOMIC_WRITE => unsafe { state(file) }.commit_batch(),
         ffi::SQLITE_FCNTL_ROLLBACK_ATOMIC_WRITE => {
+            // SAFETY: see above.
             unsafe { state(file) }.rollback_batch();
             ffi::SQLITE_OK
         }
+        // SAFETY: with SQLITE_FCNTL_PRAGMA, SQLite passes `arg` as the `char*[3..]` array
+        // `pragma` expects.
         ffi::SQLITE_FCNTL_PRAGMA => unsafe { pragma(arg) },
         _ => ffi::SQLITE_NOTFOUND,
     }

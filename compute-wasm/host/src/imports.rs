@@ -17,7 +17,6 @@ use compute_abi::{
 use wasmtime::{Caller, Linker, Memory};
 
 use crate::error::BackendError;
-use crate::session::ComputeStats;
 use crate::Backend;
 
 const WASI: &str = "wasi_snapshot_preview1";
@@ -35,6 +34,19 @@ pub(crate) enum ImportFailure {
     Backend(BackendError),
     /// The guest handed over something malformed.
     Invalid(String),
+}
+
+/// Counters of one compute, for metrics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ComputeStats {
+    /// `get_page` calls (SQLite cache misses, plus one per dirty page at commit for its old image).
+    pub pages_read: u64,
+    /// Commits the backend accepted.
+    pub commits: u64,
+    /// Pages in those commits.
+    pub pages_committed: u64,
+    /// Encoded size of those commits' MTRs.
+    pub mtr_bytes: u64,
 }
 
 /// The host side of one instance.

@@ -8,21 +8,9 @@ use wasmtime::{Memory, Store, Trap, TypedFunc};
 
 use crate::engine::{ComputeEngine, EngineInner};
 use crate::error::ComputeError;
+pub use crate::imports::ComputeStats;
 use crate::imports::{HostState, ImportFailure};
 use crate::Backend;
-
-/// Counters of one compute, for metrics and tests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ComputeStats {
-    /// `get_page` calls (SQLite cache misses, plus one per dirty page at commit for its old image).
-    pub pages_read: u64,
-    /// Commits the backend accepted.
-    pub commits: u64,
-    /// Pages in those commits.
-    pub pages_committed: u64,
-    /// Encoded size of those commits' MTRs.
-    pub mtr_bytes: u64,
-}
 
 /// The guest's exports, looked up once.
 struct Exports {

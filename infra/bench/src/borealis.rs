@@ -358,6 +358,7 @@ impl Cluster {
     }
 
     /// Stops the cluster (SIGINT to `borealis up`, which stops every node) and waits.
+    #[allow(unsafe_code)] // libc calls, each with its SAFETY comment
     pub fn stop(&mut self) {
         if let Some(mut child) = self.up.take() {
             // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child.

@@ -55,6 +55,7 @@ pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// The uid and gid of `user`, from the password database.
+#[allow(unsafe_code)] // libc calls, each with its SAFETY comment
 fn user_ids(user: &str) -> anyhow::Result<(u32, u32)> {
     let name = std::ffi::CString::new(user)?;
     // SAFETY: getpwnam returns a pointer into static storage or null; we copy the two ids out
@@ -74,6 +75,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl Postgres {
+    #[allow(unsafe_code)] // libc calls, each with its SAFETY comment
     pub async fn start(work: &Path) -> anyhow::Result<Postgres> {
         let bin = find_bin_dir()?;
         let dir = tempfile::Builder::new()
@@ -231,6 +233,7 @@ impl Postgres {
     }
 
     /// Stops the server (fast shutdown: SIGINT) and waits for it.
+    #[allow(unsafe_code)] // libc calls, each with its SAFETY comment
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child.

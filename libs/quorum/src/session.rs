@@ -1,7 +1,7 @@
 //! A writer's session: the quorum writer plus the rules that need time — limbo, unsettled
 //! commits and member acknowledgement timeouts — as one sans-IO state machine.
 //!
-//! The gateway's driver (`gateway/src/log_writer/`) owns the sockets and tasks and reads the
+//! The gateway's driver (`gateway/src/volume_writer/`) owns the sockets and tasks and reads the
 //! clock; it passes the time in (`now`: time since the driver's origin) with every input, and
 //! acts on the [`Event`]s each input returns (log them; on [`Event::AckTimeout`], drop the
 //! member's connection). The simulator (`tests/src/sim`) drives the same machine with simulated

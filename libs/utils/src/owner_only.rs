@@ -20,6 +20,7 @@ pub const UMASK: u32 = 0o077;
 
 /// Sets the process's umask to [`UMASK`], so that every file and directory it creates from now
 /// on is owner-only. Call it before any thread starts (the umask is per process).
+#[allow(unsafe_code)] // libc calls, each with its SAFETY comment
 pub fn restrict_umask() {
     // SAFETY: umask(2) only sets the process's file mode creation mask; it cannot fail.
     unsafe {

@@ -51,7 +51,7 @@
 //! - GetPage fails, the instance traps or times out: that request fails (`unavailable` /
 //!   `timeout`), the instance is thrown away; the writer is never affected.
 
-use crate::compute_pool::ComputePool;
+use super::ComputePool;
 use crate::error::ApiError;
 use crate::page_client::PageClient;
 use crate::replica_cache::{Advanced, ReplicaCache};

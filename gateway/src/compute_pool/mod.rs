@@ -44,7 +44,7 @@
 //!
 //! ## Readers
 //!
-//! `"replica": true` requests go to the tenant's **reader** thread instead ([`crate::reader`]),
+//! `"replica": true` requests go to the tenant's **reader** thread instead ([`crate::compute_pool::reader`]),
 //! which has its own queue and idle timeout. A reader needs a live writer (its VDL and redo
 //! stream): it asks the writer's thread for one with a `Job::StartWriter`, and replica traffic
 //! keeps the writer's thread from stopping while the reader serves.
@@ -52,7 +52,8 @@
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::page_client::PageClient;
-use crate::reader::{run_reader, ReadMode, ReaderJob, ReplicaOutput};
+pub mod reader;
+
 use crate::volume::{Volume, VolumePages};
 use crate::volume_writer::{VolumeWriter, VolumeWriterConfig};
 use borealis_core::quorum::WRITE_QUORUM;
@@ -60,6 +61,7 @@ use borealis_core::{ErrorKind, Lsn, TenantId};
 use borealis_utils::LockExt;
 use compute_abi::{ExecRequest, ExecResponse};
 use compute_host::{Compute, ComputeEngine, ComputeError};
+use reader::{run_reader, ReadMode, ReaderJob, ReplicaOutput};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
