@@ -32,6 +32,11 @@ fn protocol_invariants_hold_over_many_seeds() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(SEEDS_DEFAULT);
+    // A long soak can be run in pieces: `BOREALIS_SIM_FIRST_SEED=200000 BOREALIS_SIM_SEEDS=100000`.
+    let first: u64 = std::env::var("BOREALIS_SIM_FIRST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let config = SimConfig::default();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
     let started = std::time::Instant::now();
@@ -42,8 +47,15 @@ fn protocol_invariants_hold_over_many_seeds() {
                 let config = &config;
                 scope.spawn(move || {
                     let mut totals = Totals::default();
-                    for seed in (t..seeds).step_by(threads as usize) {
-                        let out = run(seed, config);
+                    for seed in (first + t..first + seeds).step_by(threads as usize) {
+                        // A panic inside the protocol cores (an assertion) is a finding too:
+                        // reported with its seed.
+                        let out = match std::panic::catch_unwind(|| run(seed, config)) {
+                            Ok(out) => out,
+                            Err(_) => return Err(format!(
+                                "seed {seed} panicked (message above)\nreplay: BOREALIS_SIM_SEED={seed} cargo test -p borealis-tests --test simulator -- --nocapture"
+                            )),
+                        };
                         if let Some(v) = &out.violation {
                             let tail: Vec<&String> = out.trace.iter().rev().take(40).collect();
                             let mut report = String::new();
@@ -95,7 +107,7 @@ fn protocol_invariants_hold_over_many_seeds() {
         ack_timeouts,
     } = sum;
     println!(
-        "{seeds} seeds: {acked} acknowledged MTRs, {recoveries} recoveries, {fenced} fenced appends, \
+        "{seeds} seeds from {first}: {acked} acknowledged MTRs, {recoveries} recoveries, {fenced} fenced appends, \
          {crashes_mid_input} crashes between a barrier's actions, {limbo_entered} limbos \
          ({limbo_settled} settled, {limbo_refusals} commits refused in limbo), {ack_timeouts} ack \
          timeouts; {threads} threads, {:.1} s",

@@ -90,6 +90,20 @@ pub(super) async fn member_task(
                 writer.fail(format!("fenced by safekeeper {addr}: {message}"));
                 break;
             }
+            Err(WireError::Remote {
+                kind: ErrorKind::Invalid,
+                message,
+            }) => {
+                // Our epoch with another history: an earlier recovery attempt that reached
+                // fewer than a write quorum left the same epoch number on this member, and this
+                // recovery did not hear from it. It will never take our Hello; a new recovery
+                // sees its epoch and takes a higher one (found by the simulator).
+                writer.fail(format!(
+                    "safekeeper {addr} holds epoch {} with another history: {message}",
+                    writer.epoch
+                ));
+                break;
+            }
             Ok(_) | Err(_) => {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);

@@ -204,6 +204,14 @@ impl Member {
                 .map(|_| ())
                 .map_err(|Crashed| None),
             Err(Refusal::Fenced { ours, .. }) => Err(Some(ours)),
+            // The same epoch with another history: a recovery attempt that failed (it reached
+            // fewer than a write quorum, this member among them, then this member crashed or
+            // went away) left the epoch here, and a later recovery that did not hear from this
+            // member chose the same number. The writer is as good as fenced: it fails and the
+            // next recovery takes a higher epoch (the service's member task does the same).
+            Err(Refusal::Invalid { reason }) if reason.contains("was started with the history") => {
+                Err(Some(self.epoch()))
+            }
             Err(r) => panic!("writer sent an inconsistent Hello: {r:?}"),
         }
     }
