@@ -319,6 +319,27 @@ async fn fetch(
     epoch: u64,
     (mut after, upto): (Lsn, Lsn),
 ) {
+    // Same epoch *number* is not enough: a recovery attempt that reached fewer than a write
+    // quorum can leave epoch N with its own history on a member, and a later recovery that did
+    // not hear from that member can start another epoch N (RFC 0007). Records of one must never
+    // be chained into a log of the other: fetch only from a peer whose history is ours. (The
+    // `ReadLog` below still refuses if the peer's epoch number changes meanwhile; a member never
+    // changes its history within one epoch number.)
+    let Some(ours) = store
+        .tenant(tenant)
+        .map(|t| t.with_published(|p| p.history.clone()))
+    else {
+        return;
+    };
+    match link.call(Body::GetState { tenant }).await {
+        Some(Body::State { history, .. }) if history == ours => {}
+        Some(Body::State { epoch: theirs, .. }) if theirs == epoch => {
+            warn!(tenant = %tenant, %segment, peer = %link.peer.id, epoch,
+                "peer holds our epoch number with another history; not fetching from it");
+            return;
+        }
+        _ => return,
+    }
     for _ in 0..FETCHES_PER_SEGMENT_PER_ROUND_MAX {
         if after >= upto {
             return;

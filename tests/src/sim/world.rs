@@ -708,7 +708,12 @@ impl World {
         if m == p || !self.members[m].reachable() || !self.members[p].reachable() {
             return;
         }
-        if self.members[m].epoch() != self.members[p].epoch() {
+        // Same epoch and same history (RFC 0007: an epoch number alone may have been taken
+        // twice by recovery attempts), as the service's gossip checks with `GetState`.
+        if self.members[m].epoch() != self.members[p].epoch()
+            || self.members[m].acceptor.published().history
+                != self.members[p].acceptor.published().history
+        {
             return;
         }
         let (mine, theirs) = (self.members[m].scl(), self.members[p].scl());
