@@ -10,7 +10,9 @@
 //!   effect when it arrives late.
 //! - A peer in **our epoch** has a **higher SCL** for a segment: fetch `(our SCL, its SCL]` from
 //!   the peer with the highest SCL, with `ReadLog { epoch: Some(ours) }` so that a peer in another
-//!   epoch refuses instead of handing us records an older writer left behind. What comes back goes
+//!   epoch refuses instead of handing us records an older writer left behind. Before fetching we
+//!   ask the peer's `GetState` and fetch only if its history is ours: an epoch number can have been
+//!   taken twice by failed recovery attempts (RFC 0007), and the two logs must never be mixed. What comes back goes
 //!   through the log writer like any append: written, fsynced, then the SCL advances (and writers
 //!   are acked). Records we already hold are skipped, so fetching across a hole is cheap.
 //!
