@@ -90,7 +90,7 @@ impl SkError {
     /// The trim point a `LogTrimmed` answer names, if a control file would hold it (`0 < base`,
     /// `last_cpl <= base`): what a lagging peer may adopt ([`crate::gossip`]).
     pub fn trim_point_of(base: Lsn, last_cpl: Lsn) -> Option<TrimPoint> {
-        (base.is_valid() && last_cpl <= base).then_some(TrimPoint { base, last_cpl })
+        TrimPoint::from_refusal(base, last_cpl)
     }
 }
 

@@ -12,9 +12,18 @@
 //!   the peer with the highest SCL, with `ReadLog { epoch: Some(ours) }` so that a peer in another
 //!   epoch refuses instead of handing us records an older writer left behind. Before fetching we
 //!   ask the peer's `GetState` and fetch only if its history is ours: an epoch number can have been
-//!   taken twice by failed recovery attempts (RFC 0007), and the two logs must never be mixed. What comes back goes
-//!   through the log writer like any append: written, fsynced, then the SCL advances (and writers
-//!   are acked). Records we already hold are skipped, so fetching across a hole is cheap.
+//!   taken twice by failed recovery attempts (RFC 0007), and the two logs must never be mixed.
+//!   Records outside the range asked for are refused whole. What comes back goes through the
+//!   log writer like any append: written, fsynced, then the SCL advances (and writers are
+//!   acked). Records we already hold are skipped, so fetching across a hole is cheap. At most
+//!   [`FETCHES_PER_SEGMENT_PER_ROUND_MAX`] reads per segment and round.
+//!
+//! Every decision of a fetch — the same-history check, what an answer may hold, where the next
+//! read starts, when to adopt a trim point and when to stop — is made by the sans-IO
+//! [`borealis_quorum::gossip::PeerFetch`]; `fetch` here only carries its requests over the wire
+//! and its repairs and adopted trim points to the log writer, and logs. The protocol simulator
+//! (`tests/src/sim`) drives the same machine between its in-memory members, and plans its rounds
+//! with [`plan_round`].
 //!
 //! This is how a safekeeper that was down catches up, how a record lost in transit is filled in,
 //! and how a record found corrupt on disk is repaired.
@@ -26,7 +35,7 @@
 //! — its disk was replaced, or it was down while the others trimmed — does not need those
 //! records from anyone: they are durable and checkpointed in object storage. So it **adopts the
 //! peer's trim point** as its own base: the trim point the refusal names
-//! ([`crate::SkError::trim_point_of`]), if the acceptor judges
+//! ([`crate::SkError::trim_point_of`], [`crate::acceptor::TrimPoint::from_refusal`]), if the acceptor judges
 //! it ([`crate::acceptor::TenantAcceptor::judge_adopt_trim`]: same epoch, above our SCL, at or
 //! below the peer's SCL), and the log writer makes it durable like a trim
 //! ([`crate::tenant::Tenant::adopt_trim`]: control file first, then the segment file). Records we
@@ -43,10 +52,12 @@ use crate::acceptor::AdoptOutcome;
 pub use crate::config::Peer;
 use crate::log_writer::LogWriter;
 use crate::metrics::inc;
-use crate::records::parse_records;
+use crate::records::{parse_records, ParsedRecord};
 pub use crate::store::LocalTenant;
 use crate::store::{Store, LOG_READ_BYTES_MAX};
 use borealis_core::{Lsn, SegmentId, TenantId};
+pub use borealis_quorum::gossip::FETCHES_PER_SEGMENT_PER_ROUND_MAX;
+use borealis_quorum::gossip::{FetchEnd, FetchStep, PeerFetch};
 use borealis_wire::{Body, Client, SegmentSummary};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -60,9 +71,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest wait between attempts to reach a peer that is down.
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// `ReadLog` calls for one segment in one round: one lagging segment cannot starve the others
-/// (the next round continues where this one stopped).
-pub const FETCHES_PER_SEGMENT_PER_ROUND_MAX: usize = 64;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -312,6 +320,9 @@ async fn adopt_epoch(writer: &LogWriter, link: &mut PeerLink, tenant: TenantId, 
     }
 }
 
+/// Fills `(after, upto]` of `segment` from the peer behind `link`: a thin driver of
+/// [`PeerFetch`], which makes every decision (see its module docs); this carries its requests over
+/// the wire, its repairs and adopted trim points to the log writer, and logs.
 async fn fetch(
     store: &Store,
     writer: &LogWriter,
@@ -319,155 +330,131 @@ async fn fetch(
     tenant: TenantId,
     segment: SegmentId,
     epoch: u64,
-    (mut after, upto): (Lsn, Lsn),
+    (after, upto): (Lsn, Lsn),
 ) {
-    // Same epoch *number* is not enough: a recovery attempt that reached fewer than a write
-    // quorum can leave epoch N with its own history on a member, and a later recovery that did
-    // not hear from that member can start another epoch N (RFC 0007). Records of one must never
-    // be chained into a log of the other: fetch only from a peer whose history is ours. (The
-    // `ReadLog` below still refuses if the peer's epoch number changes meanwhile; a member never
-    // changes its history within one epoch number.)
     let Some(ours) = store
         .tenant(tenant)
         .map(|t| t.with_published(|p| p.history.clone()))
     else {
         return;
     };
-    match link.call(Body::GetState { tenant }).await {
-        Some(Body::State { history, .. }) if history == ours => {}
-        Some(Body::State { epoch: theirs, .. }) if theirs == epoch => {
-            warn!(tenant = %tenant, %segment, peer = %link.peer.id, epoch,
-                "peer holds our epoch number with another history; not fetching from it");
-            return;
-        }
-        _ => return,
-    }
-    for _ in 0..FETCHES_PER_SEGMENT_PER_ROUND_MAX {
-        if after >= upto {
-            return;
-        }
-        let request = Body::ReadLog {
-            tenant,
-            segment,
-            epoch: Some(epoch),
-            min_epoch: epoch,
-            after,
-            upto,
-            max_bytes: LOG_READ_BYTES_MAX as u32,
-            wait_ms: 0,
-        };
-        let Some(answer) = link.call(request).await else {
-            return;
-        };
-        let (records, known_vdl) = match answer {
-            Body::Records {
-                records, known_vdl, ..
-            } => (records, known_vdl),
-            Body::LogTrimmed { base, last_cpl } => {
-                inc(&store.metrics().gossip_trimmed_refusals_total, 1);
-                match adopt_trim(
-                    writer,
-                    link,
-                    (tenant, segment, epoch),
+    let mut machine: PeerFetch<ParsedRecord> = PeerFetch::new(segment, epoch, ours, after, upto);
+    // The raw bytes of the records of the last answer (what the log writer writes).
+    let mut raw = Vec::new();
+    let mut step = machine.start();
+    loop {
+        step = match step {
+            FetchStep::GetState => match link.call(Body::GetState { tenant }).await {
+                Some(Body::State { epoch, history, .. }) => machine.on_state(epoch, &history),
+                _ => return,
+            },
+            FetchStep::Read { after, upto } => {
+                let request = Body::ReadLog {
+                    tenant,
+                    segment,
+                    epoch: Some(epoch),
+                    min_epoch: epoch,
                     after,
                     upto,
-                    (base, last_cpl),
-                )
-                .await
-                {
-                    // Go on from the adopted base (or beyond, over records we held above it).
-                    Ok(scl) => {
-                        after = scl;
-                        continue;
+                    max_bytes: LOG_READ_BYTES_MAX as u32,
+                    wait_ms: 0,
+                };
+                match link.call(request).await {
+                    Some(Body::Records {
+                        records, known_vdl, ..
+                    }) => match parse_records(&records) {
+                        Ok(parsed) => {
+                            raw = records;
+                            machine.on_records(parsed, |p| p.lsn, known_vdl)
+                        }
+                        Err(e) => {
+                            warn!(peer = %link.peer.id, %tenant, %segment, error = %e, "peer sent corrupt records");
+                            return;
+                        }
+                    },
+                    Some(Body::LogTrimmed { base, last_cpl }) => {
+                        inc(&store.metrics().gossip_trimmed_refusals_total, 1);
+                        machine.on_trimmed(base, last_cpl)
                     }
-                    Err(reason) => {
+                    Some(other) => {
+                        warn!(peer = %link.peer.id, answer = other.name(), "unexpected answer to ReadLog");
+                        return;
+                    }
+                    None => return,
+                }
+            }
+            FetchStep::Repair { records, known_vdl } => {
+                let outcome = writer
+                    .repair(
+                        tenant,
+                        segment,
+                        epoch,
+                        known_vdl,
+                        std::mem::take(&mut raw),
+                        records,
+                    )
+                    .await;
+                if let Ok(o) = &outcome {
+                    if o.written > 0 {
+                        debug!(%tenant, %segment, records = o.written, peer = %link.peer.id, "repaired from peer");
+                    }
+                }
+                machine.on_repaired(outcome.map(|_| ()).map_err(|e| e.to_string()))
+            }
+            FetchStep::AdoptTrim { point, peer_scl } => {
+                let outcome = writer
+                    .adopt_trim(tenant, segment, epoch, peer_scl, point)
+                    .await;
+                match &outcome {
+                    Ok(AdoptOutcome::Adopted {
+                        base,
+                        last_cpl,
+                        old_scl,
+                        scl,
+                        dropped,
+                    }) => {
+                        info!(%tenant, %segment, peer = %link.peer.id, %base, %last_cpl, %old_scl, %scl, dropped,
+                            "adopted the peer's trim point as our base (the log below it is checkpointed to object storage)");
+                    }
+                    Ok(AdoptOutcome::NotBehind { .. }) => {}
+                    Err(e) => {
+                        debug!(%tenant, %segment, peer = %link.peer.id, base = %point.base, error = %e,
+                            "did not adopt the peer's trim point");
+                    }
+                }
+                machine.on_adopted(outcome.map_err(|e| e.to_string()))
+            }
+            FetchStep::Done(end) => {
+                match end {
+                    FetchEnd::OtherHistory => {
+                        warn!(tenant = %tenant, %segment, peer = %link.peer.id, epoch,
+                            "peer holds our epoch number with another history; not fetching from it");
+                    }
+                    FetchEnd::OutOfRange { .. } => {
+                        warn!(peer = %link.peer.id, %tenant, %segment, "peer sent records outside the range asked for");
+                    }
+                    FetchEnd::RepairRefused { reason } => {
+                        debug!(%tenant, %segment, error = %reason, "repair refused");
+                    }
+                    FetchEnd::TrimNotAdopted {
+                        after,
+                        base,
+                        last_cpl,
+                        reason,
+                    } => {
                         if link.trimmed_past_us.insert((tenant, segment)) {
                             warn!(peer = %link.peer.id, %tenant, %segment, our_scl = %after, %base, %last_cpl, %reason,
                                 "the peer trimmed its log past our SCL and we did not adopt its trim point: it cannot fill us");
                         }
-                        return;
                     }
+                    FetchEnd::CaughtUp
+                    | FetchEnd::RoundBudgetSpent
+                    | FetchEnd::PeerInAnotherEpoch { .. }
+                    | FetchEnd::NothingMore => {}
                 }
-            }
-            other => {
-                warn!(peer = %link.peer.id, answer = other.name(), "unexpected answer to ReadLog");
                 return;
             }
         };
-        let parsed = match parse_records(&records) {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(peer = %link.peer.id, %tenant, %segment, error = %e, "peer sent corrupt records");
-                return;
-            }
-        };
-        let Some(last) = parsed.last().map(|p| p.lsn) else {
-            return;
-        };
-        if parsed.iter().any(|p| p.lsn <= after || p.lsn > upto) {
-            warn!(peer = %link.peer.id, %tenant, %segment, "peer sent records outside the range asked for");
-            return;
-        }
-        match writer
-            .repair(tenant, segment, epoch, known_vdl, records, parsed)
-            .await
-        {
-            Ok(outcome) if outcome.written > 0 => {
-                debug!(%tenant, %segment, records = outcome.written, peer = %link.peer.id, "repaired from peer")
-            }
-            Ok(_) => {}
-            Err(e) => {
-                debug!(%tenant, %segment, error = %e, "repair refused");
-                return;
-            }
-        }
-        after = last;
-    }
-}
-
-/// The peer refused `ReadLog { after, .. }` because its log is trimmed past `after`, through
-/// `(base, last_cpl)`: adopt
-/// that trim point as ours, if the acceptor agrees
-/// ([`crate::acceptor::TenantAcceptor::judge_adopt_trim`]). `peer_scl` is the SCL from the
-/// peer's summary. Returns our SCL to fetch on from, or why nothing was adopted (the caller logs
-/// that once per peer and segment).
-async fn adopt_trim(
-    writer: &LogWriter,
-    link: &PeerLink,
-    (tenant, segment, epoch): (TenantId, SegmentId, u64),
-    after: Lsn,
-    peer_scl: Lsn,
-    (base, last_cpl): (Lsn, Lsn),
-) -> Result<Lsn, String> {
-    let Some(point) = crate::SkError::trim_point_of(base, last_cpl) else {
-        return Err("the refusal names no trim point a control file could hold".into());
-    };
-    match writer
-        .adopt_trim(tenant, segment, epoch, peer_scl, point)
-        .await
-    {
-        Ok(AdoptOutcome::Adopted {
-            base,
-            last_cpl,
-            old_scl,
-            scl,
-            dropped,
-        }) => {
-            info!(%tenant, %segment, peer = %link.peer.id, %base, %last_cpl, %old_scl, %scl, dropped,
-                "adopted the peer's trim point as our base (the log below it is checkpointed to object storage)");
-            Ok(scl)
-        }
-        // Filled meanwhile (by a writer or another peer): fetch on from there.
-        Ok(AdoptOutcome::NotBehind { scl }) if scl > after => Ok(scl),
-        Ok(AdoptOutcome::NotBehind { scl }) => Err(format!(
-            "its trim point {} is not above our SCL {scl}",
-            point.base
-        )),
-        Err(e) => {
-            debug!(%tenant, %segment, peer = %link.peer.id, base = %point.base, error = %e,
-                "did not adopt the peer's trim point");
-            Err(e.to_string())
-        }
     }
 }
 

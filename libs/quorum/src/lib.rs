@@ -26,6 +26,8 @@
 //! - [`acceptor`] is the other side: what a safekeeper does with a `Hello`, an append, a peer's
 //!   repair, an fsync, a trim. [`acceptor::Acceptor`] turns each input into ordered actions
 //!   (store the control state, truncate, write, publish) that a driver executes.
+//! - [`gossip::PeerFetch`] is how a member fills a gap from a peer: the same-history check, the
+//!   reads, what an answer may hold, adopting a trimmed peer's trim point.
 //!
 //! Nothing here reads a clock, draws a random number or touches a file or socket
 //! (`libs/quorum/clippy.toml` bans the clocks and thread RNGs). The drivers are the gateway's
@@ -35,6 +37,7 @@
 
 pub mod acceptor;
 pub mod consistency;
+pub mod gossip;
 pub mod recovery;
 pub mod session;
 pub mod writer;

@@ -22,6 +22,15 @@ pub struct TrimPoint {
     pub last_cpl: Lsn,
 }
 
+impl TrimPoint {
+    /// The trim point a peer's refusal of a read (`LogTrimmed { base, last_cpl }`) names, if a
+    /// control file would hold it (`0 < base`, `last_cpl <= base`): what a lagging member may
+    /// adopt ([`crate::gossip`]).
+    pub fn from_refusal(base: Lsn, last_cpl: Lsn) -> Option<TrimPoint> {
+        (base.is_valid() && last_cpl <= base).then_some(TrimPoint { base, last_cpl })
+    }
+}
+
 /// The backlink chain of one segment as held by this safekeeper.
 #[derive(Clone, Debug, Default)]
 pub struct SegmentChain {
