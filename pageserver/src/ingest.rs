@@ -52,9 +52,9 @@
 
 use crate::pages::ApplyError;
 use crate::safekeepers::{HeldState, LogAnswer, LogRequest, LogSource};
-use crate::segment_cursor::{plan_batch, Cursor, Plan, SourceProblem};
+use crate::segment_cursor::{plan_batch, Cursor, HeldSegment, Plan, SourceProblem};
+pub use crate::segment_cursor::{proof_quorum, ProofTally};
 use crate::tenant::{Segment, Shared, Tenant, Vouch};
-use borealis_core::quorum::{PG_MEMBERS, READ_QUORUM};
 use borealis_core::redo::RedoRecord;
 use borealis_core::{Lsn, SegmentId};
 use borealis_wire::FRAME_BYTES_MAX;
@@ -87,61 +87,6 @@ const _: () = assert!(
 );
 const _: () = assert!(POLL_BYTES_MAX <= LOG_READ_BYTES_MAX);
 const _: () = assert!(BACKOFF_MIN.as_millis() <= BACKOFF_MAX.as_millis());
-
-/// Safekeepers that must hold nothing newer to prove a segment complete (see the module docs).
-pub fn proof_quorum(safekeepers: usize) -> usize {
-    if safekeepers == PG_MEMBERS {
-        READ_QUORUM
-    } else {
-        safekeepers
-    }
-}
-
-/// Counts `GetState` answers towards proving that a segment has no durable record in
-/// `(caught, target]` (see the module docs).
-#[derive(Debug)]
-pub struct ProofTally {
-    segment: SegmentId,
-    caught: Lsn,
-    target: Lsn,
-    quorum: usize,
-    /// Safekeepers that hold no record of the segment above `caught`.
-    holding_nothing_newer: usize,
-    /// A safekeeper holding the segment completely up to `target`, if any answered.
-    pub complete_source: Option<usize>,
-}
-
-impl ProofTally {
-    pub fn new(segment: SegmentId, caught: Lsn, target: Lsn, quorum: usize) -> ProofTally {
-        assert!(quorum >= 1, "a proof needs at least one answer");
-        ProofTally {
-            segment,
-            caught,
-            target,
-            quorum,
-            holding_nothing_newer: 0,
-            complete_source: None,
-        }
-    }
-
-    pub fn add(&mut self, state: &HeldState) {
-        match state.segments.iter().find(|s| s.segment == self.segment) {
-            None => self.holding_nothing_newer += 1,
-            Some(s) => {
-                if s.end_lsn <= self.caught {
-                    self.holding_nothing_newer += 1;
-                }
-                if s.scl >= self.target && self.complete_source.is_none() {
-                    self.complete_source = Some(state.index);
-                }
-            }
-        }
-    }
-
-    pub fn proven(&self) -> bool {
-        self.holding_nothing_newer >= self.quorum
-    }
-}
 
 /// Starts following `segment` of `tenant`.
 pub(crate) fn spawn_follower(shared: Arc<Shared>, tenant: Arc<Tenant>, segment: Arc<Segment>) {
@@ -464,16 +409,15 @@ impl Follower {
     /// as a quorum has answered.
     async fn prove_complete(&mut self, target: Lsn) -> Proof {
         let mut tally = ProofTally::new(
-            self.segment.id,
             self.cursor.caught_up_to,
             target,
             proof_quorum(self.source.len()),
         );
         let mut answers = self.shared.safekeepers.ask_states(self.tenant.id);
         while let Some(state) = answers.next().await {
-            tally.add(&state);
+            tally.add(state.index, held_segment(&state, self.segment.id));
             if tally.proven() {
-                debug!(caught_up_to = %tally.caught, target = %target, "segment proved complete");
+                debug!(caught_up_to = %tally.range().0, target = %target, "segment proved complete");
                 return Proof::Complete;
             }
         }
@@ -566,6 +510,18 @@ impl Follower {
     }
 }
 
+/// What `state` says its safekeeper holds of `segment` (`None`: nothing).
+fn held_segment(state: &HeldState, segment: SegmentId) -> Option<HeldSegment> {
+    state
+        .segments
+        .iter()
+        .find(|s| s.segment == segment)
+        .map(|s| HeldSegment {
+            scl: s.scl,
+            end_lsn: s.end_lsn,
+        })
+}
+
 /// The LSN of the last record of a concatenation (each record checked), `None` if empty.
 fn last_lsn(mut buf: &[u8]) -> Result<Option<Lsn>, borealis_core::redo::CodecError> {
     let mut last = None;
@@ -598,33 +554,27 @@ mod tests {
     }
 
     #[test]
-    fn a_read_quorum_holding_nothing_newer_proves_the_segment_complete() {
+    fn a_get_state_answer_counts_for_the_segment_asked_about_only() {
         // Segment 1 applied up to 10; is it complete up to 50?
-        let mut t = ProofTally::new(SegmentId(1), Lsn(10), Lsn(50), 3);
-        t.add(&held(0, &[(0, 50, 50), (1, 10, 10)])); // its last record of segment 1 is 10
-        t.add(&held(1, &[(0, 50, 50)])); // holds nothing of segment 1 at all
+        let mut t = ProofTally::new(Lsn(10), Lsn(50), 3);
+        let answers = [
+            held(0, &[(0, 50, 50), (1, 10, 10)]), // its last record of segment 1 is 10
+            held(1, &[(0, 50, 50)]),              // holds nothing of segment 1 at all
+            held(2, &[(1, 12, 30)]),              // holds records above 10: counts against
+        ];
+        for a in &answers {
+            t.add(a.index, held_segment(a, SegmentId(1)));
+        }
         assert!(!t.proven());
-        t.add(&held(2, &[(1, 12, 30)])); // holds records above 10: counts against
-        assert!(!t.proven());
-        t.add(&held(3, &[(1, 8, 9)])); // behind, but holds nothing above 10 either
+        let behind = held(3, &[(1, 8, 9)]);
+        t.add(3, held_segment(&behind, SegmentId(1)));
         assert!(t.proven());
-        assert_eq!(t.complete_source, None);
-    }
-
-    #[test]
-    fn a_safekeeper_complete_up_to_the_target_is_a_source_not_a_proof() {
-        let mut t = ProofTally::new(SegmentId(0), Lsn(10), Lsn(50), 3);
-        t.add(&held(4, &[(0, 60, 70)]));
-        t.add(&held(5, &[(0, 55, 55)]));
-        assert!(!t.proven());
-        assert_eq!(t.complete_source, Some(4));
-    }
-
-    #[test]
-    fn proof_needs_a_read_quorum_of_six_or_everyone_otherwise() {
-        assert_eq!(proof_quorum(6), 3);
-        assert_eq!(proof_quorum(1), 1);
-        assert_eq!(proof_quorum(3), 3);
-        assert_eq!(proof_quorum(7), 7);
+        assert_eq!(
+            held_segment(&answers[0], SegmentId(1)),
+            Some(HeldSegment {
+                scl: Lsn(10),
+                end_lsn: Lsn(10)
+            })
+        );
     }
 }

@@ -95,7 +95,9 @@ pub mod page_service;
 pub mod pages;
 pub mod remote;
 pub mod safekeepers;
-pub mod segment_cursor;
+/// The follower's sans-IO core (the cursor, [`segment_cursor::plan_batch`], the proof of
+/// completeness), shared with the protocol simulator.
+pub use borealis_quorum::follower as segment_cursor;
 pub mod server;
 pub mod tenant;
 

@@ -1,4 +1,5 @@
-//! How far a segment's log has been applied, and what a safekeeper's answer proves (sans-IO).
+//! How far a follower (a pageserver) has applied a segment's log, and what a safekeeper's answers
+//! prove (sans-IO).
 //!
 //! A follower reads a segment's log from one safekeeper at a time with
 //! `ReadLog { after: caught_up_to, upto: target }`, where `target` is at or below a VDL someone
@@ -15,9 +16,19 @@
 //! - an answer with records proves completeness only up to its last record, because the
 //!   safekeeper may have cut it at `max_bytes`; the next read starts from there.
 //!
+//! A safekeeper that is behind does not prove that nothing lies between its SCL and the target:
+//! a segment with no record since may simply be idle. [`ProofTally`] counts `GetState` answers
+//! instead: if a read quorum holds no record of the segment above `caught_up_to`, no durable
+//! record lies in `(caught_up_to, target]` (every durable record is on a write quorum, and every
+//! read quorum meets every write quorum).
+//!
 //! The cursor's invariant: every record of the segment at or below `caught_up_to` has been
 //! applied, and `last_applied` (≤ `caught_up_to`) is the newest of them.
+//!
+//! The pageserver's follower (`pageserver/src/ingest.rs`, which re-exports this module as
+//! `pageserver::segment_cursor`) and the protocol simulator's (`tests/src/sim`) drive it.
 
+use borealis_core::quorum::{PG_MEMBERS, READ_QUORUM};
 use borealis_core::redo::RedoRecord;
 use borealis_core::{Lsn, SegmentId, SegmentLayout};
 
@@ -150,6 +161,73 @@ impl Cursor {
     /// Another proof (a read quorum holding nothing newer) that the segment is complete to `lsn`.
     pub fn prove_complete(&mut self, lsn: Lsn) {
         self.caught_up_to = self.caught_up_to.max(lsn);
+    }
+}
+
+/// Safekeepers that must hold nothing newer to prove a segment complete (see the module docs).
+pub fn proof_quorum(safekeepers: usize) -> usize {
+    if safekeepers == PG_MEMBERS {
+        READ_QUORUM
+    } else {
+        safekeepers
+    }
+}
+
+/// What one safekeeper's `GetState` says it holds of the segment a proof is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldSegment {
+    pub scl: Lsn,
+    /// The highest LSN it holds, complete or not.
+    pub end_lsn: Lsn,
+}
+
+/// Counts `GetState` answers towards proving that a segment has no durable record in
+/// `(caught, target]` (see the module docs).
+#[derive(Debug)]
+pub struct ProofTally {
+    caught: Lsn,
+    target: Lsn,
+    quorum: usize,
+    /// Safekeepers that hold no record of the segment above `caught`.
+    holding_nothing_newer: usize,
+    /// A safekeeper holding the segment completely up to `target`, if any answered.
+    pub complete_source: Option<usize>,
+}
+
+impl ProofTally {
+    pub fn new(caught: Lsn, target: Lsn, quorum: usize) -> ProofTally {
+        assert!(quorum >= 1, "a proof needs at least one answer");
+        ProofTally {
+            caught,
+            target,
+            quorum,
+            holding_nothing_newer: 0,
+            complete_source: None,
+        }
+    }
+
+    /// Safekeeper `index` answered; `held` is what it holds of the segment (`None`: nothing).
+    pub fn add(&mut self, index: usize, held: Option<HeldSegment>) {
+        match held {
+            None => self.holding_nothing_newer += 1,
+            Some(s) => {
+                if s.end_lsn <= self.caught {
+                    self.holding_nothing_newer += 1;
+                }
+                if s.scl >= self.target && self.complete_source.is_none() {
+                    self.complete_source = Some(index);
+                }
+            }
+        }
+    }
+
+    pub fn proven(&self) -> bool {
+        self.holding_nothing_newer >= self.quorum
+    }
+
+    /// What the proof is about: no durable record in `(caught, target]`.
+    pub fn range(&self) -> (Lsn, Lsn) {
+        (self.caught, self.target)
     }
 }
 
@@ -307,5 +385,44 @@ mod tests {
         let mut c3 = c;
         c3.commit(&p, 0);
         assert_eq!(c3, c);
+    }
+
+    fn held(scl: u64, end_lsn: u64) -> Option<HeldSegment> {
+        Some(HeldSegment {
+            scl: Lsn(scl),
+            end_lsn: Lsn(end_lsn),
+        })
+    }
+
+    #[test]
+    fn a_read_quorum_holding_nothing_newer_proves_the_segment_complete() {
+        // Applied up to 10; is the segment complete up to 50?
+        let mut t = ProofTally::new(Lsn(10), Lsn(50), 3);
+        t.add(0, held(10, 10)); // its last record of the segment is 10
+        t.add(1, None); // holds nothing of the segment at all
+        assert!(!t.proven());
+        t.add(2, held(12, 30)); // holds records above 10: counts against
+        assert!(!t.proven());
+        t.add(3, held(8, 9)); // behind, but holds nothing above 10 either
+        assert!(t.proven());
+        assert_eq!(t.complete_source, None);
+        assert_eq!(t.range(), (Lsn(10), Lsn(50)));
+    }
+
+    #[test]
+    fn a_safekeeper_complete_up_to_the_target_is_a_source_not_a_proof() {
+        let mut t = ProofTally::new(Lsn(10), Lsn(50), 3);
+        t.add(4, held(60, 70));
+        t.add(5, held(55, 55));
+        assert!(!t.proven());
+        assert_eq!(t.complete_source, Some(4));
+    }
+
+    #[test]
+    fn proof_needs_a_read_quorum_of_six_or_everyone_otherwise() {
+        assert_eq!(proof_quorum(6), 3);
+        assert_eq!(proof_quorum(1), 1);
+        assert_eq!(proof_quorum(3), 3);
+        assert_eq!(proof_quorum(7), 7);
     }
 }

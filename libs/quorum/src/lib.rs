@@ -28,6 +28,9 @@
 //!   (store the control state, truncate, write, publish) that a driver executes.
 //! - [`gossip::PeerFetch`] is how a member fills a gap from a peer: the same-history check, the
 //!   reads, what an answer may hold, adopting a trimmed peer's trim point.
+//! - [`follower`] is how a pageserver follows a segment's log: which records of a safekeeper's
+//!   answer to apply ([`follower::plan_batch`]), how far the segment is then known complete, and
+//!   when a read quorum proves that nothing newer exists ([`follower::ProofTally`]).
 //!
 //! Nothing here reads a clock, draws a random number or touches a file or socket
 //! (`libs/quorum/clippy.toml` bans the clocks and thread RNGs). The drivers are the gateway's
@@ -37,6 +40,7 @@
 
 pub mod acceptor;
 pub mod consistency;
+pub mod follower;
 pub mod gossip;
 pub mod recovery;
 pub mod session;
