@@ -328,43 +328,17 @@ impl Cluster {
     }
 }
 
-/// Hands out free loopback ports, never the same one twice in one plan.
-///
-/// Ports are chosen at random **below the kernel's ephemeral range**
-/// (`/proc/sys/net/ipv4/ip_local_port_range`, 32768–60999 by default), and held (bound) until the
-/// plan is done. A port the kernel handed out with `bind(:0)` comes from the ephemeral range, the
-/// same range every outgoing connection's local port comes from: between the plan and the node's
-/// own `bind`, any connection on the machine (another cluster's gateway talking to its
-/// safekeepers, say) could take it, and the node failed to start with "address already in use"
-/// (seen in CI with two test clusters starting at once). Below the range only another listener
-/// can take it, and a random choice makes two clusters planning at once unlikely to meet.
+/// Hands out free loopback ports, never the same one twice in one plan: each is held (bound)
+/// until the plan is done. Ports are chosen below the kernel's ephemeral range
+/// ([`borealis_utils::ports`] says why).
 #[derive(Default)]
 struct PortAllocator {
     held: Vec<TcpListener>,
 }
 
-/// The lowest port the allocator uses.
-const PLANNED_PORT_MIN: u16 = 10_000;
-
 impl PortAllocator {
     fn next(&mut self) -> anyhow::Result<u16> {
-        let ephemeral_min = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-            .unwrap_or(32_768);
-        if ephemeral_min > PLANNED_PORT_MIN + 1_000 {
-            use rand::Rng;
-            let mut rng = rand::rng();
-            for _ in 0..1_000 {
-                let port = rng.random_range(PLANNED_PORT_MIN..ephemeral_min);
-                if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
-                    self.held.push(l);
-                    return Ok(port);
-                }
-            }
-        }
-        // No room below the ephemeral range (or all of it taken): any free port.
-        let l = TcpListener::bind("127.0.0.1:0")?;
+        let l = borealis_utils::ports::hold_free_port()?;
         let port = l.local_addr()?.port();
         self.held.push(l);
         Ok(port)

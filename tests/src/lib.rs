@@ -38,27 +38,9 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
-/// A free loopback port (bound and released), chosen at random below the kernel's ephemeral
-/// range like `borealis up`'s (`infra/src/cluster.rs` `PortAllocator`): an ephemeral port may be
-/// taken by any outgoing connection before the server that is given it binds it.
+/// A free loopback port (bound and released), chosen below the kernel's ephemeral range
+/// ([`borealis_utils::ports`] says why).
 pub fn free_port() -> u16 {
-    use rand::Rng;
-    let ephemeral_min = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
-    if ephemeral_min > 11_000 {
-        let mut rng = rand::rng();
-        for _ in 0..1_000 {
-            let port = rng.random_range(10_000..ephemeral_min);
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                return port;
-            }
-        }
-    }
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    borealis_utils::ports::free_port().expect("a free loopback port")
 }
 pub mod sim;

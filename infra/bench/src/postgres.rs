@@ -70,8 +70,7 @@ fn user_ids(user: &str) -> anyhow::Result<(u32, u32)> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
+    Ok(borealis_utils::ports::free_port()?)
 }
 
 impl Postgres {
