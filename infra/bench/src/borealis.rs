@@ -12,6 +12,7 @@
 //! `{"sql", "params"}` request; a bulk load sends one batch request per
 //! [`BULK_BATCH_ROWS`] rows. Every answer is checked (rows affected, row shapes).
 
+use crate::cpu::Proc;
 use crate::stats::{drive_async, Run};
 use crate::workload::{
     account_for, bulk_row, transfer_for, System, Totals, ACCOUNTS_BATCH_ROWS, ACCOUNT_FILLER,
@@ -417,6 +418,8 @@ pub fn prometheus_value(text: &str, name: &str) -> Option<f64> {
 pub struct BorealisSql {
     pub api: Api,
     pub tenant: Tenant,
+    /// The cluster's directory, whose `cluster.json` names its processes.
+    pub dir: PathBuf,
 }
 
 fn stmt(sql: &str, params: Value) -> Value {
@@ -458,6 +461,44 @@ pub async fn transfer(
 }
 
 impl System for BorealisSql {
+    /// The gateway, the safekeepers and the pageservers, as `cluster.json` names them now (a
+    /// drill may have restarted one).
+    fn processes(&self) -> Vec<Proc> {
+        let Ok(bytes) = std::fs::read(self.dir.join("cluster.json")) else {
+            return Vec::new();
+        };
+        let Ok(layout) = serde_json::from_slice::<Value>(&bytes) else {
+            return Vec::new();
+        };
+        let pid = |v: &Value| {
+            v.get("pid")
+                .and_then(Value::as_u64)
+                .and_then(|p| u32::try_from(p).ok())
+        };
+        let mut procs: Vec<Proc> = layout
+            .get("gateway")
+            .and_then(pid)
+            .map(|p| Proc::new("gateway", p, false))
+            .into_iter()
+            .collect();
+        for node in layout
+            .get("nodes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let kind = match node.get("role").and_then(Value::as_str) {
+                Some("safekeeper") => "safekeepers",
+                Some("pageserver") => "pageservers",
+                _ => continue,
+            };
+            if let Some(p) = pid(node) {
+                procs.push(Proc::new(kind, p, false));
+            }
+        }
+        procs
+    }
+
     async fn load_accounts(&mut self, accounts: u64) -> anyhow::Result<()> {
         for s in SQLITE.create {
             self.api.sql(&self.tenant, s, json!([])).await?;

@@ -37,6 +37,7 @@
 mod borealis;
 mod cold_start;
 mod compute_bench;
+mod cpu;
 mod fsync;
 mod machine;
 mod postgres;
@@ -446,6 +447,7 @@ async fn borealis_parts_run(
         let mut sys = borealis::BorealisSql {
             api: cluster.api.clone(),
             tenant: tenant.clone(),
+            dir: cluster.data_dir().to_path_buf(),
         };
         if cli.wants("borealis") {
             let fig = workload::run_suite("Borealis", &mut sys, scale, checks).await?;

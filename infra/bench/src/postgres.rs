@@ -11,6 +11,7 @@
 //! On a machine without PostgreSQL: `apt-get install -y postgresql` (Debian), or pass
 //! `--skip postgres`.
 
+use crate::cpu::Proc;
 use crate::stats::{drive_async, Run};
 use crate::workload::{
     account_for, bulk_row, transfer_for, System, Totals, ACCOUNTS_BATCH_ROWS, ACCOUNT_FILLER,
@@ -264,6 +265,15 @@ struct Session {
 type Sessions = Arc<Vec<Mutex<Session>>>;
 
 impl System for Postgres {
+    /// The postmaster with its backends and helpers.
+    fn processes(&self) -> Vec<Proc> {
+        self.child
+            .as_ref()
+            .map(|c| Proc::new("postgres", c.id(), true))
+            .into_iter()
+            .collect()
+    }
+
     async fn load_accounts(&mut self, accounts: u64) -> anyhow::Result<()> {
         let mut s = self.sessions(1, &[POSTGRES.insert_account]).await?;
         let Session {

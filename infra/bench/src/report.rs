@@ -185,6 +185,52 @@ fn concurrency_table(
     table(&headers, &rows)
 }
 
+/// CPU per 1,000 operations of every system, workload and concurrency level ([`crate::cpu`]).
+fn cpu_table(res: &Results) -> String {
+    let systems = [
+        ("Borealis", &res.borealis),
+        ("PostgreSQL", &res.postgres),
+        ("SQLite", &res.sqlite),
+    ];
+    let mut kinds: Vec<String> = Vec::new();
+    let mut lines: Vec<(String, &str, usize, &Run)> = Vec::new();
+    for (name, f) in systems {
+        let Some(f) = f else { continue };
+        for (workload, runs) in [("transfers", &f.transfers), ("point reads", &f.reads)] {
+            for (c, run) in runs {
+                for (kind, _) in &run.cpu_ms_per_1000 {
+                    if kind != "total" && !kinds.contains(kind) {
+                        kinds.push(kind.clone());
+                    }
+                }
+                lines.push((name.to_string(), workload, *c, run));
+            }
+        }
+    }
+    if lines.iter().all(|l| l.3.cpu_ms_per_1000.is_empty()) {
+        return "not measured\n".into();
+    }
+    kinds.push("total".into());
+    let mut headers = vec!["system", "workload", "clients"];
+    headers.extend(kinds.iter().map(String::as_str));
+    let rows: Vec<Vec<String>> = lines
+        .iter()
+        .map(|(name, workload, c, run)| {
+            let mut row = vec![name.clone(), workload.to_string(), c.to_string()];
+            for kind in &kinds {
+                row.push(
+                    run.cpu_ms_per_1000
+                        .iter()
+                        .find(|(k, _)| k == kind)
+                        .map_or("–".into(), |(_, ms)| format!("{ms:.0}")),
+                );
+            }
+            row
+        })
+        .collect();
+    table(&headers, &rows)
+}
+
 /// Renders every section.
 pub fn render(res: &Results) -> String {
     let mut out = String::new();
@@ -202,6 +248,13 @@ pub fn render(res: &Results) -> String {
     } else {
         out.push_str("not measured\n");
     }
+    out.push_str(
+        "\n### CPU per 1,000 operations, by process (ms of user + system time, from `/proc`)\n\n\
+         Robust where the rates above are not: a busy machine slows a system down, but changes \
+         little what each operation costs. \"bench client\" is the benchmark's own process: the \
+         clients, and native SQLite itself.\n\n",
+    );
+    out.push_str(&cpu_table(res));
 
     out.push_str("\n### Bulk load (one client, transactions of 5,000 single-row INSERTs)\n\n");
     let mut rows = Vec::new();

@@ -64,6 +64,11 @@ impl NativeSqlite {
 }
 
 impl System for NativeSqlite {
+    /// SQLite runs inside the benchmark's own process, which the caller counts.
+    fn processes(&self) -> Vec<crate::cpu::Proc> {
+        Vec::new()
+    }
+
     async fn load_accounts(&mut self, accounts: u64) -> anyhow::Result<()> {
         let writer = self.writer.clone();
         Self::blocking(move || {

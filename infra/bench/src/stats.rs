@@ -73,6 +73,9 @@ pub struct Run {
     pub first_error: Option<String>,
     pub elapsed: Duration,
     pub latencies: Latencies,
+    /// Milliseconds of CPU per 1,000 completed operations, per kind of process, then `"total"`
+    /// ([`crate::cpu`]); empty when not measured.
+    pub cpu_ms_per_1000: Vec<(String, f64)>,
 }
 
 impl Run {

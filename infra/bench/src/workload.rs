@@ -20,6 +20,7 @@
 //! rows with the expected `sum(k)`. Every point read must return exactly one integer. A system
 //! that breaks any of these makes the harness exit non-zero ([`Checks`]).
 
+use crate::cpu::{self, Proc};
 use crate::stats::{Rng, Run};
 use std::time::Duration;
 
@@ -167,6 +168,28 @@ pub trait System {
     /// Loads bulk rows `[0, rows)`; returns how long it took.
     async fn bulk_load(&mut self, rows: u64) -> anyhow::Result<Duration>;
     async fn totals(&mut self) -> anyhow::Result<Totals>;
+    /// The processes of the system, for CPU per operation ([`crate::cpu`]); the benchmark's own
+    /// process is added by the caller.
+    fn processes(&self) -> Vec<Proc>;
+}
+
+/// Runs `run` with CPU accounting: the run's [`Run::cpu_ms_per_1000`] is filled from `procs`.
+async fn with_cpu<F: std::future::Future<Output = anyhow::Result<Run>>>(
+    procs: Vec<Proc>,
+    run: F,
+) -> anyhow::Result<Run> {
+    let before = cpu::sample(&procs);
+    let mut run = run.await?;
+    let after = cpu::sample(&procs);
+    run.cpu_ms_per_1000 = cpu::per_thousand(&before, &after, run.ok);
+    Ok(run)
+}
+
+/// The processes of `system` and the benchmark's own.
+fn all_processes<S: System>(system: &S) -> Vec<Proc> {
+    let mut procs = system.processes();
+    procs.push(cpu::this_process());
+    procs
 }
 
 /// The figures of one system.
@@ -196,11 +219,13 @@ pub async fn run_suite<S: System>(
         t0.elapsed().as_secs_f64()
     );
     for &c in &scale.clients {
-        let run = system.transfers(c, scale.duration, scale.accounts).await?;
+        let procs = all_processes(system);
+        let run = with_cpu(procs, system.transfers(c, scale.duration, scale.accounts)).await?;
         println!(
-            "  {name}: transfers, {c:>2} clients: {:>8.0} tx/s{}",
+            "  {name}: transfers, {c:>2} clients: {:>8.0} tx/s{}{}",
             run.per_sec(),
-            errors_note(&run)
+            errors_note(&run),
+            cpu_note(&run)
         );
         fig.transfers.push((c, run));
     }
@@ -216,11 +241,13 @@ pub async fn run_suite<S: System>(
         checks,
     );
     for &c in &scale.clients {
-        let run = system.reads(c, scale.duration, scale.accounts).await?;
+        let procs = all_processes(system);
+        let run = with_cpu(procs, system.reads(c, scale.duration, scale.accounts)).await?;
         println!(
-            "  {name}: point reads, {c:>2} clients: {:>8.0} reads/s{}",
+            "  {name}: point reads, {c:>2} clients: {:>8.0} reads/s{}{}",
             run.per_sec(),
-            errors_note(&run)
+            errors_note(&run),
+            cpu_note(&run)
         );
         if run.errors == 0 {
             checks.pass();
@@ -261,6 +288,19 @@ pub async fn run_suite<S: System>(
         ));
     }
     Ok(fig)
+}
+
+/// `; CPU ms per 1,000: gateway 210, ...` for the progress line.
+fn cpu_note(run: &Run) -> String {
+    if run.cpu_ms_per_1000.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = run
+        .cpu_ms_per_1000
+        .iter()
+        .map(|(kind, ms)| format!("{kind} {ms:.0}"))
+        .collect();
+    format!("; CPU ms per 1,000: {}", parts.join(", "))
 }
 
 fn errors_note(run: &Run) -> String {
