@@ -20,6 +20,8 @@
 //!   VDL a new writer starts from and the epoch it installs. Because every read quorum meets every
 //!   write quorum, every record that was durable is seen; records above the VDL were never
 //!   acknowledged and are truncated on every member under the new epoch.
+//!   [`volume_recovery`] does the same for a volume of many segments (RFC 0008): the newest
+//!   history volume-wide, then the end from the sources' record indexes above a durable anchor.
 //!
 //! - [`session::WriterSession`] adds the writer's rules that need time — limbo (RFC 0004),
 //!   unsettled commits, member acknowledgement timeouts — with the time passed in.
@@ -44,6 +46,7 @@ pub mod follower;
 pub mod gossip;
 pub mod recovery;
 pub mod session;
+pub mod volume_recovery;
 pub mod writer;
 
 pub use consistency::ConsistencyTracker;

@@ -1,0 +1,488 @@
+//! Recovery of a volume of many segments, each its own protection group (RFC 0008).
+//!
+//! [`crate::recovery::plan`] finds where a new writer starts when the volume is one segment: the
+//! source member's last CPL. With many segments no member's SCL says anything about the LSNs of
+//! other segments, so recovery is done in two rounds, each decided here without I/O:
+//!
+//! 1. [`plan_sources`], from every group's member states (a read quorum of each) and the
+//!    **anchor** — the highest VDL any member was told (durable, so every LSN at or below it
+//!    exists in its segment's quorum): the new epoch; the **newest history** `H*`, that of the
+//!    writer that wrote last anywhere in the volume; and per segment the **source**, the member
+//!    whose log, cut to what `H*` keeps of it, reaches highest. Choosing each group's source on
+//!    its own would be wrong: a group the newest writer never wrote to cannot tell its members that
+//!    missed that writer's `Hello` (and still hold an older writer's unfinished MTR) from those
+//!    that did (RFC 0008 §1 has the example).
+//! 2. The driver asks each source for the headers of its records above the anchor (an
+//!    [`Index`]); [`plan_end`] then finds the volume's **end**: the highest CPL at or above the
+//!    anchor such that every LSN between the two is held by some source. LSNs are dense and each
+//!    names a record of exactly one segment, so "every LSN is held" is a property of the union of
+//!    the indexes. The end keeps every acknowledged commit (each of its LSNs was on 4 of its
+//!    group's 6, and any 3 include one of them) and shows no torn one (a commit missing from one
+//!    group leaves a hole that the end stops below).
+//!
+//! With one group this computes what [`crate::recovery::plan`] computes (tested below).
+
+use crate::recovery::{MemberReport, RecoveryError};
+use borealis_core::history::{last_log_epoch, prefix_for, truncation_point, EpochStart};
+use borealis_core::quorum::READ_QUORUM;
+use borealis_core::{Lsn, SegmentId};
+use std::collections::BTreeMap;
+use thiserror::Error;
+
+/// What the first round decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeSources {
+    /// The new writer's epoch: one above every epoch reported.
+    pub epoch: u64,
+    /// Every LSN at or below it is durable (the highest VDL any member was told).
+    pub anchor: Lsn,
+    /// The history of the writer that wrote last (up to its epoch): what the records kept follow.
+    pub newest_history: Vec<EpochStart>,
+    /// Per segment: the source member (its index in the group) and its SCL cut to
+    /// `newest_history`. The driver reads the source's [`Index`] of `(anchor, usable SCL]`.
+    pub sources: BTreeMap<SegmentId, Source>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub member: usize,
+    /// The member's SCL of the segment, cut to what the newest history keeps.
+    pub usable_scl: Lsn,
+}
+
+/// One record's header, as a source reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub lsn: Lsn,
+    pub prev_lsn_segment: Lsn,
+    pub is_cpl: bool,
+}
+
+/// A source's answer for one segment: its last record at or below the anchor (`INVALID`: none),
+/// then the headers of its records in `(anchor, usable SCL]`, in LSN order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Index {
+    pub before: Lsn,
+    pub entries: Vec<IndexEntry>,
+}
+
+/// Where the new writer starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumePlan {
+    pub epoch: u64,
+    /// The volume's end: the new writer's VDL and its epoch's start.
+    pub vdl: Lsn,
+    /// The new writer's history, ending with `(epoch, vdl)`.
+    pub history: Vec<EpochStart>,
+    /// Per segment, its last record at or below `vdl`: where its chain goes on, and what a write
+    /// quorum of its group must hold before the writer serves.
+    pub segment_tails: BTreeMap<SegmentId, Lsn>,
+    /// Per segment, the member that holds it completely up to its tail.
+    pub sources: BTreeMap<SegmentId, usize>,
+}
+
+/// An answer that breaks the protocol: the driver asks again (or another member).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum IndexError {
+    #[error("segment {segment}: no index was given for it")]
+    Missing { segment: SegmentId },
+    #[error(
+        "segment {segment}: index entry {lsn} is out of order, out of range or does not chain"
+    )]
+    Broken { segment: SegmentId, lsn: Lsn },
+    #[error("LSN {lsn} is reported by segments {a} and {b}: an LSN names one record")]
+    Duplicate {
+        lsn: Lsn,
+        a: SegmentId,
+        b: SegmentId,
+    },
+}
+
+/// Round one: the epoch, the newest history and each segment's source. `groups` has, per segment,
+/// the reports of the members of its group that answered (`member` is the index in the group; a
+/// report may list other segments too, which are ignored here). `anchor` is the highest
+/// `known_vdl` any member reported.
+pub fn plan_sources(
+    groups: &BTreeMap<SegmentId, Vec<MemberReport>>,
+    anchor: Lsn,
+) -> Result<VolumeSources, RecoveryError> {
+    for reports in groups.values() {
+        let mut members: Vec<usize> = reports.iter().map(|r| r.member).collect();
+        members.sort_unstable();
+        members.dedup();
+        if members.len() < READ_QUORUM {
+            return Err(RecoveryError::NoReadQuorum(members.len()));
+        }
+    }
+    let highest = groups
+        .values()
+        .flatten()
+        .map(|r| r.epoch)
+        .max()
+        .unwrap_or(0);
+    let epoch = highest
+        .checked_add(1)
+        .ok_or(RecoveryError::EpochsExhausted(highest))?;
+    // The writer that wrote last, anywhere: the highest epoch of any member's last record of any
+    // segment (then the highest SCL, so the history kept is the longest that epoch's records
+    // need).
+    let newest_history = groups
+        .iter()
+        .flat_map(|(segment, reports)| {
+            reports.iter().filter_map(move |r| {
+                let &(_, scl, _) = r.segments.iter().find(|s| s.0 == *segment)?;
+                Some((last_log_epoch(&r.history, scl), scl, r))
+            })
+        })
+        .max_by_key(|&(e, scl, _)| (e, scl))
+        .map(|(_, scl, r)| prefix_for(&r.history, scl))
+        .unwrap_or_default();
+    let mut sources = BTreeMap::new();
+    for (segment, reports) in groups {
+        let best = reports
+            .iter()
+            .filter_map(|r| {
+                let &(_, scl, _) = r.segments.iter().find(|s| s.0 == *segment)?;
+                let usable = scl.min(truncation_point(&r.history, &newest_history));
+                Some(Source {
+                    member: r.member,
+                    usable_scl: usable,
+                })
+            })
+            // Highest usable SCL; among equals the lowest member, so the plan is deterministic.
+            .max_by_key(|s| (s.usable_scl, std::cmp::Reverse(s.member)));
+        if let Some(best) = best {
+            sources.insert(*segment, best);
+        }
+    }
+    Ok(VolumeSources {
+        epoch,
+        anchor,
+        newest_history,
+        sources,
+    })
+}
+
+/// Round two: the volume's end from the sources' indexes (one per segment of `sources`).
+pub fn plan_end(
+    sources: &VolumeSources,
+    indexes: &BTreeMap<SegmentId, Index>,
+) -> Result<VolumePlan, IndexError> {
+    let anchor = sources.anchor;
+    // Every entry above the anchor, by LSN, with its segment; each index checked on the way.
+    let mut held: BTreeMap<Lsn, (SegmentId, bool)> = BTreeMap::new();
+    for (&segment, source) in &sources.sources {
+        let index = indexes
+            .get(&segment)
+            .ok_or(IndexError::Missing { segment })?;
+        let mut prev = index.before;
+        if prev > anchor {
+            return Err(IndexError::Broken { segment, lsn: prev });
+        }
+        for e in &index.entries {
+            if e.lsn <= anchor || e.lsn > source.usable_scl || e.prev_lsn_segment != prev {
+                return Err(IndexError::Broken {
+                    segment,
+                    lsn: e.lsn,
+                });
+            }
+            if let Some(&(other, _)) = held.get(&e.lsn) {
+                return Err(IndexError::Duplicate {
+                    lsn: e.lsn,
+                    a: other,
+                    b: segment,
+                });
+            }
+            held.insert(e.lsn, (segment, e.is_cpl));
+            prev = e.lsn;
+        }
+    }
+    // Walk up from the anchor while every LSN is held; the end is the last CPL passed.
+    let mut end = anchor;
+    let mut next = Lsn(anchor.0 + 1);
+    for (&lsn, &(_, is_cpl)) in &held {
+        if lsn != next {
+            break;
+        }
+        if is_cpl {
+            end = lsn;
+        }
+        next = Lsn(lsn.0 + 1);
+    }
+    let mut segment_tails = BTreeMap::new();
+    for (&segment, index) in indexes
+        .iter()
+        .filter(|(s, _)| sources.sources.contains_key(s))
+    {
+        let tail = index
+            .entries
+            .iter()
+            .take_while(|e| e.lsn <= end)
+            .last()
+            .map_or(index.before, |e| e.lsn);
+        if tail.is_valid() {
+            segment_tails.insert(segment, tail);
+        }
+    }
+    // The newest history as far as the end reaches, then the new epoch from the end.
+    let mut history: Vec<EpochStart> = sources
+        .newest_history
+        .iter()
+        .copied()
+        .filter(|e| e.start <= end)
+        .collect();
+    history.push(EpochStart {
+        epoch: sources.epoch,
+        start: end,
+    });
+    Ok(VolumePlan {
+        epoch: sources.epoch,
+        vdl: end,
+        history,
+        segment_tails,
+        sources: sources
+            .sources
+            .iter()
+            .map(|(s, src)| (*s, src.member))
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recovery::plan;
+
+    const A: SegmentId = SegmentId(0);
+    const B: SegmentId = SegmentId(1);
+
+    fn h(entries: &[(u64, u64)]) -> Vec<EpochStart> {
+        entries
+            .iter()
+            .map(|&(epoch, start)| EpochStart {
+                epoch,
+                start: Lsn(start),
+            })
+            .collect()
+    }
+
+    fn rep(member: usize, history: &[(u64, u64)], segment: SegmentId, scl: u64) -> MemberReport {
+        let history = h(history);
+        MemberReport {
+            member,
+            epoch: history.last().map_or(0, |e| e.epoch),
+            history,
+            segments: vec![(segment, Lsn(scl), Lsn::INVALID)],
+        }
+    }
+
+    /// The index of a segment whose records are `lsns` (CPLs marked in `cpls`), as a source with
+    /// `usable` would answer above `anchor`.
+    fn index(lsns: &[u64], cpls: &[u64], anchor: u64, usable: u64) -> Index {
+        let mut before = Lsn::INVALID;
+        let mut entries = Vec::new();
+        for &l in lsns {
+            if l <= anchor {
+                before = Lsn(l);
+            } else if l <= usable {
+                entries.push(IndexEntry {
+                    lsn: Lsn(l),
+                    prev_lsn_segment: entries.last().map_or(before, |e: &IndexEntry| e.lsn),
+                    is_cpl: cpls.contains(&l),
+                });
+            }
+        }
+        Index { before, entries }
+    }
+
+    #[test]
+    fn a_commit_spanning_groups_torn_in_one_is_cut_off_whole() {
+        // MTR 1..=3 (A: 1, 2; B: 3) committed at 3; MTR 4..=6 (A: 4, 6; B: 5) reached A only.
+        let groups = BTreeMap::from([
+            (A, (0..3).map(|m| rep(m, &[(1, 0)], A, 6)).collect()),
+            (B, (0..3).map(|m| rep(m, &[(1, 0)], B, 3)).collect()),
+        ]);
+        let s = plan_sources(&groups, Lsn::INVALID).unwrap();
+        assert_eq!(s.epoch, 2);
+        let indexes = BTreeMap::from([
+            (A, index(&[1, 2, 4, 6], &[6], 0, 6)),
+            (B, index(&[3], &[3], 0, 3)),
+        ]);
+        let p = plan_end(&s, &indexes).unwrap();
+        assert_eq!(
+            p.vdl,
+            Lsn(3),
+            "the MTR missing LSN 5 is not part of the volume"
+        );
+        assert_eq!(p.segment_tails, BTreeMap::from([(A, Lsn(2)), (B, Lsn(3))]));
+        assert_eq!(p.history, h(&[(1, 0), (2, 3)]));
+    }
+
+    #[test]
+    fn an_idle_segment_does_not_hold_the_end_back() {
+        // B was written once, at 2; A carries everything since. The anchor (a VDL members were
+        // told) is 10: nothing at or below it is looked at.
+        let groups = BTreeMap::from([
+            (A, (0..3).map(|m| rep(m, &[(1, 0)], A, 14)).collect()),
+            (B, (0..3).map(|m| rep(m, &[(1, 0)], B, 2)).collect()),
+        ]);
+        let s = plan_sources(&groups, Lsn(10)).unwrap();
+        let a: Vec<u64> = (1..=14).filter(|&l| l != 2).collect();
+        let indexes = BTreeMap::from([
+            (A, index(&a, &[12, 14], 10, 14)),
+            (B, index(&[2], &[2], 10, 2)),
+        ]);
+        let p = plan_end(&s, &indexes).unwrap();
+        assert_eq!(p.vdl, Lsn(14));
+        assert_eq!(p.segment_tails, BTreeMap::from([(A, Lsn(14)), (B, Lsn(2))]));
+    }
+
+    #[test]
+    fn a_group_the_newest_writer_never_wrote_to_cannot_splice_an_older_tail() {
+        // Epoch 1 wrote 1..=3 (A: 1, 3; B: 2), durable, then an MTR 4..=5 (A: 4; B: 5) that
+        // recovery into epoch 2 cut off at 3 on the members it reached. Epoch 2 then wrote
+        // 4..=5 to A alone, durably. B's member 0 missed epoch 2 and still holds epoch 1's 5.
+        let e1 = [(1, 0)];
+        let e2 = [(1, 0), (2, 3)];
+        let groups = BTreeMap::from([
+            (
+                A,
+                vec![rep(0, &e2, A, 5), rep(1, &e2, A, 5), rep(2, &e2, A, 5)],
+            ),
+            (
+                B,
+                vec![rep(0, &e1, B, 5), rep(1, &e2, B, 2), rep(2, &e2, B, 2)],
+            ),
+        ]);
+        let s = plan_sources(&groups, Lsn::INVALID).unwrap();
+        assert_eq!(s.newest_history, h(&e2));
+        assert_eq!(
+            s.sources[&B].usable_scl,
+            Lsn(3),
+            "member 0's epoch-1 records above epoch 2's start are not usable"
+        );
+        // Without the cut, B's source would offer its stale 5 and the end would be 5 with epoch
+        // 1's record at 5 inside epoch 2's log. With it, B's index stops at 2.
+        let indexes = BTreeMap::from([
+            (A, index(&[1, 3, 4, 5], &[3, 5], 0, 5)),
+            (B, index(&[2], &[], 0, s.sources[&B].usable_scl.0)),
+        ]);
+        let p = plan_end(&s, &indexes).unwrap();
+        assert_eq!(p.vdl, Lsn(5));
+        assert_eq!(p.segment_tails, BTreeMap::from([(A, Lsn(5)), (B, Lsn(2))]));
+        assert_eq!(p.history, h(&[(1, 0), (2, 3), (3, 5)]));
+        // The same reports judged group by group (the rule for one group) pick member 0 for B:
+        // the failure this module exists to avoid.
+        let per_group = plan(&groups[&B]).unwrap();
+        assert_eq!(per_group.source_member, Some(0));
+    }
+
+    #[test]
+    fn broken_indexes_are_refused() {
+        let groups = BTreeMap::from([(A, (0..3).map(|m| rep(m, &[(1, 0)], A, 5)).collect())]);
+        let s = plan_sources(&groups, Lsn::INVALID).unwrap();
+        let mut bad = index(&[1, 2, 3], &[3], 0, 5);
+        bad.entries[1].prev_lsn_segment = Lsn(0);
+        assert!(matches!(
+            plan_end(&s, &BTreeMap::from([(A, bad)])),
+            Err(IndexError::Broken { .. })
+        ));
+        let beyond = index(&[1, 2, 3, 6], &[3], 0, 6);
+        assert!(matches!(
+            plan_end(&s, &BTreeMap::from([(A, beyond)])),
+            Err(IndexError::Broken { lsn: Lsn(6), .. })
+        ));
+        assert_eq!(
+            plan_end(&s, &BTreeMap::new()),
+            Err(IndexError::Missing { segment: A })
+        );
+        let two = BTreeMap::from([
+            (A, (0..3).map(|m| rep(m, &[(1, 0)], A, 2)).collect()),
+            (B, (0..3).map(|m| rep(m, &[(1, 0)], B, 2)).collect()),
+        ]);
+        let s2 = plan_sources(&two, Lsn::INVALID).unwrap();
+        let dup = BTreeMap::from([
+            (A, index(&[1, 2], &[2], 0, 2)),
+            (B, index(&[2], &[2], 0, 2)),
+        ]);
+        assert!(matches!(
+            plan_end(&s2, &dup),
+            Err(IndexError::Duplicate { lsn: Lsn(2), .. })
+        ));
+    }
+
+    #[test]
+    fn every_group_needs_a_read_quorum() {
+        let groups = BTreeMap::from([
+            (A, (0..3).map(|m| rep(m, &[(1, 0)], A, 2)).collect()),
+            (B, (0..2).map(|m| rep(m, &[(1, 0)], B, 1)).collect()),
+        ]);
+        assert_eq!(
+            plan_sources(&groups, Lsn::INVALID),
+            Err(RecoveryError::NoReadQuorum(2))
+        );
+    }
+
+    /// A tiny seeded generator, so the comparison below covers many shapes deterministically.
+    struct SplitMix(u64);
+    impl SplitMix {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) % n
+        }
+    }
+
+    #[test]
+    fn with_one_group_it_ends_where_the_one_group_rule_does() {
+        // Random logs of one segment: each member holds a prefix of the same log (cut at a random
+        // SCL), in one epoch; the anchor is some CPL at or below the lowest SCL.
+        for seed in 0..500 {
+            let mut rng = SplitMix(seed);
+            let len = 1 + rng.next(30);
+            let cpls: Vec<u64> = (1..=len)
+                .filter(|&l| l == len || rng.next(3) == 0)
+                .collect();
+            let lsns: Vec<u64> = (1..=len).collect();
+            let scls: Vec<u64> = (0..3).map(|_| rng.next(len + 1)).collect();
+            let reports: Vec<MemberReport> = scls
+                .iter()
+                .enumerate()
+                .map(|(m, &scl)| {
+                    let last_cpl = cpls
+                        .iter()
+                        .copied()
+                        .filter(|&c| c <= scl)
+                        .max()
+                        .unwrap_or(0);
+                    MemberReport {
+                        member: m,
+                        epoch: 1,
+                        history: h(&[(1, 0)]),
+                        segments: vec![(A, Lsn(scl), Lsn(last_cpl))],
+                    }
+                })
+                .collect();
+            let low = *scls.iter().min().unwrap();
+            let anchor = cpls
+                .iter()
+                .copied()
+                .filter(|&c| c <= low)
+                .max()
+                .unwrap_or(0);
+            let one = plan(&reports).unwrap();
+            let s = plan_sources(&BTreeMap::from([(A, reports)]), Lsn(anchor)).unwrap();
+            let usable = s.sources[&A].usable_scl.0;
+            let p = plan_end(
+                &s,
+                &BTreeMap::from([(A, index(&lsns, &cpls, anchor, usable))]),
+            )
+            .unwrap();
+            assert_eq!((p.epoch, p.vdl), (one.epoch, one.vdl), "seed {seed}");
+            assert_eq!(p.history, one.history, "seed {seed}");
+            assert_eq!(p.segment_tails, one.segment_tails, "seed {seed}");
+        }
+    }
+}
