@@ -82,13 +82,13 @@ pub fn status_of(id: &str, store: &Store) -> Status {
                 known_vdl: p.known_vdl.0,
                 segments: p
                     .segments
-                    .values()
-                    .map(|s| SegmentStatus {
-                        segment: s.state.segment.0,
-                        scl: s.state.scl.0,
-                        last_cpl: s.state.last_cpl.0,
-                        end_lsn: s.state.end_lsn.0,
-                        bytes: s.bytes,
+                    .iter()
+                    .map(|(id, s)| SegmentStatus {
+                        segment: id.0,
+                        scl: s.scl.0,
+                        last_cpl: s.last_cpl.0,
+                        end_lsn: s.end_lsn.0,
+                        bytes: p.bytes.get(id).copied().unwrap_or(0),
                         holes: s.holes,
                         base: s.base.0,
                     })

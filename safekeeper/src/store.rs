@@ -224,7 +224,11 @@ impl Store {
                 epoch_start_lsn: p.epoch_start_lsn,
                 history: p.history.clone(),
                 known_vdl: p.known_vdl,
-                segments: p.segments.values().map(|s| s.state.clone()).collect(),
+                segments: p
+                    .segments
+                    .iter()
+                    .map(|(s, c)| crate::tenant::segment_state(*s, c))
+                    .collect(),
             }),
         }
     }
@@ -234,11 +238,11 @@ impl Store {
         let mut out = Vec::new();
         for t in self.tenants() {
             t.with_published(|p| {
-                out.extend(p.segments.values().map(|s| SegmentSummary {
+                out.extend(p.segments.iter().map(|(s, c)| SegmentSummary {
                     tenant: t.id(),
-                    segment: s.state.segment,
+                    segment: *s,
                     epoch: p.epoch,
-                    scl: s.state.scl,
+                    scl: c.scl,
                 }));
             });
         }
@@ -252,11 +256,7 @@ impl Store {
             .map(|t| {
                 let view = t.with_published(|p| LocalTenant {
                     epoch: p.epoch,
-                    scl: p
-                        .segments
-                        .iter()
-                        .map(|(s, st)| (*s, st.state.scl))
-                        .collect(),
+                    scl: p.segments.iter().map(|(s, st)| (*s, st.scl)).collect(),
                 });
                 (t.id(), view)
             })

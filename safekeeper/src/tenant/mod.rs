@@ -43,7 +43,9 @@
 //! of records found corrupt are right too). A writer's append is admitted by the budget before
 //! anything is written: a refusal leaves the files, the chain and the known VDL as they were.
 
-use crate::acceptor::{Acceptor, Action, Control, Link, Refusal, Source, TrimPoint};
+use crate::acceptor::{
+    self, Acceptor, Action, ChainState, Control, Link, Refusal, Source, TrimPoint,
+};
 use crate::acceptor::{AdoptOutcome, AppendOutcome};
 use crate::control::{self, ControlError, ControlState};
 use crate::disk_budget::SharedDiskBudget;
@@ -61,24 +63,32 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-/// One segment as of the last fsync.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PublishedSegment {
-    pub state: SegmentState,
-    pub bytes: u64,
-    pub holes: usize,
-    /// Where the log was trimmed (`INVALID`: never): records at or below it are gone.
-    pub base: Lsn,
-}
-
-/// What this safekeeper vouches for about a tenant.
+/// What this safekeeper vouches for about a tenant, as of the last fsync: the acceptor's
+/// published state (copied where answers are made from, so that readers never take the log
+/// lock), with each segment file's length.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Published {
-    pub epoch: u64,
-    pub epoch_start_lsn: Lsn,
-    pub history: Vec<EpochStart>,
-    pub known_vdl: Lsn,
-    pub segments: BTreeMap<SegmentId, PublishedSegment>,
+    pub vouched: acceptor::Published,
+    /// Per segment, the length of its file (what `/status` shows).
+    pub bytes: BTreeMap<SegmentId, u64>,
+}
+
+impl std::ops::Deref for Published {
+    type Target = acceptor::Published;
+
+    fn deref(&self) -> &acceptor::Published {
+        &self.vouched
+    }
+}
+
+/// A segment's chain as the wire states it.
+pub fn segment_state(segment: SegmentId, chain: &ChainState) -> SegmentState {
+    SegmentState {
+        segment,
+        scl: chain.scl,
+        last_cpl: chain.last_cpl,
+        end_lsn: chain.end_lsn,
+    }
 }
 
 /// Records read for `ReadLog`.
@@ -284,7 +294,12 @@ impl Tenant {
             info!(tenant = %self.id, old_epoch = old, epoch, start = %epoch_start_lsn,
                 "entered a new epoch");
         }
-        Ok(self.with_published(|p| p.segments.values().map(|s| s.state.clone()).collect()))
+        Ok(self.with_published(|p| {
+            p.segments
+                .iter()
+                .map(|(s, c)| segment_state(*s, c))
+                .collect()
+        }))
     }
 
     /// Handles `Trim { epoch, upto }` for `segment` (see the module docs): the trim point is
@@ -469,9 +484,7 @@ impl Tenant {
         }
         let (scl, known_vdl) = self.with_published(|p| {
             (
-                p.segments
-                    .get(&segment)
-                    .map_or(Lsn::INVALID, |s| s.state.scl),
+                p.segments.get(&segment).map_or(Lsn::INVALID, |s| s.scl),
                 p.known_vdl,
             )
         });
@@ -537,11 +550,7 @@ impl Tenant {
             let actions = log.acceptor.dropped_corrupt(segment, lsn);
             self.execute(log, actions, None)?;
         }
-        let scl = self.with_published(|p| {
-            p.segments
-                .get(&segment)
-                .map_or(Lsn::INVALID, |s| s.state.scl)
-        });
+        let scl = self.with_published(|p| p.segments.get(&segment).map_or(Lsn::INVALID, |s| s.scl));
         Ok(ReadResult {
             records,
             scl,
@@ -659,31 +668,20 @@ impl Tenant {
     fn publish(&self, log: &TenantLog, segments: &[SegmentId]) {
         let from = log.acceptor.published();
         let mut p = self.published.locked();
-        p.epoch = from.epoch;
-        p.epoch_start_lsn = from.epoch_start_lsn;
-        if p.history != from.history {
-            p.history = from.history.clone();
+        let v = &mut p.vouched;
+        v.epoch = from.epoch;
+        v.epoch_start_lsn = from.epoch_start_lsn;
+        if v.history != from.history {
+            v.history = from.history.clone();
         }
-        p.known_vdl = from.known_vdl;
+        v.known_vdl = from.known_vdl;
         for &segment in segments {
             let Some(chain) = from.segments.get(&segment) else {
                 continue;
             };
+            p.vouched.segments.insert(segment, *chain);
             let bytes = log.segments.get(&segment).map_or(0, |s| s.len_bytes());
-            p.segments.insert(
-                segment,
-                PublishedSegment {
-                    state: SegmentState {
-                        segment,
-                        scl: chain.scl,
-                        last_cpl: chain.last_cpl,
-                        end_lsn: chain.end_lsn,
-                    },
-                    bytes,
-                    holes: chain.holes,
-                    base: chain.base,
-                },
-            );
+            p.bytes.insert(segment, bytes);
         }
     }
 
@@ -692,7 +690,7 @@ impl Tenant {
         let published = self.published.locked();
         for segment in segments {
             if let (Some(tx), Some(s)) = (acks.get(segment), published.segments.get(segment)) {
-                tx.send_replace(s.state.scl);
+                tx.send_replace(s.scl);
             }
         }
     }

@@ -54,7 +54,7 @@ fn append(t: &Tenant, epoch: u64, recs: &[(u64, u64)]) -> Result<AppendOutcome, 
 }
 
 fn scl(t: &Tenant) -> Lsn {
-    t.with_published(|p| p.segments[&SegmentId(0)].state.scl)
+    t.with_published(|p| p.segments[&SegmentId(0)].scl)
 }
 
 #[test]
@@ -184,7 +184,7 @@ fn a_trim_is_durable_refuses_reads_below_it_and_survives_reopen() {
     let published = |t: &Tenant| {
         t.with_published(|p| {
             let s = &p.segments[&SegmentId(0)];
-            (s.base, s.state.scl, s.state.last_cpl)
+            (s.base, s.scl, s.last_cpl)
         })
     };
     assert_eq!(published(&t), (Lsn(3), Lsn(5), Lsn(5)));
@@ -242,7 +242,7 @@ fn a_trim_interrupted_after_its_control_file_is_finished_at_open() {
     let t = Tenant::open(&tdir, TenantId(7), metrics.clone(), budget(&metrics)).unwrap();
     let (base, scl) = t.with_published(|p| {
         let s = &p.segments[&SegmentId(0)];
-        (s.base, s.state.scl)
+        (s.base, s.scl)
     });
     assert_eq!((base, scl), (Lsn(2), Lsn(3)));
     let bytes = std::fs::metadata(tdir.join("seg-0.log")).unwrap().len();
@@ -282,7 +282,7 @@ fn many_interrupted_trims_are_finished_in_one_open() {
     .unwrap();
     let t = Tenant::open(&tdir, TenantId(7), metrics.clone(), budget(&metrics)).unwrap();
     for s in &segments {
-        let (base, scl) = t.with_published(|p| (p.segments[s].base, p.segments[s].state.scl));
+        let (base, scl) = t.with_published(|p| (p.segments[s].base, p.segments[s].scl));
         assert_eq!((base, scl), (Lsn(2), Lsn(3)), "segment {s}");
         let bytes = std::fs::metadata(tdir.join(format!("seg-{}.log", s.0)))
             .unwrap()
@@ -308,7 +308,7 @@ fn trim_point(base: u64, last_cpl: u64) -> TrimPoint {
 fn base_scl_cpl(t: &Tenant) -> (Lsn, Lsn, Lsn) {
     t.with_published(|p| {
         let s = &p.segments[&SegmentId(0)];
-        (s.base, s.state.scl, s.state.last_cpl)
+        (s.base, s.scl, s.last_cpl)
     })
 }
 
