@@ -157,6 +157,16 @@ async fn handle_connection(
                     .map(|e| e.to_body())
             }
             Body::GetState { tenant } => Some(node.get_state(tenant)),
+            Body::ReadLsns {
+                tenant,
+                segment,
+                after,
+                upto,
+                max_entries,
+            } => Some(
+                node.store
+                    .read_lsns(tenant, segment, after, upto, max_entries),
+            ),
             Body::Trim {
                 tenant,
                 segment,

@@ -24,6 +24,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+/// The most entries one `ReadLsns` answer carries: 17 bytes each at most on the wire, so about
+/// 1 MiB, well inside a frame.
+pub const LSN_INDEX_ENTRIES_MAX: usize = 65_536;
+
 /// The most record bytes one `ReadLog` answer carries: well below a frame's limit, so the
 /// answer's envelope always fits.
 pub const LOG_READ_BYTES_MAX: usize = 4 * 1024 * 1024;
@@ -230,6 +234,35 @@ impl Store {
                     .map(|(s, c)| crate::tenant::segment_state(*s, c))
                     .collect(),
             }),
+        }
+    }
+
+    /// Answer to `ReadLsns` (RFC 0008): a recovering writer's index of one segment, at most
+    /// [`LSN_INDEX_ENTRIES_MAX`] entries per answer. An unknown tenant or segment holds nothing.
+    pub fn read_lsns(
+        &self,
+        id: TenantId,
+        segment: SegmentId,
+        after: Lsn,
+        upto: Lsn,
+        max_entries: u32,
+    ) -> Body {
+        let max = (max_entries as usize).min(LSN_INDEX_ENTRIES_MAX);
+        match self.tenant(id) {
+            None if self.is_dropped(id) => SkError::Dropped { tenant: id }.to_body(),
+            None => Body::Lsns {
+                before: Lsn::INVALID,
+                entries: Vec::new(),
+                scl: Lsn::INVALID,
+            },
+            Some(t) => match t.read_lsns(segment, after, upto, max) {
+                Ok((before, entries, scl)) => Body::Lsns {
+                    before,
+                    entries,
+                    scl,
+                },
+                Err(e) => e.to_body(),
+            },
         }
     }
 

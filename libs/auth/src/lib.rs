@@ -14,12 +14,12 @@
 //! JWTs, without a JSON parser on the storage nodes' hot path: authentication happens once per
 //! connection, never per record.
 //!
-//! | role         | may send                                    | tenants                       |
-//! |--------------|---------------------------------------------|-------------------------------|
-//! | `gateway`    | `Hello`, `Append`, `GetState`, `GetPage`    | the one its token names       |
-//! | `pageserver` | `ReadLog`, `GetState`, `Trim`               | all                           |
-//! | `safekeeper` | `GossipSummary`, `ReadLog`, `GetState`      | all (peers filling holes)     |
-//! | `operator`   | `DropTenant`, `GetState`, `GossipSummary`   | all                           |
+//! | role         | may send                                                | tenants                       |
+//! |--------------|---------------------------------------------------------|-------------------------------|
+//! | `gateway`    | `Hello`, `Append`, `GetState`, `ReadLsns`, `GetPage`    | the one its token names       |
+//! | `pageserver` | `ReadLog`, `GetState`, `Trim`                           | all                           |
+//! | `safekeeper` | `GossipSummary`, `ReadLog`, `GetState`                  | all (peers filling holes)     |
+//! | `operator`   | `DropTenant`, `GetState`, `GossipSummary`               | all                           |
 //!
 //! A token names its tenant or, with `tenant: None`, covers all of them; a gateway token minted
 //! for tenant A is refused for anything of tenant B. The byte layout of tokens and key files is
@@ -72,8 +72,24 @@ pub fn tenant_of(body: &Body) -> Option<TenantId> {
         | Body::ReadLog { tenant, .. }
         | Body::GetPage { tenant, .. }
         | Body::Trim { tenant, .. }
+        | Body::ReadLsns { tenant, .. }
         | Body::DropTenant { tenant } => Some(*tenant),
-        _ => None,
+        // Listed, not `_`: a new request naming a tenant must be added above, or this fails to
+        // compile instead of letting a tenant-scoped token reach another tenant.
+        Body::GossipSummary
+        | Body::HelloOk { .. }
+        | Body::Ack { .. }
+        | Body::State { .. }
+        | Body::Records { .. }
+        | Body::Summary { .. }
+        | Body::Page { .. }
+        | Body::Error { .. }
+        | Body::Trimmed { .. }
+        | Body::LogTrimmed { .. }
+        | Body::TenantDropped { .. }
+        | Body::Auth { .. }
+        | Body::Authenticated { .. }
+        | Body::Lsns { .. } => None,
     }
 }
 
@@ -118,7 +134,11 @@ fn role_permits(role: Role, request: &Body) -> bool {
     match role {
         Role::Gateway => matches!(
             request,
-            Body::Hello { .. } | Body::Append { .. } | Body::GetState { .. } | Body::GetPage { .. }
+            Body::Hello { .. }
+                | Body::Append { .. }
+                | Body::GetState { .. }
+                | Body::ReadLsns { .. }
+                | Body::GetPage { .. }
         ),
         Role::Pageserver => matches!(
             request,
@@ -249,6 +269,18 @@ mod tests {
         let gw = claims(Role::Gateway, Some(1));
         let err = gw.permits(&append(2)).unwrap_err();
         assert!(err.to_string().contains("tenant 0000000000000002"), "{err}");
+        let read_lsns = |t: u64| Body::ReadLsns {
+            tenant: TenantId(t),
+            segment: SegmentId(0),
+            after: Lsn(0),
+            upto: Lsn(9),
+            max_entries: 9,
+        };
+        assert!(gw.permits(&read_lsns(1)).is_ok());
+        assert!(gw.permits(&read_lsns(2)).is_err(), "another tenant's index");
+        assert!(claims(Role::Safekeeper, None)
+            .permits(&read_lsns(1))
+            .is_err());
     }
 
     #[test]

@@ -194,6 +194,34 @@ pub enum Body {
     Authenticated {
         role: String,
     },
+    /// The headers of a segment's records with `after < lsn <= upto` on the safekeeper's complete
+    /// chain (never past its durable SCL), at most `max_entries` of them: what a recovering
+    /// writer of a volume of many segments needs to find the volume's end (RFC 0008). No record
+    /// bodies are read. Refused `LogTrimmed` when `after` is below the trim point.
+    ReadLsns {
+        tenant: TenantId,
+        segment: SegmentId,
+        after: Lsn,
+        upto: Lsn,
+        max_entries: u32,
+    },
+    /// Answer to `ReadLsns`: `before` is the segment's last record at or below `after` (or the
+    /// trim point; `INVALID`: none), which the first entry links to; `scl` is the durable SCL the
+    /// answer was cut at. Fewer entries than asked and the last below `min(upto, scl)` means the
+    /// answer was cut at `max_entries`: ask again after the last one.
+    Lsns {
+        before: Lsn,
+        entries: Vec<LsnEntry>,
+        scl: Lsn,
+    },
+}
+
+/// One record's header in a `Lsns` answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LsnEntry {
+    pub lsn: Lsn,
+    pub prev_lsn_segment: Lsn,
+    pub is_cpl: bool,
 }
 
 impl Body {
@@ -220,6 +248,8 @@ impl Body {
             Body::TenantDropped { .. } => "tenant_dropped",
             Body::Auth { .. } => "auth",
             Body::Authenticated { .. } => "authenticated",
+            Body::ReadLsns { .. } => "read_lsns",
+            Body::Lsns { .. } => "lsns",
         }
     }
 

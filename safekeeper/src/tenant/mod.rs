@@ -55,7 +55,7 @@ use crate::records::ParsedRecord;
 use crate::segment_log::{FileStorage, ReadError, SegmentLog};
 use borealis_core::{EpochStart, Lsn, SegmentId, TenantId};
 use borealis_utils::LockExt;
-use borealis_wire::SegmentState;
+use borealis_wire::{LsnEntry, SegmentState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound::{Excluded, Included};
 use std::path::{Path, PathBuf};
@@ -661,6 +661,48 @@ impl Tenant {
                 message: reason,
             },
         }
+    }
+
+    /// Answer to `ReadLsns`: the headers of the segment's durable records in `(after, upto]`, at
+    /// most `max`, and the record at or below `after` the first links to (RFC 0008). Read from
+    /// the acceptor's chain in memory, cut at the published (fsynced) SCL: no file is read.
+    pub fn read_lsns(
+        &self,
+        segment: SegmentId,
+        after: Lsn,
+        upto: Lsn,
+        max: usize,
+    ) -> Result<(Lsn, Vec<LsnEntry>, Lsn), SkError> {
+        // Lock order: log, then published (which changes only under the log lock).
+        let log = self.log.locked();
+        let scl = self
+            .published
+            .locked()
+            .segments
+            .get(&segment)
+            .map_or(Lsn::INVALID, |c| c.scl);
+        let Some(chain) = log.acceptor.judge().segment(segment) else {
+            return Ok((Lsn::INVALID, Vec::new(), scl));
+        };
+        let Some((before, held)) = chain.index(after, upto.min(scl), max) else {
+            let trim = chain.trim_point();
+            return Err(SkError::Trimmed {
+                tenant: self.id,
+                segment,
+                base: trim.base,
+                last_cpl: trim.last_cpl,
+                after,
+            });
+        };
+        let entries = held
+            .into_iter()
+            .map(|(lsn, link)| LsnEntry {
+                lsn,
+                prev_lsn_segment: link.prev_lsn_segment,
+                is_cpl: link.is_cpl,
+            })
+            .collect();
+        Ok((before, entries, scl))
     }
 
     /// Copies the acceptor's published state of `segments` (and the tenant's epoch and VDL)

@@ -221,6 +221,58 @@ fn a_trim_is_durable_refuses_reads_below_it_and_survives_reopen() {
 }
 
 #[test]
+fn the_lsn_index_holds_only_durable_records_and_refuses_below_the_trim_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let t = Tenant::create(
+        &dir.path().join("t"),
+        TenantId(7),
+        metrics.clone(),
+        budget(&metrics),
+    )
+    .unwrap();
+    let s0 = SegmentId(0);
+    assert_eq!(
+        t.read_lsns(s0, Lsn(0), Lsn(9), 10).unwrap(),
+        (Lsn::INVALID, vec![], Lsn::INVALID),
+        "a segment never written holds nothing"
+    );
+    t.hello(1, Lsn(0), &h(&[(1, 0)])).unwrap();
+    append(&t, 1, &[(1, 0), (2, 1), (4, 2)]).unwrap();
+    // Appended, not yet fsynced: not in the index.
+    let raw = encode(&[(5, 4)]);
+    t.append(s0, 1, Lsn(1), &raw, &parse_records(&raw).unwrap())
+        .unwrap();
+    let lsns = |(before, entries, scl): (Lsn, Vec<LsnEntry>, Lsn)| {
+        let l: Vec<u64> = entries.iter().map(|e| e.lsn.0).collect();
+        (before.0, l, scl.0)
+    };
+    assert_eq!(
+        lsns(t.read_lsns(s0, Lsn(1), Lsn(9), 10).unwrap()),
+        (1, vec![2, 4], 4)
+    );
+    t.commit(&[s0].into(), &BTreeSet::new()).unwrap();
+    let (_, entries, _) = t.read_lsns(s0, Lsn(0), Lsn(9), 10).unwrap();
+    assert_eq!(
+        entries.last(),
+        Some(&LsnEntry {
+            lsn: Lsn(5),
+            prev_lsn_segment: Lsn(4),
+            is_cpl: true
+        })
+    );
+    assert_eq!(t.trim(s0, 1, Lsn(2)).unwrap(), Lsn(2));
+    assert!(matches!(
+        t.read_lsns(s0, Lsn(1), Lsn(9), 10),
+        Err(SkError::Trimmed { base: Lsn(2), .. })
+    ));
+    assert_eq!(
+        lsns(t.read_lsns(s0, Lsn(2), Lsn(9), 1).unwrap()),
+        (2, vec![4], 5)
+    );
+}
+
+#[test]
 fn a_trim_interrupted_after_its_control_file_is_finished_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let tdir = dir.path().join("t");

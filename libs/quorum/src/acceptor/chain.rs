@@ -153,6 +153,32 @@ impl SegmentChain {
         self.held.last_key_value().map_or(self.scl, |(lsn, _)| *lsn)
     }
 
+    /// The records on the complete chain with `after < lsn <= min(upto, SCL)`, at most `max`, and
+    /// the chain's record at or below `after` that the first of them links to (the trim point if
+    /// no held record is; `INVALID` for an empty chain). `None` when `after` is below the trim
+    /// point: those records are gone. For a recovering writer's index of the segment (RFC 0008).
+    pub fn index(&self, after: Lsn, upto: Lsn, max: usize) -> Option<(Lsn, Vec<(Lsn, Link)>)> {
+        if after < self.base {
+            return None;
+        }
+        let top = upto.min(self.scl);
+        let before = self
+            .held
+            .range(..=after.min(top))
+            .next_back()
+            .map_or(self.base, |(lsn, _)| *lsn);
+        let entries = if after < top {
+            self.held
+                .range((Excluded(after), std::ops::Bound::Included(top)))
+                .take(max)
+                .map(|(lsn, link)| (*lsn, *link))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Some((before, entries))
+    }
+
     pub fn contains(&self, lsn: Lsn) -> bool {
         self.held.contains_key(&lsn)
     }

@@ -157,7 +157,9 @@ pub struct TenantAcceptor {
     epoch_start_lsn: Lsn,
     /// The history of `epoch`, ending with `(epoch, epoch_start_lsn)`; empty for epoch 0.
     history: Vec<EpochStart>,
-    /// The newest VDL a writer told us (in memory; learnt again after a restart).
+    /// The newest VDL a writer told us, directly or through a peer's repair (in memory; learnt
+    /// again after a restart). Never the start of an epoch: a `Hello` carries the start of a
+    /// recovery that may yet fail before a write quorum holds it (see [`Self::begin_epoch`]).
     known_vdl: Lsn,
     segments: BTreeMap<SegmentId, SegmentChain>,
 }
@@ -173,12 +175,12 @@ impl TenantAcceptor {
             epoch: 0,
             start: Lsn::INVALID,
         });
-        // Recovery found everything up to the epoch's start durable: the VDL is at least that.
+        // Not the epoch's start: it may be a failed recovery's (see `begin_epoch`).
         TenantAcceptor {
             epoch: last.epoch,
             epoch_start_lsn: last.start,
             history,
-            known_vdl: last.start,
+            known_vdl: Lsn::INVALID,
             segments: BTreeMap::new(),
         }
     }
@@ -270,8 +272,14 @@ impl TenantAcceptor {
         self.epoch = last.epoch;
         self.epoch_start_lsn = last.start;
         self.history = history;
-        // Recovery found everything up to the start durable: that is the newest VDL we know.
-        self.known_vdl = last.start;
+        // The known VDL stays what a writer told us. The new epoch's start is *not* known to be
+        // durable: the recovering writer sends its Hello before it waits for a write quorum to
+        // hold the log up to the start, and an attempt that fails there (it reached fewer than
+        // four members, or crashed) leaves a start that maybe one member holds records up to and
+        // that a later recovery may truncate below. A pageserver raises its target to a
+        // member's known VDL, and recovery of many segments anchors on it (RFC 0008): both need
+        // a point some writer found durable. (Found by the protocol simulator's follower: a
+        // failed attempt's start let it prove a range "complete" that held records of the log.)
         self.segments
             .values_mut()
             .map(|c| c.truncate_above(truncate_above))
@@ -452,6 +460,56 @@ mod tests {
         assert_eq!(c.scl(), Lsn(7), "the SCL jumps over everything that waited");
         assert_eq!(c.last_cpl(), Lsn(4));
         assert_eq!(c.holes(), 0);
+    }
+
+    #[test]
+    fn the_index_lists_the_complete_chain_only_with_the_record_below_it() {
+        let mut c = SegmentChain::new();
+        // Records 1, 3, 4, 7 (others belong to other segments); 9 waits above a hole at 8.
+        fill(
+            &mut c,
+            &[
+                (1, 0, true),
+                (3, 1, false),
+                (4, 3, true),
+                (7, 4, true),
+                (9, 8, true),
+            ],
+        );
+        assert_eq!(c.scl(), Lsn(7));
+        let lsns = |v: Vec<(Lsn, Link)>| v.into_iter().map(|(l, _)| l.0).collect::<Vec<_>>();
+        let (before, entries) = c.index(Lsn(2), Lsn(100), 10).unwrap();
+        assert_eq!(
+            (before, lsns(entries)),
+            (Lsn(1), vec![3, 4, 7]),
+            "never past the SCL"
+        );
+        let (before, entries) = c.index(Lsn(0), Lsn(4), 10).unwrap();
+        assert_eq!((before, lsns(entries)), (Lsn(0), vec![1, 3, 4]));
+        let (_, entries) = c.index(Lsn(0), Lsn(100), 2).unwrap();
+        assert_eq!(lsns(entries), vec![1, 3], "cut at the count asked for");
+        let (before, entries) = c.index(Lsn(20), Lsn(30), 10).unwrap();
+        assert_eq!(
+            (before, entries.len()),
+            (Lsn(7), 0),
+            "above the SCL: its last record"
+        );
+        let mut trimmed = SegmentChain::with_base(TrimPoint {
+            base: Lsn(4),
+            last_cpl: Lsn(4),
+        });
+        fill(&mut trimmed, &[(7, 4, true)]);
+        assert_eq!(
+            trimmed.index(Lsn(3), Lsn(10), 10),
+            None,
+            "below the trim point"
+        );
+        let (before, entries) = trimmed.index(Lsn(5), Lsn(10), 10).unwrap();
+        assert_eq!(
+            (before, lsns(entries)),
+            (Lsn(4), vec![7]),
+            "the trim point links"
+        );
     }
 
     #[test]
