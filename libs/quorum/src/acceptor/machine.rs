@@ -705,6 +705,34 @@ mod tests {
     }
 
     #[test]
+    fn a_new_epochs_start_is_not_a_known_vdl_until_a_writer_says_so() {
+        let (mut a, _) = Acceptor::open(Control::default());
+        a.hello(1, Lsn(0), &h(&[(1, 0)])).unwrap();
+        ok(a.append(S, writer(1), &[rec(1, 0), rec(2, 1), rec(3, 2)], |_| Ok(())));
+        a.synced(&BTreeSet::from([S]));
+        // A recovery that may yet fail installs epoch 2 starting at 3: 3 is not known durable.
+        a.hello(2, Lsn(3), &h(&[(1, 0), (2, 3)])).unwrap();
+        assert_eq!(a.published().known_vdl, Lsn::INVALID);
+        // Its writer serves only once the start is durable, and says so with its appends.
+        let vdl = Source::Writer {
+            epoch: 2,
+            vdl: Lsn(3),
+        };
+        ok(a.append(S, vdl, &[], |_| Ok(())));
+        a.synced(&BTreeSet::from([S]));
+        assert_eq!(a.published().known_vdl, Lsn(3));
+        // A newer epoch keeps what a writer told us, and so does nothing after a restart.
+        a.hello(3, Lsn(3), &h(&[(1, 0), (2, 3), (3, 3)])).unwrap();
+        assert_eq!(a.published().known_vdl, Lsn(3));
+        let (mut b, _) = Acceptor::open(Control {
+            history: h(&[(1, 0), (2, 3)]),
+            ..Control::default()
+        });
+        b.opened();
+        assert_eq!(b.published().known_vdl, Lsn::INVALID);
+    }
+
+    #[test]
     fn a_trim_stores_its_point_before_dropping_records() {
         let (mut a, _) = Acceptor::open(Control::default());
         a.hello(1, Lsn(0), &h(&[(1, 0)])).unwrap();
