@@ -74,6 +74,14 @@ fn protocol_invariants_hold_over_many_seeds() {
                         totals.limbo_settled += out.limbo_settled;
                         totals.limbo_refusals += out.limbo_refusals;
                         totals.ack_timeouts += out.ack_timeouts;
+                        totals.epochs_adopted += out.epochs_adopted;
+                        totals.checkpoints += out.checkpoints;
+                        totals.trims += out.trims;
+                        totals.gossip_trim_refusals += out.gossip_trim_refusals;
+                        totals.trim_adoptions += out.trim_adoptions;
+                        totals.follower_batches += out.follower_batches;
+                        totals.follower_trim_refusals += out.follower_trim_refusals;
+                        totals.follower_attaches += out.follower_attaches;
                     }
                     Ok(totals)
                 })
@@ -95,6 +103,14 @@ fn protocol_invariants_hold_over_many_seeds() {
         sum.limbo_settled += t.limbo_settled;
         sum.limbo_refusals += t.limbo_refusals;
         sum.ack_timeouts += t.ack_timeouts;
+        sum.epochs_adopted += t.epochs_adopted;
+        sum.checkpoints += t.checkpoints;
+        sum.trims += t.trims;
+        sum.gossip_trim_refusals += t.gossip_trim_refusals;
+        sum.trim_adoptions += t.trim_adoptions;
+        sum.follower_batches += t.follower_batches;
+        sum.follower_trim_refusals += t.follower_trim_refusals;
+        sum.follower_attaches += t.follower_attaches;
     }
     let Totals {
         acked,
@@ -105,12 +121,23 @@ fn protocol_invariants_hold_over_many_seeds() {
         limbo_settled,
         limbo_refusals,
         ack_timeouts,
+        epochs_adopted,
+        checkpoints,
+        trims,
+        gossip_trim_refusals,
+        trim_adoptions,
+        follower_batches,
+        follower_trim_refusals,
+        follower_attaches,
     } = sum;
     println!(
         "{seeds} seeds from {first}: {acked} acknowledged MTRs, {recoveries} recoveries, {fenced} fenced appends, \
          {crashes_mid_input} crashes between a barrier's actions, {limbo_entered} limbos \
          ({limbo_settled} settled, {limbo_refusals} commits refused in limbo), {ack_timeouts} ack \
-         timeouts; {threads} threads, {:.1} s",
+         timeouts, {epochs_adopted} epochs adopted by gossip; {checkpoints} checkpoints, {trims} \
+         trims, {gossip_trim_refusals} gossip reads refused as trimmed, {trim_adoptions} trim \
+         points adopted; follower: {follower_batches} batches applied, {follower_trim_refusals} \
+         reads refused as trimmed, {follower_attaches} attaches from a checkpoint; {threads} threads, {:.1} s",
         started.elapsed().as_secs_f64()
     );
     // The histories must actually exercise the protocol, or the checkers prove nothing.
@@ -132,6 +159,18 @@ fn protocol_invariants_hold_over_many_seeds() {
         "limbo was not exercised: {limbo_entered} entered, {limbo_settled} settled, {limbo_refusals} refusals"
     );
     assert!(ack_timeouts > 0, "no acknowledgement timeout fired");
+    assert!(
+        trims > 0 && trim_adoptions > 0,
+        "trimming was not exercised: {trims} trims, {trim_adoptions} trim points adopted"
+    );
+    assert!(
+        follower_batches > seeds as usize,
+        "the follower was not exercised: {follower_batches} batches applied"
+    );
+    assert!(
+        follower_trim_refusals > 0,
+        "the follower never met a member trimmed past it"
+    );
 }
 
 /// Simulated histories per test run (each a few hundred steps), unless `BOREALIS_SIM_SEEDS`.
@@ -147,6 +186,14 @@ struct Totals {
     limbo_settled: usize,
     limbo_refusals: usize,
     ack_timeouts: usize,
+    epochs_adopted: usize,
+    checkpoints: usize,
+    trims: usize,
+    gossip_trim_refusals: usize,
+    trim_adoptions: usize,
+    follower_batches: usize,
+    follower_trim_refusals: usize,
+    follower_attaches: usize,
 }
 
 #[test]

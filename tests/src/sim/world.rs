@@ -1,17 +1,24 @@
+mod gossip;
+mod member;
+mod pageserver;
+
 use borealis_core::history::EpochStart;
 use borealis_core::quorum::{PG_MEMBERS, READ_QUORUM, WRITE_QUORUM};
 use borealis_core::redo::{RedoBody, RedoRecord};
-use borealis_core::{Lsn, PageNo, SegmentId, SegmentLayout};
-use borealis_quorum::acceptor::{Acceptor, Action, Control, Link, PlantedBug, Refusal, Source};
+use borealis_core::{Lsn, PageNo, SegmentId, SegmentLayout, TenantId};
+use borealis_quorum::acceptor::{PlantedBug, Source};
 use borealis_quorum::recovery::{self, MemberReport};
 use borealis_quorum::session::{Event, SessionConfig, WriterSession};
 use borealis_quorum::QuorumWriter;
+use member::Member;
+use pageserver::{Checkpoint, Follower};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 const SEG: SegmentId = SegmentId(0);
+/// The one tenant simulated (gossip's summaries name it).
+const TENANT: TenantId = TenantId(1);
 /// The writer session's acknowledgement timeout, in simulated time (one step is a millisecond):
 /// well below the commit timeout (80 steps without VDL progress), as in the gateway.
 const MEMBER_ACK_TIMEOUT: Duration = Duration::from_millis(30);
@@ -57,182 +64,20 @@ pub struct SimOutcome {
     pub limbo_refusals: usize,
     /// Members dropped by a writer for owing an acknowledgement too long.
     pub ack_timeouts: usize,
-}
-
-/// A member crashed while executing an input's actions.
-struct Crashed;
-
-/// A safekeeper: the service's acceptor state machine ([`Acceptor`]), and a driver that
-/// executes its actions on an in-memory disk that loses what was not fsynced in a crash. The
-/// service's driver is `safekeeper/src/tenant.rs`: the same actions, on files.
-struct Member {
-    planted: Option<PlantedBug>,
-    up: bool,
-    partitioned: bool,
-    /// Durable: the control state, and the records fsynced.
-    control: Control,
-    durable: BTreeMap<Lsn, RedoRecord>,
-    /// Written, not yet fsynced: lost on a crash.
-    unsynced: Vec<RedoRecord>,
-    acceptor: Acceptor,
-}
-
-fn link(r: &RedoRecord) -> Link {
-    Link {
-        prev_lsn_segment: r.prev_lsn_segment,
-        is_cpl: r.is_cpl,
-    }
-}
-
-impl Member {
-    fn new(planted: Option<PlantedBug>) -> Self {
-        let mut m = Self {
-            planted,
-            up: true,
-            partitioned: false,
-            control: Control::default(),
-            durable: BTreeMap::new(),
-            unsynced: Vec::new(),
-            acceptor: Acceptor::default(),
-        };
-        m.restart();
-        m
-    }
-
-    fn reachable(&self) -> bool {
-        self.up && !self.partitioned
-    }
-
-    /// The SCL this member vouches for (what it acks and reports).
-    fn scl(&self) -> Lsn {
-        self.acceptor
-            .published()
-            .segments
-            .get(&SEG)
-            .map_or(Lsn::INVALID, |c| c.scl)
-    }
-
-    fn epoch(&self) -> u64 {
-        self.acceptor.published().epoch
-    }
-
-    fn crash(&mut self) {
-        self.up = false;
-        self.unsynced.clear();
-    }
-
-    /// Rebuilds the acceptor from durable state, as the service's `Tenant::open` does.
-    fn restart(&mut self) {
-        self.unsynced.clear();
-        let (mut acceptor, finish) = Acceptor::open(self.control.clone());
-        if let Some(bug) = self.planted {
-            acceptor.plant(bug);
-        }
-        self.acceptor = acceptor;
-        let _ = self.execute(finish, &[], None);
-        let records: Vec<(Lsn, Link)> = self.durable.values().map(|r| (r.lsn, link(r))).collect();
-        for (lsn, l) in records {
-            self.acceptor.load(SEG, lsn, l);
-        }
-        let publish = self.acceptor.opened();
-        let _ = self.execute(publish, &[], None);
-        self.up = true;
-    }
-
-    /// The driver: executes `actions` in order on the in-memory disk. `input` holds the records
-    /// a `Write` names. With `crash_after: Some(n)`, the member crashes after `n` actions.
-    /// Returns whether anything was published (acks are due).
-    fn execute(
-        &mut self,
-        actions: Vec<Action>,
-        input: &[RedoRecord],
-        crash_after: Option<usize>,
-    ) -> Result<bool, Crashed> {
-        let mut published = false;
-        for (i, action) in actions.into_iter().enumerate() {
-            if crash_after == Some(i) {
-                self.crash();
-                return Err(Crashed);
-            }
-            match action {
-                Action::StoreControl(c) => self.control = c,
-                Action::Truncate { above } => {
-                    self.durable.retain(|lsn, _| *lsn <= above);
-                    self.unsynced.retain(|r| r.lsn <= above);
-                }
-                Action::DropThrough { base, .. } => {
-                    self.durable.retain(|lsn, _| *lsn > base);
-                    self.unsynced.retain(|r| r.lsn > base);
-                }
-                Action::Write { records, .. } => {
-                    self.unsynced
-                        .extend(records.into_iter().map(|i| input[i].clone()));
-                }
-                Action::Publish { .. } => published = true,
-            }
-        }
-        Ok(published)
-    }
-
-    /// The service's log writer commits its group before a barrier (a Hello, a trim).
-    fn sync(&mut self) -> bool {
-        for r in std::mem::take(&mut self.unsynced) {
-            self.durable.insert(r.lsn, r);
-        }
-        let actions = self
-            .acceptor
-            .synced(&std::collections::BTreeSet::from([SEG]));
-        self.execute(actions, &[], None).unwrap_or(false)
-    }
-
-    /// Hello from a writer: fence, or align the log to the writer's history and install its
-    /// epoch durably before answering. `Err(None)`: the member crashed on the way.
-    fn hello(
-        &mut self,
-        history: &[EpochStart],
-        crash_after: Option<usize>,
-    ) -> Result<(), Option<u64>> {
-        let last = *history
-            .last()
-            .expect("a writer's history ends with its own epoch");
-        if self.acceptor.has_unsynced() {
-            self.sync();
-        }
-        match self.acceptor.hello(last.epoch, last.start, history) {
-            Ok(actions) => self
-                .execute(actions, &[], crash_after)
-                .map(|_| ())
-                .map_err(|Crashed| None),
-            Err(Refusal::Fenced { ours, .. }) => Err(Some(ours)),
-            // The same epoch with another history: a recovery attempt that failed (it reached
-            // fewer than a write quorum, this member among them, then this member crashed or
-            // went away) left the epoch here, and a later recovery that did not hear from this
-            // member chose the same number. The writer is as good as fenced: it fails and the
-            // next recovery takes a higher epoch (the service's member task does the same).
-            Err(Refusal::Invalid { reason }) if reason.contains("was started with the history") => {
-                Err(Some(self.epoch()))
-            }
-            Err(r) => panic!("writer sent an inconsistent Hello: {r:?}"),
-        }
-    }
-
-    /// Records arrive from a writer (`Source::Writer`) or a peer: judged by the acceptor,
-    /// written (not synced). Returns whether anything was published, or the epoch that refused.
-    fn append(&mut self, source: Source, records: &[RedoRecord]) -> Result<bool, u64> {
-        let metas: Vec<(Lsn, Link, u64)> = records
-            .iter()
-            .map(|r| (r.lsn, link(r), r.encoded_len() as u64))
-            .collect();
-        match self
-            .acceptor
-            .append(SEG, source, &metas, |_| Ok::<(), ()>(()))
-        {
-            Ok(Ok((_, actions))) => Ok(self.execute(actions, records, None).unwrap_or(false)),
-            Ok(Err(())) => unreachable!("the simulator admits every append"),
-            Err(Refusal::Fenced { ours, .. } | Refusal::HelloFirst { ours, .. }) => Err(ours),
-            Err(r) => panic!("an append was refused as {r:?}"),
-        }
-    }
+    /// Newer epochs a member learnt from a peer by gossip (and installed as their Hello would).
+    pub epochs_adopted: usize,
+    /// Checkpoints, and trims that dropped records on a member.
+    pub checkpoints: usize,
+    pub trims: usize,
+    /// Gossip reads refused because the peer's log is trimmed past ours, and trim points a
+    /// member adopted from such a refusal.
+    pub gossip_trim_refusals: usize,
+    pub trim_adoptions: usize,
+    /// Batches of records the follower (a pageserver) applied, reads refused because the
+    /// member's log was trimmed past it, and times it attached again from the checkpoint.
+    pub follower_batches: usize,
+    pub follower_trim_refusals: usize,
+    pub follower_attaches: usize,
 }
 
 /// An MTR as the client sees it.
@@ -306,6 +151,18 @@ struct World {
     limbo_settled: usize,
     limbo_refusals: usize,
     ack_timeouts: usize,
+    epochs_adopted: usize,
+    /// The segment's log as checkpointed to object storage; every member's trim point is at or
+    /// below it.
+    checkpoint: Checkpoint,
+    checkpoints: usize,
+    trims: usize,
+    gossip_trim_refusals: usize,
+    trim_adoptions: usize,
+    follower: Follower,
+    follower_batches: usize,
+    follower_trim_refusals: usize,
+    follower_attaches: usize,
 }
 
 pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
@@ -329,6 +186,16 @@ pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
         limbo_settled: 0,
         limbo_refusals: 0,
         ack_timeouts: 0,
+        epochs_adopted: 0,
+        checkpoint: Checkpoint::default(),
+        checkpoints: 0,
+        trims: 0,
+        gossip_trim_refusals: 0,
+        trim_adoptions: 0,
+        follower: Follower::default(),
+        follower_batches: 0,
+        follower_trim_refusals: 0,
+        follower_attaches: 0,
     };
     let mut violation = None;
     for step in 0..config.steps {
@@ -350,6 +217,14 @@ pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
         limbo_settled: w.limbo_settled,
         limbo_refusals: w.limbo_refusals,
         ack_timeouts: w.ack_timeouts,
+        epochs_adopted: w.epochs_adopted,
+        checkpoints: w.checkpoints,
+        trims: w.trims,
+        gossip_trim_refusals: w.gossip_trim_refusals,
+        trim_adoptions: w.trim_adoptions,
+        follower_batches: w.follower_batches,
+        follower_trim_refusals: w.follower_trim_refusals,
+        follower_attaches: w.follower_attaches,
     }
 }
 
@@ -367,13 +242,19 @@ impl World {
         if self.rng.random_range(0..1000) < fault_per_mille {
             self.fault(step);
         }
-        match self.rng.random_range(0..10) {
+        match self.rng.random_range(0..12) {
             0..=2 => self.client_write(step),
             3..=5 => self.deliver(step),
             6 => self.fsync_some(),
             7 => self.gossip(step),
             8 => self.reconnect(step),
-            _ => self.ensure_writer(step),
+            9 => self.ensure_writer(step),
+            10 => self.follow(step),
+            _ => {
+                if self.rng.random_bool(0.5) {
+                    self.checkpoint(step);
+                }
+            }
         }
     }
 
@@ -701,42 +582,6 @@ impl World {
             .then(|| self.rng.random_range(0..4))
     }
 
-    /// A member copies what it misses from a peer of the same epoch (exact-epoch rule).
-    fn gossip(&mut self, step: usize) {
-        let m = self.rng.random_range(0..PG_MEMBERS);
-        let p = self.rng.random_range(0..PG_MEMBERS);
-        if m == p || !self.members[m].reachable() || !self.members[p].reachable() {
-            return;
-        }
-        // Same epoch and same history (RFC 0007: an epoch number alone may have been taken
-        // twice by recovery attempts), as the service's gossip checks with `GetState`.
-        if self.members[m].epoch() != self.members[p].epoch()
-            || self.members[m].acceptor.published().history
-                != self.members[p].acceptor.published().history
-        {
-            return;
-        }
-        let (mine, theirs) = (self.members[m].scl(), self.members[p].scl());
-        if theirs <= mine {
-            return;
-        }
-        let copy: Vec<RedoRecord> = self.members[p]
-            .durable
-            .range(Lsn(mine.0 + 1)..=theirs)
-            .map(|(_, r)| r.clone())
-            .collect();
-        let source = Source::Peer {
-            epoch: self.members[m].epoch(),
-            known_vdl: Lsn::INVALID,
-        };
-        if self.members[m].append(source, &copy).is_ok() {
-            self.log(format!(
-                "{step}: member {m} copies {} records from {p} ({mine}..{theirs})",
-                copy.len()
-            ));
-        }
-    }
-
     /// Writers notice dead connections and reconnect (Hello) to reachable members.
     fn reconnect(&mut self, step: usize) {
         for wi in 0..self.writers.len() {
@@ -815,6 +660,14 @@ impl World {
                 return;
             }
         };
+        // Checker 6: what the follower applied and the checkpoint are the log this recovery
+        // finds (before any member truncates for it).
+        if let Some(source) = plan.source_member {
+            if let Err(v) = self.check_follower(source, plan.vdl) {
+                self.violation = Some(v);
+                return;
+            }
+        }
         // Install the epoch on every reachable member.
         let mut installed = Vec::new();
         for &m in &reachable {
@@ -838,10 +691,12 @@ impl World {
             return;
         }
         // Durability of the recovered log: fill holes by gossip among the installed members (the
-        // real driver waits for this; here we let gossip run to completion, bounded).
+        // real driver waits for this; here we let gossip run to completion, bounded). Members
+        // behind a peer's trim point adopt it (the log below it is in the checkpoint).
         for _ in 0..PG_MEMBERS * 2 {
             let scls: Vec<(usize, SegmentId, Lsn)> = installed
                 .iter()
+                .filter(|&&m| self.members[m].reachable())
                 .map(|&m| (m, SEG, self.members[m].scl()))
                 .collect();
             if recovery::is_durable(&plan, &scls) {
@@ -849,25 +704,16 @@ impl World {
             }
             for &m in &installed {
                 for &p in &installed {
-                    if self.members[p].scl() > self.members[m].scl() {
-                        let from = self.members[m].scl();
-                        let copy: Vec<RedoRecord> = self.members[p]
-                            .durable
-                            .range(Lsn(from.0 + 1)..=self.members[p].scl())
-                            .map(|(_, r)| r.clone())
-                            .collect();
-                        let source = Source::Peer {
-                            epoch: self.members[m].epoch(),
-                            known_vdl: Lsn::INVALID,
-                        };
-                        let _ = self.members[m].append(source, &copy);
-                        self.members[m].sync();
+                    let (mine, theirs) = (self.members[m].scl(), self.members[p].scl());
+                    if theirs > mine && self.members[m].reachable() {
+                        self.fetch(step, m, p, plan.epoch, (mine, theirs));
                     }
                 }
             }
         }
         let scls: Vec<(usize, SegmentId, Lsn)> = installed
             .iter()
+            .filter(|&&m| self.members[m].reachable())
             .map(|&m| (m, SEG, self.members[m].scl()))
             .collect();
         if !recovery::is_durable(&plan, &scls) {
@@ -950,14 +796,19 @@ impl World {
             }
         }
         // 2. Every acknowledged MTR stays durable, whole, on a write quorum: fsynced records
-        //    survive crashes, and truncation never reaches below a recovered VDL.
+        //    survive crashes, and truncation never reaches below a recovered VDL. A member
+        //    holds the records at or below its trim point in the checkpoint (object storage).
+        let checkpointed = &self.checkpoint.records;
         for mtr in &self.acked {
             let holders = self
                 .members
                 .iter()
                 .filter(|x| {
-                    mtr.records.iter().all(|r| x.durable.get(&r.lsn) == Some(r))
-                        && x.scl() >= mtr.commit
+                    let base = x.base();
+                    mtr.records.iter().all(|r| {
+                        x.durable.get(&r.lsn) == Some(r)
+                            || (r.lsn <= base && checkpointed.get(&r.lsn) == Some(r))
+                    }) && x.scl() >= mtr.commit
                 })
                 .count();
             if holders < WRITE_QUORUM {

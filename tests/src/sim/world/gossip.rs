@@ -1,0 +1,195 @@
+//! Gossip between simulated members: the service's planner (`safekeeper::gossip::plan_round`)
+//! and its fetch machine (`borealis_quorum::gossip::PeerFetch`), with the requests answered from
+//! the peer's in-memory state and the repairs and adopted trim points executed through the
+//! member's acceptor.
+
+use super::member::{ReadAnswer, TrimFailed};
+use super::{World, SEG, TENANT};
+use borealis_core::quorum::PG_MEMBERS;
+use borealis_core::redo::RedoRecord;
+use borealis_core::Lsn;
+use borealis_quorum::acceptor::AdoptOutcome;
+use borealis_quorum::gossip::{FetchEnd, FetchStep, PeerFetch};
+use borealis_wire::SegmentSummary;
+use rand::Rng;
+use safekeeper::gossip::{plan_round, Action as Planned};
+use std::collections::BTreeMap;
+
+impl World {
+    /// One gossip round of a random member, as the service's `gossip::run` does it: the
+    /// summaries of the peers it reaches (some answers lost), [`plan_round`], then each action.
+    pub(super) fn gossip(&mut self, step: usize) {
+        let m = self.rng.random_range(0..PG_MEMBERS);
+        if !self.members[m].reachable() {
+            return;
+        }
+        let summaries: Vec<Option<Vec<SegmentSummary>>> = (0..PG_MEMBERS)
+            .map(|p| {
+                let answers = p != m && self.members[p].reachable() && self.rng.random_bool(0.9);
+                answers.then(|| {
+                    let view = self.members[p].local_view();
+                    view.scl
+                        .iter()
+                        .map(|(&segment, &scl)| SegmentSummary {
+                            tenant: TENANT,
+                            segment,
+                            epoch: view.epoch,
+                            scl,
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        let local = BTreeMap::from([(TENANT, self.members[m].local_view())]);
+        for action in plan_round(&local, &summaries) {
+            if !self.members[m].reachable() {
+                return;
+            }
+            match action {
+                Planned::AdoptEpoch { peer, epoch, .. } => self.adopt_epoch(step, m, peer, epoch),
+                Planned::Fetch {
+                    epoch,
+                    peer,
+                    after,
+                    upto,
+                    segment,
+                    ..
+                } => {
+                    assert_eq!(segment, SEG, "the simulated volume has one segment");
+                    self.fetch(step, m, peer, epoch, (after, upto));
+                }
+            }
+        }
+    }
+
+    /// Member `m` adopts the newer epoch peer `p` holds, as that epoch's writer's Hello would
+    /// have installed it (the service's `gossip::adopt_epoch`: the peer's `GetState`, then a
+    /// Hello with its history).
+    fn adopt_epoch(&mut self, step: usize, m: usize, p: usize, epoch: u64) {
+        if !self.members[p].reachable() {
+            return;
+        }
+        let (theirs, history) = (self.members[p].epoch(), self.members[p].history().to_vec());
+        if theirs < epoch {
+            return;
+        }
+        let crash = self.crash_point();
+        match self.members[m].hello(&history, crash) {
+            Ok(()) => {
+                self.epochs_adopted += 1;
+                self.log(format!(
+                    "{step}: member {m} adopts epoch {theirs} from {p} (scl {})",
+                    self.members[m].scl()
+                ));
+                self.send_acks(m);
+            }
+            Err(None) => {
+                self.crashes_mid_input += 1;
+                self.log(format!(
+                    "{step}: member {m} crashed adopting epoch {theirs} from {p}"
+                ));
+            }
+            Err(Some(_)) => {}
+        }
+    }
+
+    /// Member `m` fills `(after, upto]` from peer `p` in `epoch`: drives [`PeerFetch`] exactly as
+    /// the service's `gossip::fetch` does, answering its requests from `p`'s state (`GetState`:
+    /// its published epoch and history; `ReadLog`: its records, or its trim refusal) and
+    /// executing its repairs and adopted trim points through `m`'s acceptor.
+    pub(super) fn fetch(&mut self, step: usize, m: usize, p: usize, epoch: u64, range: (Lsn, Lsn)) {
+        let history = self.members[m].history().to_vec();
+        let mut machine: PeerFetch<RedoRecord> =
+            PeerFetch::new(SEG, epoch, history, range.0, range.1);
+        let mut next = machine.start();
+        loop {
+            if !self.members[m].reachable() || !self.members[p].reachable() {
+                return;
+            }
+            next = match next {
+                FetchStep::GetState => {
+                    let peer = &self.members[p];
+                    machine.on_state(peer.epoch(), peer.history())
+                }
+                FetchStep::Read { after, upto } => {
+                    let max = self.rng.random_range(1..=16);
+                    match self.members[p].read_log(Some(epoch), epoch, (after, upto), max) {
+                        ReadAnswer::Records {
+                            records, known_vdl, ..
+                        } => machine.on_records(records, |r| r.lsn, known_vdl),
+                        ReadAnswer::Trimmed { base, last_cpl } => {
+                            self.gossip_trim_refusals += 1;
+                            machine.on_trimmed(base, last_cpl)
+                        }
+                        ReadAnswer::Fenced => return,
+                    }
+                }
+                FetchStep::Repair { records, known_vdl } => {
+                    let outcome = self.members[m].repair(epoch, known_vdl, &records);
+                    if let Ok(true) = outcome {
+                        self.send_acks(m);
+                    }
+                    machine.on_repaired(outcome.map(|_| ()))
+                }
+                FetchStep::AdoptTrim { point, peer_scl } => {
+                    let crash = self.crash_point();
+                    match self.members[m].adopt_trim(epoch, peer_scl, point, crash) {
+                        Ok((outcome, published)) => {
+                            if let AdoptOutcome::Adopted {
+                                old_scl,
+                                scl,
+                                dropped,
+                                ..
+                            } = outcome
+                            {
+                                self.trim_adoptions += 1;
+                                self.log(format!(
+                                    "{step}: member {m} adopts {p}'s trim point {} (last cpl {}): scl {old_scl} -> {scl}, {dropped} dropped",
+                                    point.base, point.last_cpl
+                                ));
+                            }
+                            if published {
+                                self.send_acks(m);
+                            }
+                            machine.on_adopted(Ok(outcome))
+                        }
+                        Err(TrimFailed::Crashed) => {
+                            self.crashes_mid_input += 1;
+                            self.log(format!(
+                                "{step}: member {m} crashed adopting {p}'s trim point {}",
+                                point.base
+                            ));
+                            return;
+                        }
+                        Err(TrimFailed::Refused(reason)) => machine.on_adopted(Err(reason)),
+                    }
+                }
+                FetchStep::Done(end) => {
+                    let from = range.0;
+                    let to = self.members[m].scl();
+                    match end {
+                        FetchEnd::CaughtUp | FetchEnd::NothingMore | FetchEnd::RoundBudgetSpent
+                            if to > from =>
+                        {
+                            self.log(format!(
+                                "{step}: member {m} fetched from {p}: scl {from} -> {to} ({end:?})"
+                            ));
+                        }
+                        FetchEnd::OutOfRange { .. } => {
+                            self.violation = Some(format!(
+                                "member {p} answered member {m}'s read with records outside the range asked for"
+                            ));
+                        }
+                        FetchEnd::OtherHistory | FetchEnd::TrimNotAdopted { .. } => {
+                            self.log(format!(
+                                "{step}: member {m} does not fetch from {p}: {end:?}"
+                            ));
+                        }
+                        _ => {}
+                    }
+                    return;
+                }
+            };
+        }
+    }
+}
