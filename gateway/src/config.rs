@@ -59,6 +59,11 @@ pub struct Config {
     /// The host's clean-page cache per compute, in pages.
     #[arg(long, default_value_t = 4096)]
     pub host_cache_pages: usize,
+    /// The longest run of pages a writer's compute fetches at once when it reads sequentially
+    /// (pipelined GetPages, one round trip); 1 turns read-ahead off.
+    #[arg(long, env = "BOREALIS_READ_AHEAD_PAGES", default_value_t = crate::page_client::PAGES_PER_CALL_MAX,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=crate::page_client::PAGES_PER_CALL_MAX as u64))]
+    pub read_ahead_pages: usize,
     /// Compute instances alive at once (writers and readers). When all are taken, idle ones
     /// are given back for a new one (their tenants keep their writers).
     #[arg(long, env = "BOREALIS_MAX_COMPUTES", default_value_t = 256)]

@@ -56,6 +56,7 @@ async fn run(config: Config, admin_token: String) -> anyhow::Result<()> {
             commit_timeout: config.commit_timeout,
             cache_pages: config.cache_pages,
             host_cache_pages: config.host_cache_pages,
+            read_ahead_pages: config.read_ahead_pages,
             log: VolumeWriterConfig::new(config.safekeepers.clone(), tokens.clone()),
             pageservers: config.pageservers.clone(),
         },

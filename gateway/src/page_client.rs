@@ -46,6 +46,25 @@ impl PageClient {
         lsn: Lsn,
         epoch: u64,
     ) -> Result<Option<Page>, BackendError> {
+        let mut pages = self.get_pages(rt, tenant, &[page], lsn, epoch)?;
+        Ok(pages.pop().flatten())
+    }
+
+    /// Several pages as of `lsn`, in the order asked, in one round trip: the requests are
+    /// pipelined on the one connection (the pageserver answers each as it is ready). At most
+    /// [`PAGES_PER_CALL_MAX`]. Any page that fails fails the call.
+    pub fn get_pages(
+        &mut self,
+        rt: &Handle,
+        tenant: TenantId,
+        pages: &[PageNo],
+        lsn: Lsn,
+        epoch: u64,
+    ) -> Result<Vec<Option<Page>>, BackendError> {
+        assert!(
+            pages.len() <= PAGES_PER_CALL_MAX,
+            "at most {PAGES_PER_CALL_MAX} pages per call"
+        );
         let addr = self.addr.clone();
         let tokens = self.tokens.clone();
         let mut client = self.client.take();
@@ -68,32 +87,45 @@ impl PageClient {
                 );
             }
             let c = client.as_ref().expect("connected above");
-            c.call(
-                Body::GetPage {
-                    tenant,
-                    page,
-                    lsn,
-                    epoch,
-                },
-                GETPAGE_TIMEOUT,
-            )
-            .await
-            .map_err(|e| BackendError::new(e.kind(), format!("GetPage {page}@{lsn}: {e}")))
+            let calls = pages.iter().map(|&page| async move {
+                let answer = c
+                    .call(
+                        Body::GetPage {
+                            tenant,
+                            page,
+                            lsn,
+                            epoch,
+                        },
+                        GETPAGE_TIMEOUT,
+                    )
+                    .await
+                    .map_err(|e| {
+                        BackendError::new(e.kind(), format!("GetPage {page}@{lsn}: {e}"))
+                    })?;
+                checked_page(page, answer)
+            });
+            futures::future::try_join_all(calls).await
         });
         self.client = client;
-        match result? {
-            Body::Page { image: None } => Ok(None),
-            Body::Page { image: Some(img) } if img.len() == PAGE_SIZE_BYTES => {
-                Ok(Some(Arc::new(img)))
-            }
-            Body::Page { image: Some(img) } => Err(BackendError::new(
-                ErrorKind::Corrupt,
-                format!("pageserver returned {} bytes for page {page}", img.len()),
-            )),
-            other => Err(BackendError::new(
-                ErrorKind::Internal,
-                format!("unexpected answer to GetPage: {}", other.name()),
-            )),
-        }
+        result
+    }
+}
+
+/// Pages one [`PageClient::get_pages`] asks for at most.
+pub const PAGES_PER_CALL_MAX: usize = 64;
+
+/// The page in a `GetPage` answer, checked: exactly [`PAGE_SIZE_BYTES`] or none.
+fn checked_page(page: PageNo, answer: Body) -> Result<Option<Page>, BackendError> {
+    match answer {
+        Body::Page { image: None } => Ok(None),
+        Body::Page { image: Some(img) } if img.len() == PAGE_SIZE_BYTES => Ok(Some(Arc::new(img))),
+        Body::Page { image: Some(img) } => Err(BackendError::new(
+            ErrorKind::Corrupt,
+            format!("pageserver returned {} bytes for page {page}", img.len()),
+        )),
+        other => Err(BackendError::new(
+            ErrorKind::Internal,
+            format!("unexpected answer to GetPage: {}", other.name()),
+        )),
     }
 }

@@ -20,7 +20,7 @@
 //! writer (and so these pages) with it.
 
 pub use crate::page_client::Page;
-use crate::page_client::PageClient;
+use crate::page_client::{PageClient, PAGES_PER_CALL_MAX};
 use crate::volume_writer::{LogError, VolumeWriter};
 use borealis_core::redo::RedoBody;
 use borealis_core::{ErrorKind, Lsn, PageNo, TenantId, PAGE_SIZE_BYTES};
@@ -81,6 +81,46 @@ pub struct Volume {
     pageserver: PageClient,
     pages: Arc<Mutex<VolumePages>>,
     rt: Handle,
+    read_ahead: ReadAhead,
+}
+
+/// Sequential read-ahead: a miss on the page right after the last run fetched doubles the next
+/// run (up to `--read-ahead-pages`, at most [`PAGES_PER_CALL_MAX`]: one pipelined round trip);
+/// any other miss fetches one page.
+/// A full scan thus costs one round trip per 64 pages instead of one per page.
+#[derive(Debug)]
+struct ReadAhead {
+    /// The page after the last run fetched.
+    next: Option<PageNo>,
+    /// Pages the last run fetched.
+    run: usize,
+    /// The longest run (1: no read-ahead).
+    max: usize,
+}
+
+impl ReadAhead {
+    fn new(max: usize) -> ReadAhead {
+        ReadAhead {
+            next: None,
+            run: 0,
+            max: max.clamp(1, PAGES_PER_CALL_MAX),
+        }
+    }
+
+    /// How many pages to fetch from `page` on: 1, or twice the last run if this continues it.
+    fn plan(&mut self, page: PageNo) -> usize {
+        let run = if self.next == Some(page) {
+            (self.run * 2).clamp(2, self.max.max(2)).min(self.max)
+        } else {
+            1
+        };
+        self.run = run;
+        self.next = u32::try_from(run)
+            .ok()
+            .and_then(|r| page.0.checked_add(r))
+            .map(PageNo);
+        run
+    }
 }
 
 impl Volume {
@@ -91,6 +131,7 @@ impl Volume {
         pageserver: PageClient,
         pages: Arc<Mutex<VolumePages>>,
         rt: Handle,
+        read_ahead_pages: usize,
     ) -> Self {
         assert_eq!(
             pages.locked().epoch,
@@ -103,6 +144,7 @@ impl Volume {
             pageserver,
             pages,
             rt,
+            read_ahead: ReadAhead::new(read_ahead_pages),
         }
     }
 
@@ -119,16 +161,36 @@ impl Volume {
             }
         }
         // Only this writer changes pages, and only on this thread: nothing can change `page`
-        // between the miss above and the insert below.
-        let img = self.fetch(page, vdl)?;
-        self.pages.locked().clean.put(page, img.clone());
-        Ok(img)
+        // between the miss above and the insert below. Pages read ahead are kept only where the
+        // cache has nothing: a page in `pending` changed above the VDL (its pageserver version
+        // is old), and one in `clean` is already the newest.
+        // The run stays in the page's segment: another segment may be served by another
+        // pageserver, or not exist.
+        let run = self.read_ahead.plan(page);
+        let layout = self.writer.layout();
+        let segment = layout.segment_of(page);
+        let wanted: Vec<PageNo> = (0..run)
+            .filter_map(|i| page.0.checked_add(u32::try_from(i).ok()?).map(PageNo))
+            .take_while(|p| layout.segment_of(*p) == segment)
+            .collect();
+        let fetched = self.fetch(&wanted, vdl)?;
+        let mut pages = self.pages.locked();
+        let mut asked = None;
+        for (p, img) in wanted.into_iter().zip(fetched) {
+            if p == page {
+                asked = Some(img.clone());
+            } else if pages.pending.contains_key(&p) || pages.clean.contains(&p) {
+                continue;
+            }
+            pages.clean.put(p, img);
+        }
+        Ok(asked.flatten())
     }
 
-    fn fetch(&mut self, page: PageNo, lsn: Lsn) -> Result<Option<Page>, BackendError> {
+    fn fetch(&mut self, pages: &[PageNo], lsn: Lsn) -> Result<Vec<Option<Page>>, BackendError> {
         let epoch = self.writer.epoch();
         self.pageserver
-            .get_page(&self.rt, self.tenant, page, lsn, epoch)
+            .get_pages(&self.rt, self.tenant, pages, lsn, epoch)
     }
 }
 
@@ -193,5 +255,32 @@ impl Backend for Volume {
             pages.pending.insert(page, (lsn, img));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_ahead_doubles_on_a_sequential_scan_and_resets_on_a_jump() {
+        let mut off = ReadAhead::new(1);
+        assert_eq!((off.plan(PageNo(1)), off.plan(PageNo(2))), (1, 1), "read-ahead off");
+        let mut r = ReadAhead::new(PAGES_PER_CALL_MAX);
+        assert_eq!(r.plan(PageNo(10)), 1);
+        assert_eq!(r.plan(PageNo(11)), 2, "the page right after the last run");
+        assert_eq!(r.plan(PageNo(13)), 4);
+        assert_eq!(r.plan(PageNo(17)), 8);
+        let mut next = 25;
+        let mut runs = Vec::new();
+        for _ in 0..5 {
+            let run = r.plan(PageNo(next));
+            runs.push(run);
+            next += run as u32;
+        }
+        assert_eq!(runs, vec![16, 32, 64, 64, 64], "capped at one call's worth");
+        assert_eq!(r.plan(PageNo(3)), 1, "a jump starts over");
+        assert_eq!(r.plan(PageNo(3)), 1, "the same page again is no scan");
+        assert_eq!(r.plan(PageNo(u32::MAX)), 1);
     }
 }

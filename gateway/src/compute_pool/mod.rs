@@ -87,6 +87,8 @@ pub struct PoolConfig {
     pub commit_timeout: Duration,
     pub cache_pages: u32,
     pub host_cache_pages: usize,
+    /// The longest sequential read-ahead of a writer's compute, in pages (1: none).
+    pub read_ahead_pages: usize,
     pub log: VolumeWriterConfig,
     pub pageservers: Vec<String>,
 }
@@ -724,6 +726,7 @@ impl ComputePool {
                         self.page_client(tenant),
                         pages.clone(),
                         self.rt.clone(),
+                        self.config.read_ahead_pages,
                     ))
                 })
                 .map_err(|e| match e {

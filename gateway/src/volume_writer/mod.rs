@@ -120,6 +120,8 @@ pub struct VolumeWriter {
     epoch: u64,
     start: Lsn,
     history: Vec<borealis_core::EpochStart>,
+    /// How pages map to segments.
+    layout: SegmentLayout,
     /// The sans-IO session: the quorum writer, limbo, acknowledgements owed. Taps are filled and
     /// the VDL published while it is held, so both see commits in LSN order.
     session: Mutex<WriterSession>,
@@ -175,6 +177,7 @@ impl VolumeWriter {
             epoch,
             start: plan.vdl,
             history: plan.history.clone(),
+            layout: config.layout,
             session: Mutex::new(session),
             origin: Instant::now(),
             members: senders,
@@ -222,6 +225,10 @@ impl VolumeWriter {
     }
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+    /// How pages map to segments.
+    pub fn layout(&self) -> SegmentLayout {
+        self.layout
     }
     /// The VDL this writer started from.
     pub fn start_lsn(&self) -> Lsn {
