@@ -46,6 +46,7 @@ mod redo_sample;
 mod replica_lag;
 mod report;
 mod safekeeper_append;
+mod scan;
 mod sqlite_native;
 mod stats;
 mod workload;
@@ -66,6 +67,7 @@ const PARTS: &[&str] = &[
     "replica",
     "failover",
     "cold-start",
+    "scan",
     "recovery",
     "postgres",
     "sqlite",
@@ -116,6 +118,9 @@ struct Cli {
     /// --quick).
     #[arg(long, value_delimiter = ',')]
     cold_tenants: Vec<usize>,
+    /// Size of the table the full-scan measurement reads, in MB (default 256; 16 with --quick).
+    #[arg(long)]
+    scan_mb: Option<u64>,
 }
 
 impl Cli {
@@ -319,7 +324,14 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
     }
 
-    let borealis_parts = ["borealis", "replica", "failover", "cold-start", "recovery"];
+    let borealis_parts = [
+        "borealis",
+        "replica",
+        "failover",
+        "cold-start",
+        "scan",
+        "recovery",
+    ];
     if borealis_parts.iter().any(|p| cli.wants(p)) {
         println!("== Borealis: starting a cluster with `borealis up`");
         let missing_before = res.missing.len();
@@ -552,6 +564,30 @@ async fn borealis_parts_run(
             );
         }
         res.cold_start = rounds;
+    }
+    if cli.wants("scan") {
+        let mb = cli.scan_mb.unwrap_or(if cli.quick { 16 } else { 256 });
+        println!("== Borealis: full scan of a {mb} MB table (and native SQLite)");
+        let f = scan::measure(&cluster.api, &cluster.admin_token, work, mb, checks).await?;
+        println!(
+            "  loaded {} rows in {:.1} s; Borealis scans: {}; native SQLite: {}",
+            f.rows,
+            f.load.as_secs_f64(),
+            f.borealis
+                .iter()
+                .map(|r| match r {
+                    Ok(d) => report::dur(*d),
+                    Err(e) => format!("failed ({e})"),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            f.sqlite
+                .iter()
+                .map(|d| report::dur(*d))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        res.scan = Some(f);
     }
     if cli.wants("recovery") {
         println!(

@@ -10,6 +10,7 @@ use crate::recovery::{FailoverFigures, RecoveryPoint};
 use crate::redo_sample::RedoSample;
 use crate::replica_lag::ReplicaFigures;
 use crate::safekeeper_append::AppendFigures;
+use crate::scan::ScanFigures;
 use crate::stats::{Latencies, Run};
 use crate::workload::SystemFigures;
 use std::fmt::Write as _;
@@ -27,6 +28,7 @@ pub struct Results {
     pub redo: Option<RedoSample>,
     /// One round per tenant count.
     pub cold_start: Vec<ColdStartFigures>,
+    pub scan: Option<ScanFigures>,
     pub recovery: Vec<RecoveryPoint>,
     pub failover: Option<FailoverFigures>,
     pub replica: Option<ReplicaFigures>,
@@ -417,6 +419,63 @@ pub fn render(res: &Results) -> String {
         ));
     } else {
         out.push_str("not measured\n");
+    }
+
+    out.push_str("\n### Full scan (`SELECT count(*), sum(length(pad))`, 4,000-byte rows, far larger than every cache)\n\n");
+    match &res.scan {
+        None => out.push_str("not measured\n"),
+        Some(f) => {
+            let median = |mut v: Vec<Duration>| {
+                v.sort_unstable();
+                v.get(v.len() / 2).copied()
+            };
+            let ok: Vec<Duration> = f
+                .borealis
+                .iter()
+                .filter_map(|r| r.as_ref().ok().copied())
+                .collect();
+            let failed: Vec<&String> = f.borealis.iter().filter_map(|r| r.as_ref().err()).collect();
+            let b = median(ok.clone());
+            let n = median(f.sqlite.clone());
+            let mbps = |d: Duration| f.mb as f64 / d.as_secs_f64().max(1e-9);
+            let rows = vec![
+                vec![
+                    "Borealis (writer, read-ahead)".to_string(),
+                    b.map_or("–".into(), dur),
+                    b.map_or("–".into(), |d| format!("{:.0}", mbps(d))),
+                    if failed.is_empty() {
+                        format!("{} of {} scans done", ok.len(), f.borealis.len())
+                    } else {
+                        format!(
+                            "{} of {} scans failed: {}",
+                            failed.len(),
+                            f.borealis.len(),
+                            failed[0]
+                        )
+                    },
+                ],
+                vec![
+                    "native SQLite (local file, OS cache warm)".to_string(),
+                    n.map_or("–".into(), dur),
+                    n.map_or("–".into(), |d| format!("{:.0}", mbps(d))),
+                    match (b, n) {
+                        (Some(b), Some(n)) => {
+                            format!("Borealis takes {}", ratio(b.as_secs_f64(), n.as_secs_f64()))
+                        }
+                        _ => "–".into(),
+                    },
+                ],
+            ];
+            let _ = writeln!(
+                out,
+                "{} MB, {} rows, loaded into Borealis in {:.1} s ({:.1} MB/s). Median of 3 scans each.\n",
+                f.mb,
+                f.rows,
+                f.load.as_secs_f64(),
+                f.mb as f64 / f.load.as_secs_f64().max(1e-9)
+            );
+            out.push_str(&table(&["system", "scan", "MB/s", "notes"], &rows));
+        }
     }
 
     out.push_str("\n### Cold start of an idle tenant (first request → first result)\n\n");
