@@ -6,7 +6,8 @@
 //!    because no pageserver may serve them yet. The LAL bounds how many there can be.
 //! 2. a bounded **LRU of clean pages**;
 //! 3. the tenant's **pageserver**, asked for GetPage@VDL: every change to the page at or below
-//!    the VDL is there, and every later one is in (1).
+//!    the VDL is there, and every later one is in (1). A miss that continues a sequential run
+//!    fetches the pages after it too, in one pipelined round trip ([`ReadAhead`]), into (2).
 //!
 //! Commits hand the MTR to the [`VolumeWriter`] (which assigns LSNs and ships) and keep the
 //! after-images as pending pages until the VDL passes them.
