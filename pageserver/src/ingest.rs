@@ -8,7 +8,9 @@
 //! (from GetPage requests) or the `known_vdl` its current safekeeper reported, whichever is
 //! higher. (A safekeeper's `known_vdl` only ever raises the target for reads *from that
 //! safekeeper*: its log up to the VDL its own writer told it is that writer's durable log, while
-//! another safekeeper might be at an older epoch.) Every read passes the vouched epoch as
+//! another safekeeper might be at an older epoch. It is only ever a VDL a writer sent, never the
+//! start of an epoch, which a recovery that fails before making it durable may leave behind:
+//! `borealis_quorum::acceptor::TenantAcceptor::begin_epoch`.) Every read passes the vouched epoch as
 //! `min_epoch`. Each turn the follower does one of three things:
 //!
 //! 1. **Hurry** when a GetPage waits for an LSN above `caught_up_to`: fetch

@@ -24,7 +24,7 @@
 //! When every member it tried refused because its log is trimmed past the follower (another
 //! pageserver checkpointed while this one lagged), it attaches again from the newest checkpoint,
 //! as a pageserver does at start: the real follower has no such path (it would keep turning from
-//! one refusing member to the next), see the report in `docs/durability.md`.
+//! one refusing member to the next; RFC 0007, "Not yet").
 
 use super::member::{ReadAnswer, TrimFailed};
 use super::{World, SEG};
