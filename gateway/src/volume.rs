@@ -266,7 +266,11 @@ mod tests {
     #[test]
     fn read_ahead_doubles_on_a_sequential_scan_and_resets_on_a_jump() {
         let mut off = ReadAhead::new(1);
-        assert_eq!((off.plan(PageNo(1)), off.plan(PageNo(2))), (1, 1), "read-ahead off");
+        assert_eq!(
+            (off.plan(PageNo(1)), off.plan(PageNo(2))),
+            (1, 1),
+            "read-ahead off"
+        );
         let mut r = ReadAhead::new(PAGES_PER_CALL_MAX);
         assert_eq!(r.plan(PageNo(10)), 1);
         assert_eq!(r.plan(PageNo(11)), 2, "the page right after the last run");
