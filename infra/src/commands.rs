@@ -580,13 +580,19 @@ pub async fn node(dir: &Path, action: &str, id: &str) -> anyhow::Result<()> {
                 libc::SIGTERM
             };
             signal(pid, sig);
+            // Stopped means its data directory's lock is released too: the main thread of a
+            // killed process can be a zombie while its other threads, with the lock's file, are
+            // still being torn down (a `node start` right after failed "in use" in a benchmark).
+            let stopped =
+                || !pid_alive(pid, id) && !borealis_utils::lock_file::is_locked(&node.data_dir);
             let deadline = Instant::now() + STOP_GRACE;
-            while pid_alive(pid, id) && Instant::now() < deadline {
+            while !stopped() && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            if pid_alive(pid, id) {
+            if !stopped() {
                 bail!(
-                    "{id} (pid {pid}) is still alive {} s after the signal",
+                    "{id} (pid {pid}) is still alive, or still holds {}, {} s after the signal",
+                    node.data_dir.display(),
                     STOP_GRACE.as_secs()
                 );
             }

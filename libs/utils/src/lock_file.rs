@@ -90,9 +90,34 @@ pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, LockError> {
     Ok(DataDirLock { _file: file, path })
 }
 
+/// Whether some process holds `dir`'s lock now. A process killed with SIGKILL keeps it until
+/// its **last thread** has exited: its main thread may show as a zombie (`/proc/<pid>/stat`
+/// state `Z`) while others are still being torn down with the file table open, so this, not the
+/// process state, is what says a data directory is free. Never creates anything: a directory or
+/// lock file that does not exist is not held.
+pub fn is_locked(dir: &Path) -> bool {
+    let Ok(file) = OpenOptions::new().read(true).open(dir.join(LOCK_FILE_NAME)) else {
+        return false;
+    };
+    // Taken and at once released (the file is dropped) if free.
+    matches!(file.try_lock(), Err(TryLockError::WouldBlock))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn is_locked_tells_a_held_directory_from_a_free_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        assert!(!is_locked(&data), "no directory, no lock");
+        let held = lock_data_dir(&data).unwrap();
+        assert!(is_locked(&data));
+        drop(held);
+        assert!(!is_locked(&data));
+        lock_data_dir(&data).expect("asking did not take the lock");
+    }
 
     #[test]
     fn a_second_holder_is_refused_with_the_first_ones_pid() {
