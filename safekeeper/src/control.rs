@@ -178,15 +178,7 @@ pub fn remove_leftovers(dir: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    fn h(entries: &[(u64, u64)]) -> Vec<EpochStart> {
-        entries
-            .iter()
-            .map(|&(epoch, start)| EpochStart {
-                epoch,
-                start: Lsn(start),
-            })
-            .collect()
-    }
+    use borealis_core::history::from_pairs as h;
 
     #[test]
     fn store_and_load_round_trip() {

@@ -25,6 +25,17 @@ pub struct EpochStart {
     pub start: Lsn,
 }
 
+/// A history from `(epoch, start)` pairs, as tests and tools write one.
+pub fn from_pairs(pairs: &[(u64, u64)]) -> Vec<EpochStart> {
+    pairs
+        .iter()
+        .map(|&(epoch, start)| EpochStart {
+            epoch,
+            start: Lsn(start),
+        })
+        .collect()
+}
+
 /// Checks that a history is well formed: epochs strictly increasing.
 pub fn is_valid(history: &[EpochStart]) -> bool {
     history.windows(2).all(|w| w[0].epoch < w[1].epoch) && history.iter().all(|e| e.epoch > 0)
@@ -77,15 +88,7 @@ pub fn truncation_point(member: &[EpochStart], writer: &[EpochStart]) -> Lsn {
 mod tests {
     use super::*;
 
-    fn h(entries: &[(u64, u64)]) -> Vec<EpochStart> {
-        entries
-            .iter()
-            .map(|&(epoch, s)| EpochStart {
-                epoch,
-                start: Lsn(s),
-            })
-            .collect()
-    }
+    use super::from_pairs as h;
 
     #[test]
     fn a_member_that_missed_an_epoch_drops_what_it_truncated() {

@@ -318,15 +318,7 @@ mod tests {
 
     const S: SegmentId = SegmentId(0);
 
-    fn h(entries: &[(u64, u64)]) -> Vec<EpochStart> {
-        entries
-            .iter()
-            .map(|&(epoch, start)| EpochStart {
-                epoch,
-                start: Lsn(start),
-            })
-            .collect()
-    }
+    use borealis_core::history::from_pairs as h;
 
     fn fetch(after: u64, upto: u64) -> PeerFetch<u64> {
         PeerFetch::new(S, 2, h(&[(1, 0), (2, 5)]), Lsn(after), Lsn(upto))

@@ -256,15 +256,7 @@ mod tests {
     const A: SegmentId = SegmentId(0);
     const B: SegmentId = SegmentId(1);
 
-    fn h(entries: &[(u64, u64)]) -> Vec<EpochStart> {
-        entries
-            .iter()
-            .map(|&(epoch, start)| EpochStart {
-                epoch,
-                start: Lsn(start),
-            })
-            .collect()
-    }
+    use borealis_core::history::from_pairs as h;
 
     fn rep(member: usize, history: &[(u64, u64)], segment: SegmentId, scl: u64) -> MemberReport {
         let history = h(history);

@@ -17,15 +17,7 @@ fn budget(metrics: &Arc<Metrics>) -> Arc<SharedDiskBudget> {
     ))
 }
 
-fn h(entries: &[(u64, u64)]) -> Vec<EpochStart> {
-    entries
-        .iter()
-        .map(|&(epoch, start)| EpochStart {
-            epoch,
-            start: Lsn(start),
-        })
-        .collect()
-}
+use borealis_core::history::from_pairs as h;
 
 /// `(lsn, prev_lsn_segment)` records of page 0, each a CPL with a full image (also used by
 /// the store's tests).

@@ -532,15 +532,7 @@ mod tests {
 
     const S: SegmentId = SegmentId(0);
 
-    fn h(entries: &[(u64, u64)]) -> Vec<EpochStart> {
-        entries
-            .iter()
-            .map(|&(epoch, start)| EpochStart {
-                epoch,
-                start: Lsn(start),
-            })
-            .collect()
-    }
+    use borealis_core::history::from_pairs as h;
 
     fn rec(lsn: u64, prev: u64) -> (Lsn, Link, u64) {
         (

@@ -860,15 +860,7 @@ mod tests {
         a.segment_mut(SegmentId(0)).adopt_base(point(3, 2));
     }
 
-    fn h(entries: &[(u64, u64)]) -> Vec<EpochStart> {
-        entries
-            .iter()
-            .map(|&(epoch, start)| EpochStart {
-                epoch,
-                start: Lsn(start),
-            })
-            .collect()
-    }
+    use borealis_core::history::from_pairs as h;
 
     #[test]
     fn epoch_fencing() {
