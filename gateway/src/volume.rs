@@ -111,7 +111,7 @@ impl ReadAhead {
     /// How many pages to fetch from `page` on: 1, or twice the last run if this continues it.
     fn plan(&mut self, page: PageNo) -> usize {
         let run = if self.next == Some(page) {
-            (self.run * 2).clamp(2, self.max.max(2)).min(self.max)
+            (self.run * 2).max(2).min(self.max)
         } else {
             1
         };

@@ -495,13 +495,7 @@ impl Tenant {
             .segment(segment)
             .map_or(TrimPoint::default(), |c| c.trim_point());
         if after < trim.base && after < upto {
-            return Err(SkError::Trimmed {
-                tenant: self.id,
-                segment,
-                base: trim.base,
-                last_cpl: trim.last_cpl,
-                after,
-            });
+            return Err(self.trimmed(segment, trim, after));
         }
         let Some(file) = log.segments.get_mut(&segment) else {
             return Ok(ReadResult {
@@ -663,6 +657,17 @@ impl Tenant {
         }
     }
 
+    /// The refusal of a read that starts at `after`, below the segment's `trim` point.
+    fn trimmed(&self, segment: SegmentId, trim: TrimPoint, after: Lsn) -> SkError {
+        SkError::Trimmed {
+            tenant: self.id,
+            segment,
+            base: trim.base,
+            last_cpl: trim.last_cpl,
+            after,
+        }
+    }
+
     /// Answer to `ReadLsns`: the headers of the segment's durable records in `(after, upto]`, at
     /// most `max`, and the record at or below `after` the first links to (RFC 0008). Read from
     /// the acceptor's chain in memory, cut at the published (fsynced) SCL: no file is read.
@@ -685,14 +690,7 @@ impl Tenant {
             return Ok((Lsn::INVALID, Vec::new(), scl));
         };
         let Some((before, held)) = chain.index(after, upto.min(scl), max) else {
-            let trim = chain.trim_point();
-            return Err(SkError::Trimmed {
-                tenant: self.id,
-                segment,
-                base: trim.base,
-                last_cpl: trim.last_cpl,
-                after,
-            });
+            return Err(self.trimmed(segment, chain.trim_point(), after));
         };
         let entries = held
             .into_iter()
