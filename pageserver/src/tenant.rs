@@ -23,10 +23,10 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
-/// Segments followed per tenant at most (each costs a task and a long poll). A volume of 10 GiB
-/// segments has at most 1,639 (`u32` pages of 4 KiB); only tiny test layouts could ask for more,
-/// and a GetPage beyond the bound is refused rather than growing without limit.
-pub const SEGMENTS_PER_TENANT_MAX: usize = 4096;
+/// Segments followed per tenant at most (each costs a task and a long poll): as many as a volume
+/// can have (the writer refuses pages beyond them). A GetPage beyond the bound is refused rather
+/// than growing without limit.
+pub const SEGMENTS_PER_TENANT_MAX: usize = borealis_core::SEGMENTS_PER_VOLUME_MAX as usize;
 
 /// What every part of the pageserver shares.
 pub struct Shared {

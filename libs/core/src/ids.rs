@@ -9,6 +9,13 @@ pub const PAGE_SIZE_BYTES: usize = 4096;
 
 /// Default segment size (docs/design.md §2): 10 GiB.
 pub const SEGMENT_SIZE_BYTES_DEFAULT: u64 = 10 * 1024 * 1024 * 1024;
+/// The smallest segment size `--segment-size` accepts (tests make hundreds of segments from a
+/// few megabytes with it).
+pub const SEGMENT_SIZE_BYTES_MIN: u64 = 1024 * 1024;
+/// Segments per volume at most. Each costs a follower task on its pageserver and an entry in
+/// recovery's plan; with the default segment size a volume never gets near it (`u32` page numbers
+/// of 4 KiB are 16 TiB, 1,639 segments), with small test segments it bounds the volume instead.
+pub const SEGMENTS_PER_VOLUME_MAX: u32 = 4096;
 
 /// A tenant, i.e. one volume. Chosen at random by the gateway when the tenant is created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -76,6 +83,45 @@ impl SegmentLayout {
         Self::new(pages as u32)
     }
 
+    /// Parses a segment size as `--segment-size` takes it: bytes, or a number with `KiB`, `MiB`,
+    /// `GiB` or `TiB`; a whole number of MiB, at least [`SEGMENT_SIZE_BYTES_MIN`] (so powers of two
+    /// from 1 MiB and the default 10 GiB).
+    pub fn parse_segment_size(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+        let n: u64 = digits.parse().map_err(|_| {
+            format!("segment size {text:?}: expected a number such as 4MiB or 10GiB")
+        })?;
+        let scale: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "TiB" => 1 << 40,
+            other => {
+                return Err(format!(
+                    "segment size {text:?}: unknown unit {other:?} (use KiB, MiB, GiB or TiB)"
+                ))
+            }
+        };
+        let bytes = n
+            .checked_mul(scale)
+            .ok_or_else(|| format!("segment size {text:?} is too large"))?;
+        if bytes < SEGMENT_SIZE_BYTES_MIN || bytes % SEGMENT_SIZE_BYTES_MIN != 0 {
+            return Err(format!(
+                "segment size {text:?}: must be a whole number of MiB, at least 1MiB"
+            ));
+        }
+        if bytes / PAGE_SIZE_BYTES as u64 > u64::from(u32::MAX) {
+            return Err(format!("segment size {text:?} is too large"));
+        }
+        Ok(Self::from_segment_size_bytes(bytes))
+    }
+
+    pub fn segment_size_bytes(self) -> u64 {
+        u64::from(self.pages_per_segment) * PAGE_SIZE_BYTES as u64
+    }
+
     pub fn pages_per_segment(self) -> u32 {
         self.pages_per_segment
     }
@@ -97,6 +143,37 @@ mod tests {
         assert_eq!(layout.segment_of(PageNo(0)), SegmentId(0));
         assert_eq!(layout.segment_of(PageNo(2_621_439)), SegmentId(0));
         assert_eq!(layout.segment_of(PageNo(2_621_440)), SegmentId(1));
+    }
+
+    #[test]
+    fn segment_sizes_parse_as_whole_mib_of_at_least_one() {
+        let l = SegmentLayout::parse_segment_size("4MiB").unwrap();
+        assert_eq!(
+            (l.pages_per_segment(), l.segment_size_bytes()),
+            (1024, 4 << 20)
+        );
+        assert_eq!(
+            SegmentLayout::parse_segment_size("10GiB").unwrap(),
+            SegmentLayout::default()
+        );
+        assert_eq!(
+            SegmentLayout::parse_segment_size("1048576")
+                .unwrap()
+                .pages_per_segment(),
+            256
+        );
+        for bad in [
+            "",
+            "4",
+            "512KiB",
+            "1536KiB",
+            "4 MB",
+            "x",
+            "99999999999999TiB",
+            "32TiB",
+        ] {
+            assert!(SegmentLayout::parse_segment_size(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

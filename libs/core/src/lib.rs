@@ -28,5 +28,8 @@ pub mod redo;
 
 pub use error::ErrorKind;
 pub use history::EpochStart;
-pub use ids::{PageNo, SegmentId, SegmentLayout, TenantId, PAGE_SIZE_BYTES};
+pub use ids::{
+    PageNo, SegmentId, SegmentLayout, TenantId, PAGE_SIZE_BYTES, SEGMENTS_PER_VOLUME_MAX,
+    SEGMENT_SIZE_BYTES_DEFAULT, SEGMENT_SIZE_BYTES_MIN,
+};
 pub use lsn::Lsn;

@@ -3,7 +3,7 @@
 use crate::consistency::ConsistencyTracker;
 use borealis_core::quorum::{MemberSet, PG_MEMBERS};
 use borealis_core::redo::{RedoBody, RedoRecord};
-use borealis_core::{Lsn, PageNo, SegmentId, SegmentLayout};
+use borealis_core::{Lsn, PageNo, SegmentId, SegmentLayout, SEGMENTS_PER_VOLUME_MAX};
 use std::collections::{BTreeMap, HashMap};
 use thiserror::Error;
 
@@ -23,11 +23,15 @@ pub enum WriteError {
     /// The writer is more than the LAL ahead of the VDL; wait for the VDL to advance.
     #[error("log allocation limit reached: {ahead} LSNs ahead of the VDL")]
     Backpressure { ahead: u64 },
-    /// The mini-transaction touches a segment this version cannot recover (docs/rfcs/0002).
+    /// The mini-transaction touches a page beyond the volume's last possible segment.
     #[error(
-        "page {page} lies in segment {segment}; volumes beyond one segment are not supported yet"
+        "page {page} lies in segment {segment}; a volume has at most {SEGMENTS_PER_VOLUME_MAX} segments of {segment_size_bytes} bytes"
     )]
-    VolumeTooLarge { page: PageNo, segment: SegmentId },
+    VolumeTooLarge {
+        page: PageNo,
+        segment: SegmentId,
+        segment_size_bytes: u64,
+    },
     #[error("empty mini-transaction")]
     Empty,
 }
@@ -128,10 +132,11 @@ impl QuorumWriter {
         }
         for (page, _) in &changes {
             let segment = self.layout.segment_of(*page);
-            if segment != SegmentId(0) {
+            if segment.0 >= SEGMENTS_PER_VOLUME_MAX {
                 return Err(WriteError::VolumeTooLarge {
                     page: *page,
                     segment,
+                    segment_size_bytes: self.layout.segment_size_bytes(),
                 });
             }
         }
@@ -260,14 +265,56 @@ mod tests {
     }
 
     #[test]
-    fn pages_beyond_the_first_segment_are_refused() {
+    fn an_mtr_over_several_segments_chains_each_segment_and_ends_in_one_cpl() {
         let mut w = QuorumWriter::new(1, Lsn(0), BTreeMap::new(), SegmentLayout::new(4), 100);
         for m in 0..6 {
             w.member_up(m);
         }
+        let a = w
+            .submit(vec![
+                (PageNo(1), img(1)),
+                (PageNo(9), img(2)),
+                (PageNo(2), img(3)),
+            ])
+            .unwrap();
+        assert_eq!(a.commit_lsn, Lsn(3));
+        let by: BTreeMap<_, _> = a.segments.iter().cloned().collect();
+        let s0: Vec<_> = by[&SegmentId(0)]
+            .iter()
+            .map(|r| (r.lsn.0, r.prev_lsn_segment.0, r.is_cpl))
+            .collect();
+        let s2: Vec<_> = by[&SegmentId(2)]
+            .iter()
+            .map(|r| (r.lsn.0, r.prev_lsn_segment.0, r.is_cpl))
+            .collect();
+        assert_eq!(s0, vec![(1, 0, false), (3, 1, true)]);
+        assert_eq!(s2, vec![(2, 0, false)]);
+        // Durable only when every segment's group holds its part: segment 0 alone is not enough.
+        for m in 0..4 {
+            w.on_ack(m, SegmentId(0), Lsn(3));
+        }
+        assert_eq!(w.vdl(), Lsn(0));
+        for m in 0..4 {
+            w.on_ack(m, SegmentId(2), Lsn(2));
+        }
+        assert_eq!(w.vdl(), Lsn(3));
+    }
+
+    #[test]
+    fn pages_beyond_the_last_possible_segment_are_refused() {
+        let mut w = QuorumWriter::new(1, Lsn(0), BTreeMap::new(), SegmentLayout::new(4), 100);
+        for m in 0..6 {
+            w.member_up(m);
+        }
+        let last = PageNo(4 * SEGMENTS_PER_VOLUME_MAX - 1);
+        assert!(w.submit(vec![(last, img(1))]).is_ok());
         assert!(matches!(
-            w.submit(vec![(PageNo(4), img(1))]),
-            Err(WriteError::VolumeTooLarge { .. })
+            w.submit(vec![(PageNo(last.0 + 1), img(1))]),
+            Err(WriteError::VolumeTooLarge {
+                segment: SegmentId(4096),
+                segment_size_bytes: 16384,
+                ..
+            })
         ));
     }
 }
