@@ -14,6 +14,8 @@
 //! - [`history`]: epoch histories, which decide what log a safekeeper keeps when a new writer's
 //!   epoch reaches it.
 //! - [`quorum`]: the arithmetic of six members in three AZs, write quorum 4, read quorum 3.
+//! - [`placement`]: which six safekeepers of a pool form a segment's protection group (two per
+//!   AZ, by rendezvous hashing), and which pageserver serves it.
 //! - [`ErrorKind`]: the small, shared classification of failures that tells a caller what to do
 //!   (retry, give up, report read-only, ...) and maps to the gateway's HTTP error codes.
 //!
@@ -23,6 +25,7 @@ pub mod error;
 pub mod history;
 pub mod ids;
 pub mod lsn;
+pub mod placement;
 pub mod quorum;
 pub mod redo;
 

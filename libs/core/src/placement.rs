@@ -1,0 +1,252 @@
+//! Placement: which safekeepers of a pool hold a segment, and which pageserver serves it
+//! (RFC 0008 §3).
+//!
+//! A volume is cut into segments, and each segment is its own protection group of six
+//! safekeepers, two in each of the three AZs ([`crate::quorum`]), drawn from a **pool** of
+//! storage nodes that hold segments of many volumes. The choice is **rendezvous hashing**
+//! (highest random weight): for segment `n` of tenant `t`, every node `i` of the pool scores
+//!
+//! ```text
+//!     score(t, n, i) = splitmix64(t ⊕ rotl(n, 32) ⊕ i)
+//! ```
+//!
+//! and the two best scores of each AZ form the group ([`choose_group`]); the best of `n`
+//! pageservers serves the segment ([`choose_one`]). The load spreads without a coordinator, every
+//! gateway and node computes the same answer, and a node added to the pool takes only the
+//! segments it wins: every other segment keeps its group, because the scores of the nodes already
+//! there do not change. (A table of fixed groups, written once per segment, records the outcome so
+//! that a later change of the pool does not move anything: `borealis_quorum::placement`.)
+//!
+//! A pool is a list of AZs, one per node (`0`, `1`, `2` for a, b, c); a node's index in the list
+//! is its id here. Nothing here does I/O.
+
+use crate::quorum::{AZ_COUNT, MEMBERS_PER_AZ, PG_MEMBERS};
+use crate::{SegmentId, TenantId};
+
+/// The six safekeepers of a segment's protection group, as node indexes into the pool, in
+/// **member order**: two of AZ a, two of b, two of c (so member `i` is in AZ `i / 2`, as
+/// [`crate::quorum::az_of`] says); each pair ascending by node index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Group(pub [usize; PG_MEMBERS]);
+
+impl Group {
+    /// The member index (0..6) of pool node `node` in this group, if it is a member.
+    pub fn member_of(&self, node: usize) -> Option<usize> {
+        self.0.iter().position(|&n| n == node)
+    }
+
+    /// The pool node that is member `member` (0..6).
+    pub fn node(&self, member: usize) -> usize {
+        self.0[member]
+    }
+
+    pub fn contains(&self, node: usize) -> bool {
+        self.0.contains(&node)
+    }
+
+    /// Whether this is a well-formed group of a pool with these AZs: six distinct nodes of the
+    /// pool, two per AZ in member order, each pair ascending.
+    pub fn fits(&self, pool_azs: &[u8]) -> bool {
+        self.0.iter().enumerate().all(|(member, &node)| {
+            pool_azs.get(node).map(|&az| usize::from(az)) == Some(member / MEMBERS_PER_AZ)
+        }) && self.0.chunks(MEMBERS_PER_AZ).all(|pair| pair[0] < pair[1])
+    }
+}
+
+/// The SplitMix64 output function (Steele, Lea and Flood, 2014; the finalizer of
+/// `java.util.SplittableRandom`): a bijection on `u64` whose every output bit depends on every
+/// input bit. Part of the placement's definition: changing it moves segments.
+pub fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Node `node`'s score for segment `segment` of `tenant` (see the module docs).
+pub fn score(tenant: TenantId, segment: SegmentId, node: usize) -> u64 {
+    splitmix64(tenant.0 ^ u64::from(segment.0).rotate_left(32) ^ node as u64)
+}
+
+/// Checks a pool of safekeepers: every AZ is 0, 1 or 2, and each has at least two nodes (a group
+/// needs two per AZ).
+pub fn validate_pool(azs: &[u8]) -> Result<(), String> {
+    if let Some((node, az)) = azs
+        .iter()
+        .enumerate()
+        .find(|(_, &az)| usize::from(az) >= AZ_COUNT)
+    {
+        return Err(format!(
+            "pool node {node} is in AZ {az}; AZs are 0, 1 and 2 (a, b, c)"
+        ));
+    }
+    for az in 0..AZ_COUNT {
+        let n = azs.iter().filter(|&&a| usize::from(a) == az).count();
+        if n < MEMBERS_PER_AZ {
+            return Err(format!(
+                "the pool has {n} node(s) in AZ {}; a protection group needs {MEMBERS_PER_AZ} in each AZ",
+                (b'a' + az as u8) as char
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The protection group of `segment` of `tenant` in a pool whose node `i` is in AZ
+/// `pool_azs[i]`: the two best-scoring nodes of each AZ (ties: the lower node index), in member
+/// order. The pool must be valid ([`validate_pool`]).
+pub fn choose_group(tenant: TenantId, segment: SegmentId, pool_azs: &[u8]) -> Group {
+    assert!(
+        validate_pool(pool_azs).is_ok(),
+        "choose_group needs a valid pool: {:?}",
+        validate_pool(pool_azs)
+    );
+    let mut group = [0; PG_MEMBERS];
+    for az in 0..AZ_COUNT {
+        let mut nodes: Vec<usize> = (0..pool_azs.len())
+            .filter(|&i| usize::from(pool_azs[i]) == az)
+            .collect();
+        // Best score first; equal scores (never seen, but possible) by node index.
+        nodes.sort_unstable_by_key(|&i| (std::cmp::Reverse(score(tenant, segment, i)), i));
+        let mut pair = [nodes[0], nodes[1]];
+        pair.sort_unstable();
+        group[az * MEMBERS_PER_AZ..(az + 1) * MEMBERS_PER_AZ].copy_from_slice(&pair);
+    }
+    Group(group)
+}
+
+/// The one node of `n` (a pageserver) that serves `segment` of `tenant`: the best score, ties to
+/// the lower index.
+pub fn choose_one(tenant: TenantId, segment: SegmentId, n: usize) -> usize {
+    assert!(n > 0, "choose_one needs at least one node");
+    (0..n)
+        .max_by_key(|&i| (score(tenant, segment, i), std::cmp::Reverse(i)))
+        .expect("n > 0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: TenantId = TenantId(0x5eed_0042_dead_beef);
+    const NINE: [u8; 9] = [0, 0, 0, 1, 1, 1, 2, 2, 2];
+
+    #[test]
+    fn splitmix64_is_the_published_function() {
+        // The first outputs of SplitMix64 seeded with 0 (its state advances by the golden gamma
+        // before each output): the reference values of the algorithm.
+        assert_eq!(splitmix64(0), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(splitmix64(0x9E37_79B9_7F4A_7C15), 0x6E78_9E6A_A1B9_65F4);
+    }
+
+    #[test]
+    fn pools_need_two_nodes_in_each_of_three_azs() {
+        assert!(validate_pool(&[0, 0, 1, 1, 2, 2]).is_ok());
+        assert!(validate_pool(&[2, 1, 0, 0, 1, 2]).is_ok());
+        assert!(validate_pool(&NINE).is_ok());
+        for bad in [
+            &[0, 0, 1, 1, 2][..],
+            &[0, 0, 1, 1, 2, 2, 3],
+            &[],
+            &[0, 1, 2, 0, 1, 1],
+        ] {
+            assert!(validate_pool(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_pool_of_six_puts_every_segment_on_all_six_in_member_order() {
+        for tenant in [TenantId(0), TenantId(1), T] {
+            for s in 0..200 {
+                let g = choose_group(tenant, SegmentId(s), &[0, 0, 1, 1, 2, 2]);
+                assert_eq!(g, Group([0, 1, 2, 3, 4, 5]));
+            }
+        }
+        // Member order follows the AZs, whatever order the pool lists its nodes in.
+        let g = choose_group(T, SegmentId(7), &[2, 1, 0, 2, 1, 0]);
+        assert_eq!(g, Group([2, 5, 1, 4, 0, 3]));
+        assert!(g.fits(&[2, 1, 0, 2, 1, 0]));
+        assert_eq!((g.member_of(4), g.member_of(9)), (Some(3), None));
+    }
+
+    #[test]
+    fn a_pool_of_nine_gives_two_per_az_deterministically_and_spreads_the_load() {
+        let mut load = [0usize; 9];
+        let mut groups = std::collections::BTreeSet::new();
+        const SEGMENTS: u32 = 1000;
+        for s in 0..SEGMENTS {
+            let g = choose_group(T, SegmentId(s), &NINE);
+            assert!(g.fits(&NINE), "segment {s}: {g:?}");
+            assert_eq!(g, choose_group(T, SegmentId(s), &NINE), "deterministic");
+            for &n in &g.0 {
+                load[n] += 1;
+            }
+            groups.insert(g);
+        }
+        // 3 AZs of 3 nodes, 2 of 3 chosen per AZ: 27 possible groups, each node in 2/3 of the
+        // segments (666.7 of 1000; one standard deviation is 14.9). Every group shape occurs, and
+        // every node holds within 10% of its share (more than 4 standard deviations).
+        assert_eq!(groups.len(), 27);
+        let share = f64::from(SEGMENTS) * 2.0 / 3.0;
+        for (node, &n) in load.iter().enumerate() {
+            assert!(
+                (n as f64 - share).abs() < share * 0.10,
+                "node {node} holds {n} of {SEGMENTS} segments, expected about {share:.0}: {load:?}"
+            );
+        }
+        // Other tenants get other groups for the same segment numbers.
+        let other: usize = (0..SEGMENTS)
+            .filter(|&s| {
+                choose_group(TenantId(1), SegmentId(s), &NINE)
+                    != choose_group(T, SegmentId(s), &NINE)
+            })
+            .count();
+        assert!(
+            other > 800,
+            "only {other} of {SEGMENTS} segments differ by tenant"
+        );
+    }
+
+    #[test]
+    fn adding_a_node_moves_only_the_segments_it_wins() {
+        let mut ten = NINE.to_vec();
+        ten.push(1); // a fourth node in AZ b, index 9
+        let mut moved = 0;
+        for s in 0..1000 {
+            let (before, after) = (
+                choose_group(T, SegmentId(s), &NINE),
+                choose_group(T, SegmentId(s), &ten),
+            );
+            if before != after {
+                moved += 1;
+                // The new node took one slot of its AZ; the other AZs are untouched.
+                assert!(after.contains(9), "segment {s}: {before:?} -> {after:?}");
+                assert_eq!(before.0[..2], after.0[..2]);
+                assert_eq!(before.0[4..], after.0[4..]);
+                let kept = before.0[2..4]
+                    .iter()
+                    .filter(|n| after.contains(**n))
+                    .count();
+                assert_eq!(kept, 1, "segment {s}: {before:?} -> {after:?}");
+            } else {
+                assert!(!after.contains(9));
+            }
+        }
+        // The new node is one of the two best of four in half the segments.
+        assert!((400..600).contains(&moved), "{moved} of 1000 moved");
+    }
+
+    #[test]
+    fn one_of_n_spreads_and_keeps_its_choice_when_a_node_is_added() {
+        let mut load = [0usize; 3];
+        for s in 0..999 {
+            let one = choose_one(T, SegmentId(s), 3);
+            load[one] += 1;
+            let four = choose_one(T, SegmentId(s), 4);
+            assert!(four == one || four == 3, "segment {s}: {one} -> {four}");
+        }
+        // 333 each expected; one standard deviation is 14.9.
+        assert!(load.iter().all(|&n| (283..=383).contains(&n)), "{load:?}");
+        assert_eq!(choose_one(T, SegmentId(0), 1), 0);
+    }
+}
