@@ -1,4 +1,10 @@
 //! The consistency tracker: from acknowledged SCLs to VCL and VDL.
+//!
+//! Acknowledgements are counted per segment by **member index** (0..6) in the segment's own
+//! protection group: with several groups ([`crate::placement`]) the writer translates a pool node
+//! to its member index in the segment's group before it reports an ack here. A record is durable
+//! once the 4th-highest SCL of its segment's group reaches it; VCL is the longest prefix of
+//! durable records in LSN order, VDL the highest CPL at or below it.
 
 use borealis_core::quorum::{quorum_value, PG_MEMBERS, WRITE_QUORUM};
 use borealis_core::{Lsn, SegmentId};
@@ -13,6 +19,9 @@ pub struct ConsistencyTracker {
     outstanding: VecDeque<(Lsn, SegmentId, bool)>,
     /// Per segment, the last SCL each member acknowledged.
     scls: BTreeMap<SegmentId, [Lsn; PG_MEMBERS]>,
+    /// Per segment with outstanding records: the last of them. A segment whose group has not
+    /// made that record durable has records **in flight** (see [`Self::in_flight`]).
+    outstanding_tails: BTreeMap<SegmentId, Lsn>,
 }
 
 impl ConsistencyTracker {
@@ -23,6 +32,7 @@ impl ConsistencyTracker {
             vdl: start,
             outstanding: VecDeque::new(),
             scls: BTreeMap::new(),
+            outstanding_tails: BTreeMap::new(),
         }
     }
 
@@ -47,6 +57,16 @@ impl ConsistencyTracker {
             .unwrap_or(Lsn::INVALID)
     }
 
+    /// The segments whose group has not yet made every record of theirs durable that the writer
+    /// shipped: their records are in flight. A record above the VCL that its own group already
+    /// holds on a write quorum is not in flight (it waits only for other segments' records).
+    pub fn in_flight(&self) -> impl Iterator<Item = SegmentId> + '_ {
+        self.outstanding_tails
+            .iter()
+            .filter(|&(&segment, &tail)| self.segment_durable(segment) < tail)
+            .map(|(&segment, _)| segment)
+    }
+
     /// Notes a record the writer is about to ship. Records must be noted in LSN order.
     pub fn record_shipped(&mut self, lsn: Lsn, segment: SegmentId, is_cpl: bool) {
         let last = self.outstanding.back().map(|r| r.0).unwrap_or(self.vcl);
@@ -55,6 +75,7 @@ impl ConsistencyTracker {
             "records must be shipped in LSN order ({lsn} after {last})"
         );
         self.outstanding.push_back((lsn, segment, is_cpl));
+        self.outstanding_tails.insert(segment, lsn);
     }
 
     /// A member acknowledged `scl` for `segment`. Returns the new VDL if it advanced.
@@ -80,6 +101,9 @@ impl ConsistencyTracker {
                 break;
             }
             self.outstanding.pop_front();
+            if self.outstanding_tails.get(&segment) == Some(&lsn) {
+                self.outstanding_tails.remove(&segment);
+            }
             assert!(lsn > self.vcl, "VCL went backwards");
             self.vcl = lsn;
             if is_cpl {
@@ -165,6 +189,26 @@ mod tests {
         }
         assert_eq!(t.on_ack(0, S0, Lsn(0)), None);
         assert_eq!(t.vdl(), Lsn(1));
+    }
+
+    #[test]
+    fn in_flight_names_the_segments_whose_group_has_not_made_them_durable() {
+        let mut t = ConsistencyTracker::new(Lsn(0));
+        t.record_shipped(Lsn(1), S0, false);
+        t.record_shipped(Lsn(2), S1, false);
+        t.record_shipped(Lsn(3), S0, true);
+        assert_eq!(t.in_flight().collect::<Vec<_>>(), vec![S0, S1]);
+        // S0's group holds its records: only S1 is in flight, though the VCL waits at 1.
+        for m in 0..4 {
+            t.on_ack(m, S0, Lsn(3));
+        }
+        assert_eq!(t.vcl(), Lsn(1));
+        assert_eq!(t.in_flight().collect::<Vec<_>>(), vec![S1]);
+        for m in 2..6 {
+            t.on_ack(m, S1, Lsn(2));
+        }
+        assert_eq!(t.vdl(), Lsn(3));
+        assert_eq!(t.in_flight().count(), 0);
     }
 
     #[test]

@@ -9,13 +9,17 @@
 //! - [`writer::QuorumWriter`] turns a mini-transaction (the pages one SQLite commit changed) into
 //!   redo records: it assigns consecutive LSNs, links each record to the previous record of its
 //!   segment and of its page, marks the last one as the consistency point (CPL), and refuses
-//!   (`read_only`) when fewer than 4 members are reachable, *before* anything leaves the writer.
-//!   It applies LAL backpressure: no new LSN while `next_lsn - VDL` exceeds the limit.
+//!   (`read_only`) when a segment it touches has fewer than 4 members of its group reachable,
+//!   *before* anything leaves the writer. It applies LAL backpressure: no new LSN while
+//!   `next_lsn - VDL` exceeds the limit.
+//! - [`placement`]: each segment is its own protection group of six safekeepers drawn from a pool
+//!   (two per AZ, rendezvous hashing, `borealis_core::placement`); the writer's [`placement::Placement`]
+//!   fixes a segment's group on first use and translates pool nodes to member indexes.
 //! - [`consistency::ConsistencyTracker`] consumes the members' acknowledgements. A safekeeper
 //!   acknowledges with its SCL (every record of the segment up to it is held and fsynced). A
-//!   segment's durable point is the 4th-highest SCL; **VCL** is the highest LSN such that every
-//!   record up to it is durable in its segment; **VDL** is the highest CPL at or below VCL. Both
-//!   only ever grow (asserted).
+//!   segment's durable point is the 4th-highest SCL of its group; **VCL** is the highest LSN such
+//!   that every record up to it is durable in its segment; **VDL** is the highest CPL at or below
+//!   VCL. Both only ever grow (asserted).
 //! - [`recovery`] computes, from the states that at least a read quorum (3 of 6) reported, the
 //!   VDL a new writer starts from and the epoch it installs. Because every read quorum meets every
 //!   write quorum, every record that was durable is seen; records above the VDL were never
@@ -23,8 +27,8 @@
 //!   [`volume_recovery`] does the same for a volume of many segments (RFC 0008): the newest
 //!   history volume-wide, then the end from the sources' record indexes above a durable anchor.
 //!
-//! - [`session::WriterSession`] adds the writer's rules that need time — limbo (RFC 0004),
-//!   unsettled commits, member acknowledgement timeouts — with the time passed in.
+//! - [`session::WriterSession`] adds the writer's rules that need time — limbo (RFC 0004, per
+//!   group), unsettled commits, acknowledgement timeouts per pool node — with the time passed in.
 //! - [`acceptor`] is the other side: what a safekeeper does with a `Hello`, an append, a peer's
 //!   repair, an fsync, a trim. [`acceptor::Acceptor`] turns each input into ordered actions
 //!   (store the control state, truncate, write, publish) that a driver executes.
@@ -44,6 +48,7 @@ pub mod acceptor;
 pub mod consistency;
 pub mod follower;
 pub mod gossip;
+pub mod placement;
 pub mod recovery;
 pub mod session;
 pub mod volume_recovery;

@@ -4,32 +4,46 @@
 //! The gateway's driver (`gateway/src/volume_writer/`) owns the sockets and tasks and reads the
 //! clock; it passes the time in (`now`: time since the driver's origin) with every input, and
 //! acts on the [`Event`]s each input returns (log them; on [`Event::AckTimeout`], drop the
-//! member's connection). The simulator (`tests/src/sim`) drives the same machine with simulated
+//! node's connection). The simulator (`tests/src/sim`) drives the same machine with simulated
 //! time, so these rules are checked under the faults it injects.
 //!
-//! ## Reachable members
+//! ## Nodes and groups
 //!
-//! A member counts toward the write quorum while it is **connected** (it accepted this writer's
-//! `Hello`), **accepting** appends (a member whose disk budget is exhausted answers `read_only`
-//! and is counted out until a repeated `Hello` says it has room) and **acknowledging**: a member
-//! that owes an acknowledgement for longer than [`SessionConfig::member_ack_timeout`] (a frozen
-//! process, a partition that breaks no connection) is reported by [`WriterSession::tick`] and
-//! its driver drops the connection.
+//! The session keeps one link per **node of the pool** (one connection each, which carries the
+//! appends of every segment the node holds); each segment's records go to the six nodes of its
+//! protection group ([`crate::placement`]). With a pool of six every group is the whole pool, and
+//! a node is the member of the same index in every group.
 //!
-//! ## Limbo (RFC 0004)
+//! ## Reachable nodes
 //!
-//! When fewer than a write quorum of members is reachable while commits are unsettled (the last
-//! LSN assigned is above the VDL), those commits reached three members at most: none can become
-//! durable, nor be truncated by a recovery (which needs four members too), until a fourth member
-//! returns. The writer is then **in limbo** until the VDL reaches the last LSN assigned at that
-//! moment: it keeps its epoch and VDL but ships nothing new ([`WriterSession::commit`] refuses
-//! `ReadOnly`). A write quorum back for longer than a grace period with the commits still
-//! unsettled means no returning member holds them: [`WriterSession::limbo_stuck`] says only a
-//! recovery can settle them. A writer that shuts down drops its members on purpose: that is not
-//! a lost quorum.
+//! A node counts toward the write quorum of each group it is a member of while it is
+//! **connected** (it accepted this writer's `Hello`), **accepting** appends (a node whose disk
+//! budget is exhausted answers `read_only` and is counted out until a repeated `Hello` says it
+//! has room) and **acknowledging**: a node that owes an acknowledgement for longer than
+//! [`SessionConfig::member_ack_timeout`] (a frozen process, a partition that breaks no
+//! connection) is reported by [`WriterSession::tick`] and its driver drops the connection. A node
+//! owes an acknowledgement while the highest LSN acknowledged on its connection (of any segment)
+//! is below the highest LSN sent on it: a node that keeps acknowledging its newest records is
+//! alive, even if one of its segments has a hole it will fill from its peers.
+//!
+//! ## Limbo (RFC 0004), per group
+//!
+//! Records are **in flight** in a group while it has not made every record of its segment that
+//! the writer shipped durable (4 of its 6 hold them). When a group with records in flight has
+//! fewer than a write quorum of its nodes reachable, those records reached three of its members
+//! at most: none can become durable, nor be truncated by a recovery (which needs four of that
+//! group too), until a fourth member returns — and the VDL, which needs every record below it,
+//! cannot pass them. The writer is then **in limbo** until the VDL reaches the last LSN assigned
+//! at that moment: it keeps its epoch and VDL but ships nothing new ([`WriterSession::commit`]
+//! refuses `ReadOnly`). A group that loses its quorum with nothing in flight is no limbo: MTRs
+//! that touch it are refused, the others go on. When every group with records in flight has a
+//! write quorum again ([`Event::QuorumBack`]) for longer than a grace period with the commits
+//! still unsettled, no returning member holds them: [`WriterSession::limbo_stuck`] says only a
+//! recovery can settle them. A writer that shuts down drops its nodes on purpose: that is not a
+//! lost quorum.
 
 use crate::writer::{QuorumWriter, ShippedMtr, WriteError};
-use borealis_core::quorum::{PG_MEMBERS, WRITE_QUORUM};
+use borealis_core::quorum::WRITE_QUORUM;
 use borealis_core::redo::RedoBody;
 use borealis_core::{Lsn, PageNo, SegmentId};
 use std::collections::VecDeque;
@@ -47,27 +61,30 @@ pub struct SessionConfig {
 /// member's connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// The write quorum was lost with commits in flight up to `until`.
+    /// A group with records in flight lost its write quorum (`reachable`: of its six, in the
+    /// worst such group), with commits up to `until` unsettled.
     LimboEntered {
         reachable: usize,
         vdl: Lsn,
         until: Lsn,
     },
-    /// A write quorum is reachable again while in limbo.
+    /// Every group with records in flight has a write quorum reachable again while in limbo
+    /// (`reachable`: of its six, in the worst of them).
     QuorumBack { reachable: usize, until: Lsn },
     /// The VDL reached the commits caught by the lost quorum: out of limbo.
     Settled { vdl: Lsn },
-    /// A member owes an acknowledgement for longer than the timeout: count it out.
+    /// A node (`member`: its index in the pool) owes an acknowledgement for longer than the
+    /// timeout: count it out.
     AckTimeout {
         member: usize,
         sent: Lsn,
         acked: Lsn,
     },
-    /// A member refuses appends while connected (its disk budget), or accepts them again.
+    /// A node refuses appends while connected (its disk budget), or accepts them again.
     Refusing { member: usize, why: Option<String> },
 }
 
-/// What the session knows of one member's connection.
+/// What the session knows of one pool node's connection.
 #[derive(Clone, Debug, Default)]
 struct MemberLink {
     connected: bool,
@@ -92,7 +109,8 @@ struct Limbo {
 pub struct WriterSession {
     writer: QuorumWriter,
     config: SessionConfig,
-    members: [MemberLink; PG_MEMBERS],
+    /// One link per node of the pool.
+    members: Vec<MemberLink>,
     /// Commit LSNs above the VDL and when they were shipped, oldest first. One entry per commit,
     /// at most the LAL of them.
     unsettled: VecDeque<(Lsn, Duration)>,
@@ -102,10 +120,11 @@ pub struct WriterSession {
 
 impl WriterSession {
     pub fn new(writer: QuorumWriter, config: SessionConfig) -> WriterSession {
+        let pool_size = writer.placement().pool_size();
         WriterSession {
             writer,
             config,
-            members: Default::default(),
+            members: vec![MemberLink::default(); pool_size],
             unsettled: VecDeque::new(),
             limbo: Limbo::default(),
             shutting_down: false,
@@ -133,7 +152,7 @@ impl WriterSession {
     ) -> Result<ShippedMtr, WriteError> {
         if self.limbo.until.is_some_and(|u| u > self.writer.vdl()) {
             return Err(WriteError::ReadOnly {
-                reachable: self.writer.reachable().len(),
+                reachable: self.worst_reachable(),
             });
         }
         let shipped = self.writer.submit(changes)?;
@@ -141,7 +160,8 @@ impl WriterSession {
         Ok(shipped)
     }
 
-    /// `member` accepted our `Hello` (a new connection). `refusing`: it said it refuses appends.
+    /// Pool node `member` accepted our `Hello` (a new connection). `refusing`: it said it refuses
+    /// appends.
     pub fn member_connected(
         &mut self,
         member: usize,
@@ -188,7 +208,8 @@ impl WriterSession {
         }
     }
 
-    /// `member` acknowledged `scl` for `segment` at `now`. Returns the new VDL if it advanced,
+    /// Pool node `member` acknowledged `scl` for `segment` at `now` (ignored by the durability
+    /// count if it is not a member of the segment's group). Returns the new VDL if it advanced,
     /// and the events (out of limbo).
     pub fn on_ack(
         &mut self,
@@ -244,11 +265,11 @@ impl WriterSession {
         self.shutting_down = true;
     }
 
-    /// In limbo (see the module docs), or about to be: no write quorum with commits unsettled.
+    /// In limbo (see the module docs), or about to be: a group with records in flight has no
+    /// write quorum reachable.
     pub fn in_limbo(&self) -> bool {
         let vdl = self.writer.vdl();
-        self.limbo.until.is_some_and(|u| u > vdl)
-            || (self.writer.last_lsn() > vdl && !self.writer.reachable().is_write_quorum())
+        self.limbo.until.is_some_and(|u| u > vdl) || !self.in_flight_groups_writable()
     }
 
     /// In limbo with a write quorum reachable again for longer than `grace` and the commits
@@ -268,7 +289,8 @@ impl WriterSession {
             .map(|(_, at)| now.saturating_sub(*at))
     }
 
-    /// "N of 6 safekeepers refuse appends: <the first one's reason>", if any do.
+    /// "N of P safekeepers refuse appends: <the first one's reason>" (P: the pool's size), if
+    /// any do.
     pub fn refusing_summary(&self) -> Option<String> {
         let reasons: Vec<&String> = self
             .members
@@ -277,8 +299,9 @@ impl WriterSession {
             .collect();
         let first = reasons.first()?;
         Some(format!(
-            "{} of {PG_MEMBERS} safekeepers refuse appends: {first}",
-            reasons.len()
+            "{} of {} safekeepers refuse appends: {first}",
+            reasons.len(),
+            self.members.len()
         ))
     }
 
@@ -296,6 +319,21 @@ impl WriterSession {
         }
     }
 
+    /// Whether every group with records in flight has a write quorum reachable.
+    fn in_flight_groups_writable(&self) -> bool {
+        self.writer
+            .in_flight_reachable()
+            .is_none_or(|n| n >= WRITE_QUORUM)
+    }
+
+    /// The reachable members of the worst group with records in flight (of the pool, if none
+    /// is): what a refusal or a limbo event reports.
+    fn worst_reachable(&self) -> usize {
+        self.writer
+            .in_flight_reachable()
+            .unwrap_or_else(|| self.writer.reachable().len())
+    }
+
     /// Applies `member`'s reachability (connected and accepting) to the writer and the limbo.
     fn update_reachable(&mut self, member: usize, now: Duration) -> Vec<Event> {
         let link = &self.members[member];
@@ -304,14 +342,15 @@ impl WriterSession {
         } else {
             self.writer.member_down(member);
         }
-        let n = self.writer.reachable().len();
+        let writable = self.in_flight_groups_writable();
         let (vdl, last) = (self.writer.vdl(), self.writer.last_lsn());
         let mut events = Vec::new();
-        match (n >= WRITE_QUORUM, self.limbo.until) {
-            (false, None) if last > vdl && !self.shutting_down => {
+        match (writable, self.limbo.until) {
+            (false, None) if !self.shutting_down => {
+                // Not writable means a group has records in flight: last > VDL.
                 self.limbo.until = Some(last);
                 events.push(Event::LimboEntered {
-                    reachable: n,
+                    reachable: self.worst_reachable(),
                     vdl,
                     until: last,
                 });
@@ -320,7 +359,7 @@ impl WriterSession {
             (true, Some(until)) if self.limbo.quorum_back_at.is_none() => {
                 self.limbo.quorum_back_at = Some(now);
                 events.push(Event::QuorumBack {
-                    reachable: n,
+                    reachable: self.worst_reachable(),
                     until,
                 });
             }
@@ -333,7 +372,9 @@ impl WriterSession {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use borealis_core::SegmentLayout;
+    use crate::placement::Placement;
+    use borealis_core::quorum::PG_MEMBERS;
+    use borealis_core::{SegmentLayout, TenantId};
     use std::collections::BTreeMap;
 
     const S: SegmentId = SegmentId(0);
@@ -343,18 +384,32 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    fn session() -> WriterSession {
-        let qw = QuorumWriter::new(1, Lsn(0), BTreeMap::new(), SegmentLayout::default(), 1024);
+    /// A session over `placement`'s pool (segments of 4 pages), every node connected.
+    fn session_of(placement: Placement) -> WriterSession {
+        let pool = placement.pool_size();
+        let qw = QuorumWriter::new(
+            1,
+            Lsn(0),
+            BTreeMap::new(),
+            SegmentLayout::new(4),
+            1024,
+            placement,
+        );
         let mut s = WriterSession::new(
             qw,
             SessionConfig {
                 member_ack_timeout: TIMEOUT,
             },
         );
-        for m in 0..PG_MEMBERS {
-            s.member_connected(m, None, ms(0));
+        for n in 0..pool {
+            s.member_connected(n, None, ms(0));
         }
         s
+    }
+
+    /// A pool of six: one group, node = member.
+    fn session() -> WriterSession {
+        session_of(Placement::pool_of_six(TenantId(1)))
     }
 
     fn change() -> Vec<(PageNo, RedoBody)> {
@@ -477,5 +532,130 @@ mod tests {
             s.on_ack(m, S, a, ms(21));
         }
         assert_eq!(s.oldest_unsettled_age(ms(20)), Some(ms(11)));
+    }
+
+    /// A pool of nine, three per AZ: segment 0 and the first segment whose group differs from
+    /// segment 0's in AZ `y`, with `y`.
+    fn nine() -> (WriterSession, SegmentId, SegmentId, usize) {
+        let s = session_of(Placement::new(TenantId(1), vec![0, 0, 0, 1, 1, 1, 2, 2, 2]).unwrap());
+        let a = s.writer().group(SegmentId(0));
+        let (b, y) = (1..)
+            .map(SegmentId)
+            .find_map(|b| {
+                let g = s.writer().group(b);
+                (0..3)
+                    .find(|&y| g.0[2 * y..2 * y + 2] != a.0[2 * y..2 * y + 2])
+                    .map(|y| (b, y))
+            })
+            .unwrap();
+        (s, SegmentId(0), b, y)
+    }
+
+    fn change_in(segment: SegmentId) -> Vec<(PageNo, RedoBody)> {
+        vec![(
+            PageNo(segment.0 * 4 + 1),
+            RedoBody::Delta(vec![0, 0, 1, 0, 7]),
+        )]
+    }
+
+    #[test]
+    fn limbo_is_a_group_with_records_in_flight_losing_its_quorum_not_an_idle_one() {
+        let (mut s, a, b, y) = nine();
+        let (ga, gb) = (s.writer().group(a), s.writer().group(b));
+        let c = s.commit(change_in(a), ms(1)).unwrap().commit_lsn;
+        // b, idle, loses its quorum: its pair of an AZ x other than y, and its node of AZ y that
+        // a does not have. a keeps at least four.
+        let x = (y + 1) % 3;
+        let only_b = *gb.0[2 * y..2 * y + 2]
+            .iter()
+            .find(|&&n| !ga.contains(n))
+            .unwrap();
+        for n in [gb.0[2 * x], gb.0[2 * x + 1], only_b] {
+            assert!(
+                s.member_lost(n, ms(2)).is_empty(),
+                "no limbo for an idle group"
+            );
+        }
+        assert_eq!(s.writer().reachable_in(b), 3);
+        assert!(s.writer().reachable_in(a) >= 4);
+        assert!(!s.in_limbo());
+        assert_eq!(
+            s.commit(change_in(b), ms(3)).unwrap_err(),
+            WriteError::ReadOnly { reachable: 3 }
+        );
+        let c = s
+            .commit(change_in(a), ms(3))
+            .expect("a has its quorum")
+            .commit_lsn
+            .max(c);
+        // Now a, with records in flight, loses its quorum too: limbo, until the last LSN.
+        let mut lost = Vec::new();
+        for &n in &ga.0 {
+            if s.writer().reachable_in(a) == 4 {
+                let events = s.member_lost(n, ms(4));
+                assert_eq!(
+                    events,
+                    vec![Event::LimboEntered {
+                        reachable: 3,
+                        vdl: Lsn(0),
+                        until: c
+                    }]
+                );
+                lost.push(n);
+                break;
+            }
+            if s.writer().reachable().contains(n) {
+                assert!(s.member_lost(n, ms(4)).is_empty());
+                lost.push(n);
+            }
+        }
+        assert!(s.in_limbo());
+        assert!(matches!(
+            s.commit(change_in(a), ms(5)),
+            Err(WriteError::ReadOnly { reachable: 3 })
+        ));
+        // One of a's nodes back: every group in flight is writable again (b is idle, still
+        // short of its quorum, and does not count).
+        let back = *lost.last().unwrap();
+        assert_eq!(
+            s.member_connected(back, None, ms(10)),
+            vec![Event::QuorumBack {
+                reachable: 4,
+                until: c
+            }]
+        );
+        assert!(s.in_limbo(), "back, but not settled");
+        assert!(s.limbo_stuck(ms(50), ms(61)));
+        let up: Vec<usize> =
+            ga.0.iter()
+                .copied()
+                .filter(|&n| s.writer().reachable().contains(n))
+                .collect();
+        assert_eq!(up.len(), 4);
+        let mut events = Vec::new();
+        for &n in &up {
+            events.extend(s.on_ack(n, a, c, ms(70)).1);
+        }
+        assert_eq!(events, vec![Event::Settled { vdl: c }]);
+        assert!(!s.in_limbo());
+        s.commit(change_in(a), ms(71)).expect("out of limbo");
+        assert!(
+            s.commit(change_in(b), ms(71)).is_err(),
+            "b still lacks its quorum"
+        );
+    }
+
+    #[test]
+    fn acks_of_a_node_outside_the_group_neither_settle_nor_count() {
+        let (mut s, a, _, _) = nine();
+        let ga = s.writer().group(a);
+        let c = s.commit(change_in(a), ms(1)).unwrap().commit_lsn;
+        for n in (0..9).filter(|&n| !ga.contains(n)) {
+            assert_eq!(s.on_ack(n, a, c, ms(2)).0, None);
+        }
+        for &n in &ga.0[..3] {
+            assert_eq!(s.on_ack(n, a, c, ms(2)).0, None);
+        }
+        assert_eq!(s.on_ack(ga.0[3], a, c, ms(2)).0, Some(c));
     }
 }

@@ -1,10 +1,29 @@
 //! The quorum writer: mini-transactions in, LSN-stamped redo records per segment out.
+//!
+//! One writer per volume assigns dense, volume-wide LSNs; an MTR's records may belong to several
+//! segments, each its own protection group of six safekeepers drawn from a pool
+//! ([`crate::placement`]). Each record links to the previous record of its own segment
+//! (`prev_lsn_segment`) and of its page (`prev_lsn_page`); the MTR's last record is its
+//! consistency point (CPL).
+//!
+//! **Admission.** [`QuorumWriter::submit`] refuses an MTR — before it assigns any LSN, so nothing
+//! leaves the writer — when a segment it touches has fewer than a write quorum (4) of its group
+//! reachable (`ReadOnly`, with the count of the worst such group), and when the writer is more
+//! than the LAL ahead of its VDL (`Backpressure`). A group that lost its quorum refuses only the
+//! MTRs that touch it: the rest of the volume stays writable.
+//!
+//! **Durability.** Reachability and acknowledgements come from the driver by pool node;
+//! [`QuorumWriter::on_ack`] translates the node to its member index in the segment's group (a node
+//! that is not a member is ignored) and the [`ConsistencyTracker`] counts the 4th-highest SCL of
+//! that group. An MTR over two groups is durable only when both hold their part.
 
 use crate::consistency::ConsistencyTracker;
-use borealis_core::quorum::{MemberSet, PG_MEMBERS};
+use crate::placement::{NodeSet, Placement};
+use borealis_core::placement::Group;
+use borealis_core::quorum::{PG_MEMBERS, WRITE_QUORUM};
 use borealis_core::redo::{RedoBody, RedoRecord};
 use borealis_core::{Lsn, PageNo, SegmentId, SegmentLayout, SEGMENTS_PER_VOLUME_MAX};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use thiserror::Error;
 
 /// Default LSN allocation limit: how far the writer may run ahead of the VDL, in LSNs (one LSN
@@ -17,7 +36,8 @@ pub const PAGE_TAILS_MAX: usize = 64 * 1024;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum WriteError {
-    /// Fewer than a write quorum of members is reachable: nothing was shipped.
+    /// A segment the MTR touches has fewer than a write quorum of its group reachable (`reachable`
+    /// of its six, in the worst such group): nothing was shipped.
     #[error("write quorum lost: only {reachable} of {PG_MEMBERS} safekeepers reachable, 4 needed")]
     ReadOnly { reachable: usize },
     /// The writer is more than the LAL ahead of the VDL; wait for the VDL to advance.
@@ -36,7 +56,8 @@ pub enum WriteError {
     Empty,
 }
 
-/// The records of one shipped mini-transaction, grouped by segment, in LSN order.
+/// The records of one shipped mini-transaction, grouped by segment, in LSN order. Each segment's
+/// records go to the six nodes of its group ([`QuorumWriter::group`]).
 #[derive(Debug)]
 pub struct ShippedMtr {
     /// LSN of the MTR's consistency point: the MTR is durable once the VDL reaches it.
@@ -53,19 +74,24 @@ pub struct QuorumWriter {
     /// Last LSN assigned in each segment: the next record's `prev_lsn_segment`.
     segment_tails: BTreeMap<SegmentId, Lsn>,
     page_tails: HashMap<PageNo, Lsn>,
-    reachable: MemberSet,
+    /// Which nodes of the pool hold each segment.
+    placement: Placement,
+    /// Pool nodes reachable now.
+    reachable: NodeSet,
     tracker: ConsistencyTracker,
 }
 
 impl QuorumWriter {
     /// A writer of `epoch` whose log is durable up to `start` (the recovered VDL), where the last
-    /// record of each segment at or below `start` is `segment_tails[segment]`.
+    /// record of each segment at or below `start` is `segment_tails[segment]`, over the pool and
+    /// groups of `placement`.
     pub fn new(
         epoch: u64,
         start: Lsn,
         segment_tails: BTreeMap<SegmentId, Lsn>,
         layout: SegmentLayout,
         lal_lsns: u64,
+        placement: Placement,
     ) -> Self {
         assert!(
             epoch > 0,
@@ -82,7 +108,8 @@ impl QuorumWriter {
             lal_lsns,
             segment_tails,
             page_tails: HashMap::new(),
-            reachable: MemberSet::default(),
+            reachable: NodeSet::new(placement.pool_size()),
+            placement,
             tracker: ConsistencyTracker::new(start),
         }
     }
@@ -100,36 +127,51 @@ impl QuorumWriter {
     pub fn last_lsn(&self) -> Lsn {
         Lsn(self.next_lsn.0 - 1)
     }
-    pub fn reachable(&self) -> MemberSet {
-        self.reachable
+    /// The pool nodes reachable now.
+    pub fn reachable(&self) -> &NodeSet {
+        &self.reachable
     }
     pub fn tracker(&self) -> &ConsistencyTracker {
         &self.tracker
     }
-
-    pub fn member_up(&mut self, member: usize) {
-        self.reachable.insert(member);
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+    /// The six pool nodes of `segment`'s group, in member order.
+    pub fn group(&self, segment: SegmentId) -> Group {
+        self.placement.group(segment)
+    }
+    /// How many members of `segment`'s group are reachable.
+    pub fn reachable_in(&self, segment: SegmentId) -> usize {
+        self.reachable.count_in(&self.placement.group(segment))
     }
 
-    pub fn member_down(&mut self, member: usize) {
-        self.reachable.remove(member);
+    /// The fewest reachable members of any group with records in flight (shipped, not yet
+    /// durable in that group); `None` when nothing is in flight. Below a write quorum, those
+    /// records can neither become durable nor be truncated until members return (limbo).
+    pub fn in_flight_reachable(&self) -> Option<usize> {
+        self.tracker
+            .in_flight()
+            .map(|segment| self.reachable_in(segment))
+            .min()
     }
 
-    /// Turns one commit's page changes into records. Refuses, shipping nothing, when no write
-    /// quorum is reachable or the LAL is exhausted.
+    /// Pool node `node` is reachable (connected and accepting appends).
+    pub fn member_up(&mut self, node: usize) {
+        self.reachable.insert(node);
+    }
+
+    pub fn member_down(&mut self, node: usize) {
+        self.reachable.remove(node);
+    }
+
+    /// Turns one commit's page changes into records. Refuses, shipping nothing, when a segment
+    /// it touches has no write quorum of its group reachable or the LAL is exhausted.
     pub fn submit(&mut self, changes: Vec<(PageNo, RedoBody)>) -> Result<ShippedMtr, WriteError> {
         if changes.is_empty() {
             return Err(WriteError::Empty);
         }
-        if !self.reachable.is_write_quorum() {
-            return Err(WriteError::ReadOnly {
-                reachable: self.reachable.len(),
-            });
-        }
-        let ahead = self.next_lsn.0 - 1 - self.tracker.vdl().0;
-        if ahead >= self.lal_lsns {
-            return Err(WriteError::Backpressure { ahead });
-        }
+        let mut touched = BTreeSet::new();
         for (page, _) in &changes {
             let segment = self.layout.segment_of(*page);
             if segment.0 >= SEGMENTS_PER_VOLUME_MAX {
@@ -139,6 +181,23 @@ impl QuorumWriter {
                     segment_size_bytes: self.layout.segment_size_bytes(),
                 });
             }
+            touched.insert(segment);
+        }
+        let worst = touched
+            .iter()
+            .map(|&segment| self.reachable_in(segment))
+            .min()
+            .expect("an MTR touches at least one segment");
+        if worst < WRITE_QUORUM {
+            return Err(WriteError::ReadOnly { reachable: worst });
+        }
+        let ahead = self.next_lsn.0 - 1 - self.tracker.vdl().0;
+        if ahead >= self.lal_lsns {
+            return Err(WriteError::Backpressure { ahead });
+        }
+        // Admitted: each touched segment's group is fixed from now on (its first use).
+        for &segment in &touched {
+            self.placement.fix(segment);
         }
         if self.page_tails.len() + changes.len() > PAGE_TAILS_MAX {
             self.page_tails.clear();
@@ -173,12 +232,14 @@ impl QuorumWriter {
         })
     }
 
-    /// A member acknowledged `scl` for `segment`; returns the new VDL if it advanced.
-    pub fn on_ack(&mut self, member: usize, segment: SegmentId, scl: Lsn) -> Option<Lsn> {
+    /// Pool node `node` acknowledged `scl` for `segment`; returns the new VDL if it advanced. A
+    /// node that is not a member of the segment's group is ignored.
+    pub fn on_ack(&mut self, node: usize, segment: SegmentId, scl: Lsn) -> Option<Lsn> {
         if scl > self.last_lsn() {
             // A member cannot hold records this writer never assigned: it is not in our epoch.
             return None;
         }
+        let member = self.placement.group(segment).member_of(node)?;
         self.tracker.on_ack(member, segment, scl)
     }
 }
@@ -186,13 +247,25 @@ impl QuorumWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use borealis_core::TenantId;
+
+    fn six() -> Placement {
+        Placement::pool_of_six(TenantId(1))
+    }
 
     fn img(b: u8) -> RedoBody {
         RedoBody::Image(vec![b; borealis_core::PAGE_SIZE_BYTES])
     }
 
     fn writer(up: &[usize]) -> QuorumWriter {
-        let mut w = QuorumWriter::new(1, Lsn(0), BTreeMap::new(), SegmentLayout::default(), 100);
+        let mut w = QuorumWriter::new(
+            1,
+            Lsn(0),
+            BTreeMap::new(),
+            SegmentLayout::default(),
+            100,
+            six(),
+        );
         for &m in up {
             w.member_up(m);
         }
@@ -237,7 +310,14 @@ mod tests {
 
     #[test]
     fn lal_stalls_allocation_until_vdl_moves() {
-        let mut w = QuorumWriter::new(1, Lsn(0), BTreeMap::new(), SegmentLayout::default(), 2);
+        let mut w = QuorumWriter::new(
+            1,
+            Lsn(0),
+            BTreeMap::new(),
+            SegmentLayout::default(),
+            2,
+            six(),
+        );
         for m in 0..6 {
             w.member_up(m);
         }
@@ -266,7 +346,14 @@ mod tests {
 
     #[test]
     fn an_mtr_over_several_segments_chains_each_segment_and_ends_in_one_cpl() {
-        let mut w = QuorumWriter::new(1, Lsn(0), BTreeMap::new(), SegmentLayout::new(4), 100);
+        let mut w = QuorumWriter::new(
+            1,
+            Lsn(0),
+            BTreeMap::new(),
+            SegmentLayout::new(4),
+            100,
+            six(),
+        );
         for m in 0..6 {
             w.member_up(m);
         }
@@ -302,7 +389,14 @@ mod tests {
 
     #[test]
     fn pages_beyond_the_last_possible_segment_are_refused() {
-        let mut w = QuorumWriter::new(1, Lsn(0), BTreeMap::new(), SegmentLayout::new(4), 100);
+        let mut w = QuorumWriter::new(
+            1,
+            Lsn(0),
+            BTreeMap::new(),
+            SegmentLayout::new(4),
+            100,
+            six(),
+        );
         for m in 0..6 {
             w.member_up(m);
         }
@@ -316,5 +410,128 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    const NINE: [u8; 9] = [0, 0, 0, 1, 1, 1, 2, 2, 2];
+
+    /// A writer over a pool of nine (three per AZ), segments of 4 pages, every node reachable.
+    fn nine() -> QuorumWriter {
+        let placement = Placement::new(TenantId(1), NINE.to_vec()).unwrap();
+        let mut w = QuorumWriter::new(
+            1,
+            Lsn(0),
+            BTreeMap::new(),
+            SegmentLayout::new(4),
+            100,
+            placement,
+        );
+        for n in 0..9 {
+            w.member_up(n);
+        }
+        w
+    }
+
+    /// Segment 0 and the first segment whose group differs from segment 0's in AZ `y`, with `y`.
+    fn two_groups(w: &QuorumWriter) -> (SegmentId, SegmentId, usize) {
+        let a = w.group(SegmentId(0));
+        (1..)
+            .map(SegmentId)
+            .find_map(|b| {
+                let g = w.group(b);
+                (0..3)
+                    .find(|&y| g.0[2 * y..2 * y + 2] != a.0[2 * y..2 * y + 2])
+                    .map(|y| (SegmentId(0), b, y))
+            })
+            .unwrap()
+    }
+
+    fn page_in(s: SegmentId) -> PageNo {
+        PageNo(s.0 * 4 + 1)
+    }
+
+    #[test]
+    fn an_mtr_over_two_groups_is_durable_only_when_both_groups_hold_it() {
+        let mut w = nine();
+        let (a, b, _) = two_groups(&w);
+        let (ga, gb) = (w.group(a), w.group(b));
+        assert_ne!(ga, gb);
+        let mtr = w
+            .submit(vec![(page_in(a), img(1)), (page_in(b), img(2))])
+            .unwrap();
+        assert_eq!(mtr.commit_lsn, Lsn(2));
+        assert_eq!(
+            w.placement().table().len(),
+            2,
+            "both groups fixed on first use"
+        );
+        for &n in &ga.0[..4] {
+            w.on_ack(n, a, Lsn(1));
+        }
+        assert_eq!(w.vdl(), Lsn(0), "group a holds its part, group b nothing");
+        // Acks for b from nodes outside b's group do not count, however many.
+        for n in (0..9).filter(|&n| !gb.contains(n)) {
+            w.on_ack(n, b, Lsn(2));
+        }
+        assert_eq!(w.vdl(), Lsn(0));
+        for &n in &gb.0[..3] {
+            w.on_ack(n, b, Lsn(2));
+        }
+        assert_eq!(w.vdl(), Lsn(0), "three of b's group are not a write quorum");
+        assert_eq!(w.on_ack(gb.0[5], b, Lsn(2)), Some(Lsn(2)));
+    }
+
+    #[test]
+    fn a_group_that_lost_its_quorum_refuses_only_the_mtrs_that_touch_it() {
+        let mut w = nine();
+        let (a, b, y) = two_groups(&w);
+        let (ga, gb) = (w.group(a), w.group(b));
+        // a loses its pair of an AZ x other than y, and its node of AZ y that b does not have.
+        let x = (y + 1) % 3;
+        let extra = *ga.0[2 * y..2 * y + 2]
+            .iter()
+            .find(|&&n| !gb.contains(n))
+            .unwrap();
+        for n in [ga.0[2 * x], ga.0[2 * x + 1], extra] {
+            w.member_down(n);
+        }
+        assert_eq!(w.reachable_in(a), 3);
+        assert!(w.reachable_in(b) >= 4, "{gb:?}");
+        assert_eq!(
+            w.submit(vec![(page_in(a), img(1))]).unwrap_err(),
+            WriteError::ReadOnly { reachable: 3 }
+        );
+        assert_eq!(
+            w.submit(vec![(page_in(b), img(1)), (page_in(a), img(1))])
+                .unwrap_err(),
+            WriteError::ReadOnly { reachable: 3 }
+        );
+        assert_eq!(w.last_lsn(), Lsn(0), "refused MTRs take no LSN");
+        assert!(w.placement().table().is_empty(), "nor fix a group");
+        let ok = w.submit(vec![(page_in(b), img(2))]).unwrap();
+        assert_eq!(ok.commit_lsn, Lsn(1));
+        w.member_up(extra);
+        assert!(w.submit(vec![(page_in(a), img(3))]).is_ok());
+    }
+
+    #[test]
+    fn in_flight_counts_the_worst_group_with_records_not_yet_durable() {
+        let mut w = nine();
+        let (a, b, _) = two_groups(&w);
+        let (ga, gb) = (w.group(a), w.group(b));
+        assert_eq!(w.in_flight_reachable(), None);
+        w.submit(vec![(page_in(a), img(1)), (page_in(b), img(2))])
+            .unwrap();
+        let only_b = *gb.0.iter().find(|&&n| !ga.contains(n)).unwrap();
+        w.member_down(only_b);
+        assert_eq!(w.in_flight_reachable(), Some(5));
+        for &n in gb.0.iter().filter(|&&n| n != only_b).take(4) {
+            w.on_ack(n, b, Lsn(2));
+        }
+        // b is durable in its group; a, with all six reachable, still has its record in flight.
+        assert_eq!(w.in_flight_reachable(), Some(6));
+        for &n in &ga.0[..4] {
+            w.on_ack(n, a, Lsn(1));
+        }
+        assert_eq!((w.vdl(), w.in_flight_reachable()), (Lsn(2), None));
     }
 }

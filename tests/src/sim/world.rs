@@ -7,6 +7,7 @@ use borealis_core::quorum::{PG_MEMBERS, READ_QUORUM, WRITE_QUORUM};
 use borealis_core::redo::{RedoBody, RedoRecord};
 use borealis_core::{Lsn, PageNo, SegmentId, SegmentLayout, TenantId};
 use borealis_quorum::acceptor::{PlantedBug, Source};
+use borealis_quorum::placement::Placement;
 use borealis_quorum::recovery::{self, MemberReport};
 use borealis_quorum::session::{Event, SessionConfig, WriterSession};
 use borealis_quorum::QuorumWriter;
@@ -740,6 +741,7 @@ impl World {
                 plan.segment_tails.clone(),
                 SegmentLayout::default(),
                 64,
+                Placement::pool_of_six(TENANT),
             ),
             SessionConfig {
                 member_ack_timeout: MEMBER_ACK_TIMEOUT,
