@@ -38,7 +38,7 @@ use serde_json::{json, Map, Value as Json_};
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Largest request body accepted (a batch of statements with their parameters).
 pub const REQUEST_BYTES_MAX: usize = 8 * 1024 * 1024;
@@ -247,17 +247,41 @@ fn lookup(st: &AppState, name: &str) -> Result<Tenant, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("no tenant named {name:?}")))
 }
 
+/// How long `GET /v1/tenants/{name}` waits for each safekeeper's state.
+const SEGMENT_VIEW_TIMEOUT: Duration = Duration::from_secs(1);
+
 async fn get_tenant(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
     let started = Instant::now();
-    let r = (|| {
+    let r = async {
         require_admin(&st, &headers)?;
         let t = lookup(&st, &name)?;
-        Ok::<_, ApiError>(Json(tenant_json(&st, &t)))
-    })();
+        let mut v = tenant_json(&st, &t);
+        // The segments that hold data, each with its protection group (the six safekeepers, in
+        // member order), its pageserver and every member's SCL (`null`: no answer, or nothing).
+        let log = &st.pool.config().log;
+        let views = crate::volume_writer::segment_views(t.id, log, SEGMENT_VIEW_TIMEOUT).await;
+        let pageserver = st.pool.pageserver_for(t.id);
+        v["segment_size_bytes"] = json!(log.layout.segment_size_bytes());
+        v["segments"] = Json_::Array(
+            views
+                .iter()
+                .map(|s| {
+                    json!({
+                        "segment": s.segment.0,
+                        "safekeepers": log.safekeepers,
+                        "pageserver": pageserver,
+                        "scls": s.scls.iter().map(|l| l.map(|l| l.0)).collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+        );
+        Ok::<_, ApiError>(Json(v))
+    }
+    .await;
     finish(&st, "get_tenant", started, r)
 }
 

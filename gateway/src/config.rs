@@ -25,6 +25,12 @@ pub struct Config {
         required = true
     )]
     pub safekeepers: Vec<String>,
+    /// How a volume's pages are cut into segments (each its own protection group and its own
+    /// checkpoints): `10GiB` by default, any whole number of MiB from `1MiB`. Every gateway and
+    /// pageserver of a cluster must use the same size (`borealis up --segment-size` sees to it).
+    #[arg(long, env = "BOREALIS_SEGMENT_SIZE", default_value = "10GiB",
+          value_parser = borealis_core::SegmentLayout::parse_segment_size)]
+    pub segment_size: borealis_core::SegmentLayout,
     /// Pageservers' wire addresses, comma-separated; tenants are spread over them.
     #[arg(
         long,

@@ -57,7 +57,10 @@ async fn run(config: Config, admin_token: String) -> anyhow::Result<()> {
             cache_pages: config.cache_pages,
             host_cache_pages: config.host_cache_pages,
             read_ahead_pages: config.read_ahead_pages,
-            log: VolumeWriterConfig::new(config.safekeepers.clone(), tokens.clone()),
+            log: VolumeWriterConfig {
+                layout: config.segment_size,
+                ..VolumeWriterConfig::new(config.safekeepers.clone(), tokens.clone())
+            },
             pageservers: config.pageservers.clone(),
         },
         metrics.clone(),

@@ -51,8 +51,19 @@ pub struct Cluster {
     pub gateway: Gateway,
     pub admin_token: String,
     pub object_store: String,
+    /// How volumes are cut into segments (`--segment-size`, fixed when the cluster is created:
+    /// changing it would remap every page). Files written before it existed used the default.
+    #[serde(default = "default_segment_size")]
+    pub segment_size: String,
     pub nodes: Vec<Node>,
 }
+
+fn default_segment_size() -> String {
+    DEFAULT_SEGMENT_SIZE.to_string()
+}
+
+/// `borealis up --segment-size` when not given: Aurora's 10 GB segments.
+pub const DEFAULT_SEGMENT_SIZE: &str = "10GiB";
 
 pub fn cluster_file(dir: &Path) -> PathBuf {
     dir.join("cluster.json")
@@ -160,7 +171,10 @@ impl Cluster {
         bin_dir: &Path,
         object_store: Option<String>,
         idle_timeout: &str,
+        segment_size: &str,
     ) -> anyhow::Result<Cluster> {
+        borealis_core::SegmentLayout::parse_segment_size(segment_size)
+            .map_err(|e| anyhow::anyhow!("--segment-size: {e}"))?;
         let dir = std::fs::canonicalize(dir)?;
         let mut ports = PortAllocator::default();
         let bin = |name: &str| bin_dir.join(name).display().to_string();
@@ -226,6 +240,8 @@ impl Cluster {
                     all_sk.join(","),
                     "--object-store".into(),
                     object_store.clone(),
+                    "--segment-size".into(),
+                    segment_size.to_string(),
                 ],
                 addr,
                 http_addr: Some(http),
@@ -258,6 +274,8 @@ impl Cluster {
                 dir.join("admin_token").display().to_string(),
                 "--idle-timeout".into(),
                 idle_timeout.to_string(),
+                "--segment-size".into(),
+                segment_size.to_string(),
             ],
             addr: gw_addr.clone(),
             http_addr: None,
@@ -276,6 +294,7 @@ impl Cluster {
             },
             admin_token: String::new(),
             object_store,
+            segment_size: segment_size.to_string(),
             nodes,
         })
     }
@@ -414,7 +433,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let bin = std::path::Path::new("/bin");
         let url = "s3://b?endpoint=http://127.0.0.1:9&region=r";
-        let mut c = Cluster::plan(&dir, bin, Some(url.into()), "60s").unwrap();
+        let mut c = Cluster::plan(&dir, bin, Some(url.into()), "60s", "10GiB").unwrap();
         let object_store_args = |c: &Cluster| -> Vec<String> {
             c.nodes
                 .iter()

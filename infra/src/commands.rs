@@ -24,6 +24,7 @@ pub async fn up(
     dir: &Path,
     object_store: Option<String>,
     idle_timeout: &str,
+    segment_size: Option<String>,
 ) -> anyhow::Result<()> {
     humantime::parse_duration(idle_timeout)
         .with_context(|| format!("--idle-timeout {idle_timeout:?}"))?;
@@ -63,6 +64,14 @@ pub async fn up(
                 bail!("node {} of the cluster in {} is still running (pid {pid}); is another `borealis up` running?", n.id, dir.display());
             }
         }
+        if let Some(size) = &segment_size {
+            if *size != c.segment_size {
+                bail!(
+                    "this cluster was created with --segment-size {}; it cannot be changed to {size} (every page would move)",
+                    c.segment_size
+                );
+            }
+        }
         if let Some(os) = &object_store {
             if *os != c.object_store {
                 bail!(
@@ -74,7 +83,15 @@ pub async fn up(
         println!("restarting the cluster in {}", dir.display());
         c
     } else {
-        let mut c = Cluster::plan(&dir, &bin_dir, object_store, idle_timeout)?;
+        let mut c = Cluster::plan(
+            &dir,
+            &bin_dir,
+            object_store,
+            idle_timeout,
+            segment_size
+                .as_deref()
+                .unwrap_or(crate::cluster::DEFAULT_SEGMENT_SIZE),
+        )?;
         c.admin_token = format!("ba_{:032x}", rand::random::<u128>());
         let token_path = dir.join("admin_token");
         {
@@ -462,6 +479,64 @@ pub async fn tenant_show(dir: &Path, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `borealis status --tenant NAME`: the tenant's segments as a table, one row per segment that
+/// holds data: its protection group (node ids), its pageserver and each member's SCL.
+pub async fn tenant_segments(dir: &Path, name: &str) -> anyhow::Result<()> {
+    let cluster = Cluster::load(dir)?;
+    let (status, v) = call(
+        reqwest::Method::GET,
+        &format!("{}/v1/tenants/{name}", cluster.gateway.url),
+        &cluster.admin_token,
+        None,
+    )
+    .await?;
+    if status != 200 {
+        return Err(api_error(status, &v));
+    }
+    let id_of = |addr: &str| {
+        cluster
+            .nodes
+            .iter()
+            .find(|n| n.addr == addr)
+            .map_or(addr.to_string(), |n| n.id.clone())
+    };
+    println!(
+        "tenant {name} (id {}): vdl {}, epoch {}, segments of {} bytes",
+        v["id"].as_str().unwrap_or("?"),
+        v["vdl"],
+        v["epoch"],
+        v["segment_size_bytes"]
+    );
+    let segments = v["segments"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{:>8}  {:<41}  {:<10}  scls (in member order; - = no answer or nothing held)",
+        "segment", "safekeepers", "pageserver"
+    );
+    for s in &segments {
+        let members: Vec<String> = s["safekeepers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| id_of(a.as_str().unwrap_or("?")))
+            .collect();
+        let scls: Vec<String> = s["scls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| l.as_u64().map_or("-".to_string(), |l| l.to_string()))
+            .collect();
+        println!(
+            "{:>8}  {:<41}  {:<10}  {}",
+            s["segment"],
+            members.join(","),
+            id_of(s["pageserver"].as_str().unwrap_or("?")),
+            scls.join(" ")
+        );
+    }
+    println!("{} segments hold data", segments.len());
+    Ok(())
+}
+
 pub async fn tenant_delete(dir: &Path, name: &str) -> anyhow::Result<()> {
     let (url, token) = resolve(dir, None, None)?;
     let (status, v) = call(
@@ -486,8 +561,8 @@ pub async fn status(dir: &Path) -> anyhow::Result<()> {
     let cluster = Cluster::load(dir)?;
     let client = http();
     println!(
-        "{:<8} {:<11} {:<3} {:<22} {:<8} health",
-        "node", "role", "az", "address", "pid"
+        "{:<8} {:<11} {:<3} {:<22} {:<8} {:>8} health",
+        "node", "role", "az", "address", "pid", "segments"
     );
     for n in &cluster.nodes {
         let alive = n.pid.is_some_and(|p| pid_alive(p, &n.id));
@@ -505,14 +580,34 @@ pub async fn status(dir: &Path) -> anyhow::Result<()> {
             },
             (true, None) => "running".into(),
         };
+        // Segments held (safekeepers) or followed (pageservers), over all tenants.
+        let segments = match (&n.http_addr, alive) {
+            (Some(h), true) => client
+                .get(format!("http://{h}/status"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .ok()
+                .and_then(|r| r.status().is_success().then_some(r))
+                .map(|r| r.json::<serde_json::Value>()),
+            _ => None,
+        };
+        let segments = match segments {
+            Some(v) => v
+                .await
+                .ok()
+                .and_then(|v| v["segment_count"].as_u64())
+                .map_or("-".to_string(), |n| n.to_string()),
+            None => "-".to_string(),
+        };
         let pid = n
             .pid
             .filter(|_| alive)
             .map(|p| p.to_string())
             .unwrap_or_else(|| "-".into());
         println!(
-            "{:<8} {:<11} {:<3} {:<22} {:<8} {health}",
-            n.id, n.role, n.az, n.addr, pid
+            "{:<8} {:<11} {:<3} {:<22} {:<8} {:>8} {health}",
+            n.id, n.role, n.az, n.addr, pid, segments
         );
     }
     match call(

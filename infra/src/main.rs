@@ -37,6 +37,10 @@ enum Cmd {
         /// A tenant's compute stops after this long idle.
         #[arg(long, default_value = "60s")]
         idle_timeout: String,
+        /// How volumes are cut into segments, each its own protection group and checkpoint unit
+        /// (default 10GiB; any whole number of MiB from 1MiB). Fixed when the cluster is created.
+        #[arg(long)]
+        segment_size: Option<String>,
     },
     /// Run one SQL statement through the gateway and print the result as a table.
     Sql {
@@ -56,10 +60,14 @@ enum Cmd {
         #[command(subcommand)]
         action: TenantCmd,
     },
-    /// Show the cluster's processes, their health, and each tenant's VDL.
+    /// Show the cluster's processes, their health and how many segments each holds, and each
+    /// tenant's VDL; with `--tenant NAME`, that tenant's segments: each one's safekeepers,
+    /// pageserver and every member's SCL.
     Status {
         #[arg(long, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// Start, stop (SIGTERM) or kill (SIGKILL) one process of the cluster.
     Node {
@@ -144,7 +152,8 @@ fn main() {
                 data_dir,
                 object_store,
                 idle_timeout,
-            } => commands::up(&data_dir, object_store, &idle_timeout).await,
+                segment_size,
+            } => commands::up(&data_dir, object_store, &idle_timeout, segment_size).await,
             Cmd::Sql {
                 url,
                 token,
@@ -161,7 +170,10 @@ fn main() {
                     commands::tenant_delete(&data_dir, &name).await
                 }
             },
-            Cmd::Status { data_dir } => commands::status(&data_dir).await,
+            Cmd::Status { data_dir, tenant } => match tenant {
+                Some(name) => commands::tenant_segments(&data_dir, &name).await,
+                None => commands::status(&data_dir).await,
+            },
             Cmd::Node {
                 action,
                 node,

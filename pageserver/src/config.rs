@@ -55,8 +55,17 @@ pub struct Args {
     #[arg(long, env = "PAGESERVER_DORMANT_AFTER", default_value = "60s", value_parser = humantime::parse_duration)]
     pub dormant_after: Duration,
     /// Pages per segment (default: 10 GiB segments). Must match the writer's layout.
-    #[arg(long, env = "PAGESERVER_PAGES_PER_SEGMENT")]
+    #[arg(
+        long,
+        env = "PAGESERVER_PAGES_PER_SEGMENT",
+        conflicts_with = "segment_size"
+    )]
     pub pages_per_segment: Option<u32>,
+    /// The segment size in bytes (`4MiB`, `10GiB`: a whole number of MiB), as the gateway's
+    /// `--segment-size`; the same layout as `--pages-per-segment`, given as `borealis up` gives it.
+    #[arg(long, env = "BOREALIS_SEGMENT_SIZE",
+          value_parser = borealis_core::SegmentLayout::parse_segment_size)]
+    pub segment_size: Option<borealis_core::SegmentLayout>,
     /// Where checkpoints go: `file:///path` or `s3://bucket?endpoint=...` (default:
     /// `file://<parent of --data-dir>/objects`, the local cluster's embedded store).
     #[arg(long, env = "PAGESERVER_OBJECT_STORE")]
@@ -154,10 +163,11 @@ impl Config {
         if args.getpage_wait < Duration::from_millis(1) || args.getpage_wait > GETPAGE_WAIT_MAX {
             return Err(ConfigError::GetPageWait);
         }
-        let layout = match args.pages_per_segment {
-            None => SegmentLayout::default(),
-            Some(0) => return Err(ConfigError::PagesPerSegment),
-            Some(n) => SegmentLayout::new(n),
+        let layout = match (args.pages_per_segment, args.segment_size) {
+            (Some(0), _) => return Err(ConfigError::PagesPerSegment),
+            (Some(n), _) => SegmentLayout::new(n),
+            (None, Some(layout)) => layout,
+            (None, None) => SegmentLayout::default(),
         };
         if args.listen.trim().is_empty() {
             return Err(ConfigError::EmptyAddress("listen"));

@@ -495,6 +495,7 @@ impl Tenants {
                 misses: cache.misses(),
             },
             tenant_count: tenants.len(),
+            segment_count: tenants.iter().map(|t| t.segments().len()).sum(),
             tenants: tenants
                 .iter()
                 .map(|t| TenantStatus {
@@ -530,6 +531,8 @@ pub struct StatusDoc {
     pub cache: CacheStatus,
     /// How many tenants this pageserver has attached.
     pub tenant_count: usize,
+    /// How many segments it follows, over all tenants.
+    pub segment_count: usize,
     pub tenants: Vec<TenantStatus>,
 }
 

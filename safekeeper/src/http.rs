@@ -31,6 +31,8 @@ pub struct Status {
     pub disk_budget_exhausted: bool,
     /// How many tenants this safekeeper holds.
     pub tenant_count: usize,
+    /// How many segments it holds, over all tenants (each a member of its protection group).
+    pub segment_count: usize,
     /// Each tenant's state; empty unless the request carried the operator's storage token
     /// (`Authorization: Bearer <keys/operator.token>`): tenant ids are not for everyone.
     pub tenants: Vec<TenantStatus>,
@@ -103,6 +105,7 @@ pub fn status_of(id: &str, store: &Store) -> Status {
         retained_log_bytes: budget.retained_bytes,
         disk_budget_exhausted: budget.exhausted,
         tenant_count: tenants.len(),
+        segment_count: tenants.iter().map(|t| t.segments.len()).sum(),
         tenants,
     }
 }

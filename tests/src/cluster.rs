@@ -16,6 +16,7 @@ pub struct TestCluster {
     idle_timeout: String,
     object_store: Option<String>,
     env: Vec<(String, String)>,
+    segment_size: Option<String>,
     /// What `borealis up` printed on stdout, every run.
     up_output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -30,6 +31,8 @@ pub struct ClusterOptions {
     /// Environment of `borealis up` and `borealis node`, inherited by every node they start
     /// (e.g. `PAGESERVER_CHECKPOINT_INTERVAL`).
     pub env: Vec<(String, String)>,
+    /// `borealis up --segment-size` (default: the cluster's default, 10 GiB).
+    pub segment_size: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -38,6 +41,7 @@ impl Default for ClusterOptions {
             idle_timeout: "60s".into(),
             object_store: None,
             env: Vec::new(),
+            segment_size: None,
         }
     }
 }
@@ -127,6 +131,7 @@ impl TestCluster {
             idle_timeout: options.idle_timeout,
             object_store: options.object_store,
             env: options.env,
+            segment_size: options.segment_size,
             up_output: Default::default(),
         };
         c.up().await;
@@ -153,6 +158,9 @@ impl TestCluster {
             .args(["--idle-timeout", &self.idle_timeout]);
         if let Some(url) = &self.object_store {
             command.args(["--object-store", url]);
+        }
+        if let Some(size) = &self.segment_size {
+            command.args(["--segment-size", size]);
         }
         let mut child = command
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -56,6 +56,7 @@ fn options() -> ClusterOptions {
                 STATEMENT_TIMEOUT.into(),
             ),
         ],
+        segment_size: None,
     }
 }
 

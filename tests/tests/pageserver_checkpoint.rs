@@ -27,6 +27,7 @@ fn options(s3: &S3Server) -> ClusterOptions {
             ("PAGESERVER_CHECKPOINT_INTERVAL".into(), "300ms".into()),
             ("PAGESERVER_CHECKPOINT_RECORDS".into(), "100".into()),
         ],
+        segment_size: None,
     }
 }
 

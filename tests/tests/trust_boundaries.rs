@@ -155,6 +155,7 @@ async fn object_store_credentials_reach_the_pageservers_and_nothing_else() {
             ("PAGESERVER_CHECKPOINT_INTERVAL".into(), "300ms".into()),
             ("PAGESERVER_CHECKPOINT_RECORDS".into(), "10".into()),
         ],
+        segment_size: None,
     })
     .await;
     let token = c.create_tenant("acme").await;

@@ -20,12 +20,14 @@ mod members;
 mod recovery;
 mod taps;
 
+pub use recovery::{segment_views, SegmentView};
 pub use taps::{PublishedMtr, RedoTap, TapDrain, REDO_TAP_BYTES_MAX};
 
 use crate::storage_auth::StorageTokens;
 use borealis_core::quorum::{PG_MEMBERS, WRITE_QUORUM};
 use borealis_core::redo::RedoBody;
 use borealis_core::{ErrorKind, Lsn, PageNo, SegmentId, SegmentLayout, TenantId};
+use borealis_quorum::placement::Placement;
 use borealis_quorum::session::{Event, SessionConfig, WriterSession};
 use borealis_quorum::writer::{ShippedMtr, LAL_LSNS_DEFAULT};
 use borealis_quorum::{QuorumWriter, WriteError};
@@ -167,6 +169,9 @@ impl VolumeWriter {
                 plan.segment_tails.clone(),
                 config.layout,
                 config.lal_lsns,
+                // The six configured safekeepers are the pool, in member order (AZ a, a, b, b,
+                // c, c): every segment's group is all six, node index = member index.
+                Placement::pool_of_six(tenant),
             ),
             SessionConfig {
                 member_ack_timeout: MEMBER_ACK_TIMEOUT,
