@@ -527,7 +527,9 @@ pub async fn tenant_segments(dir: &Path, name: &str) -> anyhow::Result<()> {
             .collect();
         println!(
             "{:>8}  {:<41}  {:<10}  {}",
-            s["segment"],
+            s["segment"]
+                .as_u64()
+                .map_or("?".to_string(), |n| n.to_string()),
             members.join(","),
             id_of(s["pageserver"].as_str().unwrap_or("?")),
             scls.join(" ")
