@@ -92,6 +92,19 @@ pub fn validate_pool(azs: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// The AZs of a pool given as one list ordered by AZ, as `--safekeepers` lists it: the first
+/// third of the nodes in AZ a, the second in b, the last in c (six nodes: a, a, b, b, c, c, the
+/// member order of a group of six). `n` must be a multiple of three, at least six.
+pub fn ordered_pool_azs(n: usize) -> Result<Vec<u8>, String> {
+    if n < PG_MEMBERS || n % AZ_COUNT != 0 {
+        return Err(format!(
+            "a pool of {n} safekeepers: it needs a multiple of three, at least six (the same number in each AZ, listed AZ by AZ)"
+        ));
+    }
+    let per_az = n / AZ_COUNT;
+    Ok((0..n).map(|i| (i / per_az) as u8).collect())
+}
+
 /// The protection group of `segment` of `tenant` in a pool whose node `i` is in AZ
 /// `pool_azs[i]`: the two best-scoring nodes of each AZ (ties: the lower node index), in member
 /// order. The pool must be valid ([`validate_pool`]).
@@ -127,6 +140,18 @@ pub fn choose_one(tenant: TenantId, segment: SegmentId, n: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ordered_pool_is_listed_az_by_az() {
+        assert_eq!(ordered_pool_azs(6).unwrap(), vec![0, 0, 1, 1, 2, 2]);
+        assert_eq!(
+            ordered_pool_azs(9).unwrap(),
+            vec![0, 0, 0, 1, 1, 1, 2, 2, 2]
+        );
+        for bad in [0, 3, 5, 7, 10] {
+            assert!(ordered_pool_azs(bad).is_err(), "{bad}");
+        }
+    }
 
     const T: TenantId = TenantId(0x5eed_0042_dead_beef);
     const NINE: [u8; 9] = [0, 0, 0, 1, 1, 1, 2, 2, 2];
