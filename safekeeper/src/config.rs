@@ -1,6 +1,7 @@
 //! The safekeeper's configuration: long flags, or `SAFEKEEPER_*` environment variables.
 
 use crate::disk_budget::{human_bytes, DISK_BUDGET_BYTES_MIN};
+use crate::pool::{parse_pool, Membership, PoolList};
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +32,15 @@ pub struct Config {
     /// The other members of the protection group: `id=host:port,id=host:port,...`.
     #[arg(long, env = "SAFEKEEPER_PEERS", default_value = "", value_parser = parse_peers)]
     pub peers: PeerList,
+    /// The wire addresses of every safekeeper of the pool, this one included, AZ by AZ:
+    /// `host:port,host:port,...` (a multiple of three, at least six: the first third in AZ a,
+    /// then b, then c; the same list, in the same order, as the gateway's and the pageservers'
+    /// `--safekeepers`). Each segment is then held by the six of its protection group only, and
+    /// gossip fills a segment only between members of its group (`crate::pool`). This node is the
+    /// entry equal to `--listen`; every `--peers` address must be listed. Empty (the default):
+    /// every peer shares every segment.
+    #[arg(long, env = "SAFEKEEPER_POOL", default_value = "", value_parser = parse_pool)]
+    pub pool: PoolList,
     /// How often to exchange summaries with peers and fill holes, e.g. `200ms`.
     #[arg(long, env = "SAFEKEEPER_GOSSIP_INTERVAL", default_value = "200ms", value_parser = humantime::parse_duration)]
     pub gossip_interval: Duration,
@@ -114,7 +124,17 @@ impl Config {
         if self.listen == self.http {
             return Err("--listen and --http must differ".into());
         }
+        self.membership()?;
         Ok(())
+    }
+
+    /// This node's and its peers' places in `--pool` (`None`: no pool given).
+    pub fn membership(&self) -> Result<Option<Membership>, String> {
+        if self.pool.0.is_empty() {
+            return Ok(None);
+        }
+        let peers: Vec<&str> = self.peers.0.iter().map(|p| p.addr.as_str()).collect();
+        Membership::new(&self.pool.0, self.listen, &peers).map(Some)
     }
 }
 
@@ -186,6 +206,59 @@ mod tests {
         assert!(c.validate().is_err());
         c.peers = parse_peers("b=h:1,b=h:2").unwrap();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn a_pool_places_this_node_and_its_peers() {
+        let parse = |listen: &str, peers: &str, pool: &str| {
+            Config::try_parse_from([
+                "safekeeper",
+                "--id",
+                "sk-b1",
+                "--data-dir",
+                "d",
+                "--auth-verifying-key",
+                "/k",
+                "--token-file",
+                "/t",
+                "--listen",
+                listen,
+                "--peers",
+                peers,
+                "--pool",
+                pool,
+            ])
+        };
+        let nine = (1..=9)
+            .map(|i| format!("127.0.0.1:700{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let c = parse(
+            "127.0.0.1:7004",
+            "sk-a1=127.0.0.1:7001,sk-c3=127.0.0.1:7009",
+            &nine,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let m = c.membership().unwrap().unwrap();
+        assert_eq!(
+            (m.me(), m.peer_node(0), m.peer_node(1)),
+            (3, Some(0), Some(8))
+        );
+        // Without --pool: no membership, every peer shares every segment.
+        let c = parse("127.0.0.1:7004", "sk-a1=127.0.0.1:7001", "").unwrap();
+        assert_eq!(c.membership(), Ok(None));
+        c.validate().unwrap();
+        // Not in the pool; a peer outside it; a count that is no pool; a malformed entry.
+        let err = |listen, peers, pool| parse(listen, peers, pool).unwrap().validate().unwrap_err();
+        assert!(err("127.0.0.1:7100", "", &nine).contains("--listen"));
+        assert!(err("127.0.0.1:7004", "x=127.0.0.1:7100", &nine).contains("--peers"));
+        let seven = (1..=7)
+            .map(|i| format!("127.0.0.1:700{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(err("127.0.0.1:7004", "", &seven).contains("a pool of 7"));
+        assert!(parse("127.0.0.1:7004", "", "127.0.0.1").is_err());
     }
 
     #[test]

@@ -28,6 +28,17 @@
 //! This is how a safekeeper that was down catches up, how a record lost in transit is filled in,
 //! and how a record found corrupt on disk is repaired.
 //!
+//! **A pool larger than six** (`--pool`, RFC 0008 §3). Each segment is then held by the six
+//! safekeepers of its own protection group, drawn from the pool by rendezvous hashing
+//! ([`crate::pool`]), and the writer sends a segment's records to its group only. Gossip keeps
+//! it that way: [`plan_round_placed`] looks at a peer's line for `(tenant, segment)` only if this
+//! node and that peer are both members of the segment's group, for epochs as for fetches. A node
+//! therefore never starts holding a segment placed elsewhere (nor adopts a tenant's epoch from a
+//! line of a segment placed elsewhere), and fills a segment only from the other members of its
+//! group. A node that is in a segment's group but has never heard of it (it was down when the
+//! writer started the segment) learns it from its group's peers like any hole: fetched from zero.
+//! Without `--pool`, or with a pool of six, every peer shares every segment.
+//!
 //! **Trimmed peers.** A peer that trimmed its log (a pageserver checkpointed the segment) no
 //! longer holds the records at or below its trim point, and refuses a `ReadLog` that starts below
 //! it with `LogTrimmed { base, last_cpl }` (counted in
@@ -52,9 +63,11 @@ use crate::acceptor::AdoptOutcome;
 pub use crate::config::Peer;
 use crate::log_writer::LogWriter;
 use crate::metrics::inc;
+pub use crate::pool::Membership;
 use crate::records::{parse_records, ParsedRecord};
 pub use crate::store::LocalTenant;
 use crate::store::{Store, LOG_READ_BYTES_MAX};
+use borealis_core::placement::Group;
 use borealis_core::{Lsn, SegmentId, TenantId};
 pub use borealis_quorum::gossip::FETCHES_PER_SEGMENT_PER_ROUND_MAX;
 use borealis_quorum::gossip::{FetchEnd, FetchStep, PeerFetch};
@@ -91,18 +104,49 @@ pub enum Action {
     },
 }
 
-/// Decides one gossip round. `summaries[i]` is peer `i`'s answer (`None`: unreachable).
+/// Decides one gossip round when every peer shares every segment (no `--pool`): see
+/// [`plan_round_placed`].
 pub fn plan_round(
     local: &BTreeMap<TenantId, LocalTenant>,
     summaries: &[Option<Vec<SegmentSummary>>],
+) -> Vec<Action> {
+    plan_round_placed(local, summaries, None)
+}
+
+/// Decides one gossip round. `summaries[i]` is peer `i`'s answer (`None`: unreachable).
+///
+/// With a pool (`pool`: this node's and each peer's place in it), a peer's line for
+/// `(tenant, segment)` counts only if this node and that peer are both members of the segment's
+/// protection group: neither a fetch nor an epoch is taken from any other line. So a node never
+/// starts holding a segment that is not placed on it, and never copies from a node that should
+/// not hold it. A peer `pool` does not place (a summary beyond `--peers`) shares nothing. With
+/// `None`, or a pool of six (every group is the whole pool), every line counts.
+pub fn plan_round_placed(
+    local: &BTreeMap<TenantId, LocalTenant>,
+    summaries: &[Option<Vec<SegmentSummary>>],
+    pool: Option<&Membership>,
 ) -> Vec<Action> {
     let empty = LocalTenant::default();
     // The newest epoch each tenant has among the peers, and who has it.
     let mut newest: BTreeMap<TenantId, (u64, usize)> = BTreeMap::new();
     // Per (tenant, segment) in our epoch: the best peer SCL, and who has it.
     let mut best: BTreeMap<(TenantId, SegmentId), (Lsn, usize)> = BTreeMap::new();
+    // Each segment's group, computed once per round (every peer reports the same segments).
+    let mut groups: BTreeMap<(TenantId, SegmentId), Group> = BTreeMap::new();
     for (peer, summary) in summaries.iter().enumerate() {
         for line in summary.iter().flatten() {
+            if let Some(pool) = pool {
+                let group = *groups
+                    .entry((line.tenant, line.segment))
+                    .or_insert_with(|| pool.group(line.tenant, line.segment));
+                let shared = group.contains(pool.me())
+                    && pool
+                        .peer_node(peer)
+                        .is_some_and(|node| group.contains(node));
+                if !shared {
+                    continue;
+                }
+            }
             let ours = local.get(&line.tenant).unwrap_or(&empty);
             let e = newest.entry(line.tenant).or_insert((line.epoch, peer));
             if line.epoch > e.0 {
@@ -238,11 +282,13 @@ impl PeerLink {
     }
 }
 
-/// Runs gossip with `peers` forever.
+/// Runs gossip with `peers` forever; `pool` places this node and each of `peers` (in that order)
+/// in the pool, if there is one (see [`plan_round_placed`]).
 pub async fn run(
     store: Arc<Store>,
     writer: LogWriter,
     peers: Vec<Peer>,
+    pool: Option<Membership>,
     interval: Duration,
     token: String,
 ) {
@@ -264,7 +310,7 @@ pub async fn run(
             summary.retain(|s| !store.is_dropped(s.tenant));
         }
         inc(&store.metrics().gossip_rounds_total, 1);
-        for action in plan_round(&store.local_view(), &summaries) {
+        for action in plan_round_placed(&store.local_view(), &summaries, pool.as_ref()) {
             match action {
                 Action::AdoptEpoch {
                     tenant,
@@ -557,5 +603,112 @@ mod tests {
         ];
         assert!(plan_round(&ours, &summaries).is_empty());
         assert!(plan_round(&ours, &[]).is_empty());
+    }
+
+    /// A pool of nine seen from node 0, whose peer `i` is pool node `i + 1`.
+    fn nine_from_node_0() -> Membership {
+        Membership::of_nodes(9, 0, (1..9).collect()).unwrap()
+    }
+
+    /// The first segment of `tenant` whose group satisfies `want`.
+    fn segment_where(tenant: u64, want: impl Fn(&Group) -> bool) -> (u32, Group) {
+        let pool = nine_from_node_0();
+        (0..1000)
+            .map(|s| (s, pool.group(TenantId(tenant), SegmentId(s))))
+            .find(|(_, g)| want(g))
+            .expect("a pool of nine has every group shape within 1000 segments")
+    }
+
+    #[test]
+    fn with_a_pool_of_nine_a_segment_not_placed_here_is_neither_fetched_nor_adopted() {
+        let pool = nine_from_node_0();
+        let (elsewhere, g_out) = segment_where(1, |g| !g.contains(0));
+        let (here, g_in) = segment_where(1, |g| g.contains(0));
+        // A peer that is in both groups: it holds both segments, rightly.
+        let both = (1..9)
+            .find(|&n| g_out.contains(n) && g_in.contains(n))
+            .unwrap();
+        let peer = both - 1;
+        let ours = local(&[(1, 3, &[])]);
+        let mut summaries = vec![None; 8];
+        summaries[peer] = Some(vec![line(1, elsewhere, 3, 20), line(1, here, 3, 12)]);
+        let fetch_here = Action::Fetch {
+            tenant: TenantId(1),
+            segment: SegmentId(here),
+            epoch: 3,
+            peer,
+            after: Lsn(0),
+            upto: Lsn(12),
+        };
+        assert_eq!(
+            plan_round_placed(&ours, &summaries, Some(&pool)),
+            vec![fetch_here]
+        );
+        // Without the pool both would be fetched.
+        assert_eq!(plan_round(&ours, &summaries).len(), 2);
+
+        // A tenant we do not know, reported only for a segment placed elsewhere: not adopted.
+        // Tenant 1's newer epoch, reported for a segment placed elsewhere only, neither.
+        let (t2_elsewhere, g2) = segment_where(2, |g| !g.contains(0));
+        let reporter = (1..9).find(|&n| g2.contains(n) && n - 1 != peer).unwrap() - 1;
+        let mut summaries = vec![None; 8];
+        summaries[reporter] = Some(vec![line(2, t2_elsewhere, 1, 4)]);
+        summaries[peer] = Some(vec![line(1, elsewhere, 5, 30)]);
+        assert!(plan_round_placed(&ours, &summaries, Some(&pool)).is_empty());
+        // The same peer reporting the newer epoch on a segment we share: adopted.
+        summaries[peer] = Some(vec![line(1, elsewhere, 5, 30), line(1, here, 5, 3)]);
+        assert_eq!(
+            plan_round_placed(&ours, &summaries, Some(&pool)),
+            vec![Action::AdoptEpoch {
+                tenant: TenantId(1),
+                peer,
+                epoch: 5
+            }]
+        );
+    }
+
+    #[test]
+    fn with_a_pool_of_nine_a_peer_outside_the_group_is_never_a_source() {
+        let pool = nine_from_node_0();
+        let (segment, group) = segment_where(1, |g| g.contains(0));
+        let outsider = (1..9).find(|&n| !group.contains(n)).unwrap() - 1;
+        let member = (1..9).find(|&n| group.contains(n)).unwrap() - 1;
+        let ours = local(&[(1, 3, &[(segment, 10)])]);
+        let mut summaries = vec![None; 8];
+        // The outsider claims more, and a newer epoch: a stale copy it should not hold.
+        summaries[outsider] = Some(vec![line(1, segment, 3, 90), line(1, segment, 4, 95)]);
+        assert!(plan_round_placed(&ours, &summaries, Some(&pool)).is_empty());
+        summaries[member] = Some(vec![line(1, segment, 3, 40)]);
+        assert_eq!(
+            plan_round_placed(&ours, &summaries, Some(&pool)),
+            vec![Action::Fetch {
+                tenant: TenantId(1),
+                segment: SegmentId(segment),
+                epoch: 3,
+                peer: member,
+                after: Lsn(10),
+                upto: Lsn(40)
+            }]
+        );
+        // A summary from beyond --peers is no peer of the pool: it shares nothing.
+        let mut beyond = vec![None; 8];
+        beyond.push(Some(vec![line(1, segment, 3, 90)]));
+        assert!(plan_round_placed(&ours, &beyond, Some(&pool)).is_empty());
+    }
+
+    #[test]
+    fn a_pool_of_six_plans_exactly_as_no_pool() {
+        let six = Membership::of_nodes(6, 2, vec![0, 1, 3, 4, 5]).unwrap();
+        let ours = local(&[(1, 3, &[(0, 10), (1, 5)]), (2, 2, &[(0, 10)])]);
+        let summaries = vec![
+            Some(vec![line(1, 0, 3, 20), line(1, 1, 3, 5), line(2, 0, 3, 12)]),
+            None,
+            Some(vec![line(1, 0, 3, 30), line(1, 9, 3, 4), line(3, 4, 1, 4)]),
+            Some(vec![line(1, 0, 2, 99), line(2, 0, 4, 11)]),
+            Some(vec![line(1, 1, 3, 7)]),
+        ];
+        let planned = plan_round_placed(&ours, &summaries, Some(&six));
+        assert_eq!(planned, plan_round(&ours, &summaries));
+        assert_eq!(planned.len(), 5, "{planned:?}");
     }
 }

@@ -49,7 +49,10 @@
 //! Every `--gossip-interval` each safekeeper compares its SCLs with its peers' ([`gossip`]). Where
 //! a peer in the same epoch is ahead, it reads the missing range from that peer and appends it
 //! through the same durable path. A member that was down catches up this way, a lost append is
-//! filled in, and a corrupt record is repaired, without the writer's help.
+//! filled in, and a corrupt record is repaired, without the writer's help. With `--pool` (a pool
+//! of more than six safekeepers), a segment is held and gossiped only by the six of its own
+//! protection group ([`pool`]); the safekeeper still accepts an authenticated writer's appends
+//! for any segment, since placing records is the writer's job.
 //!
 //! ## Trimming
 //!
@@ -82,6 +85,7 @@
 //! | [`acceptor`] | sans-IO: epoch verdicts, chain and SCL per segment |
 //! | [`disk_budget`] | sans-IO: the bytes retained against `--disk-budget-bytes`; its shared driver |
 //! | [`gossip`] | sans-IO round planning, plus the loop that talks to peers |
+//! | [`pool`] | sans-IO: this node's and its peers' places in `--pool`, each segment's group |
 //! | [`segment_log`] | a segment file behind the [`segment_log::LogStorage`] trait; recovery scan |
 //! | [`fault_storage`] | an in-memory disk that tears writes, loses un-synced bytes, flips bits |
 //! | [`control`] | the per-tenant epoch and trim-point file, replaced atomically |
@@ -102,6 +106,7 @@ pub mod http;
 pub mod log_writer;
 pub mod metrics;
 pub mod node;
+pub mod pool;
 pub mod records;
 pub mod segment_log;
 pub mod service;
@@ -119,6 +124,7 @@ use tracing::{info, warn};
 /// durable, so stopping needs no clean-up.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
+    let membership = config.membership().map_err(anyhow::Error::msg)?;
     let metrics = Arc::new(metrics::Metrics::default());
     // Held until the process exits: two safekeepers appending to one segment log would corrupt
     // it, so the second refuses to start before it reads anything.
@@ -160,6 +166,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     info!(id = %config.id, listen = %config.listen, http = %config.http, data_dir = %config.data_dir.display(),
         peers = %peers.join(","), tenants = store.tenants().len(), retained_log_bytes = budget.retained_bytes,
         disk_budget_bytes = budget.budget_bytes, "safekeeper started");
+    match &membership {
+        Some(m) => {
+            info!(pool = %config.pool.0.join(","), node = m.me(), pool_size = m.pool_len(),
+                "member of a pool: each segment is held and gossiped only by the six of its protection group");
+            let unreached: Vec<&str> = m
+                .unreached()
+                .iter()
+                .map(|&n| config.pool.0[n].as_str())
+                .collect();
+            if !unreached.is_empty() {
+                warn!(unreached = %unreached.join(","),
+                    "--peers does not name every other safekeeper of --pool: segments shared with these are never filled from them");
+            }
+        }
+        None => info!("no --pool: every peer shares every segment"),
+    }
     if budget.retained_bytes > budget.budget_bytes {
         warn!(retained_log_bytes = budget.retained_bytes, disk_budget_bytes = budget.budget_bytes,
             "the log on disk already exceeds --disk-budget-bytes: writers' appends will be refused until trims free space");
@@ -169,6 +191,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store.clone(),
         writer,
         config.peers.0.clone(),
+        membership,
         config.gossip_interval,
         token,
     ));
