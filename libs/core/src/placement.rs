@@ -105,6 +105,25 @@ pub fn ordered_pool_azs(n: usize) -> Result<Vec<u8>, String> {
     Ok((0..n).map(|i| (i / per_az) as u8).collect())
 }
 
+/// Whether a new epoch installed on the nodes `fenced` of a pool (node `i` in AZ `pool_azs[i]`)
+/// fences **every group the pool can form**: no choice of two nodes per AZ has more than three
+/// members outside `fenced`, so no writer of an older epoch can gather a write quorum (4 of 6) in
+/// any segment's group — not even the group of a segment nobody has written yet, which recovery
+/// cannot ask about. Per AZ, a group can take at most two unfenced nodes; the rule is that these
+/// maxima add up to three at most. With a pool of six it is "3 of the 6 fenced" (recovery needs
+/// 4 anyway, to write).
+pub fn fences_every_group(pool_azs: &[u8], fenced: &[usize]) -> bool {
+    let unfenced_takeable: usize = (0..AZ_COUNT)
+        .map(|az| {
+            let unfenced = (0..pool_azs.len())
+                .filter(|&i| usize::from(pool_azs[i]) == az && !fenced.contains(&i))
+                .count();
+            unfenced.min(MEMBERS_PER_AZ)
+        })
+        .sum();
+    unfenced_takeable < crate::quorum::WRITE_QUORUM
+}
+
 /// The protection group of `segment` of `tenant` in a pool whose node `i` is in AZ
 /// `pool_azs[i]`: the two best-scoring nodes of each AZ (ties: the lower node index), in member
 /// order. The pool must be valid ([`validate_pool`]).
@@ -140,6 +159,46 @@ pub fn choose_one(tenant: TenantId, segment: SegmentId, n: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_epoch_fences_every_group_when_no_four_unfenced_fit_in_one() {
+        let six = ordered_pool_azs(6).unwrap();
+        assert!(fences_every_group(&six, &[0, 1, 2]));
+        assert!(!fences_every_group(&six, &[0, 1]));
+        let nine = ordered_pool_azs(9).unwrap();
+        // Seven of nine: unfenced {2, 5} can fill two seats of any group, not four.
+        assert!(fences_every_group(&nine, &[0, 1, 3, 4, 6, 7, 8]));
+        // Six of nine, one unfenced per AZ: three seats at most.
+        assert!(fences_every_group(&nine, &[0, 1, 3, 4, 6, 7]));
+        // AZ c entirely unfenced (down): it fills two seats; a and b may leave one between them.
+        assert!(fences_every_group(&nine, &[0, 1, 2, 3, 4]));
+        assert!(!fences_every_group(&nine, &[0, 1, 3, 4]));
+        // Exhaustive check against the definition on the pool of nine: for every fenced set,
+        // the rule holds exactly when no two-per-AZ choice has four unfenced members.
+        for mask in 0u32..(1 << 9) {
+            let fenced: Vec<usize> = (0..9).filter(|i| mask & (1 << i) != 0).collect();
+            let mut worst = 0;
+            for a in 0..9usize {
+                for b in a + 1..9 {
+                    for c in 0..9usize {
+                        for d in c + 1..9 {
+                            for e in 0..9usize {
+                                for f in e + 1..9 {
+                                    let g = [a, b, c, d, e, f];
+                                    if !Group(g).fits(&nine) {
+                                        continue;
+                                    }
+                                    let out = g.iter().filter(|n| !fenced.contains(n)).count();
+                                    worst = worst.max(out);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            assert_eq!(fences_every_group(&nine, &fenced), worst < 4, "{fenced:?}");
+        }
+    }
 
     #[test]
     fn an_ordered_pool_is_listed_az_by_az() {
