@@ -41,7 +41,8 @@
 //!    `/status`);
 //! 4. delete this generation's layers that the new index does not name (idempotent; skipped when
 //!    a newer generation exists, see [`crate::remote`]);
-//! 5. tell every safekeeper `Trim { upto: C, epoch }`, where `epoch` is the newest writer epoch a
+//! 5. tell every safekeeper of the segment's group (`crate::safekeepers::sources`)
+//!    `Trim { upto: C, epoch }`, where `epoch` is the newest writer epoch a
 //!    GetPage vouched for: a safekeeper that has not seen that epoch refuses.
 //!
 //! `C` is at or below a VDL someone vouched for, so every record in the checkpoint is durable and
@@ -557,7 +558,8 @@ impl Checkpointer {
         true
     }
 
-    /// Tells every safekeeper the log up to `upto` is checkpointed.
+    /// Tells every safekeeper holding the segment (its group, in a pool) the log up to `upto` is
+    /// checkpointed.
     async fn trim(&mut self, upto: Lsn) {
         let epoch = self.tenant.vouched().epoch;
         if epoch == 0 || !upto.is_valid() {
@@ -566,7 +568,7 @@ impl Checkpointer {
         let answers = self
             .shared
             .safekeepers
-            .trim_all(self.tenant.id, self.segment.id, epoch, upto)
+            .trim_sources(self.tenant.id, self.segment.id, epoch, upto)
             .await;
         let mut failed = 0usize;
         let answers: Vec<TrimAnswer> = answers

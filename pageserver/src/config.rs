@@ -35,7 +35,10 @@ pub struct Args {
     /// object storage and the safekeepers).
     #[arg(long, env = "PAGESERVER_DATA_DIR")]
     pub data_dir: PathBuf,
-    /// The safekeepers holding the log, `host:port,host:port,...` (the six of the protection group).
+    /// The safekeepers holding the log, `host:port,host:port,...`: the pool, listed AZ by AZ as the
+    /// gateway's `--safekeepers` lists it. If their number is a multiple of three, at least six,
+    /// each segment is read from the six of its protection group only (`crate::safekeepers`);
+    /// otherwise every one listed is a source of every segment.
     #[arg(
         long,
         env = "PAGESERVER_SAFEKEEPERS",

@@ -17,7 +17,7 @@
 //!    `ReadLog { after: caught_up_to, upto: target }` from its source safekeeper and apply what
 //!    [`plan_batch`] accepts. If the source has nothing more but its SCL is below the target, the
 //!    segment may simply have had no records since (an idle segment's SCL stays at its last
-//!    record): ask every safekeeper `GetState` and, if a read quorum holds no record of the
+//!    record): ask every safekeeper of its group `GetState` and, if a read quorum holds no record of the
 //!    segment above `caught_up_to`, the segment is complete up to the target (see below).
 //!    Otherwise turn to another safekeeper.
 //! 2. **Catch up in the background** when the target moved above `caught_up_to` (a safekeeper's
@@ -31,7 +31,8 @@
 //!    record was seen): an idle tenant costs the safekeepers nothing until a GetPage wakes the
 //!    follower.
 //!
-//! Errors, holes and protocol violations rotate to the next safekeeper; after a full round without
+//! Errors, holes and protocol violations rotate to the next safekeeper of the segment's group (all
+//! of `--safekeepers` if it is no pool: see the last section); after a full round without
 //! progress the follower backs off ([`BACKOFF_MAX`] at most).
 //!
 //! ## Why a read quorum holding nothing proves completeness
@@ -39,10 +40,19 @@
 //! A GetPage's LSN, or a `known_vdl`, is at or below the VDL, so every record at or below it was
 //! on a write quorum (4 of 6) of the segment's protection group *before* we learned of it, and
 //! safekeepers never drop durable records. Any read quorum (3 of 6) meets every write quorum, so if
-//! three safekeepers, asked afterwards, hold no record of the segment above `caught_up_to`
-//! (`end_lsn ≤ caught_up_to`), there is no durable record in `(caught_up_to, target]`. With a
-//! `--safekeepers` list of other than six members the pageserver cannot know the protection
-//! group, and requires all of them to agree.
+//! three members of the group, asked afterwards, hold no record of the segment above
+//! `caught_up_to` (`end_lsn ≤ caught_up_to`), there is no durable record in
+//! `(caught_up_to, target]`.
+//!
+//! Which six form the group, the pageserver computes itself: `--safekeepers` is the pool in AZ
+//! order, and when its length is a valid pool (a multiple of three, at least six) the group of
+//! segment `s` of tenant `t` is `choose_group(t, s, ordered_pool_azs(n))`, the same six the writer
+//! sends the segment to (RFC 0008 §3; [`crate::safekeepers::sources`]). The follower reads only
+//! from those six and asks only them, so the three answers that make a proof are three members of
+//! *that* group: three nodes of a pool of nine holding nothing would prove nothing if some of them
+//! were not in the group, since a non-member never holds the segment. With six safekeepers the
+//! group is all six. A `--safekeepers` list that is no valid pool (one address, in tests) does not
+//! tell the group, and then all of the listed safekeepers must agree.
 //!
 //! ## Durability
 //!
@@ -93,8 +103,11 @@ const _: () = assert!(BACKOFF_MIN.as_millis() <= BACKOFF_MAX.as_millis());
 /// Starts following `segment` of `tenant`.
 pub(crate) fn spawn_follower(shared: Arc<Shared>, tenant: Arc<Tenant>, segment: Arc<Segment>) {
     let span = info_span!("follow", tenant = %tenant.id, segment = %segment.id);
-    let source = LogSource::new(shared.safekeepers.clone());
-    segment.update_status(|s| s.safekeeper = source.addr().to_string());
+    let source = LogSource::new(shared.safekeepers.clone(), tenant.id, segment.id);
+    segment.update_status(|s| {
+        s.safekeeper = source.addr().to_string();
+        s.sources = source.addrs();
+    });
     let mut follower = Follower {
         shared,
         tenant,
@@ -152,7 +165,8 @@ enum Turn {
 
 enum Proof {
     Complete,
-    /// Safekeeper `index` holds the segment completely up to the target: read from it.
+    /// Safekeeper `node` (an index into `--safekeepers`) holds the segment completely up to the
+    /// target: read from it.
     ReadFrom(usize),
     Unproven,
 }
@@ -214,14 +228,29 @@ impl Follower {
         }
     }
 
+    /// Turns to the next of the segment's sources.
     fn rotate(&mut self, why: &str) {
-        let next = (self.source.index() + 1) % self.source.len();
-        self.switch_to(next, why);
+        let from = self.source.addr().to_string();
+        self.source.rotate();
+        self.switched(from, why);
     }
 
-    fn switch_to(&mut self, index: usize, why: &str) {
+    /// Turns to safekeeper `node` (an index into `--safekeepers`), one of the segment's sources.
+    fn switch_to(&mut self, node: usize, why: &str) {
         let from = self.source.addr().to_string();
-        self.source.switch_to(index);
+        if self.source.switch_to(node) {
+            self.switched(from, why);
+        } else {
+            // Only the segment's sources are asked, so only they can answer: a bug of ours if
+            // not, and harmless (the source stays as it is).
+            error!(
+                node,
+                why, "asked to read from a safekeeper that does not hold the segment"
+            );
+        }
+    }
+
+    fn switched(&mut self, from: String, why: &str) {
         self.source_vdl = Lsn::INVALID;
         self.shared.metrics.safekeeper_switches.inc();
         debug!(from = %from, to = %self.source.addr(), why, "switching safekeeper");
@@ -334,10 +363,10 @@ impl Follower {
                             self.shared.metrics.quorum_proofs.inc();
                             self.publish(0);
                         }
-                        Proof::ReadFrom(index) => {
+                        Proof::ReadFrom(node) => {
                             // Reading again from the source that just came up short would spin.
-                            failed = index == self.source.index();
-                            self.switch_to(index, "holds the segment up to the target");
+                            failed = node == self.source.node();
+                            self.switch_to(node, "holds the segment up to the target");
                         }
                         Proof::Unproven => {
                             failed = true;
@@ -407,15 +436,18 @@ impl Follower {
         self.segment.publish_applied(self.cursor);
     }
 
-    /// Asks every safekeeper what it holds of the segment (see the module docs); decides as soon
-    /// as a quorum has answered.
+    /// Asks every safekeeper of the segment's sources (its protection group, in a pool) what it
+    /// holds of the segment (see the module docs); decides as soon as a quorum has answered.
     async fn prove_complete(&mut self, target: Lsn) -> Proof {
         let mut tally = ProofTally::new(
             self.cursor.caught_up_to,
             target,
             proof_quorum(self.source.len()),
         );
-        let mut answers = self.shared.safekeepers.ask_states(self.tenant.id);
+        let mut answers = self
+            .shared
+            .safekeepers
+            .ask_states(self.tenant.id, self.source.nodes());
         while let Some(state) = answers.next().await {
             tally.add(state.index, held_segment(&state, self.segment.id));
             if tally.proven() {

@@ -62,7 +62,8 @@
 //!   wrong page.
 //! - **Trimming.** Once an index is durable, and only while no newer generation exists (a newer
 //!   attachment may have restored from an older checkpoint and still need the log above it),
-//!   every safekeeper is told `Trim { upto: checkpoint LSN, epoch }`; each drops its records up to
+//!   every safekeeper of the segment's group is told `Trim { upto: checkpoint LSN, epoch }`
+//!   ([`safekeepers`]: a segment's group is six of the `--safekeepers` pool); each drops its records up to
 //!   the highest record of its complete chain at or below that (`docs/formats/segment-log.md`).
 //!   The checkpoint LSN is at or below a vouched VDL, so nothing trimmed can ever be truncated by
 //!   a recovery. (Found by `two_pageservers_on_one_segment_never_delete_what_an_index_names`: a

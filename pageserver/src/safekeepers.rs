@@ -1,13 +1,30 @@
 //! Talking to safekeepers: one pipelined connection per safekeeper, shared by every follower of
 //! every tenant ([`SafekeeperPool`]).
 //!
+//! ## Which safekeepers hold a segment
+//!
+//! `--safekeepers` lists the **pool** of safekeepers in AZ order, as the gateway's
+//! `--safekeepers` and the safekeepers' `--pool` do: the first third in AZ a, the second in b, the
+//! last in c ([`borealis_core::placement::ordered_pool_azs`]). When its length is a valid pool (a
+//! multiple of three, at least six), segment `s` of tenant `t` is held by the six safekeepers of
+//! its protection group, `choose_group(t, s, azs)` (RFC 0008 §3): the writer sends the segment's
+//! records to those six only, and gossip fills it between those six only. So a follower reads only
+//! from them, asks only them for the completeness proof (3 of the 6 are a read quorum: see
+//! `crate::ingest`), and a checkpoint trims only them ([`sources`]). With six safekeepers every
+//! group is all six, in the order listed: exactly the rule without a pool. A list that is no pool
+//! (one address in a test, say) makes every safekeeper a source of every segment, and a proof then
+//! needs all of them.
+//!
+//! ## Reading
+//!
 //! A follower reads from one safekeeper at a time (its [`LogSource`]) and keeps it while answers
-//! are good; on an error, a hole or a protocol violation it turns to the next one in the
-//! `--safekeepers` list. Safekeepers serve a connection's `ReadLog` requests concurrently, so a
-//! long poll parked on one does not hold up the fetches behind it. Connecting is bounded by
+//! are good; on an error, a hole or a protocol violation it turns to the next of the segment's
+//! sources. Safekeepers serve a connection's `ReadLog` requests concurrently, so a long poll
+//! parked on one does not hold up the fetches behind it. Connecting is bounded by
 //! [`CONNECT_TIMEOUT`]; a safekeeper that is down costs one refused connection, then the next one
 //! is tried; a broken connection is replaced on its next use.
 
+use borealis_core::placement::{choose_group, ordered_pool_azs};
 use borealis_core::{Lsn, SegmentId, TenantId};
 use borealis_wire::{Body, Client, SegmentState, WireError};
 use std::sync::Arc;
@@ -43,41 +60,83 @@ pub struct LogRequest {
     pub timeout: Duration,
 }
 
-/// A follower's current safekeeper.
+/// The safekeepers (indexes into `--safekeepers`) that hold `segment` of `tenant`, among `n`
+/// listed AZ by AZ: the six of its protection group, in member order, if `n` is a valid pool;
+/// otherwise all `n` (see the module docs).
+pub fn sources(tenant: TenantId, segment: SegmentId, n: usize) -> Vec<usize> {
+    match ordered_pool_azs(n) {
+        Ok(azs) => choose_group(tenant, segment, &azs).0.to_vec(),
+        Err(_) => (0..n).collect(),
+    }
+}
+
+/// A follower's current safekeeper, one of its segment's [`sources`].
 pub struct LogSource {
     pool: Arc<SafekeeperPool>,
-    index: usize,
+    /// The segment's sources, as indexes into `--safekeepers`.
+    nodes: Vec<usize>,
+    /// The current one: `nodes[at]`.
+    at: usize,
 }
 
 impl LogSource {
-    pub fn new(pool: Arc<SafekeeperPool>) -> LogSource {
-        assert!(!pool.addrs.is_empty(), "at least one safekeeper");
-        LogSource { pool, index: 0 }
+    /// Starts at the first of the segment's sources.
+    pub fn new(pool: Arc<SafekeeperPool>, tenant: TenantId, segment: SegmentId) -> LogSource {
+        let nodes = pool.sources(tenant, segment);
+        assert!(!nodes.is_empty(), "at least one safekeeper");
+        LogSource { pool, nodes, at: 0 }
     }
 
+    /// How many safekeepers the segment may be read from.
     pub fn len(&self) -> usize {
-        self.pool.addrs.len()
+        self.nodes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pool.addrs.is_empty()
+        self.nodes.is_empty()
+    }
+
+    /// The segment's sources (indexes into `--safekeepers`).
+    pub fn nodes(&self) -> &[usize] {
+        &self.nodes
+    }
+
+    /// The addresses of the segment's sources.
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|&n| self.pool.addrs[n].clone())
+            .collect()
     }
 
     pub fn addr(&self) -> &str {
-        &self.pool.addrs[self.index]
+        &self.pool.addrs[self.nodes[self.at]]
     }
 
-    pub fn index(&self) -> usize {
-        self.index
+    /// The current safekeeper, as an index into `--safekeepers`.
+    pub fn node(&self) -> usize {
+        self.nodes[self.at]
     }
 
-    pub fn switch_to(&mut self, index: usize) {
-        assert!(index < self.len(), "safekeeper index out of range");
-        self.index = index;
+    /// Turns to the next of the segment's sources.
+    pub fn rotate(&mut self) {
+        self.at = (self.at + 1) % self.nodes.len();
+    }
+
+    /// Turns to safekeeper `node` (an index into `--safekeepers`), if it is one of the segment's
+    /// sources; says whether it is.
+    pub fn switch_to(&mut self, node: usize) -> bool {
+        match self.nodes.iter().position(|&n| n == node) {
+            Some(at) => {
+                self.at = at;
+                true
+            }
+            None => false,
+        }
     }
 
     pub async fn read_log(&self, req: LogRequest) -> Result<LogAnswer, WireError> {
-        let client = self.pool.client(self.index).await?;
+        let client = self.pool.client(self.node()).await?;
         let body = Body::ReadLog {
             tenant: req.tenant,
             segment: req.segment,
@@ -109,6 +168,7 @@ impl LogSource {
 /// What one safekeeper said it holds of a tenant.
 #[derive(Clone, Debug)]
 pub struct HeldState {
+    /// Which safekeeper: its index in `--safekeepers`.
     pub index: usize,
     pub known_vdl: Lsn,
     pub segments: Vec<SegmentState>,
@@ -117,6 +177,8 @@ pub struct HeldState {
 /// Shared connections for short questions to every safekeeper.
 pub struct SafekeeperPool {
     addrs: Arc<[String]>,
+    /// The AZ of each safekeeper, if `addrs` is a valid pool listed AZ by AZ.
+    azs: Option<Vec<u8>>,
     conns: Vec<tokio::sync::Mutex<Option<Arc<Client>>>>,
     /// This pageserver's storage token, presented on every connection.
     token: String,
@@ -129,9 +191,23 @@ impl SafekeeperPool {
             .map(|_| tokio::sync::Mutex::new(None))
             .collect();
         SafekeeperPool {
+            azs: ordered_pool_azs(addrs.len()).ok(),
             addrs,
             conns,
             token,
+        }
+    }
+
+    /// Whether `--safekeepers` is a pool, each segment held by the six of its group only.
+    pub fn is_placed(&self) -> bool {
+        self.azs.is_some()
+    }
+
+    /// The safekeepers that hold `segment` of `tenant` ([`sources`]).
+    pub fn sources(&self, tenant: TenantId, segment: SegmentId) -> Vec<usize> {
+        match &self.azs {
+            Some(azs) => choose_group(tenant, segment, azs).0.to_vec(),
+            None => (0..self.addrs.len()).collect(),
         }
     }
 
@@ -193,9 +269,10 @@ impl SafekeeperPool {
         }
     }
 
-    /// Tells every safekeeper, in parallel, that the segment's log up to `upto` is checkpointed
-    /// (see `Body::Trim`); returns each one's answer (its trim point after), by address.
-    pub async fn trim_all(
+    /// Tells every safekeeper that holds the segment ([`Self::sources`]), in parallel, that its
+    /// log up to `upto` is checkpointed (see `Body::Trim`); returns each one's answer (its trim
+    /// point after), by address.
+    pub async fn trim_sources(
         self: &Arc<Self>,
         tenant: TenantId,
         segment: SegmentId,
@@ -203,7 +280,7 @@ impl SafekeeperPool {
         upto: Lsn,
     ) -> Vec<(String, Result<Lsn, WireError>)> {
         let mut set = JoinSet::new();
-        for index in 0..self.addrs.len() {
+        for index in self.sources(tenant, segment) {
             let pool = self.clone();
             set.spawn(async move {
                 let answer = pool.trim_one(index, tenant, segment, epoch, upto).await;
@@ -221,11 +298,12 @@ impl SafekeeperPool {
         out
     }
 
-    /// Asks every safekeeper, in parallel, what it holds of `tenant`; the answers can be taken as
-    /// they arrive. Dropping the result abandons the questions still in flight.
-    pub fn ask_states(self: &Arc<Self>, tenant: TenantId) -> StateAnswers {
+    /// Asks the safekeepers `nodes` (indexes into `--safekeepers`: a segment's [`Self::sources`]),
+    /// in parallel, what they hold of `tenant`; the answers can be taken as they arrive. Dropping
+    /// the result abandons the questions still in flight.
+    pub fn ask_states(self: &Arc<Self>, tenant: TenantId, nodes: &[usize]) -> StateAnswers {
         let mut set = JoinSet::new();
-        for index in 0..self.addrs.len() {
+        for &index in nodes {
             let pool = self.clone();
             set.spawn(async move { (index, pool.state_of(index, tenant).await) });
         }
@@ -255,5 +333,106 @@ impl StateAnswers {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment_cursor::proof_quorum;
+
+    fn pool(n: usize) -> Arc<SafekeeperPool> {
+        let addrs: Arc<[String]> = (0..n)
+            .map(|i| format!("127.0.0.1:{}", 7001 + i))
+            .collect::<Vec<_>>()
+            .into();
+        Arc::new(SafekeeperPool::new(addrs, "token".into()))
+    }
+
+    const T: TenantId = TenantId(0x0bad_cafe_0042);
+
+    #[test]
+    fn six_safekeepers_are_every_segments_sources_in_the_order_listed() {
+        for tenant in [TenantId(0), TenantId(1), T] {
+            for s in 0..100 {
+                assert_eq!(sources(tenant, SegmentId(s), 6), [0, 1, 2, 3, 4, 5]);
+            }
+        }
+        assert!(pool(6).is_placed());
+    }
+
+    #[test]
+    fn a_list_that_is_no_pool_makes_every_safekeeper_a_source() {
+        for n in [1, 2, 4, 5, 7, 8, 10] {
+            assert_eq!(
+                sources(T, SegmentId(3), n),
+                (0..n).collect::<Vec<_>>(),
+                "{n}"
+            );
+            assert!(!pool(n).is_placed());
+        }
+        let one = LogSource::new(pool(1), T, SegmentId(0));
+        assert_eq!((one.len(), one.addr()), (1, "127.0.0.1:7001"));
+        assert_eq!(proof_quorum(one.len()), 1, "all must agree");
+    }
+
+    #[test]
+    fn in_a_pool_of_nine_a_segment_is_read_from_its_group_only() {
+        let nine = pool(9);
+        let mut used = [0usize; 9];
+        let mut differ = 0;
+        for s in 0..300 {
+            let segment = SegmentId(s);
+            let group = sources(T, segment, 9);
+            assert_eq!(nine.sources(T, segment), group);
+            assert_eq!(
+                group,
+                choose_group(T, segment, &[0, 0, 0, 1, 1, 1, 2, 2, 2]).0,
+                "the same six the writer sends the segment to"
+            );
+            // Two per AZ (nodes 0-2 are a, 3-5 b, 6-8 c), in member order.
+            for (member, &node) in group.iter().enumerate() {
+                assert_eq!(node / 3, member / 2, "segment {s}: {group:?}");
+                used[node] += 1;
+            }
+            if group != sources(T, SegmentId(0), 9) {
+                differ += 1;
+            }
+
+            // The follower reads from the group, turns only within it, asks only it for a
+            // proof, and three answers of it make one.
+            let mut source = LogSource::new(nine.clone(), T, segment);
+            assert_eq!(source.nodes(), group);
+            assert_eq!(source.len(), 6);
+            assert_eq!(proof_quorum(source.len()), 3);
+            let mut seen = Vec::new();
+            for _ in 0..6 {
+                seen.push(source.node());
+                assert_eq!(source.addr(), format!("127.0.0.1:{}", 7001 + source.node()));
+                source.rotate();
+            }
+            assert_eq!(seen, group, "one full turn visits the group once");
+            assert_eq!(source.node(), group[0]);
+            let outsider = (0..9)
+                .find(|n| !group.contains(n))
+                .expect("3 of 9 are not in it");
+            assert!(!source.switch_to(outsider));
+            assert_eq!(source.node(), group[0], "unchanged");
+            assert!(source.switch_to(group[4]));
+            assert_eq!(source.node(), group[4]);
+            assert_eq!(
+                source.addrs(),
+                group
+                    .iter()
+                    .map(|n| format!("127.0.0.1:{}", 7001 + n))
+                    .collect::<Vec<_>>()
+            );
+        }
+        // The segments spread over the pool: every safekeeper is a source of some, none of all.
+        assert!(used.iter().all(|&u| u > 0 && u < 300), "{used:?}");
+        assert!(
+            differ > 200,
+            "{differ} of 300 segments differ from segment 0's group"
+        );
     }
 }

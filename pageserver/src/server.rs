@@ -109,7 +109,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     ));
     tracing::info!(
         id = %shared.config.id, wire = %wire_addr, http = %http_addr,
-        safekeepers = ?shared.config.safekeepers, pages_per_segment = shared.config.layout.pages_per_segment(),
+        safekeepers = ?shared.config.safekeepers,
+        placement = if shared.safekeepers.is_placed() {
+            "each segment read from the six of its group in the pool"
+        } else {
+            "every safekeeper listed holds every segment"
+        },
+        pages_per_segment = shared.config.layout.pages_per_segment(),
         cache_pages = shared.config.cache_pages.get(),
         object_store = %crate::remote::redact_url(&shared.config.object_store),
         checkpoint_records = shared.config.checkpoint_records,

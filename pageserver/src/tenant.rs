@@ -81,7 +81,11 @@ impl Tenant {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct FollowStatus {
     pub last_applied: Lsn,
+    /// The safekeeper the segment is read from now.
     pub safekeeper: String,
+    /// Every safekeeper it may be read from: its protection group if `--safekeepers` is a pool,
+    /// else all of them.
+    pub sources: Vec<String>,
     /// The newest `known_vdl` the current safekeeper reported.
     pub safekeeper_known_vdl: Lsn,
     pub records_applied: u64,
