@@ -96,7 +96,7 @@ pub fn validate_pool(azs: &[u8]) -> Result<(), String> {
 /// third of the nodes in AZ a, the second in b, the last in c (six nodes: a, a, b, b, c, c, the
 /// member order of a group of six). `n` must be a multiple of three, at least six.
 pub fn ordered_pool_azs(n: usize) -> Result<Vec<u8>, String> {
-    if n < PG_MEMBERS || n % AZ_COUNT != 0 {
+    if n < PG_MEMBERS || !n.is_multiple_of(AZ_COUNT) {
         return Err(format!(
             "a pool of {n} safekeepers: it needs a multiple of three, at least six (the same number in each AZ, listed AZ by AZ)"
         ));

@@ -174,6 +174,7 @@ mod tests {
         let chosen = p.fix(SegmentId(3));
         assert_eq!(chosen, choose_group(TenantId(7), SegmentId(3), &NINE));
         assert_eq!(p.table().len(), 1);
+        assert_eq!(p.fix(SegmentId(3)), chosen);
         // A table read from the store names another group for segment 4: it is the group.
         let other = Group([0, 1, 3, 4, 6, 7]);
         p.insert(SegmentId(4), other).unwrap();

@@ -134,7 +134,16 @@ pub fn plan(reports: &[MemberReport]) -> Result<RecoveryPlan, RecoveryError> {
 /// Whether a write quorum holds every segment up to its tail in `plan`, given each member's
 /// SCLs after the new epoch was installed.
 pub fn is_durable(plan: &RecoveryPlan, scls: &[(usize, SegmentId, Lsn)]) -> bool {
-    plan.segment_tails.iter().all(|(segment, tail)| {
+    tails_durable(&plan.segment_tails, scls)
+}
+
+/// Whether, for every segment of `segment_tails`, a write quorum of its group (`scls`: member
+/// index in the segment's group, segment, SCL) holds it up to its tail.
+pub(crate) fn tails_durable(
+    segment_tails: &BTreeMap<SegmentId, Lsn>,
+    scls: &[(usize, SegmentId, Lsn)],
+) -> bool {
+    segment_tails.iter().all(|(segment, tail)| {
         let mut holders = [false; PG_MEMBERS];
         for &(m, s, scl) in scls {
             if s == *segment && scl >= *tail && m < PG_MEMBERS {

@@ -20,8 +20,30 @@
 //!    group's 6, and any 3 include one of them) and shows no torn one (a commit missing from one
 //!    group leaves a hole that the end stops below).
 //!
+//!
+//! **A trim point raises the anchor.** A source may refuse to index its segment from the anchor
+//! because its log is trimmed past it (`LogTrimmed`: a pageserver checkpointed the segment up to
+//! a VDL it was vouched for, later than any VDL a member was told; found by the protocol
+//! simulator, seed 0 of its first multi-group run). Nothing can raise the members' known VDL
+//! without a writer, so recovery would never succeed again. But a trim point is itself a proof of
+//! durability: checkpoints are taken at or below a VDL, and members trim only what a checkpoint
+//! holds, so every LSN at or below a trim point's base is durable, volume-wide.
+//! [`VolumeSources::raise_anchor`] raises the anchor to it; the driver reads every index again
+//! from there. The base need not be a consistency point; the rest of its MTR is durable too, so
+//! the end still is one ([`plan_end`] refuses a state where it would not be).
+//!
+//! **The epoch.** Nodes hold the tenant's epoch whether or not they hold a segment, and a volume
+//! with nothing written has no group to read: the new epoch is above every epoch reported and
+//! every node's reached (`epoch_floor` of [`plan_sources`]; found by the protocol simulator,
+//! seed 460 of its first multi-group run, where a second writer took epoch 1 again). With a
+//! pool larger than six, the driver also installs the epoch on enough nodes to fence every group
+//! the pool can form (`borealis_core::placement::fences_every_group`): two such sets always
+//! share a node, so the next recovery sees this epoch, and an older writer cannot gather a write
+//! quorum even in a segment nobody has written yet.
+//!
 //! With one group this computes what [`crate::recovery::plan`] computes (tested below).
 
+use crate::acceptor::TrimPoint;
 use crate::recovery::{MemberReport, RecoveryError};
 use borealis_core::history::{last_log_epoch, prefix_for, truncation_point, EpochStart};
 use borealis_core::quorum::READ_QUORUM;
@@ -34,8 +56,12 @@ use thiserror::Error;
 pub struct VolumeSources {
     /// The new writer's epoch: one above every epoch reported.
     pub epoch: u64,
-    /// Every LSN at or below it is durable (the highest VDL any member was told).
+    /// Every LSN at or below it is durable (the highest VDL any member was told, or a trim
+    /// point above it: [`VolumeSources::raise_anchor`]).
     pub anchor: Lsn,
+    /// The highest consistency point known at or below the anchor: the anchor itself while it is
+    /// a VDL, lower once a trim point raised it to a record that ends no MTR.
+    pub anchor_cpl: Lsn,
     /// The history of the writer that wrote last (up to its epoch): what the records kept follow.
     pub newest_history: Vec<EpochStart>,
     /// Per segment: the source member (its index in the group) and its SCL cut to
@@ -81,6 +107,16 @@ pub struct VolumePlan {
     pub sources: BTreeMap<SegmentId, usize>,
 }
 
+impl VolumePlan {
+    /// Whether the recovered log is durable: for every segment, a write quorum of its group holds
+    /// it up to its tail, given the SCLs members report after the epoch was installed (`(member,
+    /// segment, scl)`, `member` being the index in the segment's group). The new writer serves
+    /// only then (RFC 0008 §1, "Installing the epoch").
+    pub fn is_durable(&self, scls: &[(usize, SegmentId, Lsn)]) -> bool {
+        crate::recovery::tails_durable(&self.segment_tails, scls)
+    }
+}
+
 /// An answer that breaks the protocol: the driver asks again (or another member).
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum IndexError {
@@ -96,15 +132,22 @@ pub enum IndexError {
         a: SegmentId,
         b: SegmentId,
     },
+    #[error(
+        "the anchor {anchor} (a trim point) ends no MTR, and no source holds the rest of its MTR"
+    )]
+    AnchorUnfinished { anchor: Lsn },
 }
 
 /// Round one: the epoch, the newest history and each segment's source. `groups` has, per segment,
 /// the reports of the members of its group that answered (`member` is the index in the group; a
 /// report may list other segments too, which are ignored here). `anchor` is the highest
-/// `known_vdl` any member reported.
+/// `known_vdl` any member reported. `epoch_floor` is the highest epoch of every node reached (a
+/// node holds the tenant's epoch whether or not it holds a segment: with no segment written yet,
+/// `groups` is empty). The new epoch is above it and above every epoch reported.
 pub fn plan_sources(
     groups: &BTreeMap<SegmentId, Vec<MemberReport>>,
     anchor: Lsn,
+    epoch_floor: u64,
 ) -> Result<VolumeSources, RecoveryError> {
     for reports in groups.values() {
         let mut members: Vec<usize> = reports.iter().map(|r| r.member).collect();
@@ -119,7 +162,8 @@ pub fn plan_sources(
         .flatten()
         .map(|r| r.epoch)
         .max()
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .max(epoch_floor);
     let epoch = highest
         .checked_add(1)
         .ok_or(RecoveryError::EpochsExhausted(highest))?;
@@ -158,9 +202,29 @@ pub fn plan_sources(
     Ok(VolumeSources {
         epoch,
         anchor,
+        anchor_cpl: anchor,
         newest_history,
         sources,
     })
+}
+
+impl VolumeSources {
+    /// A source refused to index its segment from the anchor: its log is trimmed through
+    /// `trim.base` (`LogTrimmed { base, last_cpl }`). Every LSN at or below a trim point is
+    /// durable (see the module docs), so the anchor rises to it. Returns whether it rose: the
+    /// driver then reads every index again from the new anchor.
+    pub fn raise_anchor(&mut self, trim: TrimPoint) -> bool {
+        if trim.base <= self.anchor {
+            return false;
+        }
+        self.anchor_cpl = if trim.last_cpl == trim.base {
+            trim.base
+        } else {
+            self.anchor_cpl.max(trim.last_cpl)
+        };
+        self.anchor = trim.base;
+        true
+    }
 }
 
 /// Round two: the volume's end from the sources' indexes (one per segment of `sources`).
@@ -197,18 +261,20 @@ pub fn plan_end(
             prev = e.lsn;
         }
     }
-    // Walk up from the anchor while every LSN is held; the end is the last CPL passed.
-    let mut end = anchor;
+    // Walk up from the anchor while every LSN is held; the end is the last CPL passed (or the
+    // anchor, if it is one).
+    let mut end = (sources.anchor_cpl == anchor).then_some(anchor);
     let mut next = Lsn(anchor.0 + 1);
     for (&lsn, &(_, is_cpl)) in &held {
         if lsn != next {
             break;
         }
         if is_cpl {
-            end = lsn;
+            end = Some(lsn);
         }
         next = Lsn(lsn.0 + 1);
     }
+    let end = end.ok_or(IndexError::AnchorUnfinished { anchor })?;
     let mut segment_tails = BTreeMap::new();
     for (&segment, index) in indexes
         .iter()
@@ -294,7 +360,7 @@ mod tests {
             (A, (0..3).map(|m| rep(m, &[(1, 0)], A, 6)).collect()),
             (B, (0..3).map(|m| rep(m, &[(1, 0)], B, 3)).collect()),
         ]);
-        let s = plan_sources(&groups, Lsn::INVALID).unwrap();
+        let s = plan_sources(&groups, Lsn::INVALID, 0).unwrap();
         assert_eq!(s.epoch, 2);
         let indexes = BTreeMap::from([
             (A, index(&[1, 2, 4, 6], &[6], 0, 6)),
@@ -308,6 +374,78 @@ mod tests {
         );
         assert_eq!(p.segment_tails, BTreeMap::from([(A, Lsn(2)), (B, Lsn(3))]));
         assert_eq!(p.history, h(&[(1, 0), (2, 3)]));
+        // Serving needs 4 of each group up to its tail: A's members (group-relative indexes)
+        // hold it, B has only three, then a fourth; a member of A counts nothing for B.
+        let mut scls: Vec<(usize, SegmentId, Lsn)> = (0..4).map(|m| (m, A, Lsn(6))).collect();
+        scls.extend((0..3).map(|m| (m, B, Lsn(3))));
+        scls.push((4, A, Lsn(3)));
+        assert!(!p.is_durable(&scls));
+        scls.push((5, B, Lsn(3)));
+        assert!(p.is_durable(&scls));
+    }
+
+    #[test]
+    fn a_source_trimmed_past_the_anchor_raises_it() {
+        // A: 1, 3, 4, 5, 7, 9; B: 2, 6, 8. MTRs end at 2, 4, 7 and 9; the last (8, 9) reached
+        // B only. Members were told VDL 2, but a pageserver checkpointed A up to 5 and A's
+        // members trimmed through 5 (last CPL 4): A's source refuses an index from 2.
+        let groups = BTreeMap::from([
+            (A, (0..3).map(|m| rep(m, &[(1, 0)], A, 7)).collect()),
+            (B, (0..3).map(|m| rep(m, &[(1, 0)], B, 8)).collect()),
+        ]);
+        let mut s = plan_sources(&groups, Lsn(2), 0).unwrap();
+        let trimmed = TrimPoint {
+            base: Lsn(5),
+            last_cpl: Lsn(4),
+        };
+        assert!(s.raise_anchor(trimmed));
+        assert!(!s.raise_anchor(TrimPoint {
+            base: Lsn(3),
+            last_cpl: Lsn(2)
+        }));
+        assert_eq!((s.anchor, s.anchor_cpl), (Lsn(5), Lsn(4)));
+        let a = Index {
+            before: Lsn(5),
+            entries: index(&[1, 3, 4, 5, 7], &[4, 7], 5, 7).entries,
+        };
+        let indexes = BTreeMap::from([(A, a), (B, index(&[2, 6, 8], &[2], 5, 8))]);
+        let p = plan_end(&s, &indexes).unwrap();
+        assert_eq!(p.vdl, Lsn(7), "the MTR of 5 ends at 7; 9 was never held");
+        assert_eq!(p.segment_tails, BTreeMap::from([(A, Lsn(7)), (B, Lsn(6))]));
+        // Raised to a base that ends an MTR, with nothing above: the end is the base.
+        let mut s = plan_sources(&groups, Lsn(2), 0).unwrap();
+        s.raise_anchor(TrimPoint {
+            base: Lsn(4),
+            last_cpl: Lsn(4),
+        });
+        let indexes = BTreeMap::from([
+            (
+                A,
+                Index {
+                    before: Lsn(4),
+                    entries: Vec::new(),
+                },
+            ),
+            (B, index(&[2], &[2], 4, 8)),
+        ]);
+        assert_eq!(plan_end(&s, &indexes).unwrap().vdl, Lsn(4));
+        // A base inside an MTR whose rest no source holds cannot be an end.
+        let mut s = plan_sources(&groups, Lsn(2), 0).unwrap();
+        s.raise_anchor(trimmed);
+        let indexes = BTreeMap::from([
+            (
+                A,
+                Index {
+                    before: Lsn(5),
+                    entries: Vec::new(),
+                },
+            ),
+            (B, index(&[2], &[2], 5, 8)),
+        ]);
+        assert_eq!(
+            plan_end(&s, &indexes),
+            Err(IndexError::AnchorUnfinished { anchor: Lsn(5) })
+        );
     }
 
     #[test]
@@ -318,7 +456,7 @@ mod tests {
             (A, (0..3).map(|m| rep(m, &[(1, 0)], A, 14)).collect()),
             (B, (0..3).map(|m| rep(m, &[(1, 0)], B, 2)).collect()),
         ]);
-        let s = plan_sources(&groups, Lsn(10)).unwrap();
+        let s = plan_sources(&groups, Lsn(10), 0).unwrap();
         let a: Vec<u64> = (1..=14).filter(|&l| l != 2).collect();
         let indexes = BTreeMap::from([
             (A, index(&a, &[12, 14], 10, 14)),
@@ -346,7 +484,7 @@ mod tests {
                 vec![rep(0, &e1, B, 5), rep(1, &e2, B, 2), rep(2, &e2, B, 2)],
             ),
         ]);
-        let s = plan_sources(&groups, Lsn::INVALID).unwrap();
+        let s = plan_sources(&groups, Lsn::INVALID, 0).unwrap();
         assert_eq!(s.newest_history, h(&e2));
         assert_eq!(
             s.sources[&B].usable_scl,
@@ -372,7 +510,7 @@ mod tests {
     #[test]
     fn broken_indexes_are_refused() {
         let groups = BTreeMap::from([(A, (0..3).map(|m| rep(m, &[(1, 0)], A, 5)).collect())]);
-        let s = plan_sources(&groups, Lsn::INVALID).unwrap();
+        let s = plan_sources(&groups, Lsn::INVALID, 0).unwrap();
         let mut bad = index(&[1, 2, 3], &[3], 0, 5);
         bad.entries[1].prev_lsn_segment = Lsn(0);
         assert!(matches!(
@@ -392,7 +530,7 @@ mod tests {
             (A, (0..3).map(|m| rep(m, &[(1, 0)], A, 2)).collect()),
             (B, (0..3).map(|m| rep(m, &[(1, 0)], B, 2)).collect()),
         ]);
-        let s2 = plan_sources(&two, Lsn::INVALID).unwrap();
+        let s2 = plan_sources(&two, Lsn::INVALID, 0).unwrap();
         let dup = BTreeMap::from([
             (A, index(&[1, 2], &[2], 0, 2)),
             (B, index(&[2], &[2], 0, 2)),
@@ -404,13 +542,31 @@ mod tests {
     }
 
     #[test]
+    fn the_new_epoch_is_above_every_epoch_known_even_with_nothing_written() {
+        // Nothing was ever shipped (no group to read), but a writer of epoch 1 recovered and may
+        // still be alive: its epoch is on the nodes.
+        // Found by the protocol simulator (seed 460 of its first multi-group run): choosing epoch
+        // 1 again gave two writers the same epoch and history, and both wrote LSN 1.
+        let s = plan_sources(&BTreeMap::new(), Lsn::INVALID, 1).unwrap();
+        assert_eq!(s.epoch, 2);
+        let groups =
+            BTreeMap::from([(A, (0..3).map(|m| rep(m, &[(1, 0), (2, 0)], A, 1)).collect())]);
+        assert_eq!(plan_sources(&groups, Lsn::INVALID, 5).unwrap().epoch, 6);
+        assert_eq!(plan_sources(&groups, Lsn::INVALID, 0).unwrap().epoch, 3);
+        assert_eq!(
+            plan_sources(&BTreeMap::new(), Lsn::INVALID, u64::MAX),
+            Err(RecoveryError::EpochsExhausted(u64::MAX))
+        );
+    }
+
+    #[test]
     fn every_group_needs_a_read_quorum() {
         let groups = BTreeMap::from([
             (A, (0..3).map(|m| rep(m, &[(1, 0)], A, 2)).collect()),
             (B, (0..2).map(|m| rep(m, &[(1, 0)], B, 1)).collect()),
         ]);
         assert_eq!(
-            plan_sources(&groups, Lsn::INVALID),
+            plan_sources(&groups, Lsn::INVALID, 0),
             Err(RecoveryError::NoReadQuorum(2))
         );
     }
@@ -465,7 +621,7 @@ mod tests {
                 .max()
                 .unwrap_or(0);
             let one = plan(&reports).unwrap();
-            let s = plan_sources(&BTreeMap::from([(A, reports)]), Lsn(anchor)).unwrap();
+            let s = plan_sources(&BTreeMap::from([(A, reports)]), Lsn(anchor), 0).unwrap();
             let usable = s.sources[&A].usable_scl.0;
             let p = plan_end(
                 &s,
