@@ -1,11 +1,12 @@
-//! Runs the protocol simulator over many seeds (issue "Quorum writer…" acceptance).
+//! Runs the protocol simulator over many seeds (issue "Quorum writer…" acceptance; issue #17:
+//! volumes of many segments over a pool of six or nine safekeepers).
 //!
 //! - `cargo test --workspace --test simulator` runs 10,000 seeds, on every core (seconds).
 //! - `BOREALIS_SIM_SEEDS=1000000` runs more (the soak reported in `docs/durability.md`);
 //!   `BOREALIS_SIM_SEED=<n>` replays one seed and prints its whole trace.
 
 use borealis_quorum::acceptor::PlantedBug;
-use borealis_tests::sim::{run, SimConfig};
+use borealis_tests::sim::{run, SimConfig, SimOutcome};
 
 #[test]
 fn protocol_invariants_hold_over_many_seeds() {
@@ -66,22 +67,7 @@ fn protocol_invariants_hold_over_many_seeds() {
                                 "{report}seed {seed} violates an invariant: {v}\nreplay: BOREALIS_SIM_SEED={seed} cargo test -p borealis-tests --test simulator -- --nocapture"
                             ));
                         }
-                        totals.acked += out.acked_mtrs;
-                        totals.recoveries += out.recoveries;
-                        totals.fenced += out.fenced_appends;
-                        totals.crashes_mid_input += out.crashes_mid_input;
-                        totals.limbo_entered += out.limbo_entered;
-                        totals.limbo_settled += out.limbo_settled;
-                        totals.limbo_refusals += out.limbo_refusals;
-                        totals.ack_timeouts += out.ack_timeouts;
-                        totals.epochs_adopted += out.epochs_adopted;
-                        totals.checkpoints += out.checkpoints;
-                        totals.trims += out.trims;
-                        totals.gossip_trim_refusals += out.gossip_trim_refusals;
-                        totals.trim_adoptions += out.trim_adoptions;
-                        totals.follower_batches += out.follower_batches;
-                        totals.follower_trim_refusals += out.follower_trim_refusals;
-                        totals.follower_attaches += out.follower_attaches;
+                        totals.add(&out);
                     }
                     Ok(totals)
                 })
@@ -94,32 +80,23 @@ fn protocol_invariants_hold_over_many_seeds() {
     });
     let mut sum = Totals::default();
     for t in totals {
-        let t = t.unwrap_or_else(|e| panic!("{e}"));
-        sum.acked += t.acked;
-        sum.recoveries += t.recoveries;
-        sum.fenced += t.fenced;
-        sum.crashes_mid_input += t.crashes_mid_input;
-        sum.limbo_entered += t.limbo_entered;
-        sum.limbo_settled += t.limbo_settled;
-        sum.limbo_refusals += t.limbo_refusals;
-        sum.ack_timeouts += t.ack_timeouts;
-        sum.epochs_adopted += t.epochs_adopted;
-        sum.checkpoints += t.checkpoints;
-        sum.trims += t.trims;
-        sum.gossip_trim_refusals += t.gossip_trim_refusals;
-        sum.trim_adoptions += t.trim_adoptions;
-        sum.follower_batches += t.follower_batches;
-        sum.follower_trim_refusals += t.follower_trim_refusals;
-        sum.follower_attaches += t.follower_attaches;
+        sum.merge(&t.unwrap_or_else(|e| panic!("{e}")));
     }
     let Totals {
+        pool_of_nine,
+        multi_segment,
         acked,
+        acked_multi_group,
         recoveries,
+        recovery_cuts,
+        anchors_raised,
+        torn_commits,
         fenced,
         crashes_mid_input,
         limbo_entered,
         limbo_settled,
         limbo_refusals,
+        group_refusals,
         ack_timeouts,
         epochs_adopted,
         checkpoints,
@@ -129,15 +106,22 @@ fn protocol_invariants_hold_over_many_seeds() {
         follower_batches,
         follower_trim_refusals,
         follower_attaches,
+        follower_proofs,
     } = sum;
     println!(
-        "{seeds} seeds from {first}: {acked} acknowledged MTRs, {recoveries} recoveries, {fenced} fenced appends, \
+        "{seeds} seeds from {first} ({pool_of_nine} on a pool of nine safekeepers, the others six; \
+         {multi_segment} with 2 to 4 segments): {acked} acknowledged MTRs ({acked_multi_group} over \
+         two groups or more), {recoveries} recoveries ({recovery_cuts} cut records above the end, \
+         {anchors_raised} anchors raised by a trim point), {torn_commits} commits torn between \
+         groups, {fenced} fenced appends, \
          {crashes_mid_input} crashes between a barrier's actions, {limbo_entered} limbos \
-         ({limbo_settled} settled, {limbo_refusals} commits refused in limbo), {ack_timeouts} ack \
-         timeouts, {epochs_adopted} epochs adopted by gossip; {checkpoints} checkpoints, {trims} \
-         trims, {gossip_trim_refusals} gossip reads refused as trimmed, {trim_adoptions} trim \
-         points adopted; follower: {follower_batches} batches applied, {follower_trim_refusals} \
-         reads refused as trimmed, {follower_attaches} attaches from a checkpoint; {threads} threads, {:.1} s",
+         ({limbo_settled} settled, {limbo_refusals} commits refused in limbo), {group_refusals} \
+         commits refused for one group's quorum, {ack_timeouts} ack timeouts, {epochs_adopted} \
+         epochs adopted by gossip; {checkpoints} checkpoints, {trims} trims, \
+         {gossip_trim_refusals} gossip reads refused as trimmed, {trim_adoptions} trim points \
+         adopted; followers: {follower_batches} batches applied, {follower_trim_refusals} reads \
+         refused as trimmed, {follower_attaches} attaches from a checkpoint, {follower_proofs} \
+         segments proved complete by a read quorum; {threads} threads, {:.1} s",
         started.elapsed().as_secs_f64()
     );
     // The histories must actually exercise the protocol, or the checkers prove nothing.
@@ -171,20 +155,45 @@ fn protocol_invariants_hold_over_many_seeds() {
         follower_trim_refusals > 0,
         "the follower never met a member trimmed past it"
     );
+    // Volumes of many segments over a pool (RFC 0008).
+    assert!(
+        pool_of_nine > 0 && multi_segment > 0,
+        "no seed ran several groups: {pool_of_nine} on nine nodes, {multi_segment} with several segments"
+    );
+    assert!(
+        acked_multi_group > seeds as usize,
+        "too few acknowledged MTRs over two groups: {acked_multi_group}"
+    );
+    assert!(
+        recovery_cuts > 0 && torn_commits > 0 && anchors_raised > 0,
+        "multi-group recovery was not exercised: {recovery_cuts} cuts, {torn_commits} torn commits, {anchors_raised} anchors raised"
+    );
+    assert!(
+        group_refusals > 0 && follower_proofs > 0,
+        "groups were not exercised apart: {group_refusals} refusals for one group, {follower_proofs} proofs"
+    );
 }
 
 /// Simulated histories per test run (each a few hundred steps), unless `BOREALIS_SIM_SEEDS`.
 const SEEDS_DEFAULT: u64 = 10_000;
 
+/// Sums of the outcomes' counters.
 #[derive(Default)]
 struct Totals {
+    pool_of_nine: usize,
+    multi_segment: usize,
     acked: usize,
+    acked_multi_group: usize,
     recoveries: usize,
+    recovery_cuts: usize,
+    anchors_raised: usize,
+    torn_commits: usize,
     fenced: usize,
     crashes_mid_input: usize,
     limbo_entered: usize,
     limbo_settled: usize,
     limbo_refusals: usize,
+    group_refusals: usize,
     ack_timeouts: usize,
     epochs_adopted: usize,
     checkpoints: usize,
@@ -194,6 +203,65 @@ struct Totals {
     follower_batches: usize,
     follower_trim_refusals: usize,
     follower_attaches: usize,
+    follower_proofs: usize,
+}
+
+impl Totals {
+    fn add(&mut self, out: &SimOutcome) {
+        self.merge(&Totals {
+            pool_of_nine: usize::from(out.pool_size == 9),
+            multi_segment: usize::from(out.segments > 1),
+            acked: out.acked_mtrs,
+            acked_multi_group: out.acked_multi_group,
+            recoveries: out.recoveries,
+            recovery_cuts: out.recovery_cuts,
+            anchors_raised: out.anchors_raised,
+            torn_commits: out.torn_commits,
+            fenced: out.fenced_appends,
+            crashes_mid_input: out.crashes_mid_input,
+            limbo_entered: out.limbo_entered,
+            limbo_settled: out.limbo_settled,
+            limbo_refusals: out.limbo_refusals,
+            group_refusals: out.group_refusals,
+            ack_timeouts: out.ack_timeouts,
+            epochs_adopted: out.epochs_adopted,
+            checkpoints: out.checkpoints,
+            trims: out.trims,
+            gossip_trim_refusals: out.gossip_trim_refusals,
+            trim_adoptions: out.trim_adoptions,
+            follower_batches: out.follower_batches,
+            follower_trim_refusals: out.follower_trim_refusals,
+            follower_attaches: out.follower_attaches,
+            follower_proofs: out.follower_proofs,
+        });
+    }
+
+    fn merge(&mut self, t: &Totals) {
+        self.pool_of_nine += t.pool_of_nine;
+        self.multi_segment += t.multi_segment;
+        self.acked += t.acked;
+        self.acked_multi_group += t.acked_multi_group;
+        self.recoveries += t.recoveries;
+        self.recovery_cuts += t.recovery_cuts;
+        self.anchors_raised += t.anchors_raised;
+        self.torn_commits += t.torn_commits;
+        self.fenced += t.fenced;
+        self.crashes_mid_input += t.crashes_mid_input;
+        self.limbo_entered += t.limbo_entered;
+        self.limbo_settled += t.limbo_settled;
+        self.limbo_refusals += t.limbo_refusals;
+        self.group_refusals += t.group_refusals;
+        self.ack_timeouts += t.ack_timeouts;
+        self.epochs_adopted += t.epochs_adopted;
+        self.checkpoints += t.checkpoints;
+        self.trims += t.trims;
+        self.gossip_trim_refusals += t.gossip_trim_refusals;
+        self.trim_adoptions += t.trim_adoptions;
+        self.follower_batches += t.follower_batches;
+        self.follower_trim_refusals += t.follower_trim_refusals;
+        self.follower_attaches += t.follower_attaches;
+        self.follower_proofs += t.follower_proofs;
+    }
 }
 
 #[test]

@@ -1,28 +1,34 @@
 mod gossip;
 mod member;
 mod pageserver;
+mod recovery;
 
 use borealis_core::history::EpochStart;
-use borealis_core::quorum::{PG_MEMBERS, READ_QUORUM, WRITE_QUORUM};
+use borealis_core::placement::{choose_group, Group};
+use borealis_core::quorum::{READ_QUORUM, WRITE_QUORUM};
 use borealis_core::redo::{RedoBody, RedoRecord};
 use borealis_core::{Lsn, PageNo, SegmentId, SegmentLayout, TenantId};
 use borealis_quorum::acceptor::{PlantedBug, Source};
-use borealis_quorum::placement::Placement;
-use borealis_quorum::recovery::{self, MemberReport};
-use borealis_quorum::session::{Event, SessionConfig, WriterSession};
-use borealis_quorum::QuorumWriter;
+use borealis_quorum::session::{Event, WriterSession};
+use borealis_quorum::WriteError;
 use member::Member;
 use pageserver::{Checkpoint, Follower};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-const SEG: SegmentId = SegmentId(0);
-/// The one tenant simulated (gossip's summaries name it).
-const TENANT: TenantId = TenantId(1);
+/// The one tenant simulated (gossip's summaries name it; placement hashes it).
+const TENANT: TenantId = TenantId(0x5eed_0000_0000_0001);
 /// The writer session's acknowledgement timeout, in simulated time (one step is a millisecond):
 /// well below the commit timeout (80 steps without VDL progress), as in the gateway.
 const MEMBER_ACK_TIMEOUT: Duration = Duration::from_millis(30);
+/// Pages per segment: tiny, so that three-page MTRs often span segments.
+const PAGES_PER_SEGMENT: u32 = 4;
+/// The pools a seed runs on: six safekeepers (every group is the pool) or nine (three per AZ,
+/// each segment's group two of each AZ).
+const POOL_OF_SIX: [u8; 6] = [0, 0, 1, 1, 2, 2];
+const POOL_OF_NINE: [u8; 9] = [0, 0, 0, 1, 1, 1, 2, 2, 2];
 
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -52,8 +58,21 @@ pub struct SimOutcome {
     pub seed: u64,
     pub trace: Vec<String>,
     pub violation: Option<String>,
+    /// The pool's size (6 or 9) and the volume's segments (1 to 4) of this seed.
+    pub pool_size: usize,
+    pub segments: usize,
     pub acked_mtrs: usize,
+    /// Acknowledged MTRs whose records went to two groups or more.
+    pub acked_multi_group: usize,
     pub recoveries: usize,
+    /// Recoveries that cut off records some source held above the volume's end (a commit torn
+    /// between groups, or never finished).
+    pub recovery_cuts: usize,
+    /// Recoveries whose anchor a source's trim point raised (its log was trimmed past every VDL
+    /// a member had been told).
+    pub anchors_raised: usize,
+    /// Commits torn on purpose: one group got its part, then the writer crashed.
+    pub torn_commits: usize,
     pub fenced_appends: usize,
     /// Members that crashed between two actions of one input (a Hello's control store and its
     /// truncation, say) and were restarted from what was durable.
@@ -63,6 +82,9 @@ pub struct SimOutcome {
     pub limbo_entered: usize,
     pub limbo_settled: usize,
     pub limbo_refusals: usize,
+    /// MTRs refused `read_only` because a group they touch lost its quorum while the writer was
+    /// not in limbo (other groups writable).
+    pub group_refusals: usize,
     /// Members dropped by a writer for owing an acknowledgement too long.
     pub ack_timeouts: usize,
     /// Newer epochs a member learnt from a peer by gossip (and installed as their Hello would).
@@ -74,18 +96,26 @@ pub struct SimOutcome {
     /// member adopted from such a refusal.
     pub gossip_trim_refusals: usize,
     pub trim_adoptions: usize,
-    /// Batches of records the follower (a pageserver) applied, reads refused because the
-    /// member's log was trimmed past it, and times it attached again from the checkpoint.
+    /// Batches of records the followers (pageservers) applied, reads refused because the
+    /// member's log was trimmed past it, times one attached again from the checkpoint, and
+    /// times a read quorum proved a segment complete up to a target it holds no record at.
     pub follower_batches: usize,
     pub follower_trim_refusals: usize,
     pub follower_attaches: usize,
+    pub follower_proofs: usize,
 }
 
-/// An MTR as the client sees it.
+/// An MTR as the client sees it, with its records by segment.
 #[derive(Clone, Debug)]
 struct Mtr {
-    records: Vec<RedoRecord>,
+    parts: Vec<(SegmentId, Vec<RedoRecord>)>,
     commit: Lsn,
+}
+
+impl Mtr {
+    fn records(&self) -> impl Iterator<Item = &RedoRecord> {
+        self.parts.iter().flat_map(|(_, r)| r)
+    }
 }
 
 struct Writer {
@@ -93,8 +123,8 @@ struct Writer {
     /// simulated time.
     session: WriterSession,
     epoch: u64,
-    /// Members this writer has a live connection to (said Hello to in this connection).
-    connected: [bool; PG_MEMBERS],
+    /// Pool nodes this writer has a live connection to (said Hello to in this connection).
+    connected: Vec<bool>,
     fenced: bool,
     mtrs: Vec<Mtr>,
     last_vdl: Lsn,
@@ -111,18 +141,21 @@ enum Msg {
         to: usize,
         epoch: u64,
         vdl: Lsn,
+        segment: SegmentId,
         records: Vec<RedoRecord>,
         writer: usize,
     },
     Ack {
         from: usize,
+        segment: SegmentId,
         scl: Lsn,
         writer: usize,
     },
 }
 
 impl Msg {
-    /// The connection a message travels on: (writer, member, direction).
+    /// The connection a message travels on: (writer, node, direction). One connection per
+    /// node carries every segment the node holds.
     fn link(&self) -> (usize, usize, bool) {
         match self {
             Msg::Append { to, writer, .. } => (*writer, *to, true),
@@ -133,15 +166,24 @@ impl Msg {
 
 struct World {
     rng: StdRng,
+    /// The pool: node `i` is in AZ `pool_azs[i]`.
+    pool_azs: Vec<u8>,
+    layout: SegmentLayout,
+    /// Every segment of the volume, with its group (rendezvous hashing over the pool).
+    groups: BTreeMap<SegmentId, Group>,
     members: Vec<Member>,
     writers: Vec<Writer>,
     /// Index of the current writer in `writers`, if any is serving.
     current: Option<usize>,
     net: Vec<Msg>,
     acked: Vec<Mtr>,
+    acked_multi_group: usize,
     trace: Vec<String>,
     trace_all: bool,
     recoveries: usize,
+    recovery_cuts: usize,
+    anchors_raised: usize,
+    torn_commits: usize,
     fenced_appends: usize,
     /// `(epoch, vdl)` of every recovery.
     recovered: Vec<(u64, Lsn)>,
@@ -151,34 +193,52 @@ struct World {
     limbo_entered: usize,
     limbo_settled: usize,
     limbo_refusals: usize,
+    group_refusals: usize,
     ack_timeouts: usize,
     epochs_adopted: usize,
-    /// The segment's log as checkpointed to object storage; every member's trim point is at or
-    /// below it.
-    checkpoint: Checkpoint,
+    /// Each segment's log as checkpointed to object storage; every member's trim point of the
+    /// segment is at or below it.
+    checkpoints_of: BTreeMap<SegmentId, Checkpoint>,
     checkpoints: usize,
     trims: usize,
     gossip_trim_refusals: usize,
     trim_adoptions: usize,
-    follower: Follower,
+    /// A pageserver following each segment.
+    followers: BTreeMap<SegmentId, Follower>,
     follower_batches: usize,
     follower_trim_refusals: usize,
     follower_attaches: usize,
+    follower_proofs: usize,
 }
 
 pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let pool_azs = if rng.random_bool(0.5) {
+        POOL_OF_NINE.to_vec()
+    } else {
+        POOL_OF_SIX.to_vec()
+    };
+    let segments = rng.random_range(1..=4u32);
+    let groups: BTreeMap<SegmentId, Group> = (0..segments)
+        .map(|s| (SegmentId(s), choose_group(TENANT, SegmentId(s), &pool_azs)))
+        .collect();
     let mut w = World {
-        rng: StdRng::seed_from_u64(seed),
-        members: (0..PG_MEMBERS)
+        rng,
+        layout: SegmentLayout::new(PAGES_PER_SEGMENT),
+        members: (0..pool_azs.len())
             .map(|_| Member::new(config.planted))
             .collect(),
         writers: Vec::new(),
         current: None,
         net: Vec::new(),
         acked: Vec::new(),
+        acked_multi_group: 0,
         trace: Vec::new(),
         trace_all: config.trace_all,
         recoveries: 0,
+        recovery_cuts: 0,
+        anchors_raised: 0,
+        torn_commits: 0,
         fenced_appends: 0,
         recovered: Vec::new(),
         violation: None,
@@ -186,18 +246,34 @@ pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
         limbo_entered: 0,
         limbo_settled: 0,
         limbo_refusals: 0,
+        group_refusals: 0,
         ack_timeouts: 0,
         epochs_adopted: 0,
-        checkpoint: Checkpoint::default(),
+        checkpoints_of: groups.keys().map(|&s| (s, Checkpoint::default())).collect(),
         checkpoints: 0,
         trims: 0,
         gossip_trim_refusals: 0,
         trim_adoptions: 0,
-        follower: Follower::default(),
+        followers: groups.keys().map(|&s| (s, Follower::default())).collect(),
         follower_batches: 0,
         follower_trim_refusals: 0,
         follower_attaches: 0,
+        follower_proofs: 0,
+        pool_azs,
+        groups,
     };
+    let groups: Vec<String> = w
+        .groups
+        .iter()
+        .map(|(s, g)| format!("{s}: {:?}", g.0))
+        .collect();
+    w.log(format!(
+        "pool of {} ({:?}), {} segments of {PAGES_PER_SEGMENT} pages; groups {}",
+        w.pool_azs.len(),
+        w.pool_azs,
+        w.groups.len(),
+        groups.join(", ")
+    ));
     let mut violation = None;
     for step in 0..config.steps {
         w.step(step, config.fault_per_mille);
@@ -210,13 +286,20 @@ pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
         seed,
         trace: w.trace,
         violation,
+        pool_size: w.pool_azs.len(),
+        segments: w.groups.len(),
         acked_mtrs: w.acked.len(),
+        acked_multi_group: w.acked_multi_group,
         recoveries: w.recoveries,
+        recovery_cuts: w.recovery_cuts,
+        anchors_raised: w.anchors_raised,
+        torn_commits: w.torn_commits,
         fenced_appends: w.fenced_appends,
         crashes_mid_input: w.crashes_mid_input,
         limbo_entered: w.limbo_entered,
         limbo_settled: w.limbo_settled,
         limbo_refusals: w.limbo_refusals,
+        group_refusals: w.group_refusals,
         ack_timeouts: w.ack_timeouts,
         epochs_adopted: w.epochs_adopted,
         checkpoints: w.checkpoints,
@@ -226,6 +309,7 @@ pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
         follower_batches: w.follower_batches,
         follower_trim_refusals: w.follower_trim_refusals,
         follower_attaches: w.follower_attaches,
+        follower_proofs: w.follower_proofs,
     }
 }
 
@@ -235,6 +319,21 @@ impl World {
         if !self.trace_all && self.trace.len() > 200 {
             self.trace.drain(..100);
         }
+    }
+
+    /// The group of `segment` (every segment of the volume has one).
+    fn group(&self, segment: SegmentId) -> Group {
+        self.groups[&segment]
+    }
+
+    /// A segment of the volume, at random.
+    fn some_segment(&mut self) -> SegmentId {
+        SegmentId(self.rng.random_range(0..self.groups.len() as u32))
+    }
+
+    /// Whether nodes `a` and `b` (distinct) are both members of some segment's group.
+    fn share_a_group(&self, a: usize, b: usize) -> bool {
+        a != b && self.groups.values().any(|g| g.contains(a) && g.contains(b))
     }
 
     fn step(&mut self, step: usize, fault_per_mille: u32) {
@@ -264,7 +363,7 @@ impl World {
         Duration::from_millis(step as u64)
     }
 
-    /// The writer session's acknowledgement timeouts: a member that owes an acknowledgement too
+    /// The writer session's acknowledgement timeouts: a node that owes an acknowledgement too
     /// long (partitioned without its connection breaking) is dropped, as the gateway's member
     /// task does.
     fn ack_timeouts(&mut self, step: usize) {
@@ -281,7 +380,7 @@ impl World {
                 {
                     self.ack_timeouts += 1;
                     self.log(format!(
-                        "{step}: writer {wi} drops member {member}: no ack for {sent} (acked {acked})"
+                        "{step}: writer {wi} drops node {member}: no ack for {sent} (acked {acked})"
                     ));
                     let w = &mut self.writers[wi];
                     w.connected[member] = false;
@@ -326,14 +425,22 @@ impl World {
         }
     }
 
+    /// The nodes of AZ `az`.
+    fn nodes_of_az(&self, az: u8) -> Vec<usize> {
+        (0..self.pool_azs.len())
+            .filter(|&n| self.pool_azs[n] == az)
+            .collect()
+    }
+
     fn fault(&mut self, step: usize) {
-        let m = self.rng.random_range(0..PG_MEMBERS);
-        match self.rng.random_range(0..12) {
+        let n = self.members.len();
+        let m = self.rng.random_range(0..n);
+        match self.rng.random_range(0..13) {
             0..=2 => {
                 if self.members[m].up {
                     self.members[m].crash();
                     self.log(format!(
-                        "{step}: crash member {m} (loses {} unsynced)",
+                        "{step}: crash node {m} (loses {} unsynced)",
                         self.members[m].unsynced.len()
                     ));
                 }
@@ -341,36 +448,38 @@ impl World {
             3..=5 => {
                 if !self.members[m].up {
                     self.members[m].restart();
-                    self.log(format!(
-                        "{step}: restart member {m} (scl {})",
-                        self.members[m].scl()
-                    ));
+                    self.log(format!("{step}: restart node {m}"));
                 }
             }
             6 => {
                 self.members[m].partitioned = !self.members[m].partitioned;
                 let p = self.members[m].partitioned;
                 self.log(format!(
-                    "{step}: member {m} {}",
+                    "{step}: node {m} {}",
                     if p { "partitioned" } else { "healed" }
                 ));
             }
             7 => {
-                let az = m / 2;
-                for i in [2 * az, 2 * az + 1] {
+                // A whole AZ: every group loses its two members there.
+                let az = self.pool_azs[m];
+                for i in self.nodes_of_az(az) {
                     self.members[i].crash();
                 }
-                self.log(format!("{step}: AZ {} lost", (b'a' + az as u8) as char));
+                self.log(format!("{step}: AZ {} lost", (b'a' + az) as char));
             }
             8 => {
-                let az = m / 2;
-                let extra = (2 * az + 2 + self.rng.random_range(0..4)) % PG_MEMBERS;
-                for i in [2 * az, 2 * az + 1, extra] {
+                // An AZ and one more node: the groups that node is a member of lose their write
+                // quorum, the others (in a pool of nine) keep theirs.
+                let az = self.pool_azs[m];
+                let others: Vec<usize> = (0..n).filter(|&i| self.pool_azs[i] != az).collect();
+                let extra = others[self.rng.random_range(0..others.len())];
+                for i in self.nodes_of_az(az) {
                     self.members[i].crash();
                 }
+                self.members[extra].crash();
                 self.log(format!(
-                    "{step}: AZ {} + member {extra} lost",
-                    (b'a' + az as u8) as char
+                    "{step}: AZ {} + node {extra} lost",
+                    (b'a' + az) as char
                 ));
             }
             9 | 10 => {
@@ -382,6 +491,7 @@ impl World {
                     self.log(format!("{step}: writer {c} crashed"));
                 }
             }
+            11 => self.tear_commit(step),
             _ => {
                 // Zombie: the writer keeps running but the gateway starts a new one.
                 if let Some(c) = self.current.take() {
@@ -390,17 +500,90 @@ impl World {
             }
         }
         // Bring everyone back now and then, so histories do not end in a dead cluster.
-        if self.members.iter().filter(|m| m.up).count() < READ_QUORUM && self.rng.random_bool(0.5) {
-            for i in 0..PG_MEMBERS {
+        let dead_group = self
+            .groups
+            .values()
+            .any(|g| g.0.iter().filter(|&&i| self.members[i].up).count() < READ_QUORUM);
+        if dead_group && self.rng.random_bool(0.5) {
+            for i in 0..n {
                 if !self.members[i].up {
                     self.members[i].restart();
                 }
             }
-            self.log(format!("{step}: all members restarted"));
+            self.log(format!("{step}: all nodes restarted"));
         }
     }
 
-    /// The current writer (and zombies, sometimes) submit an MTR.
+    /// A commit torn between groups: the current writer's last MTR, if it spans segments, reaches
+    /// one segment's group whole (delivered and fsynced), then the writer crashes before anything
+    /// else of it is delivered.
+    fn tear_commit(&mut self, step: usize) {
+        let Some(c) = self.current else { return };
+        let Some(last) = self.writers[c].mtrs.last() else {
+            return;
+        };
+        if last.parts.len() < 2 {
+            return;
+        }
+        let (segment, commit) = (last.parts[0].0, last.commit);
+        let part: BTreeSet<Lsn> = last.parts[0].1.iter().map(|r| r.lsn).collect();
+        // Every message on the writer's connections to the segment's group up to the one that
+        // carries the part, in order (TCP).
+        let mut delivered = Vec::new();
+        for node in self.group(segment).0 {
+            let queued: Vec<usize> = (0..self.net.len())
+                .filter(|&i| self.net[i].link() == (c, node, true))
+                .collect();
+            let Some(&upto) = queued.iter().find(|&&i| {
+                matches!(&self.net[i], Msg::Append { records, .. }
+                    if records.iter().any(|r| part.contains(&r.lsn)))
+            }) else {
+                continue;
+            };
+            let mut msgs: Vec<Msg> = queued
+                .iter()
+                .filter(|&&i| i <= upto)
+                .rev()
+                .map(|&i| self.net.remove(i))
+                .collect();
+            msgs.reverse();
+            delivered.extend(msgs);
+        }
+        if delivered.is_empty() {
+            return;
+        }
+        for msg in delivered {
+            if let Msg::Append {
+                to,
+                epoch,
+                vdl,
+                segment,
+                records,
+                ..
+            } = msg
+            {
+                if self.members[to].reachable() {
+                    // Refusals (fenced) change nothing: the writer dies next anyway.
+                    let _ =
+                        self.members[to].append(segment, Source::Writer { epoch, vdl }, &records);
+                    if self.members[to].sync() {
+                        self.send_acks(to);
+                    }
+                }
+            }
+        }
+        self.writers[c].fenced = true;
+        self.current = None;
+        self.net
+            .retain(|msg| !matches!(msg, Msg::Append { writer, .. } if *writer == c));
+        self.torn_commits += 1;
+        self.log(format!(
+            "{step}: writer {c} crashed after MTR ending {commit} reached segment {segment}'s group only"
+        ));
+    }
+
+    /// The current writer (and zombies, sometimes) submit an MTR over a few random pages, which
+    /// may lie in several segments.
     fn client_write(&mut self, step: usize) {
         let live: Vec<usize> = (0..self.writers.len())
             .filter(|&i| !self.writers[i].fenced)
@@ -413,11 +596,12 @@ impl World {
             _ => live[self.rng.random_range(0..live.len())],
         };
         let pages = self.rng.random_range(1..4);
+        let page_count = self.groups.len() as u32 * PAGES_PER_SEGMENT;
         // Each record's body names its writer and a per-writer counter, so a stale record of
         // another writer at the same LSN can never pass for the right one.
         let changes: Vec<(PageNo, RedoBody)> = (0..pages)
             .map(|i| {
-                let p = PageNo(self.rng.random_range(0..8));
+                let p = PageNo(self.rng.random_range(0..page_count));
                 let mut body = vec![0, 0, 16, 0];
                 body.extend_from_slice(&(wi as u64).to_le_bytes());
                 body.extend_from_slice(
@@ -429,48 +613,72 @@ impl World {
         let now = Self::now(step);
         let w = &mut self.writers[wi];
         let in_limbo = w.session.in_limbo();
-        match w.session.commit(changes, now) {
+        let shipped = match w.session.commit(changes, now) {
             Ok(_) if in_limbo => {
                 self.violation = Some(format!(
                     "writer {wi} shipped an MTR while in limbo (vdl {})",
                     w.session.vdl()
                 ));
+                return;
             }
-            Ok(shipped) => {
-                let records: Vec<RedoRecord> =
-                    shipped.segments.into_iter().flat_map(|(_, r)| r).collect();
-                let mtr = Mtr {
-                    records: records.clone(),
-                    commit: shipped.commit_lsn,
-                };
-                w.mtrs.push(mtr);
-                let (epoch, vdl) = (w.epoch, w.session.vdl());
-                let targets: Vec<usize> = (0..PG_MEMBERS).filter(|&m| w.connected[m]).collect();
-                for &to in &targets {
-                    w.session.sent(to, shipped.commit_lsn, now);
-                }
-                for to in targets {
-                    self.net.push(Msg::Append {
-                        to,
-                        epoch,
-                        vdl,
-                        records: records.clone(),
-                        writer: wi,
-                    });
-                }
-                let (vdl, reachable) = (w.session.vdl(), w.session.writer().reachable().len());
-                self.log(format!(
-                    "{step}: writer {wi} ships MTR ending {} (vdl {vdl}, reachable {reachable})",
-                    shipped.commit_lsn
-                ));
-            }
+            Ok(shipped) => shipped,
             Err(e) => {
                 if in_limbo {
                     self.limbo_refusals += 1;
+                } else if matches!(e, WriteError::ReadOnly { .. })
+                    && self
+                        .groups
+                        .keys()
+                        .any(|&s| w.session.writer().reachable_in(s) >= WRITE_QUORUM)
+                {
+                    // Refused for one group while another is writable.
+                    self.group_refusals += 1;
                 }
-                self.log(format!("{step}: writer {wi} refused MTR: {e}"))
+                self.log(format!("{step}: writer {wi} refused MTR: {e}"));
+                return;
+            }
+        };
+        let (epoch, vdl) = (w.epoch, w.session.vdl());
+        // Each segment's records go to the nodes of its group this writer is connected to.
+        let mut sends: Vec<(usize, SegmentId, Vec<RedoRecord>)> = Vec::new();
+        for (segment, records) in &shipped.segments {
+            let group = self.groups[segment];
+            for node in group.0 {
+                if w.connected[node] {
+                    sends.push((node, *segment, records.clone()));
+                }
             }
         }
+        for (node, _, records) in &sends {
+            let last = records.last().expect("a part has records").lsn;
+            w.session.sent(*node, last, now);
+        }
+        w.mtrs.push(Mtr {
+            parts: shipped.segments,
+            commit: shipped.commit_lsn,
+        });
+        for (to, segment, records) in sends {
+            self.net.push(Msg::Append {
+                to,
+                epoch,
+                vdl,
+                segment,
+                records,
+                writer: wi,
+            });
+        }
+        let w = &self.writers[wi];
+        let parts: Vec<String> = w.mtrs[w.mtrs.len() - 1]
+            .parts
+            .iter()
+            .map(|(s, r)| format!("{s}: {:?}", r.iter().map(|r| r.lsn.0).collect::<Vec<_>>()))
+            .collect();
+        self.log(format!(
+            "{step}: writer {wi} ships MTR ending {} ({}) (vdl {vdl}, reachable {})",
+            shipped.commit_lsn,
+            parts.join("; "),
+            w.session.writer().reachable().len()
+        ));
     }
 
     fn deliver(&mut self, step: usize) {
@@ -490,7 +698,7 @@ impl World {
             let msg = self.net.remove(i);
             if self.rng.random_range(0..100) < 1 {
                 // Lost: over TCP that only happens when the connection breaks, so the writer
-                // sees the member go away and says Hello again later.
+                // sees the node go away and says Hello again later.
                 let (writer, to, _) = msg.link();
                 let w = &mut self.writers[writer];
                 w.connected[to] = false;
@@ -503,13 +711,15 @@ impl World {
                     to,
                     epoch,
                     vdl,
+                    segment,
                     records,
                     writer,
                 } => {
                     if !self.members[to].reachable() {
                         continue;
                     }
-                    match self.members[to].append(Source::Writer { epoch, vdl }, &records) {
+                    match self.members[to].append(segment, Source::Writer { epoch, vdl }, &records)
+                    {
                         Ok(true) => self.send_acks(to),
                         Ok(false) => {}
                         Err(current) => {
@@ -518,60 +728,83 @@ impl World {
                             if !w.fenced {
                                 w.fenced = true;
                                 self.log(format!(
-                                "{step}: writer {writer} fenced by member {to} (epoch {current})"
-                            ));
+                                    "{step}: writer {writer} fenced by node {to} (epoch {current})"
+                                ));
                             }
                         }
                     }
                 }
-                Msg::Ack { from, scl, writer } => {
+                Msg::Ack {
+                    from,
+                    segment,
+                    scl,
+                    writer,
+                } => {
                     let w = &mut self.writers[writer];
                     if w.fenced || !w.connected[from] {
                         continue;
                     }
-                    let (_, events) = w.session.on_ack(from, SEG, scl, Self::now(step));
+                    let (_, events) = w.session.on_ack(from, segment, scl, Self::now(step));
                     let vdl = w.session.vdl();
                     self.note_events(step, writer, &events);
-                    let w = &self.writers[writer];
                     if Some(writer) == self.current {
-                        // Clients get answers only from the serving writer.
-                        let newly: Vec<Mtr> = w
-                            .mtrs
-                            .iter()
-                            .filter(|m| {
-                                m.commit <= vdl && !self.acked.iter().any(|a| a.commit == m.commit)
-                            })
-                            .cloned()
-                            .collect();
-                        self.acked.extend(newly);
+                        self.acknowledge(writer, vdl);
                     }
                 }
             }
         }
     }
 
+    /// Clients get answers only from the serving writer: its MTRs at or below `vdl`.
+    fn acknowledge(&mut self, writer: usize, vdl: Lsn) {
+        let w = &self.writers[writer];
+        let newly: Vec<Mtr> = w
+            .mtrs
+            .iter()
+            .filter(|m| m.commit <= vdl && !self.acked.iter().any(|a| a.commit == m.commit))
+            .cloned()
+            .collect();
+        self.acked_multi_group += newly
+            .iter()
+            .filter(|m| {
+                let groups: BTreeSet<Group> = m.parts.iter().map(|(s, _)| self.groups[s]).collect();
+                groups.len() > 1
+            })
+            .count();
+        self.acked.extend(newly);
+    }
+
     /// Group commits: fsync, then the acceptor publishes, then acks go out.
     fn fsync_some(&mut self) {
-        for m in 0..PG_MEMBERS {
+        for m in 0..self.members.len() {
             if self.members[m].up && self.rng.random_bool(0.6) && self.members[m].sync() {
                 self.send_acks(m);
             }
         }
     }
 
-    /// Member `m` published: it acks its SCL to every writer of its epoch connected to it.
+    /// Node `m` published: it acks its SCL of every segment it holds to every writer of its
+    /// epoch connected to it.
     fn send_acks(&mut self, m: usize) {
         if !self.members[m].reachable() {
             return;
         }
-        let (scl, epoch) = (self.members[m].scl(), self.members[m].epoch());
+        let epoch = self.members[m].epoch();
+        let scls: Vec<(SegmentId, Lsn)> = self.members[m]
+            .segments()
+            .into_iter()
+            .map(|s| (s, self.members[m].scl(s)))
+            .collect();
         for (wi, w) in self.writers.iter().enumerate() {
             if !w.fenced && w.connected[m] && w.epoch == epoch {
-                self.net.push(Msg::Ack {
-                    from: m,
-                    scl,
-                    writer: wi,
-                });
+                for &(segment, scl) in &scls {
+                    self.net.push(Msg::Ack {
+                        from: m,
+                        segment,
+                        scl,
+                        writer: wi,
+                    });
+                }
             }
         }
     }
@@ -583,17 +816,17 @@ impl World {
             .then(|| self.rng.random_range(0..4))
     }
 
-    /// Writers notice dead connections and reconnect (Hello) to reachable members.
+    /// Writers notice dead connections and reconnect (Hello, per node) to reachable nodes.
     fn reconnect(&mut self, step: usize) {
         for wi in 0..self.writers.len() {
             if self.writers[wi].fenced {
                 continue;
             }
-            for m in 0..PG_MEMBERS {
+            for m in 0..self.members.len() {
                 let reachable = self.members[m].reachable();
                 let w = &mut self.writers[wi];
                 if w.connected[m] && !reachable && self.rng.random_bool(0.5) {
-                    // A crashed member's connection breaks (a partitioned one's may not: then
+                    // A crashed node's connection breaks (a partitioned one's may not: then
                     // only the acknowledgement timeout counts it out).
                     w.connected[m] = false;
                     let events = w.session.member_lost(m, Self::now(step));
@@ -603,177 +836,37 @@ impl World {
                     let crash = self.crash_point();
                     match self.members[m].hello(&history, crash) {
                         Ok(()) => {
+                            let scls: Vec<(SegmentId, Lsn)> = self.members[m]
+                                .segments()
+                                .into_iter()
+                                .map(|s| (s, self.members[m].scl(s)))
+                                .collect();
                             let w = &mut self.writers[wi];
                             w.connected[m] = true;
                             let now = Self::now(step);
                             let mut events = w.session.member_connected(m, None, now);
-                            let scl = self.members[m].scl();
-                            events.extend(w.session.on_ack(m, SEG, scl, now).1);
+                            for (segment, scl) in scls {
+                                events.extend(w.session.on_ack(m, segment, scl, now).1);
+                            }
                             self.note_events(step, wi, &events);
                         }
                         Err(None) => {
                             self.crashes_mid_input += 1;
                             self.log(format!(
-                                "{step}: member {m} crashed inside writer {wi}'s hello"
+                                "{step}: node {m} crashed inside writer {wi}'s hello"
                             ));
                         }
                         Err(Some(current)) => {
                             self.writers[wi].fenced = true;
-                            self.log(format!("{step}: writer {wi} fenced at hello by member {m} (epoch {current})"));
+                            self.log(format!(
+                                "{step}: writer {wi} fenced at hello by node {m} (epoch {current})"
+                            ));
                             break;
                         }
                     }
                 }
             }
         }
-    }
-
-    /// Recovery when no writer serves: read quorum, plan, install epoch, wait for durability.
-    fn ensure_writer(&mut self, step: usize) {
-        if self.current.is_some() {
-            return;
-        }
-        let reachable: Vec<usize> = (0..PG_MEMBERS)
-            .filter(|&m| self.members[m].reachable())
-            .collect();
-        let reports: Vec<MemberReport> = reachable
-            .iter()
-            .map(|&m| {
-                // What GetState answers: the published state.
-                let p = self.members[m].acceptor.published();
-                let segs = p
-                    .segments
-                    .get(&SEG)
-                    .map(|c| vec![(SEG, c.scl, c.last_cpl)])
-                    .unwrap_or_default();
-                MemberReport {
-                    member: m,
-                    epoch: p.epoch,
-                    history: p.history.clone(),
-                    segments: segs,
-                }
-            })
-            .collect();
-        let plan = match recovery::plan(&reports) {
-            Ok(p) => p,
-            Err(e) => {
-                self.log(format!("{step}: recovery impossible: {e}"));
-                return;
-            }
-        };
-        // Checker 6: what the follower applied and the checkpoint are the log this recovery
-        // finds (before any member truncates for it).
-        if let Some(source) = plan.source_member {
-            if let Err(v) = self.check_follower(source, plan.vdl) {
-                self.violation = Some(v);
-                return;
-            }
-        }
-        // Install the epoch on every reachable member.
-        let mut installed = Vec::new();
-        for &m in &reachable {
-            let crash = self.crash_point();
-            match self.members[m].hello(&plan.history, crash) {
-                Ok(()) => installed.push(m),
-                Err(None) => {
-                    self.crashes_mid_input += 1;
-                    self.log(format!(
-                        "{step}: member {m} crashed inside the recovery's hello"
-                    ));
-                }
-                Err(Some(_)) => {}
-            }
-        }
-        if installed.len() < WRITE_QUORUM {
-            self.log(format!(
-                "{step}: epoch {} (vdl {}) installed on {:?} only; no writer; reports {:?}",
-                plan.epoch, plan.vdl, installed, reports
-            ));
-            return;
-        }
-        // Durability of the recovered log: fill holes by gossip among the installed members (the
-        // real driver waits for this; here we let gossip run to completion, bounded). Members
-        // behind a peer's trim point adopt it (the log below it is in the checkpoint).
-        for _ in 0..PG_MEMBERS * 2 {
-            let scls: Vec<(usize, SegmentId, Lsn)> = installed
-                .iter()
-                .filter(|&&m| self.members[m].reachable())
-                .map(|&m| (m, SEG, self.members[m].scl()))
-                .collect();
-            if recovery::is_durable(&plan, &scls) {
-                break;
-            }
-            for &m in &installed {
-                for &p in &installed {
-                    let (mine, theirs) = (self.members[m].scl(), self.members[p].scl());
-                    if theirs > mine && self.members[m].reachable() {
-                        self.fetch(step, m, p, plan.epoch, (mine, theirs));
-                    }
-                }
-            }
-        }
-        let scls: Vec<(usize, SegmentId, Lsn)> = installed
-            .iter()
-            .filter(|&&m| self.members[m].reachable())
-            .map(|&m| (m, SEG, self.members[m].scl()))
-            .collect();
-        if !recovery::is_durable(&plan, &scls) {
-            self.log(format!("{step}: recovered log not on a write quorum yet"));
-            return;
-        }
-        self.recoveries += 1;
-        // Checker 2 & 3 at recovery time.
-        if let Some(mtr) = self.acked.iter().find(|m| m.commit > plan.vdl) {
-            self.violation = Some(format!(
-                "recovery to VDL {} (epoch {}) lost acknowledged MTR ending {}",
-                plan.vdl, plan.epoch, mtr.commit
-            ));
-        }
-        for old in self.writers.iter_mut() {
-            if old.vdl_when_superseded.is_none() {
-                old.vdl_when_superseded = Some(plan.vdl);
-            }
-        }
-        let mut session = WriterSession::new(
-            QuorumWriter::new(
-                plan.epoch,
-                plan.vdl,
-                plan.segment_tails.clone(),
-                SegmentLayout::default(),
-                64,
-                Placement::pool_of_six(TENANT),
-            ),
-            SessionConfig {
-                member_ack_timeout: MEMBER_ACK_TIMEOUT,
-            },
-        );
-        let mut connected = [false; PG_MEMBERS];
-        for &m in &installed {
-            session.member_connected(m, None, Self::now(step));
-            connected[m] = true;
-        }
-        self.writers.push(Writer {
-            session,
-            epoch: plan.epoch,
-            connected,
-            fenced: false,
-            mtrs: Vec::new(),
-            last_vdl: plan.vdl,
-            vdl_when_superseded: None,
-            history: plan.history.clone(),
-            vdl_seen: plan.vdl,
-            stalled_steps: 0,
-        });
-        self.current = Some(self.writers.len() - 1);
-        self.recovered.push((plan.epoch, plan.vdl));
-        self.log(format!(
-            "{step}: writer {} recovered: epoch {} vdl {} on {:?}; reports {:?}",
-            self.writers.len() - 1,
-            plan.epoch,
-            plan.vdl,
-            installed,
-            reports
-        ));
     }
 
     fn check(&mut self) -> Result<(), String> {
@@ -797,30 +890,37 @@ impl World {
                 }
             }
         }
-        // 2. Every acknowledged MTR stays durable, whole, on a write quorum: fsynced records
-        //    survive crashes, and truncation never reaches below a recovered VDL. A member
-        //    holds the records at or below its trim point in the checkpoint (object storage).
-        let checkpointed = &self.checkpoint.records;
+        // 2. Every acknowledged MTR stays durable, whole, on a write quorum of each group it
+        //    touches: fsynced records survive crashes, and truncation never reaches below a
+        //    recovered VDL. A member holds the records at or below its trim point in the
+        //    segment's checkpoint (object storage).
         for mtr in &self.acked {
-            let holders = self
-                .members
-                .iter()
-                .filter(|x| {
-                    let base = x.base();
-                    mtr.records.iter().all(|r| {
-                        x.durable.get(&r.lsn) == Some(r)
-                            || (r.lsn <= base && checkpointed.get(&r.lsn) == Some(r))
-                    }) && x.scl() >= mtr.commit
-                })
-                .count();
-            if holders < WRITE_QUORUM {
-                return Err(format!(
-                    "acknowledged MTR ending {} is held whole by only {holders} members",
-                    mtr.commit
-                ));
+            for (segment, part) in &mtr.parts {
+                let last = part.last().expect("a part has records").lsn;
+                let checkpointed = &self.checkpoints_of[segment].records;
+                let holders = self.groups[segment]
+                    .0
+                    .iter()
+                    .filter(|&&n| {
+                        let x = &self.members[n];
+                        let base = x.base(*segment);
+                        x.scl(*segment) >= last
+                            && part.iter().all(|r| {
+                                x.record(*segment, r.lsn) == Some(r)
+                                    || (r.lsn <= base && checkpointed.get(&r.lsn) == Some(r))
+                            })
+                    })
+                    .count();
+                if holders < WRITE_QUORUM {
+                    return Err(format!(
+                        "acknowledged MTR ending {}: its part in segment {segment} is held whole by only {holders} members of its group",
+                        mtr.commit
+                    ));
+                }
             }
         }
-        // 3. Every recovered VDL is a consistency point: the last LSN of some MTR, or 0.
+        // 3. Every recovered VDL is a consistency point: the last LSN of some MTR, or 0 (and,
+        //    checked at each recovery, the recovered log below it is whole MTRs).
         for &(epoch, vdl) in &self.recovered {
             if vdl.is_valid()
                 && !self

@@ -2,12 +2,16 @@
 //! and its fetch machine (`borealis_quorum::gossip::PeerFetch`), with the requests answered from
 //! the peer's in-memory state and the repairs and adopted trim points executed through the
 //! member's acceptor.
+//!
+//! A node gossips with the nodes of the pool it shares a segment's group with, about the
+//! segments they share: a peer's summary lines of other segments are not shown to the planner
+//! (which would otherwise have the node fetch a segment it does not hold; the service's pool
+//! gossip needs the same filter, RFC 0008 §3).
 
 use super::member::{ReadAnswer, TrimFailed};
-use super::{World, SEG, TENANT};
-use borealis_core::quorum::PG_MEMBERS;
+use super::{World, TENANT};
 use borealis_core::redo::RedoRecord;
-use borealis_core::Lsn;
+use borealis_core::{Lsn, SegmentId};
 use borealis_quorum::acceptor::AdoptOutcome;
 use borealis_quorum::gossip::{FetchEnd, FetchStep, PeerFetch};
 use borealis_wire::SegmentSummary;
@@ -19,17 +23,22 @@ impl World {
     /// One gossip round of a random member, as the service's `gossip::run` does it: the
     /// summaries of the peers it reaches (some answers lost), [`plan_round`], then each action.
     pub(super) fn gossip(&mut self, step: usize) {
-        let m = self.rng.random_range(0..PG_MEMBERS);
+        let m = self.rng.random_range(0..self.members.len());
         if !self.members[m].reachable() {
             return;
         }
-        let summaries: Vec<Option<Vec<SegmentSummary>>> = (0..PG_MEMBERS)
+        let summaries: Vec<Option<Vec<SegmentSummary>>> = (0..self.members.len())
             .map(|p| {
-                let answers = p != m && self.members[p].reachable() && self.rng.random_bool(0.9);
+                let peers = self.share_a_group(m, p);
+                let answers = peers && self.members[p].reachable() && self.rng.random_bool(0.9);
                 answers.then(|| {
                     let view = self.members[p].local_view();
                     view.scl
                         .iter()
+                        .filter(|(segment, _)| {
+                            let g = self.group(**segment);
+                            g.contains(m) && g.contains(p)
+                        })
                         .map(|(&segment, &scl)| SegmentSummary {
                             tenant: TENANT,
                             segment,
@@ -55,8 +64,11 @@ impl World {
                     segment,
                     ..
                 } => {
-                    assert_eq!(segment, SEG, "the simulated volume has one segment");
-                    self.fetch(step, m, peer, epoch, (after, upto));
+                    assert!(
+                        self.group(segment).contains(m),
+                        "gossip planned a fetch of segment {segment} by node {m}, not of its group"
+                    );
+                    self.fetch(step, m, peer, segment, epoch, (after, upto));
                 }
             }
         }
@@ -77,10 +89,7 @@ impl World {
         match self.members[m].hello(&history, crash) {
             Ok(()) => {
                 self.epochs_adopted += 1;
-                self.log(format!(
-                    "{step}: member {m} adopts epoch {theirs} from {p} (scl {})",
-                    self.members[m].scl()
-                ));
+                self.log(format!("{step}: member {m} adopts epoch {theirs} from {p}"));
                 self.send_acks(m);
             }
             Err(None) => {
@@ -93,14 +102,22 @@ impl World {
         }
     }
 
-    /// Member `m` fills `(after, upto]` from peer `p` in `epoch`: drives [`PeerFetch`] exactly as
+    /// Member `m` fills `(after, upto]` of `segment` from peer `p` in `epoch`: drives [`PeerFetch`] exactly as
     /// the service's `gossip::fetch` does, answering its requests from `p`'s state (`GetState`:
     /// its published epoch and history; `ReadLog`: its records, or its trim refusal) and
     /// executing its repairs and adopted trim points through `m`'s acceptor.
-    pub(super) fn fetch(&mut self, step: usize, m: usize, p: usize, epoch: u64, range: (Lsn, Lsn)) {
+    pub(super) fn fetch(
+        &mut self,
+        step: usize,
+        m: usize,
+        p: usize,
+        segment: SegmentId,
+        epoch: u64,
+        range: (Lsn, Lsn),
+    ) {
         let history = self.members[m].history().to_vec();
         let mut machine: PeerFetch<RedoRecord> =
-            PeerFetch::new(SEG, epoch, history, range.0, range.1);
+            PeerFetch::new(segment, epoch, history, range.0, range.1);
         let mut next = machine.start();
         loop {
             if !self.members[m].reachable() || !self.members[p].reachable() {
@@ -113,7 +130,8 @@ impl World {
                 }
                 FetchStep::Read { after, upto } => {
                     let max = self.rng.random_range(1..=16);
-                    match self.members[p].read_log(Some(epoch), epoch, (after, upto), max) {
+                    match self.members[p].read_log(segment, Some(epoch), epoch, (after, upto), max)
+                    {
                         ReadAnswer::Records {
                             records, known_vdl, ..
                         } => machine.on_records(records, |r| r.lsn, known_vdl),
@@ -125,7 +143,7 @@ impl World {
                     }
                 }
                 FetchStep::Repair { records, known_vdl } => {
-                    let outcome = self.members[m].repair(epoch, known_vdl, &records);
+                    let outcome = self.members[m].repair(segment, epoch, known_vdl, &records);
                     if let Ok(true) = outcome {
                         self.send_acks(m);
                     }
@@ -133,7 +151,7 @@ impl World {
                 }
                 FetchStep::AdoptTrim { point, peer_scl } => {
                     let crash = self.crash_point();
-                    match self.members[m].adopt_trim(epoch, peer_scl, point, crash) {
+                    match self.members[m].adopt_trim(segment, epoch, peer_scl, point, crash) {
                         Ok((outcome, published)) => {
                             if let AdoptOutcome::Adopted {
                                 old_scl,
@@ -144,7 +162,7 @@ impl World {
                             {
                                 self.trim_adoptions += 1;
                                 self.log(format!(
-                                    "{step}: member {m} adopts {p}'s trim point {} (last cpl {}): scl {old_scl} -> {scl}, {dropped} dropped",
+                                    "{step}: member {m} adopts {p}'s trim point {} of segment {segment} (last cpl {}): scl {old_scl} -> {scl}, {dropped} dropped",
                                     point.base, point.last_cpl
                                 ));
                             }
@@ -156,7 +174,7 @@ impl World {
                         Err(TrimFailed::Crashed) => {
                             self.crashes_mid_input += 1;
                             self.log(format!(
-                                "{step}: member {m} crashed adopting {p}'s trim point {}",
+                                "{step}: member {m} crashed adopting {p}'s trim point {} of segment {segment}",
                                 point.base
                             ));
                             return;
@@ -166,13 +184,13 @@ impl World {
                 }
                 FetchStep::Done(end) => {
                     let from = range.0;
-                    let to = self.members[m].scl();
+                    let to = self.members[m].scl(segment);
                     match end {
                         FetchEnd::CaughtUp | FetchEnd::NothingMore | FetchEnd::RoundBudgetSpent
                             if to > from =>
                         {
                             self.log(format!(
-                                "{step}: member {m} fetched from {p}: scl {from} -> {to} ({end:?})"
+                                "{step}: member {m} fetched segment {segment} from {p}: scl {from} -> {to} ({end:?})"
                             ));
                         }
                         FetchEnd::OutOfRange { .. } => {

@@ -1,10 +1,10 @@
 //! A simulated safekeeper: the service's acceptor state machine and a driver that executes its
-//! actions on an in-memory disk, and answers reads as the service's `Tenant::read_log` does.
+//! actions on an in-memory disk (one log per segment it holds, as the service keeps one file per
+//! segment), and answers reads as the service's `Tenant::read_log` does.
 
-use super::SEG;
 use borealis_core::history::EpochStart;
 use borealis_core::redo::RedoRecord;
-use borealis_core::Lsn;
+use borealis_core::{Lsn, SegmentId};
 use borealis_quorum::acceptor::{
     Acceptor, Action, AdoptOutcome, Control, Link, PlantedBug, Refusal, Source, TrimPoint,
 };
@@ -22,11 +22,11 @@ pub(super) struct Member {
     planted: Option<PlantedBug>,
     pub(super) up: bool,
     pub(super) partitioned: bool,
-    /// Durable: the control state, and the records fsynced.
+    /// Durable: the control state, and the records fsynced, per segment.
     control: Control,
-    pub(super) durable: BTreeMap<Lsn, RedoRecord>,
+    pub(super) durable: BTreeMap<SegmentId, BTreeMap<Lsn, RedoRecord>>,
     /// Written, not yet fsynced: lost on a crash.
-    pub(super) unsynced: Vec<RedoRecord>,
+    pub(super) unsynced: Vec<(SegmentId, RedoRecord)>,
     pub(super) acceptor: Acceptor,
 }
 
@@ -79,13 +79,35 @@ impl Member {
         self.up && !self.partitioned
     }
 
-    /// The SCL this member vouches for (what it acks and reports).
-    pub(super) fn scl(&self) -> Lsn {
+    /// The SCL of `segment` this member vouches for (what it acks and reports).
+    pub(super) fn scl(&self, segment: SegmentId) -> Lsn {
         self.acceptor
             .published()
             .segments
-            .get(&SEG)
+            .get(&segment)
             .map_or(Lsn::INVALID, |c| c.scl)
+    }
+
+    /// The segments this member holds (published).
+    pub(super) fn segments(&self) -> Vec<SegmentId> {
+        self.acceptor.published().segments.keys().copied().collect()
+    }
+
+    /// The durable record of `segment` at `lsn`.
+    pub(super) fn record(&self, segment: SegmentId, lsn: Lsn) -> Option<&RedoRecord> {
+        self.durable.get(&segment)?.get(&lsn)
+    }
+
+    /// The durable records of `segment` in `range`.
+    pub(super) fn records(
+        &self,
+        segment: SegmentId,
+        range: std::ops::RangeInclusive<Lsn>,
+    ) -> impl Iterator<Item = (&Lsn, &RedoRecord)> {
+        self.durable
+            .get(&segment)
+            .into_iter()
+            .flat_map(move |log| log.range(range.clone()))
     }
 
     pub(super) fn epoch(&self) -> u64 {
@@ -96,25 +118,25 @@ impl Member {
         &self.acceptor.published().history
     }
 
-    /// Where the log was trimmed (`INVALID`: never): every record at or below it is in the
-    /// checkpoint, not here.
-    pub(super) fn base(&self) -> Lsn {
-        self.trim_point().base
+    /// Where `segment`'s log was trimmed (`INVALID`: never): every record at or below it is in
+    /// the segment's checkpoint, not here.
+    pub(super) fn base(&self, segment: SegmentId) -> Lsn {
+        self.trim_point(segment).base
     }
 
-    fn trim_point(&self) -> TrimPoint {
+    fn trim_point(&self, segment: SegmentId) -> TrimPoint {
         self.acceptor
             .judge()
-            .segment(SEG)
+            .segment(segment)
             .map_or(TrimPoint::default(), |c| c.trim_point())
     }
 
-    /// What `GetState` says of the segment (`None`: nothing).
-    pub(super) fn held(&self) -> Option<HeldSegment> {
+    /// What `GetState` says of `segment` (`None`: nothing).
+    pub(super) fn held(&self, segment: SegmentId) -> Option<HeldSegment> {
         self.acceptor
             .published()
             .segments
-            .get(&SEG)
+            .get(&segment)
             .map(|c| HeldSegment {
                 scl: c.scl,
                 end_lsn: c.end_lsn,
@@ -144,9 +166,13 @@ impl Member {
         }
         self.acceptor = acceptor;
         let _ = self.execute(finish, &[], None);
-        let records: Vec<(Lsn, Link)> = self.durable.values().map(|r| (r.lsn, link(r))).collect();
-        for (lsn, l) in records {
-            self.acceptor.load(SEG, lsn, l);
+        let records: Vec<(SegmentId, Lsn, Link)> = self
+            .durable
+            .iter()
+            .flat_map(|(s, log)| log.values().map(move |r| (*s, r.lsn, link(r))))
+            .collect();
+        for (segment, lsn, l) in records {
+            self.acceptor.load(segment, lsn, l);
         }
         let publish = self.acceptor.opened();
         let _ = self.execute(publish, &[], None);
@@ -171,16 +197,20 @@ impl Member {
             match action {
                 Action::StoreControl(c) => self.control = c,
                 Action::Truncate { above } => {
-                    self.durable.retain(|lsn, _| *lsn <= above);
-                    self.unsynced.retain(|r| r.lsn <= above);
+                    for log in self.durable.values_mut() {
+                        log.retain(|lsn, _| *lsn <= above);
+                    }
+                    self.unsynced.retain(|(_, r)| r.lsn <= above);
                 }
-                Action::DropThrough { base, .. } => {
-                    self.durable.retain(|lsn, _| *lsn > base);
-                    self.unsynced.retain(|r| r.lsn > base);
+                Action::DropThrough { segment, base } => {
+                    if let Some(log) = self.durable.get_mut(&segment) {
+                        log.retain(|lsn, _| *lsn > base);
+                    }
+                    self.unsynced.retain(|(s, r)| *s != segment || r.lsn > base);
                 }
-                Action::Write { records, .. } => {
+                Action::Write { segment, records } => {
                     self.unsynced
-                        .extend(records.into_iter().map(|i| input[i].clone()));
+                        .extend(records.into_iter().map(|i| (segment, input[i].clone())));
                 }
                 Action::Publish { .. } => published = true,
             }
@@ -191,10 +221,12 @@ impl Member {
     /// The service's log writer commits its group: fsync, then the acceptor publishes. Returns
     /// whether anything was published (acks are due).
     pub(super) fn sync(&mut self) -> bool {
-        for r in std::mem::take(&mut self.unsynced) {
-            self.durable.insert(r.lsn, r);
+        for (segment, r) in std::mem::take(&mut self.unsynced) {
+            self.durable.entry(segment).or_default().insert(r.lsn, r);
         }
-        let actions = self.acceptor.synced(&BTreeSet::from([SEG]));
+        let segments: BTreeSet<SegmentId> =
+            self.acceptor.judge().segments().keys().copied().collect();
+        let actions = self.acceptor.synced(&segments);
         self.execute(actions, &[], None).unwrap_or(false)
     }
 
@@ -230,16 +262,22 @@ impl Member {
         }
     }
 
-    /// Records arrive from a writer (`Source::Writer`) or a peer: judged by the acceptor,
-    /// written (not synced). Returns whether anything was published, or the epoch that refused.
-    pub(super) fn append(&mut self, source: Source, records: &[RedoRecord]) -> Result<bool, u64> {
+    /// Records of `segment` arrive from a writer (`Source::Writer`) or a peer: judged by the
+    /// acceptor, written (not synced). Returns whether anything was published, or the epoch that
+    /// refused.
+    pub(super) fn append(
+        &mut self,
+        segment: SegmentId,
+        source: Source,
+        records: &[RedoRecord],
+    ) -> Result<bool, u64> {
         let metas: Vec<(Lsn, Link, u64)> = records
             .iter()
             .map(|r| (r.lsn, link(r), r.encoded_len() as u64))
             .collect();
         match self
             .acceptor
-            .append(SEG, source, &metas, |_| Ok::<(), ()>(()))
+            .append(segment, source, &metas, |_| Ok::<(), ()>(()))
         {
             Ok(Ok((_, actions))) => Ok(self.execute(actions, records, None).unwrap_or(false)),
             Ok(Err(())) => unreachable!("the simulator admits every append"),
@@ -253,27 +291,29 @@ impl Member {
     /// its group's fsync). Returns whether anything was published (acks are due).
     pub(super) fn repair(
         &mut self,
+        segment: SegmentId,
         epoch: u64,
         known_vdl: Lsn,
         records: &[RedoRecord],
     ) -> Result<bool, String> {
         let published = self
-            .append(Source::Peer { epoch, known_vdl }, records)
+            .append(segment, Source::Peer { epoch, known_vdl }, records)
             .map_err(|ours| format!("refused by epoch {ours}"))?;
         Ok(self.sync() | published)
     }
 
-    /// `Trim { epoch, upto }` from a pageserver that checkpointed the segment up to `upto`: a
-    /// barrier (the group is committed first), then the acceptor's actions. Returns the trim
-    /// point after and the records dropped, and whether anything was published.
+    /// `Trim { segment, epoch, upto }` from a pageserver that checkpointed the segment up to
+    /// `upto`: a barrier (the group is committed first), then the acceptor's actions. Returns the
+    /// trim point after and the records dropped, and whether anything was published.
     pub(super) fn trim(
         &mut self,
+        segment: SegmentId,
         epoch: u64,
         upto: Lsn,
         crash_after: Option<usize>,
     ) -> Result<(Lsn, usize, bool), TrimFailed> {
         let synced = self.acceptor.has_unsynced() && self.sync();
-        match self.acceptor.trim(SEG, epoch, upto) {
+        match self.acceptor.trim(segment, epoch, upto) {
             Ok((base, dropped, actions)) => {
                 let published = self
                     .execute(actions, &[], crash_after)
@@ -289,13 +329,14 @@ impl Member {
     /// whether anything was published.
     pub(super) fn adopt_trim(
         &mut self,
+        segment: SegmentId,
         epoch: u64,
         peer_scl: Lsn,
         point: TrimPoint,
         crash_after: Option<usize>,
     ) -> Result<(AdoptOutcome, bool), TrimFailed> {
         let synced = self.acceptor.has_unsynced() && self.sync();
-        match self.acceptor.adopt_trim(SEG, epoch, peer_scl, point) {
+        match self.acceptor.adopt_trim(segment, epoch, peer_scl, point) {
             Ok((outcome, actions)) => {
                 let published = self
                     .execute(actions, &[], crash_after)
@@ -307,11 +348,32 @@ impl Member {
         }
     }
 
-    /// `ReadLog { epoch: exact, min_epoch, after, upto }`, answered as the service's
+    /// `ReadLsns { segment, after, upto, max_entries }` as the service's `Tenant::read_lsns`
+    /// answers it: from the acceptor's chain, cut at the published SCL; the headers of the
+    /// records in `(after, upto]` and the record at or below `after` the first links to, or the
+    /// trim point when `after` lies below it (`LogTrimmed`).
+    pub(super) fn read_lsns(
+        &self,
+        segment: SegmentId,
+        after: Lsn,
+        upto: Lsn,
+        max: usize,
+    ) -> Result<(Lsn, Vec<(Lsn, Link)>), TrimPoint> {
+        let scl = self.scl(segment);
+        let Some(chain) = self.acceptor.judge().segment(segment) else {
+            return Ok((Lsn::INVALID, Vec::new()));
+        };
+        chain
+            .index(after, upto.min(scl), max)
+            .ok_or(chain.trim_point())
+    }
+
+    /// `ReadLog { segment, epoch: exact, min_epoch, after, upto }`, answered as the service's
     /// `Tenant::read_log` answers it: from the segment file (what was written, synced or not)
     /// up to the published SCL, at most `max_records` records (`max_bytes`), at least one.
     pub(super) fn read_log(
         &self,
+        segment: SegmentId,
         exact: Option<u64>,
         min_epoch: u64,
         (after, upto): (Lsn, Lsn),
@@ -322,9 +384,9 @@ impl Member {
             return ReadAnswer::Fenced;
         }
         let published = self.acceptor.published();
-        let scl = self.scl();
+        let scl = self.scl(segment);
         let known_vdl = published.known_vdl;
-        let trim = self.trim_point();
+        let trim = self.trim_point(segment);
         if after < trim.base && after < upto {
             return ReadAnswer::Trimmed {
                 base: trim.base,
@@ -335,12 +397,12 @@ impl Member {
         let mut file: BTreeMap<Lsn, &RedoRecord> = BTreeMap::new();
         if after < limit {
             let range = Lsn(after.0 + 1)..=limit;
-            file.extend(self.durable.range(range.clone()).map(|(l, r)| (*l, r)));
+            file.extend(self.records(segment, range.clone()).map(|(l, r)| (*l, r)));
             file.extend(
                 self.unsynced
                     .iter()
-                    .filter(|r| range.contains(&r.lsn))
-                    .map(|r| (r.lsn, r)),
+                    .filter(|(s, r)| *s == segment && range.contains(&r.lsn))
+                    .map(|(_, r)| (r.lsn, r)),
             );
         }
         ReadAnswer::Records {

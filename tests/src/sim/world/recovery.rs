@@ -1,0 +1,398 @@
+//! Recovery of the simulated volume when no writer serves, as the gateway's driver does it
+//! (`gateway/src/volume_writer/recovery.rs`, RFC 0008 §1), with the sans-IO planner
+//! (`borealis_quorum::volume_recovery`):
+//!
+//! 1. `GetState` from every node reached; the **anchor** is the highest `known_vdl` any reports,
+//!    the epoch floor the highest epoch; per segment any node reports, the reports of its group's
+//!    members (a write quorum of each must answer, and the nodes answering must fence every group
+//!    the pool can form, `fences_every_group`, or no recovery is tried);
+//! 2. [`plan_sources`]: the new epoch, the newest history volume-wide, each segment's source;
+//! 3. each source's index of record headers above the anchor (`ReadLsns`, paged, answered from
+//!    the acceptor's chain as the service does; a source trimmed past the anchor raises it,
+//!    [`VolumeSources::raise_anchor`]), then [`plan_end`]: the volume's end;
+//! 4. checkers 3 and 6 on the log this recovery finds, before anything is truncated for it;
+//! 5. `Hello` per node reached (each truncates above where its history leaves the new one),
+//!    installed on a write quorum of every recovered segment's group and on a set that fences
+//!    every group of the pool; then, per segment, gossip among its group until 4 of its 6 hold it
+//!    up to its tail ([`VolumePlan::is_durable`]).
+
+use super::{Mtr, World, Writer, MEMBER_ACK_TIMEOUT, TENANT};
+use borealis_core::placement::fences_every_group;
+use borealis_core::quorum::WRITE_QUORUM;
+use borealis_core::redo::RedoRecord;
+use borealis_core::{Lsn, SegmentId};
+use borealis_quorum::acceptor::TrimPoint;
+use borealis_quorum::placement::Placement;
+use borealis_quorum::recovery::MemberReport;
+use borealis_quorum::session::{SessionConfig, WriterSession};
+use borealis_quorum::volume_recovery::{
+    plan_end, plan_sources, Index, IndexEntry, VolumePlan, VolumeSources,
+};
+use borealis_quorum::QuorumWriter;
+use rand::Rng;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+impl World {
+    /// Recovery when no writer serves (see the module docs).
+    pub(super) fn ensure_writer(&mut self, step: usize) {
+        if self.current.is_some() {
+            return;
+        }
+        let reached: Vec<usize> = (0..self.members.len())
+            .filter(|&n| self.members[n].reachable())
+            .collect();
+        // 1. What GetState answers: the published state.
+        let anchor = reached
+            .iter()
+            .map(|&n| self.members[n].acceptor.published().known_vdl)
+            .max()
+            .unwrap_or(Lsn::INVALID);
+        let epoch_floor = reached
+            .iter()
+            .map(|&n| self.members[n].epoch())
+            .max()
+            .unwrap_or(0);
+        let segments: BTreeSet<SegmentId> = reached
+            .iter()
+            .flat_map(|&n| self.members[n].segments())
+            .collect();
+        let mut groups: BTreeMap<SegmentId, Vec<MemberReport>> = BTreeMap::new();
+        for segment in segments {
+            let group = self.group(segment);
+            let reports: Vec<MemberReport> = group
+                .0
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| reached.contains(n))
+                .map(|(member, &n)| {
+                    let p = self.members[n].acceptor.published();
+                    MemberReport {
+                        member,
+                        epoch: p.epoch,
+                        history: p.history.clone(),
+                        segments: p
+                            .segments
+                            .get(&segment)
+                            .map(|c| vec![(segment, c.scl, c.last_cpl)])
+                            .unwrap_or_default(),
+                    }
+                })
+                .collect();
+            if reports.len() < WRITE_QUORUM {
+                self.log(format!(
+                    "{step}: recovery impossible: only {} of segment {segment}'s group answered",
+                    reports.len()
+                ));
+                return;
+            }
+            groups.insert(segment, reports);
+        }
+        if reached.len() < WRITE_QUORUM || !fences_every_group(&self.pool_azs, &reached) {
+            self.log(format!(
+                "{step}: recovery impossible: {reached:?} answered, too few to fence every group"
+            ));
+            return;
+        }
+        // 2. Sources. The new epoch is above every node's (with nothing written there is no
+        //    group to read).
+        let sources = match plan_sources(&groups, anchor, epoch_floor) {
+            Ok(s) => s,
+            Err(e) => {
+                self.log(format!("{step}: recovery impossible: {e}"));
+                return;
+            }
+        };
+        // 3. Indexes above the anchor, paged as the gateway reads them. A source whose log is
+        //    trimmed past the anchor raises it (its trim point is durable), and every index is
+        //    read again from there.
+        let mut sources = sources;
+        let indexes = loop {
+            match self.read_indexes(&sources) {
+                Ok(indexes) => break indexes,
+                Err((segment, node, trim)) => {
+                    let from = sources.anchor;
+                    if !sources.raise_anchor(trim) {
+                        self.violation = Some(format!(
+                            "node {node} refused segment {segment}'s index from {from} as trimmed through {}, which does not raise the anchor",
+                            trim.base
+                        ));
+                        return;
+                    }
+                    self.anchors_raised += 1;
+                    self.log(format!(
+                        "{step}: node {node}'s segment {segment} is trimmed through {} (last cpl {}): the anchor rises from {from}",
+                        trim.base, trim.last_cpl
+                    ));
+                }
+            }
+        };
+        let plan = match plan_end(&sources, &indexes) {
+            Ok(p) => p,
+            Err(e) => {
+                self.violation = Some(format!("a source's index is inconsistent: {e}"));
+                return;
+            }
+        };
+        if indexes
+            .values()
+            .any(|i| i.entries.last().is_some_and(|e| e.lsn > plan.vdl))
+        {
+            self.recovery_cuts += 1;
+        }
+        // 4. Checkers 3 and 6 on the log this recovery finds, before any node truncates for it.
+        let mut log: BTreeMap<Lsn, RedoRecord> = BTreeMap::new();
+        let segments: Vec<SegmentId> = self.groups.keys().copied().collect();
+        for segment in segments {
+            let source = plan
+                .sources
+                .get(&segment)
+                .map(|&m| self.group(segment).node(m));
+            let tail = plan
+                .segment_tails
+                .get(&segment)
+                .copied()
+                .unwrap_or(Lsn::INVALID);
+            let part = self.recovered_segment(segment, source, tail);
+            if let Err(v) = self.check_follower(segment, &part, plan.vdl) {
+                self.violation = Some(v);
+                return;
+            }
+            log.extend(part);
+        }
+        if let Err(v) = self.check_whole_mtrs(&log, &plan) {
+            self.violation = Some(v);
+            return;
+        }
+        // 5. The epoch installed on every node reached (Hello per node).
+        let mut installed = Vec::new();
+        for &n in &reached {
+            let crash = self.crash_point();
+            match self.members[n].hello(&plan.history, crash) {
+                Ok(()) => installed.push(n),
+                Err(None) => {
+                    self.crashes_mid_input += 1;
+                    self.log(format!(
+                        "{step}: node {n} crashed inside the recovery's hello"
+                    ));
+                }
+                Err(Some(_)) => {}
+            }
+        }
+        // On a write quorum of every recovered segment's group, and on enough of the pool that
+        // no group it can form, written or not, has four members outside the new epoch: an
+        // older writer still running can make nothing durable anywhere.
+        let short = plan.segment_tails.keys().find(|s| {
+            let g = self.group(**s);
+            g.0.iter().filter(|n| installed.contains(n)).count() < WRITE_QUORUM
+        });
+        if short.is_some() || !fences_every_group(&self.pool_azs, &installed) {
+            self.log(format!(
+                "{step}: epoch {} (vdl {}) installed on {:?} only ({}); no writer",
+                plan.epoch,
+                plan.vdl,
+                installed,
+                short.map_or("too few to fence every group".to_string(), |s| format!(
+                    "short of a write quorum of segment {s}'s group"
+                ))
+            ));
+            return;
+        }
+        // Durability of the recovered log: per segment, fill holes by gossip among the installed
+        // members of its group (the real driver waits for this; here gossip runs to completion,
+        // bounded). Members behind a peer's trim point adopt it (the log below it is in the
+        // checkpoint).
+        for _ in 0..12 {
+            if plan.is_durable(&self.recovered_scls(&plan, &installed)) {
+                break;
+            }
+            for &segment in plan.segment_tails.keys() {
+                let group = self.group(segment);
+                for m in group.0.into_iter().filter(|n| installed.contains(n)) {
+                    for p in group.0.into_iter().filter(|n| installed.contains(n)) {
+                        let (mine, theirs) =
+                            (self.members[m].scl(segment), self.members[p].scl(segment));
+                        if theirs > mine && self.members[m].reachable() {
+                            self.fetch(step, m, p, segment, plan.epoch, (mine, theirs));
+                        }
+                    }
+                }
+            }
+        }
+        if !plan.is_durable(&self.recovered_scls(&plan, &installed)) {
+            self.log(format!("{step}: recovered log not on a write quorum yet"));
+            return;
+        }
+        self.recoveries += 1;
+        // Checker 2 at recovery time.
+        if let Some(mtr) = self.acked.iter().find(|m| m.commit > plan.vdl) {
+            self.violation = Some(format!(
+                "recovery to VDL {} (epoch {}) lost acknowledged MTR ending {}",
+                plan.vdl, plan.epoch, mtr.commit
+            ));
+        }
+        for old in self.writers.iter_mut() {
+            if old.vdl_when_superseded.is_none() {
+                old.vdl_when_superseded = Some(plan.vdl);
+            }
+        }
+        // The new writer's placement: the segments that hold data keep their groups.
+        let mut placement =
+            Placement::new(TENANT, self.pool_azs.clone()).expect("the simulated pool is valid");
+        for &segment in plan.segment_tails.keys() {
+            placement.fix(segment);
+        }
+        let mut session = WriterSession::new(
+            QuorumWriter::new(
+                plan.epoch,
+                plan.vdl,
+                plan.segment_tails.clone(),
+                self.layout,
+                64,
+                placement,
+            ),
+            SessionConfig {
+                member_ack_timeout: MEMBER_ACK_TIMEOUT,
+            },
+        );
+        let mut connected = vec![false; self.members.len()];
+        for &n in &installed {
+            session.member_connected(n, None, Self::now(step));
+            connected[n] = true;
+        }
+        self.writers.push(Writer {
+            session,
+            epoch: plan.epoch,
+            connected,
+            fenced: false,
+            mtrs: Vec::new(),
+            last_vdl: plan.vdl,
+            vdl_when_superseded: None,
+            history: plan.history.clone(),
+            vdl_seen: plan.vdl,
+            stalled_steps: 0,
+        });
+        self.current = Some(self.writers.len() - 1);
+        self.recovered.push((plan.epoch, plan.vdl));
+        let sources: Vec<String> = plan
+            .sources
+            .iter()
+            .map(|(s, &m)| format!("{s}: node {}", self.group(*s).node(m)))
+            .collect();
+        self.log(format!(
+            "{step}: writer {} recovered: epoch {} vdl {} (anchor {anchor}, tails {:?}, sources {}) on {:?}",
+            self.writers.len() - 1,
+            plan.epoch,
+            plan.vdl,
+            plan.segment_tails,
+            sources.join(", "),
+            installed,
+        ));
+    }
+
+    /// Every source's index above the anchor, read in pages of a random size as the gateway
+    /// reads them (`ReadLsns`), or the first refusal: `(segment, node, its trim point)`.
+    fn read_indexes(
+        &mut self,
+        sources: &VolumeSources,
+    ) -> Result<BTreeMap<SegmentId, Index>, (SegmentId, usize, TrimPoint)> {
+        let mut indexes = BTreeMap::new();
+        for (&segment, source) in &sources.sources {
+            let node = self.group(segment).node(source.member);
+            let mut index: Option<Index> = None;
+            let mut after = sources.anchor;
+            loop {
+                let max = self.rng.random_range(1..=16);
+                let (before, entries) = self.members[node]
+                    .read_lsns(segment, after, source.usable_scl, max)
+                    .map_err(|trim| (segment, node, trim))?;
+                let full = entries.len() >= max;
+                let index = index.get_or_insert(Index {
+                    before,
+                    entries: Vec::new(),
+                });
+                index
+                    .entries
+                    .extend(entries.into_iter().map(|(lsn, link)| IndexEntry {
+                        lsn,
+                        prev_lsn_segment: link.prev_lsn_segment,
+                        is_cpl: link.is_cpl,
+                    }));
+                match index.entries.last() {
+                    Some(last) if full && last.lsn < source.usable_scl => after = last.lsn,
+                    _ => break,
+                }
+            }
+            indexes.insert(segment, index.unwrap_or_default());
+        }
+        Ok(indexes)
+    }
+
+    /// Each installed member's SCL of each recovered segment, by its member index in the
+    /// segment's group.
+    fn recovered_scls(
+        &self,
+        plan: &VolumePlan,
+        installed: &[usize],
+    ) -> Vec<(usize, SegmentId, Lsn)> {
+        let mut scls = Vec::new();
+        for &segment in plan.segment_tails.keys() {
+            for (member, node) in self.group(segment).0.into_iter().enumerate() {
+                if installed.contains(&node) && self.members[node].reachable() {
+                    scls.push((member, segment, self.members[node].scl(segment)));
+                }
+            }
+        }
+        scls
+    }
+
+    /// Checker 3, at every recovery: the log the recovery finds holds every LSN up to its VDL,
+    /// and cut at its consistency points it is whole MTRs that a writer shipped, record for
+    /// record: no MTR torn between groups (nor a splice of two writers' records) is visible.
+    fn check_whole_mtrs(
+        &self,
+        log: &BTreeMap<Lsn, RedoRecord>,
+        plan: &VolumePlan,
+    ) -> Result<(), String> {
+        let shipped: HashMap<Lsn, Vec<&Mtr>> =
+            self.writers
+                .iter()
+                .flat_map(|w| &w.mtrs)
+                .fold(HashMap::new(), |mut by, m| {
+                    by.entry(m.commit).or_default().push(m);
+                    by
+                });
+        let mut mtr: Vec<&RedoRecord> = Vec::new();
+        for lsn in 1..=plan.vdl.0 {
+            let Some(r) = log.get(&Lsn(lsn)) else {
+                return Err(format!(
+                    "recovery to VDL {} (epoch {}) finds no record at lsn {lsn}",
+                    plan.vdl, plan.epoch
+                ));
+            };
+            mtr.push(r);
+            if r.is_cpl {
+                let whole = shipped.get(&r.lsn).is_some_and(|candidates| {
+                    candidates.iter().any(|m| {
+                        let mut records: Vec<&RedoRecord> = m.records().collect();
+                        records.sort_by_key(|r| r.lsn);
+                        records == mtr
+                    })
+                });
+                if !whole {
+                    return Err(format!(
+                        "recovery to VDL {} (epoch {}) finds the MTR ending {} torn or spliced: {:?}",
+                        plan.vdl, plan.epoch, r.lsn, mtr
+                    ));
+                }
+                mtr.clear();
+            }
+        }
+        if !mtr.is_empty() {
+            return Err(format!(
+                "recovery to VDL {} (epoch {}) ends inside an MTR",
+                plan.vdl, plan.epoch
+            ));
+        }
+        Ok(())
+    }
+}
