@@ -3,8 +3,9 @@
 //! This drives the real sans-IO protocol cores — the writer session, quorum writer, placement and
 //! consistency tracker (`borealis_quorum`), recovery of a volume of many segments
 //! (`borealis_quorum::volume_recovery`: sources, LSN indexes, the end), the safekeeper's acceptor
-//! (`safekeeper::acceptor`), gossip's round planner (`safekeeper::gossip::plan_round`) and its
-//! fetch from a peer (`borealis_quorum::gossip`), and the pageserver's segment cursor
+//! (`safekeeper::acceptor`), gossip's round planner with the node's place in the pool
+//! (`safekeeper::gossip::plan_round_placed`) and its fetch from a peer
+//! (`borealis_quorum::gossip`), and the pageserver's segment cursor
 //! (`borealis_quorum::follower`, re-exported as `pageserver::segment_cursor`) — through a history
 //! chosen by a seeded RNG: message delivery order, delays and drops, node crashes (losing what
 //! was not fsynced, sometimes between two actions of a Hello, a trim or an adopted trim point)

@@ -331,11 +331,6 @@ impl World {
         SegmentId(self.rng.random_range(0..self.groups.len() as u32))
     }
 
-    /// Whether nodes `a` and `b` (distinct) are both members of some segment's group.
-    fn share_a_group(&self, a: usize, b: usize) -> bool {
-        a != b && self.groups.values().any(|g| g.contains(a) && g.contains(b))
-    }
-
     fn step(&mut self, step: usize, fault_per_mille: u32) {
         self.commit_timeout(step);
         self.ack_timeouts(step);

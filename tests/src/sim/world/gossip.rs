@@ -1,12 +1,12 @@
-//! Gossip between simulated members: the service's planner (`safekeeper::gossip::plan_round`)
-//! and its fetch machine (`borealis_quorum::gossip::PeerFetch`), with the requests answered from
-//! the peer's in-memory state and the repairs and adopted trim points executed through the
-//! member's acceptor.
+//! Gossip between simulated members: the service's planner
+//! (`safekeeper::gossip::plan_round_placed`, with the node's place in the pool) and its fetch
+//! machine (`borealis_quorum::gossip::PeerFetch`), with the requests answered from the peer's
+//! in-memory state and the repairs and adopted trim points executed through the member's
+//! acceptor.
 //!
-//! A node gossips with the nodes of the pool it shares a segment's group with, about the
-//! segments they share: a peer's summary lines of other segments are not shown to the planner
-//! (which would otherwise have the node fetch a segment it does not hold; the service's pool
-//! gossip needs the same filter, RFC 0008 §3).
+//! Every node asks every other node of the pool for its summary; the planner counts a peer's line
+//! for a segment only if both are members of the segment's group (RFC 0008 §3), so a node never
+//! starts holding a segment placed elsewhere (asserted here).
 
 use super::member::{ReadAnswer, TrimFailed};
 use super::{World, TENANT};
@@ -16,29 +16,30 @@ use borealis_quorum::acceptor::AdoptOutcome;
 use borealis_quorum::gossip::{FetchEnd, FetchStep, PeerFetch};
 use borealis_wire::SegmentSummary;
 use rand::Rng;
-use safekeeper::gossip::{plan_round, Action as Planned};
+use safekeeper::gossip::{plan_round_placed, Action as Planned};
+use safekeeper::pool::Membership;
 use std::collections::BTreeMap;
 
 impl World {
-    /// One gossip round of a random member, as the service's `gossip::run` does it: the
-    /// summaries of the peers it reaches (some answers lost), [`plan_round`], then each action.
+    /// One gossip round of a random node, as the service's `gossip::run` does it: the summaries
+    /// of the peers it reaches (some answers lost), [`plan_round_placed`], then each action.
     pub(super) fn gossip(&mut self, step: usize) {
-        let m = self.rng.random_range(0..self.members.len());
+        let n = self.members.len();
+        let m = self.rng.random_range(0..n);
         if !self.members[m].reachable() {
             return;
         }
-        let summaries: Vec<Option<Vec<SegmentSummary>>> = (0..self.members.len())
-            .map(|p| {
-                let peers = self.share_a_group(m, p);
-                let answers = peers && self.members[p].reachable() && self.rng.random_bool(0.9);
+        // Its peers: every other node of the pool, in pool order.
+        let peers: Vec<usize> = (0..n).filter(|&p| p != m).collect();
+        let pool = Membership::of_nodes(n, m, peers.clone()).expect("the simulated pool is valid");
+        let summaries: Vec<Option<Vec<SegmentSummary>>> = peers
+            .iter()
+            .map(|&p| {
+                let answers = self.members[p].reachable() && self.rng.random_bool(0.9);
                 answers.then(|| {
                     let view = self.members[p].local_view();
                     view.scl
                         .iter()
-                        .filter(|(segment, _)| {
-                            let g = self.group(**segment);
-                            g.contains(m) && g.contains(p)
-                        })
                         .map(|(&segment, &scl)| SegmentSummary {
                             tenant: TENANT,
                             segment,
@@ -50,12 +51,14 @@ impl World {
             })
             .collect();
         let local = BTreeMap::from([(TENANT, self.members[m].local_view())]);
-        for action in plan_round(&local, &summaries) {
+        for action in plan_round_placed(&local, &summaries, Some(&pool)) {
             if !self.members[m].reachable() {
                 return;
             }
             match action {
-                Planned::AdoptEpoch { peer, epoch, .. } => self.adopt_epoch(step, m, peer, epoch),
+                Planned::AdoptEpoch { peer, epoch, .. } => {
+                    self.adopt_epoch(step, m, peers[peer], epoch)
+                }
                 Planned::Fetch {
                     epoch,
                     peer,
@@ -64,11 +67,13 @@ impl World {
                     segment,
                     ..
                 } => {
+                    let p = peers[peer];
+                    let g = self.group(segment);
                     assert!(
-                        self.group(segment).contains(m),
-                        "gossip planned a fetch of segment {segment} by node {m}, not of its group"
+                        g.contains(m) && g.contains(p),
+                        "gossip planned a fetch of segment {segment} by node {m} from node {p}, not both of its group"
                     );
-                    self.fetch(step, m, peer, segment, epoch, (after, upto));
+                    self.fetch(step, m, p, segment, epoch, (after, upto));
                 }
             }
         }
