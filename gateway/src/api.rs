@@ -235,7 +235,8 @@ fn tenant_json(st: &AppState, t: &Tenant) -> Json_ {
         "vdl": vdl.0,
         "epoch": epoch,
         "replica_read_point": st.pool.replica_read_point(t.id).0,
-        "pageserver": st.pool.pageserver_for(t.id),
+        // Segment 0's: the one every volume has (each segment's is in `GET /v1/tenants/{name}`).
+        "pageserver": st.pool.pageserver_for(t.id, borealis_core::SegmentId(0)),
     })
 }
 
@@ -260,21 +261,24 @@ async fn get_tenant(
         require_admin(&st, &headers)?;
         let t = lookup(&st, &name)?;
         let mut v = tenant_json(&st, &t);
-        // The segments that hold data, each with its protection group (the six safekeepers, in
-        // member order), its pageserver and every member's SCL (`null`: no answer, or nothing).
+        // The segments that hold data, each with its protection group (six safekeepers of the
+        // pool, in member order), its pageserver and every member's SCL (`null`: no answer, or
+        // nothing held).
         let log = &st.pool.config().log;
         let views = crate::volume_writer::segment_views(t.id, log, SEGMENT_VIEW_TIMEOUT).await;
-        let pageserver = st.pool.pageserver_for(t.id);
+        let azs = borealis_core::placement::ordered_pool_azs(log.safekeepers.len())
+            .map_err(ApiError::internal)?;
         v["segment_size_bytes"] = json!(log.layout.segment_size_bytes());
         v["segments"] = Json_::Array(
             views
                 .iter()
                 .map(|s| {
+                    let group = borealis_core::placement::choose_group(t.id, s.segment, &azs);
                     json!({
                         "segment": s.segment.0,
-                        "safekeepers": log.safekeepers,
-                        "pageserver": pageserver,
-                        "scls": s.scls.iter().map(|l| l.map(|l| l.0)).collect::<Vec<_>>(),
+                        "safekeepers": group.0.iter().map(|&n| &log.safekeepers[n]).collect::<Vec<_>>(),
+                        "pageserver": st.pool.pageserver_for(t.id, s.segment),
+                        "scls": group.0.iter().map(|&n| s.scls[n].map(|l| l.0)).collect::<Vec<_>>(),
                     })
                 })
                 .collect(),

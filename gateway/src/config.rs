@@ -17,7 +17,9 @@ pub struct Config {
     /// Directory for the tenant registry.
     #[arg(long, env = "BOREALIS_GATEWAY_DATA_DIR")]
     pub data_dir: PathBuf,
-    /// The six safekeepers' wire addresses, comma-separated, in member order (AZ a, a, b, b, c, c).
+    /// The pool of safekeepers' wire addresses, comma-separated, AZ by AZ: a multiple of three, at
+    /// least six, the first third in AZ a, then b, then c (six: a, a, b, b, c, c). Each segment's
+    /// protection group is six of them, two per AZ, chosen by rendezvous hashing.
     #[arg(
         long,
         env = "BOREALIS_SAFEKEEPERS",
@@ -118,12 +120,12 @@ impl Config {
             crate::budget::TENANT_INFLIGHT_BYTES_MIN,
             self.inflight_bytes
         );
-        anyhow::ensure!(
-            self.safekeepers.len() == borealis_core::quorum::PG_MEMBERS,
-            "--safekeepers needs exactly {} addresses (two per AZ), got {}",
-            borealis_core::quorum::PG_MEMBERS,
-            self.safekeepers.len()
-        );
+        borealis_core::placement::ordered_pool_azs(self.safekeepers.len()).map_err(|e| {
+            anyhow::anyhow!(
+                "--safekeepers lists {} addresses: {e}",
+                self.safekeepers.len()
+            )
+        })?;
         anyhow::ensure!(
             !self.pageservers.is_empty(),
             "--pageservers needs at least one address"

@@ -1,12 +1,14 @@
-//! GetPage@LSN against a tenant's pageserver, for writer ([`crate::volume`]) and reader
+//! GetPage@LSN against a tenant's pageservers, for writer ([`crate::volume`]) and reader
 //! ([`crate::compute_pool::reader`]) computes alike.
 //!
-//! One persistent connection, opened on first use and again after it breaks. Every answer is
+//! Each segment of a volume is served by one pageserver of the pool, chosen by rendezvous hashing
+//! ([`pageserver_of`]), so a tenant's segments spread over the pageservers. One persistent
+//! connection per pageserver, opened on first use and again after it breaks. Every answer is
 //! checked: a page must be exactly [`PAGE_SIZE_BYTES`] long, anything else is an error, never a
 //! page.
 
 use crate::storage_auth::StorageTokens;
-use borealis_core::{ErrorKind, Lsn, PageNo, TenantId, PAGE_SIZE_BYTES};
+use borealis_core::{ErrorKind, Lsn, PageNo, SegmentId, SegmentLayout, TenantId, PAGE_SIZE_BYTES};
 use borealis_wire::{Body, Client};
 use compute_host::BackendError;
 use std::sync::Arc;
@@ -20,18 +22,28 @@ const GETPAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A page image, shared between caches.
 pub type Page = Arc<Vec<u8>>;
 
+/// The pageserver (an index into `n`) that serves `segment` of `tenant`.
+pub fn pageserver_of(tenant: TenantId, segment: SegmentId, n: usize) -> usize {
+    borealis_core::placement::choose_one(tenant, segment, n)
+}
+
 pub struct PageClient {
-    addr: String,
-    client: Option<Client>,
+    /// The pool of pageservers.
+    addrs: Vec<String>,
+    /// One connection per pageserver, opened when first needed.
+    clients: Vec<Option<Client>>,
+    layout: SegmentLayout,
     /// Mints the tenant-scoped token a new connection presents.
     tokens: Arc<StorageTokens>,
 }
 
 impl PageClient {
-    pub fn new(addr: String, tokens: Arc<StorageTokens>) -> Self {
+    pub fn new(addrs: Vec<String>, layout: SegmentLayout, tokens: Arc<StorageTokens>) -> Self {
+        assert!(!addrs.is_empty(), "at least one pageserver");
         Self {
-            addr,
-            client: None,
+            clients: addrs.iter().map(|_| None).collect(),
+            addrs,
+            layout,
             tokens,
         }
     }
@@ -50,11 +62,46 @@ impl PageClient {
         Ok(pages.pop().flatten())
     }
 
-    /// Several pages as of `lsn`, in the order asked, in one round trip: the requests are
-    /// pipelined on the one connection (the pageserver answers each as it is ready). At most
-    /// [`PAGES_PER_CALL_MAX`]. Any page that fails fails the call.
+    /// Several pages as of `lsn`, in the order asked, in one round trip per pageserver involved
+    /// (a run of pages within one segment involves one): the requests are pipelined on its
+    /// connection (the pageserver answers each as it is ready). At most [`PAGES_PER_CALL_MAX`].
+    /// Any page that fails fails the call.
     pub fn get_pages(
         &mut self,
+        rt: &Handle,
+        tenant: TenantId,
+        pages: &[PageNo],
+        lsn: Lsn,
+        epoch: u64,
+    ) -> Result<Vec<Option<Page>>, BackendError> {
+        let n = self.addrs.len();
+        let server = |p: &PageNo| pageserver_of(tenant, self.layout.segment_of(*p), n);
+        let first = pages.first().map(server);
+        if pages.iter().all(|p| Some(server(p)) == first) {
+            return match first {
+                Some(i) => self.get_pages_from(i, rt, tenant, pages, lsn, epoch),
+                None => Ok(Vec::new()),
+            };
+        }
+        // Pages of segments on different pageservers: one call to each, answers put back in order.
+        let mut by_server: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+        for (i, p) in pages.iter().enumerate() {
+            by_server.entry(server(p)).or_default().push(i);
+        }
+        let mut out: Vec<Option<Page>> = vec![None; pages.len()];
+        for (srv, idx) in by_server {
+            let asked: Vec<PageNo> = idx.iter().map(|&i| pages[i]).collect();
+            let got = self.get_pages_from(srv, rt, tenant, &asked, lsn, epoch)?;
+            for (i, page) in idx.into_iter().zip(got) {
+                out[i] = page;
+            }
+        }
+        Ok(out)
+    }
+
+    fn get_pages_from(
+        &mut self,
+        server: usize,
         rt: &Handle,
         tenant: TenantId,
         pages: &[PageNo],
@@ -65,9 +112,9 @@ impl PageClient {
             pages.len() <= PAGES_PER_CALL_MAX,
             "at most {PAGES_PER_CALL_MAX} pages per call"
         );
-        let addr = self.addr.clone();
+        let addr = self.addrs[server].clone();
         let tokens = self.tokens.clone();
-        let mut client = self.client.take();
+        let mut client = self.clients[server].take();
         let result = rt.block_on(async {
             if client.as_ref().is_none_or(|c| c.is_closed()) {
                 client = Some(
@@ -106,7 +153,7 @@ impl PageClient {
             });
             futures::future::try_join_all(calls).await
         });
-        self.client = client;
+        self.clients[server] = client;
         result
     }
 }

@@ -9,15 +9,37 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 pub const CLUSTER_FILE_VERSION: u32 = 1;
-pub const SAFEKEEPER_IDS: [(&str, &str); 6] = [
-    ("sk-a1", "a"),
-    ("sk-a2", "a"),
-    ("sk-b1", "b"),
-    ("sk-b2", "b"),
-    ("sk-c1", "c"),
-    ("sk-c2", "c"),
-];
-pub const PAGESERVER_IDS: [(&str, &str); 2] = [("ps-1", "a"), ("ps-2", "b")];
+/// `borealis up --safekeepers` when not given: two per AZ, one protection group.
+pub const SAFEKEEPERS_DEFAULT: usize = 6;
+/// `borealis up --pageservers` when not given.
+pub const PAGESERVERS_DEFAULT: usize = 2;
+/// Pageservers (and safekeepers per AZ) a local cluster may have at most.
+pub const NODES_PER_ROLE_MAX: usize = 30;
+const AZS: [&str; 3] = ["a", "b", "c"];
+
+/// The safekeepers of a pool of `n`, listed AZ by AZ as every node and gateway takes them:
+/// `sk-a1 .. sk-aK, sk-b1 .., sk-c1 ..` (six: sk-a1, sk-a2, sk-b1, sk-b2, sk-c1, sk-c2).
+pub fn safekeeper_ids(n: usize) -> anyhow::Result<Vec<(String, &'static str)>> {
+    borealis_core::placement::ordered_pool_azs(n)
+        .map_err(|e| anyhow::anyhow!("--safekeepers {n}: {e}"))?;
+    if n / 3 > NODES_PER_ROLE_MAX {
+        bail!("--safekeepers {n}: a local cluster has at most {NODES_PER_ROLE_MAX} per AZ");
+    }
+    Ok(AZS
+        .iter()
+        .flat_map(|az| (1..=n / 3).map(move |k| (format!("sk-{az}{k}"), *az)))
+        .collect())
+}
+
+/// The pageservers of a pool of `n`: `ps-1 .. ps-n`, spread over the AZs a, b, c in turn.
+pub fn pageserver_ids(n: usize) -> anyhow::Result<Vec<(String, &'static str)>> {
+    if n == 0 || n > NODES_PER_ROLE_MAX {
+        bail!("--pageservers {n}: between 1 and {NODES_PER_ROLE_MAX}");
+    }
+    Ok((1..=n)
+        .map(|k| (format!("ps-{k}"), AZS[(k - 1) % 3]))
+        .collect())
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Node {
@@ -172,7 +194,11 @@ impl Cluster {
         object_store: Option<String>,
         idle_timeout: &str,
         segment_size: &str,
+        safekeepers: usize,
+        pageservers: usize,
     ) -> anyhow::Result<Cluster> {
+        let safekeeper_ids = safekeeper_ids(safekeepers)?;
+        let pageserver_ids = pageserver_ids(pageservers)?;
         borealis_core::SegmentLayout::parse_segment_size(segment_size)
             .map_err(|e| anyhow::anyhow!("--segment-size: {e}"))?;
         let dir = std::fs::canonicalize(dir)?;
@@ -180,12 +206,13 @@ impl Cluster {
         let bin = |name: &str| bin_dir.join(name).display().to_string();
         let object_store =
             object_store.unwrap_or_else(|| format!("file://{}", dir.join("objects").display()));
-        let sk_addrs: Vec<(String, String)> = SAFEKEEPER_IDS
+        let sk_addrs: Vec<(String, String)> = safekeeper_ids
             .iter()
-            .map(|(id, _)| Ok((id.to_string(), format!("127.0.0.1:{}", ports.next()?))))
+            .map(|(id, _)| Ok((id.clone(), format!("127.0.0.1:{}", ports.next()?))))
             .collect::<anyhow::Result<_>>()?;
         let mut nodes = Vec::new();
-        for (i, (id, az)) in SAFEKEEPER_IDS.iter().enumerate() {
+        let all_sk: Vec<String> = sk_addrs.iter().map(|(_, a)| a.clone()).collect();
+        for (i, (id, az)) in safekeeper_ids.iter().enumerate() {
             let http = format!("127.0.0.1:{}", ports.next()?);
             let data_dir = dir.join(id);
             let peers: Vec<String> = sk_addrs
@@ -195,13 +222,13 @@ impl Cluster {
                 .collect();
             let addr = sk_addrs[i].1.clone();
             nodes.push(Node {
-                id: id.to_string(),
+                id: id.clone(),
                 role: "safekeeper".into(),
                 az: az.to_string(),
                 command: vec![
                     bin("safekeeper"),
                     "--id".into(),
-                    id.to_string(),
+                    id.clone(),
                     "--listen".into(),
                     addr.clone(),
                     "--http".into(),
@@ -210,6 +237,8 @@ impl Cluster {
                     data_dir.display().to_string(),
                     "--peers".into(),
                     peers.join(","),
+                    "--pool".into(),
+                    all_sk.join(","),
                 ],
                 addr,
                 http_addr: Some(http),
@@ -217,19 +246,18 @@ impl Cluster {
                 data_dir,
             });
         }
-        let all_sk: Vec<String> = sk_addrs.iter().map(|(_, a)| a.clone()).collect();
-        for (id, az) in PAGESERVER_IDS {
+        for (id, az) in &pageserver_ids {
             let addr = format!("127.0.0.1:{}", ports.next()?);
             let http = format!("127.0.0.1:{}", ports.next()?);
             let data_dir = dir.join(id);
             nodes.push(Node {
-                id: id.to_string(),
+                id: id.clone(),
                 role: "pageserver".into(),
                 az: az.to_string(),
                 command: vec![
                     bin("pageserver"),
                     "--id".into(),
-                    id.to_string(),
+                    id.clone(),
                     "--listen".into(),
                     addr.clone(),
                     "--http".into(),
@@ -433,7 +461,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let bin = std::path::Path::new("/bin");
         let url = "s3://b?endpoint=http://127.0.0.1:9&region=r";
-        let mut c = Cluster::plan(&dir, bin, Some(url.into()), "60s", "10GiB").unwrap();
+        let mut c = Cluster::plan(&dir, bin, Some(url.into()), "60s", "10GiB", 6, 2).unwrap();
         let object_store_args = |c: &Cluster| -> Vec<String> {
             c.nodes
                 .iter()

@@ -20,12 +20,25 @@ fn http() -> reqwest::Client {
         .expect("building an HTTP client")
 }
 
+/// The shape of a new cluster (`borealis up --segment-size --safekeepers --pageservers`); on an
+/// existing cluster each given value must be the one it was created with.
+pub struct Pool {
+    pub segment_size: Option<String>,
+    pub safekeepers: Option<usize>,
+    pub pageservers: Option<usize>,
+}
+
 pub async fn up(
     dir: &Path,
     object_store: Option<String>,
     idle_timeout: &str,
-    segment_size: Option<String>,
+    pool: Pool,
 ) -> anyhow::Result<()> {
+    let Pool {
+        segment_size,
+        safekeepers,
+        pageservers,
+    } = pool;
     humantime::parse_duration(idle_timeout)
         .with_context(|| format!("--idle-timeout {idle_timeout:?}"))?;
     // Credentials in the URL go no further than this command: not into cluster.json, a printed
@@ -64,6 +77,15 @@ pub async fn up(
                 bail!("node {} of the cluster in {} is still running (pid {pid}); is another `borealis up` running?", n.id, dir.display());
             }
         }
+        for (flag, given, role) in [
+            ("--safekeepers", safekeepers, "safekeeper"),
+            ("--pageservers", pageservers, "pageserver"),
+        ] {
+            let has = c.nodes.iter().filter(|n| n.role == role).count();
+            if let Some(n) = given.filter(|n| *n != has) {
+                bail!("this cluster was created with {flag} {has}; it cannot be changed to {n} (adding and removing nodes is `borealis node add/remove`, not built yet)");
+            }
+        }
         if let Some(size) = &segment_size {
             if *size != c.segment_size {
                 bail!(
@@ -91,6 +113,8 @@ pub async fn up(
             segment_size
                 .as_deref()
                 .unwrap_or(crate::cluster::DEFAULT_SEGMENT_SIZE),
+            safekeepers.unwrap_or(crate::cluster::SAFEKEEPERS_DEFAULT),
+            pageservers.unwrap_or(crate::cluster::PAGESERVERS_DEFAULT),
         )?;
         c.admin_token = format!("ba_{:032x}", rand::random::<u128>());
         let token_path = dir.join("admin_token");

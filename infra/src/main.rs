@@ -27,7 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Start a local cluster (3 AZs x 2 safekeepers, 2 pageservers, the gateway); runs until Ctrl-C.
+    /// Start a local cluster (3 AZs x 2 safekeepers, 2 pageservers, the gateway by default); runs
+    /// until Ctrl-C.
     Up {
         #[arg(long, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
@@ -41,6 +42,15 @@ enum Cmd {
         /// (default 10GiB; any whole number of MiB from 1MiB). Fixed when the cluster is created.
         #[arg(long)]
         segment_size: Option<String>,
+        /// Safekeepers in the pool: a multiple of three, at least six, spread evenly over AZs
+        /// a, b, c (default 6). Each segment's group is six of them, two per AZ. Fixed when the
+        /// cluster is created.
+        #[arg(long)]
+        safekeepers: Option<usize>,
+        /// Pageservers in the pool (default 2); each segment is served by one of them. Fixed
+        /// when the cluster is created.
+        #[arg(long)]
+        pageservers: Option<usize>,
     },
     /// Run one SQL statement through the gateway and print the result as a table.
     Sql {
@@ -153,7 +163,16 @@ fn main() {
                 object_store,
                 idle_timeout,
                 segment_size,
-            } => commands::up(&data_dir, object_store, &idle_timeout, segment_size).await,
+                safekeepers,
+                pageservers,
+            } => {
+                let pool = commands::Pool {
+                    segment_size,
+                    safekeepers,
+                    pageservers,
+                };
+                commands::up(&data_dir, object_store, &idle_timeout, pool).await
+            }
             Cmd::Sql {
                 url,
                 token,

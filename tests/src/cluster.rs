@@ -17,6 +17,7 @@ pub struct TestCluster {
     object_store: Option<String>,
     env: Vec<(String, String)>,
     segment_size: Option<String>,
+    pool: Option<(usize, usize)>,
     /// What `borealis up` printed on stdout, every run.
     up_output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -33,6 +34,8 @@ pub struct ClusterOptions {
     pub env: Vec<(String, String)>,
     /// `borealis up --segment-size` (default: the cluster's default, 10 GiB).
     pub segment_size: Option<String>,
+    /// `borealis up --safekeepers N --pageservers M` (default: 6 and 2).
+    pub pool: Option<(usize, usize)>,
 }
 
 impl Default for ClusterOptions {
@@ -42,6 +45,7 @@ impl Default for ClusterOptions {
             object_store: None,
             env: Vec::new(),
             segment_size: None,
+            pool: None,
         }
     }
 }
@@ -132,6 +136,7 @@ impl TestCluster {
             object_store: options.object_store,
             env: options.env,
             segment_size: options.segment_size,
+            pool: options.pool,
             up_output: Default::default(),
         };
         c.up().await;
@@ -161,6 +166,14 @@ impl TestCluster {
         }
         if let Some(size) = &self.segment_size {
             command.args(["--segment-size", size]);
+        }
+        if let Some((safekeepers, pageservers)) = self.pool {
+            command.args([
+                "--safekeepers",
+                &safekeepers.to_string(),
+                "--pageservers",
+                &pageservers.to_string(),
+            ]);
         }
         let mut child = command
             .envs(self.env.iter().map(|(k, v)| (k, v)))

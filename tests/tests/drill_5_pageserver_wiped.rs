@@ -57,6 +57,7 @@ fn options() -> ClusterOptions {
             ),
         ],
         segment_size: None,
+        pool: None,
     }
 }
 

@@ -28,6 +28,7 @@ fn options(s3: &S3Server) -> ClusterOptions {
             ("PAGESERVER_CHECKPOINT_RECORDS".into(), "100".into()),
         ],
         segment_size: None,
+        pool: None,
     }
 }
 

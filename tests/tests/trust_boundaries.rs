@@ -156,6 +156,7 @@ async fn object_store_credentials_reach_the_pageservers_and_nothing_else() {
             ("PAGESERVER_CHECKPOINT_RECORDS".into(), "10".into()),
         ],
         segment_size: None,
+        pool: None,
     })
     .await;
     let token = c.create_tenant("acme").await;

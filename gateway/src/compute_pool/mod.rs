@@ -57,7 +57,7 @@ pub mod reader;
 use crate::volume::{Volume, VolumePages};
 use crate::volume_writer::{VolumeWriter, VolumeWriterConfig};
 use borealis_core::quorum::WRITE_QUORUM;
-use borealis_core::{ErrorKind, Lsn, TenantId};
+use borealis_core::{ErrorKind, Lsn, SegmentId, TenantId};
 use borealis_utils::LockExt;
 use compute_abi::{ExecRequest, ExecResponse};
 use compute_host::{Compute, ComputeEngine, ComputeError};
@@ -256,18 +256,20 @@ impl ComputePool {
         &self.rt
     }
 
-    /// A client of the pageserver that serves `tenant`.
-    pub fn page_client(&self, tenant: TenantId) -> PageClient {
+    /// A client of the pageservers, which serve a tenant's segments (each its own).
+    pub fn page_client(&self) -> PageClient {
         PageClient::new(
-            self.pageserver_for(tenant).to_string(),
+            self.config.pageservers.clone(),
+            self.config.log.layout,
             self.config.log.tokens.clone(),
         )
     }
 
-    /// The pageserver that serves `tenant`.
-    pub fn pageserver_for(&self, tenant: TenantId) -> &str {
-        let n = self.config.pageservers.len() as u64;
-        &self.config.pageservers[(tenant.0 % n) as usize]
+    /// The pageserver that serves `segment` of `tenant` (each segment has its own, chosen by
+    /// rendezvous hashing over the pool).
+    pub fn pageserver_for(&self, tenant: TenantId, segment: SegmentId) -> &str {
+        let n = self.config.pageservers.len();
+        &self.config.pageservers[crate::page_client::pageserver_of(tenant, segment, n)]
     }
 
     pub fn status(&self, tenant: TenantId) -> (bool, Lsn, u64) {
@@ -723,7 +725,7 @@ impl ComputePool {
                     Box::new(Volume::new(
                         tenant,
                         writer.clone(),
-                        self.page_client(tenant),
+                        self.page_client(),
                         pages.clone(),
                         self.rt.clone(),
                         self.config.read_ahead_pages,

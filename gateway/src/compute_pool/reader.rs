@@ -163,7 +163,7 @@ pub(crate) fn run_reader(
         shared: Arc::new(Mutex::new(Shared {
             tenant,
             cache: ReplicaCache::new(config.host_cache_pages, floor),
-            pageserver: pool.page_client(tenant),
+            pageserver: pool.page_client(),
             epoch: 0,
             write_refused: false,
         })),

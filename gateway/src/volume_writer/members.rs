@@ -8,9 +8,8 @@
 
 use super::{VolumeWriter, CALL_TIMEOUT, CONNECT_TIMEOUT, MEMBER_ACK_TIMEOUT};
 use crate::storage_auth::StorageTokens;
-use borealis_core::quorum::az_of;
 use borealis_core::redo::RedoRecord;
-use borealis_core::{ErrorKind, Lsn, SegmentId};
+use borealis_core::{ErrorKind, Lsn};
 use borealis_wire::{Body, Client, WireError};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -117,7 +116,7 @@ pub(super) async fn member_task(
         writer.member_connected(member, refusing.clone());
         up.send_replace(true);
         backoff = Duration::from_millis(50);
-        info!(tenant = %tenant, member, az = %az_of(member), addr = %addr, "safekeeper connected");
+        info!(tenant = %tenant, node = member, addr = %addr, "safekeeper connected");
         // The newest VDL this member has been told. Appends carry the VDL; when the writer goes
         // quiet, an append without records tells it the rest, so pageservers can follow (and
         // checkpoint) the tail without waiting for a reader to vouch for it.
@@ -189,10 +188,11 @@ pub(super) async fn member_task(
                         }
                     }
                     let vdl = writer.vdl();
-                    if vdl > told_vdl {
+                    let notice_segment = if vdl > told_vdl { writer.notice_segment(member) } else { None };
+                    if let Some(segment) = notice_segment {
                         let notice = Body::Append {
                             tenant,
-                            segment: SegmentId(0),
+                            segment,
                             epoch: writer.epoch,
                             vdl,
                             records: Vec::new(),

@@ -58,6 +58,9 @@ pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// group-commit fsync; well below the commit timeout, so a lost write quorum is noticed (limbo,
 /// RFC 0004) long before held commits give up.
 pub(crate) const MEMBER_ACK_TIMEOUT: Duration = Duration::from_secs(3);
+/// After the groups that hold data have a write quorum connected, how long a new writer waits
+/// for the rest of the pool (the groups of segments not written yet) before it serves.
+const POOL_CONNECT_GRACE: Duration = Duration::from_millis(200);
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("{0}")]
@@ -98,7 +101,9 @@ impl LogError {
 
 #[derive(Clone, Debug)]
 pub struct VolumeWriterConfig {
-    /// The six safekeepers of the protection group, in member order (AZ a, a, b, b, c, c).
+    /// The pool of safekeepers, listed AZ by AZ (a third in each: six are a, a, b, b, c, c).
+    /// Each segment's protection group is six of them, two per AZ, chosen by rendezvous hashing
+    /// (`borealis_core::placement::choose_group`); with six, every group is all of them.
     pub safekeepers: Vec<String>,
     pub layout: SegmentLayout,
     pub lal_lsns: u64,
@@ -146,18 +151,22 @@ impl VolumeWriter {
         tenant: TenantId,
         config: VolumeWriterConfig,
     ) -> Result<Arc<VolumeWriter>, LogError> {
-        assert_eq!(
-            config.safekeepers.len(),
-            PG_MEMBERS,
-            "a protection group has six members"
-        );
+        let pool_azs = borealis_core::placement::ordered_pool_azs(config.safekeepers.len())
+            .map_err(|e| LogError::Recovery(format!("--safekeepers: {e}")))?;
+        let mut placement = Placement::new(tenant, pool_azs)
+            .map_err(|e| LogError::Recovery(format!("--safekeepers: {e}")))?;
+        let pool = config.safekeepers.len();
         let started = Instant::now();
-        let (epoch, plan) = recovery::recover_epoch(tenant, &config).await?;
+        let (epoch, plan) = recovery::recover_epoch(tenant, &config, &placement).await?;
+        // The segments that hold data keep the groups they have.
+        for segment in plan.segment_tails.keys() {
+            placement.fix(*segment);
+        }
         let (vdl_tx, _) = watch::channel(plan.vdl);
         let (failed_tx, _) = watch::channel(None);
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
-        for _ in 0..PG_MEMBERS {
+        for _ in 0..pool {
             let (tx, rx) = mpsc::channel(MEMBER_QUEUE_APPENDS_MAX);
             senders.push(tx);
             receivers.push(rx);
@@ -169,9 +178,8 @@ impl VolumeWriter {
                 plan.segment_tails.clone(),
                 config.layout,
                 config.lal_lsns,
-                // The six configured safekeepers are the pool, in member order (AZ a, a, b, b,
-                // c, c): every segment's group is all six, node index = member index.
-                Placement::pool_of_six(tenant),
+                // Node index = position in `--safekeepers`; each segment's group is six of them.
+                placement,
             ),
             SessionConfig {
                 member_ack_timeout: MEMBER_ACK_TIMEOUT,
@@ -205,20 +213,30 @@ impl VolumeWriter {
                 config.tokens.clone(),
             ));
         }
-        // Serve only once a write quorum of members is connected (or give up: the caller answers
-        // unavailable and the next request tries again).
+        // Serve only once a write quorum of every group that holds data is connected (or give
+        // up: the caller answers unavailable and the next request tries again). Other nodes of
+        // the pool get a moment more to connect, so that the first commits to a new segment
+        // find its group.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        loop {
-            let up = up_rx.iter().filter(|u| *u.borrow()).count();
-            if up >= WRITE_QUORUM {
-                break;
+        let quorum_at = loop {
+            let up: Vec<bool> = up_rx.iter().map(|u| *u.borrow()).collect();
+            let short = writer.groups_short_of_quorum(&plan.segment_tails, &up);
+            let total = up.iter().filter(|u| **u).count();
+            if short.is_none() && total >= WRITE_QUORUM {
+                break tokio::time::Instant::now();
             }
             if tokio::time::Instant::now() >= deadline {
                 writer.shutdown();
-                return Err(LogError::Recovery(format!(
-                    "only {up} of {PG_MEMBERS} safekeepers accepted epoch {epoch}"
-                )));
+                return Err(LogError::Recovery(match short {
+                    Some((segment, n)) => format!(
+                        "only {n} of {PG_MEMBERS} safekeepers of segment {segment}'s group accepted epoch {epoch}"
+                    ),
+                    None => format!("only {total} of {pool} safekeepers accepted epoch {epoch}"),
+                }));
             }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        while up_rx.iter().any(|u| !*u.borrow()) && quorum_at.elapsed() < POOL_CONNECT_GRACE {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         info!(tenant = %tenant, epoch, vdl = %plan.vdl, elapsed_ms = started.elapsed().as_millis() as u64, "writer recovered");
@@ -246,8 +264,46 @@ impl VolumeWriter {
     pub fn last_lsn(&self) -> Lsn {
         self.session.locked().last_lsn()
     }
+    /// Reachable members of the group that matters now: the fewest of any group with records in
+    /// flight, else of any group written so far (0 to 6).
     pub fn reachable_members(&self) -> usize {
-        self.session.locked().writer().reachable().len()
+        let session = self.session.locked();
+        let w = session.writer();
+        w.in_flight_reachable().unwrap_or_else(|| {
+            w.placement()
+                .table()
+                .keys()
+                .map(|s| w.reachable_in(*s))
+                .min()
+                .unwrap_or_else(|| w.reachable().len().min(PG_MEMBERS))
+        })
+    }
+
+    /// A segment whose group has `node` as a member, to carry a VDL notice to it (an append
+    /// without records): a node hears only of segments placed on it.
+    fn notice_segment(&self, node: usize) -> Option<SegmentId> {
+        let session = self.session.locked();
+        let placement = session.writer().placement();
+        placement
+            .table()
+            .iter()
+            .find(|(_, g)| g.contains(node))
+            .map(|(s, _)| *s)
+    }
+
+    /// The first segment of `segments` whose group has fewer than a write quorum of `up` nodes,
+    /// with how many it has.
+    fn groups_short_of_quorum(
+        &self,
+        segments: &std::collections::BTreeMap<SegmentId, Lsn>,
+        up: &[bool],
+    ) -> Option<(SegmentId, usize)> {
+        let session = self.session.locked();
+        segments.keys().find_map(|s| {
+            let group = session.writer().group(*s);
+            let n = group.0.iter().filter(|&&node| up[node]).count();
+            (n < WRITE_QUORUM).then_some((*s, n))
+        })
     }
 
     /// The session's time: since this writer was created.
@@ -339,8 +395,10 @@ impl VolumeWriter {
         } = session.commit(changes, now)?;
         self.taps.publish(commit_lsn, &segments);
         let vdl = session.vdl();
-        let reachable = session.writer().reachable();
+        let writer = session.writer();
         for (segment, records) in segments {
+            // Each segment's records go to the six nodes of its group.
+            let group = writer.group(segment);
             // A large MTR goes as several appends, in LSN order: one frame has a size limit,
             // and smaller appends let members acknowledge (and the VCL move) as they go.
             for chunk in members::append_chunks(&records, APPEND_BYTES_MAX) {
@@ -356,10 +414,12 @@ impl VolumeWriter {
                     vdl,
                     records: bytes,
                 });
-                for (member, tx) in self.members.iter().enumerate() {
-                    if reachable.contains(member) && tx.try_send((body.clone(), last)).is_err() {
+                for &node in &group.0 {
+                    if writer.reachable().contains(node)
+                        && self.members[node].try_send((body.clone(), last)).is_err()
+                    {
                         // Too slow or gone: it will fill the gap from its peers.
-                        debug!(tenant = %self.tenant, member, "member queue full, append dropped for it");
+                        debug!(tenant = %self.tenant, node, "member queue full, append dropped for it");
                     }
                 }
             }

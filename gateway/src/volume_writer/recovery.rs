@@ -9,16 +9,25 @@
 //!    the volume's end: the highest CPL below which every LSN is held
 //!    ([`volume_recovery::plan_end`]). No record bodies are read: recovery time does not grow
 //!    with the log;
-//! 4. the epoch installed on every member reachable (each truncates above the end), then a wait
-//!    until a write quorum holds every segment up to its tail (gossip fills the gaps).
+//! 4. the epoch installed on every node reachable (each truncates above the end): on a write
+//!    quorum of every segment's group, and on enough of the pool that **every group it can form**
+//!    has at most three members outside the new epoch
+//!    ([`borealis_core::placement::fences_every_group`]) — so a writer of an older epoch still
+//!    running cannot gather a write quorum anywhere, not even in a segment nobody has written
+//!    yet, whose group recovery had nothing to ask; then a wait until a write quorum of every
+//!    group holds its segment up to its tail (gossip fills the gaps).
 //!
-//! Every segment's group is the six configured safekeepers (the pool of six; groups drawn from a
-//! larger pool are RFC 0008 §3).
+//! The safekeepers form a pool (`--safekeepers`, listed AZ by AZ); each segment's group is six of
+//! them chosen by rendezvous hashing ([`Placement`]), and every quorum above is counted in the
+//! segment's own group. With six safekeepers every group is all six.
 
 use super::{LogError, VolumeWriterConfig, CALL_TIMEOUT, CONNECT_TIMEOUT};
+use borealis_core::placement::fences_every_group;
 use borealis_core::quorum::{PG_MEMBERS, READ_QUORUM, WRITE_QUORUM};
 use borealis_core::{ErrorKind, Lsn, SegmentId, TenantId};
-use borealis_quorum::recovery::{self, MemberReport, RecoveryPlan};
+use borealis_quorum::acceptor::TrimPoint;
+use borealis_quorum::placement::Placement;
+use borealis_quorum::recovery::{MemberReport, RecoveryPlan};
 use borealis_quorum::volume_recovery::{self, Index, IndexEntry, VolumeSources};
 use borealis_wire::{Body, Client, WireError};
 use std::collections::BTreeMap;
@@ -27,6 +36,8 @@ use tracing::{debug, info, warn};
 
 /// How long recovery waits for a write quorum to hold the recovered log.
 const RECOVERY_DURABLE_WAIT: Duration = Duration::from_secs(10);
+/// How many times a trimmed source may raise the anchor in one recovery.
+const ANCHOR_RAISES_MAX: usize = 8;
 /// Entries asked for per `ReadLsns` call (the safekeeper caps it too).
 const INDEX_ENTRIES_PER_CALL: u32 = 65_536;
 /// Index entries recovery reads per segment at most. The writer runs at most its LAL (16 Ki
@@ -35,11 +46,14 @@ const INDEX_ENTRIES_PER_CALL: u32 = 65_536;
 const INDEX_ENTRIES_PER_SEGMENT_MAX: usize = 1 << 20;
 
 /// Steps 1-4 (see the module docs): read quorum of states, sources, indexes and the end,
-/// install the epoch on every member reachable, wait for a write quorum of every segment.
+/// install the epoch on every node reachable, wait for a write quorum of every segment's group.
+/// Node indexes are positions in `config.safekeepers`; `placement` gives each segment's group.
 pub(super) async fn recover_epoch(
     tenant: TenantId,
     config: &VolumeWriterConfig,
-) -> Result<(u64, recovery::RecoveryPlan), LogError> {
+    placement: &Placement,
+) -> Result<(u64, RecoveryPlan), LogError> {
+    let pool = config.safekeepers.len();
     let token = config.tokens.tenant(tenant);
     let clients = futures::future::join_all(
         config
@@ -49,46 +63,43 @@ pub(super) async fn recover_epoch(
     )
     .await;
     let clients: Vec<Option<Client>> = clients.into_iter().map(|c| c.ok()).collect();
-    let states = futures::future::join_all(clients.iter().enumerate().map(|(m, c)| async move {
-        let c = c.as_ref()?;
-        match c.call(Body::GetState { tenant }, CALL_TIMEOUT).await {
-            Ok(Body::State {
-                epoch,
-                segments,
-                history,
-                known_vdl,
-                ..
-            }) => Some((
-                MemberReport {
-                    member: m,
+    let states =
+        futures::future::join_all(clients.iter().enumerate().map(|(node, c)| async move {
+            let c = c.as_ref()?;
+            match c.call(Body::GetState { tenant }, CALL_TIMEOUT).await {
+                Ok(Body::State {
                     epoch,
+                    segments,
                     history,
-                    segments: segments
-                        .iter()
-                        .map(|s| (s.segment, s.scl, s.last_cpl))
-                        .collect(),
-                },
-                known_vdl,
-            )),
-            Ok(other) => {
-                warn!(
-                    member = m,
-                    answer = other.name(),
-                    "unexpected answer to GetState"
-                );
-                None
+                    known_vdl,
+                    ..
+                }) => Some((
+                    MemberReport {
+                        member: node,
+                        epoch,
+                        history,
+                        segments: segments
+                            .iter()
+                            .map(|s| (s.segment, s.scl, s.last_cpl))
+                            .collect(),
+                    },
+                    known_vdl,
+                )),
+                Ok(other) => {
+                    warn!(node, answer = other.name(), "unexpected answer to GetState");
+                    None
+                }
+                Err(e) => {
+                    debug!(node, error = %e, "GetState failed");
+                    None
+                }
             }
-            Err(e) => {
-                debug!(member = m, error = %e, "GetState failed");
-                None
-            }
-        }
-    }))
-    .await;
+        }))
+        .await;
     let answered: Vec<(MemberReport, Lsn)> = states.into_iter().flatten().collect();
     if answered.len() < READ_QUORUM {
         return Err(LogError::Recovery(format!(
-            "only {} of {PG_MEMBERS} safekeepers answered, {READ_QUORUM} needed",
+            "only {} of {pool} safekeepers answered, {READ_QUORUM} needed",
             answered.len()
         )));
     }
@@ -97,81 +108,130 @@ pub(super) async fn recover_epoch(
         .map(|(_, v)| *v)
         .max()
         .unwrap_or(Lsn::INVALID);
+    // Every node holds the tenant's epoch, whether or not it holds a segment.
+    let epoch_floor = answered.iter().map(|(r, _)| r.epoch).max().unwrap_or(0);
     let reports: Vec<MemberReport> = answered.into_iter().map(|(r, _)| r).collect();
-    // Every segment's group is the six members: each report answers for every segment (a member
-    // that lists no state for a segment holds nothing of it).
+    // Per segment that any node holds, the reports of its group's members, numbered within the
+    // group (a member that lists nothing of the segment answered too: it holds nothing of it).
     let segments: std::collections::BTreeSet<SegmentId> = reports
         .iter()
         .flat_map(|r| r.segments.iter().map(|s| s.0))
         .collect();
-    let groups: BTreeMap<SegmentId, Vec<MemberReport>> =
-        segments.iter().map(|s| (*s, reports.clone())).collect();
-    let sources = volume_recovery::plan_sources(&groups, anchor)
+    let mut groups: BTreeMap<SegmentId, Vec<MemberReport>> = BTreeMap::new();
+    for segment in &segments {
+        let group = placement.group(*segment);
+        let in_group: Vec<MemberReport> = reports
+            .iter()
+            .filter_map(|r| {
+                let member = group.member_of(r.member)?;
+                Some(MemberReport {
+                    member,
+                    ..r.clone()
+                })
+            })
+            .collect();
+        // Installing an epoch on fewer members than a write quorum cannot produce a writer, and
+        // each attempt would durably burn an epoch on the members it reached (found by drill
+        // 3b: epochs 1 → 150 during one outage). Stop before any Hello.
+        if in_group.len() < WRITE_QUORUM {
+            return Err(LogError::Recovery(format!(
+                "write quorum lost: only {} of segment {segment}'s {PG_MEMBERS} safekeepers answered, {WRITE_QUORUM} needed to start a writer",
+                in_group.len()
+            )));
+        }
+        groups.insert(*segment, in_group);
+    }
+    // The new epoch must fence every group the pool can form, written or not: a segment
+    // nobody has written yet has no state to read, and an older writer still running must not
+    // find four members of its group outside our epoch (`fences_every_group`). With six
+    // safekeepers this asks for 3 of them (a write quorum, 4, is asked above and below anyway).
+    let pool_azs = placement.pool_azs();
+    let answered_nodes: Vec<usize> = reports.iter().map(|r| r.member).collect();
+    if reports.len() < WRITE_QUORUM || !fences_every_group(pool_azs, &answered_nodes) {
+        return Err(LogError::Recovery(format!(
+            "write quorum lost: only {} of {pool} safekeepers answered ({answered_nodes:?}), too few to fence every group of the pool and start a writer",
+            reports.len()
+        )));
+    }
+    let mut sources = volume_recovery::plan_sources(&groups, anchor, epoch_floor)
         .map_err(|e| LogError::Recovery(e.to_string()))?;
-    let indexes = read_indexes(tenant, &clients, &sources).await?;
+    // A source trimmed past the anchor proves a higher one (`VolumeSources::raise_anchor`); each
+    // raise reads every index again, from higher up.
+    let mut raises = 0;
+    let indexes = loop {
+        match read_indexes(tenant, &clients, &sources, placement).await? {
+            Ok(indexes) => break indexes,
+            Err(trim) if raises < ANCHOR_RAISES_MAX && sources.raise_anchor(trim) => {
+                info!(tenant = %tenant, anchor = %sources.anchor, "a source is trimmed past the anchor: raised to its trim point");
+                raises += 1;
+            }
+            Err(trim) => {
+                return Err(LogError::Recovery(format!(
+                    "a source's log is trimmed through lsn {} and the anchor is {}: the index cannot be read",
+                    trim.base, sources.anchor
+                )))
+            }
+        }
+    };
     let volume = volume_recovery::plan_end(&sources, &indexes)
         .map_err(|e| LogError::Recovery(format!("a source's LSN index is inconsistent: {e}")))?;
-    if !volume.segment_tails.is_empty() || volume.vdl.is_valid() {
-        info!(tenant = %tenant, epoch = volume.epoch, anchor = %anchor, end = %volume.vdl,
+    if !volume.segment_tails.is_empty() {
+        info!(tenant = %tenant, epoch = volume.epoch, anchor = %sources.anchor, end = %volume.vdl,
             segments = volume.segment_tails.len(),
             index_entries = indexes.values().map(|i| i.entries.len()).sum::<usize>(),
             "volume end found");
     }
-    let plan = RecoveryPlan {
-        epoch: volume.epoch,
-        vdl: volume.vdl,
-        history: volume.history,
-        segment_tails: volume.segment_tails,
-        source_member: None,
-    };
-    let epoch = plan.epoch;
-    // Installing an epoch on fewer members than a write quorum cannot produce a writer, and
-    // each attempt would durably burn an epoch on the members it reached (found by drill 3b:
-    // epochs 1 → 150 during one outage). Stop before any Hello.
-    if reports.len() < WRITE_QUORUM {
-        return Err(LogError::Recovery(format!(
-            "write quorum lost: only {} of {PG_MEMBERS} safekeepers answered, {WRITE_QUORUM} needed to start a writer",
-            reports.len()
-        )));
-    }
+    let epoch = volume.epoch;
 
-    // Install the epoch: each member aligns its log to our history (truncating at least above
-    // the VDL) before answering.
-    let plan_ref = &plan;
-    let hellos = futures::future::join_all(clients.iter().enumerate().map(|(m, c)| async move {
-        let c = c.as_ref()?;
-        let hello = Body::Hello {
-            tenant,
-            epoch,
-            epoch_start_lsn: plan_ref.vdl,
-            history: plan_ref.history.clone(),
-        };
-        match c.call(hello, CALL_TIMEOUT).await {
-            Ok(Body::HelloOk { .. }) => Some(m),
-            Ok(_) => None,
-            Err(WireError::Remote {
-                kind: ErrorKind::Fenced,
-                message,
-            }) => {
-                warn!(member = m, %message, "a newer writer exists");
-                None
+    // Install the epoch on every node reached: each aligns its log to our history (truncating at
+    // least above the end) before answering.
+    let volume_ref = &volume;
+    let hellos =
+        futures::future::join_all(clients.iter().enumerate().map(|(node, c)| async move {
+            let c = c.as_ref()?;
+            let hello = Body::Hello {
+                tenant,
+                epoch,
+                epoch_start_lsn: volume_ref.vdl,
+                history: volume_ref.history.clone(),
+            };
+            match c.call(hello, CALL_TIMEOUT).await {
+                Ok(Body::HelloOk { .. }) => Some(node),
+                Ok(_) => None,
+                Err(WireError::Remote {
+                    kind: ErrorKind::Fenced,
+                    message,
+                }) => {
+                    warn!(node, %message, "a newer writer exists");
+                    None
+                }
+                Err(_) => None,
             }
-            Err(_) => None,
+        }))
+        .await;
+    let installed: Vec<usize> = hellos.into_iter().flatten().collect();
+    for segment in volume.segment_tails.keys() {
+        let group = placement.group(*segment);
+        let n = installed.iter().filter(|n| group.contains(**n)).count();
+        if n < WRITE_QUORUM {
+            return Err(LogError::Recovery(format!(
+                "epoch {epoch} installed on {n} of segment {segment}'s {PG_MEMBERS} safekeepers, {WRITE_QUORUM} needed (write quorum lost)"
+            )));
         }
-    }))
-    .await;
-    let installed = hellos.iter().flatten().count();
-    if installed < WRITE_QUORUM {
+    }
+    if installed.len() < WRITE_QUORUM || !fences_every_group(pool_azs, &installed) {
         return Err(LogError::Recovery(format!(
-            "epoch {epoch} installed on {installed} of {PG_MEMBERS} safekeepers, {WRITE_QUORUM} needed (write quorum lost)"
+            "epoch {epoch} installed on {} of {pool} safekeepers ({installed:?}): too few to fence every group of the pool (write quorum lost)",
+            installed.len()
         )));
     }
 
-    // Wait until a write quorum holds everything up to the VDL (gossip fills the gaps).
+    // Wait until a write quorum of every segment's group holds it up to its tail (gossip fills
+    // the gaps).
     let deadline = tokio::time::Instant::now() + RECOVERY_DURABLE_WAIT;
     loop {
         let states =
-            futures::future::join_all(clients.iter().enumerate().map(|(m, c)| async move {
+            futures::future::join_all(clients.iter().enumerate().map(|(node, c)| async move {
                 let c = c.as_ref()?;
                 match c.call(Body::GetState { tenant }, CALL_TIMEOUT).await {
                     Ok(Body::State {
@@ -179,21 +239,36 @@ pub(super) async fn recover_epoch(
                     }) if e == epoch => Some(
                         segments
                             .into_iter()
-                            .map(move |s| (m, s.segment, s.scl))
+                            .map(move |s| (node, s.segment, s.scl))
                             .collect::<Vec<_>>(),
                     ),
                     _ => None,
                 }
             }))
             .await;
-        let scls: Vec<(usize, SegmentId, Lsn)> = states.into_iter().flatten().flatten().collect();
-        if recovery::is_durable(&plan, &scls) {
+        let scls: Vec<(usize, SegmentId, Lsn)> = states
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|(node, segment, scl)| {
+                let member = placement.group(segment).member_of(node)?;
+                Some((member, segment, scl))
+            })
+            .collect();
+        if volume.is_durable(&scls) {
+            let plan = RecoveryPlan {
+                epoch,
+                vdl: volume.vdl,
+                history: volume.history,
+                segment_tails: volume.segment_tails,
+                source_member: None,
+            };
             return Ok((epoch, plan));
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(LogError::Recovery(format!(
                 "the recovered log (VDL {}) did not reach a write quorum within {} s",
-                plan.vdl,
+                volume.vdl,
                 RECOVERY_DURABLE_WAIT.as_secs()
             )));
         }
@@ -203,21 +278,20 @@ pub(super) async fn recover_epoch(
 
 /// Each segment's source's index of record headers in `(anchor, usable SCL]`, read in pages of
 /// [`INDEX_ENTRIES_PER_CALL`].
+/// `Ok(Err(trim))`: a source's log is trimmed past the anchor, through `trim`.
 async fn read_indexes(
     tenant: TenantId,
     clients: &[Option<Client>],
     sources: &VolumeSources,
-) -> Result<BTreeMap<SegmentId, Index>, LogError> {
+    placement: &Placement,
+) -> Result<Result<BTreeMap<SegmentId, Index>, TrimPoint>, LogError> {
     let reads = sources.sources.iter().map(|(&segment, source)| async move {
-        let client = clients
-            .get(source.member)
-            .and_then(|c| c.as_ref())
-            .ok_or_else(|| {
-                LogError::Recovery(format!(
-                    "segment {segment}: its source, safekeeper {}, is not connected",
-                    source.member
-                ))
-            })?;
+        let node = placement.group(segment).node(source.member);
+        let client = clients.get(node).and_then(|c| c.as_ref()).ok_or_else(|| {
+            LogError::Recovery(format!(
+                "segment {segment}: its source, safekeeper {node}, is not connected"
+            ))
+        })?;
         let mut index: Option<Index> = None;
         let mut after = sources.anchor;
         loop {
@@ -232,17 +306,23 @@ async fn read_indexes(
                 Ok(Body::Lsns {
                     before, entries, ..
                 }) => (before, entries),
+                Ok(Body::LogTrimmed { base, last_cpl }) => match TrimPoint::from_refusal(base, last_cpl) {
+                    Some(trim) => return Ok(Err(trim)),
+                    None => {
+                        return Err(LogError::Recovery(format!(
+                            "segment {segment}: safekeeper {node} names an impossible trim point (base {base}, last cpl {last_cpl})"
+                        )))
+                    }
+                },
                 Ok(other) => {
                     return Err(LogError::Recovery(format!(
-                        "segment {segment}: safekeeper {} answered ReadLsns with {}",
-                        source.member,
+                        "segment {segment}: safekeeper {node} answered ReadLsns with {}",
                         other.name()
                     )))
                 }
                 Err(e) => {
                     return Err(LogError::Recovery(format!(
-                        "segment {segment}: reading the LSN index from safekeeper {} failed: {e}",
-                        source.member
+                        "segment {segment}: reading the LSN index from safekeeper {node} failed: {e}"
                     )))
                 }
             };
@@ -260,8 +340,8 @@ async fn read_indexes(
                 }));
             if index.entries.len() > INDEX_ENTRIES_PER_SEGMENT_MAX {
                 return Err(LogError::Recovery(format!(
-                    "segment {segment}: safekeeper {} holds more than {INDEX_ENTRIES_PER_SEGMENT_MAX} records above the anchor {}",
-                    source.member, sources.anchor
+                    "segment {segment}: safekeeper {node} holds more than {INDEX_ENTRIES_PER_SEGMENT_MAX} records above the anchor {}",
+                    sources.anchor
                 )));
             }
             match index.entries.last() {
@@ -269,9 +349,18 @@ async fn read_indexes(
                 _ => break,
             }
         }
-        Ok::<_, LogError>((segment, index.unwrap_or_default()))
+        Ok::<_, LogError>(Ok((segment, index.unwrap_or_default())))
     });
-    futures::future::join_all(reads).await.into_iter().collect()
+    let mut indexes = BTreeMap::new();
+    for read in futures::future::join_all(reads).await {
+        match read? {
+            Ok((segment, index)) => {
+                indexes.insert(segment, index);
+            }
+            Err(trim) => return Ok(Err(trim)),
+        }
+    }
+    Ok(Ok(indexes))
 }
 
 /// One segment of a tenant as its members report it, for the admin API: the SCL each member
