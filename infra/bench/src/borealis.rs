@@ -231,6 +231,18 @@ impl Cluster {
 
     /// Starts `borealis up` on a new directory under `work`.
     pub async fn start(bin_dir: &Path, work: &Path, idle_timeout: &str) -> anyhow::Result<Cluster> {
+        Self::start_with(bin_dir, work, "borealis", idle_timeout, &[]).await
+    }
+
+    /// Starts `borealis up` on `work/name`, with `extra` arguments (`--segment-size`,
+    /// `--safekeepers`, `--pageservers`).
+    pub async fn start_with(
+        bin_dir: &Path,
+        work: &Path,
+        name: &str,
+        idle_timeout: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Cluster> {
         let borealis = bin_dir.join("borealis");
         for bin in ["borealis", "gateway", "safekeeper", "pageserver"] {
             if !bin_dir.join(bin).exists() {
@@ -240,14 +252,15 @@ impl Cluster {
                 );
             }
         }
-        let dir = work.join("borealis");
+        let dir = work.join(name);
         std::fs::create_dir_all(&dir)?;
-        let up_log = work.join("borealis-up.log");
+        let up_log = work.join(format!("{name}-up.log"));
         let log = std::fs::File::create(&up_log)?;
         let child = Command::new(&borealis)
             .args(["up", "--data-dir"])
             .arg(&dir)
             .args(["--idle-timeout", idle_timeout])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -47,6 +47,7 @@ mod replica_lag;
 mod report;
 mod safekeeper_append;
 mod scan;
+mod segments;
 mod sqlite_native;
 mod stats;
 mod workload;
@@ -69,6 +70,7 @@ const PARTS: &[&str] = &[
     "cold-start",
     "scan",
     "recovery",
+    "segments",
     "postgres",
     "sqlite",
 ];
@@ -118,6 +120,10 @@ struct Cli {
     /// --quick).
     #[arg(long, value_delimiter = ',')]
     cold_tenants: Vec<usize>,
+    /// Size of the table the many-segments comparison loads and reads, in MB (default 1024; 32
+    /// with --quick).
+    #[arg(long)]
+    segments_mb: Option<u64>,
     /// Size of the table the full-scan measurement reads, in MB (default 256; 16 with --quick).
     #[arg(long)]
     scan_mb: Option<u64>,
@@ -354,6 +360,30 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         if let Err(e) = outcome {
             missed(&mut res, &mut failed, "borealis", e);
+        }
+    }
+
+    if cli.wants("segments") {
+        let mb = cli.segments_mb.unwrap_or(if cli.quick { 32 } else { 1024 });
+        println!("== Borealis: a {mb} MB table in one segment and in many (two clusters in turn)");
+        match segments::measure(&bin_dir, &work, mb, &mut checks).await {
+            Ok(f) => {
+                for r in &f.runs {
+                    let mut reads = r.reads.clone();
+                    println!(
+                        "  {}: {} segments; loaded in {:.1} s ({:.1} MB/s); point reads p50 {}, p99 {} ({} reads)",
+                        r.label,
+                        r.segments,
+                        r.load.as_secs_f64(),
+                        f.mb as f64 / r.load.as_secs_f64(),
+                        report::dur(reads.p50()),
+                        report::dur(reads.p99()),
+                        reads.len()
+                    );
+                }
+                res.segments = Some(f);
+            }
+            Err(e) => missed(&mut res, &mut failed, "segments", e),
         }
     }
 

@@ -29,6 +29,7 @@ pub struct Results {
     /// One round per tenant count.
     pub cold_start: Vec<ColdStartFigures>,
     pub scan: Option<ScanFigures>,
+    pub segments: Option<crate::segments::SegmentsFigures>,
     pub recovery: Vec<RecoveryPoint>,
     pub failover: Option<FailoverFigures>,
     pub replica: Option<ReplicaFigures>,
@@ -475,6 +476,52 @@ pub fn render(res: &Results) -> String {
                 f.mb as f64 / f.load.as_secs_f64().max(1e-9)
             );
             out.push_str(&table(&["system", "scan", "MB/s", "notes"], &rows));
+        }
+    }
+
+    out.push_str(
+        "\n### One segment against many (issue #17: the same table, two clusters in turn)\n\n",
+    );
+    match &res.segments {
+        None => out.push_str("not measured\n"),
+        Some(f) => {
+            let rows: Vec<Vec<String>> = f
+                .runs
+                .iter()
+                .map(|r| {
+                    let mut reads = r.reads.clone();
+                    vec![
+                        r.label.to_string(),
+                        if r.args.is_empty() {
+                            "`borealis up`".to_string()
+                        } else {
+                            format!("`borealis up {}`", r.args.join(" "))
+                        },
+                        r.segments.to_string(),
+                        format!("{:.1}", f.mb as f64 / r.load.as_secs_f64().max(1e-9)),
+                        dur(reads.p50()),
+                        dur(reads.p99()),
+                        reads.len().to_string(),
+                    ]
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "{} MB, {} rows of 4,000 bytes, loaded in 2 MB transactions; then point reads of random rows by one client for 5 s (most from a pageserver: the table is many times the caches).\n",
+                f.mb, f.rows
+            );
+            out.push_str(&table(
+                &[
+                    "volume",
+                    "cluster",
+                    "segments holding data",
+                    "load MB/s",
+                    "point read p50",
+                    "p99",
+                    "reads",
+                ],
+                &rows,
+            ));
         }
     }
 
