@@ -45,27 +45,7 @@ pub async fn measure(
 ) -> anyhow::Result<ScanFigures> {
     let rows = (mb * 1_000_000 / ROW_BYTES).max(1);
     let tenant: Tenant = api.create_tenant(admin_token, "scan").await?;
-    api.sql(
-        &tenant,
-        "CREATE TABLE big (id INTEGER PRIMARY KEY, pad BLOB)",
-        json!([]),
-    )
-    .await?;
-    let started = Instant::now();
-    let mut next = 0;
-    while next < rows {
-        let last = (next + LOAD_BATCH_ROWS).min(rows) - 1;
-        api.sql(
-            &tenant,
-            "WITH RECURSIVE s(x) AS (SELECT ?1 UNION ALL SELECT x + 1 FROM s WHERE x < ?2) \
-             INSERT INTO big SELECT x, randomblob(4000) FROM s",
-            json!([next, last]),
-        )
-        .await
-        .with_context(|| format!("loading rows {next}..={last}"))?;
-        next = last + 1;
-    }
-    let load = started.elapsed();
+    let load = load_big_table(api, &tenant, rows).await?;
     let expected = (rows as i64, (rows * ROW_BYTES) as i64);
     let mut borealis = Vec::new();
     for _ in 0..SCANS {
@@ -92,6 +72,32 @@ pub async fn measure(
         borealis,
         sqlite,
     })
+}
+
+/// Creates `big (id, pad)` in `tenant` and loads `rows` rows of 4,000 random bytes in 2 MB
+/// transactions; returns how long the load took.
+pub async fn load_big_table(api: &Api, tenant: &Tenant, rows: u64) -> anyhow::Result<Duration> {
+    api.sql(
+        tenant,
+        "CREATE TABLE big (id INTEGER PRIMARY KEY, pad BLOB)",
+        json!([]),
+    )
+    .await?;
+    let started = Instant::now();
+    let mut next = 0;
+    while next < rows {
+        let last = (next + LOAD_BATCH_ROWS).min(rows) - 1;
+        api.sql(
+            tenant,
+            "WITH RECURSIVE s(x) AS (SELECT ?1 UNION ALL SELECT x + 1 FROM s WHERE x < ?2) \
+             INSERT INTO big SELECT x, randomblob(4000) FROM s",
+            json!([next, last]),
+        )
+        .await
+        .with_context(|| format!("loading rows {next}..={last}"))?;
+        next = last + 1;
+    }
+    Ok(started.elapsed())
 }
 
 fn count_and_bytes(v: &Value) -> Option<(i64, i64)> {

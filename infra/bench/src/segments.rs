@@ -25,7 +25,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 const ROW_BYTES: u64 = 4_000;
-const LOAD_BATCH_ROWS: u64 = 500;
 /// How long point reads are measured per configuration.
 const READS_FOR: Duration = Duration::from_secs(5);
 
@@ -91,27 +90,7 @@ async fn one(
 ) -> anyhow::Result<SegmentsRun> {
     let api: &Api = &cluster.api;
     let tenant: Tenant = api.create_tenant(&cluster.admin_token, "big").await?;
-    api.sql(
-        &tenant,
-        "CREATE TABLE big (id INTEGER PRIMARY KEY, pad BLOB)",
-        json!([]),
-    )
-    .await?;
-    let started = Instant::now();
-    let mut next = 0;
-    while next < rows {
-        let last = (next + LOAD_BATCH_ROWS).min(rows) - 1;
-        api.sql(
-            &tenant,
-            "WITH RECURSIVE s(x) AS (SELECT ?1 UNION ALL SELECT x + 1 FROM s WHERE x < ?2) \
-             INSERT INTO big SELECT x, randomblob(4000) FROM s",
-            json!([next, last]),
-        )
-        .await
-        .with_context(|| format!("loading rows {next}..={last}"))?;
-        next = last + 1;
-    }
-    let load = started.elapsed();
+    let load = crate::scan::load_big_table(api, &tenant, rows).await?;
     let status = api
         .call(
             reqwest::Method::GET,
