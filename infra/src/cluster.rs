@@ -450,6 +450,15 @@ pub fn signal(pid: u32, sig: i32) -> bool {
     unsafe { libc::kill(pid as i32, sig) == 0 }
 }
 
+/// Restores SIGPIPE's default action (Rust ignores it, so a closed pipe turns into a failed print
+/// and a panic): a command whose reader went away ends quietly.
+#[allow(unsafe_code)] // libc call, with its SAFETY comment
+pub fn default_sigpipe() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler and has no memory-safety
+    // preconditions; called at the start of main, before any thread is started.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

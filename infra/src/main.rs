@@ -139,6 +139,9 @@ fn main() {
     // The cluster directory, its logs and cluster.json (which holds the admin token) are
     // owner-only, and so is everything the nodes started from here create (docs/security.md).
     borealis_utils::owner_only::restrict_umask();
+    // Output piped into `head` or `less` that closes early ends the command quietly, as any
+    // Unix tool does, instead of a panic on a failed print.
+    cluster::default_sigpipe();
     let cli = Cli::parse();
     if let Cmd::Bench { args } = &cli.command {
         let e = exec_bench(args);
