@@ -265,6 +265,7 @@ impl World {
             connected,
             fenced: false,
             mtrs: Vec::new(),
+            acked_upto: 0,
             last_vdl: plan.vdl,
             vdl_when_superseded: None,
             history: plan.history.clone(),
@@ -272,7 +273,6 @@ impl World {
             stalled_steps: 0,
         });
         self.current = Some(self.writers.len() - 1);
-        self.recovered.push((plan.epoch, plan.vdl));
         let sources: Vec<String> = plan
             .sources
             .iter()
