@@ -22,6 +22,9 @@ pub struct TestCluster {
     up_output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+/// How many times [`TestCluster::up`] plans a new cluster whose planned port was taken.
+const UP_ATTEMPTS_MAX: usize = 3;
+
 /// How to start a [`TestCluster`] (see [`TestCluster::start_with`]).
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
@@ -156,6 +159,44 @@ impl TestCluster {
     pub async fn up(&mut self) {
         assert!(self.up.is_none(), "cluster already up");
         let started = Instant::now();
+        // A new cluster whose node lost its planned port to another cluster starting at the same
+        // moment (ports are chosen at random and released before the nodes bind them:
+        // `borealis_utils::ports`) is planned again on new ports: it holds nothing yet.
+        let fresh = !self.dir.path().join("cluster.json").exists();
+        let mut attempt = 1;
+        let child = loop {
+            match self.start_up_process().await {
+                Ok(child) => break child,
+                Err(why) if fresh && attempt < UP_ATTEMPTS_MAX && self.lost_a_port() => {
+                    eprintln!("[borealis up] attempt {attempt}: {why}; a planned port was taken by another process: planning the new cluster again");
+                    self.wipe_new_cluster();
+                    attempt += 1;
+                }
+                Err(why) => panic!("{why} (see the output above)"),
+            }
+        };
+        self.up = Some(child);
+        let cluster: Value = serde_json::from_slice(
+            &std::fs::read(self.dir.path().join("cluster.json")).expect("cluster.json"),
+        )
+        .expect("cluster.json parses");
+        self.url = cluster["gateway"]["url"]
+            .as_str()
+            .expect("gateway url")
+            .to_string();
+        self.admin_token = cluster["admin_token"]
+            .as_str()
+            .expect("admin token")
+            .to_string();
+        eprintln!(
+            "cluster up in {:.1} s at {}",
+            started.elapsed().as_secs_f64(),
+            self.url
+        );
+    }
+
+    /// Runs `borealis up` and waits until it reports the cluster up (at most 180 s).
+    async fn start_up_process(&mut self) -> Result<Child, String> {
         let mut command = Command::new(crate::bin_dir().join("borealis"));
         command
             .args(["up", "--data-dir"])
@@ -196,28 +237,49 @@ impl TestCluster {
         let ready = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(180)))
             .await
             .expect("join");
-        if ready.is_err() {
-            let _ = child.kill();
-            panic!("the cluster did not come up within 180 s (see the output above)");
+        match ready {
+            Ok(()) => Ok(child),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().ok();
+                Err(format!(
+                    "borealis up exited before the cluster was up ({status:?})"
+                ))
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err("the cluster did not come up within 180 s".to_string())
+            }
         }
-        self.up = Some(child);
-        let cluster: Value = serde_json::from_slice(
-            &std::fs::read(self.dir.path().join("cluster.json")).expect("cluster.json"),
-        )
-        .expect("cluster.json parses");
-        self.url = cluster["gateway"]["url"]
-            .as_str()
-            .expect("gateway url")
-            .to_string();
-        self.admin_token = cluster["admin_token"]
-            .as_str()
-            .expect("admin token")
-            .to_string();
-        eprintln!(
-            "cluster up in {:.1} s at {}",
-            started.elapsed().as_secs_f64(),
-            self.url
-        );
+    }
+
+    /// Whether a node's log says it could not bind its address.
+    fn lost_a_port(&self) -> bool {
+        let logs = self.dir.path().join("logs");
+        std::fs::read_dir(&logs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                std::fs::read_to_string(e.path())
+                    .is_ok_and(|text| text.contains("Address already in use"))
+            })
+    }
+
+    /// Removes everything a failed first `borealis up` left in the data directory.
+    fn wipe_new_cluster(&self) {
+        for entry in std::fs::read_dir(self.dir.path())
+            .expect("data dir")
+            .flatten()
+        {
+            let path = entry.path();
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.unwrap_or_else(|e| panic!("removing {}: {e}", path.display()));
+        }
     }
 
     /// Stops the whole cluster the way a user does (SIGINT to `borealis up`) and waits for it.
