@@ -157,7 +157,8 @@ impl VolumeWriter {
             .map_err(|e| LogError::Recovery(format!("--safekeepers: {e}")))?;
         let pool = config.safekeepers.len();
         let started = Instant::now();
-        let (epoch, plan) = recovery::recover_epoch(tenant, &config, &placement).await?;
+        let plan = recovery::recover_epoch(tenant, &config, &placement).await?;
+        let epoch = plan.epoch;
         // The segments that hold data keep the groups they have.
         for segment in plan.segment_tails.keys() {
             placement.fix(*segment);

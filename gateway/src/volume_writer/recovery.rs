@@ -27,8 +27,8 @@ use borealis_core::quorum::{PG_MEMBERS, READ_QUORUM, WRITE_QUORUM};
 use borealis_core::{ErrorKind, Lsn, SegmentId, TenantId};
 use borealis_quorum::acceptor::TrimPoint;
 use borealis_quorum::placement::Placement;
-use borealis_quorum::recovery::{MemberReport, RecoveryPlan};
-use borealis_quorum::volume_recovery::{self, Index, IndexEntry, VolumeSources};
+use borealis_quorum::recovery::MemberReport;
+use borealis_quorum::volume_recovery::{self, Index, IndexEntry, VolumePlan, VolumeSources};
 use borealis_wire::{Body, Client, WireError};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -52,7 +52,7 @@ pub(super) async fn recover_epoch(
     tenant: TenantId,
     config: &VolumeWriterConfig,
     placement: &Placement,
-) -> Result<(u64, RecoveryPlan), LogError> {
+) -> Result<VolumePlan, LogError> {
     let pool = config.safekeepers.len();
     let token = config.tokens.tenant(tenant);
     let clients = futures::future::join_all(
@@ -256,14 +256,7 @@ pub(super) async fn recover_epoch(
             })
             .collect();
         if volume.is_durable(&scls) {
-            let plan = RecoveryPlan {
-                epoch,
-                vdl: volume.vdl,
-                history: volume.history,
-                segment_tails: volume.segment_tails,
-                source_member: None,
-            };
-            return Ok((epoch, plan));
+            return Ok(volume);
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(LogError::Recovery(format!(
