@@ -545,22 +545,26 @@ pub async fn tenant_hex(cluster: &TestCluster, tenant: &str) -> String {
         .to_string()
 }
 
-/// How a safekeeper caught up with its peers.
+/// How a safekeeper caught up with its peers, on every segment of the tenant its groups hold.
 #[derive(Clone, Debug)]
 pub struct CatchUp {
     pub node: String,
-    /// Its SCL when the wait began.
+    /// How many segments of the tenant it is a member of (that hold data).
+    pub segments: usize,
+    /// Its SCL of its lowest such segment when the wait began (segment 0 on a one-segment
+    /// volume)...
     pub scl_before: u64,
-    /// The highest SCL among its peers when the wait began.
+    /// ...the highest SCL among that segment's other members when the wait began...
     pub target: u64,
+    /// ...and its SCL of that segment when it had caught up on every segment.
     pub scl_after: u64,
     pub took: Duration,
     /// `safekeeper_gossip_records_repaired_total` of the node's current process.
     pub records_repaired: u64,
     pub crc_failures: u64,
-    /// Size of its segment file afterwards.
+    /// Size of its segment files of the tenant afterwards.
     pub bytes: u64,
-    /// Where its log is trimmed (after a pageserver checkpoint; 0: never).
+    /// Where its log of that segment is trimmed (after a pageserver checkpoint; 0: never).
     pub base: u64,
 }
 
@@ -568,11 +572,16 @@ impl std::fmt::Display for CatchUp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} SCL {} -> {} (peers' {}) in {:.2} s; {} records repaired from peers, {} CRC failures, segment file {} KiB{}",
+            "{} SCL {} -> {} (peers' {}){} in {:.2} s; {} records repaired from peers, {} CRC failures, segment files {} KiB{}",
             self.node,
             self.scl_before,
             self.scl_after,
             self.target,
+            if self.segments > 1 {
+                format!(" on the first of {} segments it holds, all caught up", self.segments)
+            } else {
+                String::new()
+            },
             self.took.as_secs_f64(),
             self.records_repaired,
             self.crc_failures,
@@ -586,8 +595,60 @@ impl std::fmt::Display for CatchUp {
     }
 }
 
+/// Each segment of `tenant` that some safekeeper holds, with the SCL of each safekeeper that
+/// answers (`None`: it holds nothing of that segment).
+async fn scls_by_segment(
+    cluster: &TestCluster,
+    tenant: &str,
+) -> BTreeMap<u64, BTreeMap<String, u64>> {
+    let mut out: BTreeMap<u64, BTreeMap<String, u64>> = BTreeMap::new();
+    for id in cluster.node_ids("safekeeper") {
+        let Some(status) = cluster.node_status(&id).await else {
+            continue;
+        };
+        for (segment, scl) in segment_scls(&status, tenant) {
+            out.entry(segment).or_default().insert(id.clone(), scl);
+        }
+    }
+    out
+}
+
+/// `(segment, SCL)` of every segment of `tenant` in a safekeeper's `/status`.
+fn segment_scls(status: &Value, tenant: &str) -> Vec<(u64, u64)> {
+    status["tenants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["tenant"] == tenant)
+        .flat_map(|t| t["segments"].as_array().into_iter().flatten())
+        .filter_map(|s| Some((s["segment"].as_u64()?, s["scl"].as_u64()?)))
+        .collect()
+}
+
+/// The members (node ids, member order) of segment `segment`'s protection group of tenant
+/// `tenant` (16 hex digits), computed as every node computes it (`borealis_core::placement`)
+/// from the pool in `cluster.json`, listed AZ by AZ.
+pub fn group_of(cluster: &TestCluster, tenant: &str, segment: u64) -> Vec<String> {
+    let pool = cluster.node_ids("safekeeper");
+    let azs = borealis_core::placement::ordered_pool_azs(pool.len())
+        .unwrap_or_else(|e| panic!("the pool {pool:?}: {e}"));
+    let tenant: borealis_core::TenantId = tenant
+        .parse()
+        .unwrap_or_else(|e| panic!("tenant id {tenant:?}: {e}"));
+    borealis_core::placement::choose_group(
+        tenant,
+        borealis_core::SegmentId(u32::try_from(segment).expect("segment number fits u32")),
+        &azs,
+    )
+    .0
+    .iter()
+    .map(|&n| pool[n].clone())
+    .collect()
+}
+
 /// Waits (at most `timeout`) until safekeeper `node` holds the log of `tenant` up to the highest
-/// SCL its peers have now. `Err` says where everyone stood when time ran out.
+/// SCL its peers have now, on every segment whose group it is a member of. `Err` says where
+/// everyone stood when time ran out.
 pub async fn wait_caught_up(
     cluster: &TestCluster,
     node: &str,
@@ -595,48 +656,88 @@ pub async fn wait_caught_up(
     timeout: Duration,
 ) -> Result<CatchUp, String> {
     let started = Instant::now();
-    let (target, _) = peers_scl_and_base(cluster, node, tenant).await;
+    // Per segment of `node`'s: the highest SCL among the other members.
+    let targets: BTreeMap<u64, u64> = scls_by_segment(cluster, tenant)
+        .await
+        .into_iter()
+        .filter(|(segment, _)| {
+            group_of(cluster, tenant, *segment)
+                .iter()
+                .any(|m| m == node)
+        })
+        .map(|(segment, scls)| {
+            let target = scls
+                .iter()
+                .filter(|(id, _)| id.as_str() != node)
+                .map(|(_, &scl)| scl)
+                .max()
+                .unwrap_or(0);
+            (segment, target)
+        })
+        .collect();
+    let first = targets.keys().next().copied();
     let mut scl_before = None;
     loop {
         let status = cluster.node_status(node).await;
-        let scl = status.as_ref().map(|s| scl_of(s, tenant));
-        if scl_before.is_none() {
-            scl_before = scl;
+        let held: BTreeMap<u64, u64> = status
+            .as_ref()
+            .map(|s| segment_scls(s, tenant).into_iter().collect())
+            .unwrap_or_default();
+        let scl_first = first.map_or(0, |f| held.get(&f).copied().unwrap_or(0));
+        if scl_before.is_none() && status.is_some() {
+            scl_before = Some(scl_first);
         }
-        if let (Some(scl), Some(status)) = (scl, &status) {
-            if scl >= target {
-                let bytes = status["tenants"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|t| t["tenant"] == tenant)
-                    .flat_map(|t| t["segments"].as_array().into_iter().flatten())
-                    .filter_map(|s| s["bytes"].as_u64())
-                    .sum();
-                let metric = |name: &'static str| async move {
-                    cluster.node_metric(node, name).await.unwrap_or(0.0) as u64
-                };
-                return Ok(CatchUp {
-                    node: node.to_string(),
-                    scl_before: scl_before.unwrap_or(0),
-                    target,
-                    scl_after: scl,
-                    took: started.elapsed(),
-                    records_repaired: metric("safekeeper_gossip_records_repaired_total").await,
-                    crc_failures: metric("safekeeper_crc_failures_total").await,
-                    bytes,
-                    base: base_of(status, tenant),
-                });
-            }
+        let behind: Vec<(u64, u64, u64)> = targets
+            .iter()
+            .filter_map(|(&segment, &target)| {
+                let scl = held.get(&segment).copied().unwrap_or(0);
+                (scl < target).then_some((segment, scl, target))
+            })
+            .collect();
+        if let (true, Some(status)) = (behind.is_empty(), &status) {
+            let bytes = status["tenants"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|t| t["tenant"] == tenant)
+                .flat_map(|t| t["segments"].as_array().into_iter().flatten())
+                .filter_map(|s| s["bytes"].as_u64())
+                .sum();
+            let metric = |name: &'static str| async move {
+                cluster.node_metric(node, name).await.unwrap_or(0.0) as u64
+            };
+            return Ok(CatchUp {
+                node: node.to_string(),
+                segments: targets.len(),
+                scl_before: scl_before.unwrap_or(0),
+                target: first.map_or(0, |f| targets[&f]),
+                scl_after: scl_first,
+                took: started.elapsed(),
+                records_repaired: metric("safekeeper_gossip_records_repaired_total").await,
+                crc_failures: metric("safekeeper_crc_failures_total").await,
+                bytes,
+                base: first.map_or(0, |f| base_of_segment(status, tenant, f)),
+            });
         }
         if started.elapsed() > timeout {
             let mut where_ = String::new();
-            for id in cluster.node_ids("safekeeper") {
-                let scl = cluster.node_status(&id).await.map(|s| scl_of(&s, tenant));
-                let _ = write!(where_, " {id}={scl:?}");
+            for (segment, _, target) in behind.iter().take(4) {
+                let _ = write!(where_, " segment {segment} (target {target}):");
+                for id in group_of(cluster, tenant, *segment) {
+                    let scl = cluster.node_status(&id).await.map(|s| {
+                        segment_scls(&s, tenant)
+                            .into_iter()
+                            .find(|x| x.0 == *segment)
+                            .map(|x| x.1)
+                    });
+                    let _ = write!(where_, " {id}={scl:?}");
+                }
+                where_.push(';');
             }
             return Err(format!(
-                "{node} did not reach SCL {target} within {} s; SCLs now:{where_}",
+                "{node} did not catch up on {} of its {} segments within {} s; SCLs now:{where_}",
+                behind.len(),
+                targets.len(),
                 timeout.as_secs()
             ));
         }
@@ -727,13 +828,18 @@ fn strip_ansi(line: &str) -> String {
 /// Where a safekeeper trimmed `tenant`'s segment 0 after a pageserver checkpoint (its `/status`
 /// `base`; 0 if it never trimmed, or does not report it).
 pub fn base_of(status: &Value, tenant: &str) -> u64 {
+    base_of_segment(status, tenant, 0)
+}
+
+/// Where a safekeeper's log of `tenant`'s segment `segment` is trimmed (0: never, or not held).
+pub fn base_of_segment(status: &Value, tenant: &str, segment: u64) -> u64 {
     status["tenants"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|t| t["tenant"] == tenant)
         .flat_map(|t| t["segments"].as_array().into_iter().flatten())
-        .filter(|s| s["segment"] == 0)
+        .filter(|s| s["segment"] == segment)
         .filter_map(|s| s["base"].as_u64())
         .max()
         .unwrap_or(0)

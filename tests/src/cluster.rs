@@ -131,8 +131,10 @@ impl TestCluster {
             up: None,
             url: String::new(),
             admin_token: String::new(),
+            // Long enough for a cold scan of a few hundred MB in a debug build
+            // (`tests/tests/many_segments.rs`); a hung request fails the test anyway.
             http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
+                .timeout(Duration::from_secs(150))
                 .build()
                 .expect("http client"),
             idle_timeout: options.idle_timeout,

@@ -12,6 +12,7 @@ pub mod checkers;
 pub mod cluster;
 pub mod proxy;
 pub mod s3;
+pub mod shape;
 pub mod workload;
 
 use std::path::PathBuf;

@@ -2,9 +2,14 @@
 //! against native in-memory SQLite (rusqlite, in this process) and against Borealis — SQLite in
 //! the wasm sandbox over real storage (safekeepers, pageservers) through the HTTP API. Every
 //! answer must be identical: the rows, the number of rows affected, and whether it failed.
+//!
+//! It runs on both shapes of volume ([`Shape`]): one segment, and many 1 MiB segments over a
+//! pool of nine safekeepers and three pageservers, with the tables starting near the end of
+//! segment 0 (after 0.9 MiB of padding) so that they grow across segment boundaries, every
+//! commit is an MTR over several groups, and reads fetch pages from several pageservers.
 
 use base64::Engine as _;
-use borealis_tests::cluster::TestCluster;
+use borealis_tests::shape::{one_cluster_at_a_time, segment_groups, Shape};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rusqlite::types::ValueRef;
@@ -119,10 +124,25 @@ fn native(conn: &rusqlite::Connection, s: &Stmt) -> Result<(Vec<Vec<Value>>, u64
     Ok((out, affected))
 }
 
+/// Padding before the tables on [`Shape::ManySegments`]: they start near the end of segment 0.
+const PAD_BYTES: usize = 900 << 10;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_statement_streams_match_native_sqlite() {
-    let c = TestCluster::start().await;
+async fn random_statement_streams_match_native_sqlite_one_segment() {
+    let _one = one_cluster_at_a_time().await;
+    differential(Shape::OneSegment).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_statement_streams_match_native_sqlite_many_segments() {
+    let _one = one_cluster_at_a_time().await;
+    differential(Shape::ManySegments).await;
+}
+
+async fn differential(shape: Shape) {
+    let c = shape.start().await;
     let token = c.create_tenant("diff").await;
+    shape.pad_before_tables(&c, "diff", &token, PAD_BYTES).await;
     let conn = rusqlite::Connection::open_in_memory().expect("native sqlite");
     for ddl in SCHEMA {
         conn.execute(ddl, []).expect("native schema");
@@ -201,9 +221,18 @@ async fn random_statement_streams_match_native_sqlite() {
     };
     let (rows, _) = native(&conn, &all).expect("native select");
     assert_eq!(c.sql("diff", &token, &all.sql).await.ok().rows(), rows);
+    let segments = segment_groups(&c, "diff").await.len();
     eprintln!(
-        "compared {compared} statements ({errors} expected SQL errors) and {batches} batches"
+        "{}: compared {compared} statements ({errors} expected SQL errors) and {batches} batches; \
+         {segments} segment(s) hold data",
+        shape.name()
     );
+    if shape == Shape::ManySegments {
+        assert!(
+            segments >= 2,
+            "the tables did not grow across segments: {segments} hold data"
+        );
+    }
     assert!(
         errors > 0 && batches > 0,
         "the stream must exercise errors and batches"

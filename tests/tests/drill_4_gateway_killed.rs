@@ -3,11 +3,16 @@
 //! flight get no answer (outcome unknown). After recovery (a new writer epoch) every checker
 //! holds: each acknowledged commit is present, each unknown one is wholly present or wholly
 //! absent, no read goes backwards across the crash, and the money adds up.
+//!
+//! It runs on both shapes of volume ([`Shape`]): one segment on six safekeepers, and many 1 MiB
+//! segments over a pool of nine, where recovery finds the volume's end across every group and
+//! a commit torn by the kill may have reached some of its segments' groups and not others.
 
 use borealis_tests::checkers::{
     longest_read_stall, unknown_reasons, write_availability, DrillReport,
 };
 use borealis_tests::cluster::TestCluster;
+use borealis_tests::shape::{one_cluster_at_a_time, Shape};
 use borealis_tests::workload::{LoadConfig, Workload, WorkloadConfig};
 use serde_json::Value;
 use std::time::Duration;
@@ -26,15 +31,29 @@ async fn epoch(c: &TestCluster) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drill_4_gateway_killed_under_load() {
-    let c = TestCluster::start().await;
+async fn drill_4_gateway_killed_under_load_one_segment() {
+    let _one = one_cluster_at_a_time().await;
+    drill(Shape::OneSegment).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_4_gateway_killed_under_load_many_segments() {
+    let _one = one_cluster_at_a_time().await;
+    drill(Shape::ManySegments).await;
+}
+
+async fn drill(shape: Shape) {
+    let c = shape.start().await;
     let w = Workload::setup(&c, "bank", WorkloadConfig::default()).await;
+    shape.spread_workload(&c, &w).await;
     let load = LoadConfig {
         duration: Duration::from_secs(16),
         ..LoadConfig::default()
     };
-    let mut report =
-        DrillReport::new("drill 4: gateway (with the writer compute) killed under load");
+    let mut report = DrillReport::new(&format!(
+        "drill 4 ({}): gateway (with the writer compute) killed under load",
+        shape.name()
+    ));
     report.line(w.describe(&load));
 
     let started = w.now();
