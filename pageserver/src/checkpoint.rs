@@ -7,9 +7,11 @@
 //!
 //! 1. claims a new **generation** for the segment ([`crate::remote`] explains how, and what
 //!    generations fence);
-//! 2. loads the newest index (the highest checkpoint LSN of any generation), downloads its image
-//!    layer, checks every byte of it ([`crate::layer`]), and installs each page as the page's
-//!    oldest retained version ([`crate::pages::TenantPages::install`]);
+//! 2. loads the newest index (the highest checkpoint LSN of any generation), downloads the layers
+//!    of its chain (an image layer and the changes layers above it, [`crate::index`]), checks
+//!    every byte of each ([`crate::layer`]), and installs each page's newest version in the
+//!    chain as the page's oldest retained version ([`crate::pages::TenantPages::install`]),
+//!    reading the newest layer first and skipping the pages a newer layer held;
 //! 3. starts following the log from the checkpoint: `caught_up_to` is the checkpoint LSN and the
 //!    next record must chain to the index's `last_record_lsn`.
 //!
@@ -33,14 +35,23 @@
 //! work waiting for the object store is bounded):
 //!
 //! 1. take the follower's cursor `C` (`caught_up_to`, and the newest record applied at or below
-//!    it) and write an image layer of every page of the segment as of `C` to a local file (ingest
-//!    goes on: a page's versions at or below `C` never change; if a page has already dropped the
-//!    version `C` needs, the checkpoint is abandoned and tried again later);
+//!    it) and write a layer of the segment as of `C` to a local file (ingest goes on: a page's
+//!    versions at or below `C` never change; if a page has already dropped the version `C` needs,
+//!    the checkpoint is abandoned and tried again later). Usually a **changes layer**: only the
+//!    pages whose version at `C` was written above the previous checkpoint `P`, so what a
+//!    checkpoint uploads follows the pages changed since `P`, not the segment's size. An **image
+//!    layer** of every page instead when there is no chain yet or the changes layers' bytes
+//!    reach half the image's, and one changes layer of every page changed since the image once
+//!    the chain holds [`CHANGES_LAYERS_MAX`] changes layers (`plan_layer`): a restore reads one
+//!    image, at most that many changes layers, and below the newest layer less than 1.5 times
+//!    the image's bytes;
 //! 2. upload the layer under this generation;
-//! 3. upload the index naming it: now the checkpoint is durable (`checkpointed_lsn` on
-//!    `/status`);
+//! 3. upload the index naming the chain (the previous chain plus the new changes layer, or the
+//!    new image alone): now the checkpoint is durable (`checkpointed_lsn` on `/status`);
 //! 4. delete this generation's layers that the new index does not name (idempotent; skipped when
-//!    a newer generation exists, see [`crate::remote`]);
+//!    a newer generation exists, see [`crate::remote`]). Layers of an older generation that the
+//!    chain names stay; those it no longer names are an older generation's garbage, which this
+//!    attachment never deletes;
 //! 5. tell every safekeeper of the segment's group (`crate::safekeepers::sources`)
 //!    `Trim { upto: C, epoch }`, where `epoch` is the newest writer epoch a
 //!    GetPage vouched for: a safekeeper that has not seen that epoch refuses.
@@ -48,17 +59,17 @@
 //! `C` is at or below a VDL someone vouched for, so every record in the checkpoint is durable and
 //! no recovery will ever truncate it: any index, of any generation, is a correct starting point.
 //!
-//! Every checkpoint is a full image of the segment; delta layers (and compaction) are not built.
-//! That is fine for the small segments of tests and of young volumes; a 10 GiB segment would
-//! want an incremental scheme before checkpoints are frequent.
+//! Changes layers hold page images, not redo: a page changed by one record costs its 4 KiB in
+//! the next changes layer. Redo-based delta layers, on-demand download of layers and garbage
+//! collection of older generations' objects are RFC 0009's next steps.
 
 use crate::index::{LayerRef, SegmentIndex};
-use crate::layer::{self, LayerError, LayerMeta, LayerWriter};
+use crate::layer::{self, LayerError, LayerKind, LayerMeta, LayerWriter};
 use crate::pages::{ApplyError, ReadError, TenantPages};
 use crate::remote::{Backoff, RemoteError};
 use crate::segment_cursor::Cursor;
 use crate::tenant::{Segment, Shared, Tenant, Tenants, TrimAnswer};
-use borealis_core::{Lsn, SegmentId, SegmentLayout, TenantId};
+use borealis_core::{Lsn, PageNo, SegmentId, SegmentLayout, TenantId};
 use borealis_objstore::keys::{self, Generation};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -73,14 +84,19 @@ pub const SHUTDOWN_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(8);
 /// A failing object store operation is logged at WARN on its first failure and then once every
 /// this many attempts (DEBUG in between): a store that is down for an hour must not flood the log.
 const WARN_EVERY_ATTEMPTS: u64 = 20;
+/// Changes layers a chain may hold above its image; past it, the next checkpoint writes one
+/// changes layer of every page changed since the image instead of extending the chain.
+pub const CHANGES_LAYERS_MAX: usize = 16;
 
 /// What [`attach`] found: where the segment's log is followed from.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Attached {
     pub generation: Generation,
     pub cursor: Cursor,
     /// The checkpoint started from (`INVALID`: none).
     pub checkpointed: Lsn,
+    /// Its index's chain of layers (empty: none), which the next checkpoint extends.
+    pub chain: Vec<LayerRef>,
 }
 
 #[derive(Debug, Error)]
@@ -164,14 +180,19 @@ async fn try_attach(
             generation,
             cursor: Cursor::default(),
             checkpointed: Lsn::INVALID,
+            chain: Vec::new(),
         });
     };
     let dir = layers_dir(shared, tenant.id, segment.id);
     tokio::fs::create_dir_all(&dir)
         .await
         .map_err(RemoteError::from)?;
+    // Newest layer first: a page's newest version in the chain is installed, and older layers'
+    // versions of it are skipped (`held`: one bit per page of the segment).
+    let layout = shared.config.layout;
+    let mut held = PageBitmap::new(layout.pages_per_segment());
     let mut installed = 0u64;
-    for layer_ref in &index.layers {
+    for (i, layer_ref) in index.layers.iter().enumerate().rev() {
         let path = dir.join(format!(
             "{}-{:08x}.download",
             layer_ref.name, layer_ref.generation
@@ -182,13 +203,27 @@ async fn try_attach(
         shared.metrics.layers_downloaded.inc();
         shared.metrics.bytes_downloaded.add(bytes);
         let pages = tenant.pages.clone();
-        let (t, s, layout) = (tenant.id, segment.id, shared.config.layout);
-        let expect = (index.checkpoint_lsn, index.last_record_lsn);
-        let installed_here =
-            tokio::task::spawn_blocking(move || install_layer(&pages, &path, t, s, layout, expect))
-                .await
-                .map_err(|e| AttachError::Task(e.to_string()))??;
-        installed += installed_here;
+        let (t, s) = (tenant.id, segment.id);
+        let expect = Expected {
+            kind: if layer_ref.is_image() {
+                LayerKind::Image
+            } else {
+                LayerKind::Changes
+            },
+            lsn: layer_ref.lsn,
+            above: layer_ref.from_lsn.unwrap_or(Lsn::INVALID),
+            pages: layer_ref.pages,
+            // The newest layer's last record is the index's; older ones' are below it.
+            last_record_lsn: (i + 1 == index.layers.len()).then_some(index.last_record_lsn),
+        };
+        let (installed_here, held_back) = tokio::task::spawn_blocking(move || {
+            let r = install_layer(&pages, &path, t, s, layout, &expect, &mut held);
+            (r, held)
+        })
+        .await
+        .map_err(|e| AttachError::Task(e.to_string()))?;
+        held = held_back;
+        installed += installed_here?;
     }
     info!(
         from_generation = index.generation, checkpoint_lsn = %index.checkpoint_lsn,
@@ -200,6 +235,8 @@ async fn try_attach(
         c.restored_from_generation = Some(index.generation);
         c.restored_lsn = index.checkpoint_lsn;
         c.restored_pages = installed;
+        c.chain_layers = index.layers.len();
+        c.chain_bytes = index.layers.iter().map(|l| l.bytes).sum();
     });
     Ok(Attached {
         generation,
@@ -208,31 +245,138 @@ async fn try_attach(
             last_applied: index.last_record_lsn,
         },
         checkpointed: index.checkpoint_lsn,
+        chain: index.layers,
     })
 }
 
-/// Checks every byte of a downloaded layer, then installs its pages; removes the file. Returns
-/// the number of pages installed. Blocking.
+/// What the next checkpoint writes, given the chain of the last one (at `checkpointed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LayerPlan {
+    kind: LayerKind,
+    /// A changes layer holds the pages changed above it (`INVALID` for an image).
+    since: Lsn,
+    /// How many layers of the chain the new index keeps below the new layer.
+    keep: usize,
+}
+
+/// The layer policy (see the module docs):
+/// - an **image** when there is no chain, or its changes layers' bytes reach half the image's
+///   (below its newest layer a chain then holds less than 1.5 times the image, and each byte
+///   changed costs about three uploaded: its changes layer and its share of the next image);
+/// - one **merged changes layer** of every page changed since the image when the chain holds
+///   [`CHANGES_LAYERS_MAX`] changes layers (a restore reads a bounded number of layers; the
+///   merged layer is smaller than half the image, by the rule above);
+/// - otherwise the **changes layer** of the pages changed since the last checkpoint.
+fn plan_layer(chain: &[LayerRef], checkpointed: Lsn) -> LayerPlan {
+    let image = LayerPlan {
+        kind: LayerKind::Image,
+        since: Lsn::INVALID,
+        keep: 0,
+    };
+    let Some(first) = chain.first() else {
+        return image;
+    };
+    let changes_bytes: u64 = chain.iter().skip(1).map(|l| l.bytes).sum();
+    if changes_bytes.saturating_mul(2) >= first.bytes {
+        return image;
+    }
+    if chain.len() > CHANGES_LAYERS_MAX {
+        return LayerPlan {
+            kind: LayerKind::Changes,
+            since: first.lsn,
+            keep: 1,
+        };
+    }
+    LayerPlan {
+        kind: LayerKind::Changes,
+        since: checkpointed,
+        keep: chain.len(),
+    }
+}
+
+/// One bit per page of a segment.
+struct PageBitmap {
+    words: Vec<u64>,
+    pages_per_segment: u32,
+}
+
+impl PageBitmap {
+    fn new(pages_per_segment: u32) -> Self {
+        PageBitmap {
+            words: vec![0; (pages_per_segment as usize).div_ceil(64)],
+            pages_per_segment,
+        }
+    }
+
+    /// Sets `page`'s bit; whether it was clear.
+    fn insert(&mut self, page: PageNo) -> bool {
+        let i = (page.0 % self.pages_per_segment) as usize;
+        let (word, bit) = (i / 64, 1u64 << (i % 64));
+        let was_clear = self.words[word] & bit == 0;
+        self.words[word] |= bit;
+        was_clear
+    }
+}
+
+/// What the index says of a layer, checked against the layer's own header and pages.
+struct Expected {
+    kind: LayerKind,
+    lsn: Lsn,
+    /// Every page version of a changes layer is above it (`INVALID` for an image).
+    above: Lsn,
+    pages: u32,
+    /// `Some` for the chain's newest layer: the index's `last_record_lsn`.
+    last_record_lsn: Option<Lsn>,
+}
+
+/// Checks every byte of a downloaded layer, then installs its pages that no newer layer of the
+/// chain held (`held`, which it extends); removes the file. Returns the number of pages
+/// installed. Blocking.
 fn install_layer(
     pages: &TenantPages,
     path: &Path,
     tenant: TenantId,
     segment: SegmentId,
     layout: SegmentLayout,
-    (lsn, last_record_lsn): (Lsn, Lsn),
+    expect: &Expected,
+    held: &mut PageBitmap,
 ) -> Result<u64, AttachError> {
     let meta = layer::verify(path, tenant, segment, layout)?;
-    if (meta.lsn, meta.last_record_lsn) != (lsn, last_record_lsn) {
+    if (meta.kind, meta.lsn, meta.page_count) != (expect.kind, expect.lsn, expect.pages)
+        || expect
+            .last_record_lsn
+            .is_some_and(|l| l != meta.last_record_lsn)
+    {
         return Err(AttachError::Mismatch(format!(
-            "layer {} is at lsn {} (last record {}), the index says {lsn} ({last_record_lsn})",
+            "layer {} is a {:?} layer at lsn {} (last record {}) of {} pages, the index says {:?} \
+             at {} (last record {:?}) of {}",
             path.display(),
+            meta.kind,
             meta.lsn,
-            meta.last_record_lsn
+            meta.last_record_lsn,
+            meta.page_count,
+            expect.kind,
+            expect.lsn,
+            expect.last_record_lsn,
+            expect.pages
         )));
     }
     let mut installed = 0u64;
     let mut install_error = None;
     layer::for_each_page(path, tenant, segment, layout, |page, lsn, image| {
+        if expect.kind == LayerKind::Changes && lsn <= expect.above {
+            return Err(LayerError::Corrupt {
+                path: path.display().to_string(),
+                reason: format!(
+                    "page {page} at lsn {lsn} in a changes layer above lsn {}",
+                    expect.above
+                ),
+            });
+        }
+        if !held.insert(page) {
+            // A newer layer of the chain holds a newer version of it.
+            return Ok(());
+        }
         match pages.install(page, lsn, image) {
             Ok(new) => installed += u64::from(new),
             Err(e) => {
@@ -270,6 +414,7 @@ pub(crate) fn spawn_checkpointer(
         segment,
         generation: attached.generation,
         checkpointed: attached.checkpointed,
+        chain: attached.chain,
         records_at_checkpoint,
         trim_incomplete: false,
     };
@@ -302,6 +447,8 @@ struct Checkpointer {
     generation: Generation,
     /// The newest durable checkpoint of this segment this attachment knows (its own or restored).
     checkpointed: Lsn,
+    /// The chain of layers of that checkpoint's index (empty: none yet).
+    chain: Vec<LayerRef>,
     /// The segment's `records_applied` when the last checkpoint's cursor was taken.
     records_at_checkpoint: u64,
     /// The last trim did not reach every safekeeper: retry it even without a new checkpoint.
@@ -359,7 +506,12 @@ impl Checkpointer {
             self.records_at_checkpoint = records_before;
             return;
         }
-        let name = layer::image_layer_name(cursor.caught_up_to);
+        let plan = plan_layer(&self.chain, self.checkpointed);
+        let (kind, since) = (plan.kind, plan.since);
+        let name = match kind {
+            LayerKind::Image => layer::image_layer_name(cursor.caught_up_to),
+            LayerKind::Changes => layer::changes_layer_name(since, cursor.caught_up_to),
+        };
 
         // 1. The layer, written locally.
         let dir = layers_dir(&shared, tenant, segment);
@@ -369,7 +521,15 @@ impl Checkpointer {
         let path = local.clone();
         let written = tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&dir)?;
-            write_layer(&pages, &path, tenant, segment, layout, cursor)
+            write_layer(
+                &pages,
+                &path,
+                kind,
+                since,
+                (tenant, segment),
+                layout,
+                cursor,
+            )
         })
         .await;
         let meta = match written {
@@ -421,14 +581,32 @@ impl Checkpointer {
         }
 
         // 3. The index: the checkpoint is durable once it is.
-        let layer_ref = LayerRef::image(name.clone(), generation, &meta, uploaded.crc32c);
+        let chain = match kind {
+            LayerKind::Image => vec![LayerRef::image(
+                name.clone(),
+                generation,
+                &meta,
+                uploaded.crc32c,
+            )],
+            LayerKind::Changes => {
+                let mut chain = self.chain[..plan.keep].to_vec();
+                chain.push(LayerRef::changes(
+                    name.clone(),
+                    generation,
+                    since,
+                    &meta,
+                    uploaded.crc32c,
+                ));
+                chain
+            }
+        };
         let index = SegmentIndex::new(
             tenant,
             segment,
             generation,
             cursor.caught_up_to,
             cursor.last_applied,
-            vec![layer_ref],
+            chain.clone(),
         );
         let Some(index_bytes) = self
             .retry("uploading the index", || {
@@ -442,7 +620,12 @@ impl Checkpointer {
         };
         shared.metrics.bytes_uploaded.add(index_bytes);
         shared.metrics.checkpoints.inc();
+        match kind {
+            LayerKind::Image => shared.metrics.image_layers_written.inc(),
+            LayerKind::Changes => shared.metrics.changes_layers_written.inc(),
+        }
         self.checkpointed = cursor.caught_up_to;
+        self.chain = chain;
         self.records_at_checkpoint = records_before;
         self.segment.update_checkpoint(|c| {
             c.uploading = false;
@@ -450,13 +633,21 @@ impl Checkpointer {
             c.checkpoints += 1;
             c.last_layer = Some(name.clone());
             c.last_layer_pages = meta.page_count;
+            c.chain_layers = self.chain.len();
+            c.chain_bytes = self.chain.iter().map(|l| l.bytes).sum();
             c.last_problem = None;
         });
-        info!(lsn = %cursor.caught_up_to, pages = meta.page_count, bytes = uploaded.bytes, "checkpoint durable");
+        info!(lsn = %cursor.caught_up_to, kind = kind.name(), pages = meta.page_count, bytes = uploaded.bytes, chain = self.chain.len(), "checkpoint durable");
         remove_quietly(&local);
 
         // 4. This generation's layers the index no longer names.
-        let newest = self.collect_garbage(&name).await;
+        let keep: Vec<String> = self
+            .chain
+            .iter()
+            .filter(|l| l.generation == generation.0)
+            .map(|l| l.name.clone())
+            .collect();
+        let newest = self.collect_garbage(&keep).await;
 
         // 5. The safekeepers may drop the log it covers, if this is still the newest generation.
         // Trimming the log is a deletion too: a newer attachment may have restored from an
@@ -519,7 +710,7 @@ impl Checkpointer {
     /// unless a newer generation exists. Failures are left for the next checkpoint. Returns
     /// whether this generation was confirmed the newest (nothing may be deleted otherwise,
     /// the safekeepers' log included).
-    async fn collect_garbage(&mut self, keep: &str) -> bool {
+    async fn collect_garbage(&mut self, keep: &[String]) -> bool {
         let remote = &self.shared.remote;
         let (tenant, segment, generation) = (self.tenant.id, self.segment.id, self.generation);
         match remote.newest_claim(tenant, segment).await {
@@ -544,7 +735,7 @@ impl Checkpointer {
                 return true;
             }
         };
-        for name in names.iter().filter(|n| n.as_str() != keep) {
+        for name in names.iter().filter(|n| !keep.contains(n)) {
             match remote.delete_layer(tenant, segment, name, generation).await {
                 Ok(()) => {
                     self.shared.metrics.layers_deleted.inc();
@@ -621,17 +812,20 @@ enum WriteError {
     Io(#[from] std::io::Error),
 }
 
-/// Writes the image layer of `segment` as of `cursor` to `path`. Blocking.
+/// Writes the layer of `kind` of `segment` as of `cursor` to `path`: every page, or (changes)
+/// the pages whose version at the cursor is above `since`. Blocking.
 fn write_layer(
     pages: &TenantPages,
     path: &Path,
-    tenant: TenantId,
-    segment: SegmentId,
+    kind: LayerKind,
+    since: Lsn,
+    (tenant, segment): (TenantId, SegmentId),
     layout: SegmentLayout,
     cursor: Cursor,
 ) -> Result<LayerMeta, WriteError> {
     let mut writer = LayerWriter::create(
         path,
+        kind,
         tenant,
         segment,
         layout,
@@ -639,6 +833,14 @@ fn write_layer(
         cursor.last_applied,
     )?;
     for page in pages.segment_pages(segment) {
+        if kind == LayerKind::Changes {
+            match pages.checkpoint_version(page, cursor.caught_up_to) {
+                Ok(Some(v)) if v.lsn > since => {}
+                Ok(_) => continue,
+                Err(e @ ReadError::LsnTooOld { .. }) => return Err(WriteError::TooOld(e)),
+                Err(e) => return Err(WriteError::Read(e)),
+            }
+        }
         match pages.version_for_checkpoint(page, cursor.caught_up_to) {
             Ok(Some((lsn, image))) => writer.push(page, lsn, &image)?,
             Ok(None) => {}
@@ -692,6 +894,52 @@ mod tests {
     /// A checkpoint written from one store and installed into another answers every read at or
     /// above each page's layer LSN exactly as the original, and "too old" below it.
     #[test]
+    fn the_layer_plan_bounds_the_chain_and_what_a_restore_reads() {
+        let meta = |lsn: u64, pages: u32| LayerMeta {
+            kind: LayerKind::Changes,
+            tenant: TenantId(1),
+            segment: SegmentId(0),
+            lsn: Lsn(lsn),
+            last_record_lsn: Lsn(lsn),
+            page_count: pages,
+        };
+        let image = LayerRef::image("i".into(), Generation(1), &meta(10, 100), 0);
+        let changes = |from: u64, to: u64, pages| {
+            LayerRef::changes("c".into(), Generation(1), Lsn(from), &meta(to, pages), 0)
+        };
+        assert_eq!(plan_layer(&[], Lsn::INVALID).kind, LayerKind::Image);
+        // Small changes extend the chain from the last checkpoint.
+        let mut chain = vec![image.clone(), changes(10, 20, 2)];
+        assert_eq!(
+            plan_layer(&chain, Lsn(20)),
+            LayerPlan {
+                kind: LayerKind::Changes,
+                since: Lsn(20),
+                keep: 2
+            }
+        );
+        // Changes worth half the image: a new image.
+        chain.push(changes(20, 30, 49));
+        assert_eq!(plan_layer(&chain, Lsn(30)).kind, LayerKind::Image);
+        // A long chain of small changes: merged into one from the image.
+        let mut chain = vec![image];
+        for i in 0..CHANGES_LAYERS_MAX as u64 {
+            chain.push(changes(10 + i, 11 + i, 1));
+        }
+        let last = Lsn(10 + CHANGES_LAYERS_MAX as u64);
+        assert_eq!(
+            plan_layer(&chain, last),
+            LayerPlan {
+                kind: LayerKind::Changes,
+                since: Lsn(10),
+                keep: 1
+            }
+        );
+        chain.pop();
+        assert_eq!(plan_layer(&chain, last).keep, CHANGES_LAYERS_MAX);
+    }
+
+    #[test]
     fn a_layer_round_trips_through_a_fresh_store() {
         let dir = tempfile::tempdir().unwrap();
         let layout = SegmentLayout::new(4);
@@ -729,70 +977,169 @@ mod tests {
             caught_up_to: Lsn(30),
             last_applied: Lsn(last),
         };
+        let ts = (TenantId(1), SegmentId(0));
+        let expect = |kind, lsn: u64, pages, last_record_lsn| Expected {
+            kind,
+            lsn: Lsn(lsn),
+            above: Lsn::INVALID,
+            pages,
+            last_record_lsn,
+        };
         let path = dir.path().join("layer");
-        let meta = write_layer(&a, &path, TenantId(1), SegmentId(0), layout, cursor).unwrap();
-        assert_eq!(meta.page_count, 4);
-        let b = TenantPages::create(&dir.path().join("b"), TenantId(1), layout, 16, cache).unwrap();
-        let installed = install_layer(
-            &b,
+        let meta = write_layer(
+            &a,
             &path,
-            TenantId(1),
-            SegmentId(0),
+            LayerKind::Image,
+            Lsn::INVALID,
+            ts,
             layout,
-            (Lsn(30), Lsn(last)),
+            cursor,
         )
         .unwrap();
+        assert_eq!(meta.page_count, 4);
+        let b = TenantPages::create(
+            &dir.path().join("b"),
+            TenantId(1),
+            layout,
+            16,
+            cache.clone(),
+        )
+        .unwrap();
+        let whole = expect(LayerKind::Image, 30, 4, Some(Lsn(last)));
+        let mut held = PageBitmap::new(4);
+        let installed = install_layer(&b, &path, ts.0, ts.1, layout, &whole, &mut held).unwrap();
         assert_eq!(installed, 4);
         assert!(
             !path.exists(),
             "the downloaded file is removed once installed"
         );
-        for page in 0..4u32 {
-            let (p_lsn, _) = a
-                .version_for_checkpoint(PageNo(page), Lsn(30))
-                .unwrap()
-                .unwrap();
-            for lsn in 0..=30u64 {
-                let got = b.get(PageNo(page), Lsn(lsn));
-                if lsn >= p_lsn.0 {
-                    assert_eq!(
-                        got.unwrap(),
-                        a.get(PageNo(page), Lsn(lsn)).unwrap(),
-                        "page {page} at {lsn}"
-                    );
-                } else {
-                    assert!(
-                        matches!(got, Err(ReadError::LsnTooOld { .. })),
-                        "page {page} at {lsn}"
-                    );
+        let same_reads = |b: &TenantPages| {
+            for page in 0..4u32 {
+                let (p_lsn, _) = a
+                    .version_for_checkpoint(PageNo(page), Lsn(30))
+                    .unwrap()
+                    .unwrap();
+                for lsn in 0..=30u64 {
+                    let got = b.get(PageNo(page), Lsn(lsn));
+                    if lsn >= p_lsn.0 {
+                        assert_eq!(
+                            got.unwrap(),
+                            a.get(PageNo(page), Lsn(lsn)).unwrap(),
+                            "page {page} at {lsn}"
+                        );
+                    } else {
+                        assert!(
+                            matches!(got, Err(ReadError::LsnTooOld { .. })),
+                            "page {page} at {lsn}"
+                        );
+                    }
                 }
             }
-        }
+        };
+        same_reads(&b);
         // Installing again is a no-op (a retried restore); the segment's counts are right.
-        write_layer(&a, &path, TenantId(1), SegmentId(0), layout, cursor).unwrap();
-        let again = install_layer(
-            &b,
+        write_layer(
+            &a,
             &path,
-            TenantId(1),
-            SegmentId(0),
+            LayerKind::Image,
+            Lsn::INVALID,
+            ts,
             layout,
-            (Lsn(30), Lsn(last)),
+            cursor,
         )
         .unwrap();
+        let mut held = PageBitmap::new(4);
+        let again = install_layer(&b, &path, ts.0, ts.1, layout, &whole, &mut held).unwrap();
         assert_eq!(again, 0);
         assert_eq!(b.segment_counts(SegmentId(0)).pages, 4);
         // A layer whose header disagrees with the index is refused.
-        write_layer(&a, &path, TenantId(1), SegmentId(0), layout, cursor).unwrap();
+        write_layer(
+            &a,
+            &path,
+            LayerKind::Image,
+            Lsn::INVALID,
+            ts,
+            layout,
+            cursor,
+        )
+        .unwrap();
+        let mut held = PageBitmap::new(4);
+        let wrong = expect(LayerKind::Image, 31, 4, Some(Lsn(last)));
         assert!(matches!(
-            install_layer(
-                &b,
-                &path,
-                TenantId(1),
-                SegmentId(0),
-                layout,
-                (Lsn(31), Lsn(last))
-            ),
+            install_layer(&b, &path, ts.0, ts.1, layout, &wrong, &mut held),
             Err(AttachError::Mismatch(_))
         ));
+
+        // The same state as a chain: an image at 25, then the pages changed in (25, 30].
+        let last_at = |upto: u64| (1..=upto).rev().find(|l| (l * 7) % 8 < 4).unwrap();
+        let at_20 = Cursor {
+            caught_up_to: Lsn(25),
+            last_applied: Lsn(last_at(25)),
+        };
+        let image_path = dir.path().join("image");
+        let image = write_layer(
+            &a,
+            &image_path,
+            LayerKind::Image,
+            Lsn::INVALID,
+            ts,
+            layout,
+            at_20,
+        )
+        .unwrap();
+        let changes_path = dir.path().join("changes");
+        let changes = write_layer(
+            &a,
+            &changes_path,
+            LayerKind::Changes,
+            Lsn(25),
+            ts,
+            layout,
+            cursor,
+        )
+        .unwrap();
+        let changed: Vec<u32> = (0..4u32)
+            .filter(|&p| {
+                a.version_for_checkpoint(PageNo(p), Lsn(30))
+                    .unwrap()
+                    .is_some_and(|(l, _)| l > Lsn(25))
+            })
+            .collect();
+        assert!(!changed.is_empty() && changed.len() < 4, "{changed:?}");
+        assert_eq!(changes.page_count as usize, changed.len());
+        assert_eq!(changes.kind, LayerKind::Changes);
+        let c = TenantPages::create(&dir.path().join("c"), TenantId(1), layout, 16, cache).unwrap();
+        let mut held = PageBitmap::new(4);
+        let newest = Expected {
+            above: Lsn(25),
+            ..expect(LayerKind::Changes, 30, changes.page_count, Some(Lsn(last)))
+        };
+        let from_changes =
+            install_layer(&c, &changes_path, ts.0, ts.1, layout, &newest, &mut held).unwrap();
+        let oldest = expect(LayerKind::Image, 25, image.page_count, None);
+        let from_image =
+            install_layer(&c, &image_path, ts.0, ts.1, layout, &oldest, &mut held).unwrap();
+        assert_eq!(
+            (from_changes, from_image),
+            (changed.len() as u64, 4 - changed.len() as u64)
+        );
+        same_reads(&c);
+        // A changes layer claiming to start above a version it holds is refused.
+        write_layer(
+            &a,
+            &changes_path,
+            LayerKind::Changes,
+            Lsn(25),
+            ts,
+            layout,
+            cursor,
+        )
+        .unwrap();
+        let lying = Expected {
+            above: Lsn(29),
+            ..newest
+        };
+        let mut held = PageBitmap::new(4);
+        assert!(install_layer(&c, &changes_path, ts.0, ts.1, layout, &lying, &mut held).is_err());
     }
 }

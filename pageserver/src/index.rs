@@ -1,5 +1,14 @@
 //! The index of a segment's checkpoint: which layers hold the segment, as of which LSN.
 //!
+//! The layers form a **chain**, oldest first: one image layer (every page as of its LSN), then
+//! zero or more changes layers, each holding the pages changed between the layer before it and
+//! its own LSN (`from_lsn` is the LSN of the layer before). The last layer is at the checkpoint
+//! LSN. A page's content as of the checkpoint is in the newest layer of the chain that holds it.
+//! The checkpointer keeps the chain short ([`crate::checkpoint`]: a new image once it has
+//! `CHANGES_LAYERS_MAX` changes layers or their bytes reach half the image's), so a restore reads
+//! a bounded number of layers, and what a checkpoint uploads follows the pages changed since the
+//! last one, not the segment's size.
+//!
 //! One index object per (tenant, segment, generation), `index-<generation>.json`, replaced
 //! (atomically, as every object store PUT is) by each checkpoint of that attachment. It is
 //! uploaded only after every layer it names is uploaded, so a durable index always names layers
@@ -14,6 +23,9 @@
 //!  "crc32c":2864434397}
 //! ```
 //!
+//! A changes layer's entry adds `"from_lsn"` after `"lsn"`. Version 1 indexes (one image layer,
+//! no `from_lsn`) are still read.
+//!
 //! The top-level `crc32c` is the CRC32C of the document serialized compactly, in this field
 //! order, with `crc32c` set to 0; a reader re-serializes what it parsed the same way to check it.
 //! Each layer entry carries the size and CRC32C of the whole layer file, checked after download.
@@ -25,7 +37,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub const INDEX_MAGIC: &str = "borealis-segment-index";
-pub const INDEX_VERSION: u32 = 1;
+pub const INDEX_VERSION: u32 = 2;
+/// The oldest version still read: one image layer at the checkpoint.
+pub const INDEX_VERSION_MIN: u32 = 1;
 /// Layers one index may name: a bound on what a reader downloads before it trusts the index.
 pub const INDEX_LAYERS_MAX: usize = 1024;
 /// The largest index a reader accepts (a few hundred bytes per layer).
@@ -40,10 +54,15 @@ pub struct IndexError(pub String);
 pub struct LayerRef {
     /// The layer's name; its object key is `layer_key(tenant, segment, name, generation)`.
     pub name: String,
-    /// The generation that wrote it (today always the index's own).
+    /// The generation that wrote it: the index's own, or an older one's for the layers of the
+    /// chain it restored from.
     pub generation: u32,
+    /// `"image"` or `"changes"`.
     pub kind: String,
     pub lsn: Lsn,
+    /// A changes layer's lower bound: the LSN of the layer before it in the chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_lsn: Option<Lsn>,
     pub pages: u32,
     /// Size and CRC32C of the whole layer file.
     pub bytes: u64,
@@ -57,10 +76,34 @@ impl LayerRef {
             generation: generation.0,
             kind: "image".into(),
             lsn: meta.lsn,
+            from_lsn: None,
             pages: meta.page_count,
             bytes: meta.file_bytes(),
             crc32c,
         }
+    }
+
+    pub fn changes(
+        name: String,
+        generation: Generation,
+        from_lsn: Lsn,
+        meta: &LayerMeta,
+        crc32c: u32,
+    ) -> Self {
+        LayerRef {
+            name,
+            generation: generation.0,
+            kind: "changes".into(),
+            lsn: meta.lsn,
+            from_lsn: Some(from_lsn),
+            pages: meta.page_count,
+            bytes: meta.file_bytes(),
+            crc32c,
+        }
+    }
+
+    pub fn is_image(&self) -> bool {
+        self.kind == "image"
     }
 }
 
@@ -137,7 +180,7 @@ impl SegmentIndex {
         if index.magic != INDEX_MAGIC {
             return Err(bad(format!("magic {:?}", index.magic)));
         }
-        if index.version != INDEX_VERSION {
+        if !(INDEX_VERSION_MIN..=INDEX_VERSION).contains(&index.version) {
             return Err(bad(format!("unsupported version {}", index.version)));
         }
         let crc = index.crc();
@@ -162,15 +205,40 @@ impl SegmentIndex {
         if index.layers.is_empty() || index.layers.len() > INDEX_LAYERS_MAX {
             return Err(bad(format!("{} layers", index.layers.len())));
         }
-        for l in &index.layers {
-            if l.kind != "image" || l.lsn != index.checkpoint_lsn || l.name.contains('/') {
-                return Err(bad(format!(
-                    "layer {l:?} is not an image at the checkpoint"
-                )));
-            }
+        check_chain(&index.layers, index.checkpoint_lsn).map_err(bad)?;
+        if index.version == 1 && index.layers.len() != 1 {
+            return Err(bad("a version 1 index names one image layer".into()));
         }
         Ok(index)
     }
+}
+
+/// The chain rule (see the module docs): an image layer first, then changes layers each from
+/// the LSN of the layer before, the last at `checkpoint_lsn`.
+fn check_chain(layers: &[LayerRef], checkpoint_lsn: Lsn) -> Result<(), String> {
+    let mut below: Option<Lsn> = None;
+    for (i, l) in layers.iter().enumerate() {
+        if l.name.contains('/') || l.name.is_empty() {
+            return Err(format!("layer name {:?}", l.name));
+        }
+        match (i, l.kind.as_str(), l.from_lsn, below) {
+            (0, "image", None, _) => {}
+            (0, _, _, _) => return Err(format!("the chain starts with {l:?}, not an image")),
+            (_, "changes", Some(from), Some(prev)) if from == prev && l.lsn > from => {}
+            _ => {
+                return Err(format!(
+                    "layer {i} {l:?} does not follow the layer before it (at {below:?})"
+                ))
+            }
+        }
+        below = Some(l.lsn);
+    }
+    if below != Some(checkpoint_lsn) {
+        return Err(format!(
+            "the chain ends at {below:?}, the checkpoint is at {checkpoint_lsn}"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -179,6 +247,7 @@ mod tests {
 
     fn sample() -> SegmentIndex {
         let meta = LayerMeta {
+            kind: crate::layer::LayerKind::Image,
             tenant: TenantId(0xab),
             segment: SegmentId(0),
             lsn: Lsn(1234),
@@ -206,10 +275,10 @@ mod tests {
         let text = String::from_utf8(sample().encode()).unwrap();
         assert_eq!(
             text,
-            "{\"magic\":\"borealis-segment-index\",\"version\":1,\"tenant\":\"00000000000000ab\",\
+            "{\"magic\":\"borealis-segment-index\",\"version\":2,\"tenant\":\"00000000000000ab\",\
              \"segment\":0,\"generation\":3,\"checkpoint_lsn\":1234,\"last_record_lsn\":1230,\
              \"layers\":[{\"name\":\"image-00000000000004d2\",\"generation\":3,\"kind\":\"image\",\
-             \"lsn\":1234,\"pages\":17,\"bytes\":70104,\"crc32c\":305419896}],\"crc32c\":3790598717}"
+             \"lsn\":1234,\"pages\":17,\"bytes\":70104,\"crc32c\":305419896}],\"crc32c\":2220635066}"
         );
     }
 
@@ -245,5 +314,121 @@ mod tests {
         assert!(
             SegmentIndex::decode(b"\xff", TenantId(0xab), SegmentId(0), Generation(3)).is_err()
         );
+    }
+
+    fn meta(lsn: u64, pages: u32) -> LayerMeta {
+        LayerMeta {
+            kind: crate::layer::LayerKind::Changes,
+            tenant: TenantId(0xab),
+            segment: SegmentId(0),
+            lsn: Lsn(lsn),
+            last_record_lsn: Lsn(lsn),
+            page_count: pages,
+        }
+    }
+
+    fn chain_index(layers: Vec<LayerRef>, checkpoint: u64) -> SegmentIndex {
+        SegmentIndex::new(
+            TenantId(0xab),
+            SegmentId(0),
+            Generation(3),
+            Lsn(checkpoint),
+            Lsn(checkpoint),
+            layers,
+        )
+    }
+
+    fn decode(index: &SegmentIndex) -> Result<SegmentIndex, IndexError> {
+        SegmentIndex::decode(&index.encode(), TenantId(0xab), SegmentId(0), Generation(3))
+    }
+
+    /// Pins a chain's encoding: an image of generation 2 and a changes layer of generation 3.
+    #[test]
+    fn chain_snapshot() {
+        let index = chain_index(
+            vec![
+                LayerRef::image("image-a".into(), Generation(2), &meta(10, 4), 1),
+                LayerRef::changes(
+                    "changes-a-14".into(),
+                    Generation(3),
+                    Lsn(10),
+                    &meta(20, 1),
+                    2,
+                ),
+            ],
+            20,
+        );
+        let text = String::from_utf8(index.encode()).unwrap();
+        assert_eq!(
+            text,
+            "{\"magic\":\"borealis-segment-index\",\"version\":2,\"tenant\":\"00000000000000ab\",\
+             \"segment\":0,\"generation\":3,\"checkpoint_lsn\":20,\"last_record_lsn\":20,\
+             \"layers\":[{\"name\":\"image-a\",\"generation\":2,\"kind\":\"image\",\"lsn\":10,\
+             \"pages\":4,\"bytes\":16544,\"crc32c\":1},{\"name\":\"changes-a-14\",\"generation\":3,\
+             \"kind\":\"changes\",\"lsn\":20,\"from_lsn\":10,\"pages\":1,\"bytes\":4184,\
+             \"crc32c\":2}],\"crc32c\":2794632747}"
+        );
+        assert_eq!(decode(&index).unwrap().layers, index.layers);
+    }
+
+    #[test]
+    fn only_a_chain_from_an_image_to_the_checkpoint_is_accepted() {
+        let image = |lsn| LayerRef::image(format!("image-{lsn}"), Generation(3), &meta(lsn, 4), 0);
+        let changes = |from, to| {
+            LayerRef::changes(
+                format!("changes-{from}-{to}"),
+                Generation(3),
+                Lsn(from),
+                &meta(to, 1),
+                0,
+            )
+        };
+        let good = [
+            (vec![image(10)], 10),
+            (vec![image(10), changes(10, 20)], 20),
+            (vec![image(10), changes(10, 20), changes(20, 30)], 30),
+        ];
+        for (layers, checkpoint) in good {
+            decode(&chain_index(layers.clone(), checkpoint))
+                .unwrap_or_else(|e| panic!("{layers:?} at {checkpoint}: {e}"));
+        }
+        let bad = [
+            (vec![], 10),
+            (vec![changes(0, 10)], 10),
+            (vec![image(10)], 20),
+            (vec![image(10), changes(10, 20)], 10),
+            (vec![image(10), changes(11, 20)], 20),
+            (vec![image(10), image(20)], 20),
+            (vec![image(10), changes(10, 10)], 10),
+            (vec![image(10), changes(10, 20), changes(10, 30)], 30),
+        ];
+        for (layers, checkpoint) in bad {
+            assert!(
+                decode(&chain_index(layers.clone(), checkpoint)).is_err(),
+                "{layers:?} at {checkpoint} accepted"
+            );
+        }
+    }
+
+    /// A version 1 index (one image layer, written before chains) is still read; a version 1
+    /// index naming a chain is not.
+    #[test]
+    fn version_1_indexes_are_read() {
+        let mut v1 = sample();
+        v1.version = 1;
+        let back = decode(&v1).unwrap();
+        assert_eq!(back.layers, sample().layers);
+        let mut chain = chain_index(
+            vec![
+                LayerRef::image("image-a".into(), Generation(3), &meta(10, 4), 0),
+                LayerRef::changes("changes-b".into(), Generation(3), Lsn(10), &meta(20, 1), 0),
+            ],
+            20,
+        );
+        chain.version = 1;
+        assert!(decode(&chain).is_err());
+        let mut v3 = sample();
+        v3.version = 3;
+        assert!(decode(&v3).unwrap_err().0.contains("version"));
     }
 }

@@ -1,9 +1,17 @@
-//! Image layer files: every page of one segment as of one checkpoint LSN, in one immutable file.
+//! Layer files: pages of one segment as of one checkpoint LSN, in one immutable file.
 //!
-//! A checkpoint ([`crate::checkpoint`]) writes one image layer per segment and uploads it to
-//! object storage; a pageserver starting with an empty disk downloads it and installs its pages
-//! instead of replaying the segment's log from the beginning. The format is drawn byte by byte in
-//! `docs/formats/layer-file.md`:
+//! Two kinds share one format:
+//!
+//! - an **image layer** holds every page of the segment as of its LSN;
+//! - a **changes layer** holds only the pages that changed since the checkpoint before it (their
+//!   version at the layer's LSN was written by a record above the previous checkpoint's LSN).
+//!   Which checkpoint that was is the index's to say ([`crate::index`]: a chain of one image
+//!   layer and the changes layers above it), and the layer's name (`changes-<from>-<to>`).
+//!
+//! A checkpoint ([`crate::checkpoint`]) writes one layer per segment and uploads it to object
+//! storage; a pageserver starting with an empty disk downloads the chain and installs each page's
+//! newest version instead of replaying the segment's log from the beginning. The format is drawn
+//! byte by byte in `docs/formats/layer-file.md`:
 //!
 //! ```text
 //! +-------------------+---------------------------------------------+------------------+
@@ -36,8 +44,10 @@ pub const LAYER_MAGIC: u32 = u32::from_le_bytes(*b"BRLY");
 /// `"BRLE"` read as a little-endian u32: the footer.
 pub const LAYER_FOOTER_MAGIC: u32 = u32::from_le_bytes(*b"BRLE");
 pub const LAYER_VERSION: u8 = 1;
-/// The only kind so far; delta layers would be another.
+/// Every page of the segment.
 pub const LAYER_KIND_IMAGE: u8 = 1;
+/// Only the pages changed since the previous checkpoint.
+pub const LAYER_KIND_CHANGES: u8 = 2;
 pub const LAYER_HEADER_BYTES: usize = 48;
 pub const LAYER_FOOTER_BYTES: usize = 16;
 const HEADER_CRC_OFFSET: usize = 44;
@@ -54,9 +64,44 @@ pub enum LayerError {
     Corrupt { path: String, reason: String },
 }
 
+/// Which pages a layer holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerKind {
+    /// Every page of the segment written at or below the layer's LSN.
+    Image,
+    /// Only the pages whose version at the layer's LSN is newer than the previous checkpoint.
+    Changes,
+}
+
+impl LayerKind {
+    pub fn code(self) -> u8 {
+        match self {
+            LayerKind::Image => LAYER_KIND_IMAGE,
+            LayerKind::Changes => LAYER_KIND_CHANGES,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<LayerKind> {
+        match code {
+            LAYER_KIND_IMAGE => Some(LayerKind::Image),
+            LAYER_KIND_CHANGES => Some(LayerKind::Changes),
+            _ => None,
+        }
+    }
+
+    /// The kind as the index names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LayerKind::Image => "image",
+            LayerKind::Changes => "changes",
+        }
+    }
+}
+
 /// What a layer's header says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LayerMeta {
+    pub kind: LayerKind,
     pub tenant: TenantId,
     pub segment: SegmentId,
     /// Every record of the segment at or below it is reflected in the pages.
@@ -80,11 +125,16 @@ pub fn image_layer_name(lsn: Lsn) -> String {
     format!("image-{:016x}", lsn.0)
 }
 
+/// The name of the changes layer of a checkpoint at `to` over the one at `from`.
+pub fn changes_layer_name(from: Lsn, to: Lsn) -> String {
+    format!("changes-{:016x}-{:016x}", from.0, to.0)
+}
+
 pub fn encode_header(meta: &LayerMeta) -> [u8; LAYER_HEADER_BYTES] {
     let mut h = [0u8; LAYER_HEADER_BYTES];
     h[0..4].copy_from_slice(&LAYER_MAGIC.to_le_bytes());
     h[4] = LAYER_VERSION;
-    h[5] = LAYER_KIND_IMAGE;
+    h[5] = meta.kind.code();
     h[8..16].copy_from_slice(&meta.tenant.0.to_le_bytes());
     h[16..20].copy_from_slice(&meta.segment.0.to_le_bytes());
     h[24..32].copy_from_slice(&meta.lsn.0.to_le_bytes());
@@ -112,9 +162,9 @@ pub fn decode_header(h: &[u8; LAYER_HEADER_BYTES]) -> Result<LayerMeta, String> 
     if h[4] != LAYER_VERSION {
         return Err(format!("unsupported version {}", h[4]));
     }
-    if h[5] != LAYER_KIND_IMAGE {
+    let Some(kind) = LayerKind::from_code(h[5]) else {
         return Err(format!("unsupported kind {}", h[5]));
-    }
+    };
     if h[6..8] != [0, 0] || h[20..24] != [0, 0, 0, 0] {
         return Err("non-zero reserved bytes".into());
     }
@@ -126,6 +176,7 @@ pub fn decode_header(h: &[u8; LAYER_HEADER_BYTES]) -> Result<LayerMeta, String> 
         ));
     }
     let meta = LayerMeta {
+        kind,
         tenant: TenantId(u64_at(h, 8)),
         segment: SegmentId(u32_at(h, 16)),
         lsn: Lsn(u64_at(h, 24)),
@@ -162,9 +213,10 @@ pub struct LayerWriter {
 }
 
 impl LayerWriter {
-    /// Creates (or truncates) `path` for the image layer of `segment` at `lsn`.
+    /// Creates (or truncates) `path` for a layer of `kind` of `segment` at `lsn`.
     pub fn create(
         path: &Path,
+        kind: LayerKind,
         tenant: TenantId,
         segment: SegmentId,
         layout: SegmentLayout,
@@ -182,6 +234,7 @@ impl LayerWriter {
             path: path.to_path_buf(),
             out,
             meta: LayerMeta {
+                kind,
                 tenant,
                 segment,
                 lsn,
@@ -351,9 +404,16 @@ mod tests {
     /// Segment 1 (pages 8..16) at lsn 50: pages 8, 10, 15.
     fn write(dir: &Path) -> PathBuf {
         let path = dir.join("layer");
-        let mut w =
-            LayerWriter::create(&path, TenantId(9), SegmentId(1), layout(), Lsn(50), Lsn(47))
-                .unwrap();
+        let mut w = LayerWriter::create(
+            &path,
+            LayerKind::Image,
+            TenantId(9),
+            SegmentId(1),
+            layout(),
+            Lsn(50),
+            Lsn(47),
+        )
+        .unwrap();
         w.push(PageNo(8), Lsn(3), &image(1)).unwrap();
         w.push(PageNo(10), Lsn(47), &image(2)).unwrap();
         w.push(PageNo(15), Lsn(20), &image(3)).unwrap();
@@ -366,6 +426,7 @@ mod tests {
     #[test]
     fn header_and_footer_snapshot() {
         let meta = LayerMeta {
+            kind: LayerKind::Image,
             tenant: TenantId(0xab),
             segment: SegmentId(2),
             lsn: Lsn(300),
@@ -388,6 +449,26 @@ mod tests {
             .collect();
         assert_eq!(hex, "42524c4505000000efbeadde8d3e26ea");
         assert_eq!(meta.file_bytes(), 48 + 16 + 5 * 4120);
+        // A changes layer differs in the kind byte (and so the header CRC) only.
+        let changes = LayerMeta {
+            kind: LayerKind::Changes,
+            ..meta
+        };
+        let hex: String = encode_header(&changes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "42524c5901020000ab0000000000000002000000000000002c010000000000002b01000000000000\
+             05000000196fb98c"
+        );
+        assert_eq!(decode_header(&encode_header(&changes)).unwrap(), changes);
+        let mut unknown = encode_header(&changes);
+        unknown[5] = 3;
+        let crc = crc32c::crc32c(&unknown[..HEADER_CRC_OFFSET]);
+        unknown[HEADER_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+        assert!(decode_header(&unknown).unwrap_err().contains("kind"));
     }
 
     #[test]
@@ -447,8 +528,16 @@ mod tests {
     fn an_empty_segment_is_a_valid_layer() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("empty");
-        let w = LayerWriter::create(&path, TenantId(1), SegmentId(0), layout(), Lsn(5), Lsn(0))
-            .unwrap();
+        let w = LayerWriter::create(
+            &path,
+            LayerKind::Changes,
+            TenantId(1),
+            SegmentId(0),
+            layout(),
+            Lsn(5),
+            Lsn(0),
+        )
+        .unwrap();
         let meta = w.finish().unwrap();
         assert_eq!(meta.page_count, 0);
         assert_eq!(

@@ -104,6 +104,9 @@ pub struct Metrics {
     pub quorum_proofs: Counter,
     pub checkpoints: Counter,
     pub checkpoint_aborts: Counter,
+    /// Checkpoints that wrote an image layer (every page) or a changes layer.
+    pub image_layers_written: Counter,
+    pub changes_layers_written: Counter,
     pub bytes_uploaded: Counter,
     pub bytes_downloaded: Counter,
     pub layers_downloaded: Counter,
@@ -159,7 +162,7 @@ impl Metrics {
             "pageserver_getpage_wait_seconds",
             "Time a GetPage waited for its segment to be applied up to the asked LSN.",
         );
-        let counters: [(&str, &str, u64); 21] = [
+        let counters: [(&str, &str, u64); 23] = [
             (
                 "pageserver_checkpoints_total",
                 "Checkpoints made durable (layer and index uploaded).",
@@ -169,6 +172,16 @@ impl Metrics {
                 "pageserver_checkpoint_aborts_total",
                 "Checkpoints abandoned before upload (a page moved on, or a local write failed).",
                 self.checkpoint_aborts.get(),
+            ),
+            (
+                "pageserver_image_layers_written_total",
+                "Checkpoints that wrote an image layer: every page of the segment.",
+                self.image_layers_written.get(),
+            ),
+            (
+                "pageserver_changes_layers_written_total",
+                "Checkpoints that wrote a changes layer: the pages changed since the last one.",
+                self.changes_layers_written.get(),
             ),
             (
                 "pageserver_bytes_uploaded_total",

@@ -345,6 +345,28 @@ impl TenantPages {
         pages
     }
 
+    /// Which version of `page` a checkpoint at `lsn` writes (`None`: never written at or below
+    /// it), without reading it: a changes layer skips the pages not changed since the last
+    /// checkpoint by their LSN alone.
+    pub fn checkpoint_version(&self, page: PageNo, lsn: Lsn) -> Result<Option<Version>, ReadError> {
+        let index = self.index.locked();
+        let Some(pv) = index.pages.get(&page) else {
+            return Ok(None);
+        };
+        match pv.versions.iter().rev().find(|v| v.lsn <= lsn) {
+            Some(v) => Ok(Some(Version {
+                page,
+                lsn: v.lsn,
+                offset: v.offset,
+            })),
+            None if pv.trimmed => {
+                let oldest = pv.versions.front().map_or(Lsn::INVALID, |v| v.lsn);
+                Err(ReadError::LsnTooOld { page, lsn, oldest })
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The version of `page` a checkpoint at `lsn` writes, and its LSN: like a read at `lsn`,
     /// but leaving the cache's order and counters alone and caching nothing it reads. Blocking
     /// (file i/o).
@@ -353,23 +375,8 @@ impl TenantPages {
         page: PageNo,
         lsn: Lsn,
     ) -> Result<Option<(Lsn, PageImage)>, ReadError> {
-        let version = {
-            let index = self.index.locked();
-            let Some(pv) = index.pages.get(&page) else {
-                return Ok(None);
-            };
-            match pv.versions.iter().rev().find(|v| v.lsn <= lsn) {
-                Some(v) => Version {
-                    page,
-                    lsn: v.lsn,
-                    offset: v.offset,
-                },
-                None if pv.trimmed => {
-                    let oldest = pv.versions.front().map_or(Lsn::INVALID, |v| v.lsn);
-                    return Err(ReadError::LsnTooOld { page, lsn, oldest });
-                }
-                None => return Ok(None),
-            }
+        let Some(version) = self.checkpoint_version(page, lsn)? else {
+            return Ok(None);
         };
         if let Some(image) = self.cache.peek(&(self.tenant, page, version.lsn)) {
             return Ok(Some((version.lsn, image)));

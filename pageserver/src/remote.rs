@@ -444,6 +444,7 @@ mod tests {
 
     fn index(generation: u32, lsn: u64) -> SegmentIndex {
         let meta = LayerMeta {
+            kind: crate::layer::LayerKind::Image,
             tenant: T,
             segment: S,
             lsn: Lsn(lsn),
@@ -521,6 +522,7 @@ mod tests {
             .collect();
         std::fs::write(&local, &data).unwrap();
         let meta = LayerMeta {
+            kind: crate::layer::LayerKind::Image,
             tenant: T,
             segment: S,
             lsn: Lsn(9),

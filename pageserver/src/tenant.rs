@@ -308,6 +308,10 @@ pub struct CheckpointStatus {
     pub checkpoints: u64,
     pub last_layer: Option<String>,
     pub last_layer_pages: u32,
+    /// The layers the newest index names (an image and the changes layers above it), and their
+    /// bytes: what a restore downloads.
+    pub chain_layers: usize,
+    pub chain_bytes: u64,
     /// A checkpoint waits for the object store.
     pub uploading: bool,
     pub object_store_failures: u64,

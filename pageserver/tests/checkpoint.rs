@@ -441,8 +441,13 @@ async fn two_pageservers_on_one_segment_never_delete_what_an_index_names() {
         let index: serde_json::Value =
             serde_json::from_slice(&std::fs::read(segment_dir.join(&name)).unwrap()).unwrap();
         assert_eq!(index["checkpoint_lsn"], 200, "{index}");
+        // A chain may name layers of an older generation (the one it was restored from).
         for layer in index["layers"].as_array().unwrap() {
-            let file = format!("{}-{generation}", layer["name"].as_str().unwrap());
+            let file = format!(
+                "{}-{:08x}",
+                layer["name"].as_str().unwrap(),
+                layer["generation"].as_u64().unwrap()
+            );
             assert!(
                 segment_dir.join("layers").join(&file).exists(),
                 "{file} named by index {generation} is gone"

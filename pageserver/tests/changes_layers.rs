@@ -1,0 +1,258 @@
+//! Checkpoints whose cost follows the change (issue #18, first step): after the first image, a
+//! checkpoint uploads only the pages changed since the one before (a changes layer), the index
+//! names the chain, and a pageserver restarted with an empty disk restores every page from the
+//! chain — also a chain that mixes layers of two generations. The real `pageserver` binary
+//! against in-process fake safekeepers that drop the log they are told to trim, checked against
+//! a model of every page at every LSN.
+
+mod support;
+
+use borealis_core::{ErrorKind, Lsn, SegmentId, SegmentLayout, TenantId};
+use borealis_wire::WireError;
+use std::time::{Duration, Instant};
+use support::{get_page, FakeLog, FakeSafekeeper, History, PageServerProcess, Rng};
+
+const EPOCH: u64 = 2;
+const PAGES_PER_SEGMENT: u32 = 256;
+const TENANT: TenantId = TenantId(0x500);
+/// Bytes of an image layer of the whole segment: header, one 4,120-byte record per page, footer.
+const IMAGE_BYTES: u64 = 48 + 16 + PAGES_PER_SEGMENT as u64 * 4120;
+
+fn layout() -> SegmentLayout {
+    SegmentLayout::new(PAGES_PER_SEGMENT)
+}
+
+fn set_log(sk: &FakeSafekeeper, h: &History, upto: u64) {
+    sk.set_log(
+        TENANT,
+        FakeLog {
+            records: h.records[..upto as usize].to_vec(),
+            complete_upto: Lsn(upto),
+            known_vdl: Lsn(upto),
+        },
+    );
+}
+
+fn checkpoint(status: &serde_json::Value) -> serde_json::Value {
+    status["tenants"][0]["segments"]
+        .as_array()
+        .and_then(|segs| segs.iter().find(|s| s["segment"] == 0))
+        .map(|s| s["checkpoint"].clone())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+async fn wait_checkpointed(ps: &PageServerProcess, lsn: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ck = checkpoint(&ps.status().await);
+        if ck["checkpointed_lsn"].as_u64().unwrap_or(0) >= lsn {
+            return ck;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint at {lsn} within 20 s: {ck}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Page `page` at `lsn` must be the model's, or "too old" for read points below
+/// `too_old_below`.
+async fn check_page(
+    c: &borealis_wire::Client,
+    h: &History,
+    page: u32,
+    lsn: u64,
+    too_old_below: u64,
+) {
+    match get_page(c, TENANT, page, Lsn(lsn), EPOCH).await {
+        Ok(got) => assert_eq!(got, h.page_at(page, Lsn(lsn)), "page {page} at lsn {lsn}"),
+        Err(WireError::Remote {
+            kind: ErrorKind::Invalid,
+            message,
+        }) if lsn < too_old_below && message.contains("too old") => {}
+        Err(e) => panic!("page {page} at lsn {lsn}: {e}"),
+    }
+}
+
+/// Applies the log in steps of `step` records up to `to`, waiting for a checkpoint at each.
+async fn advance(
+    ps: &PageServerProcess,
+    c: &borealis_wire::Client,
+    sk: &FakeSafekeeper,
+    h: &History,
+    from: u64,
+    to: u64,
+    step: u64,
+) {
+    let mut at = from;
+    while at < to {
+        at = (at + step).min(to);
+        set_log(sk, h, at);
+        // A read at `at` waits until the segment is applied up to it.
+        check_page(c, h, h.records[at as usize - 1].page_no.0, at, 0).await;
+        wait_checkpointed(ps, at).await;
+    }
+}
+
+/// `n` changes, each to one of three pages of a window that moves every 40 changes.
+fn hot_changes(h: &mut History, rng: &mut Rng, n: u64) {
+    for _ in 0..n {
+        let window = (h.records.len() as u64 / 40) * 3;
+        h.change(((window + rng.below(3)) % u64::from(PAGES_PER_SEGMENT)) as u32);
+    }
+}
+
+fn args(store: &str) -> Vec<String> {
+    [
+        "--pages-per-segment",
+        &PAGES_PER_SEGMENT.to_string(),
+        "--object-store",
+        store,
+        "--checkpoint-records",
+        "1000",
+        "--checkpoint-interval",
+        "50ms",
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_upload_the_changed_pages_and_a_chain_restores_every_page() {
+    let mut h = History::new(layout(), 5);
+    let mut rng = Rng(77);
+    // Every page once, then changes to a few hot pages.
+    for page in 0..PAGES_PER_SEGMENT {
+        h.change(page);
+    }
+    hot_changes(&mut h, &mut rng, 500);
+    let first_end = h.records.len() as u64;
+    hot_changes(&mut h, &mut rng, 200);
+    let end = h.records.len() as u64;
+
+    let sk = FakeSafekeeper::start(EPOCH, layout()).await;
+    let addrs = [sk.addr.clone()];
+    let objects = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", objects.path().display());
+    let args = args(&store);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    // 1. The first checkpoint is an image; the next ones are changes layers, a chain.
+    let ps = PageServerProcess::start(&addrs, &args).await;
+    let c = ps.client().await;
+    let image_at = u64::from(PAGES_PER_SEGMENT);
+    advance(&ps, &c, &sk, &h, 0, image_at, image_at).await;
+    let after_image = ps.metric("pageserver_bytes_uploaded_total").await as u64;
+    assert!(after_image >= IMAGE_BYTES, "{after_image} bytes uploaded");
+    advance(&ps, &c, &sk, &h, image_at, first_end, 20).await;
+    let checkpoints = ps.metric("pageserver_checkpoints_total").await as u64;
+    let images = ps.metric("pageserver_image_layers_written_total").await as u64;
+    let changes = ps.metric("pageserver_changes_layers_written_total").await as u64;
+    let uploaded = ps.metric("pageserver_bytes_uploaded_total").await as u64 - after_image;
+    eprintln!(
+        "{checkpoints} checkpoints ({images} images, {changes} changes layers); {uploaded} bytes \
+         uploaded after the first image, whose layer is {IMAGE_BYTES} bytes"
+    );
+    assert!(
+        changes >= 20,
+        "{changes} changes layers of {checkpoints} checkpoints"
+    );
+    // Full images every time would have uploaded `IMAGE_BYTES` per checkpoint.
+    let full = (checkpoints - 1) * IMAGE_BYTES;
+    assert!(
+        uploaded * 4 < full,
+        "{uploaded} bytes uploaded by {} checkpoints after the first; full images: {full}",
+        checkpoints - 1
+    );
+    let ck = checkpoint(&ps.status().await);
+    // More changes layers than a chain may hold were written: merged into one since the image.
+    let layers = ck["chain_layers"].as_u64().unwrap();
+    assert!((2..=17).contains(&layers), "{ck}");
+    // Below the newest layer, the chain holds less than 1.5 images' bytes.
+    let newest_bytes = 64 + ck["last_layer_pages"].as_u64().unwrap() * 4120;
+    assert!(
+        (ck["chain_bytes"].as_u64().unwrap() - newest_bytes) * 2 < IMAGE_BYTES * 3,
+        "a restore reads at most 1.5 images and the newest layer: {ck}"
+    );
+    drop(c);
+    drop(ps); // SIGKILL
+
+    // 2. Restarted with an empty disk: every page from the chain (the log below it is gone).
+    assert!(
+        sk.trimmed(TENANT, SegmentId(0)) > Lsn(image_at),
+        "the safekeeper dropped the log the chain covers"
+    );
+    let ps = PageServerProcess::start(&addrs, &args).await;
+    let c = ps.client().await;
+    for page in 0..PAGES_PER_SEGMENT {
+        check_page(&c, &h, page, first_end, 0).await;
+    }
+    let ck = checkpoint(&ps.status().await);
+    assert_eq!(ck["generation"], 2, "{ck}");
+    assert_eq!(ck["restored_from_generation"], 1, "{ck}");
+    assert_eq!(ck["restored_lsn"], first_end, "{ck}");
+    assert!(ck["chain_layers"].as_u64().unwrap() >= 2, "{ck}");
+    let restored = ck["restored_lsn"].as_u64().unwrap();
+    for _ in 0..200 {
+        let (page, lsn) = (
+            rng.below(u64::from(PAGES_PER_SEGMENT)) as u32,
+            1 + rng.below(first_end),
+        );
+        check_page(&c, &h, page, lsn, restored).await;
+    }
+
+    // 3. Generation 2 extends generation 1's chain; a third start restores the mixed chain.
+    advance(&ps, &c, &sk, &h, first_end, end, 20).await;
+    let ck = checkpoint(&ps.status().await);
+    drop(c);
+    drop(ps);
+    let index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            objects
+                .path()
+                .join(format!("tenants/{TENANT}/segments/0/index-00000002.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let generations: Vec<u64> = index["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["generation"].as_u64().unwrap())
+        .collect();
+    eprintln!("generation 2's chain: layers of generations {generations:?}; {ck}");
+    assert!(
+        generations.contains(&1) && generations.contains(&2),
+        "generation 2 extended the chain it restored: {generations:?}"
+    );
+    for layer in index["layers"].as_array().unwrap() {
+        let file = objects.path().join(format!(
+            "tenants/{TENANT}/segments/0/layers/{}-{:08x}",
+            layer["name"].as_str().unwrap(),
+            layer["generation"].as_u64().unwrap()
+        ));
+        assert!(
+            file.exists(),
+            "{} named by the index is gone",
+            file.display()
+        );
+    }
+    let ps = PageServerProcess::start(&addrs, &args).await;
+    let c = ps.client().await;
+    for page in 0..PAGES_PER_SEGMENT {
+        check_page(&c, &h, page, end, 0).await;
+    }
+    let ck = checkpoint(&ps.status().await);
+    assert_eq!(ck["restored_from_generation"], 2, "{ck}");
+    assert_eq!(ck["restored_lsn"], end, "{ck}");
+    let restored = ck["restored_lsn"].as_u64().unwrap();
+    for _ in 0..200 {
+        let (page, lsn) = (
+            rng.below(u64::from(PAGES_PER_SEGMENT)) as u32,
+            1 + rng.below(end),
+        );
+        check_page(&c, &h, page, lsn, restored).await;
+    }
+}
