@@ -46,15 +46,20 @@
 //!    image, at most that many changes layers, and below the newest layer less than 1.5 times
 //!    the image's bytes;
 //! 2. upload the layer under this generation;
-//! 3. upload the index naming the chain (the previous chain plus the new changes layer, or the
-//!    new image alone): now the checkpoint is durable (`checkpointed_lsn` on `/status`);
+//! 3. check that this attachment's claim is still the newest (else it is **stale**: it uploads
+//!    and deletes nothing from then on), then upload the index naming the chain (the previous
+//!    chain plus the new changes layer, or the new image alone): now the checkpoint is durable
+//!    (`checkpointed_lsn` on `/status`);
 //! 4. delete this generation's layers that the new index does not name (idempotent; skipped when
 //!    a newer generation exists, see [`crate::remote`]). Layers of an older generation that the
 //!    chain names stay; those it no longer names are an older generation's garbage, which this
 //!    attachment never deletes;
 //! 5. tell every safekeeper of the segment's group (`crate::safekeepers::sources`)
 //!    `Trim { upto: C, epoch }`, where `epoch` is the newest writer epoch a
-//!    GetPage vouched for: a safekeeper that has not seen that epoch refuses.
+//!    GetPage vouched for: a safekeeper that has not seen that epoch refuses;
+//! 6. once the claim is `--gc-delay` old, and at most once per `--gc-delay`: delete older
+//!    generations' superseded indexes, the layers no index names any more, and their claims
+//!    ([`crate::gc`], which says why that is safe).
 //!
 //! `C` is at or below a VDL someone vouched for, so every record in the checkpoint is durable and
 //! no recovery will ever truncate it: any index, of any generation, is a correct starting point.
@@ -74,7 +79,7 @@ use borealis_objstore::keys::{self, Generation};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
@@ -97,6 +102,8 @@ pub struct Attached {
     pub checkpointed: Lsn,
     /// Its index's chain of layers (empty: none), which the next checkpoint extends.
     pub chain: Vec<LayerRef>,
+    /// When the generation was claimed (garbage collection waits `--gc-delay` after it).
+    pub claimed_at: Instant,
 }
 
 #[derive(Debug, Error)]
@@ -128,10 +135,11 @@ fn layers_dir(shared: &Shared, tenant: TenantId, segment: SegmentId) -> PathBuf 
 pub async fn attach(shared: &Arc<Shared>, tenant: &Arc<Tenant>, segment: &Segment) -> Attached {
     segment.update_checkpoint(|c| c.restoring = true);
     let mut generation = None;
+    let mut claimed_at = Instant::now();
     let mut backoff = Backoff::default();
     let mut attempts = 0u64;
     loop {
-        match try_attach(shared, tenant, segment, &mut generation).await {
+        match try_attach(shared, tenant, segment, &mut generation, &mut claimed_at).await {
             Ok(attached) => {
                 segment.update_checkpoint(|c| {
                     c.restoring = false;
@@ -162,6 +170,7 @@ async fn try_attach(
     tenant: &Arc<Tenant>,
     segment: &Segment,
     generation: &mut Option<Generation>,
+    claimed_at: &mut Instant,
 ) -> Result<Attached, AttachError> {
     let remote = &shared.remote;
     let generation = match *generation {
@@ -171,6 +180,7 @@ async fn try_attach(
             info!(generation = g.0, "claimed a generation for this attachment");
             segment.update_checkpoint(|c| c.generation = g.0);
             *generation = Some(g);
+            *claimed_at = Instant::now();
             g
         }
     };
@@ -181,6 +191,7 @@ async fn try_attach(
             cursor: Cursor::default(),
             checkpointed: Lsn::INVALID,
             chain: Vec::new(),
+            claimed_at: *claimed_at,
         });
     };
     let dir = layers_dir(shared, tenant.id, segment.id);
@@ -246,6 +257,7 @@ async fn try_attach(
         },
         checkpointed: index.checkpoint_lsn,
         chain: index.layers,
+        claimed_at: *claimed_at,
     })
 }
 
@@ -415,6 +427,8 @@ pub(crate) fn spawn_checkpointer(
         generation: attached.generation,
         checkpointed: attached.checkpointed,
         chain: attached.chain,
+        claimed_at: attached.claimed_at,
+        last_gc: None,
         records_at_checkpoint,
         trim_incomplete: false,
     };
@@ -449,6 +463,9 @@ struct Checkpointer {
     checkpointed: Lsn,
     /// The chain of layers of that checkpoint's index (empty: none yet).
     chain: Vec<LayerRef>,
+    claimed_at: Instant,
+    /// When the last pass over older generations' objects ran.
+    last_gc: Option<Instant>,
     /// The segment's `records_applied` when the last checkpoint's cursor was taken.
     records_at_checkpoint: u64,
     /// The last trim did not reach every safekeeper: retry it even without a new checkpoint.
@@ -502,7 +519,8 @@ impl Checkpointer {
         let (tenant, segment, generation) = (self.tenant.id, self.segment.id, self.generation);
         let records_before = self.segment.follow_status().records_applied;
         let cursor = self.segment.applied();
-        if cursor.caught_up_to <= self.checkpointed {
+        // A stale attachment uploads nothing (see step 3).
+        if cursor.caught_up_to <= self.checkpointed || self.segment.checkpoint_status().stale {
             self.records_at_checkpoint = records_before;
             return;
         }
@@ -580,7 +598,24 @@ impl Checkpointer {
             return;
         }
 
-        // 3. The index: the checkpoint is durable once it is.
+        // 3. The index: the checkpoint is durable once it is. Only while this attachment's
+        // claim is the newest: a stale one uploads no index any more (`crate::gc` relies on it).
+        let Some(newest_claim) = self
+            .retry("checking the generation", || {
+                shared.remote.newest_claim(tenant, segment)
+            })
+            .await
+        else {
+            self.segment.update_checkpoint(|c| c.uploading = false);
+            remove_quietly(&local);
+            return;
+        };
+        if newest_claim > generation {
+            self.become_stale(newest_claim);
+            self.segment.update_checkpoint(|c| c.uploading = false);
+            remove_quietly(&local);
+            return;
+        }
         let chain = match kind {
             LayerKind::Image => vec![LayerRef::image(
                 name.clone(),
@@ -657,6 +692,122 @@ impl Checkpointer {
         // check missed restored from this checkpoint or a later one.
         if newest {
             self.trim(cursor.caught_up_to).await;
+            // 6. Older generations' superseded objects, once this claim is old enough.
+            let config = &self.shared.config;
+            let due = self.claimed_at.elapsed() >= config.gc_delay
+                && self.last_gc.is_none_or(|t| t.elapsed() >= config.gc_delay);
+            if due {
+                self.last_gc = Some(Instant::now());
+                self.collect_older_generations(cursor.caught_up_to).await;
+            }
+        }
+    }
+
+    /// Marks this attachment stale: a newer generation was claimed.
+    fn become_stale(&self, newest: Generation) {
+        if !self.segment.checkpoint_status().stale {
+            warn!(newest = newest.0, "a newer generation of this segment exists: this attachment uploads and deletes nothing from now on");
+        }
+        self.segment.update_checkpoint(|c| c.stale = true);
+    }
+
+    /// One garbage collection pass over older generations' objects ([`crate::gc`]): list, plan,
+    /// delete. Any failure ends the pass; the next one starts over.
+    async fn collect_older_generations(&mut self, own_checkpoint: Lsn) {
+        let shared = self.shared.clone();
+        let remote = &shared.remote;
+        let (tenant, segment, generation) = (self.tenant.id, self.segment.id, self.generation);
+        let objects = match remote.listing(tenant, segment).await {
+            Ok(o) => o,
+            Err(e) => {
+                debug!(error = %e, "garbage collection: listing failed; next time");
+                return;
+            }
+        };
+        let mut indexes = Vec::new();
+        for g in &objects.indexes {
+            let seen = match remote.load_index(tenant, segment, *g).await {
+                Ok(index) => crate::gc::IndexSeen {
+                    generation: *g,
+                    checkpoint_lsn: Some(index.checkpoint_lsn),
+                    layers: index
+                        .layers
+                        .iter()
+                        .map(|l| (l.name.clone(), Generation(l.generation)))
+                        .collect(),
+                },
+                Err(RemoteError::Store(object_store::Error::NotFound { .. })) => continue,
+                Err(RemoteError::Corrupt { key, reason }) => {
+                    warn!(%key, %reason, "garbage collection: an index cannot be read; it and what it may name are kept");
+                    crate::gc::IndexSeen {
+                        generation: *g,
+                        checkpoint_lsn: None,
+                        layers: Vec::new(),
+                    }
+                }
+                Err(e) => {
+                    debug!(error = %e, "garbage collection: reading an index failed; next time");
+                    return;
+                }
+            };
+            indexes.push(seen);
+        }
+        let listing = crate::gc::Listing {
+            claims: objects.claims,
+            indexes,
+            layers: objects.layers,
+        };
+        let plan = crate::gc::plan(&listing, generation, own_checkpoint);
+        self.segment
+            .update_checkpoint(|c| c.object_store_bytes = objects.bytes);
+        if plan.is_empty() {
+            return;
+        }
+        // Still the newest? (A newer claim since the listing makes this attachment stale.)
+        match remote.newest_claim(tenant, segment).await {
+            Ok(newest) if newest > generation => {
+                self.become_stale(newest);
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                debug!(error = %e, "garbage collection: could not check the generation; next time");
+                return;
+            }
+        }
+        let mut deleted = 0u64;
+        let result: Result<(), RemoteError> = async {
+            for g in &plan.indexes {
+                remote.delete_index(tenant, segment, *g).await?;
+                deleted += 1;
+            }
+            for (name, g) in &plan.layers {
+                remote.delete_layer(tenant, segment, name, *g).await?;
+                deleted += 1;
+            }
+            for g in &plan.claims {
+                remote.delete_claim(tenant, segment, *g).await?;
+                deleted += 1;
+            }
+            Ok(())
+        }
+        .await;
+        shared.metrics.gc_objects_deleted.add(deleted);
+        shared.metrics.gc_passes.inc();
+        self.segment.update_checkpoint(|c| {
+            c.gc_passes += 1;
+            c.gc_objects_deleted += deleted;
+        });
+        match result {
+            Ok(()) => info!(
+                indexes = plan.indexes.len(),
+                layers = plan.layers.len(),
+                claims = plan.claims.len(),
+                "garbage collection: older generations' superseded objects deleted"
+            ),
+            Err(e) => {
+                debug!(error = %e, deleted, "garbage collection: a deletion failed; the next pass finishes")
+            }
         }
     }
 
@@ -715,10 +866,7 @@ impl Checkpointer {
         let (tenant, segment, generation) = (self.tenant.id, self.segment.id, self.generation);
         match remote.newest_claim(tenant, segment).await {
             Ok(newest) if newest > generation => {
-                if !self.segment.checkpoint_status().stale {
-                    warn!(newest = newest.0, "a newer generation of this segment exists: this attachment deletes nothing from now on");
-                }
-                self.segment.update_checkpoint(|c| c.stale = true);
+                self.become_stale(newest);
                 return false;
             }
             Ok(_) => {}

@@ -15,6 +15,10 @@ pub const GETPAGE_WAIT_MAX: Duration = Duration::from_secs(600);
 /// for too long.
 pub const CHECKPOINT_INTERVAL_MIN: Duration = Duration::from_millis(10);
 pub const CHECKPOINT_INTERVAL_MAX: Duration = Duration::from_secs(24 * 3600);
+/// Bounds of `--gc-delay`. Its safety argument (`pageserver::gc`) wants it far above the time
+/// an object store PUT can be in flight: the default is 10 minutes; seconds are for tests.
+pub const GC_DELAY_MIN: Duration = Duration::from_secs(1);
+pub const GC_DELAY_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -79,6 +83,11 @@ pub struct Args {
     /// Checkpoint a segment at least this often while records are applied to it.
     #[arg(long, env = "PAGESERVER_CHECKPOINT_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub checkpoint_interval: Duration,
+    /// The newest attachment of a segment deletes older generations' superseded objects once
+    /// its claim is this old (`pageserver::gc` says why the wait makes it safe), and then at most
+    /// once per this long.
+    #[arg(long, env = "PAGESERVER_GC_DELAY", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub gc_delay: Duration,
     /// The cluster's public key (`keys/verifying.key`, made by `borealis up`): every connection
     /// must present a storage token it verifies (docs/security.md). Required: a pageserver
     /// does not run open.
@@ -110,6 +119,8 @@ pub enum ConfigError {
     CheckpointRecords,
     #[error("--checkpoint-interval must be between {CHECKPOINT_INTERVAL_MIN:?} and {CHECKPOINT_INTERVAL_MAX:?}")]
     CheckpointInterval,
+    #[error("--gc-delay must be between {GC_DELAY_MIN:?} and {GC_DELAY_MAX:?}")]
+    GcDelay,
     #[error("--data-dir {0}: {1}")]
     DataDir(String, String),
     /// The URL is redacted: the point is not to show the secret.
@@ -139,6 +150,7 @@ pub struct Config {
     pub object_store: String,
     pub checkpoint_records: u64,
     pub checkpoint_interval: Duration,
+    pub gc_delay: Duration,
     /// `--auth-verifying-key` and `--token-file`, loaded by `server::start`.
     pub auth_verifying_key: PathBuf,
     pub token_file: PathBuf,
@@ -186,6 +198,9 @@ impl Config {
         {
             return Err(ConfigError::CheckpointInterval);
         }
+        if args.gc_delay < GC_DELAY_MIN || args.gc_delay > GC_DELAY_MAX {
+            return Err(ConfigError::GcDelay);
+        }
         let object_store = match args.object_store {
             Some(url) if borealis_objstore::has_credentials(&url) => {
                 return Err(ConfigError::CredentialsInUrl(
@@ -215,6 +230,7 @@ impl Config {
             object_store,
             checkpoint_records: args.checkpoint_records,
             checkpoint_interval: args.checkpoint_interval,
+            gc_delay: args.gc_delay,
             auth_verifying_key: args.auth_verifying_key,
             token_file: args.token_file,
         })

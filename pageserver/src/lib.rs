@@ -85,6 +85,7 @@
 pub mod cache;
 pub mod checkpoint;
 pub mod config;
+pub mod gc;
 pub mod get_page;
 pub mod http;
 pub mod index;

@@ -107,6 +107,10 @@ pub struct Metrics {
     /// Checkpoints that wrote an image layer (every page) or a changes layer.
     pub image_layers_written: Counter,
     pub changes_layers_written: Counter,
+    /// Garbage collection passes over older generations' objects that deleted something, and
+    /// the objects they deleted.
+    pub gc_passes: Counter,
+    pub gc_objects_deleted: Counter,
     pub bytes_uploaded: Counter,
     pub bytes_downloaded: Counter,
     pub layers_downloaded: Counter,
@@ -162,7 +166,7 @@ impl Metrics {
             "pageserver_getpage_wait_seconds",
             "Time a GetPage waited for its segment to be applied up to the asked LSN.",
         );
-        let counters: [(&str, &str, u64); 23] = [
+        let counters: [(&str, &str, u64); 25] = [
             (
                 "pageserver_checkpoints_total",
                 "Checkpoints made durable (layer and index uploaded).",
@@ -182,6 +186,16 @@ impl Metrics {
                 "pageserver_changes_layers_written_total",
                 "Checkpoints that wrote a changes layer: the pages changed since the last one.",
                 self.changes_layers_written.get(),
+            ),
+            (
+                "pageserver_gc_passes_total",
+                "Garbage collection passes that deleted older generations' superseded objects.",
+                self.gc_passes.get(),
+            ),
+            (
+                "pageserver_gc_objects_deleted_total",
+                "Indexes, layers and claims of older generations deleted by garbage collection.",
+                self.gc_objects_deleted.get(),
             ),
             (
                 "pageserver_bytes_uploaded_total",

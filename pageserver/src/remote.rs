@@ -22,11 +22,12 @@
 //!
 //! - every object an attachment writes carries its generation in its key, so it can never
 //!   overwrite another attachment's layers or index;
-//! - an attachment deletes only **its own** layers, only after its newer index naming others is
+//! - an attachment deletes **its own** layers only after its newer index naming others is
 //!   durable, never one that index names, and only while no newer generation has been claimed
-//!   ([`Remote::newest_claim`]); a stale attachment keeps uploading (harmlessly) but deletes
-//!   nothing. Objects of older generations are never deleted (a leak of one image layer per
-//!   restart per segment, until a garbage collector that knows which generations are dead exists);
+//!   ([`Remote::newest_claim`]); it uploads an index only while its claim is still the newest,
+//!   and once it sees a newer one it uploads and deletes nothing more (it is stale). Objects of
+//!   older generations are deleted by the newest attachment only, by the rule of [`crate::gc`]
+//!   (which says why a stale attachment cannot lose what it names);
 //! - a reader takes the index with the **highest checkpoint LSN** among all generations (ties:
 //!   the newest generation). Every index is a valid checkpoint (it reflects only durable records),
 //!   and the safekeepers may have been trimmed up to any of them, so the highest is the one to
@@ -206,7 +207,12 @@ impl Remote {
         // Newest generations first: on a (pathological) listing beyond the bound, the newest
         // ones are the ones read.
         for generation in indexes.into_iter().rev().take(INDEXES_READ_MAX) {
-            let index = self.load_index(tenant, segment, generation).await?;
+            let index = match self.load_index(tenant, segment, generation).await {
+                Ok(index) => index,
+                // Deleted since the listing (superseded: `crate::gc`).
+                Err(RemoteError::Store(object_store::Error::NotFound { .. })) => continue,
+                Err(e) => return Err(e),
+            };
             let better = best.as_ref().is_none_or(|b| {
                 (index.checkpoint_lsn, index.generation) > (b.checkpoint_lsn, b.generation)
             });
@@ -370,6 +376,69 @@ impl Remote {
         }
     }
 
+    /// Every claim, index and layer of the segment (`crate::gc` plans from it), with the bytes of
+    /// all its objects.
+    pub async fn listing(
+        &self,
+        tenant: TenantId,
+        segment: SegmentId,
+    ) -> Result<SegmentObjects, RemoteError> {
+        let (claims, indexes) = self.generations(tenant, segment).await?;
+        let prefix = keys::segment_prefix(tenant, segment);
+        let mut bytes = 0u64;
+        let mut stream = self.store.list(Some(&prefix));
+        let mut layers = Vec::new();
+        while let Some(meta) = stream.next().await {
+            let meta = meta?;
+            bytes += meta.size;
+            let in_layers = meta
+                .location
+                .prefix_match(&prefix.child("layers"))
+                .is_some();
+            if let (true, Some((name, g))) = (
+                in_layers,
+                meta.location.filename().and_then(keys::parse_layer_name),
+            ) {
+                layers.push((name.to_string(), g));
+            }
+        }
+        Ok(SegmentObjects {
+            claims,
+            indexes,
+            layers,
+            bytes,
+        })
+    }
+
+    /// Deletes `generation`'s index; already gone is fine (idempotent).
+    pub async fn delete_index(
+        &self,
+        tenant: TenantId,
+        segment: SegmentId,
+        generation: Generation,
+    ) -> Result<(), RemoteError> {
+        self.delete_quietly(&keys::index_key(tenant, segment, generation))
+            .await
+    }
+
+    /// Deletes `generation`'s claim; already gone is fine (idempotent).
+    pub async fn delete_claim(
+        &self,
+        tenant: TenantId,
+        segment: SegmentId,
+        generation: Generation,
+    ) -> Result<(), RemoteError> {
+        self.delete_quietly(&keys::generation_key(tenant, segment, generation))
+            .await
+    }
+
+    async fn delete_quietly(&self, key: &ObjPath) -> Result<(), RemoteError> {
+        match self.store.delete(key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub async fn delete_layer(
         &self,
         tenant: TenantId,
@@ -386,6 +455,16 @@ impl Remote {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// A segment's objects, by kind.
+#[derive(Clone, Debug, Default)]
+pub struct SegmentObjects {
+    pub claims: Vec<Generation>,
+    pub indexes: Vec<Generation>,
+    pub layers: Vec<(String, Generation)>,
+    /// Bytes of every object under the segment's prefix.
+    pub bytes: u64,
 }
 
 /// Exponential backoff between attempts of an operation that must eventually succeed.

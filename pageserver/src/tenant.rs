@@ -316,8 +316,13 @@ pub struct CheckpointStatus {
     pub uploading: bool,
     pub object_store_failures: u64,
     pub last_problem: Option<String>,
-    /// A newer generation was claimed: this attachment deletes nothing any more.
+    /// A newer generation was claimed: this attachment uploads and deletes nothing any more.
     pub stale: bool,
+    /// Garbage collection of older generations' objects (`pageserver::gc`): passes that deleted
+    /// something, objects deleted, and the bytes under the segment's prefix at the last pass.
+    pub gc_passes: u64,
+    pub gc_objects_deleted: u64,
+    pub object_store_bytes: u64,
     /// What the last trim asked for, and what each safekeeper answered.
     pub trimmed_upto: Lsn,
     pub trim: Vec<TrimAnswer>,

@@ -1,7 +1,8 @@
 //! Checkpoints whose cost follows the change (issue #18, first step): after the first image, a
 //! checkpoint uploads only the pages changed since the one before (a changes layer), the index
 //! names the chain, and a pageserver restarted with an empty disk restores every page from the
-//! chain — also a chain that mixes layers of two generations. The real `pageserver` binary
+//! chain — also a chain that mixes layers of two generations. Older generations' objects are
+//! garbage-collected by the newest attachment, and every page still restores. The real `pageserver` binary
 //! against in-process fake safekeepers that drop the log they are told to trim, checked against
 //! a model of every page at every LSN.
 
@@ -104,7 +105,13 @@ fn hot_changes(h: &mut History, rng: &mut Rng, n: u64) {
 }
 
 fn args(store: &str) -> Vec<String> {
+    args_gc(store, "10m")
+}
+
+fn args_gc(store: &str, gc_delay: &str) -> Vec<String> {
     [
+        "--gc-delay",
+        gc_delay,
         "--pages-per-segment",
         &PAGES_PER_SEGMENT.to_string(),
         "--object-store",
@@ -255,4 +262,120 @@ async fn checkpoints_upload_the_changed_pages_and_a_chain_restores_every_page() 
         );
         check_page(&c, &h, page, lsn, restored).await;
     }
+}
+
+/// Every object under the segment's prefix: `(path relative to it, bytes)`.
+fn segment_objects(root: &std::path::Path) -> Vec<(String, u64)> {
+    let dir = root.join(format!("tenants/{TENANT}/segments/0"));
+    let mut out = Vec::new();
+    let mut stack = vec![dir.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(&dir).unwrap().display().to_string();
+                out.push((rel, e.metadata().unwrap().len()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_generations_objects_are_collected_and_every_page_still_restores() {
+    let mut h = History::new(layout(), 9);
+    let mut rng = Rng(91);
+    for page in 0..PAGES_PER_SEGMENT {
+        h.change(page);
+    }
+    hot_changes(&mut h, &mut rng, 100);
+    let first_end = h.records.len() as u64;
+    // Generation 2 changes every page again: its chain needs a new image, and nothing of
+    // generation 1's stays named.
+    for page in 0..PAGES_PER_SEGMENT {
+        h.change(page);
+    }
+    hot_changes(&mut h, &mut rng, 100);
+    let second_end = h.records.len() as u64;
+
+    let sk = FakeSafekeeper::start(EPOCH, layout()).await;
+    let addrs = [sk.addr.clone()];
+    let objects = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", objects.path().display());
+    let args = args_gc(&store, "1s");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    // Generation 1: an image and changes layers; killed.
+    let ps = PageServerProcess::start(&addrs, &args).await;
+    let c = ps.client().await;
+    let image_at = u64::from(PAGES_PER_SEGMENT);
+    advance(&ps, &c, &sk, &h, 0, image_at, image_at).await;
+    advance(&ps, &c, &sk, &h, image_at, first_end, 20).await;
+    drop(c);
+    drop(ps);
+    let leaked: Vec<String> = segment_objects(objects.path())
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| p.ends_with("00000001") || p.ends_with("00000001.json"))
+        .collect();
+    assert!(leaked.len() >= 4, "generation 1's objects: {leaked:?}");
+
+    // Generation 2: restores, rewrites every page (a new image), and once its claim is 1 s old
+    // deletes generation 1's index, layers and claim.
+    let ps = PageServerProcess::start(&addrs, &args).await;
+    let c = ps.client().await;
+    advance(&ps, &c, &sk, &h, first_end, second_end, 20).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut at = second_end;
+    loop {
+        let objs = segment_objects(objects.path());
+        let of_1: Vec<&String> = objs
+            .iter()
+            .map(|(p, _)| p)
+            .filter(|p| p.contains("00000001"))
+            .collect();
+        if of_1.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "generation 1's objects still there: {of_1:?}; {}",
+            checkpoint(&ps.status().await)
+        );
+        // A pass runs after a checkpoint: keep some coming.
+        h.change(rng.below(u64::from(PAGES_PER_SEGMENT)) as u32);
+        at += 1;
+        set_log(&sk, &h, at);
+        check_page(&c, &h, h.records[at as usize - 1].page_no.0, at, 0).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ck = wait_checkpointed(&ps, at).await;
+    assert!(ck["gc_passes"].as_u64().unwrap() >= 1, "{ck}");
+    assert!(ck["gc_objects_deleted"].as_u64().unwrap() >= 3, "{ck}");
+    let total: u64 = segment_objects(objects.path()).iter().map(|(_, b)| b).sum();
+    let logical = u64::from(PAGES_PER_SEGMENT) * 4096;
+    eprintln!(
+        "after garbage collection: {total} bytes under the segment for {logical} bytes of pages; {ck}"
+    );
+    assert!(
+        total <= 2 * logical,
+        "{total} bytes in the object store for {logical} bytes of pages: {:?}",
+        segment_objects(objects.path())
+    );
+    drop(c);
+    drop(ps);
+
+    // Generation 3 restores every page from what is left.
+    let ps = PageServerProcess::start(&addrs, &args).await;
+    let c = ps.client().await;
+    for page in 0..PAGES_PER_SEGMENT {
+        check_page(&c, &h, page, at, 0).await;
+    }
+    let ck = checkpoint(&ps.status().await);
+    assert_eq!(ck["restored_from_generation"], 2, "{ck}");
+    assert_eq!(ck["restored_lsn"], at, "{ck}");
 }

@@ -373,8 +373,8 @@ async fn the_cache_stays_within_its_bound_under_a_larger_workload() {
 }
 
 /// Two pageservers following one segment at once (split brain, Neon RFC 025): each writes under
-/// its own generation, the older one notices the newer generation and deletes nothing from then
-/// on, every layer an index names stays in place, and a third pageserver restores correctly from
+/// its own generation, the older one notices the newer generation before it uploads its next
+/// index and uploads and deletes nothing from then on, every layer an index names stays in place, and a third pageserver restores correctly from
 /// whichever index is newest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_pageservers_on_one_segment_never_delete_what_an_index_names() {
@@ -405,17 +405,18 @@ async fn two_pageservers_on_one_segment_never_delete_what_an_index_names() {
     }
     assert_eq!(checkpoint_of(&second.status().await, 0)["generation"], 2);
 
-    // Both go on and checkpoint the same log.
+    // Both go on following the same log; the second checkpoints it, the first finds its claim
+    // superseded before it uploads an index and uploads nothing more (it is stale).
     sk.set_log(tenant, log_upto(&h, 200));
-    for (ps, c) in [(&first, &c1), (&second, &c2)] {
+    for (_, c) in [(&first, &c1), (&second, &c2)] {
         for page in 0..4 {
             check_page(c, tenant, &h, page, 200, 0).await;
         }
-        wait_status(ps, Duration::from_secs(20), "checkpointed 200", |s| {
-            checkpoint_of(s, 0)["checkpointed_lsn"] == 200
-        })
-        .await;
     }
+    wait_status(&second, Duration::from_secs(20), "checkpointed 200", |s| {
+        checkpoint_of(s, 0)["checkpointed_lsn"] == 200
+    })
+    .await;
     let stale = wait_status(
         &first,
         Duration::from_secs(10),
@@ -424,6 +425,7 @@ async fn two_pageservers_on_one_segment_never_delete_what_an_index_names() {
     )
     .await;
     assert_eq!(checkpoint_of(&stale, 0)["generation"], 1);
+    assert_eq!(checkpoint_of(&stale, 0)["checkpointed_lsn"], 100);
     assert_eq!(checkpoint_of(&second.status().await, 0)["stale"], false);
 
     // Every layer every index names is there.
@@ -440,7 +442,8 @@ async fn two_pageservers_on_one_segment_never_delete_what_an_index_names() {
         indexes += 1;
         let index: serde_json::Value =
             serde_json::from_slice(&std::fs::read(segment_dir.join(&name)).unwrap()).unwrap();
-        assert_eq!(index["checkpoint_lsn"], 200, "{index}");
+        let expected = if generation == "00000001" { 100 } else { 200 };
+        assert_eq!(index["checkpoint_lsn"], expected, "{index}");
         // A chain may name layers of an older generation (the one it was restored from).
         for layer in index["layers"].as_array().unwrap() {
             let file = format!(
