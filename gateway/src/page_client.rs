@@ -158,6 +158,57 @@ impl PageClient {
     }
 }
 
+impl PageClient {
+    /// Makes the pageservers of the segments of `pages` not in `warmed` start following them now,
+    /// in the background, instead of at their first read: one `GetPage` of a page of the segment
+    /// at `lsn` (durable, at `epoch`), whose answer is dropped. A pageserver attaches a segment
+    /// and follows its log from its first `GetPage` on; a bulk load writes new pages without
+    /// reading them, so without this the first read of each segment it filled would wait for the
+    /// pageserver to replay the segment's whole log (about 0.2 s per 16 MiB segment, measured).
+    pub fn warm(
+        &self,
+        rt: &Handle,
+        tenant: TenantId,
+        pages: impl IntoIterator<Item = PageNo>,
+        warmed: &mut std::collections::HashSet<SegmentId>,
+        lsn: Lsn,
+        epoch: u64,
+    ) {
+        if !lsn.is_valid() {
+            return;
+        }
+        for page in pages {
+            let segment = self.layout.segment_of(page);
+            if !warmed.insert(segment) {
+                continue;
+            }
+            let addr = self.addrs[pageserver_of(tenant, segment, self.addrs.len())].clone();
+            let token = self.tokens.tenant(tenant);
+            rt.spawn(async move {
+                let answer = async {
+                    let client =
+                        Client::connect(&addr, &token, PAGESERVER_CONNECT_TIMEOUT, None).await?;
+                    client
+                        .call(
+                            Body::GetPage {
+                                tenant,
+                                page,
+                                lsn,
+                                epoch,
+                            },
+                            GETPAGE_TIMEOUT,
+                        )
+                        .await
+                }
+                .await;
+                if let Err(e) = answer {
+                    tracing::debug!(%tenant, %segment, pageserver = %addr, error = %e, "warming a segment failed; its first read attaches it");
+                }
+            });
+        }
+    }
+}
+
 /// Pages one [`PageClient::get_pages`] asks for at most.
 pub const PAGES_PER_CALL_MAX: usize = 64;
 

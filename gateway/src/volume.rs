@@ -41,6 +41,9 @@ const BACKPRESSURE_WAIT: Duration = Duration::from_secs(10);
 pub struct VolumePages {
     /// The writer these pages belong to.
     epoch: u64,
+    /// Segments this writer has written and whose pageserver was asked to follow them
+    /// ([`PageClient::warm`]).
+    warmed: std::collections::HashSet<borealis_core::SegmentId>,
     pending: BTreeMap<PageNo, (Lsn, Page)>,
     clean: lru::LruCache<PageNo, Option<Page>>,
 }
@@ -50,6 +53,7 @@ impl VolumePages {
         let cap = NonZeroUsize::new(cache_pages.max(1)).expect("max(1) is non-zero");
         Arc::new(Mutex::new(VolumePages {
             epoch: writer.epoch(),
+            warmed: Default::default(),
             pending: BTreeMap::new(),
             clean: lru::LruCache::new(cap),
         }))
@@ -251,6 +255,16 @@ impl Backend for Volume {
             }
         };
         let mut pages = self.pages.locked();
+        let vdl = self.writer.vdl();
+        let epoch = self.writer.epoch();
+        self.pageserver.warm(
+            &self.rt,
+            self.tenant,
+            images.iter().map(|(page, _)| *page),
+            &mut pages.warmed,
+            vdl,
+            epoch,
+        );
         for (page, img) in images {
             pages.clean.pop(&page);
             pages.pending.insert(page, (lsn, img));
