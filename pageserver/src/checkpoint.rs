@@ -91,7 +91,7 @@ pub const SHUTDOWN_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(8);
 const WARN_EVERY_ATTEMPTS: u64 = 20;
 /// Changes layers a chain may hold above its image; past it, the next checkpoint writes one
 /// changes layer of every page changed since the image instead of extending the chain.
-pub const CHANGES_LAYERS_MAX: usize = 16;
+pub const CHANGES_LAYERS_MAX: usize = 64;
 
 /// What [`attach`] found: where the segment's log is followed from.
 #[derive(Clone, Debug)]
@@ -277,7 +277,9 @@ struct LayerPlan {
 ///   changed costs about three uploaded: its changes layer and its share of the next image);
 /// - one **merged changes layer** of every page changed since the image when the chain holds
 ///   [`CHANGES_LAYERS_MAX`] changes layers (a restore reads a bounded number of layers; the
-///   merged layer is smaller than half the image, by the rule above);
+///   merged layer is smaller than half the image, by the rule above, and much smaller when the
+///   changes keep to a hot set of pages). Merges re-upload what changed since the image, so they
+///   must be rare: with 64 layers and the default 60 s interval, at most one an hour;
 /// - otherwise the **changes layer** of the pages changed since the last checkpoint.
 fn plan_layer(chain: &[LayerRef], checkpointed: Lsn) -> LayerPlan {
     let image = LayerPlan {
@@ -1051,7 +1053,7 @@ mod tests {
             last_record_lsn: Lsn(lsn),
             page_count: pages,
         };
-        let image = LayerRef::image("i".into(), Generation(1), &meta(10, 100), 0);
+        let image = LayerRef::image("i".into(), Generation(1), &meta(10, 1000), 0);
         let changes = |from: u64, to: u64, pages| {
             LayerRef::changes("c".into(), Generation(1), Lsn(from), &meta(to, pages), 0)
         };
@@ -1067,7 +1069,7 @@ mod tests {
             }
         );
         // Changes worth half the image: a new image.
-        chain.push(changes(20, 30, 49));
+        chain.push(changes(20, 30, 499));
         assert_eq!(plan_layer(&chain, Lsn(30)).kind, LayerKind::Image);
         // A long chain of small changes: merged into one from the image.
         let mut chain = vec![image];

@@ -8,6 +8,8 @@
 //! 1. The placement: at least 64 segments hold data, every group is two per AZ, every
 //!    safekeeper and every pageserver holds some; `count(*)` and `sum(length(payload))` are
 //!    exact.
+//!    Then 5,000 random single-row updates: the checkpoints that cover them upload at most 10 %
+//!    of the database's bytes (changes layers: the pages changed, not every page; issue #18).
 //! 2. AZ c (three safekeepers) killed under the bank workload: no client error.
 //! 3. AZ c + one member of segment 0's group (every bank commit touches segment 0): writes
 //!    refused `read_only`, reads go on.
@@ -49,6 +51,48 @@ fn load_mb() -> usize {
         .unwrap_or(LOAD_MB_DEFAULT)
 }
 
+/// Single-row updates of phase 1b, and the clients sending them.
+const UPDATES: usize = 5_000;
+const UPDATE_CLIENTS: usize = 4;
+
+/// Waits (at most 120 s) until every pageserver has checkpointed every segment of `tenant` up to
+/// the last record it applied, and the bytes they uploaded stopped moving; returns those bytes.
+async fn checkpoints_settled(c: &TestCluster, tenant: &str) -> u64 {
+    let started = std::time::Instant::now();
+    let mut last: Option<u64> = None;
+    loop {
+        let mut uploaded = 0u64;
+        let mut settled = true;
+        for id in c.node_ids("pageserver") {
+            uploaded += c
+                .node_metric(&id, "pageserver_bytes_uploaded_total")
+                .await
+                .unwrap_or(0.0) as u64;
+            let status = c.node_status(&id).await.unwrap_or_default();
+            for s in status["tenants"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|t| t["tenant"] == tenant)
+                .flat_map(|t| t["segments"].as_array().into_iter().flatten())
+            {
+                let applied = s["follow"]["last_applied"].as_u64().unwrap_or(0);
+                let checkpointed = s["checkpoint"]["checkpointed_lsn"].as_u64().unwrap_or(0);
+                settled &= checkpointed >= applied;
+            }
+        }
+        if settled && last == Some(uploaded) {
+            return uploaded;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "checkpoints did not settle within 120 s"
+        );
+        last = settled.then_some(uploaded);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 async fn preload_count(c: &TestCluster) -> (Vec<Vec<Value>>, Duration) {
     let started = std::time::Instant::now();
     let rows = c
@@ -69,7 +113,11 @@ async fn a_volume_of_many_segments_over_a_pool_keeps_every_acknowledged_commit_t
         segment_size: Some(segment_size()),
         pool: Some((SAFEKEEPERS, PAGESERVERS)),
         // The exact counts scan the whole table: longer than the default 5 s in a debug build.
-        env: vec![("BOREALIS_STATEMENT_TIMEOUT".into(), "120s".into())],
+        env: vec![
+            ("BOREALIS_STATEMENT_TIMEOUT".into(), "120s".into()),
+            // Checkpoints soon after the updates of phase 1b.
+            ("PAGESERVER_CHECKPOINT_INTERVAL".into(), "10s".into()),
+        ],
         ..ClusterOptions::default()
     })
     .await;
@@ -192,6 +240,53 @@ async fn a_volume_of_many_segments_over_a_pool_keeps_every_acknowledged_commit_t
             segments.len()
         );
     }
+
+    // 1b. Checkpoints upload the pages changed, not the database (issue #18).
+    let tenant_id = borealis_tests::checkers::tenant_hex(&c, "bank").await;
+    let before = checkpoints_settled(&c, &tenant_id).await;
+    let updates_started = std::time::Instant::now();
+    let payload = "u".repeat(PRELOAD_PAYLOAD_BYTES);
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let ids: Vec<i64> = (0..UPDATES)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            1 + (rng % rows as u64) as i64
+        })
+        .collect();
+    let clients = ids.chunks(UPDATES.div_ceil(UPDATE_CLIENTS)).map(|chunk| {
+        let (c, payload) = (&c, &payload);
+        async move {
+            for id in chunk {
+                c.sql_params(
+                    "bank",
+                    &c.admin_token,
+                    "UPDATE items SET payload = ? WHERE id = ?",
+                    serde_json::json!([payload, id]),
+                )
+                .await
+                .ok();
+            }
+        }
+    });
+    futures::future::join_all(clients).await;
+    let updates_s = updates_started.elapsed().as_secs_f64();
+    let after = checkpoints_settled(&c, &tenant_id).await;
+    let uploaded = after - before;
+    let database_bytes = payload_bytes as u64;
+    report.line(format!(
+        "{UPDATES} random single-row updates in {updates_s:.1} s: checkpoints uploaded {} KiB, \
+         {:.1} % of the {} MiB loaded",
+        uploaded >> 10,
+        uploaded as f64 * 100.0 / database_bytes as f64,
+        database_bytes >> 20
+    ));
+    assert!(
+        uploaded * 10 <= database_bytes,
+        "checkpoints after {UPDATES} updates uploaded {uploaded} bytes, more than 10 % of \
+         {database_bytes}"
+    );
 
     // 2. AZ c killed under load: no client error.
     let az_c: Vec<String> = c

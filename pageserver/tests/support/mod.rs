@@ -461,10 +461,12 @@ pub async fn hung_safekeeper() -> String {
     addr
 }
 
-/// A port nothing listens on (bound, then released).
+/// A port nothing listens on (bound, then released), below the kernel's ephemeral range
+/// (`borealis_utils::ports`): a port from that range may be taken by an outgoing connection
+/// before the pageserver binds it.
 pub fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
+    let port = borealis_utils::ports::free_port().expect("a free loopback port");
+    format!("127.0.0.1:{port}")
 }
 
 /// The real `pageserver` binary, killed on drop. Its log goes to a file, printed if the test
@@ -518,10 +520,15 @@ impl PageServerProcess {
             token: keys.all_roles_token(),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
+        let mut ps = ps;
         while TcpStream::connect(&ps.wire).await.is_err() {
+            let exited = ps.child.try_wait().ok().flatten();
             assert!(
-                Instant::now() < deadline,
-                "pageserver did not start listening"
+                Instant::now() < deadline && exited.is_none(),
+                "pageserver did not start listening on {} ({}); its log:\n{}",
+                ps.wire,
+                exited.map_or("still running".to_string(), |e| format!("exited: {e}")),
+                ps.log()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 pub const T: Duration = Duration::from_secs(5);
 pub const TENANT: TenantId = TenantId(0x00c0_ffee);
 
-/// A free loopback address (bound, then released: good enough for tests).
+/// A free loopback address (bound, then released), below the kernel's ephemeral range
+/// (`borealis_utils::ports`): one from that range may be taken by an outgoing connection before
+/// the safekeeper binds it.
 pub fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").to_string()
+    let port = borealis_utils::ports::free_port().expect("a free loopback port");
+    format!("127.0.0.1:{port}")
 }
 
 /// One safekeeper process.
