@@ -377,37 +377,40 @@ impl Remote {
     }
 
     /// Every claim, index and layer of the segment (`crate::gc` plans from it), with the bytes of
-    /// all its objects.
+    /// all its objects: one listing of everything under the segment's prefix.
     pub async fn listing(
         &self,
         tenant: TenantId,
         segment: SegmentId,
     ) -> Result<SegmentObjects, RemoteError> {
-        let (claims, indexes) = self.generations(tenant, segment).await?;
         let prefix = keys::segment_prefix(tenant, segment);
-        let mut bytes = 0u64;
+        let mut objects = SegmentObjects::default();
         let mut stream = self.store.list(Some(&prefix));
-        let mut layers = Vec::new();
         while let Some(meta) = stream.next().await {
             let meta = meta?;
-            bytes += meta.size;
-            let in_layers = meta
-                .location
-                .prefix_match(&prefix.child("layers"))
-                .is_some();
-            if let (true, Some((name, g))) = (
-                in_layers,
-                meta.location.filename().and_then(keys::parse_layer_name),
-            ) {
-                layers.push((name.to_string(), g));
+            objects.bytes += meta.size;
+            let Some(rest) = meta.location.prefix_match(&prefix) else {
+                continue;
+            };
+            let rest: Vec<_> = rest.collect();
+            match rest.as_slice() {
+                [file] => objects
+                    .indexes
+                    .extend(keys::parse_index_name(file.as_ref())),
+                [dir, file] if dir.as_ref() == "generations" => {
+                    objects.claims.extend(keys::parse_generation(file.as_ref()))
+                }
+                [dir, file] if dir.as_ref() == "layers" => {
+                    if let Some((name, g)) = keys::parse_layer_name(file.as_ref()) {
+                        objects.layers.push((name.to_string(), g));
+                    }
+                }
+                _ => {}
             }
         }
-        Ok(SegmentObjects {
-            claims,
-            indexes,
-            layers,
-            bytes,
-        })
+        objects.claims.sort();
+        objects.indexes.sort();
+        Ok(objects)
     }
 
     /// Deletes `generation`'s index; already gone is fine (idempotent).
