@@ -135,16 +135,7 @@ impl PageClient {
             }
             let c = client.as_ref().expect("connected above");
             let calls = pages.iter().map(|&page| async move {
-                let answer = c
-                    .call(
-                        Body::GetPage {
-                            tenant,
-                            page,
-                            lsn,
-                            epoch,
-                        },
-                        GETPAGE_TIMEOUT,
-                    )
+                let answer = call_get_page(c, tenant, page, lsn, epoch)
                     .await
                     .map_err(|e| {
                         BackendError::new(e.kind(), format!("GetPage {page}@{lsn}: {e}"))
@@ -188,17 +179,7 @@ impl PageClient {
                 let answer = async {
                     let client =
                         Client::connect(&addr, &token, PAGESERVER_CONNECT_TIMEOUT, None).await?;
-                    client
-                        .call(
-                            Body::GetPage {
-                                tenant,
-                                page,
-                                lsn,
-                                epoch,
-                            },
-                            GETPAGE_TIMEOUT,
-                        )
-                        .await
+                    call_get_page(&client, tenant, page, lsn, epoch).await
                 }
                 .await;
                 if let Err(e) = answer {
@@ -207,6 +188,27 @@ impl PageClient {
             });
         }
     }
+}
+
+/// One `GetPage` round trip on `client`, bounded by [`GETPAGE_TIMEOUT`].
+async fn call_get_page(
+    client: &Client,
+    tenant: TenantId,
+    page: PageNo,
+    lsn: Lsn,
+    epoch: u64,
+) -> Result<Body, borealis_wire::WireError> {
+    client
+        .call(
+            Body::GetPage {
+                tenant,
+                page,
+                lsn,
+                epoch,
+            },
+            GETPAGE_TIMEOUT,
+        )
+        .await
 }
 
 /// Pages one [`PageClient::get_pages`] asks for at most.
