@@ -524,14 +524,10 @@ pub fn unknown_reasons(history: &History) -> Vec<(String, usize)> {
 /// The SCL of segment 0 of `tenant` (16 hex digits) in a safekeeper's `/status`; 0 if the
 /// safekeeper does not hold the tenant.
 pub fn scl_of(status: &Value, tenant: &str) -> u64 {
-    status["tenants"]
-        .as_array()
+    segment_scls(status, tenant)
         .into_iter()
-        .flatten()
-        .filter(|t| t["tenant"] == tenant)
-        .flat_map(|t| t["segments"].as_array().into_iter().flatten())
-        .filter(|s| s["segment"] == 0)
-        .filter_map(|s| s["scl"].as_u64())
+        .filter(|&(segment, _)| segment == 0)
+        .map(|(_, scl)| scl)
         .max()
         .unwrap_or(0)
 }
