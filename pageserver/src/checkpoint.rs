@@ -1046,6 +1046,7 @@ mod tests {
     #[test]
     fn the_layer_plan_bounds_the_chain_and_what_a_restore_reads() {
         let meta = |lsn: u64, pages: u32| LayerMeta {
+            version: crate::layer::LAYER_VERSION_V1,
             kind: LayerKind::Changes,
             tenant: TenantId(1),
             segment: SegmentId(0),

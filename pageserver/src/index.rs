@@ -247,6 +247,7 @@ mod tests {
 
     fn sample() -> SegmentIndex {
         let meta = LayerMeta {
+            version: crate::layer::LAYER_VERSION_V1,
             kind: crate::layer::LayerKind::Image,
             tenant: TenantId(0xab),
             segment: SegmentId(0),
@@ -318,6 +319,7 @@ mod tests {
 
     fn meta(lsn: u64, pages: u32) -> LayerMeta {
         LayerMeta {
+            version: crate::layer::LAYER_VERSION_V1,
             kind: crate::layer::LayerKind::Changes,
             tenant: TenantId(0xab),
             segment: SegmentId(0),

@@ -526,6 +526,7 @@ mod tests {
 
     fn index(generation: u32, lsn: u64) -> SegmentIndex {
         let meta = LayerMeta {
+            version: crate::layer::LAYER_VERSION_V1,
             kind: crate::layer::LayerKind::Image,
             tenant: T,
             segment: S,
@@ -604,6 +605,7 @@ mod tests {
             .collect();
         std::fs::write(&local, &data).unwrap();
         let meta = LayerMeta {
+            version: crate::layer::LAYER_VERSION_V1,
             kind: crate::layer::LayerKind::Image,
             tenant: T,
             segment: S,
