@@ -1,30 +1,8 @@
 //! Checkpoints: each segment's pages written to object storage, so that a pageserver can start
 //! from them and safekeepers can drop the log below them.
 //!
-//! ## Attaching a segment ([`attach`])
-//!
-//! When a segment is first asked for, before its log is followed, its attachment:
-//!
-//! 1. claims a new **generation** for the segment ([`crate::remote`] explains how, and what
-//!    generations fence);
-//! 2. loads the newest index (the highest checkpoint LSN of any generation), downloads the layers
-//!    of its chain (an image layer and the changes layers above it, [`crate::index`]), checks
-//!    every byte of each ([`crate::layer`]), and installs each page's newest version in the
-//!    chain as the page's oldest retained version ([`crate::pages::TenantPages::install`]),
-//!    reading the newest layer first and skipping the pages a newer layer held;
-//! 3. starts following the log from the checkpoint: `caught_up_to` is the checkpoint LSN and the
-//!    next record must chain to the index's `last_record_lsn`.
-//!
-//! GetPages wait (bounded) meanwhile. If the object store cannot be read, the attachment retries
-//! with backoff: following the log from LSN 0 instead could be wrong (the safekeepers may have
-//! dropped it), so the segment is unavailable until the store answers.
-//!
-//! **What a restored segment answers.** A page installed from a layer holds its content as of the
-//! checkpoint, labelled with the LSN of the record that last changed it (`p ≤ checkpoint`). That
-//! content is the right answer for every read point from `p` on: nothing changed the page between
-//! `p` and the checkpoint, and the log after the checkpoint is applied on top. A read point below
-//! `p` gets `Invalid` ("lsn too old"), never a wrong page; a page not in the layer was never
-//! written at or below the checkpoint, so "no page" is right at any read point up to it.
+//! A segment starts from its newest checkpoint: [`crate::restore`] attaches it (claims a
+//! generation, reads the index and its layers' directories) and fetches its pages on demand.
 //!
 //! ## Checkpointing a segment (the checkpointer task)
 //!
@@ -64,20 +42,24 @@
 //! `C` is at or below a VDL someone vouched for, so every record in the checkpoint is durable and
 //! no recovery will ever truncate it: any index, of any generation, is a correct starting point.
 //!
+//! An image, or a merge of the chain, needs every page of the segment locally: while a restored
+//! chain still has pages only in object storage, the checkpoint hydrates it first
+//! ([`crate::restore::hydrate`]).
+//!
 //! Changes layers hold page images, not redo: a page changed by one record costs its 4 KiB in
-//! the next changes layer. Redo-based delta layers, on-demand download of layers and garbage
-//! collection of older generations' objects are RFC 0009's next steps.
+//! the next changes layer. Redo-based delta layers are RFC 0009's next step.
 
 use crate::index::{LayerRef, SegmentIndex};
 use crate::layer::{self, LayerError, LayerKind, LayerMeta, LayerWriter};
-use crate::pages::{ApplyError, ReadError, TenantPages};
+use crate::pages::{ReadError, TenantPages};
+use crate::restore::{layers_dir, Attached};
 use crate::remote::{Backoff, RemoteError};
 use crate::segment_cursor::Cursor;
 use crate::tenant::{Segment, Shared, Tenant, Tenants, TrimAnswer};
-use borealis_core::{Lsn, PageNo, SegmentId, SegmentLayout, TenantId};
+use borealis_core::{Lsn, SegmentId, SegmentLayout, TenantId};
 use borealis_objstore::keys::{self, Generation};
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -92,174 +74,6 @@ const WARN_EVERY_ATTEMPTS: u64 = 20;
 /// Changes layers a chain may hold above its image; past it, the next checkpoint writes one
 /// changes layer of every page changed since the image instead of extending the chain.
 pub const CHANGES_LAYERS_MAX: usize = 64;
-
-/// What [`attach`] found: where the segment's log is followed from.
-#[derive(Clone, Debug)]
-pub struct Attached {
-    pub generation: Generation,
-    pub cursor: Cursor,
-    /// The checkpoint started from (`INVALID`: none).
-    pub checkpointed: Lsn,
-    /// Its index's chain of layers (empty: none), which the next checkpoint extends.
-    pub chain: Vec<LayerRef>,
-    /// When the generation was claimed (garbage collection waits `--gc-delay` after it).
-    pub claimed_at: Instant,
-}
-
-#[derive(Debug, Error)]
-enum AttachError {
-    #[error(transparent)]
-    Remote(#[from] RemoteError),
-    #[error(transparent)]
-    Layer(#[from] LayerError),
-    #[error("installing pages: {0}")]
-    Install(#[from] ApplyError),
-    #[error("{0}")]
-    Mismatch(String),
-    #[error("restore task failed: {0}")]
-    Task(String),
-}
-
-/// Where this segment's layer files are written and downloaded (a cache, wiped at start).
-fn layers_dir(shared: &Shared, tenant: TenantId, segment: SegmentId) -> PathBuf {
-    shared
-        .config
-        .data_dir
-        .join("tenants")
-        .join(tenant.to_string())
-        .join("layers")
-        .join(segment.0.to_string())
-}
-
-/// Attaches `segment` (see the module docs); retries until the object store answers.
-pub async fn attach(shared: &Arc<Shared>, tenant: &Arc<Tenant>, segment: &Segment) -> Attached {
-    segment.update_checkpoint(|c| c.restoring = true);
-    let mut generation = None;
-    let mut claimed_at = Instant::now();
-    let mut backoff = Backoff::default();
-    let mut attempts = 0u64;
-    loop {
-        match try_attach(shared, tenant, segment, &mut generation, &mut claimed_at).await {
-            Ok(attached) => {
-                segment.update_checkpoint(|c| {
-                    c.restoring = false;
-                    c.checkpointed_lsn = attached.checkpointed;
-                });
-                return attached;
-            }
-            Err(e) => {
-                attempts += 1;
-                shared.metrics.object_store_errors.inc();
-                if attempts % WARN_EVERY_ATTEMPTS == 1 {
-                    warn!(error = %e, attempts, "restoring the segment's checkpoint failed; retrying");
-                } else {
-                    debug!(error = %e, attempts, "restoring the segment's checkpoint failed; retrying");
-                }
-                segment.update_checkpoint(|c| {
-                    c.object_store_failures += 1;
-                    c.last_problem = Some(format!("restoring: {e}"));
-                });
-                backoff.wait().await;
-            }
-        }
-    }
-}
-
-async fn try_attach(
-    shared: &Arc<Shared>,
-    tenant: &Arc<Tenant>,
-    segment: &Segment,
-    generation: &mut Option<Generation>,
-    claimed_at: &mut Instant,
-) -> Result<Attached, AttachError> {
-    let remote = &shared.remote;
-    let generation = match *generation {
-        Some(g) => g,
-        None => {
-            let g = remote.claim_generation(tenant.id, segment.id).await?;
-            info!(generation = g.0, "claimed a generation for this attachment");
-            segment.update_checkpoint(|c| c.generation = g.0);
-            *generation = Some(g);
-            *claimed_at = Instant::now();
-            g
-        }
-    };
-    let Some(index) = remote.newest_index(tenant.id, segment.id).await? else {
-        info!("no checkpoint in object storage: following the log from its start");
-        return Ok(Attached {
-            generation,
-            cursor: Cursor::default(),
-            checkpointed: Lsn::INVALID,
-            chain: Vec::new(),
-            claimed_at: *claimed_at,
-        });
-    };
-    let dir = layers_dir(shared, tenant.id, segment.id);
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(RemoteError::from)?;
-    // Newest layer first: a page's newest version in the chain is installed, and older layers'
-    // versions of it are skipped (`held`: one bit per page of the segment).
-    let layout = shared.config.layout;
-    let mut held = PageBitmap::new(layout.pages_per_segment());
-    let mut installed = 0u64;
-    for (i, layer_ref) in index.layers.iter().enumerate().rev() {
-        let path = dir.join(format!(
-            "{}-{:08x}.download",
-            layer_ref.name, layer_ref.generation
-        ));
-        let bytes = remote
-            .download_layer(tenant.id, segment.id, layer_ref, &path)
-            .await?;
-        shared.metrics.layers_downloaded.inc();
-        shared.metrics.bytes_downloaded.add(bytes);
-        let pages = tenant.pages.clone();
-        let (t, s) = (tenant.id, segment.id);
-        let expect = Expected {
-            kind: if layer_ref.is_image() {
-                LayerKind::Image
-            } else {
-                LayerKind::Changes
-            },
-            lsn: layer_ref.lsn,
-            above: layer_ref.from_lsn.unwrap_or(Lsn::INVALID),
-            pages: layer_ref.pages,
-            // The newest layer's last record is the index's; older ones' are below it.
-            last_record_lsn: (i + 1 == index.layers.len()).then_some(index.last_record_lsn),
-        };
-        let (installed_here, held_back) = tokio::task::spawn_blocking(move || {
-            let r = install_layer(&pages, &path, t, s, layout, &expect, &mut held);
-            (r, held)
-        })
-        .await
-        .map_err(|e| AttachError::Task(e.to_string()))?;
-        held = held_back;
-        installed += installed_here?;
-    }
-    info!(
-        from_generation = index.generation, checkpoint_lsn = %index.checkpoint_lsn,
-        last_record_lsn = %index.last_record_lsn, pages = installed,
-        "restored the segment from object storage; following the log from the checkpoint"
-    );
-    shared.metrics.restores.inc();
-    segment.update_checkpoint(|c| {
-        c.restored_from_generation = Some(index.generation);
-        c.restored_lsn = index.checkpoint_lsn;
-        c.restored_pages = installed;
-        c.chain_layers = index.layers.len();
-        c.chain_bytes = index.layers.iter().map(|l| l.bytes).sum();
-    });
-    Ok(Attached {
-        generation,
-        cursor: Cursor {
-            caught_up_to: index.checkpoint_lsn,
-            last_applied: index.last_record_lsn,
-        },
-        checkpointed: index.checkpoint_lsn,
-        chain: index.layers,
-        claimed_at: *claimed_at,
-    })
-}
 
 /// What the next checkpoint writes, given the chain of the last one (at `checkpointed`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -306,111 +120,6 @@ fn plan_layer(chain: &[LayerRef], checkpointed: Lsn) -> LayerPlan {
         since: checkpointed,
         keep: chain.len(),
     }
-}
-
-/// One bit per page of a segment.
-struct PageBitmap {
-    words: Vec<u64>,
-    pages_per_segment: u32,
-}
-
-impl PageBitmap {
-    fn new(pages_per_segment: u32) -> Self {
-        PageBitmap {
-            words: vec![0; (pages_per_segment as usize).div_ceil(64)],
-            pages_per_segment,
-        }
-    }
-
-    /// Sets `page`'s bit; whether it was clear.
-    fn insert(&mut self, page: PageNo) -> bool {
-        let i = (page.0 % self.pages_per_segment) as usize;
-        let (word, bit) = (i / 64, 1u64 << (i % 64));
-        let was_clear = self.words[word] & bit == 0;
-        self.words[word] |= bit;
-        was_clear
-    }
-}
-
-/// What the index says of a layer, checked against the layer's own header and pages.
-struct Expected {
-    kind: LayerKind,
-    lsn: Lsn,
-    /// Every page version of a changes layer is above it (`INVALID` for an image).
-    above: Lsn,
-    pages: u32,
-    /// `Some` for the chain's newest layer: the index's `last_record_lsn`.
-    last_record_lsn: Option<Lsn>,
-}
-
-/// Checks every byte of a downloaded layer, then installs its pages that no newer layer of the
-/// chain held (`held`, which it extends); removes the file. Returns the number of pages
-/// installed. Blocking.
-fn install_layer(
-    pages: &TenantPages,
-    path: &Path,
-    tenant: TenantId,
-    segment: SegmentId,
-    layout: SegmentLayout,
-    expect: &Expected,
-    held: &mut PageBitmap,
-) -> Result<u64, AttachError> {
-    let meta = layer::verify(path, tenant, segment, layout)?;
-    if (meta.kind, meta.lsn, meta.page_count) != (expect.kind, expect.lsn, expect.pages)
-        || expect
-            .last_record_lsn
-            .is_some_and(|l| l != meta.last_record_lsn)
-    {
-        return Err(AttachError::Mismatch(format!(
-            "layer {} is a {:?} layer at lsn {} (last record {}) of {} pages, the index says {:?} \
-             at {} (last record {:?}) of {}",
-            path.display(),
-            meta.kind,
-            meta.lsn,
-            meta.last_record_lsn,
-            meta.page_count,
-            expect.kind,
-            expect.lsn,
-            expect.last_record_lsn,
-            expect.pages
-        )));
-    }
-    let mut installed = 0u64;
-    let mut install_error = None;
-    layer::for_each_page(path, tenant, segment, layout, |page, lsn, image| {
-        if expect.kind == LayerKind::Changes && lsn <= expect.above {
-            return Err(LayerError::Corrupt {
-                path: path.display().to_string(),
-                reason: format!(
-                    "page {page} at lsn {lsn} in a changes layer above lsn {}",
-                    expect.above
-                ),
-            });
-        }
-        if !held.insert(page) {
-            // A newer layer of the chain holds a newer version of it.
-            return Ok(());
-        }
-        match pages.install(page, lsn, image) {
-            Ok(new) => installed += u64::from(new),
-            Err(e) => {
-                install_error = Some(e);
-                return Err(LayerError::Corrupt {
-                    path: path.display().to_string(),
-                    reason: "install failed".into(),
-                });
-            }
-        }
-        Ok(())
-    })
-    .map_err(|e| match install_error.take() {
-        Some(install) => AttachError::Install(install),
-        None => AttachError::Layer(e),
-    })?;
-    if let Err(e) = std::fs::remove_file(path) {
-        debug!(path = %path.display(), error = %e, "could not remove a downloaded layer");
-    }
-    Ok(installed)
 }
 
 /// Starts the checkpointer of an attached segment.
@@ -526,7 +235,18 @@ impl Checkpointer {
             self.records_at_checkpoint = records_before;
             return;
         }
-        let plan = plan_layer(&self.chain, self.checkpointed);
+        let mut plan = plan_layer(&self.chain, self.checkpointed);
+        if plan.keep < self.chain.len() && self.tenant.pages.remote_chain(segment).is_some() {
+            // An image or a merge needs every page here: hydrate first (a failure is tried
+            // again at the next checkpoint; ingest and GetPage go on meanwhile).
+            if let Err(e) = crate::restore::hydrate(&shared, &self.tenant, &self.segment).await {
+                shared.metrics.object_store_errors.inc();
+                warn!(error = %e, "hydrating before writing an image failed; checkpoint postponed");
+                self.note_problem(format!("hydrating before an image: {e}"));
+                return;
+            }
+            plan = plan_layer(&self.chain, self.checkpointed);
+        }
         let (kind, since) = (plan.kind, plan.since);
         let name = match kind {
             LayerKind::Image => layer::image_layer_name(cursor.caught_up_to),
@@ -1037,6 +757,8 @@ pub async fn shutdown(tenants: &Tenants, timeout: Duration) {
 mod tests {
     use super::*;
     use crate::cache::PageCache;
+    use crate::pages::ApplyError;
+    use crate::restore::{install_layer, AttachError, Expected, PageBitmap};
     use borealis_core::redo::{RedoBody, RedoRecord};
     use borealis_core::{PageNo, PAGE_SIZE_BYTES};
     use std::num::NonZeroUsize;
@@ -1275,6 +997,105 @@ mod tests {
             (changed.len() as u64, 4 - changed.len() as u64)
         );
         same_reads(&c);
+
+        // The same chain restored on demand: only the directories first, then each page's
+        // record (what ranged reads of the layers return) when a read or a record needs it.
+        let d = TenantPages::create(
+            &dir.path().join("d"),
+            TenantId(1),
+            layout,
+            16,
+            Arc::new(PageCache::new(NonZeroUsize::new(2).unwrap())),
+        )
+        .unwrap();
+        // (The installs above removed the files: write them again.)
+        write_layer(&a, &image_path, LayerKind::Image, Lsn::INVALID, ts, layout, at_20).unwrap();
+        write_layer(&a, &changes_path, LayerKind::Changes, Lsn(25), ts, layout, cursor).unwrap();
+        let files = [
+            (std::fs::read(&changes_path).unwrap(), changes, Lsn(25)),
+            (std::fs::read(&image_path).unwrap(), image, Lsn::INVALID),
+        ];
+        let mut chain = crate::pages::RemoteChain::default();
+        for (bytes, meta, above) in &files {
+            let tail = layer::tail_range(meta.page_count);
+            let directory = layer::decode_tail(
+                &bytes[tail.start as usize..tail.end as usize],
+                meta.page_count,
+                ts.1,
+                layout,
+            )
+            .unwrap();
+            let name = if *above == Lsn::INVALID { "i" } else { "c" };
+            chain.layers.push(crate::pages::RemoteLayer {
+                layer: LayerRef::changes(name.into(), Generation(1), *above, meta, 0),
+                directory,
+                above: *above,
+            });
+        }
+        d.set_remote(ts.1, chain);
+        let fetch = |remote: &crate::pages::RemotePage| {
+            let (bytes, meta, _) = &files[remote.layer];
+            let r = layer::record_range(remote.slot);
+            let (lsn, image) = layer::decode_record(
+                &bytes[r.start as usize..r.end as usize],
+                remote.slot,
+                remote.page,
+                meta.lsn,
+            )
+            .unwrap();
+            d.install(remote.page, lsn, image).unwrap()
+        };
+        // A record for a page still remote is refused until the page is fetched.
+        let record = RedoRecord {
+            lsn: Lsn(41),
+            prev_lsn_segment: Lsn(last_at(40)),
+            prev_lsn_page: Lsn::INVALID,
+            page_no: PageNo(changed[0]),
+            is_cpl: true,
+            body: RedoBody::Image(vec![7u8; PAGE_SIZE_BYTES]),
+        };
+        assert!(matches!(
+            d.apply(&record),
+            Err(ApplyError::NotFetched { .. })
+        ));
+        let remote = d.remote_pages(std::slice::from_ref(&record));
+        assert_eq!(remote.len(), 1);
+        assert_eq!(remote[0].layer, 0, "the newest layer holding the page");
+        assert!(fetch(&remote[0]), "fetched and installed");
+        assert!(!fetch(&remote[0]), "a second fetch installs nothing");
+        assert!(d.remote_pages(std::slice::from_ref(&record)).is_empty());
+        // Every read of every page at every LSN fetches what it needs and answers as the
+        // original (or "too old" below the version the chain holds).
+        for page in 0..4u32 {
+            let (p_lsn, _) = a
+                .version_for_checkpoint(PageNo(page), Lsn(30))
+                .unwrap()
+                .unwrap();
+            for lsn in 0..=30u64 {
+                let got = match d.lookup(PageNo(page), Lsn(lsn)) {
+                    Ok(crate::pages::Lookup::Remote(remote)) => {
+                        assert!(fetch(&remote));
+                        d.get(PageNo(page), Lsn(lsn))
+                    }
+                    _ => d.get(PageNo(page), Lsn(lsn)),
+                };
+                if lsn >= p_lsn.0 {
+                    assert_eq!(got.unwrap(), a.get(PageNo(page), Lsn(lsn)).unwrap());
+                } else {
+                    assert!(matches!(got, Err(ReadError::LsnTooOld { .. })));
+                }
+            }
+        }
+        // Once fetched, records apply on top; an older version installed late is ignored.
+        d.apply(&record).unwrap();
+        assert!(!fetch(&remote[0]));
+        assert_eq!(
+            d.get(PageNo(changed[0]), Lsn(41)).unwrap().unwrap()[..],
+            [7u8; PAGE_SIZE_BYTES][..]
+        );
+        d.clear_remote(ts.1);
+        assert!(d.remote_chain(ts.1).is_none());
+
         // A changes layer claiming to start above a version it holds is refused.
         write_layer(
             &a,

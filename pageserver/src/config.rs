@@ -88,6 +88,12 @@ pub struct Args {
     /// once per this long.
     #[arg(long, env = "PAGESERVER_GC_DELAY", default_value = "10m", value_parser = humantime::parse_duration)]
     pub gc_delay: Duration,
+    /// After restoring a segment (which downloads only its layers' directories, then pages as
+    /// GetPages need them), download the rest of its layers in the background, at most
+    /// `HYDRATIONS_MAX` segments at a time, so that scans go at local speed again. `false`
+    /// keeps only what was read (a checkpoint that must write a new image still fetches all).
+    #[arg(long, env = "PAGESERVER_HYDRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub hydrate: bool,
     /// The cluster's public key (`keys/verifying.key`, made by `borealis up`): every connection
     /// must present a storage token it verifies (docs/security.md). Required: a pageserver
     /// does not run open.
@@ -151,6 +157,7 @@ pub struct Config {
     pub checkpoint_records: u64,
     pub checkpoint_interval: Duration,
     pub gc_delay: Duration,
+    pub hydrate: bool,
     /// `--auth-verifying-key` and `--token-file`, loaded by `server::start`.
     pub auth_verifying_key: PathBuf,
     pub token_file: PathBuf,
@@ -231,6 +238,7 @@ impl Config {
             checkpoint_records: args.checkpoint_records,
             checkpoint_interval: args.checkpoint_interval,
             gc_delay: args.gc_delay,
+            hydrate: args.hydrate,
             auth_verifying_key: args.auth_verifying_key,
             token_file: args.token_file,
         })

@@ -5,13 +5,15 @@
 //!    and apply records up to it, from safekeepers at that epoch or newer.
 //! 2. Wait, at most `--getpage-wait`, until the page's segment is applied up to `lsn`
 //!    (`caught_up_to ≥ lsn`). Timing out answers [`ErrorKind::Unavailable`]: retry later.
-//! 3. Answer the newest version of the page at or below `lsn`, or "no page" if it was never
+//! 3. If the page is still in object storage (a restored segment, [`crate::restore`]), fetch it.
+//! 4. Answer the newest version of the page at or below `lsn`, or "no page" if it was never
 //!    written by then. If that version is no longer retained the answer is
 //!    [`ErrorKind::Invalid`] ("lsn too old"), never a different version.
 
 use crate::metrics::GetPageResult;
 use crate::page_file::PageFileError;
 use crate::pages::{Lookup, ReadError};
+use crate::restore::FetchError;
 use crate::tenant::{AttachError, Tenants};
 use borealis_core::{ErrorKind, Lsn, PageNo, SegmentId, TenantId};
 use std::sync::Arc;
@@ -164,9 +166,25 @@ async fn get_page_inner(
         shared.metrics.getpage_wait_seconds.observe(Duration::ZERO);
     }
 
-    match tenant.pages.lookup(page, lsn)? {
+    let mut lookup = tenant.pages.lookup(page, lsn)?;
+    if let Lookup::Remote(remote) = &lookup {
+        // Still in object storage (a restored segment): fetch it, then it is local.
+        crate::restore::fetch_page(shared, &tenant, &segment, remote)
+            .await
+            .map_err(|e| match e {
+                FetchError::Remote(e) => GetPageError::Io(format!("fetching the page: {e}")),
+                FetchError::Corrupt { .. } => GetPageError::Corrupt(e.to_string()),
+                FetchError::Install(e) => GetPageError::Io(e.to_string()),
+                FetchError::Task(e) => GetPageError::Internal(e),
+            })?;
+        lookup = tenant.pages.lookup(page, lsn)?;
+    }
+    match lookup {
         Lookup::NeverWritten => Ok(None),
         Lookup::Cached(image) => Ok(Some(image)),
+        Lookup::Remote(_) => Err(GetPageError::Internal(format!(
+            "page {page} is still remote after fetching it"
+        ))),
         Lookup::OnDisk(version) => {
             let pages = tenant.pages.clone();
             match tokio::task::spawn_blocking(move || pages.read_version(version)).await {

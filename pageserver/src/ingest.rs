@@ -70,11 +70,14 @@ use crate::tenant::{Segment, Shared, Tenant, Vouch};
 use borealis_core::redo::RedoRecord;
 use borealis_core::{Lsn, SegmentId};
 use borealis_wire::FRAME_BYTES_MAX;
+use futures::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{debug, error, info_span, warn, Instrument};
 
+/// Pages a follower fetches from object storage at once before applying a batch.
+const PAGE_FETCHES_MAX: usize = 16;
 /// Bytes of records asked per fetch.
 pub const LOG_READ_BYTES_MAX: u32 = 1024 * 1024;
 /// Bytes of records asked per long poll: its records are only looked at, not applied.
@@ -125,7 +128,7 @@ pub(crate) fn spawn_follower(shared: Arc<Shared>, tenant: Arc<Tenant>, segment: 
         async move {
             // First the checkpoint, if there is one: the log is followed from there.
             let attached =
-                crate::checkpoint::attach(&follower.shared, &follower.tenant, &follower.segment)
+                crate::restore::attach(&follower.shared, &follower.tenant, &follower.segment)
                     .await;
             follower.cursor = attached.cursor;
             follower.segment.publish_applied(follower.cursor);
@@ -134,6 +137,11 @@ pub(crate) fn spawn_follower(shared: Arc<Shared>, tenant: Arc<Tenant>, segment: 
                 follower.tenant.clone(),
                 follower.segment.clone(),
                 attached,
+            );
+            crate::restore::spawn_hydration(
+                follower.shared.clone(),
+                follower.tenant.clone(),
+                follower.segment.clone(),
             );
             follower.run().await
         }
@@ -332,6 +340,10 @@ impl Follower {
                     error!(error = %e, "writing the page file failed");
                     self.note_problem(e.to_string());
                 }
+                ApplyError::NotFetched { .. } => {
+                    // The object store, not the safekeeper: stay with this source.
+                    self.note_problem(e.to_string());
+                }
             }
         } else {
             match plan.problem {
@@ -395,6 +407,23 @@ impl Follower {
     async fn apply(&self, plan: &mut Plan) -> Option<(usize, Option<ApplyError>)> {
         if plan.to_apply.is_empty() {
             return Some((0, None));
+        }
+        // Pages still in object storage first: a record applies to the previous version.
+        let remote = self.tenant.pages.remote_pages(&plan.to_apply);
+        let fetches: Vec<_> = remote
+            .iter()
+            .map(|r| crate::restore::fetch_page(&self.shared, &self.tenant, &self.segment, r))
+            .collect();
+        let fetched = futures::stream::iter(fetches)
+            .buffered(PAGE_FETCHES_MAX)
+        .collect::<Vec<_>>()
+        .await;
+        if let Some((r, Err(e))) = remote.iter().zip(fetched).find(|(_, f)| f.is_err()) {
+            // Nothing applied: the batch is tried again after a backoff (the store may be down).
+            warn!(page = %r.page, error = %e, "fetching a page the next records apply to failed");
+            self.shared.metrics.object_store_errors.inc();
+            let lsn = plan.to_apply.first().map_or(Lsn::INVALID, |rec| rec.lsn);
+            return Some((0, Some(ApplyError::NotFetched { page: r.page, lsn })));
         }
         let pages = self.tenant.pages.clone();
         let records = std::mem::take(&mut plan.to_apply);

@@ -76,9 +76,11 @@
 //! `tenants/` folder is **wiped at start**: everything is rebuilt lazily from object storage and
 //! the safekeepers' log tail. Each page keeps at most [`pages::VERSIONS_PER_PAGE_MAX`] versions
 //! reachable; the page file is never compacted. A follower that sees no activity goes dormant (no
-//! polling) until a GetPage needs it. Every checkpoint is a full image of its segment (no delta
-//! layers, no compaction): right for small segments, too much for frequent checkpoints of a full
-//! 10 GiB one. Objects of generations that ended are never deleted (a bounded leak per restart).
+//! polling) until a GetPage needs it. A checkpoint uploads the pages changed since the last one
+//! (a changes layer) and, now and then, an image of the whole segment ([`checkpoint`]); a
+//! restart reads each layer's directory and fetches pages when they are first needed, then
+//! downloads the rest in the background ([`restore`]); objects of older generations are deleted
+//! by garbage collection once nothing can need them ([`gc`]).
 //! A safekeeper whose log is behind its peers' trim point does not need what they trimmed (it is
 //! in this crate's checkpoints): it adopts their trim point and fetches only the log above it.
 
@@ -96,6 +98,7 @@ pub mod page_file;
 pub mod page_service;
 pub mod pages;
 pub mod remote;
+pub mod restore;
 pub mod safekeepers;
 /// The follower's sans-IO core (the cursor, [`segment_cursor::plan_batch`], the proof of
 /// completeness), shared with the protocol simulator.

@@ -114,6 +114,10 @@ pub struct Metrics {
     pub bytes_uploaded: Counter,
     pub bytes_downloaded: Counter,
     pub layers_downloaded: Counter,
+    /// Pages fetched from object storage one by one (a ranged read of one record of a layer).
+    pub pages_fetched: Counter,
+    /// Restored segments whose chain became all local in the background.
+    pub hydrations: Counter,
     pub layers_deleted: Counter,
     pub restores: Counter,
     pub object_store_errors: Counter,
@@ -166,7 +170,7 @@ impl Metrics {
             "pageserver_getpage_wait_seconds",
             "Time a GetPage waited for its segment to be applied up to the asked LSN.",
         );
-        let counters: [(&str, &str, u64); 25] = [
+        let counters: [(&str, &str, u64); 27] = [
             (
                 "pageserver_checkpoints_total",
                 "Checkpoints made durable (layer and index uploaded).",
@@ -204,13 +208,24 @@ impl Metrics {
             ),
             (
                 "pageserver_bytes_downloaded_total",
-                "Bytes of layers downloaded from object storage.",
+                "Bytes of layers downloaded from object storage (whole layers, their directories \
+                 and single records).",
                 self.bytes_downloaded.get(),
             ),
             (
                 "pageserver_layers_downloaded_total",
                 "Layers downloaded to restore segments.",
                 self.layers_downloaded.get(),
+            ),
+            (
+                "pageserver_pages_fetched_total",
+                "Pages fetched from object storage one by one (ranged reads) by GetPage or ingest.",
+                self.pages_fetched.get(),
+            ),
+            (
+                "pageserver_hydrations_total",
+                "Restored segments whose layers were all downloaded in the background.",
+                self.hydrations.get(),
             ),
             (
                 "pageserver_layers_deleted_total",

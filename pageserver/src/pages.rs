@@ -38,6 +38,19 @@
 //! with the LSN of the record that last changed it. It is marked as having older versions
 //! dropped, so a read below it is "too old", never "no page" or a later version.
 //!
+//! ## Pages still in object storage (on-demand download)
+//!
+//! A segment restored from a checkpoint need not download its layers first: the restore
+//! ([`crate::restore`]) reads only each layer's directory and hands the store the chain
+//! ([`TenantPages::set_remote`], a [`RemoteChain`]). A page with no local version that a layer of
+//! the chain holds is then [`Lookup::Remote`]: the caller fetches its record from the newest
+//! layer holding it (one ranged read) and installs it, as the restore would have, and looks again.
+//! A page no layer holds and with no local version was never written at or below the checkpoint.
+//! Applying a record to a page that is still remote is refused ([`ApplyError::NotFetched`]): its
+//! previous version is not here yet, and starting from zeros would be wrong; the follower fetches
+//! the pages of a batch first ([`TenantPages::remote_pages`]). Once every page of the chain is
+//! local (hydration), the chain is dropped ([`TenantPages::clear_remote`]).
+//!
 //! ## Bounds (the current state)
 //!
 //! At most `retain_versions` versions per page stay reachable ([`VERSIONS_PER_PAGE_MAX`] by
@@ -46,6 +59,7 @@
 //! restart starts it afresh from the newest checkpoint).
 
 use crate::cache::PageCache;
+use crate::index::LayerRef;
 use crate::page_file::{PageFile, PageFileError, IMAGE_RECORD_BYTES};
 use borealis_core::redo::{CodecError, RedoBody, RedoRecord};
 use borealis_core::{Lsn, PageNo, SegmentId, SegmentLayout, TenantId, PAGE_SIZE_BYTES};
@@ -85,6 +99,10 @@ pub enum ApplyError {
          {newest}"
     )]
     Install { page: PageNo, lsn: Lsn, newest: Lsn },
+    #[error(
+        "page {page} is still in object storage: fetch it before applying the record at lsn {lsn}"
+    )]
+    NotFetched { page: PageNo, lsn: Lsn },
     #[error(transparent)]
     File(#[from] PageFileError),
 }
@@ -108,6 +126,62 @@ pub enum Lookup {
     Cached(Arc<[u8]>),
     /// In the page file; read it with [`TenantPages::read_version`] (blocking i/o).
     OnDisk(Version),
+    /// Still in object storage: fetch and install it, then look again.
+    Remote(RemotePage),
+}
+
+/// A layer of a restored chain whose pages are fetched when needed.
+#[derive(Debug)]
+pub struct RemoteLayer {
+    /// What the index says of it (its object key follows from it).
+    pub layer: LayerRef,
+    /// The pages it holds, increasing: record `i` holds page `directory[i]`.
+    pub directory: Vec<u32>,
+    /// Every version in it is above this (a changes layer's lower bound; `INVALID` for an image).
+    pub above: Lsn,
+}
+
+/// The layers of a segment's restored chain, newest first.
+#[derive(Debug, Default)]
+pub struct RemoteChain {
+    pub layers: Vec<RemoteLayer>,
+}
+
+impl RemoteChain {
+    /// The newest layer holding `page`, and the record's slot in it.
+    fn find(&self, page: PageNo) -> Option<(usize, u32)> {
+        self.layers.iter().enumerate().find_map(|(i, l)| {
+            let slot = l.directory.binary_search(&page.0).ok()?;
+            Some((i, u32::try_from(slot).ok()?))
+        })
+    }
+
+    /// Pages held by the chain (a page in several layers counts once).
+    pub fn distinct_pages(&self) -> usize {
+        let mut all: Vec<u32> = self
+            .layers
+            .iter()
+            .flat_map(|l| l.directory.iter().copied())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all.len()
+    }
+}
+
+/// Where a page still in object storage is: record `slot` of layer `layer` of `chain`.
+#[derive(Clone, Debug)]
+pub struct RemotePage {
+    pub page: PageNo,
+    pub chain: Arc<RemoteChain>,
+    pub layer: usize,
+    pub slot: u32,
+}
+
+impl RemotePage {
+    pub fn layer(&self) -> &RemoteLayer {
+        &self.chain.layers[self.layer]
+    }
 }
 
 /// One version of a page and where its image is.
@@ -145,9 +219,31 @@ struct Index {
     end_offset: u64,
     pages: HashMap<PageNo, PageVersions>,
     per_segment: HashMap<SegmentId, SegmentCounts>,
+    /// Restored chains whose pages are not all local yet.
+    remote: HashMap<SegmentId, Arc<RemoteChain>>,
 }
 
 impl Index {
+    /// Where `page` is in object storage, if it has no local version and a remote chain holds
+    /// it.
+    fn remote_page(&self, layout: SegmentLayout, page: PageNo) -> Option<RemotePage> {
+        if self
+            .pages
+            .get(&page)
+            .is_some_and(|pv| !pv.versions.is_empty())
+        {
+            return None;
+        }
+        let chain = self.remote.get(&layout.segment_of(page))?;
+        let (layer, slot) = chain.find(page)?;
+        Some(RemotePage {
+            page,
+            chain: chain.clone(),
+            layer,
+            slot,
+        })
+    }
+
     fn newest(&self, page: PageNo) -> Option<Version> {
         let s = self.pages.get(&page)?.versions.back()?;
         Some(Version {
@@ -192,6 +288,7 @@ impl TenantPages {
                 end_offset: 0,
                 pages: HashMap::new(),
                 per_segment: HashMap::new(),
+                remote: HashMap::new(),
             }),
         })
     }
@@ -222,7 +319,16 @@ impl TenantPages {
     /// follower), which the publish step checks.
     pub fn apply(&self, record: &RedoRecord) -> Result<(), ApplyError> {
         let page = record.page_no;
-        let newest = self.index.locked().newest(page);
+        let newest = {
+            let index = self.index.locked();
+            if index.remote_page(self.layout, page).is_some() {
+                return Err(ApplyError::NotFetched {
+                    page,
+                    lsn: record.lsn,
+                });
+            }
+            index.newest(page)
+        };
         let newest_lsn = newest.map_or(Lsn::INVALID, |v| v.lsn);
         let chain_error = || ApplyError::PageChain {
             page,
@@ -286,22 +392,25 @@ impl TenantPages {
         Ok(())
     }
 
-    /// Installs a page version read from an image layer (a checkpoint): the page's content as
-    /// of the checkpoint, changed last by the record at `lsn`. It becomes the page's oldest
-    /// retained version, and reads below it are "too old" (the layer does not say what the page
-    /// was before). Installing the same version again is a no-op (a retried restore); any other
-    /// version already present is an error. Returns whether it was installed. Blocking (file
-    /// i/o); the image is not cached (a restore must not evict the working set).
+    /// Installs a page version read from a layer (a checkpoint): the page's content as of the
+    /// checkpoint, changed last by the record at `lsn`. It becomes the page's oldest retained
+    /// version, and reads below it are "too old" (the layer does not say what the page was
+    /// before). A page that already has a version at or above `lsn` keeps it and nothing is
+    /// installed: the same version fetched twice (a GetPage and the hydration racing, a retried
+    /// restore), or records applied on top of it since. A local version *below* `lsn` is an error
+    /// (the chain's newest version of a page is never older than what was applied to it).
+    /// Returns whether it was installed. Blocking (file i/o); the image is not cached (a restore
+    /// must not evict the working set).
     pub fn install(&self, page: PageNo, lsn: Lsn, image: &[u8]) -> Result<bool, ApplyError> {
-        if let Some(newest) = self.index.locked().newest(page) {
-            if newest.lsn == lsn {
-                return Ok(false);
+        let refuse = |newest: Lsn| {
+            if newest >= lsn {
+                Ok(false)
+            } else {
+                Err(ApplyError::Install { page, lsn, newest })
             }
-            return Err(ApplyError::Install {
-                page,
-                lsn,
-                newest: newest.lsn,
-            });
+        };
+        if let Some(newest) = self.index.locked().newest(page) {
+            return refuse(newest.lsn);
         }
         let offset = {
             let mut index = self.index.locked();
@@ -316,12 +425,8 @@ impl TenantPages {
         let segment = self.layout.segment_of(page);
         let pv = index.pages.entry(page).or_default();
         if let Some(newest) = pv.versions.back() {
-            // Someone else installed or applied it meanwhile (a bug: one restorer per segment).
-            return Err(ApplyError::Install {
-                page,
-                lsn,
-                newest: newest.lsn,
-            });
+            // Fetched by someone else meanwhile: theirs stays (this write is an unused gap).
+            return refuse(newest.lsn);
         }
         pv.versions.push_back(Stored { lsn, offset });
         pv.trimmed = true;
@@ -391,6 +496,9 @@ impl TenantPages {
     pub fn lookup(&self, page: PageNo, lsn: Lsn) -> Result<Lookup, ReadError> {
         let version = {
             let index = self.index.locked();
+            if let Some(remote) = index.remote_page(self.layout, page) {
+                return Ok(Lookup::Remote(remote));
+            }
             let Some(pv) = index.pages.get(&page) else {
                 return Ok(Lookup::NeverWritten);
             };
@@ -426,13 +534,52 @@ impl TenantPages {
         Ok(image)
     }
 
-    /// `page` as of `lsn`, reading the file if needed. Blocking (file i/o).
+    /// `page` as of `lsn`, reading the file if needed; panics on a page still in object storage
+    /// (tests only). Blocking (file i/o).
+    #[cfg(test)]
     pub fn get(&self, page: PageNo, lsn: Lsn) -> Result<Option<Arc<[u8]>>, ReadError> {
         match self.lookup(page, lsn)? {
             Lookup::NeverWritten => Ok(None),
             Lookup::Cached(image) => Ok(Some(image)),
             Lookup::OnDisk(v) => Ok(Some(self.read_version(v)?)),
+            Lookup::Remote(r) => panic!("page {} is remote", r.page),
         }
+    }
+
+    /// Hands the store a restored chain of `segment` whose pages are fetched when needed (see
+    /// the module docs). An empty chain removes it.
+    pub fn set_remote(&self, segment: SegmentId, chain: RemoteChain) {
+        let mut index = self.index.locked();
+        if chain.layers.is_empty() {
+            index.remote.remove(&segment);
+        } else {
+            index.remote.insert(segment, Arc::new(chain));
+        }
+    }
+
+    /// Forgets `segment`'s remote chain: every page it holds is local now.
+    pub fn clear_remote(&self, segment: SegmentId) {
+        self.index.locked().remote.remove(&segment);
+    }
+
+    /// `segment`'s remote chain, if some of its pages may still be in object storage only.
+    pub fn remote_chain(&self, segment: SegmentId) -> Option<Arc<RemoteChain>> {
+        self.index.locked().remote.get(&segment).cloned()
+    }
+
+    /// The pages `records` name that are still in object storage only, each once: fetch them
+    /// before applying the records.
+    pub fn remote_pages(&self, records: &[RedoRecord]) -> Vec<RemotePage> {
+        let index = self.index.locked();
+        if index.remote.is_empty() {
+            return Vec::new();
+        }
+        let mut seen = std::collections::HashSet::new();
+        records
+            .iter()
+            .filter(|r| seen.insert(r.page_no))
+            .filter_map(|r| index.remote_page(self.layout, r.page_no))
+            .collect()
     }
 
     /// Pages and retained versions per segment.

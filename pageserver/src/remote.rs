@@ -38,6 +38,7 @@
 use crate::index::{LayerRef, SegmentIndex};
 use borealis_core::{SegmentId, TenantId};
 use borealis_objstore::keys::{self, Generation};
+use bytes::Bytes;
 use futures::StreamExt;
 use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjPath;
@@ -299,6 +300,60 @@ impl Remote {
             });
         }
         Ok(bytes)
+    }
+
+    /// Reads a version 2 layer's header and its tail (directory and footer) with one request
+    /// of two ranges: what a restore needs to know which pages the layer holds. Lengths are
+    /// checked here, contents by `crate::layer`.
+    pub async fn layer_head_and_tail(
+        &self,
+        tenant: TenantId,
+        segment: SegmentId,
+        layer: &LayerRef,
+    ) -> Result<(Bytes, Bytes), RemoteError> {
+        let key = self.layer_key(tenant, segment, layer);
+        let ranges = [
+            0..crate::layer::LAYER_HEADER_BYTES as u64,
+            crate::layer::tail_range(layer.pages),
+        ];
+        let mut got = self.store.get_ranges(&key, &ranges).await?;
+        if got.len() != 2 || got.iter().zip(&ranges).any(|(b, r)| b.len() as u64 != r.end - r.start)
+        {
+            return Err(RemoteError::Corrupt {
+                key: key.to_string(),
+                reason: "a ranged read returned other lengths than asked".into(),
+            });
+        }
+        let tail = got.pop().unwrap_or_default();
+        let head = got.pop().unwrap_or_default();
+        Ok((head, tail))
+    }
+
+    /// Reads record `slot` of a layer (one ranged read); its contents are checked by the caller
+    /// (`crate::layer::decode_record`).
+    pub async fn layer_record(
+        &self,
+        tenant: TenantId,
+        segment: SegmentId,
+        layer: &LayerRef,
+        slot: u32,
+    ) -> Result<Bytes, RemoteError> {
+        let key = self.layer_key(tenant, segment, layer);
+        let range = crate::layer::record_range(slot);
+        if range.end > layer.bytes {
+            return Err(RemoteError::Corrupt {
+                key: key.to_string(),
+                reason: format!("record {slot} lies beyond the layer's {} bytes", layer.bytes),
+            });
+        }
+        let got = self.store.get_range(&key, range.clone()).await?;
+        if got.len() as u64 != range.end - range.start {
+            return Err(RemoteError::Corrupt {
+                key: key.to_string(),
+                reason: format!("a ranged read of {} bytes returned {}", range.end - range.start, got.len()),
+            });
+        }
+        Ok(got)
     }
 
     /// Makes `index` the attachment's index (replacing its previous one): the checkpoint's

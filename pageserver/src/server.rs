@@ -101,6 +101,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         safekeepers: Arc::new(SafekeeperPool::new(addrs, token)),
         metrics: Metrics::default(),
         remote: Remote::new(store, config.id.clone()),
+        hydrations: tokio::sync::Semaphore::new(crate::restore::HYDRATIONS_MAX),
         config,
     });
     let tenants = Arc::new(Tenants::new(

@@ -35,6 +35,8 @@ pub struct Shared {
     pub cache: Arc<PageCache>,
     pub safekeepers: Arc<SafekeeperPool>,
     pub remote: Remote,
+    /// Background hydrations running at once (`crate::restore::spawn_hydration`).
+    pub hydrations: tokio::sync::Semaphore,
 }
 
 /// What GetPage requests have vouched for: every LSN up to `lsn` is durable, and the newest
@@ -301,7 +303,16 @@ pub struct CheckpointStatus {
     /// The generation of the index this attachment started from (`None`: no checkpoint existed).
     pub restored_from_generation: Option<u32>,
     pub restored_lsn: Lsn,
+    /// Pages installed at the restore (from version 1 layers, downloaded whole).
     pub restored_pages: u64,
+    /// Layers of the restored chain whose pages are still fetched on demand (0 once hydrated),
+    /// and the pages they hold.
+    pub remote_layers: usize,
+    pub remote_pages: u64,
+    /// Pages fetched from object storage one by one, for a GetPage or a record applied to them.
+    pub pages_fetched: u64,
+    /// The restored chain is all local (or there was none).
+    pub hydrated: bool,
     /// The newest checkpoint whose index is durable: restored, or written by this attachment.
     pub checkpointed_lsn: Lsn,
     /// Checkpoints this attachment made durable.

@@ -1,0 +1,605 @@
+//! Restoring a segment from object storage: attaching it, fetching its pages on demand, and
+//! hydrating it in the background.
+//!
+//! ## Attaching a segment ([`attach`])
+//!
+//! When a segment is first asked for, before its log is followed, its attachment:
+//!
+//! 1. claims a new **generation** for the segment ([`crate::remote`] explains how, and what
+//!    generations fence);
+//! 2. loads the newest index (the highest checkpoint LSN of any generation) and, for each layer
+//!    of its chain (an image layer and the changes layers above it, [`crate::index`]), reads the
+//!    layer's header and **directory** only: one request of two ranges per layer, all layers at
+//!    once ([`crate::layer`]: the directory lists the pages the layer holds). Every header is
+//!    checked against the index, every directory against its CRC. The page store gets the chain
+//!    ([`crate::pages::RemoteChain`]): a page's newest version in the chain is in the newest
+//!    layer whose directory lists it. Layers of version 1 have no directory: they are downloaded
+//!    whole, checked byte by byte, and their pages installed, skipping those a newer layer holds;
+//! 3. starts following the log from the checkpoint: `caught_up_to` is the checkpoint LSN and the
+//!    next record must chain to the index's `last_record_lsn`.
+//!
+//! So the first GetPage after a restart or a wiped disk costs the index, one request per layer
+//! of the chain (at most `CHANGES_LAYERS_MAX + 1`) and one ranged read for the page, whatever the
+//! segment's size. GetPages wait (bounded) during the attachment. If the object store cannot be
+//! read, the attachment retries with backoff: following the log from LSN 0 instead could be wrong
+//! (the safekeepers may have dropped it), so the segment is unavailable until the store answers.
+//!
+//! ## Fetching a page ([`fetch_page`])
+//!
+//! A page still in object storage ([`crate::pages::Lookup::Remote`]) is fetched with one ranged
+//! read of its record, checked (magic, CRC, the page the directory promised, a version at or
+//! below the layer's LSN and, in a changes layer, above its lower bound) and installed as the
+//! page's oldest version ([`crate::pages::TenantPages::install`]), exactly what a full restore
+//! would have installed. GetPage fetches the page it answers; the follower fetches the pages of a
+//! batch of records before applying it (a record applies to the previous version).
+//!
+//! ## Hydration ([`hydrate`], [`spawn_hydration`])
+//!
+//! With `--hydrate` (the default) a restored segment then downloads its chain's layers in the
+//! background, newest first, each whole and checked, and installs every page not yet local, at
+//! most [`HYDRATIONS_MAX`] segments at a time; then the chain is dropped from the store and every
+//! read is local. A checkpoint that must write an image or merge the chain hydrates first (it
+//! needs every page), whatever `--hydrate` says. Installing is idempotent: a page fetched by a
+//! GetPage meanwhile, or changed by a record since, keeps its newer version.
+//!
+//! **What a restored segment answers.** A page installed from a layer holds its content as of the
+//! checkpoint, labelled with the LSN of the record that last changed it (`p ≤ checkpoint`). That
+//! content is the right answer for every read point from `p` on: nothing changed the page between
+//! `p` and the checkpoint, and the log after the checkpoint is applied on top. A read point below
+//! `p` gets `Invalid` ("lsn too old"), never a wrong page; a page in no layer was never written
+//! at or below the checkpoint, so "no page" is right at any read point up to it. A page fetched
+//! on demand is installed with the same content and label, so the answers are the same whether a
+//! page came early or late.
+//!
+//! **Why the layers stay readable.** The attachment relies on the restored chain's layers until
+//! it is hydrated. Its own indexes name that chain (a changes layer extends it), and a new image
+//! or a merged chain is only written after hydrating; garbage collection ([`crate::gc`]) deletes
+//! only layers no index of a live generation names. A stale attachment (a newer generation
+//! exists) may find a layer gone once the newer one's GC runs, `--gc-delay` after its claim: its
+//! fetch then fails and the GetPage answers "unavailable", never a wrong page.
+
+use crate::index::LayerRef;
+use crate::layer::{self, LayerError, LayerKind};
+use crate::pages::{ApplyError, RemoteChain, RemoteLayer, RemotePage, TenantPages};
+use crate::remote::{Backoff, RemoteError};
+use crate::segment_cursor::Cursor;
+use crate::tenant::{Segment, Shared, Tenant};
+use borealis_core::{Lsn, PageNo, SegmentId, SegmentLayout, TenantId};
+use borealis_objstore::keys::Generation;
+use futures::StreamExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use thiserror::Error;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+/// Segments hydrating in the background at once, per pageserver: each streams one layer at a
+/// time, so this bounds the download bandwidth and disk writes taken from the foreground.
+pub const HYDRATIONS_MAX: usize = 2;
+/// Layer directories read at once by an attachment.
+const DIRECTORY_READS_MAX: usize = 16;
+/// A failing object store operation is logged at WARN on its first failure and then once every
+/// this many attempts (DEBUG in between).
+const WARN_EVERY_ATTEMPTS: u64 = 20;
+
+/// What [`attach`] found: where the segment's log is followed from.
+#[derive(Clone, Debug)]
+pub struct Attached {
+    pub generation: Generation,
+    pub cursor: Cursor,
+    /// The checkpoint started from (`INVALID`: none).
+    pub checkpointed: Lsn,
+    /// Its index's chain of layers (empty: none), which the next checkpoint extends.
+    pub chain: Vec<LayerRef>,
+    /// When the generation was claimed (garbage collection waits `--gc-delay` after it).
+    pub claimed_at: Instant,
+}
+
+#[derive(Debug, Error)]
+pub enum AttachError {
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error("installing pages: {0}")]
+    Install(#[from] ApplyError),
+    #[error("{0}")]
+    Mismatch(String),
+    #[error("restore task failed: {0}")]
+    Task(String),
+}
+
+/// Where this segment's layer files are written and downloaded (a cache, wiped at start).
+pub(crate) fn layers_dir(shared: &Shared, tenant: TenantId, segment: SegmentId) -> PathBuf {
+    shared
+        .config
+        .data_dir
+        .join("tenants")
+        .join(tenant.to_string())
+        .join("layers")
+        .join(segment.0.to_string())
+}
+
+/// Attaches `segment` (see the module docs); retries until the object store answers.
+pub async fn attach(shared: &Arc<Shared>, tenant: &Arc<Tenant>, segment: &Segment) -> Attached {
+    segment.update_checkpoint(|c| c.restoring = true);
+    let mut generation = None;
+    let mut claimed_at = Instant::now();
+    let mut backoff = Backoff::default();
+    let mut attempts = 0u64;
+    loop {
+        match try_attach(shared, tenant, segment, &mut generation, &mut claimed_at).await {
+            Ok(attached) => {
+                segment.update_checkpoint(|c| {
+                    c.restoring = false;
+                    c.checkpointed_lsn = attached.checkpointed;
+                });
+                return attached;
+            }
+            Err(e) => {
+                attempts += 1;
+                shared.metrics.object_store_errors.inc();
+                if attempts % WARN_EVERY_ATTEMPTS == 1 {
+                    warn!(error = %e, attempts, "restoring the segment's checkpoint failed; retrying");
+                } else {
+                    debug!(error = %e, attempts, "restoring the segment's checkpoint failed; retrying");
+                }
+                segment.update_checkpoint(|c| {
+                    c.object_store_failures += 1;
+                    c.last_problem = Some(format!("restoring: {e}"));
+                });
+                backoff.wait().await;
+            }
+        }
+    }
+}
+
+async fn try_attach(
+    shared: &Arc<Shared>,
+    tenant: &Arc<Tenant>,
+    segment: &Segment,
+    generation: &mut Option<Generation>,
+    claimed_at: &mut Instant,
+) -> Result<Attached, AttachError> {
+    let remote = &shared.remote;
+    let generation = match *generation {
+        Some(g) => g,
+        None => {
+            let g = remote.claim_generation(tenant.id, segment.id).await?;
+            info!(generation = g.0, "claimed a generation for this attachment");
+            segment.update_checkpoint(|c| c.generation = g.0);
+            *generation = Some(g);
+            *claimed_at = Instant::now();
+            g
+        }
+    };
+    let Some(index) = remote.newest_index(tenant.id, segment.id).await? else {
+        info!("no checkpoint in object storage: following the log from its start");
+        return Ok(Attached {
+            generation,
+            cursor: Cursor::default(),
+            checkpointed: Lsn::INVALID,
+            chain: Vec::new(),
+            claimed_at: *claimed_at,
+        });
+    };
+    let layout = shared.config.layout;
+    // Version 2 layers: header and directory, all at once (the order is kept).
+    let reads: Vec<_> = index
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, layer_ref)| {
+            let newest = i + 1 == index.layers.len();
+            let expect = Expected::of(layer_ref, newest.then_some(index.last_record_lsn));
+            async move {
+                match layer::version_from_size(layer_ref.pages, layer_ref.bytes) {
+                    Some(layer::LAYER_VERSION) => {
+                        read_directory(shared, tenant.id, segment.id, layer_ref, &expect)
+                            .await
+                            .map(Some)
+                    }
+                    Some(_) => Ok(None),
+                    None => Err(AttachError::Mismatch(format!(
+                        "layer {} of {} pages cannot be {} bytes long in any version",
+                        layer_ref.name, layer_ref.pages, layer_ref.bytes
+                    ))),
+                }
+            }
+        })
+        .collect();
+    let directories: Vec<Option<Vec<u32>>> = futures::stream::iter(reads)
+        .buffered(DIRECTORY_READS_MAX)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+
+    // Newest layer first: a page's newest version in the chain is the one that counts; older
+    // layers' versions of it are skipped (`held`: one bit per page of the segment).
+    let mut held = PageBitmap::new(layout.pages_per_segment());
+    let mut chain = RemoteChain::default();
+    let mut installed = 0u64;
+    for (i, (layer_ref, directory)) in index.layers.iter().zip(directories).enumerate().rev() {
+        let newest = i + 1 == index.layers.len();
+        let expect = Expected::of(layer_ref, newest.then_some(index.last_record_lsn));
+        if let Some(directory) = directory {
+            for page in &directory {
+                held.insert(PageNo(*page));
+            }
+            chain.layers.push(RemoteLayer {
+                layer: layer_ref.clone(),
+                directory,
+                above: expect.above,
+            });
+            continue;
+        }
+        // Version 1: no directory, so the whole layer.
+        installed +=
+            download_and_install(shared, tenant, segment.id, layer_ref, &expect, &mut held).await?;
+    }
+    let remote_layers = chain.layers.len();
+    let remote_pages = chain.distinct_pages() as u64;
+    tenant.pages.set_remote(segment.id, chain);
+    info!(
+        from_generation = index.generation, checkpoint_lsn = %index.checkpoint_lsn,
+        last_record_lsn = %index.last_record_lsn, installed_pages = installed, remote_layers,
+        remote_pages, "restored the segment from object storage (pages still there are fetched \
+         when needed); following the log from the checkpoint"
+    );
+    shared.metrics.restores.inc();
+    segment.update_checkpoint(|c| {
+        c.restored_from_generation = Some(index.generation);
+        c.restored_lsn = index.checkpoint_lsn;
+        c.restored_pages = installed;
+        c.remote_layers = remote_layers;
+        c.remote_pages = remote_pages;
+        c.hydrated = remote_layers == 0;
+        c.chain_layers = index.layers.len();
+        c.chain_bytes = index.layers.iter().map(|l| l.bytes).sum();
+    });
+    Ok(Attached {
+        generation,
+        cursor: Cursor {
+            caught_up_to: index.checkpoint_lsn,
+            last_applied: index.last_record_lsn,
+        },
+        checkpointed: index.checkpoint_lsn,
+        chain: index.layers,
+        claimed_at: *claimed_at,
+    })
+}
+
+
+/// One bit per page of a segment.
+pub(crate) struct PageBitmap {
+    words: Vec<u64>,
+    pages_per_segment: u32,
+}
+
+impl PageBitmap {
+    pub(crate) fn new(pages_per_segment: u32) -> Self {
+        PageBitmap {
+            words: vec![0; (pages_per_segment as usize).div_ceil(64)],
+            pages_per_segment,
+        }
+    }
+
+    /// Sets `page`'s bit; whether it was clear.
+    fn insert(&mut self, page: PageNo) -> bool {
+        let i = (page.0 % self.pages_per_segment) as usize;
+        let (word, bit) = (i / 64, 1u64 << (i % 64));
+        let was_clear = self.words[word] & bit == 0;
+        self.words[word] |= bit;
+        was_clear
+    }
+}
+
+/// What the index says of a layer, checked against the layer's own header and pages.
+#[derive(Clone, Debug)]
+pub(crate) struct Expected {
+    pub(crate) kind: LayerKind,
+    pub(crate) lsn: Lsn,
+    /// Every page version of a changes layer is above it (`INVALID` for an image).
+    pub(crate) above: Lsn,
+    pub(crate) pages: u32,
+    /// `Some` for the chain's newest layer: the index's `last_record_lsn`.
+    pub(crate) last_record_lsn: Option<Lsn>,
+}
+
+impl Expected {
+    fn of(layer_ref: &LayerRef, last_record_lsn: Option<Lsn>) -> Expected {
+        Expected {
+            kind: if layer_ref.is_image() {
+                LayerKind::Image
+            } else {
+                LayerKind::Changes
+            },
+            lsn: layer_ref.lsn,
+            above: layer_ref.from_lsn.unwrap_or(Lsn::INVALID),
+            pages: layer_ref.pages,
+            last_record_lsn,
+        }
+    }
+
+    /// Whether a layer's header agrees with the index.
+    fn check(&self, meta: &layer::LayerMeta, what: &str) -> Result<(), AttachError> {
+        if (meta.kind, meta.lsn, meta.page_count) == (self.kind, self.lsn, self.pages)
+            && self
+                .last_record_lsn
+                .is_none_or(|l| l == meta.last_record_lsn)
+        {
+            return Ok(());
+        }
+        Err(AttachError::Mismatch(format!(
+            "layer {what} is a {:?} layer at lsn {} (last record {}) of {} pages, the index says \
+             {:?} at {} (last record {:?}) of {}",
+            meta.kind,
+            meta.lsn,
+            meta.last_record_lsn,
+            meta.page_count,
+            self.kind,
+            self.lsn,
+            self.last_record_lsn,
+            self.pages
+        )))
+    }
+}
+
+/// Reads a version 2 layer's header and directory (one request) and checks both against the
+/// index: the pages the layer holds.
+async fn read_directory(
+    shared: &Shared,
+    tenant: TenantId,
+    segment: SegmentId,
+    layer_ref: &LayerRef,
+    expect: &Expected,
+) -> Result<Vec<u32>, AttachError> {
+    let (head, tail) = shared
+        .remote
+        .layer_head_and_tail(tenant, segment, layer_ref)
+        .await?;
+    shared
+        .metrics
+        .bytes_downloaded
+        .add((head.len() + tail.len()) as u64);
+    let corrupt = |reason: String| {
+        AttachError::Layer(LayerError::Corrupt {
+            path: layer_ref.name.clone(),
+            reason,
+        })
+    };
+    let header: &[u8; layer::LAYER_HEADER_BYTES] = head[..]
+        .try_into()
+        .map_err(|_| corrupt(format!("a header of {} bytes", head.len())))?;
+    let meta = layer::decode_header(header).map_err(corrupt)?;
+    if (meta.tenant, meta.segment, meta.version) != (tenant, segment, layer::LAYER_VERSION) {
+        return Err(corrupt(format!(
+            "a version {} layer of tenant {} segment {}, expected version {} of tenant {tenant} \
+             segment {segment}",
+            meta.version,
+            meta.tenant,
+            meta.segment,
+            layer::LAYER_VERSION
+        )));
+    }
+    expect.check(&meta, &layer_ref.name)?;
+    layer::decode_tail(&tail, layer_ref.pages, segment, shared.config.layout).map_err(corrupt)
+}
+
+/// Downloads a whole layer, checks it, and installs its pages that no newer layer of the chain
+/// holds (`held`, which it extends). Returns the number of pages installed.
+async fn download_and_install(
+    shared: &Arc<Shared>,
+    tenant: &Arc<Tenant>,
+    segment: SegmentId,
+    layer_ref: &LayerRef,
+    expect: &Expected,
+    held: &mut PageBitmap,
+) -> Result<u64, AttachError> {
+    let dir = layers_dir(shared, tenant.id, segment);
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(RemoteError::from)?;
+    let path = dir.join(format!(
+        "{}-{:08x}.download",
+        layer_ref.name, layer_ref.generation
+    ));
+    let bytes = shared
+        .remote
+        .download_layer(tenant.id, segment, layer_ref, &path)
+        .await?;
+    shared.metrics.layers_downloaded.inc();
+    shared.metrics.bytes_downloaded.add(bytes);
+    let pages = tenant.pages.clone();
+    let (t, layout, expect) = (tenant.id, shared.config.layout, expect.clone());
+    let mut bitmap = std::mem::replace(held, PageBitmap::new(0));
+    let (result, bitmap) = tokio::task::spawn_blocking(move || {
+        let r = install_layer(&pages, &path, t, segment, layout, &expect, &mut bitmap);
+        (r, bitmap)
+    })
+    .await
+    .map_err(|e| AttachError::Task(e.to_string()))?;
+    *held = bitmap;
+    result
+}
+
+#[derive(Debug, Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error("page {page} from layer {layer}: {reason}")]
+    Corrupt {
+        page: PageNo,
+        layer: String,
+        reason: String,
+    },
+    #[error("installing a fetched page: {0}")]
+    Install(#[from] ApplyError),
+    #[error("page fetch task failed: {0}")]
+    Task(String),
+}
+
+/// Fetches a page still in object storage (one ranged read), checks it and installs it (see the
+/// module docs). Afterwards the page has a local version: look it up again.
+pub async fn fetch_page(
+    shared: &Shared,
+    tenant: &Tenant,
+    segment: &Segment,
+    remote: &RemotePage,
+) -> Result<(), FetchError> {
+    let rl = remote.layer();
+    let buf = shared
+        .remote
+        .layer_record(tenant.id, segment.id, &rl.layer, remote.slot)
+        .await?;
+    let corrupt = |reason: String| FetchError::Corrupt {
+        page: remote.page,
+        layer: rl.layer.name.clone(),
+        reason,
+    };
+    let (lsn, image) =
+        layer::decode_record(&buf, remote.slot, remote.page, rl.layer.lsn).map_err(corrupt)?;
+    if !rl.layer.is_image() && lsn <= rl.above {
+        return Err(corrupt(format!(
+            "version at lsn {lsn} in a changes layer above lsn {}",
+            rl.above
+        )));
+    }
+    let image = image.to_vec();
+    let (pages, page) = (tenant.pages.clone(), remote.page);
+    tokio::task::spawn_blocking(move || pages.install(page, lsn, &image))
+        .await
+        .map_err(|e| FetchError::Task(e.to_string()))??;
+    shared.metrics.pages_fetched.inc();
+    shared.metrics.bytes_downloaded.add(buf.len() as u64);
+    segment.update_checkpoint(|c| c.pages_fetched += 1);
+    Ok(())
+}
+
+/// Makes every page of `segment`'s remote chain local (see the module docs): downloads each
+/// layer whole, newest first, and installs the pages not local yet; then drops the chain.
+pub async fn hydrate(
+    shared: &Arc<Shared>,
+    tenant: &Arc<Tenant>,
+    segment: &Segment,
+) -> Result<(), AttachError> {
+    let Some(chain) = tenant.pages.remote_chain(segment.id) else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    let mut held = PageBitmap::new(shared.config.layout.pages_per_segment());
+    let mut installed = 0u64;
+    for rl in &chain.layers {
+        let expect = Expected::of(&rl.layer, None);
+        installed +=
+            download_and_install(shared, tenant, segment.id, &rl.layer, &expect, &mut held)
+                .await?;
+    }
+    tenant.pages.clear_remote(segment.id);
+    shared.metrics.hydrations.inc();
+    segment.update_checkpoint(|c| {
+        c.hydrated = true;
+        c.remote_layers = 0;
+    });
+    info!(
+        layers = chain.layers.len(),
+        installed,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "hydrated the segment: every page of its chain is local"
+    );
+    Ok(())
+}
+
+/// Hydrates a restored segment in the background (with `--hydrate`), at most
+/// [`HYDRATIONS_MAX`] at a time, retrying with backoff until it succeeds.
+pub(crate) fn spawn_hydration(shared: Arc<Shared>, tenant: Arc<Tenant>, segment: Arc<Segment>) {
+    if !shared.config.hydrate || tenant.pages.remote_chain(segment.id).is_none() {
+        return;
+    }
+    let span = info_span!("hydrate", tenant = %tenant.id, segment = %segment.id);
+    let tracked = segment.clone();
+    let task = tokio::spawn(
+        async move {
+            let Ok(_permit) = shared.hydrations.acquire().await else {
+                return;
+            };
+            let mut backoff = Backoff::default();
+            let mut attempts = 0u64;
+            loop {
+                match hydrate(&shared, &tenant, &segment).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        attempts += 1;
+                        shared.metrics.object_store_errors.inc();
+                        if attempts % WARN_EVERY_ATTEMPTS == 1 {
+                            warn!(error = %e, attempts, "hydrating the segment failed; retrying");
+                        } else {
+                            debug!(error = %e, attempts, "hydrating the segment failed; retrying");
+                        }
+                        segment.update_checkpoint(|c| {
+                            c.object_store_failures += 1;
+                            c.last_problem = Some(format!("hydrating: {e}"));
+                        });
+                        backoff.wait().await;
+                    }
+                }
+            }
+        }
+        .instrument(span),
+    );
+    tracked.track_task(task.abort_handle());
+}
+
+/// Checks every byte of a downloaded layer, then installs its pages that no newer layer of the
+/// chain held (`held`, which it extends); removes the file. Returns the number of pages
+/// installed. Blocking.
+pub(crate) fn install_layer(
+    pages: &TenantPages,
+    path: &Path,
+    tenant: TenantId,
+    segment: SegmentId,
+    layout: SegmentLayout,
+    expect: &Expected,
+    held: &mut PageBitmap,
+) -> Result<u64, AttachError> {
+    let meta = layer::verify(path, tenant, segment, layout)?;
+    expect.check(&meta, &path.display().to_string())?;
+    let mut installed = 0u64;
+    let mut install_error = None;
+    layer::for_each_page(path, tenant, segment, layout, |page, lsn, image| {
+        if expect.kind == LayerKind::Changes && lsn <= expect.above {
+            return Err(LayerError::Corrupt {
+                path: path.display().to_string(),
+                reason: format!(
+                    "page {page} at lsn {lsn} in a changes layer above lsn {}",
+                    expect.above
+                ),
+            });
+        }
+        if !held.insert(page) {
+            // A newer layer of the chain holds a newer version of it.
+            return Ok(());
+        }
+        match pages.install(page, lsn, image) {
+            Ok(new) => installed += u64::from(new),
+            Err(e) => {
+                install_error = Some(e);
+                return Err(LayerError::Corrupt {
+                    path: path.display().to_string(),
+                    reason: "install failed".into(),
+                });
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| match install_error.take() {
+        Some(install) => AttachError::Install(install),
+        None => AttachError::Layer(e),
+    })?;
+    if let Err(e) = std::fs::remove_file(path) {
+        debug!(path = %path.display(), error = %e, "could not remove a downloaded layer");
+    }
+    Ok(installed)
+}
+
