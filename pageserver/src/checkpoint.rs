@@ -52,8 +52,8 @@
 use crate::index::{LayerRef, SegmentIndex};
 use crate::layer::{self, LayerError, LayerKind, LayerMeta, LayerWriter};
 use crate::pages::{ReadError, TenantPages};
-use crate::restore::{layers_dir, Attached};
 use crate::remote::{Backoff, RemoteError};
+use crate::restore::{layers_dir, Attached};
 use crate::segment_cursor::Cursor;
 use crate::tenant::{Segment, Shared, Tenant, Tenants, TrimAnswer};
 use borealis_core::{Lsn, SegmentId, SegmentLayout, TenantId};
@@ -1009,8 +1009,26 @@ mod tests {
         )
         .unwrap();
         // (The installs above removed the files: write them again.)
-        write_layer(&a, &image_path, LayerKind::Image, Lsn::INVALID, ts, layout, at_20).unwrap();
-        write_layer(&a, &changes_path, LayerKind::Changes, Lsn(25), ts, layout, cursor).unwrap();
+        write_layer(
+            &a,
+            &image_path,
+            LayerKind::Image,
+            Lsn::INVALID,
+            ts,
+            layout,
+            at_20,
+        )
+        .unwrap();
+        write_layer(
+            &a,
+            &changes_path,
+            LayerKind::Changes,
+            Lsn(25),
+            ts,
+            layout,
+            cursor,
+        )
+        .unwrap();
         let files = [
             (std::fs::read(&changes_path).unwrap(), changes, Lsn(25)),
             (std::fs::read(&image_path).unwrap(), image, Lsn::INVALID),

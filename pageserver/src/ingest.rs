@@ -128,8 +128,7 @@ pub(crate) fn spawn_follower(shared: Arc<Shared>, tenant: Arc<Tenant>, segment: 
         async move {
             // First the checkpoint, if there is one: the log is followed from there.
             let attached =
-                crate::restore::attach(&follower.shared, &follower.tenant, &follower.segment)
-                    .await;
+                crate::restore::attach(&follower.shared, &follower.tenant, &follower.segment).await;
             follower.cursor = attached.cursor;
             follower.segment.publish_applied(follower.cursor);
             crate::checkpoint::spawn_checkpointer(
@@ -416,8 +415,8 @@ impl Follower {
             .collect();
         let fetched = futures::stream::iter(fetches)
             .buffered(PAGE_FETCHES_MAX)
-        .collect::<Vec<_>>()
-        .await;
+            .collect::<Vec<_>>()
+            .await;
         if let Some((r, Err(e))) = remote.iter().zip(fetched).find(|(_, f)| f.is_err()) {
             // Nothing applied: the batch is tried again after a backoff (the store may be down).
             warn!(page = %r.page, error = %e, "fetching a page the next records apply to failed");

@@ -317,7 +317,11 @@ impl Remote {
             crate::layer::tail_range(layer.pages),
         ];
         let mut got = self.store.get_ranges(&key, &ranges).await?;
-        if got.len() != 2 || got.iter().zip(&ranges).any(|(b, r)| b.len() as u64 != r.end - r.start)
+        if got.len() != 2
+            || got
+                .iter()
+                .zip(&ranges)
+                .any(|(b, r)| b.len() as u64 != r.end - r.start)
         {
             return Err(RemoteError::Corrupt {
                 key: key.to_string(),
@@ -343,14 +347,21 @@ impl Remote {
         if range.end > layer.bytes {
             return Err(RemoteError::Corrupt {
                 key: key.to_string(),
-                reason: format!("record {slot} lies beyond the layer's {} bytes", layer.bytes),
+                reason: format!(
+                    "record {slot} lies beyond the layer's {} bytes",
+                    layer.bytes
+                ),
             });
         }
         let got = self.store.get_range(&key, range.clone()).await?;
         if got.len() as u64 != range.end - range.start {
             return Err(RemoteError::Corrupt {
                 key: key.to_string(),
-                reason: format!("a ranged read of {} bytes returned {}", range.end - range.start, got.len()),
+                reason: format!(
+                    "a ranged read of {} bytes returned {}",
+                    range.end - range.start,
+                    got.len()
+                ),
             });
         }
         Ok(got)

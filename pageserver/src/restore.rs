@@ -270,7 +270,6 @@ async fn try_attach(
     })
 }
 
-
 /// One bit per page of a segment.
 pub(crate) struct PageBitmap {
     words: Vec<u64>,
@@ -493,8 +492,7 @@ pub async fn hydrate(
     for rl in &chain.layers {
         let expect = Expected::of(&rl.layer, None);
         installed +=
-            download_and_install(shared, tenant, segment.id, &rl.layer, &expect, &mut held)
-                .await?;
+            download_and_install(shared, tenant, segment.id, &rl.layer, &expect, &mut held).await?;
     }
     tenant.pages.clear_remote(segment.id);
     shared.metrics.hydrations.inc();
@@ -602,4 +600,3 @@ pub(crate) fn install_layer(
     }
     Ok(installed)
 }
-
