@@ -58,6 +58,7 @@ use crate::segment_cursor::Cursor;
 use crate::tenant::{Segment, Shared, Tenant, Tenants, TrimAnswer};
 use borealis_core::{Lsn, SegmentId, SegmentLayout, TenantId};
 use borealis_objstore::keys::{self, Generation};
+use borealis_utils::crash_point;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -309,6 +310,10 @@ impl Checkpointer {
             return;
         };
         shared.metrics.bytes_uploaded.add(uploaded.bytes);
+        crash_point::hit(match kind {
+            LayerKind::Image => "image-layer-uploaded",
+            LayerKind::Changes => "changes-layer-uploaded",
+        });
         if uploaded.bytes != meta.file_bytes() {
             error!(
                 uploaded = uploaded.bytes,
@@ -376,6 +381,10 @@ impl Checkpointer {
             return;
         };
         shared.metrics.bytes_uploaded.add(index_bytes);
+        if plan.keep < self.chain.len() {
+            // An image or a merge: the layers it replaces are garbage from now on.
+            crash_point::hit("compacted-index-uploaded");
+        }
         shared.metrics.checkpoints.inc();
         match kind {
             LayerKind::Image => shared.metrics.image_layers_written.inc(),
@@ -502,10 +511,12 @@ impl Checkpointer {
             for g in &plan.indexes {
                 remote.delete_index(tenant, segment, *g).await?;
                 deleted += 1;
+                crash_point::hit("gc-index-deleted");
             }
             for (name, g) in &plan.layers {
                 remote.delete_layer(tenant, segment, name, *g).await?;
                 deleted += 1;
+                crash_point::hit("gc-layer-deleted");
             }
             for g in &plan.claims {
                 remote.delete_claim(tenant, segment, *g).await?;
@@ -610,6 +621,7 @@ impl Checkpointer {
                 Ok(()) => {
                     self.shared.metrics.layers_deleted.inc();
                     debug!(layer = %name, "deleted a layer no index names");
+                    crash_point::hit("own-layer-deleted");
                 }
                 Err(e) => {
                     debug!(layer = %name, error = %e, "deleting a layer failed; retried later")

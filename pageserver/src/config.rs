@@ -94,6 +94,11 @@ pub struct Args {
     /// keeps only what was read (a checkpoint that must write a new image still fetches all).
     #[arg(long, env = "PAGESERVER_HYDRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub hydrate: bool,
+    /// Testing aid: abort the process when this crash point is reached, as `kill -9` would
+    /// (`borealis_utils::crash_point`; the names are the `crash_point::hit` calls of
+    /// `checkpoint.rs` and `restore.rs`).
+    #[arg(long, env = "PAGESERVER_CRASH_AT", hide = true)]
+    pub crash_at: Option<String>,
     /// The cluster's public key (`keys/verifying.key`, made by `borealis up`): every connection
     /// must present a storage token it verifies (docs/security.md). Required: a pageserver
     /// does not run open.
@@ -165,6 +170,9 @@ pub struct Config {
 
 impl Config {
     pub fn from_args(args: Args) -> Result<Config, ConfigError> {
+        if let Some(point) = &args.crash_at {
+            borealis_utils::crash_point::arm(point);
+        }
         let safekeepers: Vec<String> = args
             .safekeepers
             .iter()

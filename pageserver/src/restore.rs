@@ -493,6 +493,7 @@ pub async fn hydrate(
         let expect = Expected::of(&rl.layer, None);
         installed +=
             download_and_install(shared, tenant, segment.id, &rl.layer, &expect, &mut held).await?;
+        borealis_utils::crash_point::hit("hydrating-layer-installed");
     }
     tenant.pages.clear_remote(segment.id);
     shared.metrics.hydrations.inc();

@@ -372,6 +372,195 @@ async fn a_restart_fetches_only_the_pages_it_needs_then_hydrates() {
     }
 }
 
+/// Every layer each index in the store names exists: what no crash may break.
+fn assert_every_named_layer_exists(root: &std::path::Path, when: &str) {
+    let dir = root.join(format!("tenants/{TENANT}/segments/0"));
+    let mut indexes = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !(name.starts_with("index-") && name.ends_with(".json")) {
+            continue;
+        }
+        indexes += 1;
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for layer in index["layers"].as_array().unwrap() {
+            let file = dir.join(format!(
+                "layers/{}-{:08x}",
+                layer["name"].as_str().unwrap(),
+                layer["generation"].as_u64().unwrap()
+            ));
+            assert!(
+                file.exists(),
+                "{when}: {} names {}, which is gone",
+                name,
+                file.display()
+            );
+        }
+    }
+    assert!(indexes > 0, "{when}: no index at all");
+}
+
+/// Feeds the log in steps of `step` records from `at`, reading as it goes (errors allowed: the
+/// process is meant to die), until the pageserver exits at its crash point. Returns where the
+/// log got to. Panics if it never crashes.
+async fn run_until_crash(
+    ps: &mut PageServerProcess,
+    sk: &FakeSafekeeper,
+    h: &History,
+    mut at: u64,
+    step: u64,
+    point: &str,
+) -> u64 {
+    let c = ps.client().await;
+    let end = h.records.len() as u64;
+    while at < end {
+        at = (at + step).min(end);
+        set_log(sk, h, at);
+        let _ = get_page(
+            &c,
+            TENANT,
+            h.records[at as usize - 1].page_no.0,
+            Lsn(at),
+            EPOCH,
+        )
+        .await;
+        if let Some(status) = ps.wait_exit(Duration::from_millis(300)).await {
+            assert!(
+                ps.log().contains(&format!("crash point {point} reached")),
+                "the pageserver exited ({status}) but not at crash point {point}:\n{}",
+                ps.log()
+            );
+            return at;
+        }
+    }
+    panic!(
+        "crash point {point} was never reached by lsn {end}; log:\n{}",
+        ps.log()
+    );
+}
+
+/// A pageserver killed in the middle of each step of hydration, compaction (an image that
+/// replaces a chain) and garbage collection, at crash points (`--crash-at`): after every crash
+/// every layer any index names is still there, and the next pageserver restores every page
+/// exactly; at the end, garbage collection leaves nothing unnamed behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_in_any_step_of_compaction_or_gc_loses_nothing_an_index_names() {
+    let mut h = History::new(layout(), 17);
+    let mut rng = Rng(171);
+    for page in 0..PAGES_PER_SEGMENT {
+        h.change(page);
+    }
+    hot_changes(&mut h, &mut rng, 100);
+    let first_end = h.records.len() as u64;
+    // Then every page again (so the chain's changes outgrow half the image: an image is due),
+    // and hot changes for the generations after.
+    for _ in 0..2 {
+        for page in 0..PAGES_PER_SEGMENT {
+            h.change(page);
+        }
+    }
+    hot_changes(&mut h, &mut rng, 2000);
+
+    let sk = FakeSafekeeper::start(EPOCH, layout()).await;
+    let addrs = [sk.addr.clone()];
+    let objects = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", objects.path().display());
+    let with = |point: &str, gc_delay: &str| {
+        let mut a = args_gc(&store, gc_delay);
+        a.extend(["--crash-at".to_string(), point.to_string()]);
+        a
+    };
+
+    // Generation 1: an image and changes layers.
+    let plain = args(&store);
+    let plain: Vec<&str> = plain.iter().map(String::as_str).collect();
+    let ps = PageServerProcess::start(&addrs, &plain).await;
+    let c = ps.client().await;
+    let image_at = u64::from(PAGES_PER_SEGMENT);
+    advance(&ps, &c, &sk, &h, 0, image_at, image_at).await;
+    advance(&ps, &c, &sk, &h, image_at, first_end, 20).await;
+    drop(c);
+    drop(ps);
+
+    let mut at = first_end;
+    for (point, gc_delay, step) in [
+        ("hydrating-layer-installed", "10m", 0),
+        ("image-layer-uploaded", "10m", 40),
+        ("compacted-index-uploaded", "10m", 40),
+        ("changes-layer-uploaded", "10m", 20),
+        ("own-layer-deleted", "10m", 40),
+        ("gc-index-deleted", "1s", 20),
+        ("gc-layer-deleted", "1s", 20),
+    ] {
+        let a = with(point, gc_delay);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let mut ps = PageServerProcess::start(&addrs, &a).await;
+        if gc_delay == "1s" {
+            // Garbage collection waits until the claim is `--gc-delay` old.
+            let c = ps.client().await;
+            let _ = get_page(&c, TENANT, 0, Lsn(at), EPOCH).await;
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+        }
+        if step == 0 {
+            // The first read attaches the segment; hydration starts in the background.
+            let c = ps.client().await;
+            let _ = get_page(&c, TENANT, 0, Lsn(at), EPOCH).await;
+            let status = ps.wait_exit(Duration::from_secs(20)).await;
+            assert!(
+                status.is_some() && ps.log().contains(&format!("crash point {point} reached")),
+                "no crash at {point}:\n{}",
+                ps.log()
+            );
+        } else {
+            at = run_until_crash(&mut ps, &sk, &h, at, step, point).await;
+        }
+        eprintln!("crashed at {point} with the log at lsn {at}");
+        assert_every_named_layer_exists(objects.path(), point);
+        drop(ps);
+        // The next pageserver restores every page exactly.
+        let ps = PageServerProcess::start(&addrs, &plain).await;
+        let c = ps.client().await;
+        for page in 0..PAGES_PER_SEGMENT {
+            check_page(&c, &h, page, at, 0).await;
+        }
+        drop(c);
+        drop(ps);
+        assert_every_named_layer_exists(objects.path(), &format!("after {point}"));
+    }
+
+    // Finally a pageserver that runs on: garbage collection finishes what the crashes left.
+    let a = args_gc(&store, "1s");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let ps = PageServerProcess::start(&addrs, &a).await;
+    let c = ps.client().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let end = h.records.len() as u64;
+    loop {
+        at = (at + 20).min(end);
+        set_log(&sk, &h, at);
+        check_page(&c, &h, h.records[at as usize - 1].page_no.0, at, 0).await;
+        wait_checkpointed(&ps, at).await;
+        let objs = segment_objects(objects.path());
+        let indexes = objs.iter().filter(|(p, _)| p.starts_with("index-")).count();
+        let total: u64 = objs.iter().map(|(_, b)| b).sum();
+        if indexes == 1 && total * 2 <= IMAGE_BYTES * 5 + 64 * 1024 {
+            eprintln!("after the crashes: {} objects, {total} bytes", objs.len());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && at < end,
+            "garbage collection did not finish: {objs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for page in 0..PAGES_PER_SEGMENT {
+        check_page(&c, &h, page, at, 0).await;
+    }
+    assert_every_named_layer_exists(objects.path(), "at the end");
+}
+
 /// Every object under the segment's prefix: `(path relative to it, bytes)`. An upload cut off by
 /// a kill leaves a staging file (`<key>#<n>`, the local store's multipart part): that is not an
 /// object (listings do not show it, as S3 does not list incomplete multipart uploads; a bucket
