@@ -116,6 +116,9 @@ pub struct Metrics {
     pub layers_downloaded: Counter,
     /// Pages fetched from object storage one by one (a ranged read of one record of a layer).
     pub pages_fetched: Counter,
+    /// Bytes read by ranged reads (layer headers and directories, single records): what
+    /// on-demand download costs, apart from whole layers.
+    pub ranged_bytes: Counter,
     /// Restored segments whose chain became all local in the background.
     pub hydrations: Counter,
     pub layers_deleted: Counter,
@@ -170,7 +173,7 @@ impl Metrics {
             "pageserver_getpage_wait_seconds",
             "Time a GetPage waited for its segment to be applied up to the asked LSN.",
         );
-        let counters: [(&str, &str, u64); 27] = [
+        let counters: [(&str, &str, u64); 28] = [
             (
                 "pageserver_checkpoints_total",
                 "Checkpoints made durable (layer and index uploaded).",
@@ -221,6 +224,11 @@ impl Metrics {
                 "pageserver_pages_fetched_total",
                 "Pages fetched from object storage one by one (ranged reads) by GetPage or ingest.",
                 self.pages_fetched.get(),
+            ),
+            (
+                "pageserver_ranged_read_bytes_total",
+                "Bytes read from object storage by ranged reads (layer directories, single records).",
+                self.ranged_bytes.get(),
             ),
             (
                 "pageserver_hydrations_total",

@@ -358,10 +358,9 @@ async fn read_directory(
         .remote
         .layer_head_and_tail(tenant, segment, layer_ref)
         .await?;
-    shared
-        .metrics
-        .bytes_downloaded
-        .add((head.len() + tail.len()) as u64);
+    let bytes = (head.len() + tail.len()) as u64;
+    shared.metrics.bytes_downloaded.add(bytes);
+    shared.metrics.ranged_bytes.add(bytes);
     let corrupt = |reason: String| {
         AttachError::Layer(LayerError::Corrupt {
             path: layer_ref.name.clone(),
@@ -472,6 +471,7 @@ pub async fn fetch_page(
         .map_err(|e| FetchError::Task(e.to_string()))??;
     shared.metrics.pages_fetched.inc();
     shared.metrics.bytes_downloaded.add(buf.len() as u64);
+    shared.metrics.ranged_bytes.add(buf.len() as u64);
     segment.update_checkpoint(|c| c.pages_fetched += 1);
     Ok(())
 }

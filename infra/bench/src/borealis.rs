@@ -243,6 +243,19 @@ impl Cluster {
         idle_timeout: &str,
         extra: &[&str],
     ) -> anyhow::Result<Cluster> {
+        Self::start_with_env(bin_dir, work, name, idle_timeout, extra, &[]).await
+    }
+
+    /// Like [`Cluster::start_with`], with environment variables for `borealis up` and so for
+    /// the nodes it starts (`PAGESERVER_CHECKPOINT_INTERVAL`, say).
+    pub async fn start_with_env(
+        bin_dir: &Path,
+        work: &Path,
+        name: &str,
+        idle_timeout: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Cluster> {
         let borealis = bin_dir.join("borealis");
         for bin in ["borealis", "gateway", "safekeeper", "pageserver"] {
             if !bin_dir.join(bin).exists() {
@@ -261,6 +274,7 @@ impl Cluster {
             .arg(&dir)
             .args(["--idle-timeout", idle_timeout])
             .args(extra)
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -45,6 +45,7 @@ mod recovery;
 mod redo_sample;
 mod replica_lag;
 mod report;
+mod restore_read;
 mod safekeeper_append;
 mod scan;
 mod segments;
@@ -71,6 +72,7 @@ const PARTS: &[&str] = &[
     "scan",
     "recovery",
     "segments",
+    "restore",
     "postgres",
     "sqlite",
 ];
@@ -94,7 +96,7 @@ struct Cli {
     #[arg(long)]
     keep: bool,
     /// Parts to skip, comma-separated (fsync, safekeeper, compute, borealis, replica,
-    /// failover, cold-start, recovery, postgres, sqlite).
+    /// failover, cold-start, scan, recovery, segments, restore, postgres, sqlite).
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     /// Run only these parts, comma-separated.
@@ -124,6 +126,10 @@ struct Cli {
     /// with --quick).
     #[arg(long)]
     segments_mb: Option<u64>,
+    /// Database sizes of the first-read-after-a-wipe measurement, in MB (default 64,512; 8,32
+    /// with --quick).
+    #[arg(long, value_delimiter = ',')]
+    restore_mb: Vec<u64>,
     /// Size of the table the full-scan measurement reads, in MB (default 256; 16 with --quick).
     #[arg(long)]
     scan_mb: Option<u64>,
@@ -384,6 +390,23 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 res.segments = Some(f);
             }
             Err(e) => missed(&mut res, &mut failed, "segments", e),
+        }
+    }
+
+    if cli.wants("restore") {
+        let sizes = if !cli.restore_mb.is_empty() {
+            cli.restore_mb.clone()
+        } else if cli.quick {
+            vec![8, 32]
+        } else {
+            vec![64, 512]
+        };
+        println!(
+            "== Borealis: the first read after every pageserver is killed and wiped, at {sizes:?} MB"
+        );
+        match restore_read::measure(&bin_dir, &work, &sizes, &mut checks).await {
+            Ok(runs) => res.restore = runs,
+            Err(e) => missed(&mut res, &mut failed, "restore", e),
         }
     }
 

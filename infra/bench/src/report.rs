@@ -30,6 +30,8 @@ pub struct Results {
     pub cold_start: Vec<ColdStartFigures>,
     pub scan: Option<ScanFigures>,
     pub segments: Option<crate::segments::SegmentsFigures>,
+    /// The first read after every pageserver was killed and wiped, per database size.
+    pub restore: Vec<crate::restore_read::RestoreRun>,
     pub recovery: Vec<RecoveryPoint>,
     pub failover: Option<FailoverFigures>,
     pub replica: Option<ReplicaFigures>,
@@ -523,6 +525,45 @@ pub fn render(res: &Results) -> String {
                 &rows,
             ));
         }
+    }
+
+    out.push_str(
+        "\n### First read after every pageserver is killed and its disk wiped (issue #18)\n\n",
+    );
+    if res.restore.is_empty() {
+        out.push_str("not measured\n");
+    } else {
+        let rows: Vec<Vec<String>> = res
+            .restore
+            .iter()
+            .map(|r| {
+                let mut reads = r.reads.clone();
+                vec![
+                    format!("{} MB ({} rows)", r.mb, r.rows),
+                    format!("{:.1} MB", r.chain_bytes as f64 / 1e6),
+                    dur(r.first_read),
+                    format!("{:.1} KB", r.ranged_at_first as f64 / 1e3),
+                    format!("{:.1} MB", r.hydrated_at_first as f64 / 1e6),
+                    dur(reads.p50()),
+                    format!("{:.1} s", r.full_read.as_secs_f64()),
+                ]
+            })
+            .collect();
+        out.push_str(
+            "`borealis up` (one segment, two pageservers), checkpoints every 2 s; once the whole table is in a durable checkpoint, both pageservers are `kill -9`ed, their data directories deleted and started again, and the gateway restarted. The first point read of a random row pays the tenant's cold start and the segment's attach (the index, each layer's header and directory, then one ranged read per page the B-tree walk needs); \"ranged reads\" is what the pageservers had read that way when it answered, \"hydrated\" the whole layers the background hydration had downloaded meanwhile. Then 20 more point reads, and every row read back in 40 MB ranges (while the rest of the chain is hydrated in the background).\n\n",
+        );
+        out.push_str(&table(
+            &[
+                "database",
+                "checkpoint chain",
+                "first point read",
+                "ranged reads by then",
+                "hydrated by then",
+                "next 20 reads p50",
+                "every row read back",
+            ],
+            &rows,
+        ));
     }
 
     out.push_str("\n### Cold start of an idle tenant (first request → first result)\n\n");
