@@ -93,6 +93,32 @@ async fn checkpoints_settled(c: &TestCluster, tenant: &str) -> u64 {
     }
 }
 
+/// Bytes of every object under the tenant's prefix in the cluster's local object store (staging
+/// files of uploads cut off by a kill, `<key>#<n>`, are not objects).
+fn tenant_object_bytes(cluster_dir: &std::path::Path, tenant_hex: &str) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![cluster_dir.join("objects/tenants").join(tenant_hex)];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if !path.to_string_lossy().contains('#') {
+                total += e.metadata().map_or(0, |m| m.len());
+            }
+        }
+    }
+    assert!(
+        total > 0,
+        "no object of tenant {tenant_hex} in {}",
+        cluster_dir.display()
+    );
+    total
+}
+
 async fn preload_count(c: &TestCluster) -> (Vec<Vec<Value>>, Duration) {
     let started = std::time::Instant::now();
     let rows = c
@@ -117,6 +143,8 @@ async fn a_volume_of_many_segments_over_a_pool_keeps_every_acknowledged_commit_t
             ("BOREALIS_STATEMENT_TIMEOUT".into(), "120s".into()),
             // Checkpoints soon after the updates of phase 1b.
             ("PAGESERVER_CHECKPOINT_INTERVAL".into(), "10s".into()),
+            // Older generations' objects collected soon after the full restart.
+            ("PAGESERVER_GC_DELAY".into(), "1s".into()),
         ],
         ..ClusterOptions::default()
     })
@@ -380,6 +408,23 @@ async fn a_volume_of_many_segments_over_a_pool_keeps_every_acknowledged_commit_t
     c.down();
     c.up().await;
     let (history, checks) = w.check().await;
+
+    // 6. What the object store holds for the tenant, once the new generations' checkpoints
+    // (and their garbage collection of the old ones) settled: at most twice the data.
+    checkpoints_settled(&c, &tenant_id).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let stored = tenant_object_bytes(c.data_dir(), &tenant_id);
+    report.line(format!(
+        "object store after the full restart: {} MiB for {} MiB of rows ({:.2}×)",
+        stored >> 20,
+        database_bytes >> 20,
+        stored as f64 / database_bytes as f64
+    ));
+    assert!(
+        stored <= 2 * database_bytes,
+        "the object store holds {stored} bytes for the tenant, more than twice the {database_bytes} \
+         bytes of rows"
+    );
     report.timeline(&history);
     report.checks(&checks);
     report.emit();
