@@ -94,6 +94,15 @@ pub struct Args {
     /// keeps only what was read (a checkpoint that must write a new image still fetches all).
     #[arg(long, env = "PAGESERVER_HYDRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub hydrate: bool,
+    /// How far behind its segment's newest applied record a read point still finds every page
+    /// version it needs; older history is dropped from the local page files
+    /// (`pageserver::compaction`), and such a read gets "lsn too old".
+    #[arg(long, env = "PAGESERVER_PAGE_HISTORY", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub page_history: Duration,
+    /// Records per extent file of a tenant's page file (testing aid: small extents make
+    /// compaction visible in small tests).
+    #[arg(long, env = "PAGESERVER_EXTENT_RECORDS", default_value_t = crate::page_file::EXTENT_RECORDS, hide = true)]
+    pub extent_records: u64,
     /// Testing aid: abort the process when this crash point is reached, as `kill -9` would
     /// (`borealis_utils::crash_point`; the names are the `crash_point::hit` calls of
     /// `checkpoint.rs` and `restore.rs`).
@@ -163,6 +172,8 @@ pub struct Config {
     pub checkpoint_interval: Duration,
     pub gc_delay: Duration,
     pub hydrate: bool,
+    pub page_history: Duration,
+    pub extent_records: u64,
     /// `--auth-verifying-key` and `--token-file`, loaded by `server::start`.
     pub auth_verifying_key: PathBuf,
     pub token_file: PathBuf,
@@ -247,6 +258,8 @@ impl Config {
             checkpoint_interval: args.checkpoint_interval,
             gc_delay: args.gc_delay,
             hydrate: args.hydrate,
+            page_history: args.page_history,
+            extent_records: args.extent_records.max(1),
             auth_verifying_key: args.auth_verifying_key,
             token_file: args.token_file,
         })

@@ -72,10 +72,11 @@
 //!
 //! ## Current state and its limits
 //!
-//! Page images are appended to `DATA_DIR/tenants/<tenant>/pages.dat` without fsync, and the whole
+//! Page images are appended to `DATA_DIR/tenants/<tenant>/pages-<extent>.dat` without fsync, and the whole
 //! `tenants/` folder is **wiped at start**: everything is rebuilt lazily from object storage and
 //! the safekeepers' log tail. Each page keeps at most [`pages::VERSIONS_PER_PAGE_MAX`] versions
-//! reachable; the page file is never compacted. A follower that sees no activity goes dormant (no
+//! reachable, and none older than `--page-history` (60 s) behind its segment; [`compaction`]
+//! reclaims the page file's dead extents. A follower that sees no activity goes dormant (no
 //! polling) until a GetPage needs it. A checkpoint uploads the pages changed since the last one
 //! (a changes layer) and, now and then, an image of the whole segment ([`checkpoint`]); a
 //! restart reads each layer's directory and fetches pages when they are first needed, then
@@ -86,6 +87,7 @@
 
 pub mod cache;
 pub mod checkpoint;
+pub mod compaction;
 pub mod config;
 pub mod gc;
 pub mod get_page;

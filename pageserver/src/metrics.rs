@@ -121,6 +121,12 @@ pub struct Metrics {
     pub ranged_bytes: Counter,
     /// Restored segments whose chain became all local in the background.
     pub hydrations: Counter,
+    /// Page file compaction (`crate::compaction`): passes, versions dropped below the history
+    /// horizon, live records copied out of reclaimed extents, extents deleted.
+    pub compaction_passes: Counter,
+    pub versions_dropped: Counter,
+    pub records_moved: Counter,
+    pub extents_removed: Counter,
     pub layers_deleted: Counter,
     pub restores: Counter,
     pub object_store_errors: Counter,
@@ -173,7 +179,7 @@ impl Metrics {
             "pageserver_getpage_wait_seconds",
             "Time a GetPage waited for its segment to be applied up to the asked LSN.",
         );
-        let counters: [(&str, &str, u64); 28] = [
+        let counters: [(&str, &str, u64); 32] = [
             (
                 "pageserver_checkpoints_total",
                 "Checkpoints made durable (layer and index uploaded).",
@@ -229,6 +235,26 @@ impl Metrics {
                 "pageserver_ranged_read_bytes_total",
                 "Bytes read from object storage by ranged reads (layer directories, single records).",
                 self.ranged_bytes.get(),
+            ),
+            (
+                "pageserver_compaction_passes_total",
+                "Compaction passes over a tenant's page file.",
+                self.compaction_passes.get(),
+            ),
+            (
+                "pageserver_versions_dropped_total",
+                "Page versions dropped from the page files for being older than --page-history.",
+                self.versions_dropped.get(),
+            ),
+            (
+                "pageserver_records_moved_total",
+                "Live page records copied out of page file extents being reclaimed.",
+                self.records_moved.get(),
+            ),
+            (
+                "pageserver_extents_removed_total",
+                "Page file extents deleted after their live records were copied forward.",
+                self.extents_removed.get(),
             ),
             (
                 "pageserver_hydrations_total",

@@ -1,10 +1,10 @@
 //! The local page file: every materialized page image, appended, each one CRC-protected.
 //!
-//! One file per tenant, `DIR/tenants/<tenant hex>/pages.dat`. Each applied redo record produces
-//! one *image record*: the full page as of that record's LSN. The file is append-only; the
-//! in-memory index of [`crate::pages`] remembers where each retained version lives. Nothing is
-//! ever rewritten in place, so an offset handed out by the index stays valid for the life of the
-//! file.
+//! One per tenant, `DIR/tenants/<tenant hex>/pages-<extent>.dat`. Each applied redo record
+//! produces one *image record*: the full page as of that record's LSN, appended at the next
+//! address. The in-memory index of [`crate::pages`] remembers where each retained version lives.
+//! Nothing is ever rewritten in place: compaction copies the live records of an old extent
+//! forward, points the index at the copies, and deletes the extent ([`PageFile`]).
 //!
 //! ## Image record (little-endian)
 //!
@@ -24,10 +24,13 @@
 //! Image layers (`crate::layer`) hold these same records.
 
 use borealis_core::{Lsn, PageNo, PAGE_SIZE_BYTES};
+use borealis_utils::LockExt;
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use thiserror::Error;
 
 /// `"BRPI"` read as a little-endian u32.
@@ -114,48 +117,145 @@ pub fn decode_image_record(
     Ok(image)
 }
 
-/// An append-only file of image records, read and written at explicit offsets (so readers need
-/// no lock: the index hands out offsets of records that are completely written).
+/// Records per extent file of the page file by default: 64 MiB and a bit.
+pub const EXTENT_RECORDS: u64 = 16 * 1024;
+
+/// The page file: image records appended at increasing **addresses**, cut into extent files of
+/// `extent_records` records each (`pages-<extent, 8 hex>.dat`; address `a` is in extent
+/// `a / extent_bytes`, at offset `a % extent_bytes`), read and written at explicit addresses (so
+/// readers need no lock: the index hands out addresses of records that are completely written).
+///
+/// Extents are what compaction ([`crate::pages::TenantPages::compact`]) reclaims: once an extent's
+/// live records have been copied forward, the whole file is deleted. A reader holds the extent's
+/// open handle ([`Extent`]), so an extent deleted under a read in flight stays readable by it.
 pub struct PageFile {
-    path: PathBuf,
-    file: File,
+    dir: PathBuf,
+    extent_records: u64,
+    extents: Mutex<BTreeMap<u64, Extent>>,
 }
 
+/// An open extent file.
+pub type Extent = Arc<File>;
+
 impl PageFile {
-    /// Creates (or truncates) the file at `path`.
-    pub fn create(path: &Path) -> io::Result<PageFile> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
+    /// Creates an empty page file in `dir`, removing any extents a previous process left.
+    pub fn create(dir: &Path, extent_records: u64) -> io::Result<PageFile> {
+        assert!(extent_records >= 1, "an extent holds at least one record");
+        std::fs::create_dir_all(dir)?;
+        for e in std::fs::read_dir(dir)? {
+            let path = e?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().to_string());
+            if name.is_some_and(|n| {
+                n == "pages.dat" || (n.starts_with("pages-") && n.ends_with(".dat"))
+            }) {
+                std::fs::remove_file(&path)?;
+            }
+        }
         Ok(PageFile {
-            path: path.to_path_buf(),
-            file,
+            dir: dir.to_path_buf(),
+            extent_records,
+            extents: Mutex::new(BTreeMap::new()),
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Bytes of one extent.
+    pub fn extent_bytes(&self) -> u64 {
+        self.extent_records * IMAGE_RECORD_BYTES as u64
     }
 
-    /// Writes the image record of `page` at `lsn` at `offset`.
-    pub fn write_image(&self, offset: u64, page: PageNo, lsn: Lsn, image: &[u8]) -> io::Result<()> {
-        self.file
-            .write_all_at(&encode_image_record(page, lsn, image), offset)
+    /// The extent holding address `addr`.
+    pub fn extent_of(&self, addr: u64) -> u64 {
+        addr / self.extent_bytes()
     }
 
-    /// Reads back and checks the image record of `page` at `lsn` stored at `offset`.
-    pub fn read_image(
+    pub fn extent_path(&self, extent: u64) -> PathBuf {
+        self.dir.join(format!("pages-{extent:08x}.dat"))
+    }
+
+    /// The open extent holding `addr`, created if `create`.
+    fn extent(&self, addr: u64, create: bool) -> io::Result<Extent> {
+        let n = self.extent_of(addr);
+        let mut extents = self.extents.locked();
+        if let Some(f) = extents.get(&n) {
+            return Ok(f.clone());
+        }
+        if !create {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("extent {n} of the page file was compacted away"),
+            ));
+        }
+        let f = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(self.extent_path(n))?,
+        );
+        extents.insert(n, f.clone());
+        Ok(f)
+    }
+
+    /// The open handle of the extent holding `addr`, for a read after the index lock is
+    /// released (`None`: the extent is gone, which the index never lets happen to an address it
+    /// names).
+    pub fn handle(&self, addr: u64) -> Option<Extent> {
+        self.extent(addr, false).ok()
+    }
+
+    /// Writes the image record of `page` at `lsn` at `addr`.
+    pub fn write_image(&self, addr: u64, page: PageNo, lsn: Lsn, image: &[u8]) -> io::Result<()> {
+        self.write_record(addr, &encode_image_record(page, lsn, image))
+    }
+
+    /// Writes an encoded record (a copy, by compaction) at `addr`.
+    pub fn write_record(&self, addr: u64, record: &[u8]) -> io::Result<()> {
+        let f = self.extent(addr, true)?;
+        f.write_all_at(record, addr % self.extent_bytes())
+    }
+
+    /// Reads back and checks the image record of `page` at `lsn` stored at `addr`.
+    pub fn read_image(&self, addr: u64, page: PageNo, lsn: Lsn) -> Result<Vec<u8>, PageFileError> {
+        let f = self.extent(addr, false)?;
+        self.read_image_in(&f, addr, page, lsn)
+    }
+
+    /// Like [`PageFile::read_image`], from an extent handle taken earlier.
+    pub fn read_image_in(
         &self,
-        offset: u64,
+        extent: &File,
+        addr: u64,
         page: PageNo,
         lsn: Lsn,
     ) -> Result<Vec<u8>, PageFileError> {
         let mut buf = vec![0u8; IMAGE_RECORD_BYTES];
-        self.file.read_exact_at(&mut buf, offset)?;
-        decode_image_record(&buf, offset, page, lsn).map(<[u8]>::to_vec)
+        extent.read_exact_at(&mut buf, addr % self.extent_bytes())?;
+        decode_image_record(&buf, addr, page, lsn).map(<[u8]>::to_vec)
+    }
+
+    /// Reads the whole of extent `n` (what compaction scans).
+    pub fn read_extent(&self, n: u64) -> io::Result<Vec<u8>> {
+        let f = self.extent(n * self.extent_bytes(), false)?;
+        let len = f.metadata()?.len().min(self.extent_bytes());
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact_at(&mut buf, 0)?;
+        Ok(buf)
+    }
+
+    /// Deletes extent `n`: every address in it must be unreferenced (readers holding its handle
+    /// still read it).
+    pub fn remove_extent(&self, n: u64) -> io::Result<()> {
+        self.extents.locked().remove(&n);
+        match std::fs::remove_file(self.extent_path(n)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The extents on disk, oldest first.
+    pub fn extents(&self) -> Vec<u64> {
+        self.extents.locked().keys().copied().collect()
     }
 }
 
@@ -211,7 +311,7 @@ mod tests {
     #[test]
     fn file_writes_and_reads_at_offsets() {
         let dir = tempfile::tempdir().unwrap();
-        let f = PageFile::create(&dir.path().join("pages.dat")).unwrap();
+        let f = PageFile::create(dir.path(), 4).unwrap();
         let a = vec![1u8; PAGE_SIZE_BYTES];
         let b = image();
         f.write_image(0, PageNo(1), Lsn(5), &a).unwrap();
@@ -231,5 +331,21 @@ mod tests {
         assert!(f
             .read_image(3 * IMAGE_RECORD_BYTES as u64, PageNo(1), Lsn(5))
             .is_err());
+        // The fifth record starts the second extent; removing the first leaves it, and a
+        // handle taken before the removal still reads.
+        let fifth = 4 * IMAGE_RECORD_BYTES as u64;
+        f.write_image(fifth, PageNo(3), Lsn(7), &a).unwrap();
+        assert_eq!(f.extents(), vec![0, 1]);
+        assert!(f.extent_path(1).exists());
+        let held = f.handle(0).unwrap();
+        f.remove_extent(0).unwrap();
+        assert!(!f.extent_path(0).exists());
+        assert_eq!(f.read_image(fifth, PageNo(3), Lsn(7)).unwrap(), a);
+        assert!(f.read_image(0, PageNo(1), Lsn(5)).is_err());
+        assert_eq!(f.read_image_in(&held, 0, PageNo(1), Lsn(5)).unwrap(), a);
+        // A new file in the same directory starts empty.
+        drop(f);
+        let f = PageFile::create(dir.path(), 4).unwrap();
+        assert!(f.extents().is_empty() && !f.extent_path(1).exists());
     }
 }

@@ -127,6 +127,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tenants.clone(),
         verifying_key.clone(),
     ));
+    let _compaction = crate::compaction::spawn(tenants.clone());
     let router = crate::http::router(tenants.clone(), verifying_key);
     let http = tokio::spawn(async move { axum::serve(http, router).await });
     Ok(Running {

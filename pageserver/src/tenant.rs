@@ -402,12 +402,13 @@ impl Tenants {
         }
         let config = &self.shared.config;
         let dir = config.data_dir.join("tenants").join(id.to_string());
-        let pages = TenantPages::create(
+        let pages = TenantPages::create_with_extents(
             &dir,
             id,
             config.layout,
             config.retain_versions,
             self.shared.cache.clone(),
+            config.extent_records,
         )?;
         let tenant = Arc::new(Tenant {
             id,
@@ -527,6 +528,7 @@ impl Tenants {
                     vouched_vdl: t.vouched().lsn,
                     vouched_epoch: t.vouched().epoch,
                     file_bytes: t.pages.file_bytes(),
+                    live_bytes: t.pages.live_bytes(),
                     segments: t
                         .segments()
                         .iter()
@@ -573,7 +575,10 @@ pub struct TenantStatus {
     pub tenant: String,
     pub vouched_vdl: Lsn,
     pub vouched_epoch: u64,
+    /// The tenant's page file on disk, and the records its index names (compaction keeps the
+    /// first within about twice the second: `crate::compaction`).
     pub file_bytes: u64,
+    pub live_bytes: u64,
     pub segments: Vec<SegmentStatusDoc>,
 }
 

@@ -372,6 +372,69 @@ async fn a_restart_fetches_only_the_pages_it_needs_then_hydrates() {
     }
 }
 
+/// The page file stays within about twice what its index names, however many times the same
+/// pages are written: compaction drops versions older than `--page-history` and reclaims
+/// extents. Reads at the newest LSN stay exact; a read point far behind gets "too old".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_file_stays_bounded_under_rewrites() {
+    let mut h = History::new(layout(), 19);
+    let mut rng = Rng(191);
+    for page in 0..PAGES_PER_SEGMENT {
+        h.change(page);
+    }
+    hot_changes(&mut h, &mut rng, 3000);
+    let end = h.records.len() as u64;
+    let sk = FakeSafekeeper::start(EPOCH, layout()).await;
+    let addrs = [sk.addr.clone()];
+    let objects = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", objects.path().display());
+    let mut a = args(&store);
+    a.extend(["--page-history", "0s", "--extent-records", "64"].map(str::to_string));
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let ps = PageServerProcess::start(&addrs, &a).await;
+    let c = ps.client().await;
+    set_log(&sk, &h, end);
+    check_page(&c, &h, 0, end, 0).await;
+    let extent = 64 * 4120u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (file, live) = loop {
+        let status = ps.status().await;
+        let t = &status["tenants"][0];
+        let (file, live) = (
+            t["file_bytes"].as_u64().unwrap(),
+            t["live_bytes"].as_u64().unwrap(),
+        );
+        let removed = ps.metric("pageserver_extents_removed_total").await;
+        if removed >= 1.0 && file <= 2 * live + 2 * extent && file * 4 < end * 4120 {
+            break (file, live);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page file did not shrink within 30 s: {file} bytes for {live} live, \
+             {removed} extents removed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let written = end * 4120;
+    eprintln!(
+        "{end} records written ({written} bytes of images): page file {file} bytes, {live} live"
+    );
+    assert!(file * 4 < written, "{file} bytes kept of {written} written");
+    assert!(ps.metric("pageserver_extents_removed_total").await >= 1.0);
+    assert!(ps.metric("pageserver_versions_dropped_total").await >= 1.0);
+    for page in 0..PAGES_PER_SEGMENT {
+        check_page(&c, &h, page, end, 0).await;
+    }
+    // Older read points: the model's page or "too old", never another page.
+    for _ in 0..200 {
+        let (page, lsn) = (
+            rng.below(u64::from(PAGES_PER_SEGMENT)) as u32,
+            1 + rng.below(end),
+        );
+        check_page(&c, &h, page, lsn, end).await;
+    }
+}
+
 /// Every layer each index in the store names exists: what no crash may break.
 fn assert_every_named_layer_exists(root: &std::path::Path, when: &str) {
     let dir = root.join(format!("tenants/{TENANT}/segments/0"));
