@@ -39,6 +39,7 @@ mod cold_start;
 mod compute_bench;
 mod cpu;
 mod fsync;
+mod get_page;
 mod machine;
 mod postgres;
 mod recovery;
@@ -73,6 +74,7 @@ const PARTS: &[&str] = &[
     "recovery",
     "segments",
     "restore",
+    "getpage",
     "postgres",
     "sqlite",
 ];
@@ -96,7 +98,7 @@ struct Cli {
     #[arg(long)]
     keep: bool,
     /// Parts to skip, comma-separated (fsync, safekeeper, compute, borealis, replica,
-    /// failover, cold-start, scan, recovery, segments, restore, postgres, sqlite).
+    /// failover, cold-start, scan, recovery, segments, restore, getpage, postgres, sqlite).
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     /// Run only these parts, comma-separated.
@@ -405,8 +407,41 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             "== Borealis: the first read after every pageserver is killed and wiped, at {sizes:?} MB"
         );
         match restore_read::measure(&bin_dir, &work, &sizes, &mut checks).await {
-            Ok(runs) => res.restore = runs,
+            Ok(runs) => {
+                for r in &runs {
+                    let mut reads = r.reads.clone();
+                    println!(
+                        "  {} MB: first point read after the wipe {} ({} KB by ranged reads, {} KB of whole layers by then; chain {} MB); next {} reads p50 {}; every row read back in {:.1} s",
+                        r.mb,
+                        report::dur(r.first_read),
+                        r.ranged_at_first / 1000,
+                        r.hydrated_at_first / 1000,
+                        r.chain_bytes / 1_000_000,
+                        reads.len(),
+                        report::dur(reads.p50()),
+                        r.full_read.as_secs_f64()
+                    );
+                }
+                res.restore = runs;
+            }
             Err(e) => missed(&mut res, &mut failed, "restore", e),
+        }
+    }
+
+    if cli.wants("getpage") {
+        println!("== Borealis: GetPage@LSN on loopback, page cached on the pageserver");
+        match get_page::measure(&bin_dir, &work, scale.duration, &mut checks).await {
+            Ok(mut f) => {
+                println!(
+                    "  one client: p50 {}, p99 {} ({} calls in {:?})",
+                    report::dur(f.cached.p50()),
+                    report::dur(f.cached.p99()),
+                    f.cached.len(),
+                    f.for_
+                );
+                res.get_page = Some(f);
+            }
+            Err(e) => missed(&mut res, &mut failed, "getpage", e),
         }
     }
 

@@ -30,6 +30,7 @@ pub struct Results {
     pub cold_start: Vec<ColdStartFigures>,
     pub scan: Option<ScanFigures>,
     pub segments: Option<crate::segments::SegmentsFigures>,
+    pub get_page: Option<crate::get_page::GetPageFigures>,
     /// The first read after every pageserver was killed and wiped, per database size.
     pub restore: Vec<crate::restore_read::RestoreRun>,
     pub recovery: Vec<RecoveryPoint>,
@@ -524,6 +525,26 @@ pub fn render(res: &Results) -> String {
                 ],
                 &rows,
             ));
+        }
+    }
+
+    out.push_str("\n### GetPage@LSN on loopback, page cached on the pageserver\n\n");
+    match &res.get_page {
+        None => out.push_str("not measured\n"),
+        Some(f) => {
+            let mut l = f.cached.clone();
+            let rows = vec![vec![
+                "1 (closed loop)".to_string(),
+                dur(l.p50()),
+                dur(l.p99()),
+                l.len().to_string(),
+            ]];
+            let _ = writeln!(
+                out,
+                "Page 1 of a small tenant at its VDL and writer epoch, asked of the pageserver that serves it over the authenticated wire protocol (a gateway-role token), as the gateway's page client does; {:?} after 100 warm-up calls. Goal (issue #21): p99 ≤ 0.2 ms.\n",
+                f.for_
+            );
+            out.push_str(&table(&["clients", "p50", "p99", "calls"], &rows));
         }
     }
 

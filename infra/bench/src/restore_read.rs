@@ -67,16 +67,6 @@ pub async fn measure(
         let run = one(&cluster, mb, checks).await;
         drop(cluster);
         let run = run.with_context(|| format!("{mb} MB"))?;
-        println!(
-            "  {mb} MB: first point read after the wipe {} ({} KB by ranged reads and {} KB of whole layers by then, chain {} MB); next {} reads p50 {}; every row read back in {:.1} s",
-            crate::report::dur(run.first_read),
-            run.ranged_at_first / 1000,
-            run.hydrated_at_first / 1000,
-            run.chain_bytes / 1_000_000,
-            run.reads.len(),
-            crate::report::dur(run.reads.clone().p50()),
-            run.full_read.as_secs_f64()
-        );
         runs.push(run);
     }
     Ok(runs)
