@@ -213,6 +213,9 @@ pub struct Compacted {
     pub extents_removed: u64,
 }
 
+/// Pages whose history one step of compaction looks at under the index lock.
+pub const COMPACTION_CHUNK_PAGES: usize = 4096;
+
 /// An extent is reclaimed once at most this fraction (1/n) of its records is still live.
 pub const EXTENT_RECLAIM_LIVE_DIVISOR: u64 = 2;
 
@@ -706,32 +709,39 @@ impl TenantPages {
     pub fn compact(&self, horizons: &HashMap<SegmentId, Lsn>) -> Result<Compacted, PageFileError> {
         let mut done = Compacted::default();
         if !horizons.is_empty() {
-            let mut index = self.index.locked();
-            let mut dropped = Vec::new();
-            let mut per_segment: HashMap<SegmentId, u64> = HashMap::new();
-            for (page, pv) in index.pages.iter_mut() {
-                let segment = self.layout.segment_of(*page);
-                let Some(&horizon) = horizons.get(&segment) else {
-                    continue;
-                };
-                // The newest version at or below the horizon, and how many are older.
-                let Some(keep_from) = pv.versions.iter().rposition(|v| v.lsn <= horizon) else {
-                    continue;
-                };
-                for _ in 0..keep_from {
-                    dropped.extend(pv.versions.pop_front());
-                    *per_segment.entry(segment).or_default() += 1;
+            // In chunks, so that reads and applies of the tenant wait for one chunk at most.
+            let pages: Vec<PageNo> = self.index.locked().pages.keys().copied().collect();
+            for chunk in pages.chunks(COMPACTION_CHUNK_PAGES) {
+                let mut index = self.index.locked();
+                let mut dropped = Vec::new();
+                let mut per_segment: HashMap<SegmentId, u64> = HashMap::new();
+                for page in chunk {
+                    let segment = self.layout.segment_of(*page);
+                    let Some(&horizon) = horizons.get(&segment) else {
+                        continue;
+                    };
+                    let Some(pv) = index.pages.get_mut(page) else {
+                        continue;
+                    };
+                    // The newest version at or below the horizon, and how many are older.
+                    let Some(keep_from) = pv.versions.iter().rposition(|v| v.lsn <= horizon) else {
+                        continue;
+                    };
+                    for _ in 0..keep_from {
+                        dropped.extend(pv.versions.pop_front());
+                        *per_segment.entry(segment).or_default() += 1;
+                    }
+                    pv.trimmed |= keep_from > 0;
                 }
-                pv.trimmed |= keep_from > 0;
+                for s in &dropped {
+                    index.drop_live(s.addr);
+                }
+                for (segment, n) in per_segment {
+                    let counts = index.per_segment.entry(segment).or_default();
+                    counts.versions -= n;
+                }
+                done.versions_dropped += dropped.len() as u64;
             }
-            for s in &dropped {
-                index.drop_live(s.addr);
-            }
-            for (segment, n) in per_segment {
-                let counts = index.per_segment.entry(segment).or_default();
-                counts.versions -= n;
-            }
-            done.versions_dropped = dropped.len() as u64;
         }
 
         let victims: Vec<u64> = {

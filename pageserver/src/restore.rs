@@ -526,6 +526,11 @@ pub(crate) fn spawn_hydration(shared: Arc<Shared>, tenant: Arc<Tenant>, segment:
             let mut backoff = Backoff::default();
             let mut attempts = 0u64;
             loop {
+                if segment.checkpoint_status().stale {
+                    // A newer attachment owns the segment; its GC may delete the layers.
+                    info!("stale attachment: hydration stops (pages are still fetched on demand)");
+                    return;
+                }
                 match hydrate(&shared, &tenant, &segment).await {
                     Ok(()) => return,
                     Err(e) => {
