@@ -24,6 +24,29 @@ fn layout() -> SegmentLayout {
     SegmentLayout::new(PAGES_PER_SEGMENT)
 }
 
+/// What every test here runs against: one fake safekeeper, and a local object store.
+struct Rig {
+    sk: FakeSafekeeper,
+    addrs: [String; 1],
+    objects: tempfile::TempDir,
+    store: String,
+}
+
+impl Rig {
+    async fn start() -> Rig {
+        let sk = FakeSafekeeper::start(EPOCH, layout()).await;
+        let addrs = [sk.addr.clone()];
+        let objects = tempfile::tempdir().unwrap();
+        let store = format!("file://{}", objects.path().display());
+        Rig {
+            sk,
+            addrs,
+            objects,
+            store,
+        }
+    }
+}
+
 fn set_log(sk: &FakeSafekeeper, h: &History, upto: u64) {
     sk.set_log(
         TENANT,
@@ -140,10 +163,12 @@ async fn checkpoints_upload_the_changed_pages_and_a_chain_restores_every_page() 
     hot_changes(&mut h, &mut rng, 200);
     let end = h.records.len() as u64;
 
-    let sk = FakeSafekeeper::start(EPOCH, layout()).await;
-    let addrs = [sk.addr.clone()];
-    let objects = tempfile::tempdir().unwrap();
-    let store = format!("file://{}", objects.path().display());
+    let Rig {
+        sk,
+        addrs,
+        objects,
+        store,
+    } = Rig::start().await;
     let args = args(&store);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
 
@@ -285,10 +310,12 @@ async fn a_restart_fetches_only_the_pages_it_needs_then_hydrates() {
     }
     let end = h.records.len() as u64;
 
-    let sk = FakeSafekeeper::start(EPOCH, layout()).await;
-    let addrs = [sk.addr.clone()];
-    let objects = tempfile::tempdir().unwrap();
-    let store = format!("file://{}", objects.path().display());
+    let Rig {
+        sk,
+        addrs,
+        objects: _objects,
+        store,
+    } = Rig::start().await;
     let mut lazy = args(&store);
     lazy.extend(["--hydrate".to_string(), "false".to_string()]);
     let lazy: Vec<&str> = lazy.iter().map(String::as_str).collect();
@@ -384,10 +411,12 @@ async fn the_page_file_stays_bounded_under_rewrites() {
     }
     hot_changes(&mut h, &mut rng, 3000);
     let end = h.records.len() as u64;
-    let sk = FakeSafekeeper::start(EPOCH, layout()).await;
-    let addrs = [sk.addr.clone()];
-    let objects = tempfile::tempdir().unwrap();
-    let store = format!("file://{}", objects.path().display());
+    let Rig {
+        sk,
+        addrs,
+        objects: _objects,
+        store,
+    } = Rig::start().await;
     let mut a = args(&store);
     a.extend(["--page-history", "0s", "--extent-records", "64"].map(str::to_string));
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
@@ -526,10 +555,12 @@ async fn a_crash_in_any_step_of_compaction_or_gc_loses_nothing_an_index_names() 
     }
     hot_changes(&mut h, &mut rng, 2000);
 
-    let sk = FakeSafekeeper::start(EPOCH, layout()).await;
-    let addrs = [sk.addr.clone()];
-    let objects = tempfile::tempdir().unwrap();
-    let store = format!("file://{}", objects.path().display());
+    let Rig {
+        sk,
+        addrs,
+        objects,
+        store,
+    } = Rig::start().await;
     let with = |point: &str, gc_delay: &str| {
         let mut a = args_gc(&store, gc_delay);
         a.extend(["--crash-at".to_string(), point.to_string()]);
@@ -665,10 +696,12 @@ async fn older_generations_objects_are_collected_and_every_page_still_restores()
     hot_changes(&mut h, &mut rng, 100);
     let second_end = h.records.len() as u64;
 
-    let sk = FakeSafekeeper::start(EPOCH, layout()).await;
-    let addrs = [sk.addr.clone()];
-    let objects = tempfile::tempdir().unwrap();
-    let store = format!("file://{}", objects.path().display());
+    let Rig {
+        sk,
+        addrs,
+        objects,
+        store,
+    } = Rig::start().await;
     let args = args_gc(&store, "1s");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
 
@@ -764,10 +797,12 @@ async fn random_writes_checkpoints_restarts_and_gc_read_back_the_model() {
 async fn random_history(seed: u64, compact: bool) {
     let mut h = History::new(layout(), seed);
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9));
-    let sk = FakeSafekeeper::start(EPOCH, layout()).await;
-    let addrs = [sk.addr.clone()];
-    let objects = tempfile::tempdir().unwrap();
-    let store = format!("file://{}", objects.path().display());
+    let Rig {
+        sk,
+        addrs,
+        objects,
+        store,
+    } = Rig::start().await;
     let mut args = args_gc(&store, "1s");
     if compact {
         args.extend(
