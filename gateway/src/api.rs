@@ -2,7 +2,8 @@
 //!
 //! `POST /v1/tenants/{name}/sql` goes to the tenant's writer compute, or with `"replica": true`
 //! to its reader ([`crate::compute_pool::reader`]), which answers at its read point (`"read_point"` in the
-//! answer). With `Accept: application/vnd.apache.arrow.stream` the last statement's rows come
+//! answer). A request may carry its own time limit, `"timeout_ms"` (at most
+//! `--statement-timeout-max`; else `--statement-timeout` applies). With `Accept: application/vnd.apache.arrow.stream` the last statement's rows come
 //! back as an Arrow IPC stream ([`crate::arrow_stream`]) instead of JSON; the LSNs then travel in
 //! the `Borealis-Lsn` and `Borealis-Read-Point` headers. Errors are always JSON.
 //!
@@ -368,6 +369,16 @@ async fn run_sql(
         .and_then(|v| v.to_str().ok())
         .is_some_and(accepts_arrow);
     let request = sql_request(body, held).await?;
+    if let Some(ms) = request.exec.timeout_ms {
+        let max = st.pool.config().statement_timeout_max;
+        if Duration::from_millis(u64::from(ms)) > max {
+            return Err(ApiError::bad_request(format!(
+                "\"timeout_ms\" {ms} is above this gateway's maximum of {} ms \
+                 (--statement-timeout-max)",
+                max.as_millis()
+            )));
+        }
+    }
     if request.replica {
         *route = "sql_replica";
         let out = st.pool.execute_replica(tenant.id, request.exec).await?;
@@ -684,14 +695,18 @@ fn finish<T: IntoResponse>(
     resp
 }
 
-/// `{"sql","params"}` or `{"batch":[...]}`, optionally with `"replica": true` → a
+/// `{"sql","params"}` or `{"batch":[...]}`, optionally with `"replica": true` and a time limit
+/// of its own, `"timeout_ms"` (checked against `--statement-timeout-max` by the route) → a
 /// [`SqlRequest`].
 pub fn parse_request(body: &Json_) -> Result<SqlRequest, ApiError> {
     let obj = body
         .as_object()
         .ok_or_else(|| ApiError::bad_request("body must be a JSON object"))?;
     for key in obj.keys() {
-        if !matches!(key.as_str(), "sql" | "params" | "batch" | "replica") {
+        if !matches!(
+            key.as_str(),
+            "sql" | "params" | "batch" | "replica" | "timeout_ms"
+        ) {
             return Err(ApiError::bad_request(format!("unknown field {key:?}")));
         }
     }
@@ -709,6 +724,7 @@ pub fn parse_request(body: &Json_) -> Result<SqlRequest, ApiError> {
             statements: vec![parse_statement(obj)?],
             transaction: false,
             result_bytes_max: RESULT_BYTES_MAX,
+            timeout_ms: None,
         }),
         (None, Some(b)) => {
             let items = b
@@ -734,12 +750,27 @@ pub fn parse_request(body: &Json_) -> Result<SqlRequest, ApiError> {
                 statements,
                 transaction: true,
                 result_bytes_max: RESULT_BYTES_MAX,
+                timeout_ms: None,
             })
         }
         (None, None) => Err(ApiError::bad_request(
             "expected {\"sql\": ..., \"params\": [...]} or {\"batch\": [...]}",
         )),
     }?;
+    let mut exec = exec;
+    exec.timeout_ms = match obj.get("timeout_ms") {
+        None | Some(Json_::Null) => None,
+        Some(t) => Some(
+            t.as_u64()
+                .and_then(|ms| u32::try_from(ms).ok())
+                .filter(|ms| *ms > 0)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "\"timeout_ms\" must be a whole number of milliseconds above 0",
+                    )
+                })?,
+        ),
+    };
     Ok(SqlRequest { exec, replica })
 }
 
@@ -969,6 +1000,19 @@ mod tests {
         assert!(b.replica);
         assert!(b.exec.transaction);
         assert_eq!(b.exec.statements.len(), 2);
+        assert_eq!(b.exec.timeout_ms, None);
+        let t = parse_request(&json!({"sql": "x", "timeout_ms": 60000})).unwrap();
+        assert_eq!(t.exec.timeout_ms, Some(60_000));
+        for bad in [
+            json!(0),
+            json!(-1),
+            json!(1.5),
+            json!("5s"),
+            json!(1u64 << 40),
+        ] {
+            let e = parse_request(&json!({"sql": "x", "timeout_ms": bad})).unwrap_err();
+            assert!(e.message.contains("timeout_ms"), "{bad}: {}", e.message);
+        }
     }
 
     #[test]

@@ -58,6 +58,10 @@ pub struct Config {
     /// A statement running longer is stopped with a `timeout` error.
     #[arg(long, env = "BOREALIS_STATEMENT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub statement_timeout: Duration,
+    /// The most a request may ask for with `"timeout_ms"` (a longer ask is refused
+    /// `bad_request`, never silently shortened).
+    #[arg(long, env = "BOREALIS_STATEMENT_TIMEOUT_MAX", default_value = "300s", value_parser = humantime::parse_duration)]
+    pub statement_timeout_max: Duration,
     /// A response waits at most this long for its commit to become durable.
     #[arg(long, env = "BOREALIS_COMMIT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub commit_timeout: Duration,
@@ -133,6 +137,11 @@ impl Config {
         anyhow::ensure!(
             self.statement_timeout >= Duration::from_millis(10),
             "--statement-timeout too small"
+        );
+        anyhow::ensure!(
+            self.statement_timeout_max >= self.statement_timeout
+                && self.statement_timeout_max <= Duration::from_millis(u64::from(u32::MAX)),
+            "--statement-timeout-max must be at least --statement-timeout and at most 49 days"
         );
         anyhow::ensure!(
             self.idle_timeout >= Duration::from_millis(100),

@@ -53,6 +53,7 @@ async fn run(config: Config, admin_token: String) -> anyhow::Result<()> {
         PoolConfig {
             idle_timeout: config.idle_timeout,
             statement_timeout: config.statement_timeout,
+            statement_timeout_max: config.statement_timeout_max,
             commit_timeout: config.commit_timeout,
             cache_pages: config.cache_pages,
             host_cache_pages: config.host_cache_pages,

@@ -154,6 +154,54 @@ async fn api_errors_are_clear_and_harm_nothing() {
         "timeout took {:?}",
         started.elapsed()
     );
+    // A request's own limit: shorter than the gateway's, and named in the error.
+    let forever =
+        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n";
+    let sql_path = "/v1/tenants/tenant-a/sql";
+    let started = Instant::now();
+    let r = c
+        .request(
+            reqwest::Method::POST,
+            sql_path,
+            &a,
+            Some(json!({"sql": forever, "timeout_ms": 300})),
+        )
+        .await;
+    let took = started.elapsed();
+    assert_eq!(r.code(), "timeout", "{}", r.body);
+    assert!(r.body.to_string().contains("300 ms"), "{}", r.body);
+    assert!(
+        took < Duration::from_secs(4),
+        "a 300 ms limit took {took:?}"
+    );
+    // Above the gateway's maximum, or not a positive whole number: refused, nothing run.
+    for bad in [json!(400_000_000u64), json!(0), json!("1s")] {
+        let r = c
+            .request(
+                reqwest::Method::POST,
+                sql_path,
+                &a,
+                Some(json!({"sql": "SELECT 1", "timeout_ms": bad})),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "bad_request"),
+            "{bad}: {}",
+            r.body
+        );
+        assert!(r.body.to_string().contains("timeout_ms"), "{}", r.body);
+    }
+    // A longer limit than the gateway's is allowed up to the maximum.
+    let r = c
+        .request(
+            reqwest::Method::POST,
+            sql_path,
+            &a,
+            Some(json!({"sql": "SELECT 1", "timeout_ms": 60000})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(
         c.sql("tenant-a", &a, "SELECT count(*) FROM s")
             .await

@@ -75,6 +75,11 @@ pub struct ExecRequest {
     /// Stop with [`ExecErrorKind::TooLarge`] once the rows returned exceed this many bytes
     /// (about): bounds guest and host memory for a runaway `SELECT`.
     pub result_bytes_max: u32,
+    /// The request's own time limit, when it asked for one (`"timeout_ms"`); else the
+    /// gateway's `--statement-timeout`. The host enforces it: it is never sent to the guest
+    /// (skipped by the encoding, so the guest's view of the request is unchanged).
+    #[serde(skip)]
+    pub timeout_ms: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -147,8 +152,15 @@ mod tests {
             }],
             transaction: true,
             result_bytes_max: 1 << 20,
+            timeout_ms: None,
         };
         let bytes = postcard::to_allocvec(&req).unwrap();
         assert_eq!(postcard::from_bytes::<ExecRequest>(&bytes).unwrap(), req);
+        // The time limit stays with the host: the guest's bytes are the same without it.
+        let limited = ExecRequest {
+            timeout_ms: Some(250),
+            ..req.clone()
+        };
+        assert_eq!(postcard::to_allocvec(&limited).unwrap(), bytes);
     }
 }

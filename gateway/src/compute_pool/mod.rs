@@ -82,7 +82,10 @@ const LIMBO_SETTLE_GRACE: Duration = Duration::from_secs(2);
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
     pub idle_timeout: Duration,
+    /// A statement's time limit when its request asks for none.
     pub statement_timeout: Duration,
+    /// The most a request may ask for (`"timeout_ms"`).
+    pub statement_timeout_max: Duration,
     /// How long a response may wait for the VDL before the commit is declared of unknown outcome.
     pub commit_timeout: Duration,
     pub cache_pages: u32,
@@ -91,6 +94,16 @@ pub struct PoolConfig {
     pub read_ahead_pages: usize,
     pub log: VolumeWriterConfig,
     pub pageservers: Vec<String>,
+}
+
+impl PoolConfig {
+    /// The time limit `request` runs under: its own (`"timeout_ms"`, checked against
+    /// `statement_timeout_max` when it was parsed) or the gateway's.
+    pub fn timeout_of(&self, request: &ExecRequest) -> Duration {
+        request.timeout_ms.map_or(self.statement_timeout, |ms| {
+            Duration::from_millis(u64::from(ms))
+        })
+    }
 }
 
 /// What a job returns: the guest's response, and the LSN it depends on.
@@ -743,7 +756,7 @@ impl ComputePool {
         }
         let compute = compute_slot.as_mut().expect("set above");
         let before = writer.last_lsn();
-        match compute.exec(&request, self.config.statement_timeout) {
+        match compute.exec(&request, self.config.timeout_of(&request)) {
             Ok(response) => {
                 let last = writer.last_lsn();
                 Ok(Ran::Output(JobOutput {
@@ -795,9 +808,9 @@ impl ComputePool {
                     be.message
                 ))
             }
-            ComputeError::Timeout { .. } => ApiError::timeout(format!(
+            ComputeError::Timeout { limit } => ApiError::timeout(format!(
                 "statement exceeded the {} ms limit and was stopped",
-                self.config.statement_timeout.as_millis()
+                limit.as_millis()
             )),
             e @ ComputeError::OutOfMemory { .. } if !shipped => {
                 // Nothing left the compute: the writer and its epoch stay; only the instance

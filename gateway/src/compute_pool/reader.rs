@@ -228,7 +228,7 @@ impl Reader {
         let read_point = self.shared.locked().cache.read_point();
         self.pool.set_replica_read_point(self.tenant, read_point);
         self.open_at(read_point)?;
-        let timeout = self.pool.config().statement_timeout;
+        let timeout = self.pool.config().timeout_of(&request);
         // query_only before every request: a request may have switched it off.
         let guard = ExecRequest {
             statements: vec![Statement {
@@ -237,6 +237,7 @@ impl Reader {
             }],
             transaction: false,
             result_bytes_max: 1024,
+            timeout_ms: None,
         };
         match self.exec(&guard, timeout) {
             Ok(ExecResponse::Ok(_)) => {}

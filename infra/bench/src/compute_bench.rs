@@ -105,6 +105,7 @@ fn exec(
         statements,
         transaction,
         result_bytes_max: RESULT_BYTES_MAX,
+        timeout_ms: None,
     };
     match c.exec(&req, TIMEOUT).context("sandbox exec")? {
         ExecResponse::Ok(r) => Ok(r),

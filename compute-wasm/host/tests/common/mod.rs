@@ -122,6 +122,7 @@ pub fn request(statements: Vec<Statement>, transaction: bool) -> ExecRequest {
         statements,
         transaction,
         result_bytes_max: RESULT_BYTES_MAX,
+        timeout_ms: None,
     }
 }
 
