@@ -404,7 +404,8 @@ impl TenantPages {
     /// follower), which the publish step checks.
     pub fn apply(&self, record: &RedoRecord) -> Result<(), ApplyError> {
         let page = record.page_no;
-        let newest = {
+        // The newest version, and for a delta where its image is (an image needs none).
+        let (newest_lsn, base) = {
             let index = self.index.locked();
             if index.remote_page(self.layout, page).is_some() {
                 return Err(ApplyError::NotFetched {
@@ -412,9 +413,14 @@ impl TenantPages {
                     lsn: record.lsn,
                 });
             }
-            index.newest(page).map(|s| self.version(page, s))
+            match index.newest(page) {
+                None => (Lsn::INVALID, None),
+                Some(s) => (
+                    s.lsn,
+                    matches!(record.body, RedoBody::Delta(_)).then(|| self.resolve(page, s)),
+                ),
+            }
         };
-        let newest_lsn = newest.as_ref().map_or(Lsn::INVALID, |v| v.lsn);
         let chain_error = || ApplyError::PageChain {
             page,
             lsn: record.lsn,
@@ -426,9 +432,10 @@ impl TenantPages {
             return Err(chain_error());
         }
 
-        let mut image = match (&record.body, newest) {
-            (RedoBody::Image(_), _) | (_, None) => vec![0u8; PAGE_SIZE_BYTES],
-            (RedoBody::Delta(_), Some(v)) => self.image_of(v)?.to_vec(),
+        let mut image = match base {
+            None => vec![0u8; PAGE_SIZE_BYTES],
+            Some(Resolved::Cached(image)) => image.to_vec(),
+            Some(Resolved::OnDisk(v)) => self.read_version(v)?.to_vec(),
         };
         record
             .body
@@ -439,12 +446,8 @@ impl TenantPages {
                 source,
             })?;
 
-        let addr = self.index.locked().alloc();
         // A failed write leaves an unreferenced gap in the file, nothing else.
-        if let Err(e) = self.file.write_image(addr, page, record.lsn, &image) {
-            self.index.locked().release(addr);
-            return Err(PageFileError::from(e).into());
-        }
+        let addr = self.append(|a| self.file.write_image(a, page, record.lsn, &image))?;
 
         let mut index = self.index.locked();
         index.release(addr);
@@ -497,11 +500,7 @@ impl TenantPages {
         if let Some(newest) = self.index.locked().newest(page) {
             return refuse(newest.lsn);
         }
-        let addr = self.index.locked().alloc();
-        if let Err(e) = self.file.write_image(addr, page, lsn, image) {
-            self.index.locked().release(addr);
-            return Err(PageFileError::from(e).into());
-        }
+        let addr = self.append(|a| self.file.write_image(a, page, lsn, image))?;
         let mut index = self.index.locked();
         index.release(addr);
         let segment = self.layout.segment_of(page);
@@ -571,27 +570,24 @@ impl TenantPages {
 
     /// Finds the version of `page` a read at `lsn` must see.
     pub fn lookup(&self, page: PageNo, lsn: Lsn) -> Result<Lookup, ReadError> {
-        let version = {
-            let index = self.index.locked();
-            if let Some(remote) = index.remote_page(self.layout, page) {
-                return Ok(Lookup::Remote(remote));
-            }
-            let Some(pv) = index.pages.get(&page) else {
-                return Ok(Lookup::NeverWritten);
-            };
-            match pv.versions.iter().rev().find(|v| v.lsn <= lsn) {
-                Some(v) => self.version(page, *v),
-                None if pv.trimmed => {
-                    let oldest = pv.versions.front().map_or(Lsn::INVALID, |v| v.lsn);
-                    return Err(ReadError::LsnTooOld { page, lsn, oldest });
-                }
-                None => return Ok(Lookup::NeverWritten),
-            }
+        let index = self.index.locked();
+        if let Some(remote) = index.remote_page(self.layout, page) {
+            return Ok(Lookup::Remote(remote));
+        }
+        let Some(pv) = index.pages.get(&page) else {
+            return Ok(Lookup::NeverWritten);
         };
-        Ok(match self.cache.get(&(self.tenant, page, version.lsn)) {
-            Some(image) => Lookup::Cached(image),
-            None => Lookup::OnDisk(version),
-        })
+        match pv.versions.iter().rev().find(|v| v.lsn <= lsn) {
+            Some(v) => Ok(match self.resolve(page, *v) {
+                Resolved::Cached(image) => Lookup::Cached(image),
+                Resolved::OnDisk(version) => Lookup::OnDisk(version),
+            }),
+            None if pv.trimmed => {
+                let oldest = pv.versions.front().map_or(Lsn::INVALID, |v| v.lsn);
+                Err(ReadError::LsnTooOld { page, lsn, oldest })
+            }
+            None => Ok(Lookup::NeverWritten),
+        }
     }
 
     /// Reads a version found by [`TenantPages::lookup`] from the page file and caches it.
@@ -790,11 +786,7 @@ impl TenantPages {
             }
             // Named: it must check out before it is copied.
             crate::page_file::decode_image_record(record, addr, page, lsn)?;
-            let to = self.index.locked().alloc();
-            if let Err(e) = self.file.write_record(to, record) {
-                self.index.locked().release(to);
-                return Err(e.into());
-            }
+            let to = self.append(|a| self.file.write_record(a, record))?;
             let mut index = self.index.locked();
             index.release(to);
             let mut repointed = false;
@@ -831,12 +823,34 @@ impl TenantPages {
         Ok(moved)
     }
 
-    fn image_of(&self, v: Version) -> Result<Arc<[u8]>, PageFileError> {
-        match self.cache.get(&(self.tenant, v.page, v.lsn)) {
-            Some(image) => Ok(image),
-            None => self.read_version(v),
+    /// Where version `s` of `page` is: in the cache, or on disk with its extent's handle. Call
+    /// it under the index lock (the handle must be taken before compaction can move the
+    /// version); a cached page costs no handle.
+    fn resolve(&self, page: PageNo, s: Stored) -> Resolved {
+        match self.cache.get(&(self.tenant, page, s.lsn)) {
+            Some(image) => Resolved::Cached(image),
+            None => Resolved::OnDisk(self.version(page, s)),
         }
     }
+
+    /// Writes a new record at the next address (`write` is given it). The address stays in
+    /// flight, so its extent is not reclaimed, until the caller releases it under the index
+    /// lock as it publishes the record; a failed write releases it here and leaves an
+    /// unreferenced gap.
+    fn append(&self, write: impl FnOnce(u64) -> io::Result<()>) -> Result<u64, PageFileError> {
+        let addr = self.index.locked().alloc();
+        if let Err(e) = write(addr) {
+            self.index.locked().release(addr);
+            return Err(e.into());
+        }
+        Ok(addr)
+    }
+}
+
+/// A version of a page found under the index lock ([`TenantPages::resolve`]).
+enum Resolved {
+    Cached(Arc<[u8]>),
+    OnDisk(Version),
 }
 
 #[cfg(test)]
