@@ -69,9 +69,6 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 /// Bound on the final checkpoints of a clean shutdown: below the grace `borealis` gives a node
 /// between SIGTERM and SIGKILL (10 s).
 pub const SHUTDOWN_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(8);
-/// A failing object store operation is logged at WARN on its first failure and then once every
-/// this many attempts (DEBUG in between): a store that is down for an hour must not flood the log.
-const WARN_EVERY_ATTEMPTS: u64 = 20;
 /// Changes layers a chain may hold above its image; past it, the next checkpoint writes one
 /// changes layer of every page changed since the image instead of extending the chain.
 pub const CHANGES_LAYERS_MAX: usize = 64;
@@ -568,17 +565,10 @@ impl Checkpointer {
                     return None;
                 }
                 Err(e) => {
+                    // Ingest and GetPage go on meanwhile.
                     attempts += 1;
-                    self.shared.metrics.object_store_errors.inc();
-                    if attempts % WARN_EVERY_ATTEMPTS == 1 {
-                        warn!(error = %e, attempts, "{what} failed; retrying (ingest and GetPage go on)");
-                    } else {
-                        debug!(error = %e, attempts, "{what} failed; retrying");
-                    }
-                    self.segment.update_checkpoint(|c| {
-                        c.object_store_failures += 1;
-                        c.last_problem = Some(format!("{what}: {e}"));
-                    });
+                    self.segment
+                        .note_failed_attempt(&self.shared.metrics, attempts, what, &e);
                     backoff.wait().await;
                 }
             }

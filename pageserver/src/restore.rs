@@ -71,16 +71,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 use thiserror::Error;
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, Instrument};
 
 /// Segments hydrating in the background at once, per pageserver: each streams one layer at a
 /// time, so this bounds the download bandwidth and disk writes taken from the foreground.
 pub const HYDRATIONS_MAX: usize = 2;
 /// Layer directories read at once by an attachment.
 const DIRECTORY_READS_MAX: usize = 16;
-/// A failing object store operation is logged at WARN on its first failure and then once every
-/// this many attempts (DEBUG in between).
-const WARN_EVERY_ATTEMPTS: u64 = 20;
 
 /// What [`attach`] found: where the segment's log is followed from.
 #[derive(Clone, Debug)]
@@ -138,16 +135,12 @@ pub async fn attach(shared: &Arc<Shared>, tenant: &Arc<Tenant>, segment: &Segmen
             }
             Err(e) => {
                 attempts += 1;
-                shared.metrics.object_store_errors.inc();
-                if attempts % WARN_EVERY_ATTEMPTS == 1 {
-                    warn!(error = %e, attempts, "restoring the segment's checkpoint failed; retrying");
-                } else {
-                    debug!(error = %e, attempts, "restoring the segment's checkpoint failed; retrying");
-                }
-                segment.update_checkpoint(|c| {
-                    c.object_store_failures += 1;
-                    c.last_problem = Some(format!("restoring: {e}"));
-                });
+                segment.note_failed_attempt(
+                    &shared.metrics,
+                    attempts,
+                    "restoring the segment's checkpoint",
+                    &e,
+                );
                 backoff.wait().await;
             }
         }
@@ -535,16 +528,12 @@ pub(crate) fn spawn_hydration(shared: Arc<Shared>, tenant: Arc<Tenant>, segment:
                     Ok(()) => return,
                     Err(e) => {
                         attempts += 1;
-                        shared.metrics.object_store_errors.inc();
-                        if attempts % WARN_EVERY_ATTEMPTS == 1 {
-                            warn!(error = %e, attempts, "hydrating the segment failed; retrying");
-                        } else {
-                            debug!(error = %e, attempts, "hydrating the segment failed; retrying");
-                        }
-                        segment.update_checkpoint(|c| {
-                            c.object_store_failures += 1;
-                            c.last_problem = Some(format!("hydrating: {e}"));
-                        });
+                        segment.note_failed_attempt(
+                            &shared.metrics,
+                            attempts,
+                            "hydrating the segment",
+                            &e,
+                        );
                         backoff.wait().await;
                     }
                 }

@@ -28,6 +28,10 @@ use tokio::sync::watch;
 /// than growing without limit.
 pub const SEGMENTS_PER_TENANT_MAX: usize = borealis_core::SEGMENTS_PER_VOLUME_MAX as usize;
 
+/// A failing object store operation is logged at WARN on its first failure and then once every
+/// this many attempts (DEBUG in between): a store that is down for an hour must not flood the log.
+pub const WARN_EVERY_ATTEMPTS: u64 = 20;
+
 /// What every part of the pageserver shares.
 pub struct Shared {
     pub config: Config,
@@ -194,6 +198,29 @@ impl Segment {
 
     pub fn follow_status(&self) -> FollowStatus {
         self.status.locked().clone()
+    }
+
+    /// Notes the `attempts`-th failure in a row of an object store step that is retried until
+    /// it succeeds (`what` failed with `error`): counted in the metrics and on `/status`, and
+    /// logged at WARN on the first failure and then once every [`WARN_EVERY_ATTEMPTS`] (DEBUG
+    /// in between).
+    pub fn note_failed_attempt(
+        &self,
+        metrics: &Metrics,
+        attempts: u64,
+        what: &str,
+        error: &dyn std::fmt::Display,
+    ) {
+        metrics.object_store_errors.inc();
+        if attempts % WARN_EVERY_ATTEMPTS == 1 {
+            tracing::warn!(error = %error, attempts, "{what} failed; retrying");
+        } else {
+            tracing::debug!(error = %error, attempts, "{what} failed; retrying");
+        }
+        self.update_checkpoint(|c| {
+            c.object_store_failures += 1;
+            c.last_problem = Some(format!("{what}: {error}"));
+        });
     }
 
     pub fn update_checkpoint(&self, f: impl FnOnce(&mut CheckpointStatus)) {
