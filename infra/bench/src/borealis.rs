@@ -118,14 +118,7 @@ impl Api {
             .as_str()
             .context("tenant creation answered without a token")?
             .to_string();
-        let info = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/v1/tenants/{name}"),
-                admin_token,
-                None,
-            )
-            .await?;
+        let info = self.tenant_status(admin_token, name).await?;
         let id = info["id"]
             .as_str()
             .context("tenant info without an id")?
@@ -159,16 +152,20 @@ impl Api {
         .await
     }
 
-    /// Whether the tenant's compute is running (`GET /v1/tenants/{name}`).
+    /// `GET /v1/tenants/{name}`: the tenant's id, compute, VDL, epoch, pageserver, segments.
+    pub async fn tenant_status(&self, admin_token: &str, name: &str) -> anyhow::Result<Value> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/v1/tenants/{name}"),
+            admin_token,
+            None,
+        )
+        .await
+    }
+
+    /// Whether the tenant's compute is running.
     pub async fn compute_running(&self, admin_token: &str, name: &str) -> anyhow::Result<bool> {
-        let v = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/v1/tenants/{name}"),
-                admin_token,
-                None,
-            )
-            .await?;
+        let v = self.tenant_status(admin_token, name).await?;
         Ok(v["compute"].as_str() == Some("running"))
     }
 
@@ -343,24 +340,25 @@ impl Cluster {
         Ok(())
     }
 
-    /// Wire addresses of the safekeepers, in cluster order.
-    pub fn safekeeper_wire(&self) -> Vec<String> {
+    /// The nodes of `role` in `cluster.json`, in cluster order.
+    pub fn nodes<'a>(&'a self, role: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
         self.layout["nodes"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|n| n["role"].as_str() == Some("safekeeper"))
+            .filter(move |n| n["role"].as_str() == Some(role))
+    }
+
+    /// Wire addresses of the safekeepers, in cluster order.
+    pub fn safekeeper_wire(&self) -> Vec<String> {
+        self.nodes("safekeeper")
             .filter_map(|n| n["addr"].as_str().map(str::to_string))
             .collect()
     }
 
     /// Admin HTTP addresses of the safekeepers, in cluster order.
     pub fn safekeeper_http(&self) -> Vec<String> {
-        self.layout["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|n| n["role"].as_str() == Some("safekeeper"))
+        self.nodes("safekeeper")
             .filter_map(|n| n["http_addr"].as_str().map(str::to_string))
             .collect()
     }

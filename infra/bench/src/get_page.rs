@@ -12,7 +12,7 @@ use crate::workload::Checks;
 use anyhow::{bail, Context};
 use borealis_core::{Lsn, PageNo, TenantId};
 use borealis_wire::{Body, Client};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -43,14 +43,7 @@ pub async fn measure(
     .await?;
     api.sql(&t, "INSERT INTO kv VALUES (1, 'one')", json!([]))
         .await?;
-    let status: Value = api
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/tenants/{}", t.name),
-            &cluster.admin_token,
-            None,
-        )
-        .await?;
+    let status = api.tenant_status(&cluster.admin_token, &t.name).await?;
     let (vdl, epoch) = (
         status["vdl"]
             .as_u64()

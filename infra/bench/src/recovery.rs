@@ -70,14 +70,7 @@ pub struct RecoveryPoint {
 async fn wait_pageserver_caught_up(cluster: &Cluster, t: &Tenant) -> anyhow::Result<Duration> {
     let api = &cluster.api;
     let started = Instant::now();
-    let info = api
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/tenants/{}", t.name),
-            &cluster.admin_token,
-            None,
-        )
-        .await?;
+    let info = api.tenant_status(&cluster.admin_token, &t.name).await?;
     let ps_addr = info["pageserver"]
         .as_str()
         .context("tenant info names no pageserver")?;

@@ -72,27 +72,31 @@ pub async fn measure(
     Ok(runs)
 }
 
-/// The pageservers' `(id, http address)`.
-fn pageservers(layout: &Value) -> Vec<(String, String)> {
-    layout["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|n| n["role"] == "pageserver")
+/// A pageserver of the cluster: its id, admin HTTP address and data directory.
+struct Pageserver {
+    id: String,
+    http: String,
+    data_dir: String,
+}
+
+fn pageservers(cluster: &Cluster) -> Vec<Pageserver> {
+    cluster
+        .nodes("pageserver")
         .filter_map(|n| {
-            Some((
-                n["id"].as_str()?.to_string(),
-                n["http_addr"].as_str()?.to_string(),
-            ))
+            Some(Pageserver {
+                id: n["id"].as_str()?.to_string(),
+                http: n["http_addr"].as_str()?.to_string(),
+                data_dir: n["data_dir"].as_str()?.to_string(),
+            })
         })
         .collect()
 }
 
 /// The tenant's segments on every pageserver: `(checkpointed_lsn, caught_up_to, chain_bytes)`.
-async fn segments(api: &Api, pageservers: &[(String, String)]) -> Vec<(u64, u64, u64)> {
+async fn segments(api: &Api, pageservers: &[Pageserver]) -> Vec<(u64, u64, u64)> {
     let mut out = Vec::new();
-    for (_, http) in pageservers {
-        let Ok(text) = api.get_text(&format!("http://{http}/status")).await else {
+    for ps in pageservers {
+        let Ok(text) = api.get_text(&format!("http://{}/status", ps.http)).await else {
             continue;
         };
         let Ok(v) = serde_json::from_str::<Value>(&text) else {
@@ -113,10 +117,10 @@ async fn segments(api: &Api, pageservers: &[(String, String)]) -> Vec<(u64, u64,
 }
 
 /// `(ranged, whole layers)` bytes every pageserver has read from object storage.
-async fn downloaded(api: &Api, pageservers: &[(String, String)]) -> (u64, u64) {
+async fn downloaded(api: &Api, pageservers: &[Pageserver]) -> (u64, u64) {
     let (mut all, mut ranged) = (0.0, 0.0);
-    for (_, http) in pageservers {
-        if let Ok(text) = api.get_text(&format!("http://{http}/metrics")).await {
+    for ps in pageservers {
+        if let Ok(text) = api.get_text(&format!("http://{}/metrics", ps.http)).await {
             all += prometheus_value(&text, "pageserver_bytes_downloaded_total").unwrap_or(0.0);
             ranged += prometheus_value(&text, "pageserver_ranged_read_bytes_total").unwrap_or(0.0);
         }
@@ -149,11 +153,9 @@ async fn one(cluster: &Cluster, mb: u64, checks: &mut Checks) -> anyhow::Result<
     let rows = (mb * 1_000_000 / ROW_BYTES).max(1);
     let tenant = api.create_tenant(&cluster.admin_token, "restore").await?;
     crate::scan::load_big_table(api, &tenant, rows).await?;
-    let layout: Value =
-        serde_json::from_slice(&std::fs::read(cluster.data_dir().join("cluster.json"))?)?;
-    let pageservers = pageservers(&layout);
+    let pageservers = pageservers(cluster);
     if pageservers.is_empty() {
-        bail!("cluster.json lists no pageserver with an http address");
+        bail!("cluster.json lists no pageserver with an http address and a data directory");
     }
     // Every byte in a durable checkpoint.
     let began = Instant::now();
@@ -172,22 +174,18 @@ async fn one(cluster: &Cluster, mb: u64, checks: &mut Checks) -> anyhow::Result<
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     // Kill and wipe every pageserver, start them again, and restart the gateway.
-    for (id, _) in &pageservers {
-        cluster.node("kill", id)?;
+    for ps in &pageservers {
+        cluster.node("kill", &ps.id)?;
     }
-    for n in layout["nodes"].as_array().into_iter().flatten() {
-        if n["role"] == "pageserver" {
-            if let Some(dir) = n["data_dir"].as_str() {
-                match std::fs::remove_dir_all(dir) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => bail!("wiping {dir}: {e}"),
-                }
-            }
+    for ps in &pageservers {
+        match std::fs::remove_dir_all(&ps.data_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => bail!("wiping {}: {e}", ps.data_dir),
         }
     }
-    for (id, _) in &pageservers {
-        cluster.node("start", id)?;
+    for ps in &pageservers {
+        cluster.node("start", &ps.id)?;
     }
     cluster.node("kill", "gateway")?;
     cluster.node("start", "gateway")?;

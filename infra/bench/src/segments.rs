@@ -92,12 +92,7 @@ async fn one(
     let tenant: Tenant = api.create_tenant(&cluster.admin_token, "big").await?;
     let load = crate::scan::load_big_table(api, &tenant, rows).await?;
     let status = api
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/tenants/{}", tenant.name),
-            &cluster.admin_token,
-            None,
-        )
+        .tenant_status(&cluster.admin_token, &tenant.name)
         .await?;
     let segments = status["segments"].as_array().map_or(0, Vec::len);
     let mut reads = Latencies::default();
