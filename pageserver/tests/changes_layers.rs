@@ -241,15 +241,7 @@ async fn checkpoints_upload_the_changed_pages_and_a_chain_restores_every_page() 
     let ck = checkpoint(&ps.status().await);
     drop(c);
     drop(ps);
-    let index: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            objects
-                .path()
-                .join(format!("tenants/{TENANT}/segments/0/index-00000002.json")),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let index = read_index(objects.path(), "index-00000002.json");
     let generations: Vec<u64> = index["layers"]
         .as_array()
         .unwrap()
@@ -261,12 +253,8 @@ async fn checkpoints_upload_the_changed_pages_and_a_chain_restores_every_page() 
         generations.contains(&1) && generations.contains(&2),
         "generation 2 extended the chain it restored: {generations:?}"
     );
-    for layer in index["layers"].as_array().unwrap() {
-        let file = objects.path().join(format!(
-            "tenants/{TENANT}/segments/0/layers/{}-{:08x}",
-            layer["name"].as_str().unwrap(),
-            layer["generation"].as_u64().unwrap()
-        ));
+    for layer in named_layers(&index) {
+        let file = segment_dir(objects.path()).join(layer);
         assert!(
             file.exists(),
             "{} named by the index is gone",
@@ -464,25 +452,44 @@ async fn the_page_file_stays_bounded_under_rewrites() {
     }
 }
 
+/// The segment's prefix in the local object store at `root`.
+fn segment_dir(root: &std::path::Path) -> std::path::PathBuf {
+    root.join(format!("tenants/{TENANT}/segments/0"))
+}
+
+/// The index object `file` (`index-<generation>.json`) of the segment, parsed.
+fn read_index(root: &std::path::Path, file: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(segment_dir(root).join(file)).unwrap()).unwrap()
+}
+
+/// The layers `index` names, as paths under the segment's prefix (`layers/<name>-<generation>`).
+fn named_layers(index: &serde_json::Value) -> Vec<String> {
+    index["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            format!(
+                "layers/{}-{:08x}",
+                l["name"].as_str().unwrap(),
+                l["generation"].as_u64().unwrap()
+            )
+        })
+        .collect()
+}
+
 /// Every layer each index in the store names exists: what no crash may break.
 fn assert_every_named_layer_exists(root: &std::path::Path, when: &str) {
-    let dir = root.join(format!("tenants/{TENANT}/segments/0"));
+    let dir = segment_dir(root);
     let mut indexes = 0;
     for e in std::fs::read_dir(&dir).unwrap() {
-        let path = e.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let name = e.unwrap().file_name().to_string_lossy().to_string();
         if !(name.starts_with("index-") && name.ends_with(".json")) {
             continue;
         }
         indexes += 1;
-        let index: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        for layer in index["layers"].as_array().unwrap() {
-            let file = dir.join(format!(
-                "layers/{}-{:08x}",
-                layer["name"].as_str().unwrap(),
-                layer["generation"].as_u64().unwrap()
-            ));
+        for layer in named_layers(&read_index(root, &name)) {
+            let file = dir.join(layer);
             assert!(
                 file.exists(),
                 "{when}: {} names {}, which is gone",
@@ -660,7 +667,7 @@ async fn a_crash_in_any_step_of_compaction_or_gc_loses_nothing_an_index_names() 
 /// object (listings do not show it, as S3 does not list incomplete multipart uploads; a bucket
 /// lifecycle rule removes those), so it is left out.
 fn segment_objects(root: &std::path::Path) -> Vec<(String, u64)> {
-    let dir = root.join(format!("tenants/{TENANT}/segments/0"));
+    let dir = segment_dir(root);
     let mut out = Vec::new();
     let mut stack = vec![dir.clone()];
     while let Some(d) = stack.pop() {
@@ -924,27 +931,7 @@ async fn random_history(seed: u64, compact: bool) {
             .filter(|p| !p.contains(&newest))
             .collect();
         // The chain may still name older generations' layers; nothing else of theirs stays.
-        let index: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(
-                objects
-                    .path()
-                    .join(format!("tenants/{TENANT}/segments/0/index-{newest}.json")),
-            )
-            .unwrap(),
-        )
-        .unwrap();
-        let named: Vec<String> = index["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| {
-                format!(
-                    "layers/{}-{:08x}",
-                    l["name"].as_str().unwrap(),
-                    l["generation"].as_u64().unwrap()
-                )
-            })
-            .collect();
+        let named = named_layers(&read_index(objects.path(), &format!("index-{newest}.json")));
         let unnamed_older: Vec<&&String> = older.iter().filter(|p| !named.contains(p)).collect();
         if unnamed_older.is_empty() {
             let total: u64 = objs.iter().map(|(_, b)| b).sum();
