@@ -705,20 +705,20 @@ fn write_layer(
         cursor.last_applied,
     )?;
     for page in pages.segment_pages(segment) {
-        if kind == LayerKind::Changes {
-            match pages.checkpoint_version(page, cursor.caught_up_to) {
-                Ok(Some(v)) if v.lsn > since => {}
-                Ok(_) => continue,
-                Err(e @ ReadError::LsnTooOld { .. }) => return Err(WriteError::TooOld(e)),
-                Err(e) => return Err(WriteError::Read(e)),
-            }
-        }
-        match pages.version_for_checkpoint(page, cursor.caught_up_to) {
-            Ok(Some((lsn, image))) => writer.push(page, lsn, &image)?,
-            Ok(None) => {}
+        // One lookup per page: which version, then (unless a changes layer skips it) its image.
+        let version = match pages.checkpoint_version(page, cursor.caught_up_to) {
+            Ok(Some(v)) => v,
+            Ok(None) => continue,
             Err(e @ ReadError::LsnTooOld { .. }) => return Err(WriteError::TooOld(e)),
             Err(e) => return Err(WriteError::Read(e)),
+        };
+        if kind == LayerKind::Changes && version.lsn <= since {
+            continue;
         }
+        let image = pages
+            .checkpoint_image(&version)
+            .map_err(|e| WriteError::Read(e.into()))?;
+        writer.push(page, version.lsn, &image)?;
     }
     Ok(writer.finish()?)
 }

@@ -561,11 +561,16 @@ impl TenantPages {
         let Some(version) = self.checkpoint_version(page, lsn)? else {
             return Ok(None);
         };
-        if let Some(image) = self.cache.peek(&(self.tenant, page, version.lsn)) {
-            return Ok(Some((version.lsn, image)));
+        Ok(Some((version.lsn, self.checkpoint_image(&version)?)))
+    }
+
+    /// The image of a version found by [`TenantPages::checkpoint_version`], leaving the cache's
+    /// order and counters alone and caching nothing it reads. Blocking (file i/o).
+    pub fn checkpoint_image(&self, version: &Version) -> Result<PageImage, PageFileError> {
+        if let Some(image) = self.cache.peek(&(self.tenant, version.page, version.lsn)) {
+            return Ok(image);
         }
-        let image = self.read_file(&version)?;
-        Ok(Some((version.lsn, Arc::from(image))))
+        Ok(Arc::from(self.read_file(version)?))
     }
 
     /// Finds the version of `page` a read at `lsn` must see.
