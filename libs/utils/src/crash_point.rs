@@ -26,8 +26,18 @@ pub fn hit(name: &str) {
 
 #[cfg(test)]
 mod tests {
+    /// Only the armed name aborts (reaching this test's end means `hit` returned), and the
+    /// first arming holds.
     #[test]
-    fn an_unarmed_point_does_nothing() {
-        super::hit("nothing-armed");
+    fn only_the_armed_point_aborts_and_the_first_arming_holds() {
+        super::hit("nothing-armed-yet");
+        super::arm("armed-by-this-test");
+        super::arm("a-second-arming");
+        assert_eq!(
+            super::ARMED.get().map(String::as_str),
+            Some("armed-by-this-test")
+        );
+        super::hit("another-point");
+        super::hit("a-second-arming");
     }
 }
