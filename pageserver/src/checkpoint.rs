@@ -51,7 +51,7 @@
 
 use crate::index::{LayerRef, SegmentIndex};
 use crate::layer::{self, LayerError, LayerKind, LayerMeta, LayerWriter};
-use crate::pages::{ReadError, TenantPages};
+use crate::pages::{ReadError, RemoteChain, RemoteLayer, TenantPages};
 use crate::remote::{Backoff, RemoteError};
 use crate::restore::{layers_dir, Attached};
 use crate::segment_cursor::Cursor;
@@ -222,8 +222,17 @@ impl Checkpointer {
         }
     }
 
-    /// One checkpoint (see the module docs); returns once it is durable, or abandoned.
+    /// One checkpoint (see the module docs); returns once it is durable, or abandoned. Pages
+    /// held back from eviction for an image or a merge may be evicted again afterwards (unless
+    /// the attachment went stale).
     async fn checkpoint(&mut self) {
+        self.checkpoint_once().await;
+        if !self.segment.checkpoint_status().stale {
+            self.tenant.pages.hold_eviction(self.segment.id, false);
+        }
+    }
+
+    async fn checkpoint_once(&mut self) {
         let shared = self.shared.clone();
         let (tenant, segment, generation) = (self.tenant.id, self.segment.id, self.generation);
         let records_before = self.segment.follow_status().records_applied;
@@ -234,9 +243,12 @@ impl Checkpointer {
             return;
         }
         let mut plan = plan_layer(&self.chain, self.checkpointed);
-        if plan.keep < self.chain.len() && self.tenant.pages.remote_chain(segment).is_some() {
-            // An image or a merge needs every page here: hydrate first (a failure is tried
-            // again at the next checkpoint; ingest and GetPage go on meanwhile).
+        if plan.keep < self.chain.len() {
+            // An image or a merge needs every page here, until its index names the new layer:
+            // no eviction meanwhile, and the pages still only in object storage (not fetched
+            // since a restore, or evicted) come first (a failure is tried again at the next
+            // checkpoint; ingest and GetPage go on meanwhile).
+            self.tenant.pages.hold_eviction(segment, true);
             if let Err(e) = crate::restore::hydrate(&shared, &self.tenant, &self.segment).await {
                 shared.metrics.object_store_errors.inc();
                 warn!(error = %e, "hydrating before writing an image failed; checkpoint postponed");
@@ -270,8 +282,8 @@ impl Checkpointer {
             )
         })
         .await;
-        let meta = match written {
-            Ok(Ok(meta)) => meta,
+        let (meta, directory) = match written {
+            Ok(Ok(written)) => written,
             Ok(Err(WriteError::TooOld(e))) => {
                 shared.metrics.checkpoint_aborts.inc();
                 debug!(error = %e, "checkpoint abandoned: a page moved on; trying again later");
@@ -378,6 +390,9 @@ impl Checkpointer {
             return;
         };
         shared.metrics.bytes_uploaded.add(index_bytes);
+        // The page store's chain follows the durable index: pages whose newest version it
+        // holds may be evicted from now on.
+        self.publish_chain(&chain, directory, cursor.caught_up_to);
         if plan.keep < self.chain.len() {
             // An image or a merge: the layers it replaces are garbage from now on.
             crash_point::hit("compacted-index-uploaded");
@@ -431,8 +446,43 @@ impl Checkpointer {
         }
     }
 
-    /// Marks this attachment stale: a newer generation was claimed.
+    /// Hands the page store the chain of the index just uploaded, newest layer first: the new
+    /// layer with the `directory` it was written with, then the kept layers with the
+    /// directories the store already had. If one of those is unknown (a version 1 layer the
+    /// restore downloaded whole), the chain is handed over without it and nothing of the
+    /// segment is evicted (its pages were all installed; none of them is fetched from it).
+    fn publish_chain(&self, chain: &[LayerRef], directory: Vec<u32>, checkpoint_lsn: Lsn) {
+        let pages = &self.tenant.pages;
+        let known = pages.remote_chain(self.segment.id);
+        let Some((newest, kept)) = chain.split_last() else {
+            return;
+        };
+        let mut remote = RemoteChain {
+            layers: vec![Arc::new(RemoteLayer {
+                layer: newest.clone(),
+                directory,
+                above: newest.from_lsn.unwrap_or(Lsn::INVALID),
+            })],
+            evict_upto: checkpoint_lsn,
+        };
+        for layer_ref in kept.iter().rev() {
+            let found = known.as_ref().and_then(|k| {
+                k.layers
+                    .iter()
+                    .find(|l| l.layer.name == layer_ref.name && l.layer.generation == layer_ref.generation)
+            });
+            match found {
+                Some(l) => remote.layers.push(l.clone()),
+                None => remote.evict_upto = Lsn::INVALID,
+            }
+        }
+        pages.set_remote(self.segment.id, remote);
+    }
+
+    /// Marks this attachment stale: a newer generation was claimed. Its pages are not evicted
+    /// any more: the newest attachment's GC may delete the layers they would be fetched from.
     fn become_stale(&self, newest: Generation) {
+        self.tenant.pages.hold_eviction(self.segment.id, true);
         if !self.segment.checkpoint_status().stale {
             warn!(newest = newest.0, "a newer generation of this segment exists: this attachment uploads and deletes nothing from now on");
         }
@@ -685,7 +735,8 @@ enum WriteError {
 }
 
 /// Writes the layer of `kind` of `segment` as of `cursor` to `path`: every page, or (changes)
-/// the pages whose version at the cursor is above `since`. Blocking.
+/// the pages whose version at the cursor is above `since`. Returns its meta and directory (the
+/// pages written, increasing). Blocking.
 fn write_layer(
     pages: &TenantPages,
     path: &Path,
@@ -694,7 +745,7 @@ fn write_layer(
     (tenant, segment): (TenantId, SegmentId),
     layout: SegmentLayout,
     cursor: Cursor,
-) -> Result<LayerMeta, WriteError> {
+) -> Result<(LayerMeta, Vec<u32>), WriteError> {
     let mut writer = LayerWriter::create(
         path,
         kind,
@@ -704,6 +755,7 @@ fn write_layer(
         cursor.caught_up_to,
         cursor.last_applied,
     )?;
+    let mut directory = Vec::new();
     for page in pages.segment_pages(segment) {
         // One lookup per page: which version, then (unless a changes layer skips it) its image.
         let version = match pages.checkpoint_version(page, cursor.caught_up_to) {
@@ -719,8 +771,9 @@ fn write_layer(
             .checkpoint_image(&version)
             .map_err(|e| WriteError::Read(e.into()))?;
         writer.push(page, version.lsn, &image)?;
+        directory.push(page.0);
     }
-    Ok(writer.finish()?)
+    Ok((writer.finish()?, directory))
 }
 
 /// A clean shutdown's last checkpoints: every active segment with records applied since its last
@@ -870,7 +923,8 @@ mod tests {
             layout,
             cursor,
         )
-        .unwrap();
+        .unwrap()
+        .0;
         assert_eq!(meta.page_count, 4);
         let b = TenantPages::create(
             &dir.path().join("b"),
@@ -952,7 +1006,7 @@ mod tests {
             last_applied: Lsn(last_at(25)),
         };
         let image_path = dir.path().join("image");
-        let image = write_layer(
+        let (image, _) = write_layer(
             &a,
             &image_path,
             LayerKind::Image,
@@ -963,7 +1017,7 @@ mod tests {
         )
         .unwrap();
         let changes_path = dir.path().join("changes");
-        let changes = write_layer(
+        let (changes, changes_directory) = write_layer(
             &a,
             &changes_path,
             LayerKind::Changes,
@@ -982,6 +1036,7 @@ mod tests {
             .collect();
         assert!(!changed.is_empty() && changed.len() < 4, "{changed:?}");
         assert_eq!(changes.page_count as usize, changed.len());
+        assert_eq!(changes_directory, changed, "the directory returned is the pages written");
         assert_eq!(changes.kind, LayerKind::Changes);
         let c = TenantPages::create(&dir.path().join("c"), TenantId(1), layout, 16, cache).unwrap();
         let mut held = PageBitmap::new(4);
@@ -1046,11 +1101,11 @@ mod tests {
             )
             .unwrap();
             let name = if *above == Lsn::INVALID { "i" } else { "c" };
-            chain.layers.push(crate::pages::RemoteLayer {
+            chain.layers.push(Arc::new(crate::pages::RemoteLayer {
                 layer: LayerRef::changes(name.into(), Generation(1), *above, meta, 0),
                 directory,
                 above: *above,
-            });
+            }));
         }
         d.set_remote(ts.1, chain);
         let fetch = |remote: &crate::pages::RemotePage| {
@@ -1113,7 +1168,7 @@ mod tests {
             d.get(PageNo(changed[0]), Lsn(41)).unwrap().unwrap()[..],
             [7u8; PAGE_SIZE_BYTES][..]
         );
-        d.clear_remote(ts.1);
+        d.set_remote(ts.1, crate::pages::RemoteChain::default());
         assert!(d.remote_chain(ts.1).is_none());
 
         // A changes layer claiming to start above a version it holds is refused.

@@ -3,7 +3,7 @@
 //! Every applied record appends a full page image to its tenant's page file
 //! ([`crate::page_file`]), so without this the file grows with every write for as long as the
 //! process runs (a write-heavy tenant: gigabytes an hour). One task per pageserver, every
-//! [`COMPACTION_INTERVAL`], for every tenant ([`crate::pages::TenantPages::compact`]):
+//! 5 s (`--compaction-interval`), for every tenant ([`crate::pages::TenantPages::compact`]):
 //!
 //! 1. **History.** A page keeps the versions a read point up to `--page-history` (60 s) behind
 //!    its segment can need: the segment's **horizon** is the LSN it had applied that long ago
@@ -28,11 +28,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, error, info_span, Instrument};
 
-/// How often every tenant's page file is compacted.
-pub const COMPACTION_INTERVAL: Duration = Duration::from_secs(5);
-
 /// `(when, applied LSN)` samples of one segment, oldest first, spanning a little more than the
-/// history window (so at most `window / COMPACTION_INTERVAL + 2` of them).
+/// history window (so at most `window / interval + 2` of them).
 #[derive(Default)]
 struct Samples(VecDeque<(Instant, Lsn)>);
 
@@ -59,8 +56,9 @@ pub fn spawn(tenants: Arc<Tenants>) -> tokio::task::JoinHandle<()> {
 async fn run(tenants: Arc<Tenants>) {
     let shared = tenants.shared().clone();
     let window = shared.config.page_history;
+    let budget = shared.config.disk_cache_bytes;
     let mut samples: HashMap<(TenantId, SegmentId), Samples> = HashMap::new();
-    let mut tick = tokio::time::interval(COMPACTION_INTERVAL);
+    let mut tick = tokio::time::interval(shared.config.compaction_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -86,7 +84,7 @@ async fn run(tenants: Arc<Tenants>) {
             }
             let pages = tenant.pages.clone();
             let started = Instant::now();
-            let done = tokio::task::spawn_blocking(move || pages.compact(&horizons)).await;
+            let done = tokio::task::spawn_blocking(move || pages.compact(&horizons, budget)).await;
             match done {
                 Ok(Ok(c)) => {
                     let m = &shared.metrics;
@@ -94,10 +92,12 @@ async fn run(tenants: Arc<Tenants>) {
                     m.versions_dropped.add(c.versions_dropped);
                     m.records_moved.add(c.records_moved);
                     m.extents_removed.add(c.extents_removed);
-                    if c.extents_removed > 0 {
+                    m.pages_evicted.add(c.pages_evicted);
+                    if c.extents_removed > 0 || c.pages_evicted > 0 {
                         debug!(
                             tenant = %id, versions_dropped = c.versions_dropped,
                             records_moved = c.records_moved, extents_removed = c.extents_removed,
+                            pages_evicted = c.pages_evicted,
                             file_bytes = tenant.pages.file_bytes(),
                             elapsed_ms = started.elapsed().as_millis() as u64,
                             "page file compacted"

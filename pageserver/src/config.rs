@@ -94,6 +94,17 @@ pub struct Args {
     /// keeps only what was read (a checkpoint that must write a new image still fetches all).
     #[arg(long, env = "PAGESERVER_HYDRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub hydrate: bool,
+    /// A budget for each tenant's local page file (`512MiB`, `20GiB`; default: none). Above
+    /// it, compaction evicts the least recently used pages whose newest version a durable
+    /// checkpoint holds; a read fetches such a page again from object storage. What cannot be
+    /// evicted yet (pages changed since the last checkpoint, history within `--page-history`)
+    /// and an image checkpoint's hydration can take the file above it for a while. Restored
+    /// segments are then not hydrated in the background. At least four page file extents.
+    #[arg(long, env = "PAGESERVER_DISK_CACHE_BYTES", value_parser = parse_bytes)]
+    pub disk_cache_bytes: Option<u64>,
+    /// How often every tenant's page file is compacted (testing aid).
+    #[arg(long, env = "PAGESERVER_COMPACTION_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration, hide = true)]
+    pub compaction_interval: Duration,
     /// How far behind its segment's newest applied record a read point still finds every page
     /// version it needs; older history is dropped from the local page files
     /// (`pageserver::compaction`), and such a read gets "lsn too old".
@@ -141,6 +152,10 @@ pub enum ConfigError {
     CheckpointInterval,
     #[error("--gc-delay must be between {GC_DELAY_MIN:?} and {GC_DELAY_MAX:?}")]
     GcDelay,
+    #[error("--disk-cache-bytes must hold at least four page file extents ({0} bytes)")]
+    DiskCacheBytes(u64),
+    #[error("--compaction-interval must be between 10ms and 1h")]
+    CompactionInterval,
     #[error("--data-dir {0}: {1}")]
     DataDir(String, String),
     /// The URL is redacted: the point is not to show the secret.
@@ -150,6 +165,33 @@ pub enum ConfigError {
          environment instead"
     )]
     CredentialsInUrl(String),
+}
+
+/// `--disk-cache-bytes` must hold this many page file extents: one being filled, and room for
+/// the live records at half of the rest (`crate::pages::TenantPages::compact`).
+pub const DISK_CACHE_EXTENTS_MIN: u64 = 4;
+
+/// A byte count: a number with an optional unit (`B`, `KiB`, `MiB`, `GiB`, `TiB`).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number of bytes such as 512MiB or 20GiB"))?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        "TiB" => 40,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (use KiB, MiB, GiB or TiB)"
+            ))
+        }
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// The validated configuration.
@@ -174,6 +216,9 @@ pub struct Config {
     pub hydrate: bool,
     pub page_history: Duration,
     pub extent_records: u64,
+    /// `--disk-cache-bytes`: the page file's budget per tenant, if any.
+    pub disk_cache_bytes: Option<u64>,
+    pub compaction_interval: Duration,
     /// `--auth-verifying-key` and `--token-file`, loaded by `server::start`.
     pub auth_verifying_key: PathBuf,
     pub token_file: PathBuf,
@@ -227,6 +272,21 @@ impl Config {
         if args.gc_delay < GC_DELAY_MIN || args.gc_delay > GC_DELAY_MAX {
             return Err(ConfigError::GcDelay);
         }
+        let extent_records = args.extent_records.max(1);
+        let extent_bytes = extent_records * crate::page_file::IMAGE_RECORD_BYTES as u64;
+        if args
+            .disk_cache_bytes
+            .is_some_and(|b| b < DISK_CACHE_EXTENTS_MIN * extent_bytes)
+        {
+            return Err(ConfigError::DiskCacheBytes(
+                DISK_CACHE_EXTENTS_MIN * extent_bytes,
+            ));
+        }
+        if args.compaction_interval < Duration::from_millis(10)
+            || args.compaction_interval > Duration::from_secs(3600)
+        {
+            return Err(ConfigError::CompactionInterval);
+        }
         let object_store = match args.object_store {
             Some(url) if borealis_objstore::has_credentials(&url) => {
                 return Err(ConfigError::CredentialsInUrl(
@@ -259,7 +319,9 @@ impl Config {
             gc_delay: args.gc_delay,
             hydrate: args.hydrate,
             page_history: args.page_history,
-            extent_records: args.extent_records.max(1),
+            extent_records,
+            disk_cache_bytes: args.disk_cache_bytes,
+            compaction_interval: args.compaction_interval,
             auth_verifying_key: args.auth_verifying_key,
             token_file: args.token_file,
         })
@@ -373,5 +435,16 @@ mod tests {
             Args::try_parse_from(["pageserver", "--data-dir", "/x"]).is_err(),
             "safekeepers are required"
         );
+        assert_eq!(
+            parse(&["--safekeepers", "a:1", "--disk-cache-bytes", "100MiB"]).unwrap_err(),
+            ConfigError::DiskCacheBytes(4 * crate::page_file::EXTENT_RECORDS * 4120)
+        );
+        for bad in ["", "12XB", "99999999999TiB", "-1"] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?}");
+        }
+        let c = parse(&["--safekeepers", "a:1", "--disk-cache-bytes", "2GiB"]).unwrap();
+        assert_eq!(c.disk_cache_bytes, Some(2 << 30));
+        assert_eq!(parse_bytes("64 KiB"), Ok(64 << 10));
+        assert_eq!(parse(&["--safekeepers", "a:1"]).unwrap().disk_cache_bytes, None);
     }
 }

@@ -5,7 +5,8 @@
 //!    and apply records up to it, from safekeepers at that epoch or newer.
 //! 2. Wait, at most `--getpage-wait`, until the page's segment is applied up to `lsn`
 //!    (`caught_up_to ≥ lsn`). Timing out answers [`ErrorKind::Unavailable`]: retry later.
-//! 3. If the page is still in object storage (a restored segment, [`crate::restore`]), fetch it.
+//! 3. If the page is still in object storage (a restored segment, [`crate::restore`], or a page
+//!    evicted under `--disk-cache-bytes`, [`crate::compaction`]), fetch it.
 //! 4. Answer the newest version of the page at or below `lsn`, or "no page" if it was never
 //!    written by then. If that version is no longer retained the answer is
 //!    [`ErrorKind::Invalid`] ("lsn too old"), never a different version.
@@ -19,6 +20,10 @@ use borealis_core::{ErrorKind, Lsn, PageNo, SegmentId, TenantId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
+
+/// Fetches of one page a read makes at most: one, and another if the page was evicted again, or
+/// its segment's chain moved to a newer index, before the read looked at it.
+const PAGE_FETCHES_PER_READ_MAX: u32 = 3;
 
 #[derive(Debug, Error)]
 pub enum GetPageError {
@@ -167,17 +172,35 @@ async fn get_page_inner(
     }
 
     let mut lookup = tenant.pages.lookup(page, lsn)?;
-    if let Lookup::Remote(remote) = &lookup {
-        // Still in object storage (a restored segment): fetch it, then it is local.
-        crate::restore::fetch_page(shared, &tenant, &segment, remote)
-            .await
-            .map_err(|e| match e {
-                FetchError::Remote(e) => GetPageError::Io(format!("fetching the page: {e}")),
-                FetchError::Corrupt { .. } => GetPageError::Corrupt(e.to_string()),
-                FetchError::Install(e) => GetPageError::Io(e.to_string()),
-                FetchError::Task(e) => GetPageError::Internal(e),
-            })?;
+    // Still in object storage (a restored segment, or an evicted page): fetch it, then it is
+    // local. Again if it was evicted once more in between, or the chain moved on to a newer
+    // index (whose GC may have deleted the layer it was fetched from).
+    let mut fetches = 0;
+    while let Lookup::Remote(remote) = &lookup {
+        fetches += 1;
+        let fetched = crate::restore::fetch_page(shared, &tenant, &segment, remote).await;
+        let moved = || {
+            tenant
+                .pages
+                .remote_chain(segment.id)
+                .is_some_and(|c| !Arc::ptr_eq(&c, &remote.chain))
+        };
+        match fetched {
+            Ok(()) => {}
+            Err(_) if fetches < PAGE_FETCHES_PER_READ_MAX && moved() => {}
+            Err(e) => {
+                return Err(match e {
+                    FetchError::Remote(e) => GetPageError::Io(format!("fetching the page: {e}")),
+                    FetchError::Corrupt { .. } => GetPageError::Corrupt(e.to_string()),
+                    FetchError::Install(e) => GetPageError::Io(e.to_string()),
+                    FetchError::Task(e) => GetPageError::Internal(e),
+                })
+            }
+        }
         lookup = tenant.pages.lookup(page, lsn)?;
+        if fetches >= PAGE_FETCHES_PER_READ_MAX {
+            break;
+        }
     }
     match lookup {
         Lookup::NeverWritten => Ok(None),

@@ -127,6 +127,8 @@ pub struct Metrics {
     pub versions_dropped: Counter,
     pub records_moved: Counter,
     pub extents_removed: Counter,
+    /// Pages dropped from the page files under `--disk-cache-bytes` (fetched again when read).
+    pub pages_evicted: Counter,
     pub layers_deleted: Counter,
     pub restores: Counter,
     pub object_store_errors: Counter,
@@ -179,7 +181,7 @@ impl Metrics {
             "pageserver_getpage_wait_seconds",
             "Time a GetPage waited for its segment to be applied up to the asked LSN.",
         );
-        let counters: [(&str, &str, u64); 32] = [
+        let counters: [(&str, &str, u64); 33] = [
             (
                 "pageserver_checkpoints_total",
                 "Checkpoints made durable (layer and index uploaded).",
@@ -255,6 +257,12 @@ impl Metrics {
                 "pageserver_extents_removed_total",
                 "Page file extents deleted after their live records were copied forward.",
                 self.extents_removed.get(),
+            ),
+            (
+                "pageserver_pages_evicted_total",
+                "Pages dropped from the page files under --disk-cache-bytes; a read fetches them \
+                 again from object storage.",
+                self.pages_evicted.get(),
             ),
             (
                 "pageserver_hydrations_total",

@@ -131,7 +131,7 @@ pub enum Lookup {
     Remote(RemotePage),
 }
 
-/// A layer of a restored chain whose pages are fetched when needed.
+/// A layer of a segment's chain in object storage, whose pages can be fetched when needed.
 #[derive(Debug)]
 pub struct RemoteLayer {
     /// What the index says of it (its object key follows from it).
@@ -142,10 +142,15 @@ pub struct RemoteLayer {
     pub above: Lsn,
 }
 
-/// The layers of a segment's restored chain, newest first.
+/// The layers of a segment's chain in object storage (its newest durable index), newest first:
+/// the chain restored from, then the chain of each checkpoint this attachment makes.
 #[derive(Debug, Default)]
 pub struct RemoteChain {
-    pub layers: Vec<RemoteLayer>,
+    pub layers: Vec<Arc<RemoteLayer>>,
+    /// A page whose newest local version is at or below this LSN may be evicted: the chain holds
+    /// exactly that version. `INVALID` when the chain is not known whole (a version 1 layer has
+    /// no directory), so nothing of the segment is evicted.
+    pub evict_upto: Lsn,
 }
 
 impl RemoteChain {
@@ -211,7 +216,18 @@ pub struct Compacted {
     /// Live records copied out of extents being reclaimed.
     pub records_moved: u64,
     pub extents_removed: u64,
+    /// Pages dropped from the local disk under its budget (their newest version is in the
+    /// segment's chain in object storage, where a read fetches it again).
+    pub pages_evicted: u64,
 }
+
+/// Eviction frees this fraction (1/n) of the live records' bound more than needed, so that it
+/// does not run again at the next write.
+pub const EVICTION_HYSTERESIS_DIVISOR: u64 = 8;
+
+/// Compaction passes a page stays unevictable after it was last read, written or fetched: a
+/// page fetched for the next records or a read is used before it can be evicted again.
+pub const EVICTION_MIN_IDLE_PASSES: u32 = 2;
 
 /// Pages whose history one step of compaction looks at under the index lock.
 pub const COMPACTION_CHUNK_PAGES: usize = 4096;
@@ -225,6 +241,12 @@ struct PageVersions {
     versions: VecDeque<Stored>,
     /// Whether older versions were dropped (reads below the oldest retained must fail).
     trimmed: bool,
+    /// The compaction pass ([`Index::clock`]) in which the page was last read, written or
+    /// installed: eviction takes the least recently used pages first.
+    touched: u32,
+    /// A record is being applied to it (between looking at its newest version and publishing
+    /// the new one): it is not evicted meanwhile.
+    applying: bool,
 }
 
 /// Pages and retained versions of one segment, for the status page.
@@ -246,8 +268,17 @@ struct Index {
     in_flight: BTreeMap<u64, u64>,
     pages: HashMap<PageNo, PageVersions>,
     per_segment: HashMap<SegmentId, SegmentCounts>,
-    /// Restored chains whose pages are not all local yet.
+    /// Each segment's chain in object storage, as of its newest durable index: where a page
+    /// with no local version is (restored and not fetched yet, or evicted).
     remote: HashMap<SegmentId, Arc<RemoteChain>>,
+    /// Segments whose pages are not evicted for now: a checkpoint writing an image or a merge
+    /// needs every page local until its index is published, and a stale attachment's chain may
+    /// be collected by the newest one.
+    eviction_held: std::collections::HashSet<SegmentId>,
+    /// Compaction passes so far: the access clock of [`PageVersions::touched`].
+    clock: u32,
+    /// Pages evicted so far.
+    evicted: u64,
 }
 
 impl Index {
@@ -362,6 +393,9 @@ impl TenantPages {
                 pages: HashMap::new(),
                 per_segment: HashMap::new(),
                 remote: HashMap::new(),
+                eviction_held: Default::default(),
+                clock: 0,
+                evicted: 0,
             }),
         })
     }
@@ -403,15 +437,32 @@ impl TenantPages {
     /// one applier per page at a time (each page belongs to one segment, each segment has one
     /// follower), which the publish step checks.
     pub fn apply(&self, record: &RedoRecord) -> Result<(), ApplyError> {
+        let applied = self.apply_one(record);
+        if applied.is_err() {
+            if let Some(pv) = self.index.locked().pages.get_mut(&record.page_no) {
+                pv.applying = false;
+            }
+        }
+        applied
+    }
+
+    /// [`TenantPages::apply`], leaving the page marked `applying` if it fails.
+    fn apply_one(&self, record: &RedoRecord) -> Result<(), ApplyError> {
         let page = record.page_no;
-        // The newest version, and for a delta where its image is (an image needs none).
+        // The newest version, and for a delta where its image is (an image needs none). The
+        // page is marked as being applied to, so that eviction leaves it alone until published.
         let (newest_lsn, base) = {
-            let index = self.index.locked();
+            let mut index = self.index.locked();
             if index.remote_page(self.layout, page).is_some() {
                 return Err(ApplyError::NotFetched {
                     page,
                     lsn: record.lsn,
                 });
+            }
+            let clock = index.clock;
+            if let Some(pv) = index.pages.get_mut(&page) {
+                pv.applying = true;
+                pv.touched = clock;
             }
             match index.newest(page) {
                 None => (Lsn::INVALID, None),
@@ -455,7 +506,10 @@ impl TenantPages {
             return Err(chain_error());
         }
         let segment = self.layout.segment_of(page);
+        let clock = index.clock;
         let pv = index.pages.entry(page).or_default();
+        pv.applying = false;
+        pv.touched = clock;
         let first_version = pv.versions.is_empty();
         pv.versions.push_back(Stored {
             lsn: record.lsn,
@@ -504,6 +558,7 @@ impl TenantPages {
         let mut index = self.index.locked();
         index.release(addr);
         let segment = self.layout.segment_of(page);
+        let clock = index.clock;
         let pv = index.pages.entry(page).or_default();
         if let Some(newest) = pv.versions.back() {
             // Fetched by someone else meanwhile: theirs stays (this write is an unused gap).
@@ -511,6 +566,7 @@ impl TenantPages {
         }
         pv.versions.push_back(Stored { lsn, addr });
         pv.trimmed = true;
+        pv.touched = clock;
         index.add_live(addr);
         let counts = index.per_segment.entry(segment).or_default();
         counts.pages += 1;
@@ -575,13 +631,15 @@ impl TenantPages {
 
     /// Finds the version of `page` a read at `lsn` must see.
     pub fn lookup(&self, page: PageNo, lsn: Lsn) -> Result<Lookup, ReadError> {
-        let index = self.index.locked();
+        let mut index = self.index.locked();
         if let Some(remote) = index.remote_page(self.layout, page) {
             return Ok(Lookup::Remote(remote));
         }
-        let Some(pv) = index.pages.get(&page) else {
+        let clock = index.clock;
+        let Some(pv) = index.pages.get_mut(&page) else {
             return Ok(Lookup::NeverWritten);
         };
+        pv.touched = clock;
         match pv.versions.iter().rev().find(|v| v.lsn <= lsn) {
             Some(v) => Ok(match self.resolve(page, *v) {
                 Resolved::Cached(image) => Lookup::Cached(image),
@@ -624,8 +682,10 @@ impl TenantPages {
         }
     }
 
-    /// Hands the store a restored chain of `segment` whose pages are fetched when needed (see
-    /// the module docs). An empty chain removes it.
+    /// Hands the store `segment`'s chain in object storage: the chain a restore attached (its
+    /// pages are fetched when needed, see the module docs), or the chain of a checkpoint's
+    /// index once it is durable. An empty chain removes it. Evicting the segment's pages is
+    /// allowed again ([`TenantPages::hold_eviction`]).
     pub fn set_remote(&self, segment: SegmentId, chain: RemoteChain) {
         let mut index = self.index.locked();
         if chain.layers.is_empty() {
@@ -633,11 +693,42 @@ impl TenantPages {
         } else {
             index.remote.insert(segment, Arc::new(chain));
         }
+        index.eviction_held.remove(&segment);
     }
 
-    /// Forgets `segment`'s remote chain: every page it holds is local now.
-    pub fn clear_remote(&self, segment: SegmentId) {
-        self.index.locked().remote.remove(&segment);
+    /// Stops (`true`) or allows again (`false`) evicting `segment`'s pages.
+    pub fn hold_eviction(&self, segment: SegmentId, held: bool) {
+        let mut index = self.index.locked();
+        if held {
+            index.eviction_held.insert(segment);
+        } else {
+            index.eviction_held.remove(&segment);
+        }
+    }
+
+    /// How many pages of `layer` (the layer at that position of `chain`) have no local version
+    /// and no newer layer of the chain holding them: what downloading the layer would install.
+    /// Looks in chunks, so that reads and applies wait for one chunk at most.
+    pub fn remote_only_in(&self, chain: &RemoteChain, layer: usize) -> u64 {
+        let Some(rl) = chain.layers.get(layer) else {
+            return 0;
+        };
+        let newer = &chain.layers[..layer];
+        let mut n = 0;
+        for chunk in rl.directory.chunks(COMPACTION_CHUNK_PAGES) {
+            let index = self.index.locked();
+            n += chunk
+                .iter()
+                .filter(|&&p| {
+                    !index
+                        .pages
+                        .get(&PageNo(p))
+                        .is_some_and(|pv| !pv.versions.is_empty())
+                })
+                .filter(|&&p| newer.iter().all(|l| l.directory.binary_search(&p).is_err()))
+                .count() as u64;
+        }
+        n
     }
 
     /// `segment`'s remote chain, if some of its pages may still be in object storage only.
@@ -687,6 +778,11 @@ impl TenantPages {
             .sum()
     }
 
+    /// Pages evicted under the disk budget since the store was created.
+    pub fn pages_evicted(&self) -> u64 {
+        self.index.locked().evicted
+    }
+
     /// Bytes of the records the index names.
     pub fn live_bytes(&self) -> u64 {
         self.index.locked().live.values().sum::<u64>() * IMAGE_RECORD_BYTES as u64
@@ -707,8 +803,13 @@ impl TenantPages {
     ///
     /// Reads and applies go on meanwhile: a read holds the handle of the extent its version was
     /// in, and the index moves a version only while holding its lock.
-    pub fn compact(&self, horizons: &HashMap<SegmentId, Lsn>) -> Result<Compacted, PageFileError> {
+    pub fn compact(
+        &self,
+        horizons: &HashMap<SegmentId, Lsn>,
+        disk_budget_bytes: Option<u64>,
+    ) -> Result<Compacted, PageFileError> {
         let mut done = Compacted::default();
+        self.index.locked().clock += 1;
         if !horizons.is_empty() {
             // In chunks, so that reads and applies of the tenant wait for one chunk at most.
             let pages: Vec<PageNo> = self.index.locked().pages.keys().copied().collect();
@@ -745,6 +846,17 @@ impl TenantPages {
             }
         }
 
+        if let Some(budget) = disk_budget_bytes {
+            // Sealed extents are each more than half live once step 3 ran, so the file holds
+            // at most twice the live records plus the extent being filled: keep the live
+            // records within half of what the budget leaves beside that extent.
+            let live_max = budget.saturating_sub(self.file.extent_bytes()) / 2;
+            if self.live_bytes() > live_max {
+                let target = live_max - live_max / EVICTION_HYSTERESIS_DIVISOR;
+                done.pages_evicted = self.evict(target / IMAGE_RECORD_BYTES as u64);
+            }
+        }
+
         let victims: Vec<u64> = {
             let index = self.index.locked();
             let current = index.next_addr / index.extent_bytes;
@@ -763,6 +875,83 @@ impl TenantPages {
             done.extents_removed += 1;
         }
         Ok(done)
+    }
+
+    /// Evicts the least recently used pages that may be evicted until at most `target_records`
+    /// records are live (or none is left to evict); returns the pages evicted. A page may be
+    /// evicted when its segment's chain in object storage holds its newest local version
+    /// (that version is at or below the chain's `evict_upto`), its segment is not held, no
+    /// record is being applied to it, and it was not touched in the last
+    /// [`EVICTION_MIN_IDLE_PASSES`] passes. All its versions are dropped from the index: a
+    /// read then finds it [`Lookup::Remote`] and fetches that version again; an older read
+    /// point gets "too old".
+    fn evict(&self, target_records: u64) -> u64 {
+        let live = |index: &Index| index.live.values().sum::<u64>();
+        let evictable = |index: &Index, page: PageNo| -> Option<(u32, usize)> {
+            let pv = index.pages.get(&page)?;
+            let newest = pv.versions.back()?;
+            if pv.applying || pv.touched.saturating_add(EVICTION_MIN_IDLE_PASSES) > index.clock {
+                return None;
+            }
+            let segment = self.layout.segment_of(page);
+            if index.eviction_held.contains(&segment) {
+                return None;
+            }
+            let chain = index.remote.get(&segment)?;
+            if !chain.evict_upto.is_valid() || newest.lsn > chain.evict_upto {
+                return None;
+            }
+            chain.find(page)?;
+            Some((pv.touched, pv.versions.len()))
+        };
+        let pages: Vec<PageNo> = {
+            let index = self.index.locked();
+            if live(&index) <= target_records {
+                return 0;
+            }
+            index.pages.keys().copied().collect()
+        };
+        // Least recently touched first.
+        let mut candidates: Vec<(u32, PageNo)> = Vec::new();
+        for chunk in pages.chunks(COMPACTION_CHUNK_PAGES) {
+            let index = self.index.locked();
+            candidates.extend(
+                chunk
+                    .iter()
+                    .filter_map(|&p| evictable(&index, p).map(|(touched, _)| (touched, p))),
+            );
+        }
+        candidates.sort_unstable();
+        let mut evicted = 0;
+        for chunk in candidates.chunks(COMPACTION_CHUNK_PAGES) {
+            let mut index = self.index.locked();
+            let mut live_records = live(&index);
+            for &(_, page) in chunk {
+                if live_records <= target_records {
+                    return evicted;
+                }
+                // Looked at again: it may have been touched since.
+                if evictable(&index, page).is_none() {
+                    continue;
+                }
+                let Some(pv) = index.pages.remove(&page) else {
+                    continue;
+                };
+                for v in &pv.versions {
+                    index.drop_live(v.addr);
+                }
+                let counts = index
+                    .per_segment
+                    .entry(self.layout.segment_of(page))
+                    .or_default();
+                counts.pages -= 1;
+                counts.versions -= pv.versions.len() as u64;
+                live_records = live_records.saturating_sub(pv.versions.len() as u64);
+                index.evicted += 1;
+                evicted += 1;
+            }
+        }
+        evicted
     }
 
     /// Copies the live records of sealed extent `extent` forward and deletes it; returns the
@@ -1040,7 +1229,7 @@ mod tests {
                     let h = Lsn(rng.below(r.lsn.0 + 1))
                         .max(horizons.get(&segment).copied().unwrap_or(Lsn::INVALID));
                     horizons.insert(segment, h);
-                    let c = pages.compact(&horizons).unwrap();
+                    let c = pages.compact(&horizons, None).unwrap();
                     totals.versions_dropped += c.versions_dropped;
                     totals.records_moved += c.records_moved;
                     totals.extents_removed += c.extents_removed;
@@ -1074,7 +1263,7 @@ mod tests {
                     }
                     let (file, live) = (pages.file_bytes(), pages.live_bytes());
                     let extent = extent_records * IMAGE_RECORD_BYTES as u64;
-                    pages.compact(&horizons).unwrap();
+                    pages.compact(&horizons, None).unwrap();
                     let after = pages.file_bytes();
                     assert!(
                         after <= 2 * pages.live_bytes() + 2 * extent,
@@ -1086,6 +1275,115 @@ mod tests {
             assert!(totals.extents_removed > 0, "seed {seed}: {totals:?}");
             assert!(totals.records_moved > 0, "seed {seed}: {totals:?}");
         }
+    }
+
+    /// A chain of one image layer holding `pages` (slot `i`: `pages[i]`), evictable up to
+    /// `evict_upto`.
+    fn chain_of(pages: &[u32], evict_upto: Lsn) -> RemoteChain {
+        let meta = crate::layer::LayerMeta {
+            version: crate::layer::LAYER_VERSION,
+            kind: crate::layer::LayerKind::Image,
+            tenant: TenantId(7),
+            segment: SegmentId(0),
+            lsn: evict_upto,
+            last_record_lsn: evict_upto,
+            page_count: pages.len() as u32,
+        };
+        RemoteChain {
+            layers: vec![Arc::new(RemoteLayer {
+                layer: LayerRef::image(
+                    "image".into(),
+                    borealis_objstore::keys::Generation(1),
+                    &meta,
+                    0,
+                ),
+                directory: pages.to_vec(),
+                above: Lsn::INVALID,
+            })],
+            evict_upto,
+        }
+    }
+
+    /// Under a budget, compaction evicts only what the chain holds exactly, least recently
+    /// used first, never a page touched in the last passes, being applied to, newer than the
+    /// chain or of a held segment; an evicted page is remote again, refuses records until it
+    /// is fetched, and reads back exactly once installed.
+    #[test]
+    fn eviction_drops_only_what_the_chain_holds_and_it_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(PageCache::new(NonZeroUsize::new(2).unwrap()));
+        let pages = TenantPages::create_with_extents(
+            dir.path(),
+            TenantId(7),
+            SegmentLayout::new(4),
+            64,
+            cache,
+            4,
+        )
+        .unwrap();
+        let (records, model) = random_history(5, 80, 8);
+        for r in &records {
+            pages.apply(r).unwrap();
+        }
+        let end = records.last().unwrap().lsn;
+        // Segment 0's chain holds every page as of `end`; segment 1 has no chain.
+        pages.set_remote(SegmentId(0), chain_of(&[0, 1, 2, 3], end));
+        let budget = Some(4 * 4 * IMAGE_RECORD_BYTES as u64); // live records at most 6
+        let none: HashMap<SegmentId, Lsn> = HashMap::new();
+        // Touched by the applies: nothing goes before two passes.
+        assert_eq!(pages.compact(&none, budget).unwrap().pages_evicted, 0);
+        pages.hold_eviction(SegmentId(0), true);
+        for _ in 0..3 {
+            assert_eq!(pages.compact(&none, budget).unwrap().pages_evicted, 0);
+        }
+        pages.hold_eviction(SegmentId(0), false);
+        // Page 2 was just read: it stays; the others of segment 0 go.
+        pages.get(PageNo(2), end).unwrap();
+        let c = pages.compact(&none, budget).unwrap();
+        assert_eq!(c.pages_evicted, 3, "{c:?}");
+        assert_eq!(pages.pages_evicted(), 3);
+        for page in 0..8u32 {
+            let remote = matches!(pages.lookup(PageNo(page), end), Ok(Lookup::Remote(_)));
+            assert_eq!(remote, [0, 1, 3].contains(&page), "page {page}");
+        }
+        assert_eq!(pages.segment_counts(SegmentId(0)).pages, 1);
+        // Nothing more can go: page 2 was touched, segment 1 has no chain.
+        assert!(pages.live_bytes() > 6 * IMAGE_RECORD_BYTES as u64);
+        assert_eq!(pages.compact(&none, budget).unwrap().pages_evicted, 0);
+
+        // An evicted page refuses records until fetched; installed, it reads back exactly.
+        let Ok(Lookup::Remote(r)) = pages.lookup(PageNo(1), end) else {
+            panic!("page 1 is not remote");
+        };
+        assert_eq!((r.layer, r.slot), (0, 1));
+        let (lsn, image) = model[&1].iter().next_back().unwrap();
+        let next = RedoRecord {
+            lsn: Lsn(end.0 + 1),
+            prev_lsn_segment: Lsn::INVALID,
+            prev_lsn_page: Lsn(*lsn),
+            page_no: PageNo(1),
+            is_cpl: true,
+            body: RedoBody::Image(vec![9u8; PAGE_SIZE_BYTES]),
+        };
+        assert!(matches!(
+            pages.apply(&next),
+            Err(ApplyError::NotFetched { .. })
+        ));
+        assert!(pages.install(PageNo(1), Lsn(*lsn), image).unwrap());
+        assert_eq!(pages.get(PageNo(1), end).unwrap().as_deref(), Some(&image[..]));
+        pages.apply(&next).unwrap();
+        // Its newest version is above the chain now: it is not evicted again.
+        for _ in 0..3 {
+            pages.compact(&none, budget).unwrap();
+        }
+        assert!(matches!(
+            pages.lookup(PageNo(1), next.lsn),
+            Ok(Lookup::Cached(_) | Lookup::OnDisk(_))
+        ));
+        assert_eq!(
+            pages.get(PageNo(1), next.lsn).unwrap().as_deref(),
+            Some(&[9u8; PAGE_SIZE_BYTES][..])
+        );
     }
 
     #[test]

@@ -213,6 +213,7 @@ async fn try_attach(
     let mut held = PageBitmap::new(layout.pages_per_segment());
     let mut chain = RemoteChain::default();
     let mut installed = 0u64;
+    let mut whole_chain = true;
     for (i, (layer_ref, directory)) in index.layers.iter().zip(directories).enumerate().rev() {
         let newest = i + 1 == index.layers.len();
         let expect = Expected::of(layer_ref, newest.then_some(index.last_record_lsn));
@@ -220,19 +221,25 @@ async fn try_attach(
             for page in &directory {
                 held.insert(PageNo(*page));
             }
-            chain.layers.push(RemoteLayer {
+            chain.layers.push(Arc::new(RemoteLayer {
                 layer: layer_ref.clone(),
                 directory,
                 above: expect.above,
-            });
+            }));
             continue;
         }
+        whole_chain = false;
         // Version 1: no directory, so the whole layer.
         installed +=
             download_and_install(shared, tenant, segment.id, layer_ref, &expect, &mut held).await?;
     }
     let remote_layers = chain.layers.len();
     let remote_pages = chain.distinct_pages() as u64;
+    // Pages may be evicted back to this chain only if it is known whole (no version 1 layer,
+    // whose pages were installed and are not in `chain`).
+    if whole_chain {
+        chain.evict_upto = index.checkpoint_lsn;
+    }
     tenant.pages.set_remote(segment.id, chain);
     info!(
         from_generation = index.generation, checkpoint_lsn = %index.checkpoint_lsn,
@@ -469,8 +476,10 @@ pub async fn fetch_page(
     Ok(())
 }
 
-/// Makes every page of `segment`'s remote chain local (see the module docs): downloads each
-/// layer whole, newest first, and installs the pages not local yet; then drops the chain.
+/// Makes every page of `segment`'s chain in object storage local (see the module docs):
+/// downloads each layer whole, newest first, and installs the pages not local yet. A layer with
+/// no such page (none evicted or left unfetched) is not downloaded. The chain stays: it is
+/// where evicted pages are fetched from.
 pub async fn hydrate(
     shared: &Arc<Shared>,
     tenant: &Arc<Tenant>,
@@ -481,21 +490,35 @@ pub async fn hydrate(
     };
     let started = Instant::now();
     let mut held = PageBitmap::new(shared.config.layout.pages_per_segment());
-    let mut installed = 0u64;
-    for rl in &chain.layers {
+    let (mut installed, mut downloaded) = (0u64, 0usize);
+    for (i, rl) in chain.layers.iter().enumerate() {
+        let pages = tenant.pages.clone();
+        let chain_ = chain.clone();
+        let wanted = tokio::task::spawn_blocking(move || pages.remote_only_in(&chain_, i))
+            .await
+            .map_err(|e| AttachError::Task(e.to_string()))?;
+        if wanted == 0 {
+            for page in &rl.directory {
+                held.insert(PageNo(*page));
+            }
+            continue;
+        }
         let expect = Expected::of(&rl.layer, None);
         installed +=
             download_and_install(shared, tenant, segment.id, &rl.layer, &expect, &mut held).await?;
+        downloaded += 1;
         borealis_utils::crash_point::hit("hydrating-layer-installed");
     }
-    tenant.pages.clear_remote(segment.id);
+    if downloaded == 0 {
+        return Ok(());
+    }
     shared.metrics.hydrations.inc();
     segment.update_checkpoint(|c| {
         c.hydrated = true;
         c.remote_layers = 0;
     });
     info!(
-        layers = chain.layers.len(),
+        layers = downloaded,
         installed,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "hydrated the segment: every page of its chain is local"
@@ -506,7 +529,11 @@ pub async fn hydrate(
 /// Hydrates a restored segment in the background (with `--hydrate`), at most
 /// [`HYDRATIONS_MAX`] at a time, retrying with backoff until it succeeds.
 pub(crate) fn spawn_hydration(shared: Arc<Shared>, tenant: Arc<Tenant>, segment: Arc<Segment>) {
-    if !shared.config.hydrate || tenant.pages.remote_chain(segment.id).is_none() {
+    // Under a disk budget, pages stay in object storage until read.
+    if !shared.config.hydrate
+        || shared.config.disk_cache_bytes.is_some()
+        || tenant.pages.remote_chain(segment.id).is_none()
+    {
         return;
     }
     let span = info_span!("hydrate", tenant = %tenant.id, segment = %segment.id);

@@ -556,6 +556,8 @@ impl Tenants {
                     vouched_epoch: t.vouched().epoch,
                     file_bytes: t.pages.file_bytes(),
                     live_bytes: t.pages.live_bytes(),
+                    disk_cache_bytes: self.shared.config.disk_cache_bytes,
+                    pages_evicted: t.pages.pages_evicted(),
                     segments: t
                         .segments()
                         .iter()
@@ -606,6 +608,10 @@ pub struct TenantStatus {
     /// first within about twice the second: `crate::compaction`).
     pub file_bytes: u64,
     pub live_bytes: u64,
+    /// `--disk-cache-bytes`, the page file's budget (`null`: none), and the pages evicted under
+    /// it (a read fetches them again).
+    pub disk_cache_bytes: Option<u64>,
+    pub pages_evicted: u64,
     pub segments: Vec<SegmentStatusDoc>,
 }
 
