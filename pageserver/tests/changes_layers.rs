@@ -452,6 +452,126 @@ async fn the_page_file_stays_bounded_under_rewrites() {
     }
 }
 
+/// `--disk-cache-bytes`: eight extents of 16 records (the segment's pages take four times as
+/// much).
+const BUDGET_BYTES: u64 = 8 * 16 * 4120;
+
+fn args_budget(store: &str) -> Vec<String> {
+    with_budget(args(store))
+}
+
+fn with_budget(mut a: Vec<String>) -> Vec<String> {
+    a.extend(
+        [
+            "--page-history",
+            "0s",
+            "--extent-records",
+            "16",
+            "--compaction-interval",
+            "50ms",
+            "--disk-cache-bytes",
+            &BUDGET_BYTES.to_string(),
+        ]
+        .map(str::to_string),
+    );
+    a
+}
+
+/// Waits until the tenant's page file is within `--disk-cache-bytes` with pages evicted;
+/// returns `(file_bytes, pages_evicted)`.
+async fn wait_within_budget(ps: &PageServerProcess, evicted_before: u64) -> (u64, u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = ps.status().await;
+        let t = &status["tenants"][0];
+        let file = t["file_bytes"].as_u64().unwrap();
+        let evicted = t["pages_evicted"].as_u64().unwrap();
+        assert_eq!(t["disk_cache_bytes"], BUDGET_BYTES, "{t}");
+        if file <= BUDGET_BYTES && evicted > evicted_before {
+            return (file, evicted);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page file is not back within its budget after 20 s: {file} bytes,              {evicted} pages evicted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Under `--disk-cache-bytes` the page file stays within its budget while a segment four times
+/// its size is written, read whole, changed everywhere (records apply to evicted pages, which
+/// the follower fetches first), compacted into a new image (which needs every page back for a
+/// while) and restored on an empty disk: every page at every step is the model's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_budget_bounds_the_page_file_and_every_page_reads_back() {
+    let mut h = History::new(layout(), 23);
+    let mut rng = Rng(231);
+    for page in 0..PAGES_PER_SEGMENT {
+        h.change(page);
+    }
+    let first = h.records.len() as u64;
+    let Rig {
+        sk,
+        addrs,
+        objects: _objects,
+        store,
+    } = Rig::start().await;
+    let a = args_budget(&store);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let mut ps = PageServerProcess::start(&addrs, &a).await;
+    let mut c = ps.client().await;
+    set_log(&sk, &h, first);
+    check_page(&c, &h, 0, first, 0).await;
+    wait_checkpointed(&ps, first).await;
+    let (file, mut evicted) = wait_within_budget(&ps, 0).await;
+    eprintln!("{first} pages written: page file {file} bytes, {evicted} pages evicted");
+
+    // Every page read back: the evicted ones are fetched again, and evicted again after.
+    for page in 0..PAGES_PER_SEGMENT {
+        check_page(&c, &h, page, first, 0).await;
+    }
+    let fetched = ps.metric("pageserver_pages_fetched_total").await;
+    assert!(fetched >= 128.0, "{fetched} pages fetched");
+    (_, evicted) = wait_within_budget(&ps, evicted).await;
+
+    // Changes everywhere, in steps: records apply to evicted pages; enough changes for the
+    // chain to need a new image (which holds eviction and brings every page back first).
+    let images_before = ps.metric("pageserver_image_layers_written_total").await;
+    for _ in 0..4 {
+        for _ in 0..80 {
+            h.change(rng.below(u64::from(PAGES_PER_SEGMENT)) as u32);
+        }
+        let end = h.records.len() as u64;
+        set_log(&sk, &h, end);
+        check_page(&c, &h, h.records[end as usize - 1].page_no.0, end, 0).await;
+        wait_checkpointed(&ps, end).await;
+    }
+    let end = h.records.len() as u64;
+    let images = ps.metric("pageserver_image_layers_written_total").await - images_before;
+    assert!(images >= 1.0, "no new image was written");
+    (_, evicted) = wait_within_budget(&ps, evicted).await;
+    for page in 0..PAGES_PER_SEGMENT {
+        check_page(&c, &h, page, end, 0).await;
+    }
+    wait_within_budget(&ps, evicted).await;
+
+    // An empty disk: every page restores.
+    drop(c);
+    drop(ps);
+    ps = PageServerProcess::start(&addrs, &a).await;
+    c = ps.client().await;
+    for page in 0..PAGES_PER_SEGMENT {
+        check_page(&c, &h, page, end, 0).await;
+    }
+    let t = &ps.status().await["tenants"][0];
+    assert_eq!(
+        checkpoint(&ps.status().await)["hydrated"],
+        false,
+        "a restored segment is not hydrated under a disk budget"
+    );
+    eprintln!("restored under the budget: {t}");
+}
+
 /// The segment's prefix in the local object store at `root`.
 fn segment_dir(root: &std::path::Path) -> std::path::PathBuf {
     root.join(format!("tenants/{TENANT}/segments/0"))
@@ -801,7 +921,20 @@ async fn random_writes_checkpoints_restarts_and_gc_read_back_the_model() {
     }
 }
 
+/// The random histories again under a disk budget of a quarter of the segment: pages are
+/// evicted all the time, and fetched again by reads and by the follower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_histories_under_a_disk_budget_read_back_the_model() {
+    for seed in [16u64, 17] {
+        random_history_with(seed, true, |store| with_budget(args_gc(store, "1s"))).await;
+    }
+}
+
 async fn random_history(seed: u64, compact: bool) {
+    random_history_with(seed, compact, |store| args_gc(store, "1s")).await
+}
+
+async fn random_history_with(seed: u64, compact: bool, base_args: fn(&str) -> Vec<String>) {
     let mut h = History::new(layout(), seed);
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9));
     let Rig {
@@ -810,8 +943,8 @@ async fn random_history(seed: u64, compact: bool) {
         objects,
         store,
     } = Rig::start().await;
-    let mut args = args_gc(&store, "1s");
-    if compact {
+    let mut args = base_args(&store);
+    if compact && !args.iter().any(|a| a == "--extent-records") {
         args.extend(
             [
                 "--page-history",
