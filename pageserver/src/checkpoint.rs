@@ -467,9 +467,9 @@ impl Checkpointer {
         };
         for layer_ref in kept.iter().rev() {
             let found = known.as_ref().and_then(|k| {
-                k.layers
-                    .iter()
-                    .find(|l| l.layer.name == layer_ref.name && l.layer.generation == layer_ref.generation)
+                k.layers.iter().find(|l| {
+                    l.layer.name == layer_ref.name && l.layer.generation == layer_ref.generation
+                })
             });
             match found {
                 Some(l) => remote.layers.push(l.clone()),
@@ -1036,7 +1036,10 @@ mod tests {
             .collect();
         assert!(!changed.is_empty() && changed.len() < 4, "{changed:?}");
         assert_eq!(changes.page_count as usize, changed.len());
-        assert_eq!(changes_directory, changed, "the directory returned is the pages written");
+        assert_eq!(
+            changes_directory, changed,
+            "the directory returned is the pages written"
+        );
         assert_eq!(changes.kind, LayerKind::Changes);
         let c = TenantPages::create(&dir.path().join("c"), TenantId(1), layout, 16, cache).unwrap();
         let mut held = PageBitmap::new(4);

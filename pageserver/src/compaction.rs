@@ -12,14 +12,21 @@
 //!    (`Invalid`), never another page: readers run at their writer's VDL, milliseconds behind,
 //!    and a replica that falls minutes behind restarts at a newer read point anyway. The count
 //!    bound (`VERSIONS_PER_PAGE_MAX` per page) still applies on top.
-//! 2. **Extents.** An extent whose live records fell to half or less has them copied forward
+//! 2. **Eviction** (with `--disk-cache-bytes`). When the live records pass half
+//!    the budget (less one extent), the least recently used pages whose newest version a
+//!    durable checkpoint holds are dropped until they are 1/8 below it
+//!    (`crate::pages::TenantPages::compact` says which pages may go). A read fetches an evicted
+//!    page again with one ranged read ([`crate::restore::fetch_page`]), and the follower fetches
+//!    the ones its next records change.
+//! 3. **Extents.** An extent whose live records fell to half or less has them copied forward
 //!    and is deleted: the file stays within about twice the records the index names, plus the
 //!    extent being filled.
 //!
-//! What bounds the local disk, then, is the pages written (their newest versions) plus
-//! `--page-history` of changes; pages of a restored segment not read yet stay in object storage
-//! until hydrated ([`crate::restore`]). Evicting cold pages back to object storage under a disk
-//! budget is RFC 0009's next step.
+//! Without a budget, what bounds the local disk is the pages written (their newest versions)
+//! plus `--page-history` of changes; pages of a restored segment not read yet stay in object
+//! storage until hydrated ([`crate::restore`]). With one, the page file stays within it, except
+//! for what cannot be evicted yet (pages changed since the segment's last checkpoint, history
+//! within `--page-history`) and, for a while, an image checkpoint's hydration.
 
 use crate::tenant::{Tenant, Tenants};
 use borealis_core::{Lsn, SegmentId, TenantId};

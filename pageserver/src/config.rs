@@ -445,6 +445,9 @@ mod tests {
         let c = parse(&["--safekeepers", "a:1", "--disk-cache-bytes", "2GiB"]).unwrap();
         assert_eq!(c.disk_cache_bytes, Some(2 << 30));
         assert_eq!(parse_bytes("64 KiB"), Ok(64 << 10));
-        assert_eq!(parse(&["--safekeepers", "a:1"]).unwrap().disk_cache_bytes, None);
+        assert_eq!(
+            parse(&["--safekeepers", "a:1"]).unwrap().disk_cache_bytes,
+            None
+        );
     }
 }

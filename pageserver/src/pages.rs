@@ -48,8 +48,23 @@
 //! A page no layer holds and with no local version was never written at or below the checkpoint.
 //! Applying a record to a page that is still remote is refused ([`ApplyError::NotFetched`]): its
 //! previous version is not here yet, and starting from zeros would be wrong; the follower fetches
-//! the pages of a batch first ([`TenantPages::remote_pages`]). Once every page of the chain is
-//! local (hydration), the chain is dropped ([`TenantPages::clear_remote`]).
+//! the pages of a batch first ([`TenantPages::remote_pages`]). The chain stays after hydration:
+//! each checkpoint hands the store the chain of its durable index, and that is where evicted
+//! pages are fetched from.
+//!
+//! ## Eviction under a disk budget
+//!
+//! With `--disk-cache-bytes`, compaction ([`TenantPages::compact`]) keeps the live records within
+//! half of the budget (less one extent), so that the file, at most twice its live records plus
+//! the extent being filled, stays within it. It evicts the least recently used pages (an access
+//! clock ticked by each compaction pass, [`PageVersions::touched`]) whose newest local version
+//! the segment's chain holds exactly, i.e. at or below the chain's `evict_upto`: all their
+//! versions leave the index, and a read finds them [`Lookup::Remote`] again. Never evicted: a
+//! page being applied to, a page touched in the last [`EVICTION_MIN_IDLE_PASSES`] passes (just
+//! fetched for the next records or a read), a page changed since the last checkpoint, and the
+//! pages of a segment whose eviction is held ([`TenantPages::hold_eviction`]: an image
+//! checkpoint needs them all until its index names the new layer; a stale attachment's chain
+//! may be collected by the newest one).
 //!
 //! ## Bounds
 //!
@@ -1370,7 +1385,10 @@ mod tests {
             Err(ApplyError::NotFetched { .. })
         ));
         assert!(pages.install(PageNo(1), Lsn(*lsn), image).unwrap());
-        assert_eq!(pages.get(PageNo(1), end).unwrap().as_deref(), Some(&image[..]));
+        assert_eq!(
+            pages.get(PageNo(1), end).unwrap().as_deref(),
+            Some(&image[..])
+        );
         pages.apply(&next).unwrap();
         // Its newest version is above the chain now: it is not evicted again.
         for _ in 0..3 {

@@ -37,10 +37,12 @@
 //!
 //! With `--hydrate` (the default) a restored segment then downloads its chain's layers in the
 //! background, newest first, each whole and checked, and installs every page not yet local, at
-//! most [`HYDRATIONS_MAX`] segments at a time; then the chain is dropped from the store and every
-//! read is local. A checkpoint that must write an image or merge the chain hydrates first (it
-//! needs every page), whatever `--hydrate` says. Installing is idempotent: a page fetched by a
-//! GetPage meanwhile, or changed by a record since, keeps its newer version.
+//! most [`HYDRATIONS_MAX`] segments at a time; then every read is local. A layer none of whose
+//! pages is still only remote is skipped. A checkpoint that must write an image or merge the
+//! chain hydrates first (it needs every page), whatever `--hydrate` says; under
+//! `--disk-cache-bytes` that is the only hydration (pages evicted since come back for the image,
+//! and are evicted again once its index is durable). Installing is idempotent: a page fetched by
+//! a GetPage meanwhile, or changed by a record since, keeps its newer version.
 //!
 //! **What a restored segment answers.** A page installed from a layer holds its content as of the
 //! checkpoint, labelled with the LSN of the record that last changed it (`p ≤ checkpoint`). That
