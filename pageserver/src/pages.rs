@@ -735,10 +735,10 @@ impl TenantPages {
             n += chunk
                 .iter()
                 .filter(|&&p| {
-                    !index
+                    index
                         .pages
                         .get(&PageNo(p))
-                        .is_some_and(|pv| !pv.versions.is_empty())
+                        .is_none_or(|pv| pv.versions.is_empty())
                 })
                 .filter(|&&p| newer.iter().all(|l| l.directory.binary_search(&p).is_err()))
                 .count() as u64;
