@@ -59,6 +59,7 @@ use crate::tenant::{Segment, Shared, Tenant, Tenants, TrimAnswer};
 use borealis_core::{Lsn, SegmentId, SegmentLayout, TenantId};
 use borealis_objstore::keys::{self, Generation};
 use borealis_utils::crash_point;
+use borealis_utils::LockExt;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -136,6 +137,7 @@ pub(crate) fn spawn_checkpointer(
         generation: attached.generation,
         checkpointed: attached.checkpointed,
         chain: attached.chain,
+        kept: attached.kept,
         claimed_at: attached.claimed_at,
         last_gc: None,
         records_at_checkpoint,
@@ -172,6 +174,8 @@ struct Checkpointer {
     checkpointed: Lsn,
     /// The chain of layers of that checkpoint's index (empty: none yet).
     chain: Vec<LayerRef>,
+    /// What that index keeps for the retention window besides the chain.
+    kept: crate::history::Kept,
     claimed_at: Instant,
     /// When the last pass over older generations' objects ran.
     last_gc: Option<Instant>,
@@ -206,9 +210,19 @@ impl Checkpointer {
             };
             let applied = self.segment.follow_status().records_applied;
             let new_records = applied.saturating_sub(self.records_at_checkpoint);
+            // The redo kept for the next delta layer is bounded too.
+            let buffered = self
+                .segment
+                .records
+                .locked()
+                .as_ref()
+                .map_or(0, |b| b.bytes());
             let due = match trigger {
                 Trigger::Tick | Trigger::Request(_) => new_records > 0,
-                Trigger::Progress => new_records >= config.checkpoint_records,
+                Trigger::Progress => {
+                    new_records >= config.checkpoint_records
+                        || buffered >= crate::history::HISTORY_BUFFER_CHECKPOINT_BYTES
+                }
             };
             if due {
                 self.checkpoint().await;
@@ -334,6 +348,22 @@ impl Checkpointer {
             return;
         }
 
+        // 2b. With a retention window, the redo since the previous checkpoint (RFC 0010).
+        let window_ms = shared.config.pitr_window.as_millis() as u64;
+        let delta = if window_ms > 0 {
+            match self.upload_delta(cursor.caught_up_to).await {
+                DeltaUpload::Uploaded(d) => Some(d),
+                DeltaUpload::Missing => None,
+                DeltaUpload::Failed => {
+                    self.segment.update_checkpoint(|c| c.uploading = false);
+                    remove_quietly(&local);
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+
         // 3. The index: the checkpoint is durable once it is. Only while this attachment's
         // claim is the newest: a stale one uploads no index any more (`crate::gc` relies on it).
         let Some(newest_claim) = self
@@ -371,7 +401,19 @@ impl Checkpointer {
                 chain
             }
         };
-        let index = SegmentIndex::new(
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let restarts_window = window_ms > 0 && delta.is_none();
+        let kept = crate::history::retain(
+            &self.kept,
+            &self.chain,
+            &chain,
+            delta,
+            cursor.caught_up_to,
+            (now_ms, window_ms),
+        );
+        let mut index = SegmentIndex::new(
             tenant,
             segment,
             generation,
@@ -379,6 +421,10 @@ impl Checkpointer {
             cursor.last_applied,
             chain.clone(),
         );
+        index.history = kept.history.clone();
+        index.deltas = kept.deltas.clone();
+        index.history_from = kept.from;
+        index.checkpoints = kept.checkpoints.clone();
         let Some(index_bytes) = self
             .retry("uploading the index", || {
                 shared.remote.upload_index(tenant, segment, &index)
@@ -403,6 +449,19 @@ impl Checkpointer {
             LayerKind::Changes => shared.metrics.changes_layers_written.inc(),
         }
         self.checkpointed = cursor.caught_up_to;
+        // The window follows the durable index; the records it covers leave the buffer.
+        if let Some(buffer) = self.segment.records.locked().as_mut() {
+            buffer.checkpointed(cursor.caught_up_to);
+        }
+        *self.segment.window.locked() =
+            crate::history::Window::new((tenant, segment), cursor.caught_up_to, &chain, &kept)
+                .map(Arc::new);
+        if restarts_window {
+            warn!(lsn = %cursor.caught_up_to, "the redo since the last checkpoint was not all kept (buffer bound reached): the retention window restarts at this checkpoint");
+        }
+        let window_layers = kept.history.len() + kept.deltas.len();
+        let history_from = kept.from;
+        self.kept = kept;
         self.chain = chain;
         self.records_at_checkpoint = records_before;
         self.segment.update_checkpoint(|c| {
@@ -413,6 +472,9 @@ impl Checkpointer {
             c.last_layer_pages = meta.page_count;
             c.chain_layers = self.chain.len();
             c.chain_bytes = self.chain.iter().map(|l| l.bytes).sum();
+            c.history_from = history_from;
+            c.window_layers = window_layers;
+            c.window_restarts += u64::from(restarts_window);
             c.last_problem = None;
         });
         info!(lsn = %cursor.caught_up_to, kind = kind.name(), pages = meta.page_count, bytes = uploaded.bytes, chain = self.chain.len(), "checkpoint durable");
@@ -422,6 +484,8 @@ impl Checkpointer {
         let keep: Vec<String> = self
             .chain
             .iter()
+            .chain(&self.kept.history)
+            .chain(&self.kept.deltas)
             .filter(|l| l.generation == generation.0)
             .map(|l| l.name.clone())
             .collect();
@@ -444,6 +508,68 @@ impl Checkpointer {
                 self.collect_older_generations(cursor.caught_up_to).await;
             }
         }
+    }
+
+    /// Writes and uploads the delta layer of the records in `(checkpointed, upto]` (RFC 0010).
+    async fn upload_delta(&self, upto: Lsn) -> DeltaUpload {
+        let shared = self.shared.clone();
+        let (tenant, segment, generation) = (self.tenant.id, self.segment.id, self.generation);
+        let from = self.checkpointed;
+        let Some(records) = self
+            .segment
+            .records
+            .locked()
+            .as_ref()
+            .and_then(|b| b.delta(from, upto))
+        else {
+            return DeltaUpload::Missing;
+        };
+        let name = crate::delta::delta_layer_name(from, upto);
+        let dir = layers_dir(&shared, tenant, segment);
+        let local = dir.join(format!("{name}-{:08x}.upload", generation.0));
+        let path = local.clone();
+        let layout = shared.config.layout;
+        let written = tokio::task::spawn_blocking(move || {
+            let (bytes, meta) = crate::delta::encode(tenant, segment, layout, from, upto, &records);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(&path, &bytes)?;
+            Ok::<_, std::io::Error>(meta)
+        })
+        .await;
+        let meta = match written {
+            Ok(Ok(meta)) => meta,
+            Ok(Err(e)) => {
+                error!(error = %e, path = %local.display(), "writing a delta layer failed");
+                self.note_problem(format!("writing a delta layer: {e}"));
+                remove_quietly(&local);
+                return DeltaUpload::Failed;
+            }
+            Err(e) => {
+                error!(error = %e, "the delta layer writing task failed");
+                remove_quietly(&local);
+                return DeltaUpload::Failed;
+            }
+        };
+        let key = keys::layer_key(tenant, segment, &name, generation);
+        let uploaded = self
+            .retry("uploading a delta layer", || {
+                shared.remote.upload_file(&local, &key)
+            })
+            .await;
+        remove_quietly(&local);
+        let Some(uploaded) = uploaded else {
+            return DeltaUpload::Failed;
+        };
+        shared.metrics.bytes_uploaded.add(uploaded.bytes);
+        shared.metrics.delta_layers_written.inc();
+        DeltaUpload::Uploaded(LayerRef::delta(
+            name,
+            generation,
+            (from, upto),
+            meta.page_count,
+            meta.file_bytes,
+            uploaded.crc32c,
+        ))
     }
 
     /// Hands the page store the chain of the index just uploaded, newest layer first: the new
@@ -509,8 +635,7 @@ impl Checkpointer {
                     generation: *g,
                     checkpoint_lsn: Some(index.checkpoint_lsn),
                     layers: index
-                        .layers
-                        .iter()
+                        .named()
                         .map(|l| (l.name.clone(), Generation(l.generation)))
                         .collect(),
                 },
@@ -720,6 +845,16 @@ fn remove_quietly(path: &Path) {
             debug!(path = %path.display(), error = %e, "could not remove a local layer file");
         }
     }
+}
+
+/// What became of a checkpoint's delta layer.
+enum DeltaUpload {
+    Uploaded(LayerRef),
+    /// The buffer does not hold every record since the previous checkpoint: no delta, and the
+    /// window restarts at this checkpoint.
+    Missing,
+    /// Writing or uploading it failed: the checkpoint is abandoned (tried again later).
+    Failed,
 }
 
 #[derive(Debug, Error)]

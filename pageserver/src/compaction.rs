@@ -12,6 +12,9 @@
 //!    (`Invalid`), never another page: readers run at their writer's VDL, milliseconds behind,
 //!    and a replica that falls minutes behind restarts at a newer read point anyway. The count
 //!    bound (`VERSIONS_PER_PAGE_MAX` per page) still applies on top.
+//!    With a retention window (`--pitr-window`), the horizon is never above the segment's last
+//!    durable checkpoint: the versions above it serve the window's newest part
+//!    ([`crate::history`]).
 //! 2. **Eviction** (with `--disk-cache-bytes`). When the live records pass half
 //!    the budget (less one extent), the least recently used pages whose newest version a
 //!    durable checkpoint holds are dropped until they are 1/8 below it
@@ -64,6 +67,7 @@ async fn run(tenants: Arc<Tenants>) {
     let shared = tenants.shared().clone();
     let window = shared.config.page_history;
     let budget = shared.config.disk_cache_bytes;
+    let window_kept = !shared.config.pitr_window.is_zero();
     let mut samples: HashMap<(TenantId, SegmentId), Samples> = HashMap::new();
     let mut tick = tokio::time::interval(shared.config.compaction_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -80,6 +84,13 @@ async fn run(tenants: Arc<Tenants>) {
                 segment.caught_up_to(),
                 window,
             );
+            // With a retention window, every version above the last durable checkpoint stays:
+            // the window's layers serve reads at or below it, the page file those above.
+            let horizon = if window_kept {
+                horizon.map(|h| h.min(segment.checkpoint_status().checkpointed_lsn))
+            } else {
+                horizon
+            };
             if let Some(h) = horizon.filter(|h| h.is_valid()) {
                 entry.1.insert(segment.id, h);
             }

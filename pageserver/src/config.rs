@@ -102,6 +102,11 @@ pub struct Args {
     /// segments are then not hydrated in the background. At least four page file extents.
     #[arg(long, env = "PAGESERVER_DISK_CACHE_BYTES", value_parser = parse_bytes)]
     pub disk_cache_bytes: Option<u64>,
+    /// The retention window (RFC 0010): every page of a segment can be read as of any LSN
+    /// checkpointed within this long (`0s`: none). Each checkpoint then also uploads the redo
+    /// since the one before (a delta layer), and indexes keep the layers the window needs.
+    #[arg(long, env = "PAGESERVER_PITR_WINDOW", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub pitr_window: Duration,
     /// How often every tenant's page file is compacted (testing aid).
     #[arg(long, env = "PAGESERVER_COMPACTION_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration, hide = true)]
     pub compaction_interval: Duration,
@@ -154,6 +159,8 @@ pub enum ConfigError {
     GcDelay,
     #[error("--disk-cache-bytes must hold at least four page file extents ({0} bytes)")]
     DiskCacheBytes(u64),
+    #[error("--pitr-window must be at most {PITR_WINDOW_MAX:?}")]
+    PitrWindow,
     #[error("--compaction-interval must be between 10ms and 1h")]
     CompactionInterval,
     #[error("--data-dir {0}: {1}")]
@@ -170,6 +177,9 @@ pub enum ConfigError {
 /// `--disk-cache-bytes` must hold this many page file extents: one being filled, and room for
 /// the live records at half of the rest (`crate::pages::TenantPages::compact`).
 pub const DISK_CACHE_EXTENTS_MIN: u64 = 4;
+
+/// The longest retention window: 30 days.
+pub const PITR_WINDOW_MAX: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// A byte count: a number with an optional unit (`B`, `KiB`, `MiB`, `GiB`, `TiB`).
 fn parse_bytes(text: &str) -> Result<u64, String> {
@@ -219,6 +229,7 @@ pub struct Config {
     /// `--disk-cache-bytes`: the page file's budget per tenant, if any.
     pub disk_cache_bytes: Option<u64>,
     pub compaction_interval: Duration,
+    pub pitr_window: Duration,
     /// `--auth-verifying-key` and `--token-file`, loaded by `server::start`.
     pub auth_verifying_key: PathBuf,
     pub token_file: PathBuf,
@@ -282,6 +293,9 @@ impl Config {
                 DISK_CACHE_EXTENTS_MIN * extent_bytes,
             ));
         }
+        if args.pitr_window > PITR_WINDOW_MAX {
+            return Err(ConfigError::PitrWindow);
+        }
         if args.compaction_interval < Duration::from_millis(10)
             || args.compaction_interval > Duration::from_secs(3600)
         {
@@ -322,6 +336,7 @@ impl Config {
             extent_records,
             disk_cache_bytes: args.disk_cache_bytes,
             compaction_interval: args.compaction_interval,
+            pitr_window: args.pitr_window,
             auth_verifying_key: args.auth_verifying_key,
             token_file: args.token_file,
         })

@@ -11,12 +11,14 @@
 //!    written by then. If that version is no longer retained the answer is
 //!    [`ErrorKind::Invalid`] ("lsn too old"), never a different version.
 
+use crate::history::HistoryError;
 use crate::metrics::GetPageResult;
 use crate::page_file::PageFileError;
 use crate::pages::{Lookup, ReadError};
 use crate::restore::FetchError;
 use crate::tenant::{AttachError, Tenants};
 use borealis_core::{ErrorKind, Lsn, PageNo, SegmentId, TenantId};
+use borealis_utils::LockExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -171,6 +173,38 @@ async fn get_page_inner(
         shared.metrics.getpage_wait_seconds.observe(Duration::ZERO);
     }
 
+    match read_local(shared, &tenant, &segment, page, lsn).await {
+        Err(GetPageError::LsnTooOld { page, lsn, oldest }) => {
+            // Below the local history: the retention window's layers, if they cover it.
+            let window = segment.window.locked().clone();
+            let Some(window) = window.filter(|w| w.covers(lsn)) else {
+                return Err(GetPageError::LsnTooOld { page, lsn, oldest });
+            };
+            let rebuilt = crate::history::page_at(shared, &window, page, lsn)
+                .await
+                .map_err(|e| match e {
+                    HistoryError::NotRetained { .. } => {
+                        GetPageError::LsnTooOld { page, lsn, oldest }
+                    }
+                    HistoryError::Remote(e) => GetPageError::Io(e),
+                    HistoryError::Corrupt { .. } => GetPageError::Corrupt(e.to_string()),
+                })?;
+            shared.metrics.window_reads.inc();
+            Ok(rebuilt.map(Arc::from))
+        }
+        other => other,
+    }
+}
+
+/// `page` as of `lsn` from the local page file (fetching it first if it is still only in
+/// object storage).
+async fn read_local(
+    shared: &crate::tenant::Shared,
+    tenant: &Arc<crate::tenant::Tenant>,
+    segment: &Arc<crate::tenant::Segment>,
+    page: PageNo,
+    lsn: Lsn,
+) -> Result<Option<Arc<[u8]>>, GetPageError> {
     let mut lookup = tenant.pages.lookup(page, lsn)?;
     // Still in object storage (a restored segment, or an evicted page): fetch it, then it is
     // local. Again if it was evicted once more in between, or the chain moved on to a newer
@@ -178,7 +212,7 @@ async fn get_page_inner(
     let mut fetches = 0;
     while let Lookup::Remote(remote) = &lookup {
         fetches += 1;
-        let fetched = crate::restore::fetch_page(shared, &tenant, &segment, remote).await;
+        let fetched = crate::restore::fetch_page(shared, tenant, segment, remote).await;
         let moved = || {
             tenant
                 .pages

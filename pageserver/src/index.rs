@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub const INDEX_MAGIC: &str = "borealis-segment-index";
-pub const INDEX_VERSION: u32 = 2;
+pub const INDEX_VERSION: u32 = 3;
 /// The oldest version still read: one image layer at the checkpoint.
 pub const INDEX_VERSION_MIN: u32 = 1;
 /// Layers one index may name: a bound on what a reader downloads before it trusts the index.
@@ -102,8 +102,33 @@ impl LayerRef {
         }
     }
 
+    /// A delta layer of `page_count` pages, `bytes` long, holding the records in `(from, to]`.
+    pub fn delta(
+        name: String,
+        generation: Generation,
+        (from, to): (Lsn, Lsn),
+        page_count: u32,
+        bytes: u64,
+        crc32c: u32,
+    ) -> Self {
+        LayerRef {
+            name,
+            generation: generation.0,
+            kind: "delta".into(),
+            lsn: to,
+            from_lsn: Some(from),
+            pages: page_count,
+            bytes,
+            crc32c,
+        }
+    }
+
     pub fn is_image(&self) -> bool {
         self.kind == "image"
+    }
+
+    pub fn is_delta(&self) -> bool {
+        self.kind == "delta"
     }
 }
 
@@ -120,6 +145,21 @@ pub struct SegmentIndex {
     /// The newest record of the segment at or below `checkpoint_lsn` (0: none).
     pub last_record_lsn: Lsn,
     pub layers: Vec<LayerRef>,
+    /// Version 3 (RFC 0010, the retention window): image and changes layers kept for the
+    /// window besides the chain, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<LayerRef>,
+    /// Delta layers (the redo between two checkpoints), oldest first, contiguous, the last
+    /// ending at `checkpoint_lsn`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deltas: Vec<LayerRef>,
+    /// Every LSN from it to `checkpoint_lsn` can be rebuilt from the layers named here
+    /// (absent: none below `checkpoint_lsn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_from: Option<Lsn>,
+    /// `[lsn, unix_ms]` of the checkpoints inside the window, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkpoints: Vec<(Lsn, u64)>,
     pub crc32c: u32,
 }
 
@@ -141,8 +181,18 @@ impl SegmentIndex {
             checkpoint_lsn,
             last_record_lsn,
             layers,
+            history: Vec::new(),
+            deltas: Vec::new(),
+            history_from: None,
+            checkpoints: Vec::new(),
             crc32c: 0,
         }
+    }
+
+    /// Every layer the index names: the chain, the history and the deltas. Garbage collection
+    /// keeps all of them.
+    pub fn named(&self) -> impl Iterator<Item = &LayerRef> {
+        self.layers.iter().chain(&self.history).chain(&self.deltas)
     }
 
     pub fn generation(&self) -> Generation {
@@ -206,6 +256,7 @@ impl SegmentIndex {
             return Err(bad(format!("{} layers", index.layers.len())));
         }
         check_chain(&index.layers, index.checkpoint_lsn).map_err(bad)?;
+        check_window(&index).map_err(bad)?;
         if index.version == 1 && index.layers.len() != 1 {
             return Err(bad("a version 1 index names one image layer".into()));
         }
@@ -237,6 +288,64 @@ fn check_chain(layers: &[LayerRef], checkpoint_lsn: Lsn) -> Result<(), String> {
         return Err(format!(
             "the chain ends at {below:?}, the checkpoint is at {checkpoint_lsn}"
         ));
+    }
+    Ok(())
+}
+
+/// The window's rules (RFC 0010): history layers are images or changes below the checkpoint;
+/// deltas are contiguous and end at the checkpoint; `history_from` lies within what the deltas
+/// and layers cover; checkpoint marks increase; the whole stays within [`INDEX_LAYERS_MAX`].
+fn check_window(index: &SegmentIndex) -> Result<(), String> {
+    let named = index.layers.len() + index.history.len() + index.deltas.len();
+    if named > INDEX_LAYERS_MAX {
+        return Err(format!("{named} layers"));
+    }
+    for l in &index.history {
+        if l.name.contains('/') || l.name.is_empty() {
+            return Err(format!("layer name {:?}", l.name));
+        }
+        let ok = match l.kind.as_str() {
+            "image" => l.from_lsn.is_none(),
+            "changes" => l.from_lsn.is_some_and(|f| f < l.lsn),
+            _ => false,
+        };
+        if !ok || l.lsn >= index.checkpoint_lsn {
+            return Err(format!("history layer {l:?}"));
+        }
+    }
+    let mut end: Option<Lsn> = None;
+    for d in &index.deltas {
+        if d.name.contains('/') || d.name.is_empty() || !d.is_delta() {
+            return Err(format!("delta layer {d:?}"));
+        }
+        match (d.from_lsn, end) {
+            (Some(from), None) if from < d.lsn => {}
+            (Some(from), Some(prev)) if from == prev && from < d.lsn => {}
+            _ => return Err(format!("delta layer {d:?} does not follow {end:?}")),
+        }
+        end = Some(d.lsn);
+    }
+    if end.is_some_and(|e| e != index.checkpoint_lsn) {
+        return Err(format!(
+            "the deltas end at {end:?}, the checkpoint is at {}",
+            index.checkpoint_lsn
+        ));
+    }
+    if let Some(from) = index.history_from {
+        let deltas_from = index.deltas.first().and_then(|d| d.from_lsn);
+        if from > index.checkpoint_lsn
+            || (from < index.checkpoint_lsn && deltas_from.is_none_or(|d| d > from))
+        {
+            return Err(format!("history from {from} is not covered"));
+        }
+    }
+    if index.checkpoints.windows(2).any(|w| w[0].0 >= w[1].0)
+        || index
+            .checkpoints
+            .last()
+            .is_some_and(|c| c.0 > index.checkpoint_lsn)
+    {
+        return Err("checkpoint marks out of order".into());
     }
     Ok(())
 }
@@ -276,10 +385,10 @@ mod tests {
         let text = String::from_utf8(sample().encode()).unwrap();
         assert_eq!(
             text,
-            "{\"magic\":\"borealis-segment-index\",\"version\":2,\"tenant\":\"00000000000000ab\",\
+            "{\"magic\":\"borealis-segment-index\",\"version\":3,\"tenant\":\"00000000000000ab\",\
              \"segment\":0,\"generation\":3,\"checkpoint_lsn\":1234,\"last_record_lsn\":1230,\
              \"layers\":[{\"name\":\"image-00000000000004d2\",\"generation\":3,\"kind\":\"image\",\
-             \"lsn\":1234,\"pages\":17,\"bytes\":70104,\"crc32c\":305419896}],\"crc32c\":2220635066}"
+             \"lsn\":1234,\"pages\":17,\"bytes\":70104,\"crc32c\":305419896}],\"crc32c\":2805107911}"
         );
     }
 
@@ -363,12 +472,12 @@ mod tests {
         let text = String::from_utf8(index.encode()).unwrap();
         assert_eq!(
             text,
-            "{\"magic\":\"borealis-segment-index\",\"version\":2,\"tenant\":\"00000000000000ab\",\
+            "{\"magic\":\"borealis-segment-index\",\"version\":3,\"tenant\":\"00000000000000ab\",\
              \"segment\":0,\"generation\":3,\"checkpoint_lsn\":20,\"last_record_lsn\":20,\
              \"layers\":[{\"name\":\"image-a\",\"generation\":2,\"kind\":\"image\",\"lsn\":10,\
              \"pages\":4,\"bytes\":16544,\"crc32c\":1},{\"name\":\"changes-a-14\",\"generation\":3,\
              \"kind\":\"changes\",\"lsn\":20,\"from_lsn\":10,\"pages\":1,\"bytes\":4184,\
-             \"crc32c\":2}],\"crc32c\":2794632747}"
+             \"crc32c\":2}],\"crc32c\":1654814602}"
         );
         assert_eq!(decode(&index).unwrap().layers, index.layers);
     }
@@ -429,8 +538,91 @@ mod tests {
         );
         chain.version = 1;
         assert!(decode(&chain).is_err());
-        let mut v3 = sample();
-        v3.version = 3;
-        assert!(decode(&v3).unwrap_err().0.contains("version"));
+        let mut v2 = sample();
+        v2.version = 2;
+        assert_eq!(decode(&v2).unwrap().layers, sample().layers);
+        let mut v4 = sample();
+        v4.version = 4;
+        assert!(decode(&v4).unwrap_err().0.contains("version"));
     }
+
+    fn window_index() -> SegmentIndex {
+        let mut index = chain_index(
+            vec![LayerRef::image(
+                "image-b".into(),
+                Generation(3),
+                &meta(20, 4),
+                3,
+            )],
+            20,
+        );
+        index.history = vec![
+            LayerRef::image("image-a".into(), Generation(2), &meta(5, 4), 1),
+            LayerRef::changes("changes-c".into(), Generation(3), Lsn(5), &meta(10, 1), 2),
+        ];
+        index.deltas = vec![
+            LayerRef::delta(
+                "delta-a".into(),
+                Generation(2),
+                (Lsn(3), Lsn(10)),
+                2,
+                300,
+                4,
+            ),
+            LayerRef::delta(
+                "delta-b".into(),
+                Generation(3),
+                (Lsn(10), Lsn(20)),
+                1,
+                200,
+                5,
+            ),
+        ];
+        index.history_from = Some(Lsn(5));
+        index.checkpoints = vec![(Lsn(5), 1000), (Lsn(10), 2000), (Lsn(20), 3000)];
+        index
+    }
+
+    /// Pins version 3's window fields (RFC 0010).
+    #[test]
+    fn window_snapshot_and_rules() {
+        let text = String::from_utf8(window_index().encode()).unwrap();
+        assert_eq!(text, WINDOW_SNAPSHOT);
+        let back = decode(&window_index()).unwrap();
+        assert_eq!(back, {
+            let mut i = window_index();
+            i.crc32c = back.crc32c;
+            i
+        });
+        assert_eq!(back.named().count(), 5);
+        // Deltas that leave a gap, or do not end at the checkpoint, are refused.
+        let mut gap = window_index();
+        gap.deltas[1].from_lsn = Some(Lsn(11));
+        assert!(decode(&gap).unwrap_err().0.contains("does not follow"));
+        let mut short = window_index();
+        short.deltas.pop();
+        assert!(decode(&short).is_err());
+        // A window start the deltas do not reach, or a history layer above the checkpoint.
+        let mut early = window_index();
+        early.history_from = Some(Lsn(2));
+        assert!(decode(&early).unwrap_err().0.contains("not covered"));
+        let mut above = window_index();
+        above.history[1].lsn = Lsn(25);
+        assert!(decode(&above).is_err());
+        let mut marks = window_index();
+        marks.checkpoints.swap(0, 1);
+        assert!(decode(&marks).is_err());
+    }
+
+    const WINDOW_SNAPSHOT: &str = concat!(
+        r#"{"magic":"borealis-segment-index","version":3,"tenant":"00000000000000ab","segment":0,"g"#,
+        r#"eneration":3,"checkpoint_lsn":20,"last_record_lsn":20,"layers":[{"name":"image-b","gener"#,
+        r#"ation":3,"kind":"image","lsn":20,"pages":4,"bytes":16544,"crc32c":3}],"history":[{"name""#,
+        r#":"image-a","generation":2,"kind":"image","lsn":5,"pages":4,"bytes":16544,"crc32c":1},{"n"#,
+        r#"ame":"changes-c","generation":3,"kind":"changes","lsn":10,"from_lsn":5,"pages":1,"bytes""#,
+        r#":4184,"crc32c":2}],"deltas":[{"name":"delta-a","generation":2,"kind":"delta","lsn":10,"f"#,
+        r#"rom_lsn":3,"pages":2,"bytes":300,"crc32c":4},{"name":"delta-b","generation":3,"kind":"de"#,
+        r#"lta","lsn":20,"from_lsn":10,"pages":1,"bytes":200,"crc32c":5}],"history_from":5,"checkpo"#,
+        r#"ints":[[5,1000],[10,2000],[20,3000]],"crc32c":134899697}"#,
+    );
 }

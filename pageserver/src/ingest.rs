@@ -69,6 +69,7 @@ pub use crate::segment_cursor::{proof_quorum, ProofTally};
 use crate::tenant::{Segment, Shared, Tenant, Vouch};
 use borealis_core::redo::RedoRecord;
 use borealis_core::{Lsn, SegmentId};
+use borealis_utils::LockExt;
 use borealis_wire::FRAME_BYTES_MAX;
 use futures::StreamExt;
 use std::sync::Arc;
@@ -318,6 +319,9 @@ impl Follower {
         let Some((applied, apply_error)) = self.apply(&mut plan).await else {
             return Turn::Failed;
         };
+        if let Some(buffer) = self.segment.records.locked().as_mut() {
+            buffer.push(&plan.to_apply[..applied]);
+        }
         self.cursor.commit(&plan, applied);
         assert!(
             self.cursor.caught_up_to <= target.max(before.caught_up_to),

@@ -107,6 +107,10 @@ pub struct Metrics {
     /// Checkpoints that wrote an image layer (every page) or a changes layer.
     pub image_layers_written: Counter,
     pub changes_layers_written: Counter,
+    /// Delta layers (the redo between two checkpoints, for the retention window) uploaded, and
+    /// pages read below the local page file's history from the window's layers.
+    pub delta_layers_written: Counter,
+    pub window_reads: Counter,
     /// Garbage collection passes over older generations' objects that deleted something, and
     /// the objects they deleted.
     pub gc_passes: Counter,
@@ -181,7 +185,7 @@ impl Metrics {
             "pageserver_getpage_wait_seconds",
             "Time a GetPage waited for its segment to be applied up to the asked LSN.",
         );
-        let counters: [(&str, &str, u64); 33] = [
+        let counters: [(&str, &str, u64); 35] = [
             (
                 "pageserver_checkpoints_total",
                 "Checkpoints made durable (layer and index uploaded).",
@@ -201,6 +205,16 @@ impl Metrics {
                 "pageserver_changes_layers_written_total",
                 "Checkpoints that wrote a changes layer: the pages changed since the last one.",
                 self.changes_layers_written.get(),
+            ),
+            (
+                "pageserver_delta_layers_written_total",
+                "Delta layers (the redo between two checkpoints) uploaded for the retention window.",
+                self.delta_layers_written.get(),
+            ),
+            (
+                "pageserver_window_reads_total",
+                "Pages rebuilt from the retention window's layers for a read below the local history.",
+                self.window_reads.get(),
             ),
             (
                 "pageserver_gc_passes_total",

@@ -367,6 +367,42 @@ impl Remote {
         Ok(got)
     }
 
+    /// Reads bytes `range` of a layer (one ranged read); the contents are checked by the
+    /// caller (`crate::delta` for delta layers).
+    pub async fn layer_range(
+        &self,
+        tenant: TenantId,
+        segment: SegmentId,
+        layer: &LayerRef,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, RemoteError> {
+        let key = self.layer_key(tenant, segment, layer);
+        if range.end > layer.bytes || range.start > range.end {
+            return Err(RemoteError::Corrupt {
+                key: key.to_string(),
+                reason: format!(
+                    "bytes {range:?} lie beyond the layer's {} bytes",
+                    layer.bytes
+                ),
+            });
+        }
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let got = self.store.get_range(&key, range.clone()).await?;
+        if got.len() as u64 != range.end - range.start {
+            return Err(RemoteError::Corrupt {
+                key: key.to_string(),
+                reason: format!(
+                    "a ranged read of {} bytes returned {}",
+                    range.end - range.start,
+                    got.len()
+                ),
+            });
+        }
+        Ok(got)
+    }
+
     /// Makes `index` the attachment's index (replacing its previous one): the checkpoint's
     /// commit point.
     pub async fn upload_index(

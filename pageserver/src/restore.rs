@@ -68,6 +68,7 @@ use crate::segment_cursor::Cursor;
 use crate::tenant::{Segment, Shared, Tenant};
 use borealis_core::{Lsn, PageNo, SegmentId, SegmentLayout, TenantId};
 use borealis_objstore::keys::Generation;
+use borealis_utils::LockExt;
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -92,6 +93,8 @@ pub struct Attached {
     pub chain: Vec<LayerRef>,
     /// When the generation was claimed (garbage collection waits `--gc-delay` after it).
     pub claimed_at: Instant,
+    /// What that index keeps for the retention window besides its chain.
+    pub kept: crate::history::Kept,
 }
 
 #[derive(Debug, Error)]
@@ -132,7 +135,21 @@ pub async fn attach(shared: &Arc<Shared>, tenant: &Arc<Tenant>, segment: &Segmen
                 segment.update_checkpoint(|c| {
                     c.restoring = false;
                     c.checkpointed_lsn = attached.checkpointed;
+                    c.history_from = attached.kept.from;
                 });
+                // With a retention window: the records above the checkpoint are kept for the
+                // next delta layer, and the index's window serves older reads.
+                if !shared.config.pitr_window.is_zero() {
+                    *segment.records.locked() =
+                        Some(crate::history::RecordBuffer::new(attached.checkpointed));
+                }
+                *segment.window.locked() = crate::history::Window::new(
+                    (tenant.id, segment.id),
+                    attached.checkpointed,
+                    &attached.chain,
+                    &attached.kept,
+                )
+                .map(Arc::new);
                 return attached;
             }
             Err(e) => {
@@ -176,6 +193,7 @@ async fn try_attach(
             checkpointed: Lsn::INVALID,
             chain: Vec::new(),
             claimed_at: *claimed_at,
+            kept: crate::history::Kept::default(),
         });
     };
     let layout = shared.config.layout;
@@ -267,6 +285,12 @@ async fn try_attach(
             last_applied: index.last_record_lsn,
         },
         checkpointed: index.checkpoint_lsn,
+        kept: crate::history::Kept {
+            history: index.history,
+            deltas: index.deltas,
+            from: index.history_from,
+            checkpoints: index.checkpoints,
+        },
         chain: index.layers,
         claimed_at: *claimed_at,
     })
@@ -309,7 +333,7 @@ pub(crate) struct Expected {
 }
 
 impl Expected {
-    fn of(layer_ref: &LayerRef, last_record_lsn: Option<Lsn>) -> Expected {
+    pub(crate) fn of(layer_ref: &LayerRef, last_record_lsn: Option<Lsn>) -> Expected {
         Expected {
             kind: if layer_ref.is_image() {
                 LayerKind::Image
@@ -349,7 +373,7 @@ impl Expected {
 
 /// Reads a version 2 layer's header and directory (one request) and checks both against the
 /// index: the pages the layer holds.
-async fn read_directory(
+pub(crate) async fn read_directory(
     shared: &Shared,
     tenant: TenantId,
     segment: SegmentId,

@@ -120,6 +120,12 @@ pub struct Segment {
     status: Mutex<FollowStatus>,
     /// The segment's follower and checkpointer tasks: aborted when the tenant is deleted.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// With a retention window: the records applied above the last checkpoint
+    /// (`crate::history`), set when the segment is attached.
+    pub records: Mutex<Option<crate::history::RecordBuffer>>,
+    /// With a retention window: what the newest durable index keeps, for reads below the
+    /// local page file's history.
+    pub window: Mutex<Option<Arc<crate::history::Window>>>,
 }
 
 impl Segment {
@@ -135,6 +141,8 @@ impl Segment {
             wanted: watch::channel(Lsn::INVALID).0,
             status: Mutex::new(FollowStatus::default()),
             tasks: Mutex::new(Vec::new()),
+            records: Mutex::new(None),
+            window: Mutex::new(None),
         }
     }
 
@@ -350,6 +358,12 @@ pub struct CheckpointStatus {
     /// bytes: what a restore downloads.
     pub chain_layers: usize,
     pub chain_bytes: u64,
+    /// The retention window (RFC 0010): reads from this LSN to `checkpointed_lsn` are served
+    /// from the layers the newest index keeps (`null`: no window), the layers it keeps for it
+    /// (history and deltas), and the windows restarted because the redo buffer overflowed.
+    pub history_from: Option<Lsn>,
+    pub window_layers: usize,
+    pub window_restarts: u64,
     /// A checkpoint waits for the object store.
     pub uploading: bool,
     pub object_store_failures: u64,

@@ -132,8 +132,12 @@ fn args(store: &str) -> Vec<String> {
     args_gc(store, "10m")
 }
 
+/// No retention window: these tests look at the chain and its garbage collection alone
+/// (`args_window` adds one).
 fn args_gc(store: &str, gc_delay: &str) -> Vec<String> {
     [
+        "--pitr-window",
+        "0s",
         "--gc-delay",
         gc_delay,
         "--pages-per-segment",
@@ -584,10 +588,10 @@ fn read_index(root: &std::path::Path, file: &str) -> serde_json::Value {
 
 /// The layers `index` names, as paths under the segment's prefix (`layers/<name>-<generation>`).
 fn named_layers(index: &serde_json::Value) -> Vec<String> {
-    index["layers"]
-        .as_array()
-        .unwrap()
+    ["layers", "history", "deltas"]
         .iter()
+        .filter_map(|field| index[field].as_array())
+        .flatten()
         .map(|l| {
             format!(
                 "layers/{}-{:08x}",
@@ -930,8 +934,73 @@ async fn random_histories_under_a_disk_budget_read_back_the_model() {
     }
 }
 
+/// A retention window of an hour (RFC 0010): the local page file keeps no history
+/// (`--page-history 0s`), so older read points are rebuilt from the window's layers.
+fn args_window(store: &str) -> Vec<String> {
+    let mut a = args_gc(store, "1s");
+    a[1] = "1h".into();
+    a.extend(
+        [
+            "--page-history",
+            "0s",
+            "--extent-records",
+            "16",
+            "--compaction-interval",
+            "50ms",
+        ]
+        .map(str::to_string),
+    );
+    a
+}
+
+/// Issue #18's property: random writes, checkpoints, compactions, restarts on an empty disk and
+/// GC passes, with a retention window; every page read at LSNs inside the window (from the
+/// newest index's `history_from` to the end) equals the model exactly, while running and after
+/// every restart: never "too old" inside the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_histories_inside_the_window_read_back_the_model() {
+    for seed in [21u64, 22, 23] {
+        random_history_with(seed, true, args_window).await;
+    }
+}
+
 async fn random_history(seed: u64, compact: bool) {
     random_history_with(seed, compact, |store| args_gc(store, "1s")).await
+}
+
+/// The window's start as the segment's status says it (`None`: no window).
+fn history_from(status: &serde_json::Value) -> Option<u64> {
+    checkpoint(status)["history_from"].as_u64()
+}
+
+/// Reads `n` random pages at random LSNs in `[from, end]`, and every LSN of `sweep` pages: all
+/// must be the model's. Returns the reads made.
+async fn check_window(
+    c: &borealis_wire::Client,
+    h: &History,
+    rng: &mut Rng,
+    (from, end): (u64, u64),
+    n: usize,
+    sweep: usize,
+) -> usize {
+    let mut reads = 0;
+    let span = end - from + 1;
+    for _ in 0..n {
+        let (page, lsn) = (
+            rng.below(u64::from(PAGES_PER_SEGMENT)) as u32,
+            from + rng.below(span),
+        );
+        check_page(c, h, page, lsn, 0).await;
+        reads += 1;
+    }
+    for _ in 0..sweep {
+        let page = h.records[rng.below(end) as usize].page_no.0;
+        for lsn in from..=end {
+            check_page(c, h, page, lsn, 0).await;
+            reads += 1;
+        }
+    }
+    reads
 }
 
 async fn random_history_with(seed: u64, compact: bool, base_args: fn(&str) -> Vec<String>) {
@@ -957,10 +1026,14 @@ async fn random_history_with(seed: u64, compact: bool, base_args: fn(&str) -> Ve
             .map(str::to_string),
         );
     }
+    let window = args
+        .windows(2)
+        .any(|w| w[0] == "--pitr-window" && w[1] != "0s");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut ps = PageServerProcess::start(&addrs, &args).await;
     let mut c = ps.client().await;
     let (mut restarts, mut exact_old, mut too_old) = (0, 0, 0);
+    let (mut window_checks, mut window_reads) = (0usize, 0.0);
     let mut end = 0u64;
     for step in 0..30 {
         // Writes half the time; a restart three times in ten.
@@ -981,9 +1054,17 @@ async fn random_history_with(seed: u64, compact: bool, base_args: fn(&str) -> Ve
                 end = h.records.len() as u64;
                 set_log(&sk, &h, end);
                 check_page(&c, &h, h.records[end as usize - 1].page_no.0, end, 0).await;
+                if let Some(from) = history_from(&ps.status().await).filter(|_| window) {
+                    window_checks +=
+                        check_window(&c, &h, &mut rng, (from.max(1), end), 30, 0).await;
+                }
             }
             5 if end > 0 => {
                 wait_checkpointed(&ps, end).await;
+                if let Some(from) = history_from(&ps.status().await).filter(|_| window) {
+                    window_checks +=
+                        check_window(&c, &h, &mut rng, (from.max(1), end), 30, 0).await;
+                }
             }
             6 if end > 0 => {
                 // Let the claim age past --gc-delay, then a checkpoint runs a pass.
@@ -996,6 +1077,7 @@ async fn random_history_with(seed: u64, compact: bool, base_args: fn(&str) -> Ve
             }
             _ if end > 0 => {
                 // Killed, started again with an empty disk.
+                window_reads += ps.metric("pageserver_window_reads_total").await;
                 drop(c);
                 drop(ps);
                 restarts += 1;
@@ -1003,6 +1085,14 @@ async fn random_history_with(seed: u64, compact: bool, base_args: fn(&str) -> Ve
                 c = ps.client().await;
                 for page in 0..PAGES_PER_SEGMENT {
                     check_page(&c, &h, page, end, 0).await;
+                }
+                if window {
+                    // Everything from the window's start, exactly: also what the pageserver
+                    // that was killed had applied above its last checkpoint.
+                    let from = history_from(&ps.status().await)
+                        .unwrap_or_else(|| panic!("seed {seed}: no window after a restart"));
+                    window_checks +=
+                        check_window(&c, &h, &mut rng, (from.max(1), end), 150, 2).await;
                 }
                 // Read points from the checkpoint restored from on are served exactly; below it,
                 // a page changed after its read point is "too old" (the chain holds its content
@@ -1067,9 +1157,10 @@ async fn random_history_with(seed: u64, compact: bool, base_args: fn(&str) -> Ve
         let named = named_layers(&read_index(objects.path(), &format!("index-{newest}.json")));
         let unnamed_older: Vec<&&String> = older.iter().filter(|p| !named.contains(p)).collect();
         if unnamed_older.is_empty() {
+            // Without a window, only the chain is left; a window keeps what it needs.
             let total: u64 = objs.iter().map(|(_, b)| b).sum();
             assert!(
-                total * 2 <= IMAGE_BYTES * 5 + 64 * 1024,
+                window || total * 2 <= IMAGE_BYTES * 5 + 64 * 1024,
                 "seed {seed}: {total} bytes left: {objs:?}"
             );
             break;
@@ -1079,9 +1170,23 @@ async fn random_history_with(seed: u64, compact: bool, base_args: fn(&str) -> Ve
             "seed {seed}: older generations' objects no index names are still there: {unnamed_older:?}"
         );
     }
+    window_reads += ps.metric("pageserver_window_reads_total").await;
     eprintln!(
-        "seed {seed}: {end} records, {restarts} restarts, {exact_old} older reads exact, {too_old} too old"
+        "seed {seed}: {end} records, {restarts} restarts, {exact_old} older reads exact, \
+         {too_old} too old; {window_checks} reads inside the window, {window_reads} of them \
+         rebuilt from its layers"
     );
+    if window {
+        assert!(
+            window_checks > 0 && window_reads > 0.0,
+            "seed {seed}: the window was not exercised ({window_checks} reads, \
+             {window_reads} rebuilt)"
+        );
+        assert_eq!(
+            too_old, 0,
+            "seed {seed}: a read inside the window was too old"
+        );
+    }
     assert!(
         restarts == 0 || exact_old > 0,
         "seed {seed}: no read below the newest LSN was answered after a restart"

@@ -1,0 +1,586 @@
+//! The retention window (RFC 0010): a segment as of any LSN inside `--pitr-window`.
+//!
+//! Three parts:
+//!
+//! - **The records** ([`RecordBuffer`]). With a window set, the follower keeps the records it
+//!   applied above the last checkpoint; a checkpoint writes those at or below its cursor as a
+//!   **delta layer** ([`crate::delta`]) beside its image or changes layer, and drops them once
+//!   its index is durable. The buffer is bounded: past [`HISTORY_BUFFER_BYTES_MAX`] it drops what
+//!   it holds and starts again above the last record it was given, and the next checkpoint has
+//!   no complete delta: the window restarts there.
+//! - **What an index keeps** ([`retain`]). Besides its chain, an index names the image and
+//!   changes layers and the deltas that rebuild every LSN from `history_from` to its checkpoint:
+//!   `history_from` is the newest checkpoint at or before `now − window` (bounded by
+//!   [`HISTORY_LAYERS_MAX`] layers); kept are every image or changes layer at or above the newest
+//!   image at or below it, and every delta ending above it.
+//! - **Reading a page at an LSN** ([`page_at`]), when the local page file says "too old": the
+//!   newest image or changes layer at or below the LSN that lists the page gives its content as
+//!   of `X`, the highest layer LSN at or below the LSN (a layer of `X`'s chain would list a newer
+//!   version); its records in `(X, lsn]` come from the deltas and are applied on top. Ranged
+//!   reads only: one directory per layer (cached) and one record or run of records per layer.
+//!
+//! Above the last checkpoint the local page file answers: with a window, compaction keeps every
+//! version above it ([`crate::compaction`]).
+
+use crate::delta::{self, DeltaEntry};
+use crate::index::LayerRef;
+use crate::layer;
+use crate::restore::{read_directory, Expected};
+use crate::tenant::Shared;
+use borealis_core::redo::RedoRecord;
+use borealis_core::{Lsn, PageNo, SegmentId, TenantId, PAGE_SIZE_BYTES};
+use borealis_utils::LockExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use thiserror::Error;
+
+/// Bytes of records a segment's buffer holds at most (the object store may be down for long).
+pub const HISTORY_BUFFER_BYTES_MAX: usize = 64 << 20;
+/// A checkpoint is due once a segment's buffer holds this many bytes of records.
+pub const HISTORY_BUFFER_CHECKPOINT_BYTES: usize = 16 << 20;
+/// Layers (chain, history and deltas) an index names at most: past it, the window is shortened.
+pub const HISTORY_LAYERS_MAX: usize = 512;
+
+/// The records a segment applied above its last checkpoint (see the module docs).
+#[derive(Debug, Default)]
+pub struct RecordBuffer {
+    /// Every record applied above this LSN is here (up to the newest pushed).
+    above: Lsn,
+    records: Vec<RedoRecord>,
+    bytes: usize,
+    /// Times the bound was reached.
+    pub overflows: u64,
+}
+
+impl RecordBuffer {
+    /// A buffer of the records above `above` (the checkpoint the follower starts from).
+    pub fn new(above: Lsn) -> Self {
+        RecordBuffer {
+            above,
+            ..Default::default()
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Adds records just applied (in LSN order, above every record held).
+    pub fn push(&mut self, records: &[RedoRecord]) {
+        let Some(last) = records.last() else {
+            return;
+        };
+        debug_assert!(self.records.last().is_none_or(|r| r.lsn < records[0].lsn));
+        let bytes: usize = records.iter().map(|r| r.encoded_len()).sum();
+        if self.bytes + bytes > HISTORY_BUFFER_BYTES_MAX {
+            self.records.clear();
+            self.bytes = 0;
+            self.above = last.lsn;
+            self.overflows += 1;
+            return;
+        }
+        self.records.extend_from_slice(records);
+        self.bytes += bytes;
+    }
+
+    /// The records in `(from, to]`, if the buffer holds all of them.
+    pub fn delta(&self, from: Lsn, to: Lsn) -> Option<Vec<RedoRecord>> {
+        if self.above > from {
+            return None;
+        }
+        Some(
+            self.records
+                .iter()
+                .filter(|r| r.lsn > from && r.lsn <= to)
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// A checkpoint at `lsn` is durable: its records leave.
+    pub fn checkpointed(&mut self, lsn: Lsn) {
+        let keep = self.records.partition_point(|r| r.lsn <= lsn);
+        let gone: usize = self.records[..keep].iter().map(|r| r.encoded_len()).sum();
+        self.records.drain(..keep);
+        self.bytes -= gone;
+        self.above = self.above.max(lsn);
+    }
+}
+
+/// What an index keeps for the window besides its chain (the version 3 fields of
+/// [`crate::index::SegmentIndex`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Kept {
+    pub history: Vec<LayerRef>,
+    pub deltas: Vec<LayerRef>,
+    pub from: Option<Lsn>,
+    pub checkpoints: Vec<(Lsn, u64)>,
+}
+
+/// What a checkpoint at `checkpoint` (wall clock `now_ms`) keeps, given what the previous index
+/// kept and its chain (`old_chain`), the new chain, and the new delta layer (`None`: the records
+/// were not all at hand, so the window restarts at this checkpoint). `window_ms` 0 keeps no
+/// history.
+pub fn retain(
+    old: &Kept,
+    old_chain: &[LayerRef],
+    new_chain: &[LayerRef],
+    new_delta: Option<LayerRef>,
+    checkpoint: Lsn,
+    (now_ms, window_ms): (u64, u64),
+) -> Kept {
+    let Some(new_delta) = new_delta.filter(|_| window_ms > 0) else {
+        return Kept {
+            from: (window_ms > 0).then_some(checkpoint),
+            checkpoints: if window_ms > 0 {
+                vec![(checkpoint, now_ms)]
+            } else {
+                Vec::new()
+            },
+            ..Kept::default()
+        };
+    };
+    // Every image and changes layer known, by LSN; the new chain's are not history.
+    let mut layers: Vec<LayerRef> = old.history.iter().chain(old_chain).cloned().collect();
+    layers.retain(|l| !new_chain.contains(l));
+    layers.sort_by_key(|l| l.lsn);
+    layers.dedup();
+    let mut deltas = old.deltas.clone();
+    // A delta that does not start where the old ones end (a restore from another lineage's
+    // index, in principle) restarts the deltas.
+    if deltas.last().map(|d| d.lsn) != new_delta.from_lsn {
+        deltas.clear();
+    }
+    deltas.push(new_delta);
+    let deltas_from = deltas[0].from_lsn.unwrap_or(checkpoint);
+    let mut checkpoints = old.checkpoints.clone();
+    checkpoints.retain(|c| c.0 >= deltas_from && c.0 < checkpoint);
+    checkpoints.push((checkpoint, now_ms));
+    // The window's start: the newest checkpoint at or before `now - window`, else the oldest
+    // from which the deltas run (the start of the old window, or of the log).
+    let horizon_ms = now_ms.saturating_sub(window_ms);
+    let mut from = checkpoints
+        .iter()
+        .rev()
+        .find(|c| c.1 <= horizon_ms)
+        .map_or(old.from.unwrap_or(deltas_from).max(deltas_from), |c| c.0);
+    loop {
+        let image_floor = layers
+            .iter()
+            .chain(new_chain)
+            .filter(|l| l.is_image() && l.lsn <= from)
+            .map(|l| l.lsn)
+            .max()
+            .unwrap_or(Lsn::INVALID);
+        let history: Vec<LayerRef> = layers
+            .iter()
+            .filter(|l| l.lsn >= image_floor)
+            .cloned()
+            .collect();
+        let kept_deltas: Vec<LayerRef> = deltas.iter().filter(|d| d.lsn > from).cloned().collect();
+        let named = new_chain.len() + history.len() + kept_deltas.len();
+        if named <= HISTORY_LAYERS_MAX || from >= checkpoint {
+            return Kept {
+                history,
+                checkpoints: checkpoints.into_iter().filter(|c| c.0 >= from).collect(),
+                from: Some(from),
+                deltas: kept_deltas,
+            };
+        }
+        // Too many layers: the window starts at the next checkpoint.
+        from = checkpoints
+            .iter()
+            .map(|c| c.0)
+            .find(|&c| c > from)
+            .unwrap_or(checkpoint);
+    }
+}
+
+/// Directories read so far, by layer (name, generation).
+type Cached<T> = HashMap<(String, u32), Arc<Vec<T>>>;
+
+/// A segment's window as of its newest durable index, for reads: the layers and deltas it
+/// names, and the directories read so far.
+#[derive(Debug)]
+pub struct Window {
+    pub tenant: TenantId,
+    pub segment: SegmentId,
+    /// Reads from `from` to `upto` (the index's checkpoint) are served.
+    pub from: Lsn,
+    pub upto: Lsn,
+    /// Image and changes layers (history and chain), by increasing LSN.
+    layers: Vec<LayerRef>,
+    /// Delta layers, by increasing LSN.
+    deltas: Vec<LayerRef>,
+    directories: Mutex<Cached<u32>>,
+    delta_directories: Mutex<Cached<DeltaEntry>>,
+}
+
+impl Window {
+    /// The window of an index of `tenant`'s `segment` at `upto` with `chain` that kept `kept`;
+    /// `None` if it keeps no history.
+    pub fn new(
+        (tenant, segment): (TenantId, SegmentId),
+        upto: Lsn,
+        chain: &[LayerRef],
+        kept: &Kept,
+    ) -> Option<Window> {
+        let from = kept.from?;
+        let mut layers: Vec<LayerRef> = kept.history.iter().chain(chain).cloned().collect();
+        layers.sort_by_key(|l| l.lsn);
+        Some(Window {
+            tenant,
+            segment,
+            from,
+            upto,
+            layers,
+            deltas: kept.deltas.clone(),
+            directories: Mutex::default(),
+            delta_directories: Mutex::default(),
+        })
+    }
+
+    pub fn covers(&self, lsn: Lsn) -> bool {
+        self.from <= lsn && lsn <= self.upto
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum HistoryError {
+    #[error("lsn {lsn} is outside the retention window [{from}, {upto}]")]
+    NotRetained { lsn: Lsn, from: Lsn, upto: Lsn },
+    #[error("reading the window from object storage: {0}")]
+    Remote(String),
+    #[error("rebuilding page {page} at lsn {lsn}: {reason}")]
+    Corrupt {
+        page: PageNo,
+        lsn: Lsn,
+        reason: String,
+    },
+}
+
+/// `page` as of `lsn`, rebuilt from the window's layers (see the module docs); `None` if it was
+/// never written by then.
+pub async fn page_at(
+    shared: &Shared,
+    window: &Window,
+    page: PageNo,
+    lsn: Lsn,
+) -> Result<Option<Vec<u8>>, HistoryError> {
+    if !window.covers(lsn) {
+        return Err(HistoryError::NotRetained {
+            lsn,
+            from: window.from,
+            upto: window.upto,
+        });
+    }
+    let corrupt = |reason: String| HistoryError::Corrupt { page, lsn, reason };
+    let below: Vec<&LayerRef> = window.layers.iter().filter(|l| l.lsn <= lsn).collect();
+    let x = below.last().map_or(Lsn::INVALID, |l| l.lsn);
+
+    // 1. The page as of `x`.
+    let mut base: Option<(Lsn, Vec<u8>)> = None;
+    for l in below.iter().rev() {
+        let directory = layer_directory(shared, window, l).await?;
+        if let Ok(slot) = directory.binary_search(&page.0) {
+            let slot = slot as u32;
+            let buf = shared
+                .remote
+                .layer_record(window.tenant, window.segment, l, slot)
+                .await
+                .map_err(|e| HistoryError::Remote(e.to_string()))?;
+            let (version, image) =
+                layer::decode_record(&buf, slot, page, l.lsn).map_err(corrupt)?;
+            base = Some((version, image.to_vec()));
+            break;
+        }
+        if l.is_image() {
+            break;
+        }
+    }
+
+    // 2. Its records in `(x, lsn]`, from the deltas covering that range.
+    let mut records: Vec<RedoRecord> = Vec::new();
+    let mut covered = x;
+    for d in window.deltas.iter().filter(|d| d.lsn > x) {
+        let from = d.from_lsn.unwrap_or(Lsn::INVALID);
+        if from > covered {
+            break;
+        }
+        if from >= lsn {
+            break;
+        }
+        let directory = delta_directory(shared, window, d).await?;
+        if let Ok(i) = directory.binary_search_by_key(&page.0, |e| e.page) {
+            let entry = directory[i];
+            let buf = shared
+                .remote
+                .layer_range(window.tenant, window.segment, d, entry.range())
+                .await
+                .map_err(|e| HistoryError::Remote(e.to_string()))?;
+            let got = delta::decode_page_records(&buf, &entry, from, d.lsn).map_err(corrupt)?;
+            records.extend(got.into_iter().filter(|r| r.lsn > x && r.lsn <= lsn));
+        }
+        covered = d.lsn;
+        if covered >= lsn {
+            break;
+        }
+    }
+    if covered < lsn {
+        return Err(corrupt(format!(
+            "the deltas cover ({x}, {covered}], not up to {lsn}"
+        )));
+    }
+    records.sort_by_key(|r| r.lsn);
+    records.dedup_by_key(|r| r.lsn);
+
+    // 3. Applied in order, each on the version before it.
+    if base.is_none() && records.is_empty() {
+        return Ok(None);
+    }
+    let (mut at, mut image) = base.unwrap_or((Lsn::INVALID, vec![0u8; PAGE_SIZE_BYTES]));
+    for r in &records {
+        if r.prev_lsn_page.is_valid() && r.prev_lsn_page != at {
+            return Err(corrupt(format!(
+                "record at lsn {} follows lsn {}, the version at hand is at lsn {at}",
+                r.lsn, r.prev_lsn_page
+            )));
+        }
+        r.body
+            .apply(&mut image)
+            .map_err(|e| corrupt(format!("record at lsn {}: {e}", r.lsn)))?;
+        at = r.lsn;
+    }
+    Ok(Some(image))
+}
+
+async fn layer_directory(
+    shared: &Shared,
+    window: &Window,
+    l: &LayerRef,
+) -> Result<Arc<Vec<u32>>, HistoryError> {
+    let key = (l.name.clone(), l.generation);
+    if let Some(d) = window.directories.locked().get(&key) {
+        return Ok(d.clone());
+    }
+    let directory = read_directory(
+        shared,
+        window.tenant,
+        window.segment,
+        l,
+        &Expected::of(l, None),
+    )
+    .await
+    .map_err(|e| HistoryError::Remote(e.to_string()))?;
+    let directory = Arc::new(directory);
+    window.directories.locked().insert(key, directory.clone());
+    Ok(directory)
+}
+
+async fn delta_directory(
+    shared: &Shared,
+    window: &Window,
+    d: &LayerRef,
+) -> Result<Arc<Vec<DeltaEntry>>, HistoryError> {
+    let key = (d.name.clone(), d.generation);
+    if let Some(dir) = window.delta_directories.locked().get(&key) {
+        return Ok(dir.clone());
+    }
+    let range = delta::tail_range(d.pages, d.bytes);
+    let tail = shared
+        .remote
+        .layer_range(window.tenant, window.segment, d, range)
+        .await
+        .map_err(|e| HistoryError::Remote(e.to_string()))?;
+    let directory = delta::decode_tail(
+        &tail,
+        d.pages,
+        d.bytes,
+        window.segment,
+        shared.config.layout,
+    )
+    .map_err(|reason| HistoryError::Corrupt {
+        page: PageNo(0),
+        lsn: d.lsn,
+        reason: format!("delta layer {}: {reason}", d.name),
+    })?;
+    let directory = Arc::new(directory);
+    window
+        .delta_directories
+        .locked()
+        .insert(key, directory.clone());
+    Ok(directory)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::{LayerKind, LayerMeta, LAYER_VERSION};
+    use borealis_objstore::keys::Generation;
+
+    fn meta(lsn: u64) -> LayerMeta {
+        LayerMeta {
+            version: LAYER_VERSION,
+            kind: LayerKind::Image,
+            tenant: TenantId(1),
+            segment: SegmentId(0),
+            lsn: Lsn(lsn),
+            last_record_lsn: Lsn(lsn),
+            page_count: 1,
+        }
+    }
+    fn image(lsn: u64) -> LayerRef {
+        LayerRef::image(format!("i{lsn}"), Generation(1), &meta(lsn), 0)
+    }
+    fn changes(from: u64, lsn: u64) -> LayerRef {
+        LayerRef::changes(format!("c{lsn}"), Generation(1), Lsn(from), &meta(lsn), 0)
+    }
+    fn delta(from: u64, to: u64) -> LayerRef {
+        LayerRef::delta(
+            format!("d{to}"),
+            Generation(1),
+            (Lsn(from), Lsn(to)),
+            1,
+            100,
+            0,
+        )
+    }
+
+    #[test]
+    fn the_buffer_holds_what_the_next_delta_needs_and_restarts_past_its_bound() {
+        let rec = |lsn: u64| RedoRecord {
+            lsn: Lsn(lsn),
+            prev_lsn_segment: Lsn(lsn - 1),
+            prev_lsn_page: Lsn::INVALID,
+            page_no: PageNo(0),
+            is_cpl: true,
+            body: borealis_core::redo::RedoBody::Image(vec![0; PAGE_SIZE_BYTES]),
+        };
+        let mut b = RecordBuffer::new(Lsn(10));
+        b.push(&[rec(11), rec(12), rec(13)]);
+        assert_eq!(b.delta(Lsn(10), Lsn(12)).unwrap().len(), 2);
+        assert!(
+            b.delta(Lsn(5), Lsn(12)).is_none(),
+            "records at or below 10 are not here"
+        );
+        b.checkpointed(Lsn(12));
+        assert_eq!(b.delta(Lsn(12), Lsn(13)).unwrap().len(), 1);
+        assert_eq!(b.bytes(), rec(13).encoded_len());
+        // Past the bound: everything goes, and the buffer restarts above the last record.
+        let n = HISTORY_BUFFER_BYTES_MAX / rec(1).encoded_len();
+        let many: Vec<RedoRecord> = (14..14 + n as u64).map(rec).collect();
+        b.push(&many);
+        assert_eq!((b.bytes(), b.overflows), (0, 1));
+        assert!(b.delta(Lsn(12), Lsn(20)).is_none());
+        let last = 13 + n as u64;
+        b.push(&[rec(last + 1)]);
+        assert_eq!(b.delta(Lsn(last), Lsn(last + 1)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn retention_keeps_the_chain_of_the_windows_start_and_the_deltas_above_it() {
+        let min = 60_000;
+        // Checkpoints every minute at LSN 100, 200, ...; an image at 100 and 400.
+        let mut kept = Kept::default();
+        let mut chain: Vec<LayerRef> = Vec::new();
+        for step in 1..=8u64 {
+            let lsn = step * 100;
+            let new_chain = if step == 1 || step == 4 {
+                vec![image(lsn)]
+            } else {
+                let mut c = chain.clone();
+                c.push(changes(lsn - 100, lsn));
+                c
+            };
+            let d = delta(lsn - 100, lsn);
+            kept = retain(
+                &kept,
+                &chain,
+                &new_chain,
+                Some(d),
+                Lsn(lsn),
+                (step * min, 3 * min),
+            );
+            chain = new_chain;
+            let named: Vec<u64> = kept.history.iter().map(|l| l.lsn.0).collect();
+            let deltas: Vec<u64> = kept.deltas.iter().map(|l| l.lsn.0).collect();
+            match step {
+                1 => {
+                    // The window is younger than three minutes: from the log's start.
+                    assert_eq!(kept.from, Some(Lsn(0)));
+                    assert_eq!(deltas, [100]);
+                }
+                5 => {
+                    // now = 5 min: the window starts at the checkpoint of minute 2 (LSN 200),
+                    // whose chain is the image at 100 and the changes at 200.
+                    assert_eq!(kept.from, Some(Lsn(200)));
+                    assert_eq!(named, [100, 200, 300]);
+                    assert_eq!(deltas, [300, 400, 500]);
+                }
+                8 => {
+                    // now = 8 min: from 500, whose chain is the image at 400 and changes at 500.
+                    assert_eq!(kept.from, Some(Lsn(500)));
+                    assert!(
+                        named.is_empty(),
+                        "{named:?}: the chain at 800 holds 400..800"
+                    );
+                    assert_eq!(deltas, [600, 700, 800]);
+                    assert_eq!(
+                        kept.checkpoints.iter().map(|c| c.0 .0).collect::<Vec<_>>(),
+                        [500, 600, 700, 800]
+                    );
+                }
+                _ => {}
+            }
+        }
+        // No delta: the window restarts at the checkpoint.
+        let reset = retain(&kept, &chain, &chain, None, Lsn(900), (9 * min, 3 * min));
+        assert_eq!(reset.from, Some(Lsn(900)));
+        assert!(reset.history.is_empty() && reset.deltas.is_empty());
+        // No window: nothing kept.
+        let off = retain(
+            &kept,
+            &chain,
+            &chain,
+            Some(delta(800, 900)),
+            Lsn(900),
+            (9 * min, 0),
+        );
+        assert_eq!(off, Kept::default());
+    }
+
+    #[test]
+    fn retention_stays_within_the_layer_bound() {
+        // Checkpoints every millisecond, a window of an hour: the bound shortens it.
+        let mut kept = Kept::default();
+        let mut chain = vec![image(1)];
+        for lsn in 2..2000u64 {
+            let mut new_chain = chain.clone();
+            new_chain.push(changes(lsn - 1, lsn));
+            if new_chain.len() > 60 {
+                new_chain = vec![image(lsn)];
+            }
+            kept = retain(
+                &kept,
+                &chain,
+                &new_chain,
+                Some(delta(lsn - 1, lsn)),
+                Lsn(lsn),
+                (lsn, 3_600_000),
+            );
+            chain = new_chain;
+            let named = chain.len() + kept.history.len() + kept.deltas.len();
+            assert!(named <= HISTORY_LAYERS_MAX, "{named} layers at {lsn}");
+            // Every LSN from `from` is rebuildable: a delta from at most `from`, and the
+            // image at or below it is kept.
+            let from = kept.from.unwrap();
+            assert!(kept.deltas[0].from_lsn.unwrap() <= from);
+            let all: Vec<&LayerRef> = kept.history.iter().chain(&chain).collect();
+            assert!(
+                all.iter().any(|l| l.is_image() && l.lsn <= from),
+                "at {lsn}"
+            );
+        }
+        assert!(kept.from.unwrap() > Lsn(1000), "{:?}", kept.from);
+    }
+}
