@@ -801,8 +801,10 @@ fn segment_objects(root: &std::path::Path) -> Vec<(String, u64)> {
             if path.is_dir() {
                 stack.push(path);
             } else if !path.display().to_string().contains('#') {
+                // A file deleted meanwhile (the pageserver's GC runs) is not listed.
+                let Ok(meta) = e.metadata() else { continue };
                 let rel = path.strip_prefix(&dir).unwrap().display().to_string();
-                out.push((rel, e.metadata().unwrap().len()));
+                out.push((rel, meta.len()));
             }
         }
     }

@@ -137,7 +137,11 @@ async fn run_seed(seed: u64) {
     set_logs(&sks, tenant, &h, 150);
     let objects = tempfile::tempdir().unwrap();
     let store = format!("file://{}", objects.path().display());
+    // Without a retention window, a read point below the checkpoint restored from may be "too
+    // old" (`changes_layers.rs` reads inside a window).
     let frequent = [
+        "--pitr-window",
+        "0s",
         "--pages-per-segment",
         "4",
         "--object-store",
