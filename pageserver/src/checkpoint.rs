@@ -138,8 +138,10 @@ pub(crate) fn spawn_checkpointer(
         checkpointed: attached.checkpointed,
         chain: attached.chain,
         kept: attached.kept,
+        last_record: attached.cursor.last_applied,
         claimed_at: attached.claimed_at,
         last_gc: None,
+        gc_pending: false,
         records_at_checkpoint,
         trim_incomplete: false,
     };
@@ -176,9 +178,13 @@ struct Checkpointer {
     chain: Vec<LayerRef>,
     /// What that index keeps for the retention window besides the chain.
     kept: crate::history::Kept,
+    /// That index's `last_record_lsn`.
+    last_record: Lsn,
     claimed_at: Instant,
     /// When the last pass over older generations' objects ran.
     last_gc: Option<Instant>,
+    /// An index was uploaded since the last complete pass: one is due.
+    gc_pending: bool,
     /// The segment's `records_applied` when the last checkpoint's cursor was taken.
     records_at_checkpoint: u64,
     /// The last trim did not reach every safekeeper: retry it even without a new checkpoint.
@@ -227,8 +233,12 @@ impl Checkpointer {
             if due {
                 self.checkpoint().await;
                 ticker.reset();
-            } else if trigger == Trigger::Tick && self.trim_incomplete {
-                self.trim(self.checkpointed).await;
+            } else if trigger == Trigger::Tick {
+                if self.trim_incomplete {
+                    self.trim(self.checkpointed).await;
+                }
+                self.expire_window().await;
+                self.maybe_collect_older().await;
             }
             if let Trigger::Request(n) = trigger {
                 self.segment.checkpoint_served(n);
@@ -449,6 +459,7 @@ impl Checkpointer {
             LayerKind::Changes => shared.metrics.changes_layers_written.inc(),
         }
         self.checkpointed = cursor.caught_up_to;
+        self.last_record = cursor.last_applied;
         // The window follows the durable index; the records it covers leave the buffer.
         if let Some(buffer) = self.segment.records.locked().as_mut() {
             buffer.checkpointed(cursor.caught_up_to);
@@ -481,14 +492,7 @@ impl Checkpointer {
         remove_quietly(&local);
 
         // 4. This generation's layers the index no longer names.
-        let keep: Vec<String> = self
-            .chain
-            .iter()
-            .chain(&self.kept.history)
-            .chain(&self.kept.deltas)
-            .filter(|l| l.generation == generation.0)
-            .map(|l| l.name.clone())
-            .collect();
+        let keep = self.named_by_own_generation();
         let newest = self.collect_garbage(&keep).await;
 
         // 5. The safekeepers may drop the log it covers, if this is still the newest generation.
@@ -500,14 +504,89 @@ impl Checkpointer {
         if newest {
             self.trim(cursor.caught_up_to).await;
             // 6. Older generations' superseded objects, once this claim is old enough.
-            let config = &self.shared.config;
-            let due = self.claimed_at.elapsed() >= config.gc_delay
-                && self.last_gc.is_none_or(|t| t.elapsed() >= config.gc_delay);
-            if due {
-                self.last_gc = Some(Instant::now());
-                self.collect_older_generations(cursor.caught_up_to).await;
-            }
+            self.gc_pending = true;
+            self.maybe_collect_older().await;
         }
+    }
+
+    /// With no new record to checkpoint, the retention window still moves on: once its start can
+    /// advance past layers it keeps, the index is uploaded again (same checkpoint, fewer layers),
+    /// and what it no longer names is collected as after a checkpoint.
+    async fn expire_window(&mut self) {
+        let shared = self.shared.clone();
+        let window_ms = shared.config.pitr_window.as_millis() as u64;
+        if window_ms == 0 || self.segment.checkpoint_status().stale {
+            return;
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let Some(kept) = crate::history::expire(&self.kept, &self.chain, (now_ms, window_ms))
+        else {
+            return;
+        };
+        let (tenant, segment, generation) = (self.tenant.id, self.segment.id, self.generation);
+        let Some(newest_claim) = self
+            .retry("checking the generation", || {
+                shared.remote.newest_claim(tenant, segment)
+            })
+            .await
+        else {
+            return;
+        };
+        if newest_claim > generation {
+            self.become_stale(newest_claim);
+            return;
+        }
+        let mut index = SegmentIndex::new(
+            tenant,
+            segment,
+            generation,
+            self.checkpointed,
+            self.last_record,
+            self.chain.clone(),
+        );
+        index.history = kept.history.clone();
+        index.deltas = kept.deltas.clone();
+        index.history_from = kept.from;
+        index.checkpoints = kept.checkpoints.clone();
+        let Some(index_bytes) = self
+            .retry("uploading the index", || {
+                shared.remote.upload_index(tenant, segment, &index)
+            })
+            .await
+        else {
+            return;
+        };
+        shared.metrics.bytes_uploaded.add(index_bytes);
+        let dropped = self.kept.history.len() + self.kept.deltas.len()
+            - kept.history.len()
+            - kept.deltas.len();
+        info!(from = ?kept.from, dropped, "the retention window moved on: the index names {dropped} layers fewer");
+        *self.segment.window.locked() =
+            crate::history::Window::new((tenant, segment), self.checkpointed, &self.chain, &kept)
+                .map(Arc::new);
+        self.segment.update_checkpoint(|c| {
+            c.history_from = kept.from;
+            c.window_layers = kept.history.len() + kept.deltas.len();
+        });
+        self.kept = kept;
+        let keep = self.named_by_own_generation();
+        if self.collect_garbage(&keep).await {
+            self.gc_pending = true;
+            self.maybe_collect_older().await;
+        }
+    }
+
+    /// This generation's layers the current index names (chain, history, deltas).
+    fn named_by_own_generation(&self) -> Vec<String> {
+        self.chain
+            .iter()
+            .chain(&self.kept.history)
+            .chain(&self.kept.deltas)
+            .filter(|l| l.generation == self.generation.0)
+            .map(|l| l.name.clone())
+            .collect()
     }
 
     /// Writes and uploads the delta layer of the records in `(checkpointed, upto]` (RFC 0010).
@@ -562,6 +641,7 @@ impl Checkpointer {
         };
         shared.metrics.bytes_uploaded.add(uploaded.bytes);
         shared.metrics.delta_layers_written.inc();
+        shared.metrics.delta_bytes_uploaded.add(uploaded.bytes);
         DeltaUpload::Uploaded(LayerRef::delta(
             name,
             generation,
@@ -617,7 +697,7 @@ impl Checkpointer {
 
     /// One garbage collection pass over older generations' objects ([`crate::gc`]): list, plan,
     /// delete. Any failure ends the pass; the next one starts over.
-    async fn collect_older_generations(&mut self, own_checkpoint: Lsn) {
+    async fn collect_older_generations(&mut self, own_checkpoint: Lsn) -> bool {
         let shared = self.shared.clone();
         let remote = &shared.remote;
         let (tenant, segment, generation) = (self.tenant.id, self.segment.id, self.generation);
@@ -625,7 +705,7 @@ impl Checkpointer {
             Ok(o) => o,
             Err(e) => {
                 debug!(error = %e, "garbage collection: listing failed; next time");
-                return;
+                return false;
             }
         };
         let mut indexes = Vec::new();
@@ -650,7 +730,7 @@ impl Checkpointer {
                 }
                 Err(e) => {
                     debug!(error = %e, "garbage collection: reading an index failed; next time");
-                    return;
+                    return false;
                 }
             };
             indexes.push(seen);
@@ -664,18 +744,18 @@ impl Checkpointer {
         self.segment
             .update_checkpoint(|c| c.object_store_bytes = objects.bytes);
         if plan.is_empty() {
-            return;
+            return true;
         }
         // Still the newest? (A newer claim since the listing makes this attachment stale.)
         match remote.newest_claim(tenant, segment).await {
             Ok(newest) if newest > generation => {
                 self.become_stale(newest);
-                return;
+                return false;
             }
             Ok(_) => {}
             Err(e) => {
                 debug!(error = %e, "garbage collection: could not check the generation; next time");
-                return;
+                return false;
             }
         }
         let mut deleted = 0u64;
@@ -704,15 +784,33 @@ impl Checkpointer {
             c.gc_objects_deleted += deleted;
         });
         match result {
-            Ok(()) => info!(
-                indexes = plan.indexes.len(),
-                layers = plan.layers.len(),
-                claims = plan.claims.len(),
-                "garbage collection: older generations' superseded objects deleted"
-            ),
-            Err(e) => {
-                debug!(error = %e, deleted, "garbage collection: a deletion failed; the next pass finishes")
+            Ok(()) => {
+                info!(
+                    indexes = plan.indexes.len(),
+                    layers = plan.layers.len(),
+                    claims = plan.claims.len(),
+                    "garbage collection: older generations' superseded objects deleted"
+                );
+                true
             }
+            Err(e) => {
+                debug!(error = %e, deleted, "garbage collection: a deletion failed; the next pass finishes");
+                false
+            }
+        }
+    }
+
+    /// A pass over older generations' objects, if one is pending (an index was uploaded since
+    /// the last complete pass) and due (the claim is `--gc-delay` old, the last pass as long
+    /// ago). Idle segments run it from their ticks: the pass after the last index change must
+    /// not wait for a next checkpoint that may never come.
+    async fn maybe_collect_older(&mut self) {
+        let config = &self.shared.config;
+        let due = self.claimed_at.elapsed() >= config.gc_delay
+            && self.last_gc.is_none_or(|t| t.elapsed() >= config.gc_delay);
+        if self.gc_pending && due {
+            self.last_gc = Some(Instant::now());
+            self.gc_pending = !self.collect_older_generations(self.checkpointed).await;
         }
     }
 

@@ -11,12 +11,12 @@
 //!    written by then. If that version is no longer retained the answer is
 //!    [`ErrorKind::Invalid`] ("lsn too old"), never a different version.
 
-use crate::history::HistoryError;
 use crate::metrics::GetPageResult;
 use crate::page_file::PageFileError;
 use crate::pages::{Lookup, ReadError};
 use crate::restore::FetchError;
 use crate::tenant::{AttachError, Tenants};
+use crate::window_read::HistoryError;
 use borealis_core::{ErrorKind, Lsn, PageNo, SegmentId, TenantId};
 use borealis_utils::LockExt;
 use std::sync::Arc;
@@ -180,7 +180,7 @@ async fn get_page_inner(
             let Some(window) = window.filter(|w| w.covers(lsn)) else {
                 return Err(GetPageError::LsnTooOld { page, lsn, oldest });
             };
-            let rebuilt = crate::history::page_at(shared, &window, page, lsn)
+            let rebuilt = crate::window_read::page_at(shared, &window, page, lsn)
                 .await
                 .map_err(|e| match e {
                     HistoryError::NotRetained { .. } => {

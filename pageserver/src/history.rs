@@ -13,7 +13,7 @@
 //!   `history_from` is the newest checkpoint at or before `now − window` (bounded by
 //!   [`HISTORY_LAYERS_MAX`] layers); kept are every image or changes layer at or above the newest
 //!   image at or below it, and every delta ending above it.
-//! - **Reading a page at an LSN** ([`page_at`]), when the local page file says "too old": the
+//! - **Reading a page at an LSN** (`crate::window_read::page_at`), when the local page file says "too old": the
 //!   newest image or changes layer at or below the LSN that lists the page gives its content as
 //!   of `X`, the highest layer LSN at or below the LSN (a layer of `X`'s chain would list a newer
 //!   version); its records in `(X, lsn]` come from the deltas and are applied on top. Ranged
@@ -22,17 +22,12 @@
 //! Above the last checkpoint the local page file answers: with a window, compaction keeps every
 //! version above it ([`crate::compaction`]).
 
-use crate::delta::{self, DeltaEntry};
+use crate::delta::DeltaEntry;
 use crate::index::LayerRef;
-use crate::layer;
-use crate::restore::{read_directory, Expected};
-use crate::tenant::Shared;
 use borealis_core::redo::RedoRecord;
-use borealis_core::{Lsn, PageNo, SegmentId, TenantId, PAGE_SIZE_BYTES};
-use borealis_utils::LockExt;
+use borealis_core::{Lsn, SegmentId, TenantId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use thiserror::Error;
 
 /// Bytes of records a segment's buffer holds at most (the object store may be down for long).
 pub const HISTORY_BUFFER_BYTES_MAX: usize = 64 << 20;
@@ -165,27 +160,10 @@ pub fn retain(
         .find(|c| c.1 <= horizon_ms)
         .map_or(old.from.unwrap_or(deltas_from).max(deltas_from), |c| c.0);
     loop {
-        let image_floor = layers
-            .iter()
-            .chain(new_chain)
-            .filter(|l| l.is_image() && l.lsn <= from)
-            .map(|l| l.lsn)
-            .max()
-            .unwrap_or(Lsn::INVALID);
-        let history: Vec<LayerRef> = layers
-            .iter()
-            .filter(|l| l.lsn >= image_floor)
-            .cloned()
-            .collect();
-        let kept_deltas: Vec<LayerRef> = deltas.iter().filter(|d| d.lsn > from).cloned().collect();
-        let named = new_chain.len() + history.len() + kept_deltas.len();
+        let kept = keep_from(&layers, new_chain, &deltas, &checkpoints, from);
+        let named = new_chain.len() + kept.history.len() + kept.deltas.len();
         if named <= HISTORY_LAYERS_MAX || from >= checkpoint {
-            return Kept {
-                history,
-                checkpoints: checkpoints.into_iter().filter(|c| c.0 >= from).collect(),
-                from: Some(from),
-                deltas: kept_deltas,
-            };
+            return kept;
         }
         // Too many layers: the window starts at the next checkpoint.
         from = checkpoints
@@ -197,7 +175,60 @@ pub fn retain(
 }
 
 /// Directories read so far, by layer (name, generation).
-type Cached<T> = HashMap<(String, u32), Arc<Vec<T>>>;
+pub(crate) type Cached<T> = HashMap<(String, u32), Arc<Vec<T>>>;
+
+/// What a window starting at `from` keeps of `layers` (image and changes layers not in `chain`),
+/// `deltas` and `checkpoints`: the layers at or above the newest image at or below `from`, the
+/// deltas ending above it, the checkpoint marks from it on.
+fn keep_from(
+    layers: &[LayerRef],
+    chain: &[LayerRef],
+    deltas: &[LayerRef],
+    checkpoints: &[(Lsn, u64)],
+    from: Lsn,
+) -> Kept {
+    let image_floor = layers
+        .iter()
+        .chain(chain)
+        .filter(|l| l.is_image() && l.lsn <= from)
+        .map(|l| l.lsn)
+        .max()
+        .unwrap_or(Lsn::INVALID);
+    Kept {
+        history: layers
+            .iter()
+            .filter(|l| l.lsn >= image_floor)
+            .cloned()
+            .collect(),
+        deltas: deltas.iter().filter(|d| d.lsn > from).cloned().collect(),
+        from: Some(from),
+        checkpoints: checkpoints
+            .iter()
+            .filter(|c| c.0 >= from)
+            .copied()
+            .collect(),
+    }
+}
+
+/// The window of an index that saw no checkpoint for a while, moved on to `now − window`: what
+/// it keeps then, if that names fewer layers (else `None`: nothing to upload). A segment nobody
+/// writes any more must not keep its history for ever.
+pub fn expire(old: &Kept, chain: &[LayerRef], (now_ms, window_ms): (u64, u64)) -> Option<Kept> {
+    let current = old.from?;
+    if window_ms == 0 {
+        return None;
+    }
+    let horizon_ms = now_ms.saturating_sub(window_ms);
+    let from = old
+        .checkpoints
+        .iter()
+        .rev()
+        .find(|c| c.1 <= horizon_ms)
+        .map(|c| c.0)
+        .filter(|&f| f > current)?;
+    let kept = keep_from(&old.history, chain, &old.deltas, &old.checkpoints, from);
+    (kept.history.len() + kept.deltas.len() < old.history.len() + old.deltas.len()).then_some(kept)
+}
 
 /// A segment's window as of its newest durable index, for reads: the layers and deltas it
 /// names, and the directories read so far.
@@ -209,11 +240,12 @@ pub struct Window {
     pub from: Lsn,
     pub upto: Lsn,
     /// Image and changes layers (history and chain), by increasing LSN.
-    layers: Vec<LayerRef>,
+    pub(crate) layers: Vec<LayerRef>,
     /// Delta layers, by increasing LSN.
-    deltas: Vec<LayerRef>,
-    directories: Mutex<Cached<u32>>,
-    delta_directories: Mutex<Cached<DeltaEntry>>,
+    pub(crate) deltas: Vec<LayerRef>,
+    /// Directories read so far (`crate::window_read`).
+    pub(crate) directories: Mutex<Cached<u32>>,
+    pub(crate) delta_directories: Mutex<Cached<DeltaEntry>>,
 }
 
 impl Window {
@@ -245,177 +277,11 @@ impl Window {
     }
 }
 
-#[derive(Debug, Error)]
-pub enum HistoryError {
-    #[error("lsn {lsn} is outside the retention window [{from}, {upto}]")]
-    NotRetained { lsn: Lsn, from: Lsn, upto: Lsn },
-    #[error("reading the window from object storage: {0}")]
-    Remote(String),
-    #[error("rebuilding page {page} at lsn {lsn}: {reason}")]
-    Corrupt {
-        page: PageNo,
-        lsn: Lsn,
-        reason: String,
-    },
-}
-
-/// `page` as of `lsn`, rebuilt from the window's layers (see the module docs); `None` if it was
-/// never written by then.
-pub async fn page_at(
-    shared: &Shared,
-    window: &Window,
-    page: PageNo,
-    lsn: Lsn,
-) -> Result<Option<Vec<u8>>, HistoryError> {
-    if !window.covers(lsn) {
-        return Err(HistoryError::NotRetained {
-            lsn,
-            from: window.from,
-            upto: window.upto,
-        });
-    }
-    let corrupt = |reason: String| HistoryError::Corrupt { page, lsn, reason };
-    let below: Vec<&LayerRef> = window.layers.iter().filter(|l| l.lsn <= lsn).collect();
-    let x = below.last().map_or(Lsn::INVALID, |l| l.lsn);
-
-    // 1. The page as of `x`.
-    let mut base: Option<(Lsn, Vec<u8>)> = None;
-    for l in below.iter().rev() {
-        let directory = layer_directory(shared, window, l).await?;
-        if let Ok(slot) = directory.binary_search(&page.0) {
-            let slot = slot as u32;
-            let buf = shared
-                .remote
-                .layer_record(window.tenant, window.segment, l, slot)
-                .await
-                .map_err(|e| HistoryError::Remote(e.to_string()))?;
-            let (version, image) =
-                layer::decode_record(&buf, slot, page, l.lsn).map_err(corrupt)?;
-            base = Some((version, image.to_vec()));
-            break;
-        }
-        if l.is_image() {
-            break;
-        }
-    }
-
-    // 2. Its records in `(x, lsn]`, from the deltas covering that range.
-    let mut records: Vec<RedoRecord> = Vec::new();
-    let mut covered = x;
-    for d in window.deltas.iter().filter(|d| d.lsn > x) {
-        let from = d.from_lsn.unwrap_or(Lsn::INVALID);
-        if from > covered {
-            break;
-        }
-        if from >= lsn {
-            break;
-        }
-        let directory = delta_directory(shared, window, d).await?;
-        if let Ok(i) = directory.binary_search_by_key(&page.0, |e| e.page) {
-            let entry = directory[i];
-            let buf = shared
-                .remote
-                .layer_range(window.tenant, window.segment, d, entry.range())
-                .await
-                .map_err(|e| HistoryError::Remote(e.to_string()))?;
-            let got = delta::decode_page_records(&buf, &entry, from, d.lsn).map_err(corrupt)?;
-            records.extend(got.into_iter().filter(|r| r.lsn > x && r.lsn <= lsn));
-        }
-        covered = d.lsn;
-        if covered >= lsn {
-            break;
-        }
-    }
-    if covered < lsn {
-        return Err(corrupt(format!(
-            "the deltas cover ({x}, {covered}], not up to {lsn}"
-        )));
-    }
-    records.sort_by_key(|r| r.lsn);
-    records.dedup_by_key(|r| r.lsn);
-
-    // 3. Applied in order, each on the version before it.
-    if base.is_none() && records.is_empty() {
-        return Ok(None);
-    }
-    let (mut at, mut image) = base.unwrap_or((Lsn::INVALID, vec![0u8; PAGE_SIZE_BYTES]));
-    for r in &records {
-        if r.prev_lsn_page.is_valid() && r.prev_lsn_page != at {
-            return Err(corrupt(format!(
-                "record at lsn {} follows lsn {}, the version at hand is at lsn {at}",
-                r.lsn, r.prev_lsn_page
-            )));
-        }
-        r.body
-            .apply(&mut image)
-            .map_err(|e| corrupt(format!("record at lsn {}: {e}", r.lsn)))?;
-        at = r.lsn;
-    }
-    Ok(Some(image))
-}
-
-async fn layer_directory(
-    shared: &Shared,
-    window: &Window,
-    l: &LayerRef,
-) -> Result<Arc<Vec<u32>>, HistoryError> {
-    let key = (l.name.clone(), l.generation);
-    if let Some(d) = window.directories.locked().get(&key) {
-        return Ok(d.clone());
-    }
-    let directory = read_directory(
-        shared,
-        window.tenant,
-        window.segment,
-        l,
-        &Expected::of(l, None),
-    )
-    .await
-    .map_err(|e| HistoryError::Remote(e.to_string()))?;
-    let directory = Arc::new(directory);
-    window.directories.locked().insert(key, directory.clone());
-    Ok(directory)
-}
-
-async fn delta_directory(
-    shared: &Shared,
-    window: &Window,
-    d: &LayerRef,
-) -> Result<Arc<Vec<DeltaEntry>>, HistoryError> {
-    let key = (d.name.clone(), d.generation);
-    if let Some(dir) = window.delta_directories.locked().get(&key) {
-        return Ok(dir.clone());
-    }
-    let range = delta::tail_range(d.pages, d.bytes);
-    let tail = shared
-        .remote
-        .layer_range(window.tenant, window.segment, d, range)
-        .await
-        .map_err(|e| HistoryError::Remote(e.to_string()))?;
-    let directory = delta::decode_tail(
-        &tail,
-        d.pages,
-        d.bytes,
-        window.segment,
-        shared.config.layout,
-    )
-    .map_err(|reason| HistoryError::Corrupt {
-        page: PageNo(0),
-        lsn: d.lsn,
-        reason: format!("delta layer {}: {reason}", d.name),
-    })?;
-    let directory = Arc::new(directory);
-    window
-        .delta_directories
-        .locked()
-        .insert(key, directory.clone());
-    Ok(directory)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::layer::{LayerKind, LayerMeta, LAYER_VERSION};
+    use borealis_core::{PageNo, PAGE_SIZE_BYTES};
     use borealis_objstore::keys::Generation;
 
     fn meta(lsn: u64) -> LayerMeta {
@@ -537,6 +403,28 @@ mod tests {
         let reset = retain(&kept, &chain, &chain, None, Lsn(900), (9 * min, 3 * min));
         assert_eq!(reset.from, Some(Lsn(900)));
         assert!(reset.history.is_empty() && reset.deltas.is_empty());
+        // Idle: nothing new for three minutes, and the window moves on without a checkpoint:
+        // at 11 min only the chain at 800 is left.
+        assert_eq!(
+            expire(&kept, &chain, (8 * min, 3 * min)),
+            None,
+            "nothing to drop yet"
+        );
+        assert_eq!(
+            expire(&kept, &chain, (9 * min, 3 * min))
+                .unwrap()
+                .deltas
+                .len(),
+            2
+        );
+        let idle = expire(&kept, &chain, (11 * min, 3 * min)).unwrap();
+        assert_eq!(idle.from, Some(Lsn(800)));
+        assert!(
+            idle.history.is_empty() && idle.deltas.is_empty(),
+            "{idle:?}"
+        );
+        assert_eq!(expire(&idle, &chain, (60 * min, 3 * min)), None);
+        assert_eq!(expire(&kept, &chain, (11 * min, 0)), None);
         // No window: nothing kept.
         let off = retain(
             &kept,

@@ -109,6 +109,7 @@ pub mod safekeepers;
 pub use borealis_quorum::follower as segment_cursor;
 pub mod server;
 pub mod tenant;
+pub mod window_read;
 
 pub use config::{Args, Config};
 pub use get_page::{get_page, GetPageError};

@@ -110,6 +110,8 @@ pub struct Metrics {
     /// Delta layers (the redo between two checkpoints, for the retention window) uploaded, and
     /// pages read below the local page file's history from the window's layers.
     pub delta_layers_written: Counter,
+    /// Bytes of those delta layers (part of `bytes_uploaded`): what the window costs.
+    pub delta_bytes_uploaded: Counter,
     pub window_reads: Counter,
     /// Garbage collection passes over older generations' objects that deleted something, and
     /// the objects they deleted.
@@ -185,7 +187,7 @@ impl Metrics {
             "pageserver_getpage_wait_seconds",
             "Time a GetPage waited for its segment to be applied up to the asked LSN.",
         );
-        let counters: [(&str, &str, u64); 35] = [
+        let counters: [(&str, &str, u64); 36] = [
             (
                 "pageserver_checkpoints_total",
                 "Checkpoints made durable (layer and index uploaded).",
@@ -210,6 +212,11 @@ impl Metrics {
                 "pageserver_delta_layers_written_total",
                 "Delta layers (the redo between two checkpoints) uploaded for the retention window.",
                 self.delta_layers_written.get(),
+            ),
+            (
+                "pageserver_delta_bytes_uploaded_total",
+                "Bytes of delta layers uploaded (included in pageserver_bytes_uploaded_total): what the retention window costs.",
+                self.delta_bytes_uploaded.get(),
             ),
             (
                 "pageserver_window_reads_total",

@@ -966,6 +966,63 @@ async fn random_histories_inside_the_window_read_back_the_model() {
     }
 }
 
+/// A window of a few seconds on a segment nobody writes any more: the window moves on without a
+/// checkpoint, the index (re-uploaded by the attachment restarted meanwhile) names no history
+/// and no delta layer, older generations' objects and the delta layers are collected, and
+/// every page still reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_segments_window_moves_on_and_what_it_kept_is_collected() {
+    let mut h = History::new(layout(), 31);
+    let mut rng = Rng(311);
+    let Rig {
+        sk,
+        addrs,
+        objects,
+        store,
+    } = Rig::start().await;
+    let mut a = args_window(&store);
+    a[1] = "3s".into();
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let mut ps = PageServerProcess::start(&addrs, &a).await;
+    let mut c = ps.client().await;
+    for _ in 0..4 {
+        hot_changes(&mut h, &mut rng, 60);
+        let end = h.records.len() as u64;
+        set_log(&sk, &h, end);
+        check_page(&c, &h, h.records[end as usize - 1].page_no.0, end, 0).await;
+        wait_checkpointed(&ps, end).await;
+    }
+    let end = h.records.len() as u64;
+    let ck = checkpoint(&ps.status().await);
+    assert!(ck["window_layers"].as_u64().unwrap() >= 4, "{ck}");
+    let deltas = |objs: &[(String, u64)]| objs.iter().filter(|(p, _)| p.contains("delta-")).count();
+    assert!(deltas(&segment_objects(objects.path())) >= 4);
+    // Restarted on an empty disk, then left alone.
+    drop(c);
+    drop(ps);
+    ps = PageServerProcess::start(&addrs, &a).await;
+    c = ps.client().await;
+    check_page(&c, &h, 0, end, 0).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ck = checkpoint(&ps.status().await);
+        let objs = segment_objects(objects.path());
+        let indexes = objs.iter().filter(|(p, _)| p.starts_with("index-")).count();
+        if ck["window_layers"] == 0 && deltas(&objs) == 0 && indexes == 1 {
+            assert_eq!(ck["history_from"], end, "{ck}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the idle window did not move on within 30 s: {ck}; objects {objs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for page in 0..PAGES_PER_SEGMENT {
+        check_page(&c, &h, page, end, 0).await;
+    }
+}
+
 async fn random_history(seed: u64, compact: bool) {
     random_history_with(seed, compact, |store| args_gc(store, "1s")).await
 }

@@ -9,7 +9,9 @@
 //!    safekeeper and every pageserver holds some; `count(*)` and `sum(length(payload))` are
 //!    exact.
 //!    Then 5,000 random single-row updates: the checkpoints that cover them upload at most 10 %
-//!    of the database's bytes (changes layers: the pages changed, not every page; issue #18).
+//!    of the database's bytes in layers (changes layers: the pages changed, not every page;
+//!    issue #18), besides the redo of the updates for the retention window (delta layers, RFC
+//!    0010: about a page per update here, as each rewrites a whole 4,000-byte row).
 //! 2. AZ c (three safekeepers) killed under the bank workload: no client error.
 //! 3. AZ c + one member of segment 0's group (every bank commit touches segment 0): writes
 //!    refused `read_only`, reads go on.
@@ -18,6 +20,9 @@
 //! 5. The whole cluster stopped and started: every checker holds (every acknowledged transfer and
 //!    insert present and whole, nothing refused present, balances sum to the total) and the
 //!    preload reads back exact.
+//! 6. Once the retention window (20 s here) passed, the object store holds at most twice the
+//!    rows' bytes: garbage collection deleted older generations' objects and what the window
+//!    no longer needs.
 //!
 //! The load is 256 MB in 4 MiB segments by default (about 4 minutes in a debug build on two
 //! cores); `BOREALIS_MANY_SEGMENTS_MB=64 BOREALIS_MANY_SEGMENTS_SEGMENT_SIZE=1MiB` runs the same
@@ -51,21 +56,29 @@ fn load_mb() -> usize {
         .unwrap_or(LOAD_MB_DEFAULT)
 }
 
+/// The pageservers' retention window (`--pitr-window`) in this test, in seconds.
+const WINDOW_S: u64 = 20;
+
 /// Single-row updates of phase 1b, and the clients sending them.
 const UPDATES: usize = 5_000;
 const UPDATE_CLIENTS: usize = 4;
 
 /// Waits (at most 120 s) until every pageserver has checkpointed every segment of `tenant` up to
-/// the last record it applied, and the bytes they uploaded stopped moving; returns those bytes.
-async fn checkpoints_settled(c: &TestCluster, tenant: &str) -> u64 {
+/// the last record it applied, and the bytes they uploaded stopped moving; returns those bytes:
+/// all of them, and those of delta layers (the retention window's redo, RFC 0010).
+async fn checkpoints_settled(c: &TestCluster, tenant: &str) -> (u64, u64) {
     let started = std::time::Instant::now();
-    let mut last: Option<u64> = None;
+    let mut last: Option<(u64, u64)> = None;
     loop {
-        let mut uploaded = 0u64;
+        let (mut uploaded, mut deltas) = (0u64, 0u64);
         let mut settled = true;
         for id in c.node_ids("pageserver") {
             uploaded += c
                 .node_metric(&id, "pageserver_bytes_uploaded_total")
+                .await
+                .unwrap_or(0.0) as u64;
+            deltas += c
+                .node_metric(&id, "pageserver_delta_bytes_uploaded_total")
                 .await
                 .unwrap_or(0.0) as u64;
             let status = c.node_status(&id).await.unwrap_or_default();
@@ -81,14 +94,14 @@ async fn checkpoints_settled(c: &TestCluster, tenant: &str) -> u64 {
                 settled &= checkpointed >= applied;
             }
         }
-        if settled && last == Some(uploaded) {
-            return uploaded;
+        if settled && last == Some((uploaded, deltas)) {
+            return (uploaded, deltas);
         }
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "checkpoints did not settle within 120 s"
         );
-        last = settled.then_some(uploaded);
+        last = settled.then_some((uploaded, deltas));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
@@ -145,6 +158,9 @@ async fn a_volume_of_many_segments_over_a_pool_keeps_every_acknowledged_commit_t
             ("PAGESERVER_CHECKPOINT_INTERVAL".into(), "10s".into()),
             // Older generations' objects collected soon after the full restart.
             ("PAGESERVER_GC_DELAY".into(), "1s".into()),
+            // A retention window short enough to pass before step 6 measures the store (the
+            // default hour keeps the load's redo and older images for an hour).
+            ("PAGESERVER_PITR_WINDOW".into(), format!("{}s", WINDOW_S)),
         ],
         ..ClusterOptions::default()
     })
@@ -301,19 +317,31 @@ async fn a_volume_of_many_segments_over_a_pool_keeps_every_acknowledged_commit_t
     futures::future::join_all(clients).await;
     let updates_s = updates_started.elapsed().as_secs_f64();
     let after = checkpoints_settled(&c, &tenant_id).await;
-    let uploaded = after - before;
+    let deltas = after.1 - before.1;
+    let uploaded = after.0 - before.0 - deltas;
     let database_bytes = payload_bytes as u64;
     report.line(format!(
-        "{UPDATES} random single-row updates in {updates_s:.1} s: checkpoints uploaded {} KiB, \
-         {:.1} % of the {} MiB loaded",
+        "{UPDATES} random single-row updates in {updates_s:.1} s: checkpoints uploaded {} KiB \
+         of layers and indexes, {:.1} % of the {} MiB loaded, and {} KiB of redo for the \
+         retention window ({:.1} %: each update rewrites a {PRELOAD_PAYLOAD_BYTES}-byte row, \
+         so its redo is about a page)",
         uploaded >> 10,
         uploaded as f64 * 100.0 / database_bytes as f64,
-        database_bytes >> 20
+        database_bytes >> 20,
+        deltas >> 10,
+        deltas as f64 * 100.0 / database_bytes as f64,
     ));
     assert!(
         uploaded * 10 <= database_bytes,
-        "checkpoints after {UPDATES} updates uploaded {uploaded} bytes, more than 10 % of \
-         {database_bytes}"
+        "checkpoints after {UPDATES} updates uploaded {uploaded} bytes of layers, more than 10 % \
+         of {database_bytes}"
+    );
+    // The window costs the redo, not more: each update's records (its row's page, and small
+    // deltas of the pages above it) are at most three pages' worth of records.
+    let redo_max = (UPDATES * 3 * (4096 + 44 + 64)) as u64;
+    assert!(
+        deltas > 0 && deltas <= redo_max,
+        "{deltas} bytes of delta layers for {UPDATES} updates (at most {redo_max})"
     );
 
     // 2. AZ c killed under load: no client error.
@@ -410,10 +438,22 @@ async fn a_volume_of_many_segments_over_a_pool_keeps_every_acknowledged_commit_t
     let (history, checks) = w.check().await;
 
     // 6. What the object store holds for the tenant, once the new generations' checkpoints
-    // (and their garbage collection of the old ones) settled: at most twice the data.
+    // settled and the retention window passed (the indexes then name the chains only, and
+    // garbage collection deletes the rest): at most twice the data.
     checkpoints_settled(&c, &tenant_id).await;
-    tokio::time::sleep(Duration::from_secs(12)).await;
-    let stored = tenant_object_bytes(c.data_dir(), &tenant_id);
+    let waited = std::time::Instant::now();
+    let limit = Duration::from_secs(WINDOW_S * 3 + 30);
+    let stored = loop {
+        let stored = tenant_object_bytes(c.data_dir(), &tenant_id);
+        if stored <= 2 * database_bytes || waited.elapsed() > limit {
+            break stored;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    report.line(format!(
+        "the window passed and garbage collection settled after {:.0} s",
+        waited.elapsed().as_secs_f64()
+    ));
     report.line(format!(
         "object store after the full restart: {} MiB for {} MiB of rows ({:.2}×)",
         stored >> 20,

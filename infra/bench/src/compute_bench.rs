@@ -44,7 +44,13 @@ struct Store {
     pages_dirtied: u64,
     /// Those records as a safekeeper stores them (header + body).
     redo_bytes: u64,
+    /// `(before, after)` of the first page changes committed, at most [`SCAN_SAMPLES_MAX`]:
+    /// real pages for timing the redo construction's scan.
+    samples: Vec<(Vec<u8>, Vec<u8>)>,
 }
+
+/// Page changes kept to time `RedoBody::between` on.
+const SCAN_SAMPLES_MAX: usize = 4096;
 
 #[derive(Clone, Default)]
 struct MemBackend(Arc<Mutex<Store>>);
@@ -73,6 +79,7 @@ impl Backend for MemBackend {
                 .get(&change.page_no)
                 .cloned()
                 .unwrap_or_else(|| vec![0; PAGE_SIZE_BYTES]);
+            let before = (s.samples.len() < SCAN_SAMPLES_MAX).then(|| page.clone());
             body.apply(&mut page).map_err(|e| {
                 BackendError::new(
                     ErrorKind::Invalid,
@@ -88,6 +95,9 @@ impl Backend for MemBackend {
                 body,
             };
             s.redo_bytes += record.encoded_len() as u64;
+            if let Some(before) = before {
+                s.samples.push((before, page.clone()));
+            }
             s.pages.insert(change.page_no, page);
         }
         s.commits += 1;
@@ -136,6 +146,10 @@ pub struct ComputeFigures {
     pub start_and_query: Latencies,
     pub transfer_redo_bytes: f64,
     pub transfer_pages: f64,
+    /// Building one page's redo (`RedoBody::between`) on the pages the transfers changed, native,
+    /// ns per page: the word-wise scan, and the byte-wise scan it replaced (same pages, same run).
+    pub delta_scan_ns: (f64, f64),
+    pub delta_scan_pages: usize,
 }
 
 /// Runs each workload for about `duration` per engine.
@@ -350,6 +364,7 @@ pub fn measure(duration: Duration, accounts: u64) -> anyhow::Result<ComputeFigur
             bail!("a fresh compute did not find account {id}");
         }
     }
+    let (delta_scan_ns, delta_scan_pages) = time_delta_scans(&backend.lock().samples)?;
     let n = transfers.max(1) as f64;
     Ok(ComputeFigures {
         rows,
@@ -358,7 +373,39 @@ pub fn measure(duration: Duration, accounts: u64) -> anyhow::Result<ComputeFigur
         start_and_query,
         transfer_redo_bytes: (bytes1 - bytes0) as f64 / n,
         transfer_pages: (pages1 - pages0) as f64 / n,
+        delta_scan_ns,
+        delta_scan_pages,
     })
+}
+
+/// ns per page of the word-wise and the byte-wise delta scan over `samples`, best of 5 rounds
+/// each (interleaved, so that the machine's load hits both alike); checks they agree.
+fn time_delta_scans(samples: &[(Vec<u8>, Vec<u8>)]) -> anyhow::Result<((f64, f64), usize)> {
+    if samples.is_empty() {
+        bail!("no page change was recorded to time the delta scan on");
+    }
+    for (old, new) in samples {
+        if RedoBody::between(Some(old), new) != RedoBody::between_bytewise(Some(old), new) {
+            bail!("the word-wise and byte-wise delta scans disagree on a page");
+        }
+    }
+    let per_page = |f: fn(Option<&[u8]>, &[u8]) -> RedoBody| {
+        let t0 = Instant::now();
+        let mut bytes = 0usize;
+        for (old, new) in samples {
+            bytes += match std::hint::black_box(f(Some(old), new)) {
+                RedoBody::Image(b) | RedoBody::Delta(b) => b.len(),
+            };
+        }
+        std::hint::black_box(bytes);
+        t0.elapsed().as_nanos() as f64 / samples.len() as f64
+    };
+    let (mut word, mut byte) = (f64::MAX, f64::MAX);
+    for _ in 0..5 {
+        word = word.min(per_page(RedoBody::between));
+        byte = byte.min(per_page(RedoBody::between_bytewise));
+    }
+    Ok(((word, byte), samples.len()))
 }
 
 /// Calls `f(i)` for i = 0, 1, ... for about `duration`; returns calls per second.

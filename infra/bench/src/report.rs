@@ -421,6 +421,27 @@ pub fn render(res: &Results) -> String {
                 ],
             ],
         ));
+        let (word, byte) = c.delta_scan_ns;
+        out.push('\n');
+        out.push_str(&table(
+            &[
+                "redo construction (`RedoBody::between`, native)",
+                "ns per page",
+                "pages timed",
+            ],
+            &[
+                vec![
+                    "word-wise scan (8 bytes per step)".into(),
+                    format!("{word:.0}"),
+                    c.delta_scan_pages.to_string(),
+                ],
+                vec![
+                    "byte-wise scan (before; same pages, same run)".into(),
+                    format!("{byte:.0}"),
+                    format!("word-wise takes {}", ratio(word, byte)),
+                ],
+            ],
+        ));
     } else {
         out.push_str("not measured\n");
     }
