@@ -27,55 +27,100 @@ use crate::index::LayerRef;
 use borealis_core::redo::RedoRecord;
 use borealis_core::{Lsn, SegmentId, TenantId};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Bytes of records a segment's buffer holds at most (the object store may be down for long).
 pub const HISTORY_BUFFER_BYTES_MAX: usize = 64 << 20;
 /// A checkpoint is due once a segment's buffer holds this many bytes of records.
 pub const HISTORY_BUFFER_CHECKPOINT_BYTES: usize = 16 << 20;
+/// Bytes of records all the segments' buffers of one pageserver hold at most: past it, the
+/// segment adding records drops its buffer (its window restarts at its next checkpoint).
+pub const HISTORY_BUFFERS_BYTES_MAX: u64 = 512 << 20;
+/// Past this many bytes in all buffers, a segment adding records asks for its checkpoint (if it
+/// holds at least [`HISTORY_BUFFER_NUDGE_BYTES`]), so that the buffers drain before the bound.
+pub const HISTORY_BUFFERS_CHECKPOINT_BYTES: u64 = 128 << 20;
+pub const HISTORY_BUFFER_NUDGE_BYTES: usize = 1 << 20;
 /// Layers (chain, history and deltas) an index names at most: past it, the window is shortened.
 pub const HISTORY_LAYERS_MAX: usize = 512;
 
 /// The records a segment applied above its last checkpoint (see the module docs).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RecordBuffer {
     /// Every record applied above this LSN is here (up to the newest pushed).
     above: Lsn,
     records: Vec<RedoRecord>,
     bytes: usize,
-    /// Times the bound was reached.
+    /// Bytes in every buffer of the pageserver (this one's included).
+    total: Arc<AtomicU64>,
+    /// Times a bound was reached.
     pub overflows: u64,
 }
 
+impl Drop for RecordBuffer {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes as u64, Ordering::Relaxed);
+    }
+}
+
+/// What [`RecordBuffer::push`] asks of the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    Kept,
+    /// The pageserver's buffers are filling: checkpoint this segment soon.
+    CheckpointSoon,
+    /// A bound was reached: the buffer was emptied (the window restarts).
+    Dropped,
+}
+
 impl RecordBuffer {
-    /// A buffer of the records above `above` (the checkpoint the follower starts from).
-    pub fn new(above: Lsn) -> Self {
+    /// A buffer of the records above `above` (the checkpoint the follower starts from), counted
+    /// in `total` with every other buffer of the pageserver.
+    pub fn new(above: Lsn, total: Arc<AtomicU64>) -> Self {
         RecordBuffer {
             above,
-            ..Default::default()
+            records: Vec::new(),
+            bytes: 0,
+            total,
+            overflows: 0,
         }
+    }
+
+    fn release(&mut self, bytes: usize) {
+        self.bytes -= bytes;
+        self.total.fetch_sub(bytes as u64, Ordering::Relaxed);
     }
 
     pub fn bytes(&self) -> usize {
         self.bytes
     }
 
-    /// Adds records just applied (in LSN order, above every record held).
-    pub fn push(&mut self, records: &[RedoRecord]) {
+    /// Adds records just applied (in LSN order, above every record held). Past this buffer's
+    /// bound or the pageserver's, it empties instead and holds the records above the last one.
+    pub fn push(&mut self, records: &[RedoRecord]) -> Pushed {
         let Some(last) = records.last() else {
-            return;
+            return Pushed::Kept;
         };
         debug_assert!(self.records.last().is_none_or(|r| r.lsn < records[0].lsn));
         let bytes: usize = records.iter().map(|r| r.encoded_len()).sum();
-        if self.bytes + bytes > HISTORY_BUFFER_BYTES_MAX {
+        let total = self.total.load(Ordering::Relaxed);
+        if self.bytes + bytes > HISTORY_BUFFER_BYTES_MAX
+            || total + bytes as u64 > HISTORY_BUFFERS_BYTES_MAX
+        {
             self.records.clear();
-            self.bytes = 0;
+            self.release(self.bytes);
             self.above = last.lsn;
             self.overflows += 1;
-            return;
+            return Pushed::Dropped;
         }
         self.records.extend_from_slice(records);
         self.bytes += bytes;
+        let total = self.total.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
+        if total > HISTORY_BUFFERS_CHECKPOINT_BYTES && self.bytes >= HISTORY_BUFFER_NUDGE_BYTES {
+            Pushed::CheckpointSoon
+        } else {
+            Pushed::Kept
+        }
     }
 
     /// The records in `(from, to]`, if the buffer holds all of them.
@@ -97,7 +142,7 @@ impl RecordBuffer {
         let keep = self.records.partition_point(|r| r.lsn <= lsn);
         let gone: usize = self.records[..keep].iter().map(|r| r.encoded_len()).sum();
         self.records.drain(..keep);
-        self.bytes -= gone;
+        self.release(gone);
         self.above = self.above.max(lsn);
     }
 }
@@ -322,8 +367,13 @@ mod tests {
             is_cpl: true,
             body: borealis_core::redo::RedoBody::Image(vec![0; PAGE_SIZE_BYTES]),
         };
-        let mut b = RecordBuffer::new(Lsn(10));
-        b.push(&[rec(11), rec(12), rec(13)]);
+        let total = Arc::new(AtomicU64::new(0));
+        let mut b = RecordBuffer::new(Lsn(10), total.clone());
+        assert_eq!(b.push(&[rec(11), rec(12), rec(13)]), Pushed::Kept);
+        assert_eq!(
+            total.load(Ordering::Relaxed),
+            3 * rec(11).encoded_len() as u64
+        );
         assert_eq!(b.delta(Lsn(10), Lsn(12)).unwrap().len(), 2);
         assert!(
             b.delta(Lsn(5), Lsn(12)).is_none(),
@@ -332,15 +382,41 @@ mod tests {
         b.checkpointed(Lsn(12));
         assert_eq!(b.delta(Lsn(12), Lsn(13)).unwrap().len(), 1);
         assert_eq!(b.bytes(), rec(13).encoded_len());
+        assert_eq!(total.load(Ordering::Relaxed), b.bytes() as u64);
         // Past the bound: everything goes, and the buffer restarts above the last record.
         let n = HISTORY_BUFFER_BYTES_MAX / rec(1).encoded_len();
         let many: Vec<RedoRecord> = (14..14 + n as u64).map(rec).collect();
-        b.push(&many);
+        assert_eq!(b.push(&many), Pushed::Dropped);
         assert_eq!((b.bytes(), b.overflows), (0, 1));
+        assert_eq!(total.load(Ordering::Relaxed), 0);
         assert!(b.delta(Lsn(12), Lsn(20)).is_none());
         let last = 13 + n as u64;
         b.push(&[rec(last + 1)]);
         assert_eq!(b.delta(Lsn(last), Lsn(last + 1)).unwrap().len(), 1);
+        // The pageserver's bound: other buffers hold most of it; this one empties, and asks for
+        // a checkpoint while the buffers are merely filling.
+        let mut other = RecordBuffer::new(Lsn(0), total.clone());
+        let big: Vec<RedoRecord> = (1..=(2 * HISTORY_BUFFER_NUDGE_BYTES / rec(1).encoded_len())
+            as u64)
+            .map(rec)
+            .collect();
+        total.fetch_add(HISTORY_BUFFERS_CHECKPOINT_BYTES, Ordering::Relaxed);
+        assert_eq!(other.push(&big), Pushed::CheckpointSoon);
+        total.fetch_add(HISTORY_BUFFERS_BYTES_MAX, Ordering::Relaxed);
+        let next = big.len() as u64 + 1;
+        assert_eq!(other.push(&[rec(next)]), Pushed::Dropped);
+        assert_eq!(other.bytes(), 0);
+        total.fetch_sub(
+            HISTORY_BUFFERS_BYTES_MAX + HISTORY_BUFFERS_CHECKPOINT_BYTES,
+            Ordering::Relaxed,
+        );
+        drop(b);
+        drop(other);
+        assert_eq!(
+            total.load(Ordering::Relaxed),
+            0,
+            "a dropped buffer releases its bytes"
+        );
     }
 
     #[test]

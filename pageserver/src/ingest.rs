@@ -319,8 +319,20 @@ impl Follower {
         let Some((applied, apply_error)) = self.apply(&mut plan).await else {
             return Turn::Failed;
         };
-        if let Some(buffer) = self.segment.records.locked().as_mut() {
-            buffer.push(&plan.to_apply[..applied]);
+        let pushed = self
+            .segment
+            .records
+            .locked()
+            .as_mut()
+            .map(|b| b.push(&plan.to_apply[..applied]));
+        match pushed {
+            Some(crate::history::Pushed::CheckpointSoon) => {
+                self.segment.request_checkpoint();
+            }
+            Some(crate::history::Pushed::Dropped) => {
+                warn!("the redo kept for the retention window reached its bound and was dropped: the window restarts at the next checkpoint");
+            }
+            _ => {}
         }
         self.cursor.commit(&plan, applied);
         assert!(

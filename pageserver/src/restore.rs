@@ -140,8 +140,10 @@ pub async fn attach(shared: &Arc<Shared>, tenant: &Arc<Tenant>, segment: &Segmen
                 // With a retention window: the records above the checkpoint are kept for the
                 // next delta layer, and the index's window serves older reads.
                 if !shared.config.pitr_window.is_zero() {
-                    *segment.records.locked() =
-                        Some(crate::history::RecordBuffer::new(attached.checkpointed));
+                    *segment.records.locked() = Some(crate::history::RecordBuffer::new(
+                        attached.checkpointed,
+                        shared.history_bytes.clone(),
+                    ));
                 }
                 *segment.window.locked() = crate::history::Window::new(
                     (tenant.id, segment.id),

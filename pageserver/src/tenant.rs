@@ -41,6 +41,8 @@ pub struct Shared {
     pub remote: Remote,
     /// Background hydrations running at once (`crate::restore::spawn_hydration`).
     pub hydrations: tokio::sync::Semaphore,
+    /// Bytes of records in every segment's history buffer (`crate::history::RecordBuffer`).
+    pub history_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What GetPage requests have vouched for: every LSN up to `lsn` is durable, and the newest
