@@ -423,18 +423,15 @@ impl Checkpointer {
             cursor.caught_up_to,
             (now_ms, window_ms),
         );
-        let mut index = SegmentIndex::new(
+        let index = SegmentIndex::new(
             tenant,
             segment,
             generation,
             cursor.caught_up_to,
             cursor.last_applied,
             chain.clone(),
-        );
-        index.history = kept.history.clone();
-        index.deltas = kept.deltas.clone();
-        index.history_from = kept.from;
-        index.checkpoints = kept.checkpoints.clone();
+        )
+        .with_window(&kept);
         let Some(index_bytes) = self
             .retry("uploading the index", || {
                 shared.remote.upload_index(tenant, segment, &index)
@@ -538,18 +535,15 @@ impl Checkpointer {
             self.become_stale(newest_claim);
             return;
         }
-        let mut index = SegmentIndex::new(
+        let index = SegmentIndex::new(
             tenant,
             segment,
             generation,
             self.checkpointed,
             self.last_record,
             self.chain.clone(),
-        );
-        index.history = kept.history.clone();
-        index.deltas = kept.deltas.clone();
-        index.history_from = kept.from;
-        index.checkpoints = kept.checkpoints.clone();
+        )
+        .with_window(&kept);
         let Some(index_bytes) = self
             .retry("uploading the index", || {
                 shared.remote.upload_index(tenant, segment, &index)

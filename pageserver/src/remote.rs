@@ -342,29 +342,8 @@ impl Remote {
         layer: &LayerRef,
         slot: u32,
     ) -> Result<Bytes, RemoteError> {
-        let key = self.layer_key(tenant, segment, layer);
-        let range = crate::layer::record_range(slot);
-        if range.end > layer.bytes {
-            return Err(RemoteError::Corrupt {
-                key: key.to_string(),
-                reason: format!(
-                    "record {slot} lies beyond the layer's {} bytes",
-                    layer.bytes
-                ),
-            });
-        }
-        let got = self.store.get_range(&key, range.clone()).await?;
-        if got.len() as u64 != range.end - range.start {
-            return Err(RemoteError::Corrupt {
-                key: key.to_string(),
-                reason: format!(
-                    "a ranged read of {} bytes returned {}",
-                    range.end - range.start,
-                    got.len()
-                ),
-            });
-        }
-        Ok(got)
+        self.layer_range(tenant, segment, layer, crate::layer::record_range(slot))
+            .await
     }
 
     /// Reads bytes `range` of a layer (one ranged read); the contents are checked by the

@@ -74,6 +74,28 @@ impl RedoBody {
     /// The smaller of a full image of `new` and a delta from `old` to `new`. With no `old` (a page
     /// never written before) the delta is taken against a zeroed page.
     pub fn between(old: Option<&[u8]>, new: &[u8]) -> RedoBody {
+        Self::between_skipping(old, new, first_difference)
+    }
+
+    /// [`RedoBody::between`] skipping equal bytes one at a time, as first written: the reference
+    /// the word-wise skip must agree with byte for byte (tests and the benchmark's baseline).
+    #[doc(hidden)]
+    pub fn between_bytewise(old: Option<&[u8]>, new: &[u8]) -> RedoBody {
+        Self::between_skipping(old, new, |a, b, mut i| {
+            while i < a.len() && a[i] == b[i] {
+                i += 1;
+            }
+            i
+        })
+    }
+
+    /// The delta from `old` to `new`, `skip(old, new, i)` giving the first differing index at
+    /// or after `i`.
+    fn between_skipping(
+        old: Option<&[u8]>,
+        new: &[u8],
+        skip: fn(&[u8], &[u8], usize) -> usize,
+    ) -> RedoBody {
         assert_eq!(new.len(), PAGE_SIZE_BYTES, "pages are PAGE_SIZE_BYTES long");
         let zero = [0u8; PAGE_SIZE_BYTES];
         let old = old.unwrap_or(&zero);
@@ -81,51 +103,12 @@ impl RedoBody {
         let mut delta = Vec::new();
         let mut i = 0;
         loop {
-            // Most of a page is unchanged: equal bytes are skipped a word at a time.
-            i = first_difference(old, new, i);
+            // Most of a page is unchanged: equal bytes are skipped quickly.
+            i = skip(old, new, i);
             if i >= PAGE_SIZE_BYTES {
                 break;
             }
             // A run ends after 8 equal bytes: shorter gaps cost more in run headers than they save.
-            let start = i;
-            let mut end = i + 1;
-            let mut same = 0;
-            let mut j = i + 1;
-            while j < PAGE_SIZE_BYTES && same < 8 {
-                if old[j] == new[j] {
-                    same += 1;
-                } else {
-                    same = 0;
-                    end = j + 1;
-                }
-                j += 1;
-            }
-            delta.extend_from_slice(&(start as u16).to_le_bytes());
-            delta.extend_from_slice(&((end - start) as u16).to_le_bytes());
-            delta.extend_from_slice(&new[start..end]);
-            if delta.len() >= PAGE_SIZE_BYTES {
-                return RedoBody::Image(new.to_vec());
-            }
-            i = end;
-        }
-        RedoBody::Delta(delta)
-    }
-
-    /// [`RedoBody::between`] as first written, a byte at a time: the reference the word-wise
-    /// scan must agree with byte for byte (tests and the benchmark's baseline).
-    #[doc(hidden)]
-    pub fn between_bytewise(old: Option<&[u8]>, new: &[u8]) -> RedoBody {
-        assert_eq!(new.len(), PAGE_SIZE_BYTES, "pages are PAGE_SIZE_BYTES long");
-        let zero = [0u8; PAGE_SIZE_BYTES];
-        let old = old.unwrap_or(&zero);
-        assert_eq!(old.len(), PAGE_SIZE_BYTES, "pages are PAGE_SIZE_BYTES long");
-        let mut delta = Vec::new();
-        let mut i = 0;
-        while i < PAGE_SIZE_BYTES {
-            if old[i] == new[i] {
-                i += 1;
-                continue;
-            }
             let start = i;
             let mut end = i + 1;
             let mut same = 0;
