@@ -423,15 +423,14 @@ impl Checkpointer {
             cursor.caught_up_to,
             (now_ms, window_ms),
         );
-        let index = SegmentIndex::new(
+        let index = kept.onto(SegmentIndex::new(
             tenant,
             segment,
             generation,
             cursor.caught_up_to,
             cursor.last_applied,
             chain.clone(),
-        )
-        .with_window(&kept);
+        ));
         let Some(index_bytes) = self
             .retry("uploading the index", || {
                 shared.remote.upload_index(tenant, segment, &index)
@@ -535,15 +534,14 @@ impl Checkpointer {
             self.become_stale(newest_claim);
             return;
         }
-        let index = SegmentIndex::new(
+        let index = kept.onto(SegmentIndex::new(
             tenant,
             segment,
             generation,
             self.checkpointed,
             self.last_record,
             self.chain.clone(),
-        )
-        .with_window(&kept);
+        ));
         let Some(index_bytes) = self
             .retry("uploading the index", || {
                 shared.remote.upload_index(tenant, segment, &index)

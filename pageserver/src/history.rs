@@ -23,7 +23,7 @@
 //! version above it ([`crate::compaction`]).
 
 use crate::delta::DeltaEntry;
-use crate::index::LayerRef;
+use crate::index::{LayerRef, SegmentIndex};
 use borealis_core::redo::RedoRecord;
 use borealis_core::{Lsn, SegmentId, TenantId};
 use std::collections::HashMap;
@@ -155,6 +155,17 @@ pub struct Kept {
     pub deltas: Vec<LayerRef>,
     pub from: Option<Lsn>,
     pub checkpoints: Vec<(Lsn, u64)>,
+}
+
+impl Kept {
+    /// `index` with what this keeps besides its chain (version 3's fields).
+    pub fn onto(&self, mut index: SegmentIndex) -> SegmentIndex {
+        index.history = self.history.clone();
+        index.deltas = self.deltas.clone();
+        index.history_from = self.from;
+        index.checkpoints = self.checkpoints.clone();
+        index
+    }
 }
 
 /// What a checkpoint at `checkpoint` (wall clock `now_ms`) keeps, given what the previous index

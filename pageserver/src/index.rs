@@ -189,15 +189,6 @@ impl SegmentIndex {
         }
     }
 
-    /// This index with what a retention window keeps besides its chain (version 3's fields).
-    pub fn with_window(mut self, kept: &crate::history::Kept) -> SegmentIndex {
-        self.history = kept.history.clone();
-        self.deltas = kept.deltas.clone();
-        self.history_from = kept.from;
-        self.checkpoints = kept.checkpoints.clone();
-        self
-    }
-
     /// Every layer the index names: the chain, the history and the deltas. Garbage collection
     /// keeps all of them.
     pub fn named(&self) -> impl Iterator<Item = &LayerRef> {
