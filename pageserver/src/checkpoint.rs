@@ -411,9 +411,7 @@ impl Checkpointer {
                 chain
             }
         };
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = unix_ms();
         let restarts_window = window_ms > 0 && delta.is_none();
         let kept = crate::history::retain(
             &self.kept,
@@ -460,14 +458,11 @@ impl Checkpointer {
         if let Some(buffer) = self.segment.records.locked().as_mut() {
             buffer.checkpointed(cursor.caught_up_to);
         }
-        *self.segment.window.locked() =
-            crate::history::Window::new((tenant, segment), cursor.caught_up_to, &chain, &kept)
-                .map(Arc::new);
+        self.segment
+            .publish_window(tenant, cursor.caught_up_to, &chain, &kept);
         if restarts_window {
             warn!(lsn = %cursor.caught_up_to, "the redo since the last checkpoint was not all kept (buffer bound reached): the retention window restarts at this checkpoint");
         }
-        let window_layers = kept.history.len() + kept.deltas.len();
-        let history_from = kept.from;
         self.kept = kept;
         self.chain = chain;
         self.records_at_checkpoint = records_before;
@@ -479,8 +474,6 @@ impl Checkpointer {
             c.last_layer_pages = meta.page_count;
             c.chain_layers = self.chain.len();
             c.chain_bytes = self.chain.iter().map(|l| l.bytes).sum();
-            c.history_from = history_from;
-            c.window_layers = window_layers;
             c.window_restarts += u64::from(restarts_window);
             c.last_problem = None;
         });
@@ -514,9 +507,7 @@ impl Checkpointer {
         if window_ms == 0 || self.segment.checkpoint_status().stale {
             return;
         }
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = unix_ms();
         let Some(kept) = crate::history::expire(&self.kept, &self.chain, (now_ms, window_ms))
         else {
             return;
@@ -555,13 +546,8 @@ impl Checkpointer {
             - kept.history.len()
             - kept.deltas.len();
         info!(from = ?kept.from, dropped, "the retention window moved on: the index names {dropped} layers fewer");
-        *self.segment.window.locked() =
-            crate::history::Window::new((tenant, segment), self.checkpointed, &self.chain, &kept)
-                .map(Arc::new);
-        self.segment.update_checkpoint(|c| {
-            c.history_from = kept.from;
-            c.window_layers = kept.history.len() + kept.deltas.len();
-        });
+        self.segment
+            .publish_window(tenant, self.checkpointed, &self.chain, &kept);
         self.kept = kept;
         let keep = self.named_by_own_generation();
         if self.collect_garbage(&keep).await {
@@ -927,6 +913,13 @@ impl Checkpointer {
             c.trim = answers;
         });
     }
+}
+
+/// Wall-clock milliseconds since the Unix epoch: the retention window's checkpoint marks.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn remove_quietly(path: &Path) {

@@ -728,7 +728,6 @@ impl TenantPages {
         let Some(rl) = chain.layers.get(layer) else {
             return 0;
         };
-        let newer = &chain.layers[..layer];
         let mut n = 0;
         for chunk in rl.directory.chunks(COMPACTION_CHUNK_PAGES) {
             let index = self.index.locked();
@@ -740,7 +739,7 @@ impl TenantPages {
                         .get(&PageNo(p))
                         .is_none_or(|pv| pv.versions.is_empty())
                 })
-                .filter(|&&p| newer.iter().all(|l| l.directory.binary_search(&p).is_err()))
+                .filter(|&&p| chain.find(PageNo(p)).is_some_and(|(i, _)| i == layer))
                 .count() as u64;
         }
         n

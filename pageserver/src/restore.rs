@@ -135,7 +135,6 @@ pub async fn attach(shared: &Arc<Shared>, tenant: &Arc<Tenant>, segment: &Segmen
                 segment.update_checkpoint(|c| {
                     c.restoring = false;
                     c.checkpointed_lsn = attached.checkpointed;
-                    c.history_from = attached.kept.from;
                 });
                 // With a retention window: the records above the checkpoint are kept for the
                 // next delta layer, and the index's window serves older reads.
@@ -145,13 +144,12 @@ pub async fn attach(shared: &Arc<Shared>, tenant: &Arc<Tenant>, segment: &Segmen
                         shared.history_bytes.clone(),
                     ));
                 }
-                *segment.window.locked() = crate::history::Window::new(
-                    (tenant.id, segment.id),
+                segment.publish_window(
+                    tenant.id,
                     attached.checkpointed,
                     &attached.chain,
                     &attached.kept,
-                )
-                .map(Arc::new);
+                );
                 return attached;
             }
             Err(e) => {

@@ -148,6 +148,24 @@ impl Segment {
         }
     }
 
+    /// Makes the window of the newest durable index of this segment (of `tenant`, at `upto`,
+    /// naming `chain` and keeping `kept`) the one reads below the local history use, and shows
+    /// it on the status page.
+    pub fn publish_window(
+        &self,
+        tenant: TenantId,
+        upto: Lsn,
+        chain: &[crate::index::LayerRef],
+        kept: &crate::history::Kept,
+    ) {
+        *self.window.locked() =
+            crate::history::Window::new((tenant, self.id), upto, chain, kept).map(Arc::new);
+        self.update_checkpoint(|c| {
+            c.history_from = kept.from;
+            c.window_layers = kept.history.len() + kept.deltas.len();
+        });
+    }
+
     /// Registers a task working on this segment, to be stopped if the tenant is deleted.
     pub fn track_task(&self, task: tokio::task::AbortHandle) {
         self.tasks.locked().push(task);

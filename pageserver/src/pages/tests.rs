@@ -25,6 +25,21 @@ fn store(dir: &Path, retain: usize, cache_pages: usize) -> TenantPages {
     TenantPages::create(dir, TenantId(7), SegmentLayout::new(4), retain, cache).unwrap()
 }
 
+/// A store of two-page cache, 64 versions per page and extents of `extent_records` records
+/// (small, so that compaction and eviction have extents to reclaim).
+fn store_with_extents(dir: &Path, extent_records: u64) -> TenantPages {
+    let cache = Arc::new(PageCache::new(NonZeroUsize::new(2).unwrap()));
+    TenantPages::create_with_extents(
+        dir,
+        TenantId(7),
+        SegmentLayout::new(4),
+        64,
+        cache,
+        extent_records,
+    )
+    .unwrap()
+}
+
 /// The reference model: every page's full history, `lsn → image`.
 type Model = BTreeMap<u32, BTreeMap<u64, Vec<u8>>>;
 
@@ -157,17 +172,8 @@ fn get_page_at_lsn_matches_the_model() {
 fn compaction_keeps_every_answer_and_bounds_the_file() {
     for seed in 1..=10u64 {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Arc::new(PageCache::new(NonZeroUsize::new(2).unwrap()));
         let extent_records = 4 + seed % 5;
-        let pages = TenantPages::create_with_extents(
-            dir.path(),
-            TenantId(7),
-            SegmentLayout::new(4),
-            64,
-            cache,
-            extent_records,
-        )
-        .unwrap();
+        let pages = store_with_extents(dir.path(), extent_records);
         let (records, model) = random_history(seed, 400, 8);
         let mut rng = Rng(seed * 31);
         // Per segment (pages 0..4 and 4..8), the horizon history was dropped below.
@@ -263,16 +269,7 @@ fn chain_of(pages: &[u32], evict_upto: Lsn) -> RemoteChain {
 #[test]
 fn eviction_drops_only_what_the_chain_holds_and_it_reads_back() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = Arc::new(PageCache::new(NonZeroUsize::new(2).unwrap()));
-    let pages = TenantPages::create_with_extents(
-        dir.path(),
-        TenantId(7),
-        SegmentLayout::new(4),
-        64,
-        cache,
-        4,
-    )
-    .unwrap();
+    let pages = store_with_extents(dir.path(), 4);
     let (records, model) = random_history(5, 80, 8);
     for r in &records {
         pages.apply(r).unwrap();
