@@ -74,7 +74,15 @@ pub const SHUTDOWN_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(8);
 /// changes layer of every page changed since the image instead of extending the chain.
 pub const CHANGES_LAYERS_MAX: usize = 64;
 
-/// What the next checkpoint writes, given the chain of the last one (at `checkpointed`).
+/// Delta layers the chain may have above its newest layer (RFC 0011): past it, the next
+/// checkpoint writes a changes layer since that layer, so a page fetched from object storage
+/// crosses at most this many deltas.
+pub const DELTAS_ABOVE_CHAIN_MAX: usize = 32;
+/// Page entries (a page per delta holding records of it) the deltas above the chain may hold in
+/// all: the page store keeps the pages they list in memory.
+pub const DELTA_PAGES_ABOVE_CHAIN_MAX: u64 = 1 << 18;
+
+/// The layer a checkpoint writes, given the chain of the last one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct LayerPlan {
     kind: LayerKind,
@@ -84,41 +92,81 @@ struct LayerPlan {
     keep: usize,
 }
 
-/// The layer policy (see the module docs):
-/// - an **image** when there is no chain, or its changes layers' bytes reach half the image's
-///   (below its newest layer a chain then holds less than 1.5 times the image, and each byte
-///   changed costs about three uploaded: its changes layer and its share of the next image);
+/// What the next checkpoint writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Plan {
+    /// No layer: the delta layer of the redo since the last checkpoint is the checkpoint, and
+    /// the chain stays (RFC 0011).
+    DeltaOnly,
+    Layer(LayerPlan),
+}
+
+/// The delta layers an index names above its chain's newest layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct DeltasAbove {
+    count: usize,
+    /// Page entries: the sum of each delta's pages.
+    pages: u64,
+    bytes: u64,
+}
+
+/// A layer written and uploaded by steps 1 and 2 of a checkpoint.
+struct WrittenLayer {
+    name: String,
+    meta: LayerMeta,
+    directory: Vec<u32>,
+    local: std::path::PathBuf,
+    uploaded: crate::remote::Uploaded,
+}
+
+/// The layer policy (see the module docs), given the chain, the deltas the index names above
+/// its newest layer, and whether this checkpoint's delta can be written (a window is set and
+/// the records since the last checkpoint are all at hand):
+/// - an **image** when there is no chain, or its changes layers' and those deltas' bytes reach
+///   half the image's (below its newest layer a chain then holds less than 1.5 times the
+///   image, and each byte changed costs about three uploaded: its changes layer or delta and
+///   its share of the next image);
 /// - one **merged changes layer** of every page changed since the image when the chain holds
 ///   [`CHANGES_LAYERS_MAX`] changes layers (a restore reads a bounded number of layers; the
 ///   merged layer is smaller than half the image, by the rule above, and much smaller when the
 ///   changes keep to a hot set of pages). Merges re-upload what changed since the image, so they
 ///   must be rare: with 64 layers and the default 60 s interval, at most one an hour;
-/// - otherwise the **changes layer** of the pages changed since the last checkpoint.
-fn plan_layer(chain: &[LayerRef], checkpointed: Lsn) -> LayerPlan {
-    let image = LayerPlan {
+/// - **no layer** (the delta is the checkpoint, RFC 0011) when the delta can be written and the
+///   deltas above the chain stay within [`DELTAS_ABOVE_CHAIN_MAX`] and
+///   [`DELTA_PAGES_ABOVE_CHAIN_MAX`];
+/// - otherwise the **changes layer** of the pages changed since the chain's newest layer (the
+///   last checkpoint, unless deltas are above it).
+fn plan_layer(chain: &[LayerRef], above: DeltasAbove, delta_at_hand: bool) -> Plan {
+    let image = Plan::Layer(LayerPlan {
         kind: LayerKind::Image,
         since: Lsn::INVALID,
         keep: 0,
-    };
-    let Some(first) = chain.first() else {
+    });
+    let (Some(first), Some(top)) = (chain.first(), chain.last()) else {
         return image;
     };
-    let changes_bytes: u64 = chain.iter().skip(1).map(|l| l.bytes).sum();
+    let changes_bytes: u64 = chain.iter().skip(1).map(|l| l.bytes).sum::<u64>() + above.bytes;
     if changes_bytes.saturating_mul(2) >= first.bytes {
         return image;
     }
     if chain.len() > CHANGES_LAYERS_MAX {
-        return LayerPlan {
+        return Plan::Layer(LayerPlan {
             kind: LayerKind::Changes,
             since: first.lsn,
             keep: 1,
-        };
+        });
     }
-    LayerPlan {
+    if delta_at_hand
+        && above.count < DELTAS_ABOVE_CHAIN_MAX
+        && above.pages < DELTA_PAGES_ABOVE_CHAIN_MAX
+    {
+        return Plan::DeltaOnly;
+    }
+    Plan::Layer(LayerPlan {
         kind: LayerKind::Changes,
-        since: checkpointed,
+        since: top.lsn,
         keep: chain.len(),
-    }
+    })
 }
 
 /// Starts the checkpointer of an attached segment.
@@ -266,28 +314,245 @@ impl Checkpointer {
             self.records_at_checkpoint = records_before;
             return;
         }
-        let mut plan = plan_layer(&self.chain, self.checkpointed);
-        if plan.keep < self.chain.len() {
-            // An image or a merge needs every page here, until its index names the new layer:
-            // no eviction meanwhile, and the pages still only in object storage (not fetched
-            // since a restore, or evicted) come first (a failure is tried again at the next
-            // checkpoint; ingest and GetPage go on meanwhile).
-            self.tenant.pages.hold_eviction(segment, true);
-            if let Err(e) = crate::restore::hydrate(&shared, &self.tenant, &self.segment).await {
-                shared.metrics.object_store_errors.inc();
-                warn!(error = %e, "hydrating before writing an image failed; checkpoint postponed");
-                self.note_problem(format!("hydrating before an image: {e}"));
-                return;
+        let window_ms = shared.config.pitr_window.as_millis() as u64;
+        let delta_at_hand = window_ms > 0
+            && self
+                .segment
+                .records
+                .locked()
+                .as_ref()
+                .is_some_and(|b| b.holds_above(self.checkpointed))
+            // Pages above a chain with a version 1 layer (no directory) could not be rebuilt.
+            && self.chain.iter().all(|l| {
+                layer::version_from_size(l.pages, l.bytes) == Some(layer::LAYER_VERSION)
+            });
+        let mut plan = plan_layer(&self.chain, self.deltas_above_chain(), delta_at_hand);
+        if let Plan::Layer(p) = plan {
+            let merge = p.keep < self.chain.len();
+            if merge || p.since < self.checkpointed {
+                // An image or a merge needs every page here, and a changes layer since the chain
+                // top below the last checkpoint the pages changed since that top (RFC 0011),
+                // until its index names the new layer: no eviction meanwhile, and the pages
+                // still only in object storage (not fetched since a restore, or evicted) come
+                // first (a failure is tried again at the next checkpoint; ingest and GetPage go
+                // on meanwhile).
+                self.tenant.pages.hold_eviction(segment, true);
+                let what = if merge {
+                    crate::restore::Hydrate::All
+                } else {
+                    crate::restore::Hydrate::Deltas
+                };
+                if let Err(e) =
+                    crate::restore::hydrate(&shared, &self.tenant, &self.segment, what).await
+                {
+                    shared.metrics.object_store_errors.inc();
+                    warn!(error = %e, "hydrating before writing a layer failed; checkpoint postponed");
+                    self.note_problem(format!("hydrating before a layer: {e}"));
+                    return;
+                }
+                plan = plan_layer(&self.chain, self.deltas_above_chain(), delta_at_hand);
             }
-            plan = plan_layer(&self.chain, self.checkpointed);
         }
+
+        // 1–2. The layer, written locally and uploaded (none for a checkpoint of redo only).
+        let written = match plan {
+            Plan::DeltaOnly => None,
+            Plan::Layer(p) => match self.write_and_upload(p, cursor).await {
+                Some(w) => Some((p, w)),
+                None => return,
+            },
+        };
+        let local = written.as_ref().map(|(_, w)| w.local.clone());
+        let abandon = |this: &Self| {
+            this.segment.update_checkpoint(|c| c.uploading = false);
+            if let Some(local) = &local {
+                remove_quietly(local);
+            }
+        };
+
+        // 2b. With a retention window, the redo since the previous checkpoint (RFC 0010): the
+        // whole checkpoint when no layer was written (RFC 0011).
+        let delta = if window_ms > 0 {
+            self.segment.update_checkpoint(|c| c.uploading = true);
+            match self.upload_delta(cursor.caught_up_to).await {
+                DeltaUpload::Uploaded(d) => Some(d),
+                DeltaUpload::Missing if written.is_some() => None,
+                DeltaUpload::Missing | DeltaUpload::Failed => {
+                    // Without its delta, a checkpoint of redo only has nothing: the next one
+                    // sees the records are not all at hand and writes a layer.
+                    abandon(self);
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let delta_pages = delta
+            .as_ref()
+            .map(|_| self.delta_pages(cursor.caught_up_to));
+
+        // 3. The index: the checkpoint is durable once it is. Only while this attachment's
+        // claim is the newest: a stale one uploads no index any more (`crate::gc` relies on it).
+        let Some(newest_claim) = self
+            .retry("checking the generation", || {
+                shared.remote.newest_claim(tenant, segment)
+            })
+            .await
+        else {
+            abandon(self);
+            return;
+        };
+        if newest_claim > generation {
+            self.become_stale(newest_claim);
+            abandon(self);
+            return;
+        }
+        let chain = match &written {
+            None => self.chain.clone(),
+            Some((p, w)) => match p.kind {
+                LayerKind::Image => vec![LayerRef::image(
+                    w.name.clone(),
+                    generation,
+                    &w.meta,
+                    w.uploaded.crc32c,
+                )],
+                LayerKind::Changes => {
+                    let mut chain = self.chain[..p.keep].to_vec();
+                    chain.push(LayerRef::changes(
+                        w.name.clone(),
+                        generation,
+                        p.since,
+                        &w.meta,
+                        w.uploaded.crc32c,
+                    ));
+                    chain
+                }
+            },
+        };
+        let now_ms = unix_ms();
+        let restarts_window = window_ms > 0 && delta.is_none();
+        let delta_name = delta.as_ref().map(|d| d.name.clone());
+        let kept = crate::history::retain(
+            &self.kept,
+            &self.chain,
+            &chain,
+            delta,
+            cursor.caught_up_to,
+            (now_ms, window_ms),
+        );
+        let index = kept.onto(SegmentIndex::new(
+            tenant,
+            segment,
+            generation,
+            cursor.caught_up_to,
+            cursor.last_applied,
+            chain.clone(),
+        ));
+        let Some(index_bytes) = self
+            .retry("uploading the index", || {
+                shared.remote.upload_index(tenant, segment, &index)
+            })
+            .await
+        else {
+            abandon(self);
+            return;
+        };
+        shared.metrics.bytes_uploaded.add(index_bytes);
+        // The window and the page store's chain follow the durable index: pages whose newest
+        // version it holds may be evicted from now on.
+        self.segment
+            .publish_window(tenant, cursor.caught_up_to, &chain, &kept);
+        let directory = written.as_ref().map(|(_, w)| w.directory.clone());
+        let delta_pages = if written.is_some() {
+            Vec::new()
+        } else {
+            delta_pages.unwrap_or_default()
+        };
+        self.publish_chain(
+            &chain,
+            directory,
+            delta_pages,
+            &kept.deltas,
+            cursor.caught_up_to,
+        );
+        let merged = written
+            .as_ref()
+            .is_some_and(|(p, _)| p.keep < self.chain.len());
+        if merged {
+            // An image or a merge: the layers it replaces are garbage from now on.
+            crash_point::hit("compacted-index-uploaded");
+        }
+        shared.metrics.checkpoints.inc();
+        match written.as_ref().map(|(p, _)| p.kind) {
+            Some(LayerKind::Image) => shared.metrics.image_layers_written.inc(),
+            Some(LayerKind::Changes) => shared.metrics.changes_layers_written.inc(),
+            None => shared.metrics.delta_only_checkpoints.inc(),
+        }
+        self.checkpointed = cursor.caught_up_to;
+        self.last_record = cursor.last_applied;
+        // The records the window's new delta covers leave the buffer.
+        if let Some(buffer) = self.segment.records.locked().as_mut() {
+            buffer.checkpointed(cursor.caught_up_to);
+        }
+        if restarts_window {
+            warn!(lsn = %cursor.caught_up_to, "the redo since the last checkpoint was not all kept (buffer bound reached): the retention window restarts at this checkpoint");
+        }
+        self.kept = kept;
+        self.chain = chain;
+        self.records_at_checkpoint = records_before;
+        let (kind, last_layer, pages, bytes) = match &written {
+            Some((p, w)) => (
+                p.kind.name(),
+                Some(w.name.clone()),
+                w.meta.page_count,
+                w.uploaded.bytes,
+            ),
+            None => ("delta", delta_name, 0, 0),
+        };
+        self.segment.update_checkpoint(|c| {
+            c.uploading = false;
+            c.checkpointed_lsn = cursor.caught_up_to;
+            c.checkpoints += 1;
+            c.last_layer = last_layer.clone();
+            c.last_layer_pages = pages;
+            c.chain_layers = self.chain.len();
+            c.chain_bytes = self.chain.iter().map(|l| l.bytes).sum();
+            c.window_restarts += u64::from(restarts_window);
+            c.last_problem = None;
+        });
+        info!(lsn = %cursor.caught_up_to, kind, pages, bytes, chain = self.chain.len(), "checkpoint durable");
+        if let Some(local) = &local {
+            remove_quietly(local);
+        }
+
+        // 4. This generation's layers the index no longer names.
+        let keep = self.named_by_own_generation();
+        let newest = self.collect_garbage(&keep).await;
+
+        // 5. The safekeepers may drop the log it covers, if this is still the newest generation.
+        // Trimming the log is a deletion too: a newer attachment may have restored from an
+        // older checkpoint than this one and still need the log above it. Ordering makes the
+        // check sufficient: this index was uploaded before the claims were read, and a newer
+        // attachment claims its generation before it reads the newest index, so one that this
+        // check missed restored from this checkpoint or a later one.
+        if newest {
+            self.trim(cursor.caught_up_to).await;
+            // 6. Older generations' superseded objects, once this claim is old enough.
+            self.gc_pending = true;
+            self.maybe_collect_older().await;
+        }
+    }
+
+    /// Steps 1 and 2 of a checkpoint that writes a layer: the layer written to a local file as
+    /// of `cursor`, then uploaded under this generation. `None`: abandoned (tried again later).
+    async fn write_and_upload(&self, plan: LayerPlan, cursor: Cursor) -> Option<WrittenLayer> {
+        let shared = self.shared.clone();
+        let (tenant, segment, generation) = (self.tenant.id, self.segment.id, self.generation);
         let (kind, since) = (plan.kind, plan.since);
         let name = match kind {
             LayerKind::Image => layer::image_layer_name(cursor.caught_up_to),
             LayerKind::Changes => layer::changes_layer_name(since, cursor.caught_up_to),
         };
-
-        // 1. The layer, written locally.
         let dir = layers_dir(&shared, tenant, segment);
         let local = dir.join(format!("{name}-{:08x}.upload", generation.0));
         let pages = self.tenant.pages.clone();
@@ -313,23 +578,21 @@ impl Checkpointer {
                 debug!(error = %e, "checkpoint abandoned: a page moved on; trying again later");
                 self.note_problem(format!("checkpoint abandoned: {e}"));
                 remove_quietly(&local);
-                return;
+                return None;
             }
             Ok(Err(e)) => {
                 shared.metrics.checkpoint_aborts.inc();
                 error!(error = %e, path = %local.display(), "writing a layer file failed");
                 self.note_problem(format!("writing a layer: {e}"));
                 remove_quietly(&local);
-                return;
+                return None;
             }
             Err(e) => {
                 error!(error = %e, "the layer writing task failed");
                 remove_quietly(&local);
-                return;
+                return None;
             }
         };
-
-        // 2. The layer, uploaded.
         self.segment.update_checkpoint(|c| c.uploading = true);
         let key = keys::layer_key(tenant, segment, &name, generation);
         let Some(uploaded) = self
@@ -340,7 +603,7 @@ impl Checkpointer {
         else {
             self.segment.update_checkpoint(|c| c.uploading = false);
             remove_quietly(&local);
-            return;
+            return None;
         };
         shared.metrics.bytes_uploaded.add(uploaded.bytes);
         crash_point::hit(match kind {
@@ -355,152 +618,52 @@ impl Checkpointer {
             );
             self.segment.update_checkpoint(|c| c.uploading = false);
             remove_quietly(&local);
-            return;
+            return None;
         }
+        Some(WrittenLayer {
+            name,
+            meta,
+            directory,
+            local,
+            uploaded,
+        })
+    }
 
-        // 2b. With a retention window, the redo since the previous checkpoint (RFC 0010).
-        let window_ms = shared.config.pitr_window.as_millis() as u64;
-        let delta = if window_ms > 0 {
-            match self.upload_delta(cursor.caught_up_to).await {
-                DeltaUpload::Uploaded(d) => Some(d),
-                DeltaUpload::Missing => None,
-                DeltaUpload::Failed => {
-                    self.segment.update_checkpoint(|c| c.uploading = false);
-                    remove_quietly(&local);
-                    return;
-                }
-            }
-        } else {
-            None
-        };
+    /// The delta layers the current index names above its chain's newest layer (RFC 0011).
+    fn deltas_above_chain(&self) -> DeltasAbove {
+        let top = self.chain.last().map_or(Lsn::INVALID, |l| l.lsn);
+        let above = self.kept.deltas.iter().filter(|d| d.lsn > top);
+        DeltasAbove {
+            count: above.clone().count(),
+            pages: above.clone().map(|d| u64::from(d.pages)).sum(),
+            bytes: above.map(|d| d.bytes).sum(),
+        }
+    }
 
-        // 3. The index: the checkpoint is durable once it is. Only while this attachment's
-        // claim is the newest: a stale one uploads no index any more (`crate::gc` relies on it).
-        let Some(newest_claim) = self
-            .retry("checking the generation", || {
-                shared.remote.newest_claim(tenant, segment)
-            })
-            .await
-        else {
-            self.segment.update_checkpoint(|c| c.uploading = false);
-            remove_quietly(&local);
-            return;
-        };
-        if newest_claim > generation {
-            self.become_stale(newest_claim);
-            self.segment.update_checkpoint(|c| c.uploading = false);
-            remove_quietly(&local);
-            return;
+    /// The pages the deltas above the chain hold once a delta up to `upto` is added: those the
+    /// page store's chain knew, and those of the buffered records in `(checkpointed, upto]`.
+    fn delta_pages(&self, upto: Lsn) -> Vec<u32> {
+        let mut pages: Vec<u32> = self
+            .tenant
+            .pages
+            .remote_chain(self.segment.id)
+            .map(|c| c.delta_pages.clone())
+            .unwrap_or_default();
+        if let Some(b) = self.segment.records.locked().as_ref() {
+            pages.extend(b.pages_in(self.checkpointed, upto));
         }
-        let chain = match kind {
-            LayerKind::Image => vec![LayerRef::image(
-                name.clone(),
-                generation,
-                &meta,
-                uploaded.crc32c,
-            )],
-            LayerKind::Changes => {
-                let mut chain = self.chain[..plan.keep].to_vec();
-                chain.push(LayerRef::changes(
-                    name.clone(),
-                    generation,
-                    since,
-                    &meta,
-                    uploaded.crc32c,
-                ));
-                chain
-            }
-        };
-        let now_ms = unix_ms();
-        let restarts_window = window_ms > 0 && delta.is_none();
-        let kept = crate::history::retain(
-            &self.kept,
-            &self.chain,
-            &chain,
-            delta,
-            cursor.caught_up_to,
-            (now_ms, window_ms),
-        );
-        let index = kept.onto(SegmentIndex::new(
-            tenant,
-            segment,
-            generation,
-            cursor.caught_up_to,
-            cursor.last_applied,
-            chain.clone(),
-        ));
-        let Some(index_bytes) = self
-            .retry("uploading the index", || {
-                shared.remote.upload_index(tenant, segment, &index)
-            })
-            .await
-        else {
-            self.segment.update_checkpoint(|c| c.uploading = false);
-            remove_quietly(&local);
-            return;
-        };
-        shared.metrics.bytes_uploaded.add(index_bytes);
-        // The page store's chain follows the durable index: pages whose newest version it
-        // holds may be evicted from now on.
-        self.publish_chain(&chain, directory, cursor.caught_up_to);
-        if plan.keep < self.chain.len() {
-            // An image or a merge: the layers it replaces are garbage from now on.
-            crash_point::hit("compacted-index-uploaded");
-        }
-        shared.metrics.checkpoints.inc();
-        match kind {
-            LayerKind::Image => shared.metrics.image_layers_written.inc(),
-            LayerKind::Changes => shared.metrics.changes_layers_written.inc(),
-        }
-        self.checkpointed = cursor.caught_up_to;
-        self.last_record = cursor.last_applied;
-        // The window follows the durable index; the records it covers leave the buffer.
-        if let Some(buffer) = self.segment.records.locked().as_mut() {
-            buffer.checkpointed(cursor.caught_up_to);
-        }
-        self.segment
-            .publish_window(tenant, cursor.caught_up_to, &chain, &kept);
-        if restarts_window {
-            warn!(lsn = %cursor.caught_up_to, "the redo since the last checkpoint was not all kept (buffer bound reached): the retention window restarts at this checkpoint");
-        }
-        self.kept = kept;
-        self.chain = chain;
-        self.records_at_checkpoint = records_before;
-        self.segment.update_checkpoint(|c| {
-            c.uploading = false;
-            c.checkpointed_lsn = cursor.caught_up_to;
-            c.checkpoints += 1;
-            c.last_layer = Some(name.clone());
-            c.last_layer_pages = meta.page_count;
-            c.chain_layers = self.chain.len();
-            c.chain_bytes = self.chain.iter().map(|l| l.bytes).sum();
-            c.window_restarts += u64::from(restarts_window);
-            c.last_problem = None;
-        });
-        info!(lsn = %cursor.caught_up_to, kind = kind.name(), pages = meta.page_count, bytes = uploaded.bytes, chain = self.chain.len(), "checkpoint durable");
-        remove_quietly(&local);
-
-        // 4. This generation's layers the index no longer names.
-        let keep = self.named_by_own_generation();
-        let newest = self.collect_garbage(&keep).await;
-
-        // 5. The safekeepers may drop the log it covers, if this is still the newest generation.
-        // Trimming the log is a deletion too: a newer attachment may have restored from an
-        // older checkpoint than this one and still need the log above it. Ordering makes the
-        // check sufficient: this index was uploaded before the claims were read, and a newer
-        // attachment claims its generation before it reads the newest index, so one that this
-        // check missed restored from this checkpoint or a later one.
-        if newest {
-            self.trim(cursor.caught_up_to).await;
-            // 6. Older generations' superseded objects, once this claim is old enough.
-            self.gc_pending = true;
-            self.maybe_collect_older().await;
-        }
+        pages.sort_unstable();
+        pages.dedup();
+        pages
     }
 
     /// With no new record to checkpoint, the retention window still moves on: once its start can
     /// advance past layers it keeps, the index is uploaded again (same checkpoint, fewer layers),
-    /// and what it no longer names is collected as after a checkpoint.
+    /// and what it no longer names is collected as after a checkpoint. Once it would start
+    /// above the chain's newest layer, the deltas above that layer are **folded** first: a
+    /// changes layer since that layer, at the same checkpoint, holds what they changed (RFC
+    /// 0011), so an idle segment sheds them one window later, and its reads after a restart
+    /// cost one record each again.
     async fn expire_window(&mut self) {
         let shared = self.shared.clone();
         let window_ms = shared.config.pitr_window.as_millis() as u64;
@@ -508,21 +671,52 @@ impl Checkpointer {
             return;
         }
         let now_ms = unix_ms();
-        let Some(kept) = crate::history::expire(&self.kept, &self.chain, (now_ms, window_ms))
-        else {
-            return;
-        };
         let (tenant, segment, generation) = (self.tenant.id, self.segment.id, self.generation);
+        let mut chain = self.chain.clone();
+        let mut folded = None;
+        if self.deltas_above_chain().count > 0
+            && crate::history::passed_chain_top(&self.kept, &self.chain, (now_ms, window_ms))
+        {
+            let Some(w) = self.fold_deltas().await else {
+                return;
+            };
+            let top = chain.last().map_or(Lsn::INVALID, |l| l.lsn);
+            chain.push(LayerRef::changes(
+                w.name.clone(),
+                generation,
+                top,
+                &w.meta,
+                w.uploaded.crc32c,
+            ));
+            folded = Some(w);
+        }
+        let kept = match crate::history::expire(&self.kept, &chain, (now_ms, window_ms)) {
+            Some(kept) => kept,
+            None if folded.is_some() => self.kept.clone(),
+            None => return,
+        };
+        let local = folded.as_ref().map(|w| w.local.clone());
+        let done = |this: &Self| {
+            if let Some(local) = &local {
+                remove_quietly(local);
+                this.segment.update_checkpoint(|c| c.uploading = false);
+            }
+            if !this.segment.checkpoint_status().stale {
+                this.tenant.pages.hold_eviction(this.segment.id, false);
+            }
+        };
         let Some(newest_claim) = self
             .retry("checking the generation", || {
                 shared.remote.newest_claim(tenant, segment)
             })
             .await
         else {
+            done(self);
             return;
         };
         if newest_claim > generation {
             self.become_stale(newest_claim);
+            done(self);
             return;
         }
         let index = kept.onto(SegmentIndex::new(
@@ -531,7 +725,7 @@ impl Checkpointer {
             generation,
             self.checkpointed,
             self.last_record,
-            self.chain.clone(),
+            chain.clone(),
         ));
         let Some(index_bytes) = self
             .retry("uploading the index", || {
@@ -539,21 +733,79 @@ impl Checkpointer {
             })
             .await
         else {
+            done(self);
             return;
         };
         shared.metrics.bytes_uploaded.add(index_bytes);
-        let dropped = self.kept.history.len() + self.kept.deltas.len()
-            - kept.history.len()
-            - kept.deltas.len();
-        info!(from = ?kept.from, dropped, "the retention window moved on: the index names {dropped} layers fewer");
+        let dropped = (self.kept.history.len() + self.kept.deltas.len())
+            .saturating_sub(kept.history.len() + kept.deltas.len());
+        info!(from = ?kept.from, dropped, folded = folded.is_some(), "the retention window moved on: the index names {dropped} layers fewer");
         self.segment
-            .publish_window(tenant, self.checkpointed, &self.chain, &kept);
+            .publish_window(tenant, self.checkpointed, &chain, &kept);
+        if let Some(w) = &folded {
+            shared.metrics.changes_layers_written.inc();
+            self.publish_chain(
+                &chain,
+                Some(w.directory.clone()),
+                Vec::new(),
+                &kept.deltas,
+                self.checkpointed,
+            );
+            let (name, pages) = (w.name.clone(), w.meta.page_count);
+            self.segment.update_checkpoint(|c| {
+                c.last_layer = Some(name);
+                c.last_layer_pages = pages;
+                c.chain_layers = chain.len();
+                c.chain_bytes = chain.iter().map(|l| l.bytes).sum();
+            });
+        }
         self.kept = kept;
+        self.chain = chain;
+        done(self);
         let keep = self.named_by_own_generation();
         if self.collect_garbage(&keep).await {
             self.gc_pending = true;
             self.maybe_collect_older().await;
         }
+    }
+
+    /// The changes layer that folds the deltas above the chain into it, at the last checkpoint
+    /// (see [`Checkpointer::expire_window`]); written and uploaded, not yet named by an index.
+    /// Eviction stays held until the caller is done.
+    async fn fold_deltas(&self) -> Option<WrittenLayer> {
+        let shared = self.shared.clone();
+        let top = self.chain.last()?.lsn;
+        self.tenant.pages.hold_eviction(self.segment.id, true);
+        let hydrated = crate::restore::hydrate(
+            &shared,
+            &self.tenant,
+            &self.segment,
+            crate::restore::Hydrate::Deltas,
+        )
+        .await;
+        let written = match hydrated {
+            Ok(()) => {
+                let plan = LayerPlan {
+                    kind: LayerKind::Changes,
+                    since: top,
+                    keep: self.chain.len(),
+                };
+                let cursor = Cursor {
+                    caught_up_to: self.checkpointed,
+                    last_applied: self.last_record,
+                };
+                self.write_and_upload(plan, cursor).await
+            }
+            Err(e) => {
+                shared.metrics.object_store_errors.inc();
+                warn!(error = %e, "hydrating before folding the deltas failed; next time");
+                None
+            }
+        };
+        if written.is_none() && !self.segment.checkpoint_status().stale {
+            self.tenant.pages.hold_eviction(self.segment.id, false);
+        }
+        written
     }
 
     /// This generation's layers the current index names (chain, history, deltas).
@@ -631,24 +883,37 @@ impl Checkpointer {
     }
 
     /// Hands the page store the chain of the index just uploaded, newest layer first: the new
-    /// layer with the `directory` it was written with, then the kept layers with the
-    /// directories the store already had. If one of those is unknown (a version 1 layer the
-    /// restore downloaded whole), the chain is handed over without it and nothing of the
-    /// segment is evicted (its pages were all installed; none of them is fetched from it).
-    fn publish_chain(&self, chain: &[LayerRef], directory: Vec<u32>, checkpoint_lsn: Lsn) {
+    /// layer (if one was written) with the `directory` it was written with, then the kept layers
+    /// with the directories the store already had, and the pages the `deltas` above the chain
+    /// hold with the window that rebuilds them (RFC 0011). If a kept layer is unknown (a
+    /// version 1 layer the restore downloaded whole), the chain is handed over without it and
+    /// nothing of the segment is evicted (its pages were all installed; none of them is fetched
+    /// from it).
+    fn publish_chain(
+        &self,
+        chain: &[LayerRef],
+        directory: Option<Vec<u32>>,
+        delta_pages: Vec<u32>,
+        deltas: &[LayerRef],
+        checkpoint_lsn: Lsn,
+    ) {
         let pages = &self.tenant.pages;
         let known = pages.remote_chain(self.segment.id);
-        let Some((newest, kept)) = chain.split_last() else {
-            return;
+        let (kept, mut remote) = match (directory, chain.split_last()) {
+            (Some(directory), Some((newest, kept))) => (
+                kept,
+                RemoteChain {
+                    layers: vec![Arc::new(RemoteLayer {
+                        layer: newest.clone(),
+                        directory,
+                        above: newest.from_lsn.unwrap_or(Lsn::INVALID),
+                    })],
+                    ..RemoteChain::default()
+                },
+            ),
+            _ => (chain, RemoteChain::default()),
         };
-        let mut remote = RemoteChain {
-            layers: vec![Arc::new(RemoteLayer {
-                layer: newest.clone(),
-                directory,
-                above: newest.from_lsn.unwrap_or(Lsn::INVALID),
-            })],
-            evict_upto: checkpoint_lsn,
-        };
+        remote.evict_upto = checkpoint_lsn;
         for layer_ref in kept.iter().rev() {
             let found = known.as_ref().and_then(|k| {
                 k.layers.iter().find(|l| {
@@ -659,6 +924,16 @@ impl Checkpointer {
                 Some(l) => remote.layers.push(l.clone()),
                 None => remote.evict_upto = Lsn::INVALID,
             }
+        }
+        if !delta_pages.is_empty() {
+            remote.window = Some(Arc::new(crate::history::Window::of_chain(
+                (self.tenant.id, self.segment.id),
+                checkpoint_lsn,
+                chain,
+                deltas,
+                known.as_ref().and_then(|k| k.window.as_deref()),
+            )));
+            remote.delta_pages = delta_pages;
         }
         pages.set_remote(self.segment.id, remote);
     }

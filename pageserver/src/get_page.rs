@@ -225,6 +225,7 @@ async fn read_local(
             Err(e) => {
                 return Err(match e {
                     FetchError::Remote(e) => GetPageError::Io(format!("fetching the page: {e}")),
+                    FetchError::Window(e) => GetPageError::Io(format!("fetching the page: {e}")),
                     FetchError::Corrupt { .. } => GetPageError::Corrupt(e.to_string()),
                     FetchError::Install(e) => GetPageError::Io(e.to_string()),
                     FetchError::Task(e) => GetPageError::Internal(e),

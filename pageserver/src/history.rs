@@ -26,6 +26,7 @@ use crate::delta::DeltaEntry;
 use crate::index::{LayerRef, SegmentIndex};
 use borealis_core::redo::RedoRecord;
 use borealis_core::{Lsn, SegmentId, TenantId};
+use borealis_utils::LockExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -137,6 +138,24 @@ impl RecordBuffer {
         )
     }
 
+    /// Whether every record applied above `from` is here (a delta from `from` can be written).
+    pub fn holds_above(&self, from: Lsn) -> bool {
+        self.above <= from
+    }
+
+    /// The pages the records in `(from, to]` change, increasing, each once.
+    pub fn pages_in(&self, from: Lsn, to: Lsn) -> Vec<u32> {
+        let mut pages: Vec<u32> = self
+            .records
+            .iter()
+            .filter(|r| r.lsn > from && r.lsn <= to)
+            .map(|r| r.page_no.0)
+            .collect();
+        pages.sort_unstable();
+        pages.dedup();
+        pages
+    }
+
     /// A checkpoint at `lsn` is durable: its records leave.
     pub fn checkpointed(&mut self, lsn: Lsn) {
         let keep = self.records.partition_point(|r| r.lsn <= lsn);
@@ -210,24 +229,48 @@ pub fn retain(
     // The window's start: the newest checkpoint at or before `now - window`, else the oldest
     // from which the deltas run (the start of the old window, or of the log).
     let horizon_ms = now_ms.saturating_sub(window_ms);
-    let mut from = checkpoints
+    let wanted = checkpoints
         .iter()
         .rev()
         .find(|c| c.1 <= horizon_ms)
         .map_or(old.from.unwrap_or(deltas_from).max(deltas_from), |c| c.0);
+    let mut from = window_start(&layers, new_chain, wanted);
     loop {
         let kept = keep_from(&layers, new_chain, &deltas, &checkpoints, from);
         let named = new_chain.len() + kept.history.len() + kept.deltas.len();
-        if named <= HISTORY_LAYERS_MAX || from >= checkpoint {
+        if named <= HISTORY_LAYERS_MAX {
             return kept;
         }
-        // Too many layers: the window starts at the next checkpoint.
-        from = checkpoints
+        // Too many layers: the window starts at the next layer (never above the chain top).
+        let Some(next) = layers
             .iter()
-            .map(|c| c.0)
-            .find(|&c| c > from)
-            .unwrap_or(checkpoint);
+            .chain(new_chain)
+            .map(|l| l.lsn)
+            .filter(|&l| l > from)
+            .min()
+            .map(|l| window_start(&layers, new_chain, l))
+            .filter(|&l| l > from)
+        else {
+            return kept;
+        };
+        from = next;
     }
+}
+
+/// Where a window that should start at `wanted` starts: at the highest layer LSN at or below it
+/// (of `layers` or `chain`), as a read rebuilds from the highest layer below its LSN plus the
+/// deltas above that layer; `wanted` itself if no layer is that low (the deltas then start
+/// there). Never above the chain top: the deltas above it are the segment's current state (RFC
+/// 0011).
+fn window_start(layers: &[LayerRef], chain: &[LayerRef], wanted: Lsn) -> Lsn {
+    let snapped = layers
+        .iter()
+        .chain(chain)
+        .map(|l| l.lsn)
+        .filter(|&l| l <= wanted)
+        .max()
+        .unwrap_or(wanted);
+    chain.last().map_or(snapped, |top| snapped.min(top.lsn))
 }
 
 /// Directories read so far, by layer (name, generation).
@@ -280,10 +323,27 @@ pub fn expire(old: &Kept, chain: &[LayerRef], (now_ms, window_ms): (u64, u64)) -
         .iter()
         .rev()
         .find(|c| c.1 <= horizon_ms)
-        .map(|c| c.0)
+        .map(|c| window_start(&old.history, chain, c.0))
         .filter(|&f| f > current)?;
     let kept = keep_from(&old.history, chain, &old.deltas, &old.checkpoints, from);
     (kept.history.len() + kept.deltas.len() < old.history.len() + old.deltas.len()).then_some(kept)
+}
+
+/// Whether the window of an index that keeps `old` besides `chain` should start above the
+/// chain's newest layer by now: then the deltas above that layer are only the segment's current
+/// state, which a changes layer can hold instead (RFC 0011, an idle segment's fold).
+pub fn passed_chain_top(old: &Kept, chain: &[LayerRef], (now_ms, window_ms): (u64, u64)) -> bool {
+    let Some(top) = chain.last() else {
+        return false;
+    };
+    let horizon_ms = now_ms.saturating_sub(window_ms);
+    window_ms > 0
+        && old
+            .checkpoints
+            .iter()
+            .rev()
+            .find(|c| c.1 <= horizon_ms)
+            .is_some_and(|c| c.0 > top.lsn)
 }
 
 /// A segment's window as of its newest durable index, for reads: the layers and deltas it
@@ -330,6 +390,49 @@ impl Window {
 
     pub fn covers(&self, lsn: Lsn) -> bool {
         self.from <= lsn && lsn <= self.upto
+    }
+
+    /// The window that rebuilds a chain's checkpoint `upto` only (RFC 0011): the chain's layers
+    /// and the `deltas` above its newest layer, no history (which the retention window may drop
+    /// while the chain is still in use). Directories `previous` already read are carried over.
+    pub fn of_chain(
+        (tenant, segment): (TenantId, SegmentId),
+        upto: Lsn,
+        chain: &[LayerRef],
+        deltas: &[LayerRef],
+        previous: Option<&Window>,
+    ) -> Window {
+        let top = chain.last().map_or(Lsn::INVALID, |l| l.lsn);
+        let deltas: Vec<LayerRef> = deltas.iter().filter(|d| d.lsn > top).cloned().collect();
+        let mut layers = chain.to_vec();
+        layers.sort_by_key(|l| l.lsn);
+        let named = |key: &(String, u32), refs: &[LayerRef]| {
+            refs.iter()
+                .any(|l| l.name == key.0 && l.generation == key.1)
+        };
+        let (mut directories, mut delta_directories) = (Cached::new(), Cached::new());
+        if let Some(p) = previous {
+            for (k, v) in p.directories.locked().iter() {
+                if named(k, &layers) {
+                    directories.insert(k.clone(), v.clone());
+                }
+            }
+            for (k, v) in p.delta_directories.locked().iter() {
+                if named(k, &deltas) {
+                    delta_directories.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        Window {
+            tenant,
+            segment,
+            from: top,
+            upto,
+            layers,
+            deltas,
+            directories: Mutex::new(directories),
+            delta_directories: Mutex::new(delta_directories),
+        }
     }
 }
 
@@ -522,6 +625,65 @@ mod tests {
             (9 * min, 0),
         );
         assert_eq!(off, Kept::default());
+    }
+
+    /// RFC 0011: checkpoints that write only a delta keep the chain; the window never starts
+    /// above the chain top (its deltas are the segment's current state) and always at a layer
+    /// (a read rebuilds from the highest layer below it), however old the checkpoints are.
+    #[test]
+    fn retention_keeps_every_delta_above_the_chain_top() {
+        let min = 60_000;
+        let chain = vec![image(100)];
+        let mut kept = retain(
+            &Kept::default(),
+            &[],
+            &chain,
+            Some(delta(0, 100)),
+            Lsn(100),
+            (min, 3 * min),
+        );
+        for step in 2..=8u64 {
+            let lsn = step * 100;
+            kept = retain(
+                &kept,
+                &chain,
+                &chain,
+                Some(delta(lsn - 100, lsn)),
+                Lsn(lsn),
+                (step * min, 3 * min),
+            );
+            if step < 4 {
+                // The window is younger than three minutes: from the log's start.
+                assert_eq!(kept.from, Some(Lsn(0)), "step {step}");
+                continue;
+            }
+            // The window's start (minute `step - 3`) is above the chain top: clamped to it.
+            assert_eq!(kept.from, Some(Lsn(100)), "step {step}");
+            let deltas: Vec<u64> = kept.deltas.iter().map(|l| l.lsn.0).collect();
+            assert_eq!(deltas, (2..=step).map(|s| s * 100).collect::<Vec<_>>());
+        }
+        // Idle: the window cannot move past the chain top.
+        assert_eq!(expire(&kept, &chain, (60 * min, 3 * min)), None);
+        // A changes layer since the chain top at 900: the window (from minute 6, LSN 600)
+        // snaps down to the highest layer at or below it, the image at 100, until the window
+        // passes 900.
+        let new_chain = vec![image(100), changes(100, 900)];
+        let kept9 = retain(
+            &kept,
+            &chain,
+            &new_chain,
+            Some(delta(800, 900)),
+            Lsn(900),
+            (9 * min, 3 * min),
+        );
+        assert_eq!(kept9.from, Some(Lsn(100)));
+        assert_eq!(kept9.deltas.len(), 8);
+        let later = expire(&kept9, &new_chain, (13 * min, 3 * min)).unwrap();
+        assert_eq!(later.from, Some(Lsn(900)));
+        assert!(
+            later.deltas.is_empty() && later.history.is_empty(),
+            "{later:?}"
+        );
     }
 
     #[test]

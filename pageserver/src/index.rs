@@ -2,8 +2,11 @@
 //!
 //! The layers form a **chain**, oldest first: one image layer (every page as of its LSN), then
 //! zero or more changes layers, each holding the pages changed between the layer before it and
-//! its own LSN (`from_lsn` is the LSN of the layer before). The last layer is at the checkpoint
-//! LSN. A page's content as of the checkpoint is in the newest layer of the chain that holds it.
+//! its own LSN (`from_lsn` is the LSN of the layer before). The last layer (the *chain top*) is
+//! at the checkpoint LSN, or, from version 4 on (RFC 0011), below it: then the index's delta
+//! layers cover the records from the chain top to the checkpoint, and a page's content as of the
+//! checkpoint is its newest version in the chain plus its records in those deltas. Otherwise it
+//! is in the newest layer of the chain that holds it.
 //! The checkpointer keeps the chain short ([`crate::checkpoint`]: a new image once it has
 //! `CHANGES_LAYERS_MAX` changes layers or their bytes reach half the image's), so a restore reads
 //! a bounded number of layers, and what a checkpoint uploads follows the pages changed since the
@@ -37,7 +40,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub const INDEX_MAGIC: &str = "borealis-segment-index";
-pub const INDEX_VERSION: u32 = 3;
+pub const INDEX_VERSION: u32 = 4;
+/// The first version whose chain may end below the checkpoint (RFC 0011).
+pub const INDEX_VERSION_CHAIN_BELOW: u32 = 4;
 /// The oldest version still read: one image layer at the checkpoint.
 pub const INDEX_VERSION_MIN: u32 = 1;
 /// Layers one index may name: a bound on what a reader downloads before it trusts the index.
@@ -199,6 +204,11 @@ impl SegmentIndex {
         Generation(self.generation)
     }
 
+    /// The LSN of the chain's newest layer: the checkpoint's, or below it (RFC 0011).
+    pub fn chain_top(&self) -> Option<Lsn> {
+        self.layers.last().map(|l| l.lsn)
+    }
+
     fn crc(&self) -> u32 {
         let mut unsealed = self.clone();
         unsealed.crc32c = 0;
@@ -255,8 +265,19 @@ impl SegmentIndex {
         if index.layers.is_empty() || index.layers.len() > INDEX_LAYERS_MAX {
             return Err(bad(format!("{} layers", index.layers.len())));
         }
-        check_chain(&index.layers, index.checkpoint_lsn).map_err(bad)?;
+        check_chain(&index.layers, index.checkpoint_lsn, index.version).map_err(bad)?;
         check_window(&index).map_err(bad)?;
+        if let Some(top) = index.chain_top().filter(|&t| t < index.checkpoint_lsn) {
+            // The deltas (contiguous up to the checkpoint, `check_window`) must reach down to
+            // the chain top.
+            if index.history_from.is_none_or(|from| from > top) {
+                return Err(bad(format!(
+                    "the chain ends at {top}, below the checkpoint at {}, and the deltas do not \
+                     cover the gap (history from {:?})",
+                    index.checkpoint_lsn, index.history_from
+                )));
+            }
+        }
         if index.version == 1 && index.layers.len() != 1 {
             return Err(bad("a version 1 index names one image layer".into()));
         }
@@ -265,8 +286,8 @@ impl SegmentIndex {
 }
 
 /// The chain rule (see the module docs): an image layer first, then changes layers each from
-/// the LSN of the layer before, the last at `checkpoint_lsn`.
-fn check_chain(layers: &[LayerRef], checkpoint_lsn: Lsn) -> Result<(), String> {
+/// the LSN of the layer before, the last at `checkpoint_lsn` (from version 4: at or below it).
+fn check_chain(layers: &[LayerRef], checkpoint_lsn: Lsn, version: u32) -> Result<(), String> {
     let mut below: Option<Lsn> = None;
     for (i, l) in layers.iter().enumerate() {
         if l.name.contains('/') || l.name.is_empty() {
@@ -284,7 +305,11 @@ fn check_chain(layers: &[LayerRef], checkpoint_lsn: Lsn) -> Result<(), String> {
         }
         below = Some(l.lsn);
     }
-    if below != Some(checkpoint_lsn) {
+    let ends_ok = match below {
+        Some(top) if version >= INDEX_VERSION_CHAIN_BELOW => top <= checkpoint_lsn,
+        top => top == Some(checkpoint_lsn),
+    };
+    if !ends_ok {
         return Err(format!(
             "the chain ends at {below:?}, the checkpoint is at {checkpoint_lsn}"
         ));
@@ -385,10 +410,10 @@ mod tests {
         let text = String::from_utf8(sample().encode()).unwrap();
         assert_eq!(
             text,
-            "{\"magic\":\"borealis-segment-index\",\"version\":3,\"tenant\":\"00000000000000ab\",\
+            "{\"magic\":\"borealis-segment-index\",\"version\":4,\"tenant\":\"00000000000000ab\",\
              \"segment\":0,\"generation\":3,\"checkpoint_lsn\":1234,\"last_record_lsn\":1230,\
              \"layers\":[{\"name\":\"image-00000000000004d2\",\"generation\":3,\"kind\":\"image\",\
-             \"lsn\":1234,\"pages\":17,\"bytes\":70104,\"crc32c\":305419896}],\"crc32c\":2805107911}"
+             \"lsn\":1234,\"pages\":17,\"bytes\":70104,\"crc32c\":305419896}],\"crc32c\":1329311924}"
         );
     }
 
@@ -472,12 +497,12 @@ mod tests {
         let text = String::from_utf8(index.encode()).unwrap();
         assert_eq!(
             text,
-            "{\"magic\":\"borealis-segment-index\",\"version\":3,\"tenant\":\"00000000000000ab\",\
+            "{\"magic\":\"borealis-segment-index\",\"version\":4,\"tenant\":\"00000000000000ab\",\
              \"segment\":0,\"generation\":3,\"checkpoint_lsn\":20,\"last_record_lsn\":20,\
              \"layers\":[{\"name\":\"image-a\",\"generation\":2,\"kind\":\"image\",\"lsn\":10,\
              \"pages\":4,\"bytes\":16544,\"crc32c\":1},{\"name\":\"changes-a-14\",\"generation\":3,\
              \"kind\":\"changes\",\"lsn\":20,\"from_lsn\":10,\"pages\":1,\"bytes\":4184,\
-             \"crc32c\":2}],\"crc32c\":1654814602}"
+             \"crc32c\":2}],\"crc32c\":904453647}"
         );
         assert_eq!(decode(&index).unwrap().layers, index.layers);
     }
@@ -541,9 +566,12 @@ mod tests {
         let mut v2 = sample();
         v2.version = 2;
         assert_eq!(decode(&v2).unwrap().layers, sample().layers);
-        let mut v4 = sample();
-        v4.version = 4;
-        assert!(decode(&v4).unwrap_err().0.contains("version"));
+        let mut v3 = sample();
+        v3.version = 3;
+        assert_eq!(decode(&v3).unwrap().layers, sample().layers);
+        let mut v5 = sample();
+        v5.version = 5;
+        assert!(decode(&v5).unwrap_err().0.contains("version"));
     }
 
     fn window_index() -> SegmentIndex {
@@ -614,8 +642,38 @@ mod tests {
         assert!(decode(&marks).is_err());
     }
 
+    /// Version 4 (RFC 0011): the chain may end below the checkpoint when the deltas cover the
+    /// gap; version 3 may not, and a gap the deltas do not cover is refused.
+    #[test]
+    fn a_chain_below_the_checkpoint_needs_the_deltas_and_version_4() {
+        let mut below = window_index();
+        below.history.pop();
+        below.layers = vec![LayerRef::image(
+            "image-c".into(),
+            Generation(3),
+            &meta(10, 4),
+            3,
+        )];
+        below.history_from = Some(Lsn(10));
+        below.checkpoints = vec![(Lsn(10), 2000), (Lsn(20), 3000)];
+        let back = decode(&below).unwrap();
+        assert_eq!(back.chain_top(), Some(Lsn(10)));
+        let mut v3 = below.clone();
+        v3.version = 3;
+        assert!(decode(&v3).unwrap_err().0.contains("the chain ends at"));
+        let mut uncovered = below.clone();
+        uncovered.history_from = Some(Lsn(15));
+        uncovered.checkpoints = vec![(Lsn(15), 2500), (Lsn(20), 3000)];
+        assert!(decode(&uncovered).unwrap_err().0.contains("do not cover"));
+        let mut none = below;
+        none.deltas.clear();
+        none.history_from = None;
+        none.checkpoints.clear();
+        assert!(decode(&none).unwrap_err().0.contains("do not cover"));
+    }
+
     const WINDOW_SNAPSHOT: &str = concat!(
-        r#"{"magic":"borealis-segment-index","version":3,"tenant":"00000000000000ab","segment":0,"g"#,
+        r#"{"magic":"borealis-segment-index","version":4,"tenant":"00000000000000ab","segment":0,"g"#,
         r#"eneration":3,"checkpoint_lsn":20,"last_record_lsn":20,"layers":[{"name":"image-b","gener"#,
         r#"ation":3,"kind":"image","lsn":20,"pages":4,"bytes":16544,"crc32c":3}],"history":[{"name""#,
         r#":"image-a","generation":2,"kind":"image","lsn":5,"pages":4,"bytes":16544,"crc32c":1},{"n"#,
@@ -623,6 +681,6 @@ mod tests {
         r#":4184,"crc32c":2}],"deltas":[{"name":"delta-a","generation":2,"kind":"delta","lsn":10,"f"#,
         r#"rom_lsn":3,"pages":2,"bytes":300,"crc32c":4},{"name":"delta-b","generation":3,"kind":"de"#,
         r#"lta","lsn":20,"from_lsn":10,"pages":1,"bytes":200,"crc32c":5}],"history_from":5,"checkpo"#,
-        r#"ints":[[5,1000],[10,2000],[20,3000]],"crc32c":134899697}"#,
+        r#"ints":[[5,1000],[10,2000],[20,3000]],"crc32c":511714452}"#,
     );
 }

@@ -122,6 +122,11 @@ pub struct Metrics {
     pub layers_downloaded: Counter,
     /// Pages fetched from object storage one by one (a ranged read of one record of a layer).
     pub pages_fetched: Counter,
+    /// Of those, pages rebuilt from the deltas above the chain (RFC 0011: checkpoints that
+    /// wrote only a delta layer).
+    pub pages_rebuilt: Counter,
+    /// Checkpoints that uploaded only a delta layer (RFC 0011).
+    pub delta_only_checkpoints: Counter,
     /// Bytes read by ranged reads (layer headers and directories, single records): what
     /// on-demand download costs, apart from whole layers.
     pub ranged_bytes: Counter,
@@ -187,7 +192,7 @@ impl Metrics {
             "pageserver_getpage_wait_seconds",
             "Time a GetPage waited for its segment to be applied up to the asked LSN.",
         );
-        let counters: [(&str, &str, u64); 36] = [
+        let counters: [(&str, &str, u64); 38] = [
             (
                 "pageserver_checkpoints_total",
                 "Checkpoints made durable (layer and index uploaded).",
@@ -253,6 +258,16 @@ impl Metrics {
                 "pageserver_pages_fetched_total",
                 "Pages fetched from object storage one by one (ranged reads) by GetPage or ingest.",
                 self.pages_fetched.get(),
+            ),
+            (
+                "pageserver_pages_rebuilt_total",
+                "Pages fetched by rebuilding them from the delta layers above their chain (included in pageserver_pages_fetched_total).",
+                self.pages_rebuilt.get(),
+            ),
+            (
+                "pageserver_delta_only_checkpoints_total",
+                "Checkpoints that uploaded only the redo since the last one (a delta layer), no page images.",
+                self.delta_only_checkpoints.get(),
             ),
             (
                 "pageserver_ranged_read_bytes_total",

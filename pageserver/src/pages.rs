@@ -52,6 +52,11 @@
 //! each checkpoint hands the store the chain of its durable index, and that is where evicted
 //! pages are fetched from.
 //!
+//! When the index's chain ends below its checkpoint (RFC 0011: checkpoints that wrote only a
+//! delta layer), the chain also lists the pages those deltas hold ([`RemoteChain::delta_pages`]):
+//! such a page is [`RemoteSource::Deltas`], and is fetched by rebuilding it as of the checkpoint
+//! from the chain's window (its newest layer version plus its records in the deltas).
+//!
 //! ## Eviction under a disk budget
 //!
 //! With `--disk-cache-bytes`, compaction ([`TenantPages::compact`]) keeps the live records within
@@ -162,27 +167,50 @@ pub struct RemoteLayer {
 #[derive(Debug, Default)]
 pub struct RemoteChain {
     pub layers: Vec<Arc<RemoteLayer>>,
-    /// A page whose newest local version is at or below this LSN may be evicted: the chain holds
-    /// exactly that version. `INVALID` when the chain is not known whole (a version 1 layer has
-    /// no directory), so nothing of the segment is evicted.
+    /// A page whose newest local version is at or below this LSN may be evicted: the chain (and
+    /// the deltas above it) holds exactly that version. `INVALID` when the chain is not known
+    /// whole (a version 1 layer has no directory), so nothing of the segment is evicted. It is
+    /// the index's checkpoint.
     pub evict_upto: Lsn,
+    /// The pages the delta layers above the chain's newest layer hold records of, increasing
+    /// (RFC 0011; empty when the chain ends at the checkpoint).
+    pub delta_pages: Vec<u32>,
+    /// The index's window, which rebuilds those pages (`Some` whenever `delta_pages` is not
+    /// empty).
+    pub window: Option<Arc<crate::history::Window>>,
+}
+
+/// Where a page still in object storage is (see [`RemoteChain`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoteSource {
+    /// Record `slot` of layer `layer` (newest first) holds its version as of the checkpoint.
+    Layer { layer: usize, slot: u32 },
+    /// Deltas above the chain's newest layer hold records of it: it is rebuilt from the window.
+    Deltas,
 }
 
 impl RemoteChain {
-    /// The newest layer holding `page`, and the record's slot in it.
-    fn find(&self, page: PageNo) -> Option<(usize, u32)> {
+    /// Where `page`'s version as of the checkpoint is.
+    pub fn find(&self, page: PageNo) -> Option<RemoteSource> {
+        if self.window.is_some() && self.delta_pages.binary_search(&page.0).is_ok() {
+            return Some(RemoteSource::Deltas);
+        }
         self.layers.iter().enumerate().find_map(|(i, l)| {
             let slot = l.directory.binary_search(&page.0).ok()?;
-            Some((i, u32::try_from(slot).ok()?))
+            Some(RemoteSource::Layer {
+                layer: i,
+                slot: u32::try_from(slot).ok()?,
+            })
         })
     }
 
-    /// Pages held by the chain (a page in several layers counts once).
+    /// Pages held by the chain and its deltas (a page in several layers counts once).
     pub fn distinct_pages(&self) -> usize {
         let mut all: Vec<u32> = self
             .layers
             .iter()
             .flat_map(|l| l.directory.iter().copied())
+            .chain(self.delta_pages.iter().copied())
             .collect();
         all.sort_unstable();
         all.dedup();
@@ -190,19 +218,12 @@ impl RemoteChain {
     }
 }
 
-/// Where a page still in object storage is: record `slot` of layer `layer` of `chain`.
+/// A page still in object storage: where in `chain` it is.
 #[derive(Clone, Debug)]
 pub struct RemotePage {
     pub page: PageNo,
     pub chain: Arc<RemoteChain>,
-    pub layer: usize,
-    pub slot: u32,
-}
-
-impl RemotePage {
-    pub fn layer(&self) -> &RemoteLayer {
-        &self.chain.layers[self.layer]
-    }
+    pub source: RemoteSource,
 }
 
 /// One version of a page and where its image is: its address in the page file, and the open
@@ -308,12 +329,11 @@ impl Index {
             return None;
         }
         let chain = self.remote.get(&layout.segment_of(page))?;
-        let (layer, slot) = chain.find(page)?;
+        let source = chain.find(page)?;
         Some(RemotePage {
             page,
             chain: chain.clone(),
-            layer,
-            slot,
+            source,
         })
     }
 
@@ -739,10 +759,36 @@ impl TenantPages {
                         .get(&PageNo(p))
                         .is_none_or(|pv| pv.versions.is_empty())
                 })
-                .filter(|&&p| chain.find(PageNo(p)).is_some_and(|(i, _)| i == layer))
+                .filter(|&&p| {
+                    matches!(chain.find(PageNo(p)), Some(RemoteSource::Layer { layer: i, .. }) if i == layer)
+                })
                 .count() as u64;
         }
         n
+    }
+
+    /// The pages the chain's deltas hold that have no local version: what rebuilding them
+    /// would install (RFC 0011). Looks in chunks, as [`TenantPages::remote_only_in`].
+    pub fn remote_only_in_deltas(&self, chain: &RemoteChain) -> Vec<PageNo> {
+        if chain.window.is_none() {
+            return Vec::new();
+        }
+        let mut pages = Vec::new();
+        for chunk in chain.delta_pages.chunks(COMPACTION_CHUNK_PAGES) {
+            let index = self.index.locked();
+            pages.extend(
+                chunk
+                    .iter()
+                    .filter(|&&p| {
+                        index
+                            .pages
+                            .get(&PageNo(p))
+                            .is_none_or(|pv| pv.versions.is_empty())
+                    })
+                    .map(|&p| PageNo(p)),
+            );
+        }
+        pages
     }
 
     /// `segment`'s remote chain, if some of its pages may still be in object storage only.

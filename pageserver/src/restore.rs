@@ -15,6 +15,9 @@
 //!    ([`crate::pages::RemoteChain`]): a page's newest version in the chain is in the newest
 //!    layer whose directory lists it. Layers of version 1 have no directory: they are downloaded
 //!    whole, checked byte by byte, and their pages installed, skipping those a newer layer holds;
+//!    When the chain ends below the checkpoint (RFC 0011), the directories of the delta layers
+//!    above the chain's newest layer are read too (at most `DELTAS_ABOVE_CHAIN_MAX`, all at
+//!    once): the pages they list are rebuilt from the deltas when needed;
 //! 3. starts following the log from the checkpoint: `caught_up_to` is the checkpoint LSN and the
 //!    next record must chain to the index's `last_record_lsn`.
 //!
@@ -30,7 +33,9 @@
 //! read of its record, checked (magic, CRC, the page the directory promised, a version at or
 //! below the layer's LSN and, in a changes layer, above its lower bound) and installed as the
 //! page's oldest version ([`crate::pages::TenantPages::install`]), exactly what a full restore
-//! would have installed. GetPage fetches the page it answers; the follower fetches the pages of a
+//! would have installed. A page the deltas above the chain hold is rebuilt as of the checkpoint
+//! instead (`crate::window_read::version_at`: its layer version plus one ranged read per delta
+//! holding records of it, each record checked) and installed at its last record's LSN. GetPage fetches the page it answers; the follower fetches the pages of a
 //! batch of records before applying it (a record applies to the previous version).
 //!
 //! ## Hydration ([`hydrate`], [`spawn_hydration`])
@@ -62,7 +67,7 @@
 
 use crate::index::LayerRef;
 use crate::layer::{self, LayerError, LayerKind};
-use crate::pages::{ApplyError, RemoteChain, RemoteLayer, RemotePage, TenantPages};
+use crate::pages::{ApplyError, RemoteChain, RemoteLayer, RemotePage, RemoteSource, TenantPages};
 use crate::remote::{Backoff, RemoteError};
 use crate::segment_cursor::Cursor;
 use crate::tenant::{Segment, Shared, Tenant};
@@ -203,8 +208,7 @@ async fn try_attach(
         .iter()
         .enumerate()
         .map(|(i, layer_ref)| {
-            let newest = i + 1 == index.layers.len();
-            let expect = Expected::of(layer_ref, newest.then_some(index.last_record_lsn));
+            let expect = Expected::of(layer_ref, newest_record(&index, i));
             async move {
                 match layer::version_from_size(layer_ref.pages, layer_ref.bytes) {
                     Some(layer::LAYER_VERSION) => {
@@ -235,8 +239,7 @@ async fn try_attach(
     let mut installed = 0u64;
     let mut whole_chain = true;
     for (i, (layer_ref, directory)) in index.layers.iter().zip(directories).enumerate().rev() {
-        let newest = i + 1 == index.layers.len();
-        let expect = Expected::of(layer_ref, newest.then_some(index.last_record_lsn));
+        let expect = Expected::of(layer_ref, newest_record(&index, i));
         if let Some(directory) = directory {
             for page in &directory {
                 held.insert(PageNo(*page));
@@ -252,6 +255,55 @@ async fn try_attach(
         // Version 1: no directory, so the whole layer.
         installed +=
             download_and_install(shared, tenant, segment.id, layer_ref, &expect, &mut held).await?;
+    }
+    let kept = crate::history::Kept {
+        history: index.history.clone(),
+        deltas: index.deltas.clone(),
+        from: index.history_from,
+        checkpoints: index.checkpoints.clone(),
+    };
+    // RFC 0011: the deltas above the chain's newest layer hold the pages changed since it.
+    if let Some(top) = index.chain_top().filter(|&t| t < index.checkpoint_lsn) {
+        if !whole_chain {
+            return Err(AttachError::Mismatch(format!(
+                "the chain ends at lsn {top}, below the checkpoint at {}, and holds a version 1 \
+                 layer (no directory to rebuild pages from)",
+                index.checkpoint_lsn,
+            )));
+        }
+        let window = Arc::new(crate::history::Window::of_chain(
+            (tenant.id, segment.id),
+            index.checkpoint_lsn,
+            &index.layers,
+            &index.deltas,
+            None,
+        ));
+        let reads: Vec<_> = window
+            .deltas
+            .iter()
+            .map(|d| {
+                let window = window.clone();
+                async move {
+                    crate::window_read::delta_directory(shared, &window, d)
+                        .await
+                        .map_err(|e| AttachError::Mismatch(e.to_string()))
+                }
+            })
+            .collect();
+        let directories: Vec<_> = futures::stream::iter(reads)
+            .buffered(DIRECTORY_READS_MAX)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        let mut pages: Vec<u32> = directories
+            .iter()
+            .flat_map(|d| d.iter().map(|e| e.page))
+            .collect();
+        pages.sort_unstable();
+        pages.dedup();
+        chain.delta_pages = pages;
+        chain.window = Some(window);
     }
     let remote_layers = chain.layers.len();
     let remote_pages = chain.distinct_pages() as u64;
@@ -285,15 +337,17 @@ async fn try_attach(
             last_applied: index.last_record_lsn,
         },
         checkpointed: index.checkpoint_lsn,
-        kept: crate::history::Kept {
-            history: index.history,
-            deltas: index.deltas,
-            from: index.history_from,
-            checkpoints: index.checkpoints,
-        },
+        kept,
         chain: index.layers,
         claimed_at: *claimed_at,
     })
+}
+
+/// What layer `i` of `index`'s chain must say its last record is: the index's, for the newest
+/// layer when it is at the checkpoint (below it, records of the deltas came after it).
+fn newest_record(index: &crate::index::SegmentIndex, i: usize) -> Option<Lsn> {
+    let newest = i + 1 == index.layers.len();
+    (newest && index.chain_top() == Some(index.checkpoint_lsn)).then_some(index.last_record_lsn)
 }
 
 /// One bit per page of a segment.
@@ -452,6 +506,9 @@ async fn download_and_install(
 pub enum FetchError {
     #[error(transparent)]
     Remote(#[from] RemoteError),
+    /// Reading the deltas a page is rebuilt from failed.
+    #[error("rebuilding the page from the deltas: {0}")]
+    Window(String),
     #[error("page {page} from layer {layer}: {reason}")]
     Corrupt {
         page: PageNo,
@@ -472,10 +529,13 @@ pub async fn fetch_page(
     segment: &Segment,
     remote: &RemotePage,
 ) -> Result<(), FetchError> {
-    let rl = remote.layer();
+    let RemoteSource::Layer { layer, slot } = remote.source else {
+        return rebuild_page(shared, tenant, segment, remote).await;
+    };
+    let rl = &remote.chain.layers[layer];
     let buf = shared
         .remote
-        .layer_record(tenant.id, segment.id, &rl.layer, remote.slot)
+        .layer_record(tenant.id, segment.id, &rl.layer, slot)
         .await?;
     let corrupt = |reason: String| FetchError::Corrupt {
         page: remote.page,
@@ -483,7 +543,7 @@ pub async fn fetch_page(
         reason,
     };
     let (lsn, image) =
-        layer::decode_record(&buf, remote.slot, remote.page, rl.layer.lsn).map_err(corrupt)?;
+        layer::decode_record(&buf, slot, remote.page, rl.layer.lsn).map_err(corrupt)?;
     if !rl.layer.is_image() && lsn <= rl.above {
         return Err(corrupt(format!(
             "version at lsn {lsn} in a changes layer above lsn {}",
@@ -502,14 +562,64 @@ pub async fn fetch_page(
     Ok(())
 }
 
+/// Fetches a page the deltas above the chain hold (RFC 0011): rebuilt as of the chain's
+/// checkpoint (its window's end) and installed at the LSN of its last record.
+async fn rebuild_page(
+    shared: &Shared,
+    tenant: &Tenant,
+    segment: &Segment,
+    remote: &RemotePage,
+) -> Result<(), FetchError> {
+    let chain = &remote.chain;
+    let corrupt = |reason: String| FetchError::Corrupt {
+        page: remote.page,
+        layer: "the deltas above the chain".into(),
+        reason,
+    };
+    let Some(window) = chain.window.as_ref() else {
+        return Err(corrupt("the chain has no window to rebuild from".into()));
+    };
+    let rebuilt = crate::window_read::version_at(shared, window, remote.page, window.upto)
+        .await
+        .map_err(|e| match e {
+            crate::window_read::HistoryError::Remote(e) => FetchError::Window(e),
+            e => corrupt(e.to_string()),
+        })?;
+    let Some((lsn, image)) = rebuilt else {
+        return Err(corrupt(
+            "a delta lists the page, but no version of it was rebuilt".into(),
+        ));
+    };
+    let (pages, page) = (tenant.pages.clone(), remote.page);
+    tokio::task::spawn_blocking(move || pages.install(page, lsn, &image))
+        .await
+        .map_err(|e| FetchError::Task(e.to_string()))??;
+    shared.metrics.pages_fetched.inc();
+    shared.metrics.pages_rebuilt.inc();
+    segment.update_checkpoint(|c| c.pages_fetched += 1);
+    Ok(())
+}
+
+/// What [`hydrate`] makes local.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hydrate {
+    /// Every page of the chain and its deltas (for an image or a merge).
+    All,
+    /// The pages the deltas above the chain hold (for a changes layer since the chain's newest
+    /// layer, RFC 0011).
+    Deltas,
+}
+
 /// Makes every page of `segment`'s chain in object storage local (see the module docs):
 /// downloads each layer whole, newest first, and installs the pages not local yet. A layer with
-/// no such page (none evicted or left unfetched) is not downloaded. The chain stays: it is
-/// where evicted pages are fetched from.
+/// no such page (none evicted or left unfetched) is not downloaded. Then the pages the deltas
+/// above the chain hold, rebuilt one by one. The chain stays: it is where evicted pages are
+/// fetched from.
 pub async fn hydrate(
     shared: &Arc<Shared>,
     tenant: &Arc<Tenant>,
     segment: &Segment,
+    what: Hydrate,
 ) -> Result<(), AttachError> {
     let Some(chain) = tenant.pages.remote_chain(segment.id) else {
         return Ok(());
@@ -517,7 +627,18 @@ pub async fn hydrate(
     let started = Instant::now();
     let mut held = PageBitmap::new(shared.config.layout.pages_per_segment());
     let (mut installed, mut downloaded) = (0u64, 0usize);
-    for (i, rl) in chain.layers.iter().enumerate() {
+    let layers: &[Arc<RemoteLayer>] = match what {
+        Hydrate::All => &chain.layers,
+        Hydrate::Deltas => &[],
+    };
+    // A page the deltas above the chain hold has a newer version than any layer's: no layer
+    // installs it (it is rebuilt below).
+    if chain.window.is_some() {
+        for page in &chain.delta_pages {
+            held.insert(PageNo(*page));
+        }
+    }
+    for (i, rl) in layers.iter().enumerate() {
         let pages = tenant.pages.clone();
         let chain_ = chain.clone();
         let wanted = tokio::task::spawn_blocking(move || pages.remote_only_in(&chain_, i))
@@ -535,19 +656,50 @@ pub async fn hydrate(
         downloaded += 1;
         borealis_utils::crash_point::hit("hydrating-layer-installed");
     }
-    if downloaded == 0 {
+    // The pages the deltas above the chain hold (RFC 0011), rebuilt one by one. Installing a
+    // layer above skipped none of them wrongly: `install` keeps a newer version, and these
+    // pages' versions in the deltas are newer than any layer's.
+    let pages = tenant.pages.clone();
+    let chain_ = chain.clone();
+    let rebuild = tokio::task::spawn_blocking(move || pages.remote_only_in_deltas(&chain_))
+        .await
+        .map_err(|e| AttachError::Task(e.to_string()))?;
+    let rebuilt = rebuild.len();
+    let fetches: Vec<_> = rebuild
+        .into_iter()
+        .map(|page| {
+            let remote = RemotePage {
+                page,
+                chain: chain.clone(),
+                source: RemoteSource::Deltas,
+            };
+            async move { fetch_page(shared, tenant, segment, &remote).await }
+        })
+        .collect();
+    let results: Vec<Result<(), FetchError>> = futures::stream::iter(fetches)
+        .buffer_unordered(DIRECTORY_READS_MAX)
+        .collect()
+        .await;
+    for r in results {
+        r.map_err(|e| AttachError::Mismatch(format!("rebuilding a page from the deltas: {e}")))?;
+    }
+    installed += rebuilt as u64;
+    if downloaded == 0 && rebuilt == 0 {
         return Ok(());
     }
-    shared.metrics.hydrations.inc();
-    segment.update_checkpoint(|c| {
-        c.hydrated = true;
-        c.remote_layers = 0;
-    });
+    if what == Hydrate::All {
+        shared.metrics.hydrations.inc();
+        segment.update_checkpoint(|c| {
+            c.hydrated = true;
+            c.remote_layers = 0;
+        });
+    }
     info!(
         layers = downloaded,
+        rebuilt,
         installed,
         elapsed_ms = started.elapsed().as_millis() as u64,
-        "hydrated the segment: every page of its chain is local"
+        "hydrated the segment: every page of its chain (or of its deltas: {what:?}) is local"
     );
     Ok(())
 }
@@ -577,7 +729,7 @@ pub(crate) fn spawn_hydration(shared: Arc<Shared>, tenant: Arc<Tenant>, segment:
                     info!("stale attachment: hydration stops (pages are still fetched on demand)");
                     return;
                 }
-                match hydrate(&shared, &tenant, &segment).await {
+                match hydrate(&shared, &tenant, &segment, Hydrate::All).await {
                     Ok(()) => return,
                     Err(e) => {
                         attempts += 1;

@@ -42,6 +42,18 @@ pub async fn page_at(
     page: PageNo,
     lsn: Lsn,
 ) -> Result<Option<Vec<u8>>, HistoryError> {
+    Ok(version_at(shared, window, page, lsn)
+        .await?
+        .map(|(_, image)| image))
+}
+
+/// [`page_at`], with the LSN of the version rebuilt (its last record's, or its layer's).
+pub async fn version_at(
+    shared: &Shared,
+    window: &Window,
+    page: PageNo,
+    lsn: Lsn,
+) -> Result<Option<(Lsn, Vec<u8>)>, HistoryError> {
     if !window.covers(lsn) {
         return Err(HistoryError::NotRetained {
             lsn,
@@ -126,7 +138,7 @@ pub async fn page_at(
             .map_err(|e| corrupt(format!("record at lsn {}: {e}", r.lsn)))?;
         at = r.lsn;
     }
-    Ok(Some(image))
+    Ok(Some((at, image)))
 }
 
 async fn layer_directory(
@@ -152,7 +164,7 @@ async fn layer_directory(
     Ok(directory)
 }
 
-async fn delta_directory(
+pub(crate) async fn delta_directory(
     shared: &Shared,
     window: &Window,
     d: &LayerRef,

@@ -1093,6 +1093,8 @@ async fn random_history_with(seed: u64, compact: bool, base_args: fn(&str) -> Ve
     let mut c = ps.client().await;
     let (mut restarts, mut exact_old, mut too_old) = (0, 0, 0);
     let (mut window_checks, mut window_reads) = (0usize, 0.0);
+    // Checkpoints of redo only, and pages rebuilt from their deltas (RFC 0011).
+    let (mut delta_only, mut rebuilt) = (0.0, 0.0);
     let mut end = 0u64;
     for step in 0..30 {
         // Writes half the time; a restart three times in ten.
@@ -1137,6 +1139,8 @@ async fn random_history_with(seed: u64, compact: bool, base_args: fn(&str) -> Ve
             _ if end > 0 => {
                 // Killed, started again with an empty disk.
                 window_reads += ps.metric("pageserver_window_reads_total").await;
+                delta_only += ps.metric("pageserver_delta_only_checkpoints_total").await;
+                rebuilt += ps.metric("pageserver_pages_rebuilt_total").await;
                 drop(c);
                 drop(ps);
                 restarts += 1;
@@ -1147,7 +1151,9 @@ async fn random_history_with(seed: u64, compact: bool, base_args: fn(&str) -> Ve
                 }
                 if window {
                     // Everything from the window's start, exactly: also what the pageserver
-                    // that was killed had applied above its last checkpoint.
+                    // that was killed had applied above its last checkpoint. (If it was killed
+                    // before its first checkpoint, the window starts with this one's.)
+                    wait_checkpointed(&ps, end).await;
                     let from = history_from(&ps.status().await)
                         .unwrap_or_else(|| panic!("seed {seed}: no window after a restart"));
                     window_checks +=
@@ -1230,12 +1236,20 @@ async fn random_history_with(seed: u64, compact: bool, base_args: fn(&str) -> Ve
         );
     }
     window_reads += ps.metric("pageserver_window_reads_total").await;
+    delta_only += ps.metric("pageserver_delta_only_checkpoints_total").await;
+    rebuilt += ps.metric("pageserver_pages_rebuilt_total").await;
     eprintln!(
         "seed {seed}: {end} records, {restarts} restarts, {exact_old} older reads exact, \
          {too_old} too old; {window_checks} reads inside the window, {window_reads} of them \
-         rebuilt from its layers"
+         rebuilt from its layers; {delta_only} checkpoints of redo only, {rebuilt} pages \
+         fetched by rebuilding them from the deltas above the chain"
     );
     if window {
+        assert!(
+            delta_only > 0.0 && (restarts == 0 || rebuilt > 0.0),
+            "seed {seed}: checkpoints of redo only were not exercised ({delta_only} of them, \
+             {rebuilt} pages rebuilt)"
+        );
         assert!(
             window_checks > 0 && window_reads > 0.0,
             "seed {seed}: the window was not exercised ({window_checks} reads, \

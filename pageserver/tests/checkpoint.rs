@@ -332,7 +332,8 @@ async fn the_cache_stays_within_its_bound_under_a_larger_workload() {
     let layout = SegmentLayout::default();
     let mut h = History::new(layout, 42);
     let pages = 4000u32;
-    for i in 0..16_000u32 {
+    let changes = 48_000u32;
+    for i in 0..changes {
         h.change((i * 7919) % pages);
     }
     let last = h.records.len() as u64;
@@ -353,10 +354,17 @@ async fn the_cache_stays_within_its_bound_under_a_larger_workload() {
             &cache_pages.to_string(),
             "--getpage-wait",
             "60s",
+            // The retention window's redo buffer is bounded on its own (`history.rs`, up to
+            // 64 MiB a segment); this test is about the page cache.
+            "--pitr-window",
+            "0s",
         ],
     )
     .await;
     let c = ps.client().await;
+    // What the process holds before the workload (code, runtime, one page read).
+    check_page(&c, tenant, &h, 0, 1, 0).await;
+    let rss_before = ps.rss_bytes();
     for page in (0..pages).step_by(7) {
         check_page(&c, tenant, &h, page, last, 0).await;
     }
@@ -369,11 +377,23 @@ async fn the_cache_stays_within_its_bound_under_a_larger_workload() {
     assert!(held <= cache_pages, "{}", status["cache"]);
     assert!(ps.metric("pageserver_page_cache_pages").await <= cache_pages as f64);
     assert!(ps.metric("pageserver_page_cache_misses_total").await > 0.0);
-    // 16,000 page versions (62.5 MiB of images) went through; the process holds a fraction.
+    // 48,000 page versions (187.5 MiB of images) went through; the process grew by a fraction
+    // of that (what it holds besides the pages varies with the allocator and the machine, so
+    // the growth is measured, not the total).
     let file_bytes = status["tenants"][0]["file_bytes"].as_u64().unwrap();
-    assert!(file_bytes >= 16_000 * 4096, "{file_bytes}");
+    assert!(file_bytes >= u64::from(changes) * 4096, "{file_bytes}");
     let rss = ps.rss_bytes();
-    assert!(rss < 48 * 1024 * 1024, "resident memory {} MiB", rss >> 20);
+    eprintln!(
+        "resident memory {} MiB before the workload, {} MiB after",
+        rss_before >> 20,
+        rss >> 20
+    );
+    assert!(
+        rss.saturating_sub(rss_before) < 24 * 1024 * 1024,
+        "resident memory grew from {} MiB to {} MiB",
+        rss_before >> 20,
+        rss >> 20
+    );
 }
 
 /// Two pageservers following one segment at once (split brain, Neon RFC 025): each writes under

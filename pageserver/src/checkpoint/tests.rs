@@ -26,36 +26,74 @@ fn the_layer_plan_bounds_the_chain_and_what_a_restore_reads() {
     let changes = |from: u64, to: u64, pages| {
         LayerRef::changes("c".into(), Generation(1), Lsn(from), &meta(to, pages), 0)
     };
-    assert_eq!(plan_layer(&[], Lsn::INVALID).kind, LayerKind::Image);
-    // Small changes extend the chain from the last checkpoint.
+    let none = DeltasAbove::default();
+    let layer = |plan: Plan| match plan {
+        Plan::Layer(p) => p,
+        Plan::DeltaOnly => panic!("no layer planned"),
+    };
+    assert_eq!(layer(plan_layer(&[], none, true)).kind, LayerKind::Image);
+    // Small changes extend the chain from its newest layer, without a window.
     let mut chain = vec![image.clone(), changes(10, 20, 2)];
     assert_eq!(
-        plan_layer(&chain, Lsn(20)),
-        LayerPlan {
+        plan_layer(&chain, none, false),
+        Plan::Layer(LayerPlan {
             kind: LayerKind::Changes,
             since: Lsn(20),
             keep: 2
-        }
+        })
+    );
+    // With the redo at hand, the delta alone is the checkpoint (RFC 0011)...
+    assert_eq!(plan_layer(&chain, none, true), Plan::DeltaOnly);
+    // ...until the deltas above the chain are many, or list many pages: then a changes layer
+    // since the chain's newest layer.
+    let many = DeltasAbove {
+        count: DELTAS_ABOVE_CHAIN_MAX,
+        pages: 40,
+        bytes: 4000,
+    };
+    let since_top = Plan::Layer(LayerPlan {
+        kind: LayerKind::Changes,
+        since: Lsn(20),
+        keep: 2,
+    });
+    assert_eq!(plan_layer(&chain, many, true), since_top);
+    let wide = DeltasAbove {
+        count: 3,
+        pages: DELTA_PAGES_ABOVE_CHAIN_MAX,
+        bytes: 4000,
+    };
+    assert_eq!(plan_layer(&chain, wide, true), since_top);
+    // Deltas worth half the image count as changes: a new image.
+    let heavy = DeltasAbove {
+        count: 3,
+        pages: 300,
+        bytes: image.bytes / 2,
+    };
+    assert_eq!(
+        layer(plan_layer(&chain, heavy, true)).kind,
+        LayerKind::Image
     );
     // Changes worth half the image: a new image.
     chain.push(changes(20, 30, 499));
-    assert_eq!(plan_layer(&chain, Lsn(30)).kind, LayerKind::Image);
+    assert_eq!(layer(plan_layer(&chain, none, true)).kind, LayerKind::Image);
     // A long chain of small changes: merged into one from the image.
     let mut chain = vec![image];
     for i in 0..CHANGES_LAYERS_MAX as u64 {
         chain.push(changes(10 + i, 11 + i, 1));
     }
-    let last = Lsn(10 + CHANGES_LAYERS_MAX as u64);
     assert_eq!(
-        plan_layer(&chain, last),
-        LayerPlan {
+        plan_layer(&chain, none, false),
+        Plan::Layer(LayerPlan {
             kind: LayerKind::Changes,
             since: Lsn(10),
             keep: 1
-        }
+        })
     );
     chain.pop();
-    assert_eq!(plan_layer(&chain, last).keep, CHANGES_LAYERS_MAX);
+    assert_eq!(
+        layer(plan_layer(&chain, none, false)).keep,
+        CHANGES_LAYERS_MAX
+    );
 }
 
 #[test]
@@ -303,11 +341,14 @@ fn a_layer_round_trips_through_a_fresh_store() {
     }
     d.set_remote(ts.1, chain);
     let fetch = |remote: &crate::pages::RemotePage| {
-        let (bytes, meta, _) = &files[remote.layer];
-        let r = layer::record_range(remote.slot);
+        let crate::pages::RemoteSource::Layer { layer, slot } = remote.source else {
+            panic!("{remote:?} is not in a layer");
+        };
+        let (bytes, meta, _) = &files[layer];
+        let r = layer::record_range(slot);
         let (lsn, image) = layer::decode_record(
             &bytes[r.start as usize..r.end as usize],
-            remote.slot,
+            slot,
             remote.page,
             meta.lsn,
         )
@@ -329,7 +370,13 @@ fn a_layer_round_trips_through_a_fresh_store() {
     ));
     let remote = d.remote_pages(std::slice::from_ref(&record));
     assert_eq!(remote.len(), 1);
-    assert_eq!(remote[0].layer, 0, "the newest layer holding the page");
+    assert!(
+        matches!(
+            remote[0].source,
+            crate::pages::RemoteSource::Layer { layer: 0, .. }
+        ),
+        "the newest layer holding the page"
+    );
     assert!(fetch(&remote[0]), "fetched and installed");
     assert!(!fetch(&remote[0]), "a second fetch installs nothing");
     assert!(d.remote_pages(std::slice::from_ref(&record)).is_empty());

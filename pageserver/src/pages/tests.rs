@@ -259,6 +259,7 @@ fn chain_of(pages: &[u32], evict_upto: Lsn) -> RemoteChain {
             above: Lsn::INVALID,
         })],
         evict_upto,
+        ..RemoteChain::default()
     }
 }
 
@@ -304,7 +305,7 @@ fn eviction_drops_only_what_the_chain_holds_and_it_reads_back() {
     let Ok(Lookup::Remote(r)) = pages.lookup(PageNo(1), end) else {
         panic!("page 1 is not remote");
     };
-    assert_eq!((r.layer, r.slot), (0, 1));
+    assert_eq!(r.source, RemoteSource::Layer { layer: 0, slot: 1 });
     let (lsn, image) = model[&1].iter().next_back().unwrap();
     let next = RedoRecord {
         lsn: Lsn(end.0 + 1),
