@@ -13,20 +13,26 @@
 //! work waiting for the object store is bounded):
 //!
 //! 1. take the follower's cursor `C` (`caught_up_to`, and the newest record applied at or below
-//!    it) and write a layer of the segment as of `C` to a local file (ingest goes on: a page's
+//!    it) and decide what to write (`plan_layer`). With a retention window and every record of
+//!    `(P, C]` at hand (`P` the previous checkpoint), usually **no layer**: the delta layer of
+//!    those records (step 2b) is the checkpoint, and the chain stays; its newest layer `T` (the
+//!    chain top) is then below `C`, and the deltas above `T` hold what changed since (RFC 0011).
+//!    Otherwise write a layer of the segment as of `C` to a local file (ingest goes on: a page's
 //!    versions at or below `C` never change; if a page has already dropped the version `C` needs,
-//!    the checkpoint is abandoned and tried again later). Usually a **changes layer**: only the
-//!    pages whose version at `C` was written above the previous checkpoint `P`, so what a
-//!    checkpoint uploads follows the pages changed since `P`, not the segment's size. An **image
-//!    layer** of every page instead when there is no chain yet or the changes layers' bytes
-//!    reach half the image's, and one changes layer of every page changed since the image once
-//!    the chain holds [`CHANGES_LAYERS_MAX`] changes layers (`plan_layer`): a restore reads one
-//!    image, at most that many changes layers, and below the newest layer less than 1.5 times
-//!    the image's bytes;
-//! 2. upload the layer under this generation;
+//!    the checkpoint is abandoned and tried again later): a **changes layer** of the pages
+//!    whose version at `C` was written above `T`, once [`DELTAS_ABOVE_CHAIN_MAX`] deltas are
+//!    above it (or without a window, where `T = P`), so what a checkpoint uploads follows the
+//!    bytes changed, not the segment's size. An **image layer** of every page instead when
+//!    there is no chain yet or the changes layers' and deltas' bytes reach half the image's, and
+//!    one changes layer of every page changed since the image once the chain holds
+//!    [`CHANGES_LAYERS_MAX`] changes layers: a restore reads one image, at most that many
+//!    changes layers and 32 deltas, and below the newest layer less than 1.5 times the image's
+//!    bytes;
+//! 2. upload the layer under this generation; with a window, then the delta layer (2b);
 //! 3. check that this attachment's claim is still the newest (else it is **stale**: it uploads
 //!    and deletes nothing from then on), then upload the index naming the chain (the previous
-//!    chain plus the new changes layer, or the new image alone): now the checkpoint is durable
+//!    chain plus the new changes layer, the new image alone, or the previous chain with one more
+//!    delta above it): now the checkpoint is durable
 //!    (`checkpointed_lsn` on `/status`);
 //! 4. delete this generation's layers that the new index does not name (idempotent; skipped when
 //!    a newer generation exists, see [`crate::remote`]). Layers of an older generation that the
@@ -46,8 +52,11 @@
 //! chain still has pages only in object storage, the checkpoint hydrates it first
 //! ([`crate::restore::hydrate`]).
 //!
-//! Changes layers hold page images, not redo: a page changed by one record costs its 4 KiB in
-//! the next changes layer. Redo-based delta layers are RFC 0009's next step.
+//! A changes layer since `T < P` needs the pages changed in `(T, P]`, which may have been
+//! evicted or never fetched since a restore: they are rebuilt from the deltas first
+//! (`restore::hydrate` with [`crate::restore::Hydrate::Deltas`]), eviction held meanwhile. A
+//! segment idle for a whole window folds the deltas above `T` into such a changes layer at
+//! the same checkpoint ([`Checkpointer::expire_window`]), so it sheds them one window later.
 
 use crate::index::{LayerRef, SegmentIndex};
 use crate::layer::{self, LayerError, LayerKind, LayerMeta, LayerWriter};
@@ -659,9 +668,9 @@ impl Checkpointer {
 
     /// With no new record to checkpoint, the retention window still moves on: once its start can
     /// advance past layers it keeps, the index is uploaded again (same checkpoint, fewer layers),
-    /// and what it no longer names is collected as after a checkpoint. Once it would start
-    /// above the chain's newest layer, the deltas above that layer are **folded** first: a
-    /// changes layer since that layer, at the same checkpoint, holds what they changed (RFC
+    /// and what it no longer names is collected as after a checkpoint. Once the segment was idle
+    /// for a whole window with deltas above the chain's newest layer, they are **folded** first:
+    /// a changes layer since that layer, at the same checkpoint, holds what they changed (RFC
     /// 0011), so an idle segment sheds them one window later, and its reads after a restart
     /// cost one record each again.
     async fn expire_window(&mut self) {
@@ -675,7 +684,7 @@ impl Checkpointer {
         let mut chain = self.chain.clone();
         let mut folded = None;
         if self.deltas_above_chain().count > 0
-            && crate::history::passed_chain_top(&self.kept, &self.chain, (now_ms, window_ms))
+            && crate::history::idle_past_chain_top(&self.kept, &self.chain, (now_ms, window_ms))
         {
             let Some(w) = self.fold_deltas().await else {
                 return;

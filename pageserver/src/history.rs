@@ -4,15 +4,17 @@
 //!
 //! - **The records** ([`RecordBuffer`]). With a window set, the follower keeps the records it
 //!   applied above the last checkpoint; a checkpoint writes those at or below its cursor as a
-//!   **delta layer** ([`crate::delta`]) beside its image or changes layer, and drops them once
-//!   its index is durable. The buffer is bounded: past [`HISTORY_BUFFER_BYTES_MAX`] it drops what
+//!   **delta layer** ([`crate::delta`]), usually alone (RFC 0011: the chain stays, and the
+//!   deltas above its newest layer hold what changed), sometimes beside an image or changes
+//!   layer, and drops them once its index is durable. The buffer is bounded: past [`HISTORY_BUFFER_BYTES_MAX`] it drops what
 //!   it holds and starts again above the last record it was given, and the next checkpoint has
 //!   no complete delta: the window restarts there.
 //! - **What an index keeps** ([`retain`]). Besides its chain, an index names the image and
 //!   changes layers and the deltas that rebuild every LSN from `history_from` to its checkpoint:
-//!   `history_from` is the newest checkpoint at or before `now − window` (bounded by
-//!   [`HISTORY_LAYERS_MAX`] layers); kept are every image or changes layer at or above the newest
-//!   image at or below it, and every delta ending above it.
+//!   `history_from` is the highest layer LSN at or below the newest checkpoint at or before
+//!   `now − window`, and never above the chain's newest layer (bounded by
+//!   [`HISTORY_LAYERS_MAX`] layers); kept are every image or changes layer at or above the
+//!   newest image at or below it, and every delta ending above it.
 //! - **Reading a page at an LSN** (`crate::window_read::page_at`), when the local page file says "too old": the
 //!   newest image or changes layer at or below the LSN that lists the page gives its content as
 //!   of `X`, the highest layer LSN at or below the LSN (a layer of `X`'s chain would list a newer
@@ -329,21 +331,20 @@ pub fn expire(old: &Kept, chain: &[LayerRef], (now_ms, window_ms): (u64, u64)) -
     (kept.history.len() + kept.deltas.len() < old.history.len() + old.deltas.len()).then_some(kept)
 }
 
-/// Whether the window of an index that keeps `old` besides `chain` should start above the
-/// chain's newest layer by now: then the deltas above that layer are only the segment's current
-/// state, which a changes layer can hold instead (RFC 0011, an idle segment's fold).
-pub fn passed_chain_top(old: &Kept, chain: &[LayerRef], (now_ms, window_ms): (u64, u64)) -> bool {
-    let Some(top) = chain.last() else {
+/// Whether a segment whose index keeps `old` besides `chain` was idle for a whole window while
+/// deltas are above the chain's newest layer: its newest checkpoint is older than `now − window`
+/// and above that layer. Then the deltas are only the segment's current state, which a changes
+/// layer can hold instead (RFC 0011, an idle segment's fold); a segment still written to keeps
+/// them until [`crate::checkpoint`] writes a layer on its own.
+pub fn idle_past_chain_top(
+    old: &Kept,
+    chain: &[LayerRef],
+    (now_ms, window_ms): (u64, u64),
+) -> bool {
+    let (Some(top), Some(newest)) = (chain.last(), old.checkpoints.last()) else {
         return false;
     };
-    let horizon_ms = now_ms.saturating_sub(window_ms);
-    window_ms > 0
-        && old
-            .checkpoints
-            .iter()
-            .rev()
-            .find(|c| c.1 <= horizon_ms)
-            .is_some_and(|c| c.0 > top.lsn)
+    window_ms > 0 && newest.1 <= now_ms.saturating_sub(window_ms) && newest.0 > top.lsn
 }
 
 /// A segment's window as of its newest durable index, for reads: the layers and deltas it

@@ -9,9 +9,10 @@
 //!    safekeeper and every pageserver holds some; `count(*)` and `sum(length(payload))` are
 //!    exact.
 //!    Then 5,000 random single-row updates: the checkpoints that cover them upload at most 10 %
-//!    of the database's bytes in layers (changes layers: the pages changed, not every page;
-//!    issue #18), besides the redo of the updates for the retention window (delta layers, RFC
-//!    0010: about a page per update here, as each rewrites a whole 4,000-byte row).
+//!    of the database's bytes in all (issue #18): the redo of the updates (delta layers, RFC
+//!    0010: about a page per update here, as each rewrites a whole 4,000-byte row), and no page
+//!    images, as a checkpoint with a retention window writes only its delta until the deltas
+//!    pile up above the chain (RFC 0011).
 //! 2. AZ c (three safekeepers) killed under the bank workload: no client error.
 //! 3. AZ c + one member of segment 0's group (every bank commit touches segment 0): writes
 //!    refused `read_only`, reads go on.
@@ -104,6 +105,25 @@ async fn checkpoints_settled(c: &TestCluster, tenant: &str) -> (u64, u64) {
         last = settled.then_some((uploaded, deltas));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// Checkpoints by what they wrote, summed over the pageservers: image layers, changes layers,
+/// and delta layers only (RFC 0011).
+async fn checkpoint_kinds(c: &TestCluster) -> [u64; 3] {
+    let mut kinds = [0u64; 3];
+    for id in c.node_ids("pageserver") {
+        for (k, name) in [
+            "pageserver_image_layers_written_total",
+            "pageserver_changes_layers_written_total",
+            "pageserver_delta_only_checkpoints_total",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            kinds[k] += c.node_metric(&id, name).await.unwrap_or(0.0) as u64;
+        }
+    }
+    kinds
 }
 
 /// Bytes of every object under the tenant's prefix in the cluster's local object store (staging
@@ -288,6 +308,7 @@ async fn a_volume_of_many_segments_over_a_pool_keeps_every_acknowledged_commit_t
     // 1b. Checkpoints upload the pages changed, not the database (issue #18).
     let tenant_id = borealis_tests::checkers::tenant_hex(&c, "bank").await;
     let before = checkpoints_settled(&c, &tenant_id).await;
+    let kinds_before = checkpoint_kinds(&c).await;
     let updates_started = std::time::Instant::now();
     let payload = "u".repeat(PRELOAD_PAYLOAD_BYTES);
     let mut rng = 0x2545_f491_4f6c_dd1du64;
@@ -317,24 +338,32 @@ async fn a_volume_of_many_segments_over_a_pool_keeps_every_acknowledged_commit_t
     futures::future::join_all(clients).await;
     let updates_s = updates_started.elapsed().as_secs_f64();
     let after = checkpoints_settled(&c, &tenant_id).await;
+    let kinds_after = checkpoint_kinds(&c).await;
+    let [images, changes, delta_only] =
+        [0, 1, 2].map(|k| kinds_after[k].saturating_sub(kinds_before[k]));
     let deltas = after.1 - before.1;
-    let uploaded = after.0 - before.0 - deltas;
+    let total = after.0 - before.0;
+    let layers = total - deltas;
     let database_bytes = payload_bytes as u64;
     report.line(format!(
-        "{UPDATES} random single-row updates in {updates_s:.1} s: checkpoints uploaded {} KiB \
-         of layers and indexes, {:.1} % of the {} MiB loaded, and {} KiB of redo for the \
-         retention window ({:.1} %: each update rewrites a {PRELOAD_PAYLOAD_BYTES}-byte row, \
-         so its redo is about a page)",
-        uploaded >> 10,
-        uploaded as f64 * 100.0 / database_bytes as f64,
+        "{UPDATES} random single-row updates in {updates_s:.1} s: checkpoints uploaded {} KiB, \
+         {:.1} % of the {} MiB loaded: {} KiB of redo in delta layers ({:.1} %: each update \
+         rewrites a {PRELOAD_PAYLOAD_BYTES}-byte row, so its redo is about a page) and {} KiB \
+         of image and changes layers and indexes ({:.1} %); checkpoints: {images} wrote an \
+         image, {changes} a changes layer, {delta_only} only their delta",
+        total >> 10,
+        total as f64 * 100.0 / database_bytes as f64,
         database_bytes >> 20,
         deltas >> 10,
         deltas as f64 * 100.0 / database_bytes as f64,
+        layers >> 10,
+        layers as f64 * 100.0 / database_bytes as f64,
     ));
     assert!(
-        uploaded * 10 <= database_bytes,
-        "checkpoints after {UPDATES} updates uploaded {uploaded} bytes of layers, more than 10 % \
-         of {database_bytes}"
+        total * 10 <= database_bytes,
+        "checkpoints after {UPDATES} updates uploaded {total} bytes ({deltas} of delta layers; \
+         {images} images, {changes} changes layers, {delta_only} checkpoints of a delta only), \
+         more than 10 % of {database_bytes}"
     );
     // The window costs the redo, not more: each update's records (its row's page, and small
     // deltas of the pages above it) are at most three pages' worth of records.
