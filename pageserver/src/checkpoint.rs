@@ -491,6 +491,10 @@ impl Checkpointer {
             // An image or a merge: the layers it replaces are garbage from now on.
             crash_point::hit("compacted-index-uploaded");
         }
+        if written.is_none() {
+            // The index's chain ends below its checkpoint now (RFC 0011).
+            crash_point::hit("delta-only-index-uploaded");
+        }
         shared.metrics.checkpoints.inc();
         match written.as_ref().map(|(p, _)| p.kind) {
             Some(LayerKind::Image) => shared.metrics.image_layers_written.inc(),
@@ -879,6 +883,7 @@ impl Checkpointer {
             return DeltaUpload::Failed;
         };
         shared.metrics.bytes_uploaded.add(uploaded.bytes);
+        crash_point::hit("delta-layer-uploaded");
         shared.metrics.delta_layers_written.inc();
         shared.metrics.delta_bytes_uploaded.add(uploaded.bytes);
         DeltaUpload::Uploaded(LayerRef::delta(

@@ -97,6 +97,7 @@ pub mod http;
 pub mod index;
 pub mod ingest;
 pub mod layer;
+pub mod layer_read;
 pub mod metrics;
 pub mod page_file;
 pub mod page_service;

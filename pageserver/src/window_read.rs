@@ -12,7 +12,7 @@ use crate::delta;
 use crate::history::Window;
 use crate::index::LayerRef;
 use crate::layer;
-use crate::restore::{read_directory, Expected};
+use crate::layer_read::{read_directory, Expected};
 use crate::tenant::Shared;
 use borealis_core::redo::RedoRecord;
 use borealis_core::{Lsn, PageNo, PAGE_SIZE_BYTES};

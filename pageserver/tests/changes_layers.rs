@@ -665,7 +665,8 @@ async fn run_until_crash(
 }
 
 /// A pageserver killed in the middle of each step of hydration, compaction (an image that
-/// replaces a chain) and garbage collection, at crash points (`--crash-at`): after every crash
+/// replaces a chain), checkpoints of redo only and garbage collection, at crash points
+/// (`--crash-at`): after every crash
 /// every layer any index names is still there, and the next pageserver restores every page
 /// exactly; at the end, garbage collection leaves nothing unnamed behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -694,6 +695,10 @@ async fn a_crash_in_any_step_of_compaction_or_gc_loses_nothing_an_index_names() 
     } = Rig::start().await;
     let with = |point: &str, gc_delay: &str| {
         let mut a = args_gc(&store, gc_delay);
+        if point.starts_with("delta") {
+            // With a retention window: checkpoints of redo only (RFC 0011).
+            a[1] = "1h".into();
+        }
         a.extend(["--crash-at".to_string(), point.to_string()]);
         a
     };
@@ -715,6 +720,11 @@ async fn a_crash_in_any_step_of_compaction_or_gc_loses_nothing_an_index_names() 
         ("image-layer-uploaded", "10m", 40),
         ("compacted-index-uploaded", "10m", 40),
         ("changes-layer-uploaded", "10m", 20),
+        // A checkpoint of redo only, cut before and after its index: the next pageserver (no
+        // window) restores a chain that ends below the checkpoint, rebuilds the pages the
+        // deltas hold, and its next checkpoint writes a changes layer since the chain top.
+        ("delta-layer-uploaded", "10m", 20),
+        ("delta-only-index-uploaded", "10m", 20),
         ("own-layer-deleted", "10m", 40),
         ("gc-index-deleted", "1s", 20),
         ("gc-layer-deleted", "1s", 20),
