@@ -405,22 +405,7 @@ impl Checkpointer {
             .as_ref()
             .map(|_| self.delta_pages(cursor.caught_up_to));
 
-        // 3. The index: the checkpoint is durable once it is. Only while this attachment's
-        // claim is the newest: a stale one uploads no index any more (`crate::gc` relies on it).
-        let Some(newest_claim) = self
-            .retry("checking the generation", || {
-                shared.remote.newest_claim(tenant, segment)
-            })
-            .await
-        else {
-            abandon(self);
-            return;
-        };
-        if newest_claim > generation {
-            self.become_stale(newest_claim);
-            abandon(self);
-            return;
-        }
+        // 3. The index: the checkpoint is durable once it is (`upload_index`).
         let chain = match &written {
             None => self.chain.clone(),
             Some((p, w)) => match p.kind {
@@ -466,24 +451,13 @@ impl Checkpointer {
             self.layer_owed = true;
             return;
         }
-        let index = kept.onto(SegmentIndex::new(
-            tenant,
-            segment,
-            generation,
-            cursor.caught_up_to,
-            cursor.last_applied,
-            chain.clone(),
-        ));
-        let Some(index_bytes) = self
-            .retry("uploading the index", || {
-                shared.remote.upload_index(tenant, segment, &index)
-            })
+        if !self
+            .upload_index(&chain, &kept, (cursor.caught_up_to, cursor.last_applied))
             .await
-        else {
+        {
             abandon(self);
             return;
-        };
-        shared.metrics.bytes_uploaded.add(index_bytes);
+        }
         // The window and the page store's chain follow the durable index: pages whose newest
         // version it holds may be evicted from now on.
         self.segment
@@ -572,6 +546,49 @@ impl Checkpointer {
             self.gc_pending = true;
             self.maybe_collect_older().await;
         }
+    }
+
+    /// Step 3: the index naming `chain` and keeping `kept`, at `(checkpoint, last_record)`,
+    /// uploaded only while this attachment's claim is the newest: a stale one uploads no index
+    /// any more (`crate::gc` relies on it; it is marked stale here). `false`: not uploaded.
+    async fn upload_index(
+        &self,
+        chain: &[LayerRef],
+        kept: &crate::history::Kept,
+        (checkpoint, last_record): (Lsn, Lsn),
+    ) -> bool {
+        let shared = self.shared.clone();
+        let (tenant, segment, generation) = (self.tenant.id, self.segment.id, self.generation);
+        let Some(newest_claim) = self
+            .retry("checking the generation", || {
+                shared.remote.newest_claim(tenant, segment)
+            })
+            .await
+        else {
+            return false;
+        };
+        if newest_claim > generation {
+            self.become_stale(newest_claim);
+            return false;
+        }
+        let index = kept.onto(SegmentIndex::new(
+            tenant,
+            segment,
+            generation,
+            checkpoint,
+            last_record,
+            chain.to_vec(),
+        ));
+        let Some(index_bytes) = self
+            .retry("uploading the index", || {
+                shared.remote.upload_index(tenant, segment, &index)
+            })
+            .await
+        else {
+            return false;
+        };
+        shared.metrics.bytes_uploaded.add(index_bytes);
+        true
     }
 
     /// Steps 1 and 2 of a checkpoint that writes a layer: the layer written to a local file as

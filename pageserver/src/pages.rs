@@ -320,12 +320,15 @@ struct Index {
 impl Index {
     /// Where `page` is in object storage, if it has no local version and a remote chain holds
     /// it.
-    fn remote_page(&self, layout: SegmentLayout, page: PageNo) -> Option<RemotePage> {
-        if self
-            .pages
+    /// Whether `page` has a version in the page file (else it may be only in object storage).
+    fn has_local_version(&self, page: PageNo) -> bool {
+        self.pages
             .get(&page)
             .is_some_and(|pv| !pv.versions.is_empty())
-        {
+    }
+
+    fn remote_page(&self, layout: SegmentLayout, page: PageNo) -> Option<RemotePage> {
+        if self.has_local_version(page) {
             return None;
         }
         let chain = self.remote.get(&layout.segment_of(page))?;
@@ -753,12 +756,7 @@ impl TenantPages {
             let index = self.index.locked();
             n += chunk
                 .iter()
-                .filter(|&&p| {
-                    index
-                        .pages
-                        .get(&PageNo(p))
-                        .is_none_or(|pv| pv.versions.is_empty())
-                })
+                .filter(|&&p| !index.has_local_version(PageNo(p)))
                 .filter(|&&p| {
                     matches!(chain.find(PageNo(p)), Some(RemoteSource::Layer { layer: i, .. }) if i == layer)
                 })
@@ -779,12 +777,7 @@ impl TenantPages {
             pages.extend(
                 chunk
                     .iter()
-                    .filter(|&&p| {
-                        index
-                            .pages
-                            .get(&PageNo(p))
-                            .is_none_or(|pv| pv.versions.is_empty())
-                    })
+                    .filter(|&&p| !index.has_local_version(PageNo(p)))
                     .map(|&p| PageNo(p)),
             );
         }

@@ -3,7 +3,7 @@
 //! (and folding those deltas into a changes layer once it was idle for a whole window).
 
 use super::{remove_quietly, unix_ms, Checkpointer, DeltasAbove, LayerPlan, WrittenLayer};
-use crate::index::{LayerRef, SegmentIndex};
+use crate::index::LayerRef;
 use crate::layer::LayerKind;
 use crate::restore::layers_dir;
 use crate::segment_cursor::Cursor;
@@ -56,7 +56,7 @@ impl Checkpointer {
             return;
         }
         let now_ms = unix_ms();
-        let (tenant, segment, generation) = (self.tenant.id, self.segment.id, self.generation);
+        let (tenant, generation) = (self.tenant.id, self.generation);
         let mut chain = self.chain.clone();
         let mut folded = None;
         if self.deltas_above_chain().count > 0
@@ -90,38 +90,13 @@ impl Checkpointer {
                 this.tenant.pages.hold_eviction(this.segment.id, false);
             }
         };
-        let Some(newest_claim) = self
-            .retry("checking the generation", || {
-                shared.remote.newest_claim(tenant, segment)
-            })
+        if !self
+            .upload_index(&chain, &kept, (self.checkpointed, self.last_record))
             .await
-        else {
-            done(self);
-            return;
-        };
-        if newest_claim > generation {
-            self.become_stale(newest_claim);
+        {
             done(self);
             return;
         }
-        let index = kept.onto(SegmentIndex::new(
-            tenant,
-            segment,
-            generation,
-            self.checkpointed,
-            self.last_record,
-            chain.clone(),
-        ));
-        let Some(index_bytes) = self
-            .retry("uploading the index", || {
-                shared.remote.upload_index(tenant, segment, &index)
-            })
-            .await
-        else {
-            done(self);
-            return;
-        };
-        shared.metrics.bytes_uploaded.add(index_bytes);
         let dropped = (self.kept.history.len() + self.kept.deltas.len())
             .saturating_sub(kept.history.len() + kept.deltas.len());
         info!(from = ?kept.from, dropped, folded = folded.is_some(), "the retention window moved on: the index names {dropped} layers fewer");
