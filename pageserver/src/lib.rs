@@ -77,8 +77,10 @@
 //! the safekeepers' log tail. Each page keeps at most [`pages::VERSIONS_PER_PAGE_MAX`] versions
 //! reachable, and none older than `--page-history` (60 s) behind its segment; [`compaction`]
 //! reclaims the page file's dead extents. A follower that sees no activity goes dormant (no
-//! polling) until a GetPage needs it. A checkpoint uploads the pages changed since the last one
-//! (a changes layer) and, now and then, an image of the whole segment ([`checkpoint`]); a
+//! polling) until a GetPage needs it. With a retention window (the default) a checkpoint uploads
+//! the redo since the last one (a delta layer) and, once the deltas pile up, the pages changed
+//! since the chain's newest layer (a changes layer); without one, a changes layer each time;
+//! now and then an image of the whole segment ([`checkpoint`], RFC 0011); a
 //! restart reads each layer's directory and fetches pages when they are first needed, then
 //! downloads the rest in the background ([`restore`]); objects of older generations are deleted
 //! by garbage collection once nothing can need them ([`gc`]).
