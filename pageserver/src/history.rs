@@ -687,6 +687,63 @@ mod tests {
         );
     }
 
+    /// The fold's trigger: deltas above the chain top, and no checkpoint for a whole window.
+    #[test]
+    fn an_idle_segment_folds_only_after_a_whole_window_without_a_checkpoint() {
+        let min = 60_000;
+        let chain = vec![image(100)];
+        let kept = Kept {
+            deltas: vec![delta(100, 200), delta(200, 300)],
+            from: Some(Lsn(100)),
+            checkpoints: vec![(Lsn(100), min), (Lsn(200), 2 * min), (Lsn(300), 3 * min)],
+            ..Kept::default()
+        };
+        let window = 3 * min;
+        // The newest checkpoint (minute 3) is not a window old yet.
+        assert!(!idle_past_chain_top(&kept, &chain, (5 * min, window)));
+        assert!(idle_past_chain_top(&kept, &chain, (6 * min, window)));
+        // No window, or nothing above the chain top: nothing to fold.
+        assert!(!idle_past_chain_top(&kept, &chain, (60 * min, 0)));
+        let at_top = vec![image(100), changes(100, 300)];
+        assert!(!idle_past_chain_top(&kept, &at_top, (60 * min, window)));
+    }
+
+    /// A chain's own window: its layers and the deltas above its top only, with the
+    /// directories an earlier one read for the layers it still names.
+    #[test]
+    fn a_chain_window_keeps_the_deltas_above_the_top_and_what_was_read() {
+        let ids = (TenantId(1), SegmentId(0));
+        let chain = vec![image(100), changes(100, 200)];
+        let deltas = vec![delta(100, 200), delta(200, 300), delta(300, 400)];
+        let first = Window::of_chain(ids, Lsn(300), &chain, &deltas[..2], None);
+        assert_eq!((first.from, first.upto), (Lsn(200), Lsn(300)));
+        assert_eq!(first.deltas, [delta(200, 300)]);
+        first
+            .directories
+            .locked()
+            .insert(("i100".into(), 1), Arc::new(vec![1, 2]));
+        first
+            .delta_directories
+            .locked()
+            .insert(("d300".into(), 1), Arc::new(Vec::new()));
+        first
+            .delta_directories
+            .locked()
+            .insert(("gone".into(), 1), Arc::new(Vec::new()));
+        let next = Window::of_chain(ids, Lsn(400), &chain, &deltas, Some(&first));
+        assert_eq!(next.deltas, [delta(200, 300), delta(300, 400)]);
+        assert!(next
+            .directories
+            .locked()
+            .contains_key(&("i100".to_string(), 1)));
+        let carried = next.delta_directories.locked();
+        assert!(carried.contains_key(&("d300".to_string(), 1)));
+        assert!(
+            !carried.contains_key(&("gone".to_string(), 1)),
+            "not named any more"
+        );
+    }
+
     #[test]
     fn retention_stays_within_the_layer_bound() {
         // Checkpoints every millisecond, a window of an hour: the bound shortens it.

@@ -406,3 +406,44 @@ fn a_corrupted_file_is_an_error_never_a_page() {
         "{err}"
     );
 }
+
+/// RFC 0011: a page the deltas above the chain hold is found there before any layer (its
+/// version there is newer), once the chain has the window that rebuilds it; a restore's
+/// hydration lists exactly those of them with no local version.
+#[test]
+fn a_page_the_deltas_hold_is_found_there_before_the_chain() {
+    let mut chain = chain_of(&[0, 1, 2], Lsn(10));
+    chain.delta_pages = vec![1, 3];
+    // Without the window the deltas cannot be read: only the layer is known.
+    assert_eq!(
+        chain.find(PageNo(1)),
+        Some(RemoteSource::Layer { layer: 0, slot: 1 })
+    );
+    assert_eq!(chain.find(PageNo(3)), None);
+    chain.window = Some(Arc::new(crate::history::Window::of_chain(
+        (TenantId(7), SegmentId(0)),
+        Lsn(10),
+        &[],
+        &[],
+        None,
+    )));
+    assert_eq!(chain.find(PageNo(1)), Some(RemoteSource::Deltas));
+    assert_eq!(chain.find(PageNo(3)), Some(RemoteSource::Deltas));
+    assert_eq!(
+        chain.find(PageNo(0)),
+        Some(RemoteSource::Layer { layer: 0, slot: 0 })
+    );
+    assert_eq!(chain.find(PageNo(4)), None);
+    assert_eq!(chain.distinct_pages(), 4);
+
+    let dir = tempfile::tempdir().unwrap();
+    let pages = store_with_extents(dir.path(), 4);
+    let (records, _) = random_history(3, 40, 2);
+    for r in &records {
+        pages.apply(r).unwrap();
+    }
+    // Pages 0 and 1 are local now; of the deltas' pages, only 3 is not.
+    assert_eq!(pages.remote_only_in_deltas(&chain), [PageNo(3)]);
+    chain.window = None;
+    assert!(pages.remote_only_in_deltas(&chain).is_empty());
+}
