@@ -319,7 +319,7 @@ impl Checkpointer {
 
     async fn checkpoint_once(&mut self) {
         let shared = self.shared.clone();
-        let (tenant, segment, generation) = (self.tenant.id, self.segment.id, self.generation);
+        let (tenant, segment) = (self.tenant.id, self.segment.id);
         let records_before = self.segment.follow_status().records_applied;
         let cursor = self.segment.applied();
         // A stale attachment uploads nothing (see step 3).
@@ -401,32 +401,18 @@ impl Checkpointer {
         } else {
             None
         };
-        let delta_pages = delta
-            .as_ref()
-            .map(|_| self.delta_pages(cursor.caught_up_to));
+        // The pages the deltas above the chain hold, for the page store: none once a layer is
+        // written (its chain top is the checkpoint).
+        let delta_pages = if written.is_none() && delta.is_some() {
+            self.delta_pages(cursor.caught_up_to)
+        } else {
+            Vec::new()
+        };
 
         // 3. The index: the checkpoint is durable once it is (`upload_index`).
         let chain = match &written {
             None => self.chain.clone(),
-            Some((p, w)) => match p.kind {
-                LayerKind::Image => vec![LayerRef::image(
-                    w.name.clone(),
-                    generation,
-                    &w.meta,
-                    w.uploaded.crc32c,
-                )],
-                LayerKind::Changes => {
-                    let mut chain = self.chain[..p.keep].to_vec();
-                    chain.push(LayerRef::changes(
-                        w.name.clone(),
-                        generation,
-                        p.since,
-                        &w.meta,
-                        w.uploaded.crc32c,
-                    ));
-                    chain
-                }
-            },
+            Some((p, w)) => self.chain_with(*p, w),
         };
         let now_ms = unix_ms();
         let restarts_window = window_ms > 0 && delta.is_none();
@@ -442,10 +428,10 @@ impl Checkpointer {
         // A chain that ends below the checkpoint needs the deltas from its top on (index
         // version 4): `retain` keeps them; an index that broke this rule would be refused by
         // every restore, so it is never uploaded.
-        let top = chain.last().map_or(Lsn::INVALID, |l| l.lsn);
-        if top < cursor.caught_up_to && kept.from.is_none_or(|from| from > top) {
+        if !crate::index::deltas_reach_chain_top(&chain, cursor.caught_up_to, kept.from) {
             debug_assert!(false, "the window does not reach the chain top");
-            error!(%top, from = ?kept.from, "the deltas kept do not reach down to the chain top; checkpoint abandoned");
+            let top = chain.last().map(|l| l.lsn);
+            error!(?top, from = ?kept.from, "the deltas kept do not reach down to the chain top; checkpoint abandoned");
             self.note_problem("the deltas kept do not reach down to the chain top".into());
             abandon(self);
             self.layer_owed = true;
@@ -463,11 +449,6 @@ impl Checkpointer {
         self.segment
             .publish_window(tenant, cursor.caught_up_to, &chain, &kept);
         let directory = written.as_ref().map(|(_, w)| w.directory.clone());
-        let delta_pages = if written.is_some() {
-            Vec::new()
-        } else {
-            delta_pages.unwrap_or_default()
-        };
         self.publish_chain(
             &chain,
             directory,
@@ -589,6 +570,30 @@ impl Checkpointer {
         };
         shared.metrics.bytes_uploaded.add(index_bytes);
         true
+    }
+
+    /// The chain of an index that names the layer `w` written by `plan`: the new image alone, or
+    /// the `plan.keep` oldest layers of the current chain and the new changes layer above them.
+    fn chain_with(&self, plan: LayerPlan, w: &WrittenLayer) -> Vec<LayerRef> {
+        match plan.kind {
+            LayerKind::Image => vec![LayerRef::image(
+                w.name.clone(),
+                self.generation,
+                &w.meta,
+                w.uploaded.crc32c,
+            )],
+            LayerKind::Changes => {
+                let mut chain = self.chain[..plan.keep].to_vec();
+                chain.push(LayerRef::changes(
+                    w.name.clone(),
+                    self.generation,
+                    plan.since,
+                    &w.meta,
+                    w.uploaded.crc32c,
+                ));
+                chain
+            }
+        }
     }
 
     /// Steps 1 and 2 of a checkpoint that writes a layer: the layer written to a local file as

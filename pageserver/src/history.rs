@@ -278,6 +278,19 @@ fn window_start(layers: &[LayerRef], chain: &[LayerRef], wanted: Lsn) -> Lsn {
 /// Directories read so far, by layer (name, generation).
 pub(crate) type Cached<T> = HashMap<(String, u32), Arc<Vec<T>>>;
 
+/// The directories of `cache` (if any) that belong to one of `refs`.
+fn carried<T>(cache: Option<&Mutex<Cached<T>>>, refs: &[LayerRef]) -> Cached<T> {
+    let Some(cache) = cache else {
+        return Cached::new();
+    };
+    cache
+        .locked()
+        .iter()
+        .filter(|(k, _)| refs.iter().any(|l| l.name == k.0 && l.generation == k.1))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// What a window starting at `from` keeps of `layers` (image and changes layers not in `chain`),
 /// `deltas` and `checkpoints`: the layers at or above the newest image at or below `from`, the
 /// deltas ending above it, the checkpoint marks from it on.
@@ -407,23 +420,8 @@ impl Window {
         let deltas: Vec<LayerRef> = deltas.iter().filter(|d| d.lsn > top).cloned().collect();
         let mut layers = chain.to_vec();
         layers.sort_by_key(|l| l.lsn);
-        let named = |key: &(String, u32), refs: &[LayerRef]| {
-            refs.iter()
-                .any(|l| l.name == key.0 && l.generation == key.1)
-        };
-        let (mut directories, mut delta_directories) = (Cached::new(), Cached::new());
-        if let Some(p) = previous {
-            for (k, v) in p.directories.locked().iter() {
-                if named(k, &layers) {
-                    directories.insert(k.clone(), v.clone());
-                }
-            }
-            for (k, v) in p.delta_directories.locked().iter() {
-                if named(k, &deltas) {
-                    delta_directories.insert(k.clone(), v.clone());
-                }
-            }
-        }
+        let directories = carried(previous.map(|p| &p.directories), &layers);
+        let delta_directories = carried(previous.map(|p| &p.delta_directories), &deltas);
         Window {
             tenant,
             segment,

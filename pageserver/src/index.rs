@@ -267,21 +267,33 @@ impl SegmentIndex {
         }
         check_chain(&index.layers, index.checkpoint_lsn, index.version).map_err(bad)?;
         check_window(&index).map_err(bad)?;
-        if let Some(top) = index.chain_top().filter(|&t| t < index.checkpoint_lsn) {
-            // The deltas (contiguous up to the checkpoint, `check_window`) must reach down to
-            // the chain top.
-            if index.history_from.is_none_or(|from| from > top) {
-                return Err(bad(format!(
-                    "the chain ends at {top}, below the checkpoint at {}, and the deltas do not \
-                     cover the gap (history from {:?})",
-                    index.checkpoint_lsn, index.history_from
-                )));
-            }
+        if !deltas_reach_chain_top(&index.layers, index.checkpoint_lsn, index.history_from) {
+            return Err(bad(format!(
+                "the chain ends at {:?}, below the checkpoint at {}, and the deltas do not \
+                 cover the gap (history from {:?})",
+                index.chain_top(),
+                index.checkpoint_lsn,
+                index.history_from
+            )));
         }
         if index.version == 1 && index.layers.len() != 1 {
             return Err(bad("a version 1 index names one image layer".into()));
         }
         Ok(index)
+    }
+}
+
+/// Whether a chain that ends below `checkpoint_lsn` has the deltas from its top on (RFC 0011):
+/// the window (`history_from`, from which the deltas run contiguously up to the checkpoint,
+/// [`check_window`]) starts at or below the chain top. A chain at the checkpoint needs none.
+pub fn deltas_reach_chain_top(
+    chain: &[LayerRef],
+    checkpoint_lsn: Lsn,
+    history_from: Option<Lsn>,
+) -> bool {
+    match chain.last() {
+        Some(top) if top.lsn < checkpoint_lsn => history_from.is_some_and(|from| from <= top.lsn),
+        _ => true,
     }
 }
 

@@ -554,9 +554,8 @@ pub async fn hydrate(
         downloaded += 1;
         borealis_utils::crash_point::hit("hydrating-layer-installed");
     }
-    // The pages the deltas above the chain hold (RFC 0011), rebuilt one by one. Installing a
-    // layer above skipped none of them wrongly: `install` keeps a newer version, and these
-    // pages' versions in the deltas are newer than any layer's.
+    // The pages the deltas above the chain hold (RFC 0011), rebuilt one by one (marked held
+    // above, so no layer installed an older version of them).
     let pages = tenant.pages.clone();
     let chain_ = chain.clone();
     let rebuild = tokio::task::spawn_blocking(move || pages.remote_only_in_deltas(&chain_))
@@ -571,7 +570,7 @@ pub async fn hydrate(
                 chain: chain.clone(),
                 source: RemoteSource::Deltas,
             };
-            async move { fetch_page(shared, tenant, segment, &remote).await }
+            async move { rebuild_page(shared, tenant, segment, &remote).await }
         })
         .collect();
     let results: Vec<Result<(), FetchError>> = futures::stream::iter(fetches)

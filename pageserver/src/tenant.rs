@@ -157,20 +157,9 @@ impl Segment {
         upto: Lsn,
         chain: &[crate::index::LayerRef],
         kept: &crate::history::Kept,
-    ) -> Option<Arc<crate::history::Window>> {
-        let window =
-            crate::history::Window::new((tenant, self.id), upto, chain, kept).map(Arc::new);
-        self.install_window(window.clone(), kept);
-        window
-    }
-
-    /// Installs a window already made (a restore's, which the page store's chain shares).
-    pub fn install_window(
-        &self,
-        window: Option<Arc<crate::history::Window>>,
-        kept: &crate::history::Kept,
     ) {
-        *self.window.locked() = window;
+        *self.window.locked() =
+            crate::history::Window::new((tenant, self.id), upto, chain, kept).map(Arc::new);
         self.update_checkpoint(|c| {
             c.history_from = kept.from;
             c.window_layers = kept.history.len() + kept.deltas.len();

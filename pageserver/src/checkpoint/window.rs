@@ -56,23 +56,16 @@ impl Checkpointer {
             return;
         }
         let now_ms = unix_ms();
-        let (tenant, generation) = (self.tenant.id, self.generation);
+        let tenant = self.tenant.id;
         let mut chain = self.chain.clone();
         let mut folded = None;
         if self.deltas_above_chain().count > 0
             && crate::history::idle_past_chain_top(&self.kept, &self.chain, (now_ms, window_ms))
         {
-            let Some(w) = self.fold_deltas().await else {
+            let Some((plan, w)) = self.fold_deltas().await else {
                 return;
             };
-            let top = chain.last().map_or(Lsn::INVALID, |l| l.lsn);
-            chain.push(LayerRef::changes(
-                w.name.clone(),
-                generation,
-                top,
-                &w.meta,
-                w.uploaded.crc32c,
-            ));
+            chain = self.chain_with(plan, &w);
             folded = Some(w);
         }
         let kept = match crate::history::expire(&self.kept, &chain, (now_ms, window_ms)) {
@@ -130,9 +123,9 @@ impl Checkpointer {
     }
 
     /// The changes layer that folds the deltas above the chain into it, at the last checkpoint
-    /// (see [`Checkpointer::expire_window`]); written and uploaded, not yet named by an index.
-    /// Eviction stays held until the caller is done.
-    async fn fold_deltas(&self) -> Option<WrittenLayer> {
+    /// (see [`Checkpointer::expire_window`]), and the plan that wrote it; written and uploaded,
+    /// not yet named by an index. Eviction stays held until the caller is done.
+    async fn fold_deltas(&self) -> Option<(LayerPlan, WrittenLayer)> {
         let shared = self.shared.clone();
         let top = self.chain.last()?.lsn;
         self.tenant.pages.hold_eviction(self.segment.id, true);
@@ -154,7 +147,7 @@ impl Checkpointer {
                     caught_up_to: self.checkpointed,
                     last_applied: self.last_record,
                 };
-                self.write_and_upload(plan, cursor).await
+                self.write_and_upload(plan, cursor).await.map(|w| (plan, w))
             }
             Err(e) => {
                 shared.metrics.object_store_errors.inc();
