@@ -2,6 +2,7 @@
 //! eviction, chain checks and corruption.
 
 use super::*;
+use crate::index::LayerRef;
 use borealis_core::redo::RedoBody;
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
