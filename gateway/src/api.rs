@@ -2,8 +2,9 @@
 //!
 //! `POST /v1/tenants/{name}/sql` goes to the tenant's writer compute, or with `"replica": true`
 //! to its reader ([`crate::compute_pool::reader`]), which answers at its read point (`"read_point"` in the
-//! answer). A request may carry its own time limit, `"timeout_ms"` (at most
-//! `--statement-timeout-max`; else `--statement-timeout` applies). With `Accept: application/vnd.apache.arrow.stream` the last statement's rows come
+//! answer). A request may carry its own time limit, `"timeout_ms"` (at most the tenant's own
+//! maximum, else `--statement-timeout-max`; without one `--statement-timeout` applies). The
+//! admin routes, which create, show, change and delete tenants, are in [`tenants`]. With `Accept: application/vnd.apache.arrow.stream` the last statement's rows come
 //! back as an Arrow IPC stream ([`crate::arrow_stream`]) instead of JSON; the LSNs then travel in
 //! the `Borealis-Lsn` and `Borealis-Read-Point` headers. Errors are always JSON.
 //!
@@ -20,14 +21,14 @@ use crate::budget::{self, Admission, Budgets};
 use crate::compute_pool::{ComputePool, Executed};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::tenants::{constant_time_eq, hash_token, validate_name, Access, Registry, Tenant};
+use crate::tenants::{constant_time_eq, hash_token, Access, Registry, Tenant};
 use crate::volume_writer::{LogError, Settled};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use base64::Engine as _;
 use borealis_core::quorum::PG_MEMBERS;
 use borealis_core::Lsn;
@@ -35,7 +36,7 @@ use borealis_utils::RwLockExt;
 use compute_abi::{ExecErrorKind, ExecRequest, ExecResponse, Statement, StatementResult, Value};
 use futures::StreamExt;
 use serde::ser::{Serialize, SerializeMap, Serializer};
-use serde_json::{json, Map, Value as Json_};
+use serde_json::{Map, Value as Json_};
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
@@ -80,12 +81,19 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
 }
 
+mod tenants;
+
+use tenants::{create_tenant, delete_tenant, get_tenant, list_tenants, update_tenant};
+
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/v1/tenants", post(create_tenant).get(list_tenants))
-        .route("/v1/tenants/{name}", get(get_tenant).delete(delete_tenant))
+        .route(
+            "/v1/tenants/{name}",
+            get(get_tenant).patch(update_tenant).delete(delete_tenant),
+        )
         .route("/v1/tenants/{name}/sql", post(sql))
         .fallback(|| async { ApiError::not_found("no such route") })
         // Bodies are limited by `read_body`, which answers `too_large` in our error format.
@@ -173,145 +181,6 @@ async fn read_body(
     }
 }
 
-async fn create_tenant(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let started = Instant::now();
-    let r = async {
-        require_admin(&st, &headers)?;
-        let body = body_json(body).await?;
-        let name = body
-            .get("name")
-            .and_then(Json_::as_str)
-            .ok_or_else(|| ApiError::bad_request("expected {\"name\": \"<tenant>\"}"))?;
-        validate_name(name).map_err(ApiError::bad_request)?;
-        let created = st
-            .registry
-            .write_locked()
-            .create(name)
-            .map_err(|e| ApiError::internal(format!("could not persist the tenant: {e}")))?;
-        let (tenant, token) =
-            created.ok_or_else(|| ApiError::conflict(format!("tenant {name:?} already exists")))?;
-        tracing::info!(tenant = %tenant.id, name = %tenant.name, "tenant created");
-        Ok::<_, ApiError>((
-            StatusCode::CREATED,
-            Json(json!({"name": tenant.name, "token": token})),
-        ))
-    }
-    .await;
-    finish(&st, "create_tenant", started, r)
-}
-
-async fn list_tenants(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let started = Instant::now();
-    let r = (|| {
-        require_admin(&st, &headers)?;
-        let reg = st.registry.read_locked();
-        let tenants: Vec<Json_> = reg.list().map(|t| tenant_json(&st, t)).collect();
-        // Deleted tenants whose storage is still being reclaimed (`crate::reclaim`).
-        let deleting: Vec<Json_> = reg
-            .deleting()
-            .iter()
-            .map(|d| {
-                json!({
-                    "name": d.name,
-                    "id": d.id.to_string(),
-                    "deleted_at_unix_ms": d.deleted_at_unix_ms,
-                })
-            })
-            .collect();
-        Ok::<_, ApiError>(Json(json!({ "tenants": tenants, "deleting": deleting })))
-    })();
-    finish(&st, "list_tenants", started, r)
-}
-
-fn tenant_json(st: &AppState, t: &Tenant) -> Json_ {
-    let (running, vdl, epoch) = st.pool.status(t.id);
-    json!({
-        "name": t.name,
-        "id": t.id.to_string(),
-        "compute": if running { "running" } else { "idle" },
-        "vdl": vdl.0,
-        "epoch": epoch,
-        "replica_read_point": st.pool.replica_read_point(t.id).0,
-        // Segment 0's: the one every volume has (each segment's is in `GET /v1/tenants/{name}`).
-        "pageserver": st.pool.pageserver_for(t.id, borealis_core::SegmentId(0)),
-    })
-}
-
-fn lookup(st: &AppState, name: &str) -> Result<Tenant, ApiError> {
-    st.registry
-        .read_locked()
-        .get(name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(format!("no tenant named {name:?}")))
-}
-
-/// How long `GET /v1/tenants/{name}` waits for each safekeeper's state.
-const SEGMENT_VIEW_TIMEOUT: Duration = Duration::from_secs(1);
-
-async fn get_tenant(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Response {
-    let started = Instant::now();
-    let r = async {
-        require_admin(&st, &headers)?;
-        let t = lookup(&st, &name)?;
-        let mut v = tenant_json(&st, &t);
-        // The segments that hold data, each with its protection group (six safekeepers of the
-        // pool, in member order), its pageserver and every member's SCL (`null`: no answer, or
-        // nothing held).
-        let log = &st.pool.config().log;
-        let views = crate::volume_writer::segment_views(t.id, log, SEGMENT_VIEW_TIMEOUT).await;
-        let azs = borealis_core::placement::ordered_pool_azs(log.safekeepers.len())
-            .map_err(ApiError::internal)?;
-        v["segment_size_bytes"] = json!(log.layout.segment_size_bytes());
-        v["segments"] = Json_::Array(
-            views
-                .iter()
-                .map(|s| {
-                    let group = borealis_core::placement::choose_group(t.id, s.segment, &azs);
-                    json!({
-                        "segment": s.segment.0,
-                        "safekeepers": group.0.iter().map(|&n| &log.safekeepers[n]).collect::<Vec<_>>(),
-                        "pageserver": st.pool.pageserver_for(t.id, s.segment),
-                        "scls": group.0.iter().map(|&n| s.scls[n].map(|l| l.0)).collect::<Vec<_>>(),
-                    })
-                })
-                .collect(),
-        );
-        Ok::<_, ApiError>(Json(v))
-    }
-    .await;
-    finish(&st, "get_tenant", started, r)
-}
-
-async fn delete_tenant(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Response {
-    let started = Instant::now();
-    let r = (|| {
-        require_admin(&st, &headers)?;
-        let removed = st
-            .registry
-            .write_locked()
-            .remove(&name)
-            .map_err(|e| ApiError::internal(format!("could not persist the deletion: {e}")))?;
-        let t = removed.ok_or_else(|| ApiError::not_found(format!("no tenant named {name:?}")))?;
-        st.pool.stop(t.id);
-        st.reclaim.notify_one();
-        tracing::info!(tenant = %t.id, name = %t.name, "tenant deleted; its storage is reclaimed in the background");
-        Ok::<_, ApiError>(StatusCode::NO_CONTENT)
-    })();
-    finish(&st, "delete_tenant", started, r)
-}
-
 async fn sql(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -370,11 +239,14 @@ async fn run_sql(
         .is_some_and(accepts_arrow);
     let request = sql_request(body, held).await?;
     if let Some(ms) = request.exec.timeout_ms {
-        let max = st.pool.config().statement_timeout_max;
+        let max = tenant.statement_timeout_max(st.pool.config().statement_timeout_max);
         if Duration::from_millis(u64::from(ms)) > max {
+            let whose = match tenant.statement_timeout_max_ms {
+                Some(_) => "this tenant's maximum",
+                None => "this gateway's maximum (--statement-timeout-max)",
+            };
             return Err(ApiError::bad_request(format!(
-                "\"timeout_ms\" {ms} is above this gateway's maximum of {} ms \
-                 (--statement-timeout-max)",
+                "\"timeout_ms\" {ms} is above {whose} of {} ms",
                 max.as_millis()
             )));
         }
@@ -906,6 +778,7 @@ impl Serialize for ValueJson<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn value_json(v: &Value) -> Json_ {
         serde_json::to_value(ValueJson(v)).unwrap()

@@ -26,6 +26,24 @@ pub struct Tenant {
     pub id: TenantId,
     /// Hex SHA-256 of the tenant's token.
     pub token_sha256: String,
+    /// The longest time limit this tenant's requests may ask for with `"timeout_ms"`, in
+    /// milliseconds; `None` (and absent in registries written before it existed): the gateway's
+    /// `--statement-timeout-max`. Between [`TIMEOUT_MAX_MS_MIN`] and `u32::MAX`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_timeout_max_ms: Option<u32>,
+}
+
+/// The lowest per-tenant maximum an admin may set: the gateway's own floor for a statement
+/// timeout (`gateway::config`).
+pub const TIMEOUT_MAX_MS_MIN: u32 = 10;
+
+impl Tenant {
+    /// The longest `"timeout_ms"` this tenant may ask for: its own maximum, else the gateway's.
+    pub fn statement_timeout_max(&self, gateway_max: std::time::Duration) -> std::time::Duration {
+        self.statement_timeout_max_ms.map_or(gateway_max, |ms| {
+            std::time::Duration::from_millis(u64::from(ms))
+        })
+    }
 }
 
 /// A deleted tenant whose storage is still being reclaimed.
@@ -181,7 +199,13 @@ impl Registry {
     }
 
     /// Creates a tenant; returns it and its token (the only time the token exists in clear).
-    pub fn create(&mut self, name: &str) -> anyhow::Result<Option<(Tenant, String)>> {
+    /// `statement_timeout_max_ms`: its own maximum for `"timeout_ms"` (`None`: the gateway's).
+    pub fn create(
+        &mut self,
+        name: &str,
+        statement_timeout_max_ms: Option<u32>,
+    ) -> anyhow::Result<Option<(Tenant, String)>> {
+        check_timeout_max(statement_timeout_max_ms)?;
         if self.tenants.contains_key(name) {
             return Ok(None);
         }
@@ -200,6 +224,7 @@ impl Registry {
             name: name.to_string(),
             id,
             token_sha256: hash_token(&token),
+            statement_timeout_max_ms,
         };
         self.tenants.insert(name.to_string(), tenant.clone());
         if let Err(e) = self.persist() {
@@ -207,6 +232,28 @@ impl Registry {
             return Err(e);
         }
         Ok(Some((tenant, token)))
+    }
+
+    /// Sets (or, with `None`, clears) a tenant's own maximum for `"timeout_ms"`; returns the
+    /// tenant as it now is, or `None` if no tenant has the name.
+    pub fn set_statement_timeout_max(
+        &mut self,
+        name: &str,
+        statement_timeout_max_ms: Option<u32>,
+    ) -> anyhow::Result<Option<Tenant>> {
+        check_timeout_max(statement_timeout_max_ms)?;
+        let Some(t) = self.tenants.get_mut(name) else {
+            return Ok(None);
+        };
+        let before = std::mem::replace(&mut t.statement_timeout_max_ms, statement_timeout_max_ms);
+        let now = t.clone();
+        if let Err(e) = self.persist() {
+            if let Some(t) = self.tenants.get_mut(name) {
+                t.statement_timeout_max_ms = before;
+            }
+            return Err(e);
+        }
+        Ok(Some(now))
     }
 
     /// Deletes a tenant: it leaves `tenants` and joins `deleting` (one atomic write).
@@ -260,6 +307,17 @@ impl Registry {
     }
 }
 
+/// Refuses a per-tenant maximum below [`TIMEOUT_MAX_MS_MIN`] (the API checks first, with a
+/// clearer message; this keeps the registry from ever holding one).
+fn check_timeout_max(ms: Option<u32>) -> anyhow::Result<()> {
+    match ms {
+        Some(ms) if ms < TIMEOUT_MAX_MS_MIN => Err(anyhow::anyhow!(
+            "a statement timeout maximum of {ms} ms is below the floor of {TIMEOUT_MAX_MS_MIN} ms"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Write a temp file, fsync it, rename it over `path`, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path
@@ -304,9 +362,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tenants.json");
         let mut r = Registry::open(&path).unwrap();
-        let (t, token) = r.create("acme").unwrap().unwrap();
+        let (t, token) = r.create("acme", None).unwrap().unwrap();
         assert!(
-            r.create("acme").unwrap().is_none(),
+            r.create("acme", None).unwrap().is_none(),
             "duplicate names are refused"
         );
         let on_disk = std::fs::read_to_string(&path).unwrap();
@@ -328,8 +386,8 @@ mod tests {
     fn only_the_admin_token_tells_a_known_name_from_an_unknown_one() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = Registry::open(&dir.path().join("tenants.json")).unwrap();
-        let (a, token_a) = r.create("tenant-a").unwrap().unwrap();
-        r.create("tenant-b").unwrap().unwrap();
+        let (a, token_a) = r.create("tenant-a", None).unwrap().unwrap();
+        r.create("tenant-b", None).unwrap().unwrap();
         let a_hash = hash_token(&token_a);
         let wrong = hash_token("bt_wrong");
         let granted = |x: Access| match x {
@@ -375,7 +433,7 @@ mod tests {
             std::fs::Permissions::from_mode(0o644),
         )
         .unwrap();
-        Registry::open(&path).unwrap().create("acme").unwrap();
+        Registry::open(&path).unwrap().create("acme", None).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "tenants.json is {mode:o}");
     }
@@ -387,13 +445,13 @@ mod tests {
         // A registry written before deletions were tracked still opens.
         std::fs::write(&path, br#"{"version":1,"tenants":[]}"#).unwrap();
         let mut r = Registry::open(&path).unwrap();
-        let (old, _) = r.create("acme").unwrap().unwrap();
+        let (old, _) = r.create("acme", None).unwrap().unwrap();
         let removed = r.remove("acme").unwrap().expect("acme existed");
         assert_eq!(removed.id, old.id);
         assert!(r.get("acme").is_none());
         assert_eq!(r.deleting().len(), 1);
         // The name is free at once, under a new id.
-        let (new, _) = r.create("acme").unwrap().unwrap();
+        let (new, _) = r.create("acme", None).unwrap().unwrap();
         assert_ne!(new.id, old.id);
         let mut r = Registry::open(&path).unwrap();
         assert_eq!(r.deleting()[0].id, old.id, "pending across a restart");
@@ -405,6 +463,60 @@ mod tests {
             Registry::open(&path).unwrap().get("acme").unwrap().id,
             new.id
         );
+    }
+
+    #[test]
+    fn a_tenant_keeps_its_own_timeout_maximum_across_reopen_and_can_drop_it() {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tenants.json");
+        // A registry written before tenants had settings: no maximum of their own.
+        std::fs::write(
+            &path,
+            br#"{"version":1,"tenants":[{"name":"old","id":170,"token_sha256":"00"}]}"#,
+        )
+        .unwrap();
+        let mut r = Registry::open(&path).unwrap();
+        let gateway_max = Duration::from_secs(300);
+        assert_eq!(r.get("old").unwrap().statement_timeout_max_ms, None);
+        assert_eq!(
+            r.get("old").unwrap().statement_timeout_max(gateway_max),
+            gateway_max
+        );
+        let (t, _) = r.create("acme", Some(3_600_000)).unwrap().unwrap();
+        assert_eq!(
+            t.statement_timeout_max(gateway_max),
+            Duration::from_secs(3600)
+        );
+        assert!(r.create("low", Some(9)).is_err(), "below the floor");
+        assert!(r.get("low").is_none(), "a refused tenant is not created");
+        let r2 = Registry::open(&path).unwrap();
+        assert_eq!(
+            r2.get("acme").unwrap().statement_timeout_max_ms,
+            Some(3_600_000)
+        );
+        let mut r = r2;
+        let now = r
+            .set_statement_timeout_max("acme", Some(1_000))
+            .unwrap()
+            .unwrap();
+        assert_eq!(now.statement_timeout_max_ms, Some(1_000));
+        assert!(r.set_statement_timeout_max("acme", Some(0)).is_err());
+        assert!(r
+            .set_statement_timeout_max("nobody", Some(1_000))
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            Registry::open(&path)
+                .unwrap()
+                .get("acme")
+                .unwrap()
+                .statement_timeout_max_ms,
+            Some(1_000)
+        );
+        r.set_statement_timeout_max("acme", None).unwrap().unwrap();
+        let on_disk = std::fs::read_to_string(&path).unwrap();
+        assert!(!on_disk.contains("statement_timeout_max_ms"), "{on_disk}");
     }
 
     #[test]

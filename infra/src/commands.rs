@@ -469,13 +469,33 @@ fn cell(v: &Value) -> String {
     }
 }
 
-pub async fn tenant_create(dir: &Path, name: &str) -> anyhow::Result<()> {
+/// A time limit as the API takes it: whole milliseconds, at most `u32::MAX`.
+fn timeout_ms(d: std::time::Duration) -> anyhow::Result<u64> {
+    let ms = d.as_millis();
+    anyhow::ensure!(
+        d.subsec_nanos().is_multiple_of(1_000_000) && ms <= u128::from(u32::MAX),
+        "a statement timeout maximum is whole milliseconds up to {} ms (about 49 days), not {}",
+        u32::MAX,
+        humantime::format_duration(d)
+    );
+    Ok(ms as u64)
+}
+
+pub async fn tenant_create(
+    dir: &Path,
+    name: &str,
+    statement_timeout_max: Option<std::time::Duration>,
+) -> anyhow::Result<()> {
     let (url, token) = resolve(dir, None, None)?;
+    let mut body = json!({"name": name});
+    if let Some(d) = statement_timeout_max {
+        body["statement_timeout_max_ms"] = json!(timeout_ms(d)?);
+    }
     let (status, v) = call(
         reqwest::Method::POST,
         &format!("{url}/v1/tenants"),
         &token,
-        Some(json!({"name": name})),
+        Some(body),
     )
     .await?;
     if status != 201 {
@@ -484,6 +504,35 @@ pub async fn tenant_create(dir: &Path, name: &str) -> anyhow::Result<()> {
     println!("created tenant {name}");
     println!("token: {}", v["token"].as_str().unwrap_or("?"));
     println!("(shown once; pass it as --token or BOREALIS_TOKEN)");
+    Ok(())
+}
+
+/// `borealis tenant set NAME --statement-timeout-max 1h|gateway`.
+pub async fn tenant_set(dir: &Path, name: &str, statement_timeout_max: &str) -> anyhow::Result<()> {
+    let ms = match statement_timeout_max {
+        "gateway" => serde_json::Value::Null,
+        d => json!(timeout_ms(humantime::parse_duration(d).map_err(|e| {
+            anyhow::anyhow!(
+                "--statement-timeout-max {d:?}: {e} (a duration such as 10m, or `gateway`)"
+            )
+        })?)?),
+    };
+    let (url, token) = resolve(dir, None, None)?;
+    let (status, v) = call(
+        reqwest::Method::PATCH,
+        &format!("{url}/v1/tenants/{name}"),
+        &token,
+        Some(json!({ "statement_timeout_max_ms": ms })),
+    )
+    .await?;
+    if status != 200 {
+        return Err(api_error(status, &v));
+    }
+    println!(
+        "tenant {name}: requests may ask for up to {} ms (the {}'s maximum)",
+        v["statement_timeout_max_ms"],
+        v["statement_timeout_max_from"].as_str().unwrap_or("?")
+    );
     Ok(())
 }
 

@@ -120,6 +120,20 @@ enum TenantCmd {
     /// Create a tenant and print its token.
     Create {
         name: String,
+        /// The longest time limit (`"timeout_ms"`) the tenant's requests may ask for, e.g.
+        /// `1h` (default: the gateway's `--statement-timeout-max`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        statement_timeout_max: Option<std::time::Duration>,
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Change a tenant's settings.
+    Set {
+        name: String,
+        /// The longest time limit (`"timeout_ms"`) the tenant's requests may ask for, e.g.
+        /// `1h`, or `gateway` for the gateway's `--statement-timeout-max`.
+        #[arg(long)]
+        statement_timeout_max: String,
         #[arg(long, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
@@ -184,9 +198,16 @@ fn main() {
                 sql,
             } => commands::sql(url, token, &data_dir, &tenant, &sql).await,
             Cmd::Tenant { action } => match action {
-                TenantCmd::Create { name, data_dir } => {
-                    commands::tenant_create(&data_dir, &name).await
-                }
+                TenantCmd::Create {
+                    name,
+                    statement_timeout_max,
+                    data_dir,
+                } => commands::tenant_create(&data_dir, &name, statement_timeout_max).await,
+                TenantCmd::Set {
+                    name,
+                    statement_timeout_max,
+                    data_dir,
+                } => commands::tenant_set(&data_dir, &name, &statement_timeout_max).await,
                 TenantCmd::Show { name, data_dir } => commands::tenant_show(&data_dir, &name).await,
                 TenantCmd::Delete { name, data_dir } => {
                     commands::tenant_delete(&data_dir, &name).await

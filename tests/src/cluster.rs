@@ -328,12 +328,19 @@ impl TestCluster {
     /// `borealis node ACTION ID` that reports failure instead of panicking: `Ok(stdout)` or
     /// `Err(stdout + stderr)`.
     pub fn try_node(&self, action: &str, id: &str) -> Result<String, String> {
+        self.borealis(&["node", action, id])
+    }
+
+    /// `borealis ARGS... --data-dir DIR` against this cluster: `Ok(stdout)` or
+    /// `Err(stdout + stderr)`.
+    pub fn borealis(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new(crate::bin_dir().join("borealis"))
-            .args(["node", action, id, "--data-dir"])
+            .args(args)
+            .arg("--data-dir")
             .arg(self.dir.path())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
-            .map_err(|e| format!("running borealis node: {e}"))?;
+            .map_err(|e| format!("running borealis {args:?}: {e}"))?;
         let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if out.status.success() {
             Ok(stdout)

@@ -202,6 +202,206 @@ async fn api_errors_are_clear_and_harm_nothing() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
+
+    // A tenant's own maximum (issue #21): set by the admin, shown, enforced, dropped again.
+    let tenant_path = "/v1/tenants/tenant-a";
+    let patch = |body| {
+        c.request(
+            reqwest::Method::PATCH,
+            tenant_path,
+            &c.admin_token,
+            Some(body),
+        )
+    };
+    let r = patch(json!({"statement_timeout_max_ms": 500})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["statement_timeout_max_ms"], 500, "{}", r.body);
+    assert_eq!(r.body["statement_timeout_max_from"], "tenant", "{}", r.body);
+    let ask = |ms: u64| {
+        c.request(
+            reqwest::Method::POST,
+            sql_path,
+            &a,
+            Some(json!({"sql": "SELECT 1", "timeout_ms": ms})),
+        )
+    };
+    let r = ask(60_000).await;
+    assert_eq!((r.status, r.code()), (400, "bad_request"), "{}", r.body);
+    assert!(
+        r.body
+            .to_string()
+            .contains("this tenant's maximum of 500 ms"),
+        "{}",
+        r.body
+    );
+    assert_eq!(ask(500).await.status, 200, "the maximum itself is allowed");
+    // Another tenant is not affected by tenant-a's setting.
+    let r = c
+        .request(
+            reqwest::Method::POST,
+            "/v1/tenants/tenant-b/sql",
+            &b,
+            Some(json!({"sql": "SELECT 1", "timeout_ms": 60_000})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Bad settings, unknown keys, a tenant token, an unknown tenant: refused, nothing changed.
+    for (body, code, status) in [
+        (json!({"statement_timeout_max_ms": 5}), "bad_request", 400),
+        (json!({"statement_timeout_max_ms": -1}), "bad_request", 400),
+        (
+            json!({"statement_timeout_max_ms": 5_000_000_000u64}),
+            "bad_request",
+            400,
+        ),
+        (
+            json!({"statement_timeout_max_ms": "1h"}),
+            "bad_request",
+            400,
+        ),
+        (json!({"statement_timeout_max": 1000}), "bad_request", 400),
+        (json!({}), "bad_request", 400),
+    ] {
+        let r = patch(body.clone()).await;
+        assert_eq!((r.status, r.code()), (status, code), "{body}: {}", r.body);
+    }
+    let r = c
+        .request(
+            reqwest::Method::PATCH,
+            tenant_path,
+            &a,
+            Some(json!({"statement_timeout_max_ms": 3_600_000})),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (401, "unauthorized"), "{}", r.body);
+    let r = c
+        .request(
+            reqwest::Method::PATCH,
+            "/v1/tenants/nobody",
+            &c.admin_token,
+            Some(json!({"statement_timeout_max_ms": 1000})),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (404, "not_found"), "{}", r.body);
+    let r = c
+        .request(reqwest::Method::GET, tenant_path, &c.admin_token, None)
+        .await;
+    assert_eq!(
+        r.body["statement_timeout_max_ms"], 500,
+        "unchanged: {}",
+        r.body
+    );
+    // Above the gateway's default maximum, for a tenant that needs long statements.
+    let r = patch(json!({"statement_timeout_max_ms": 400_000_000u64})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(ask(400_000_000).await.status, 200);
+    // Dropped: the gateway's maximum again.
+    let r = patch(json!({"statement_timeout_max_ms": null})).await;
+    assert_eq!(
+        r.body["statement_timeout_max_from"], "gateway",
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body["statement_timeout_max_ms"], 300_000, "{}", r.body);
+    let r = ask(400_000_000).await;
+    assert!(
+        r.body.to_string().contains("this gateway's maximum"),
+        "{}",
+        r.body
+    );
+    // Set at creation, and refused there when out of range or misspelt.
+    let r = c
+        .request(
+            reqwest::Method::POST,
+            "/v1/tenants",
+            &c.admin_token,
+            Some(json!({"name": "tenant-long", "statement_timeout_max_ms": 3_600_000})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = c
+        .request(
+            reqwest::Method::GET,
+            "/v1/tenants/tenant-long",
+            &c.admin_token,
+            None,
+        )
+        .await;
+    assert_eq!(r.body["statement_timeout_max_ms"], 3_600_000, "{}", r.body);
+    // The same through the command line.
+    let out = c
+        .borealis(&[
+            "tenant",
+            "set",
+            "tenant-long",
+            "--statement-timeout-max",
+            "10m",
+        ])
+        .expect("borealis tenant set");
+    assert!(out.contains("600000 ms (the tenant's maximum)"), "{out}");
+    let out = c
+        .borealis(&[
+            "tenant",
+            "set",
+            "tenant-long",
+            "--statement-timeout-max",
+            "gateway",
+        ])
+        .expect("borealis tenant set ... gateway");
+    assert!(out.contains("300000 ms (the gateway's maximum)"), "{out}");
+    let err = c
+        .borealis(&[
+            "tenant",
+            "set",
+            "tenant-long",
+            "--statement-timeout-max",
+            "2ms",
+        ])
+        .expect_err("below the floor");
+    assert!(err.contains("statement_timeout_max_ms"), "{err}");
+    let err = c
+        .borealis(&[
+            "tenant",
+            "set",
+            "tenant-long",
+            "--statement-timeout-max",
+            "soon",
+        ])
+        .expect_err("not a duration");
+    assert!(err.contains("--statement-timeout-max"), "{err}");
+    for body in [
+        json!({"name": "tenant-x", "statement_timeout_max_ms": 0}),
+        json!({"name": "tenant-x", "colour": 1}),
+    ] {
+        let r = c
+            .request(
+                reqwest::Method::POST,
+                "/v1/tenants",
+                &c.admin_token,
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "bad_request"),
+            "{body}: {}",
+            r.body
+        );
+    }
+    let r = c
+        .request(
+            reqwest::Method::GET,
+            "/v1/tenants/tenant-x",
+            &c.admin_token,
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.status, 404,
+        "a refused creation creates nothing: {}",
+        r.body
+    );
+
     assert_eq!(
         c.sql("tenant-a", &a, "SELECT count(*) FROM s")
             .await
