@@ -139,11 +139,7 @@ pub fn plan_round_placed(
                 let group = *groups
                     .entry((line.tenant, line.segment))
                     .or_insert_with(|| pool.group(line.tenant, line.segment));
-                let shared = group.contains(pool.me())
-                    && pool
-                        .peer_node(peer)
-                        .is_some_and(|node| group.contains(node));
-                if !shared {
+                if !shares_group(pool, peer, &group) {
                     continue;
                 }
             }
@@ -190,6 +186,20 @@ pub fn plan_round_placed(
         });
     }
     actions
+}
+
+/// Whether this node and `peer` are both members of `group` (see [`plan_round_placed`]).
+fn shares_group(pool: &Membership, peer: usize, group: &Group) -> bool {
+    group.contains(pool.me())
+        && pool
+            .peer_node(peer)
+            .is_some_and(|node| group.contains(node))
+}
+
+/// Whether peer `peer`'s summary `line` counts for this node: always without a pool, else only if
+/// both are members of the segment's group (as [`plan_round_placed`] counts lines).
+pub fn shares_line(pool: Option<&Membership>, peer: usize, line: &SegmentSummary) -> bool {
+    pool.is_none_or(|pool| shares_group(pool, peer, &pool.group(line.tenant, line.segment)))
 }
 
 /// A persistent connection to one peer, re-established with backoff when it breaks.

@@ -107,6 +107,7 @@ pub mod log_writer;
 pub mod metrics;
 pub mod node;
 pub mod pool;
+pub mod rebuild;
 pub mod records;
 pub mod segment_log;
 pub mod service;

@@ -107,6 +107,8 @@ fn protocol_invariants_hold_over_many_seeds() {
         follower_trim_refusals,
         follower_attaches,
         follower_proofs,
+        disks_replaced,
+        disks_rebuilt,
     } = sum;
     println!(
         "{seeds} seeds from {first} ({pool_of_nine} on a pool of nine safekeepers, the others six; \
@@ -121,7 +123,8 @@ fn protocol_invariants_hold_over_many_seeds() {
          {gossip_trim_refusals} gossip reads refused as trimmed, {trim_adoptions} trim points \
          adopted; followers: {follower_batches} batches applied, {follower_trim_refusals} reads \
          refused as trimmed, {follower_attaches} attaches from a checkpoint, {follower_proofs} \
-         segments proved complete by a read quorum; {threads} threads, {:.1} s",
+         segments proved complete by a read quorum; {disks_replaced} disks replaced \
+         ({disks_rebuilt} rebuilt to witnesses); {threads} threads, {:.1} s",
         started.elapsed().as_secs_f64()
     );
     // The histories must actually exercise the protocol, or the checkers prove nothing.
@@ -172,6 +175,11 @@ fn protocol_invariants_hold_over_many_seeds() {
         group_refusals > 0 && follower_proofs > 0,
         "groups were not exercised apart: {group_refusals} refusals for one group, {follower_proofs} proofs"
     );
+    // Replaced disks (drill 7), rebuilt before they testify again (`safekeeper::rebuild`).
+    assert!(
+        disks_replaced > seeds as usize / 10 && disks_rebuilt > disks_replaced / 4,
+        "replaced disks were not exercised: {disks_replaced} replaced, {disks_rebuilt} rebuilt"
+    );
 }
 
 /// Simulated histories per test run (each a few hundred steps), unless `BOREALIS_SIM_SEEDS`.
@@ -204,6 +212,8 @@ struct Totals {
     follower_trim_refusals: usize,
     follower_attaches: usize,
     follower_proofs: usize,
+    disks_replaced: usize,
+    disks_rebuilt: usize,
 }
 
 impl Totals {
@@ -233,6 +243,8 @@ impl Totals {
             follower_trim_refusals: out.follower_trim_refusals,
             follower_attaches: out.follower_attaches,
             follower_proofs: out.follower_proofs,
+            disks_replaced: out.disks_replaced,
+            disks_rebuilt: out.disks_rebuilt,
         });
     }
 
@@ -261,6 +273,8 @@ impl Totals {
         self.follower_trim_refusals += t.follower_trim_refusals;
         self.follower_attaches += t.follower_attaches;
         self.follower_proofs += t.follower_proofs;
+        self.disks_replaced += t.disks_replaced;
+        self.disks_rebuilt += t.disks_rebuilt;
     }
 }
 
@@ -303,5 +317,21 @@ fn the_checkers_catch_an_ack_before_the_fsync() {
     assert!(
         first_failing_seed(PlantedBug::PublishBeforeSync).is_some(),
         "no seed caught acknowledgements of records that were not yet fsynced"
+    );
+}
+
+/// A member whose disk was replaced answering `GetState` at once, as every safekeeper did before
+/// `safekeeper::rebuild`: its "nothing here" lets a read quorum prove a segment complete past
+/// records it had acknowledged, and a follower skips them. The checkers must catch it.
+#[test]
+fn the_checkers_catch_a_replaced_disk_that_testifies_before_it_is_rebuilt() {
+    let c = SimConfig {
+        replaced_disk_testifies: true,
+        ..SimConfig::default()
+    };
+    let failing = (0..5000).find(|&seed| run(seed, &c).violation.is_some());
+    assert!(
+        failing.is_some(),
+        "no seed caught a replaced disk testifying before it was rebuilt"
     );
 }

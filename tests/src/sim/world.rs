@@ -40,6 +40,9 @@ pub struct SimConfig {
     /// A bug planted in the safekeeper's acceptor (the service's code), for the tests that the
     /// checkers are not vacuous.
     pub planted: Option<PlantedBug>,
+    /// The hole `safekeeper::rebuild` closes, opened again: a member whose disk was replaced
+    /// answers `GetState` at once, for the test that the checkers catch it.
+    pub replaced_disk_testifies: bool,
 }
 
 impl Default for SimConfig {
@@ -49,6 +52,7 @@ impl Default for SimConfig {
             fault_per_mille: 30,
             trace_all: false,
             planted: None,
+            replaced_disk_testifies: false,
         }
     }
 }
@@ -103,6 +107,9 @@ pub struct SimOutcome {
     pub follower_trim_refusals: usize,
     pub follower_attaches: usize,
     pub follower_proofs: usize,
+    /// Members whose disk was replaced (restarted empty), and those that became witnesses again.
+    pub disks_replaced: usize,
+    pub disks_rebuilt: usize,
 }
 
 /// An MTR as the client sees it, with its records by segment.
@@ -209,6 +216,17 @@ struct World {
     follower_trim_refusals: usize,
     follower_attaches: usize,
     follower_proofs: usize,
+    /// The member whose disk was replaced (restarted empty), at most one per seed: a second disk
+    /// lost in the same group before the first is rebuilt is two failures of data, outside
+    /// DESIGN.md §6. Checker 2 counts it as the copy it lost (it may have acknowledged records
+    /// before the loss that a client is told of after it); checkers 3 and 6, what recovery and
+    /// the followers find, stay exact.
+    rebuilding: Option<usize>,
+    disks_replaced: usize,
+    /// Replaced members that became witnesses again (`safekeeper::rebuild`).
+    disks_rebuilt: usize,
+    /// [`SimConfig::replaced_disk_testifies`].
+    replaced_disk_testifies: bool,
 }
 
 pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
@@ -235,6 +253,7 @@ pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
         acked_multi_group: 0,
         trace: Vec::new(),
         trace_all: config.trace_all,
+        replaced_disk_testifies: config.replaced_disk_testifies,
         recoveries: 0,
         recovery_cuts: 0,
         anchors_raised: 0,
@@ -258,6 +277,9 @@ pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
         follower_trim_refusals: 0,
         follower_attaches: 0,
         follower_proofs: 0,
+        rebuilding: None,
+        disks_replaced: 0,
+        disks_rebuilt: 0,
         pool_azs,
         groups,
     };
@@ -309,6 +331,8 @@ pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
         follower_trim_refusals: w.follower_trim_refusals,
         follower_attaches: w.follower_attaches,
         follower_proofs: w.follower_proofs,
+        disks_replaced: w.disks_replaced,
+        disks_rebuilt: w.disks_rebuilt,
     }
 }
 
@@ -429,7 +453,17 @@ impl World {
     fn fault(&mut self, step: usize) {
         let n = self.members.len();
         let m = self.rng.random_range(0..n);
-        match self.rng.random_range(0..13) {
+        match self.rng.random_range(0..14) {
+            13 => {
+                if self.disks_replaced == 0 {
+                    self.members[m].wipe(!self.replaced_disk_testifies);
+                    self.rebuilding = Some(m);
+                    self.disks_replaced += 1;
+                    self.log(format!(
+                        "{step}: node {m}'s disk replaced (restarted empty)"
+                    ));
+                }
+            }
             0..=2 => {
                 if self.members[m].up {
                     self.members[m].crash();
@@ -865,6 +899,25 @@ impl World {
         }
     }
 
+    /// Whether member `n` holds `part` (records of `segment`) whole: in its log, or at or below
+    /// its trim point in the segment's checkpoint.
+    fn holds_part(&self, n: usize, segment: SegmentId, part: &[RedoRecord]) -> bool {
+        let last = part.last().expect("a part has records").lsn;
+        let checkpointed = &self.checkpoints_of[&segment].records;
+        let x = &self.members[n];
+        if x.scl(segment) < last {
+            return false;
+        }
+        let log = x.durable.get(&segment);
+        let mut base = None;
+        part.iter().all(|r| {
+            log.and_then(|l| l.get(&r.lsn)) == Some(r) || {
+                let base = *base.get_or_insert_with(|| x.base(segment));
+                r.lsn <= base && checkpointed.get(&r.lsn) == Some(r)
+            }
+        })
+    }
+
     fn check(&mut self) -> Result<(), String> {
         if let Some(v) = self.violation.take() {
             return Err(v);
@@ -889,32 +942,23 @@ impl World {
         // 2. Every acknowledged MTR stays durable, whole, on a write quorum of each group it
         //    touches: fsynced records survive crashes, and truncation never reaches below a
         //    recovered VDL. A member holds the records at or below its trim point in the
-        //    segment's checkpoint (object storage).
+        //    segment's checkpoint (object storage). A member whose disk was replaced counts as
+        //    the copy it lost (`rebuilding`).
         for mtr in &self.acked {
             for (segment, part) in &mtr.parts {
-                let last = part.last().expect("a part has records").lsn;
-                let checkpointed = &self.checkpoints_of[segment].records;
+                let group = self.groups[segment];
                 // (Counted up to a write quorum: the rest need not be looked at.)
-                let holders = self.groups[segment]
+                let holders = group
                     .0
                     .iter()
-                    .filter(|&&n| {
-                        let x = &self.members[n];
-                        if x.scl(*segment) < last {
-                            return false;
-                        }
-                        let log = x.durable.get(segment);
-                        let mut base = None;
-                        part.iter().all(|r| {
-                            log.and_then(|l| l.get(&r.lsn)) == Some(r) || {
-                                let base = *base.get_or_insert_with(|| x.base(*segment));
-                                r.lsn <= base && checkpointed.get(&r.lsn) == Some(r)
-                            }
-                        })
-                    })
+                    .filter(|&&n| self.holds_part(n, *segment, part))
                     .take(WRITE_QUORUM)
                     .count();
-                if holders < WRITE_QUORUM {
+                let lost = match self.rebuilding {
+                    Some(r) if group.contains(r) && !self.holds_part(r, *segment, part) => 1,
+                    _ => 0,
+                };
+                if holders + lost < WRITE_QUORUM {
                     return Err(format!(
                         "acknowledged MTR ending {}: its part in segment {segment} is held whole by only {holders} members of its group",
                         mtr.commit

@@ -51,6 +51,14 @@ impl World {
             })
             .collect();
         let local = BTreeMap::from([(TENANT, self.members[m].local_view())]);
+        // A member rebuilding after its disk was replaced: is it a witness again?
+        if let Some(rebuild) = self.members[m].rebuild.as_mut() {
+            if rebuild.on_round(&local, &summaries, Some(&pool)) {
+                self.members[m].rebuild = None;
+                self.disks_rebuilt += 1;
+                self.log(format!("{step}: node {m} is rebuilt: a witness again"));
+            }
+        }
         for action in plan_round_placed(&local, &summaries, Some(&pool)) {
             if !self.members[m].reachable() {
                 return;
@@ -83,7 +91,7 @@ impl World {
     /// have installed it (the service's `gossip::adopt_epoch`: the peer's `GetState`, then a
     /// Hello with its history).
     fn adopt_epoch(&mut self, step: usize, m: usize, p: usize, epoch: u64) {
-        if !self.members[p].reachable() {
+        if !self.members[p].testifies() {
             return;
         }
         let (theirs, history) = (self.members[p].epoch(), self.members[p].history().to_vec());
@@ -129,6 +137,8 @@ impl World {
                 return;
             }
             next = match next {
+                // A peer rebuilding after its disk was replaced refuses `GetState`.
+                FetchStep::GetState if !self.members[p].testifies() => return,
                 FetchStep::GetState => {
                     let peer = &self.members[p];
                     machine.on_state(peer.epoch(), peer.history())

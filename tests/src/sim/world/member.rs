@@ -10,6 +10,7 @@ use borealis_quorum::acceptor::{
 };
 use borealis_quorum::follower::HeldSegment;
 use safekeeper::gossip::LocalTenant;
+use safekeeper::rebuild::Rebuild;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A member crashed while executing an input's actions.
@@ -28,6 +29,9 @@ pub(super) struct Member {
     /// Written, not yet fsynced: lost on a crash.
     pub(super) unsynced: Vec<(SegmentId, RedoRecord)>,
     pub(super) acceptor: Acceptor,
+    /// Set while the member rebuilds after its disk was replaced: it refuses `GetState` (the
+    /// service's `Store::rebuilding`); durable, like the service's marker file.
+    pub(super) rebuild: Option<Rebuild>,
 }
 
 /// What a `ReadLog` gets from a member, decided in the order of the service's
@@ -70,6 +74,7 @@ impl Member {
             durable: BTreeMap::new(),
             unsynced: Vec::new(),
             acceptor: Acceptor::default(),
+            rebuild: None,
         };
         m.restart();
         m
@@ -77,6 +82,11 @@ impl Member {
 
     pub(super) fn reachable(&self) -> bool {
         self.up && !self.partitioned
+    }
+
+    /// Whether it answers `GetState`: reachable, and not rebuilding.
+    pub(super) fn testifies(&self) -> bool {
+        self.reachable() && self.rebuild.is_none()
     }
 
     /// The SCL of `segment` this member vouches for (what it acks and reports).
@@ -155,6 +165,16 @@ impl Member {
     pub(super) fn crash(&mut self) {
         self.up = false;
         self.unsynced.clear();
+    }
+
+    /// Its disk is replaced: everything durable is gone, and it starts again empty (drill 7),
+    /// rebuilding (`safekeeper::rebuild`) unless `rebuilds` is false (the hole it closes).
+    pub(super) fn wipe(&mut self, rebuilds: bool) {
+        self.crash();
+        self.control = Control::default();
+        self.durable.clear();
+        self.rebuild = rebuilds.then(Rebuild::new);
+        self.restart();
     }
 
     /// Rebuilds the acceptor from durable state, as the service's `Tenant::open` does.

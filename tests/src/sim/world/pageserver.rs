@@ -319,8 +319,9 @@ impl World {
         let group = self.group(segment);
         let caught = self.followers[&segment].cursor.caught_up_to;
         let mut tally = ProofTally::new(caught, target, proof_quorum(PG_MEMBERS));
+        // A member rebuilding after its disk was replaced refuses `GetState`.
         let mut order: Vec<usize> = (0..PG_MEMBERS)
-            .filter(|&i| self.members[group.node(i)].reachable())
+            .filter(|&i| self.members[group.node(i)].testifies())
             .collect();
         order.shuffle(&mut self.rng);
         for i in order {

@@ -41,18 +41,25 @@ impl World {
         let reached: Vec<usize> = (0..self.members.len())
             .filter(|&n| self.members[n].reachable())
             .collect();
-        // 1. What GetState answers: the published state.
-        let anchor = reached
+        // 1. What GetState answers: the published state. A member rebuilding after its disk
+        //    was replaced refuses (it is no witness: `safekeeper::rebuild`); it still gets the
+        //    Hello below.
+        let answered: Vec<usize> = reached
+            .iter()
+            .copied()
+            .filter(|&n| self.members[n].testifies())
+            .collect();
+        let anchor = answered
             .iter()
             .map(|&n| self.members[n].acceptor.published().known_vdl)
             .max()
             .unwrap_or(Lsn::INVALID);
-        let epoch_floor = reached
+        let epoch_floor = answered
             .iter()
             .map(|&n| self.members[n].epoch())
             .max()
             .unwrap_or(0);
-        let segments: BTreeSet<SegmentId> = reached
+        let segments: BTreeSet<SegmentId> = answered
             .iter()
             .flat_map(|&n| self.members[n].segments())
             .collect();
@@ -63,7 +70,7 @@ impl World {
                 .0
                 .iter()
                 .enumerate()
-                .filter(|(_, n)| reached.contains(n))
+                .filter(|(_, n)| answered.contains(n))
                 .map(|(member, &n)| {
                     let p = self.members[n].acceptor.published();
                     MemberReport {
@@ -87,9 +94,11 @@ impl World {
             }
             groups.insert(segment, reports);
         }
-        if reached.len() < WRITE_QUORUM || !fences_every_group(&self.pool_azs, &reached) {
+        // On the nodes that answered, as the gateway checks it: every group the pool can form
+        // has at least three of them, so every segment that holds a durable record is seen.
+        if answered.len() < WRITE_QUORUM || !fences_every_group(&self.pool_azs, &answered) {
             self.log(format!(
-                "{step}: recovery impossible: {reached:?} answered, too few to fence every group"
+                "{step}: recovery impossible: {answered:?} answered, too few to fence every group"
             ));
             return;
         }
