@@ -20,6 +20,9 @@ fn http() -> reqwest::Client {
         .expect("building an HTTP client")
 }
 
+/// The file that tells a new safekeeper it is new (`safekeeper::rebuild::NEW_NODE_MARKER`).
+pub const SAFEKEEPER_NEW_NODE_MARKER: &str = "new-node";
+
 /// The shape of a new cluster (`borealis up --segment-size --safekeepers --pageservers`); on an
 /// existing cluster each given value must be the one it was created with.
 pub struct Pool {
@@ -130,6 +133,14 @@ pub async fn up(
             f.sync_all()?;
         }
         c.save(&dir)?;
+        // Each safekeeper is new: it never acknowledged anything, so it starts as a witness. A
+        // safekeeper that later finds no log and no such marker had its disk replaced, and
+        // rebuilds before it testifies (`safekeeper::rebuild`).
+        for n in c.nodes.iter().filter(|n| n.role == "safekeeper") {
+            borealis_utils::owner_only::create_dir_all(&n.data_dir)?;
+            std::fs::File::create(n.data_dir.join(SAFEKEEPER_NEW_NODE_MARKER))?.sync_all()?;
+            std::fs::File::open(&n.data_dir)?.sync_all()?;
+        }
         println!("created a new cluster in {}", dir.display());
         c
     };

@@ -43,6 +43,8 @@ async fn start_safekeepers(bin: &str, keys: &ClusterKeys) -> Vec<Safekeeper> {
             .map(|(j, a)| format!("sk-{j}={a}"))
             .collect();
         let dir = tempfile::tempdir().unwrap();
+        // A new node (`safekeeper::rebuild`): it never acknowledged anything.
+        std::fs::write(dir.path().join("new-node"), b"").unwrap();
         let child = Command::new(bin)
             .args([
                 "--id",

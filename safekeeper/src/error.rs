@@ -53,6 +53,12 @@ pub enum SkError {
     Io(#[from] std::io::Error),
     #[error("internal error: {0}")]
     Internal(String),
+    /// `GetState` on a node rebuilding after its disk was replaced ([`crate::rebuild`]).
+    #[error(
+        "this safekeeper's disk was replaced and it is rebuilding from its peers: until it holds \
+         what they hold, what it lacks proves nothing, so it does not answer GetState"
+    )]
+    Rebuilding,
 }
 
 impl SkError {
@@ -71,7 +77,7 @@ impl SkError {
             | SkError::Trimmed { .. }
             | SkError::Dropped { .. } => ErrorKind::Invalid,
             SkError::Corrupt(_) => ErrorKind::Corrupt,
-            SkError::Io(_) => ErrorKind::Unavailable,
+            SkError::Io(_) | SkError::Rebuilding => ErrorKind::Unavailable,
             SkError::Internal(_) => ErrorKind::Internal,
         }
     }

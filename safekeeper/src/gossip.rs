@@ -64,6 +64,7 @@ pub use crate::config::Peer;
 use crate::log_writer::LogWriter;
 use crate::metrics::inc;
 pub use crate::pool::Membership;
+use crate::rebuild::Rebuild;
 use crate::records::{parse_records, ParsedRecord};
 pub use crate::store::LocalTenant;
 use crate::store::{Store, LOG_READ_BYTES_MAX};
@@ -303,8 +304,13 @@ pub async fn run(
     token: String,
 ) {
     if peers.is_empty() {
+        // Nobody to rebuild from, and no group of which this node could be a false witness.
+        if store.rebuilding() {
+            finish_rebuild(&store);
+        }
         return;
     }
+    let mut rebuild = store.rebuilding().then(Rebuild::new);
     let token: Arc<str> = token.into();
     let mut links: Vec<PeerLink> = peers
         .into_iter()
@@ -320,7 +326,18 @@ pub async fn run(
             summary.retain(|s| !store.is_dropped(s.tenant));
         }
         inc(&store.metrics().gossip_rounds_total, 1);
-        for action in plan_round_placed(&store.local_view(), &summaries, pool.as_ref()) {
+        let local = store.local_view();
+        if let Some(r) = rebuild.as_mut() {
+            if r.on_round(&local, &summaries, pool.as_ref()) && finish_rebuild(&store) {
+                rebuild = None;
+            } else if let Some(targets) = r.targets() {
+                debug!(
+                    segments = targets.len(),
+                    "rebuilding: not yet at the peers' SCLs"
+                );
+            }
+        }
+        for action in plan_round_placed(&local, &summaries, pool.as_ref()) {
             match action {
                 Action::AdoptEpoch {
                     tenant,
@@ -347,6 +364,21 @@ pub async fn run(
                     .await
                 }
             }
+        }
+    }
+}
+
+/// Ends this node's rebuild ([`crate::rebuild`]); false (and logged) if its marker could not be
+/// removed, so the next round tries again.
+fn finish_rebuild(store: &Store) -> bool {
+    match store.finish_rebuild() {
+        Ok(()) => {
+            info!("rebuilt: this node holds what its peers held and answers GetState again");
+            true
+        }
+        Err(e) => {
+            warn!(error = %e, "could not end the rebuild (removing its marker); retrying next round");
+            false
         }
     }
 }

@@ -29,6 +29,9 @@ pub struct Status {
     /// Whether writers' appends were refused for the budget and trims have not made room for
     /// them yet.
     pub disk_budget_exhausted: bool,
+    /// Whether it rebuilds after its disk was replaced: it refuses `GetState` until it holds
+    /// what its peers hold ([`crate::rebuild`]).
+    pub rebuilding: bool,
     /// How many tenants this safekeeper holds.
     pub tenant_count: usize,
     /// How many segments it holds, over all tenants (each a member of its protection group).
@@ -104,6 +107,7 @@ pub fn status_of(id: &str, store: &Store) -> Status {
         disk_budget_bytes: budget.budget_bytes,
         retained_log_bytes: budget.retained_bytes,
         disk_budget_exhausted: budget.exhausted,
+        rebuilding: store.rebuilding(),
         tenant_count: tenants.len(),
         segment_count: tenants.iter().map(|t| t.segments.len()).sum(),
         tenants,

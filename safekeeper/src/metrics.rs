@@ -113,6 +113,8 @@ pub struct Metrics {
     pub disk_budget_bytes: AtomicU64,
     /// Gauge: bytes of segment files on this safekeeper's disk, over all tenants.
     pub retained_log_bytes: AtomicU64,
+    /// Gauge: 1 while this node rebuilds after its disk was replaced ([`crate::rebuild`]).
+    pub rebuilding: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -137,6 +139,7 @@ impl Default for Metrics {
             auth_refused_total: AtomicU64::new(0),
             disk_budget_bytes: AtomicU64::new(0),
             retained_log_bytes: AtomicU64::new(0),
+            rebuilding: AtomicU64::new(0),
         }
     }
 }
@@ -237,7 +240,12 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
         }
-        let gauges: [(&str, &AtomicU64, &str); 2] = [
+        let gauges: [(&str, &AtomicU64, &str); 3] = [
+            (
+                "safekeeper_rebuilding",
+                &self.rebuilding,
+                "1 while this node rebuilds after its disk was replaced: it refuses GetState until it holds what its peers hold.",
+            ),
             (
                 "safekeeper_disk_budget_bytes",
                 &self.disk_budget_bytes,

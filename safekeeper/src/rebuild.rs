@@ -18,7 +18,8 @@
 //! appends, acknowledges only what it holds completely (its SCL is honest: a complete chain), and
 //! gossips as usual. It stops rebuilding once [`Rebuild::on_round`] says so:
 //!
-//! 1. In a gossip round where all but at most [`SILENT_PEERS_MAX`] peers answered, it takes as
+//! 1. In a gossip round where all but at most [`SILENT_PEERS_MAX`] peers answered (and at least
+//!    [`READ_QUORUM`] of them, or all when it has fewer peers), it takes as
 //!    **targets**, per segment of its groups, the newest epoch the peers report and the highest SCL
 //!    reported in it.
 //! 2. It is rebuilt when, for every target, its own epoch is at least the target's and its SCL at
@@ -82,7 +83,11 @@ impl Rebuild {
         pool: Option<&Membership>,
     ) -> bool {
         let answered = summaries.iter().filter(|s| s.is_some()).count();
-        if answered + SILENT_PEERS_MAX >= summaries.len() {
+        // All but two (so every group keeps three answering members besides this node), and
+        // never fewer than three, or all of them when there are fewer peers than that.
+        let enough = answered + SILENT_PEERS_MAX >= summaries.len()
+            && answered >= READ_QUORUM.min(summaries.len());
+        if enough {
             let mut reported = Targets::new();
             for (peer, summary) in summaries.iter().enumerate() {
                 for line in summary.iter().flatten() {
@@ -193,6 +198,10 @@ mod tests {
             r.on_round(&BTreeMap::new(), &[], None),
             "no peers: nothing to learn"
         );
+        // Two peers (a test's small group): both must answer.
+        let mut r = Rebuild::new();
+        assert!(!r.on_round(&BTreeMap::new(), &[Some(vec![]), None], None));
+        assert!(r.on_round(&BTreeMap::new(), &[Some(vec![]), Some(vec![])], None));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 use crate::disk_budget::SharedDiskBudget;
 use crate::error::SkError;
 use crate::metrics::Metrics;
+use crate::rebuild::{NEW_NODE_MARKER, REBUILDING_MARKER};
 use crate::segment_log::fsync_dir;
 use crate::tenant::{ReadResult, Tenant};
 use borealis_core::{Lsn, SegmentId, TenantId};
@@ -55,6 +56,10 @@ pub struct Store {
     budget: Arc<SharedDiskBudget>,
     /// Bumped after every publish (group commit, truncation, repair): `ReadLog` waits on it.
     commits: watch::Sender<u64>,
+    /// `DIR/rebuilding`, present while this node rebuilds after its disk was replaced
+    /// ([`crate::rebuild`]); `rebuilding` mirrors it.
+    rebuilding_marker: PathBuf,
+    rebuilding: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
@@ -68,6 +73,20 @@ impl Store {
     ) -> Result<Store, SkError> {
         let tenants_dir = data_dir.join("tenants");
         let dropped_dir = data_dir.join("dropped");
+        // No log yet: a node `borealis up` created (it says so with a marker), or a node whose
+        // disk was replaced, which must not testify until it is rebuilt ([`crate::rebuild`]).
+        // The marker is made durable before the log exists, so a crash in between leaves it.
+        let rebuilding_marker = data_dir.join(REBUILDING_MARKER);
+        let new_node_marker = data_dir.join(NEW_NODE_MARKER);
+        if !tenants_dir.try_exists()? && !new_node_marker.try_exists()? {
+            warn!(
+                data_dir = %data_dir.display(),
+                "no log here and no {NEW_NODE_MARKER} marker: this node's disk was replaced; it \
+                 rebuilds from its peers and is no witness of what its groups hold until it has"
+            );
+            std::fs::File::create(&rebuilding_marker)?.sync_all()?;
+            fsync_dir(data_dir)?;
+        }
         for dir in [&tenants_dir, &dropped_dir] {
             if !dir.try_exists()? {
                 std::fs::create_dir_all(dir)?;
@@ -110,6 +129,18 @@ impl Store {
             });
             tenants.insert(id, Arc::new(tenant));
         }
+        if new_node_marker.try_exists()? {
+            // The log exists now: a restart is an ordinary restart.
+            std::fs::remove_file(&new_node_marker)?;
+            fsync_dir(data_dir)?;
+        }
+        let rebuilding = rebuilding_marker.try_exists()?;
+        if rebuilding {
+            info!("rebuilding: GetState is refused until this node holds what its peers hold");
+        }
+        metrics
+            .rebuilding
+            .store(u64::from(rebuilding), std::sync::atomic::Ordering::Relaxed);
         Ok(Store {
             tenants_dir,
             dropped_dir,
@@ -118,7 +149,34 @@ impl Store {
             metrics,
             budget,
             commits: watch::channel(0).0,
+            rebuilding_marker,
+            rebuilding: std::sync::atomic::AtomicBool::new(rebuilding),
         })
+    }
+
+    /// Whether this node is rebuilding after its disk was replaced ([`crate::rebuild`]).
+    pub fn rebuilding(&self) -> bool {
+        self.rebuilding.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// This node holds again what its peers held: it testifies from now on. The marker is gone
+    /// durably before the flag clears; a crash before that leaves the node rebuilding, and it
+    /// takes one more gossip round to find it rebuilt.
+    pub fn finish_rebuild(&self) -> std::io::Result<()> {
+        if let Err(e) = std::fs::remove_file(&self.rebuilding_marker) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(e);
+            }
+        }
+        if let Some(dir) = self.rebuilding_marker.parent() {
+            fsync_dir(dir)?;
+        }
+        self.rebuilding
+            .store(false, std::sync::atomic::Ordering::Release);
+        self.metrics
+            .rebuilding
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -212,8 +270,12 @@ impl Store {
     }
 
     /// Answer to `GetState`: an unknown tenant is epoch 0 with no segments; a deleted one is an
-    /// error (a writer must not recover it from nothing).
+    /// error (a writer must not recover it from nothing). While this node rebuilds after its disk
+    /// was replaced, every tenant's is `unavailable`: what it lacks is not evidence of absence.
     pub fn get_state(&self, id: TenantId) -> Body {
+        if self.rebuilding() {
+            return SkError::Rebuilding.to_body();
+        }
         match self.tenant(id) {
             None if self.is_dropped(id) => SkError::Dropped { tenant: id }.to_body(),
             None => Body::State {
@@ -319,9 +381,18 @@ impl Store {
 mod tests {
     use super::*;
     use crate::records::parse_records;
-    use borealis_core::{EpochStart, PAGE_SIZE_BYTES};
+    use borealis_core::{EpochStart, ErrorKind, PAGE_SIZE_BYTES};
+    use std::sync::atomic::Ordering;
 
+    /// Opens `dir` as a new node's (the marker `borealis up` writes) unless it has a log.
     fn open(dir: &Path) -> Store {
+        if !dir.join("tenants").exists() {
+            std::fs::write(dir.join(NEW_NODE_MARKER), b"").unwrap();
+        }
+        open_as_found(dir)
+    }
+
+    fn open_as_found(dir: &Path) -> Store {
         let metrics = Arc::new(Metrics::default());
         let budget = Arc::new(SharedDiskBudget::new(
             "sk-test".into(),
@@ -397,6 +468,48 @@ mod tests {
             store.tenant_or_create(gone),
             Err(SkError::Dropped { .. })
         ));
+    }
+
+    #[test]
+    fn a_node_without_a_log_or_a_new_node_marker_rebuilds_before_it_testifies() {
+        // A new node: the marker goes once the log exists, and it testifies.
+        let new = tempfile::tempdir().unwrap();
+        let store = open(new.path());
+        assert!(!store.rebuilding());
+        assert!(!new.path().join(NEW_NODE_MARKER).exists());
+        assert!(matches!(store.get_state(TenantId(1)), Body::State { .. }));
+        drop(store);
+        assert!(
+            !open_as_found(new.path()).rebuilding(),
+            "a restart is a restart"
+        );
+
+        // A replaced disk: no log, no marker.
+        let replaced = tempfile::tempdir().unwrap();
+        let store = open_as_found(replaced.path());
+        assert!(store.rebuilding());
+        assert_eq!(store.metrics().rebuilding.load(Ordering::Relaxed), 1);
+        assert!(matches!(
+            store.get_state(TenantId(1)),
+            Body::Error { kind: ErrorKind::Unavailable, ref message } if message.contains("rebuilding")
+        ));
+        tenant_with_log(&store, TenantId(1));
+        drop(store);
+        // A crash while rebuilding: still rebuilding.
+        let store = open_as_found(replaced.path());
+        assert!(store.rebuilding());
+        store.finish_rebuild().unwrap();
+        assert!(!store.rebuilding());
+        assert_eq!(store.metrics().rebuilding.load(Ordering::Relaxed), 0);
+        assert!(matches!(
+            store.get_state(TenantId(1)),
+            Body::State { epoch: 1, .. }
+        ));
+        drop(store);
+        assert!(
+            !open_as_found(replaced.path()).rebuilding(),
+            "rebuilt for good"
+        );
     }
 
     #[test]

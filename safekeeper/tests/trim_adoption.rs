@@ -192,7 +192,19 @@ async fn a_wiped_member_adopts_its_peers_trim_point_and_refills_above_it() {
     assert_eq!(trim(&wb, 1, 121).await, Lsn(121));
 
     // c starts empty: it learns the epoch, is refused below 121, adopts 121, fetches the rest.
+    // It knows its disk was replaced (no log, no new-node marker), so it answers no GetState
+    // until it holds what its peers hold (`safekeeper::rebuild`).
     c.start();
+    eventually(Duration::from_secs(10), "sk-b1 is rebuilt", || async {
+        c.metric("safekeeper_rebuilding") == 0
+    })
+    .await;
+    for line in [
+        "this node's disk was replaced",
+        "rebuilt: this node holds what its peers held",
+    ] {
+        assert!(c.logs().contains(line), "{line:?} is logged:\n{}", c.logs());
+    }
     wait_scl(&c, 150).await;
     assert_rebuilt(&c, 121, 150, 150).await;
     assert_eq!(c.metric("safekeeper_trim_points_adopted_total"), 1);

@@ -112,4 +112,13 @@ async fn drill_7_safekeeper_disk_wiped_is_rebuilt_from_peers() {
         after.records_repaired
     );
     disk.assert_complete(VICTIM);
+    // It knew its disk was replaced, refused to testify (GetState) while it rebuilt, and became
+    // a witness again once it held what its peers held (`safekeeper::rebuild`).
+    let log = std::fs::read_to_string(c.log_path(VICTIM)).expect("the victim's log");
+    for line in [
+        "this node's disk was replaced",
+        "rebuilt: this node holds what its peers held",
+    ] {
+        assert!(log.contains(line), "{VICTIM}'s log says {line:?}");
+    }
 }

@@ -103,6 +103,9 @@ async fn start_members(bin_dir: &Path, root: &Path, n: usize) -> anyhow::Result<
             .map(|j| format!("{}={}", ids[j], listen[j]))
             .collect();
         let data: PathBuf = root.join(&ids[i]);
+        // A new node (`safekeeper::rebuild`): it never acknowledged anything.
+        std::fs::create_dir_all(&data)?;
+        std::fs::write(data.join("new-node"), b"")?;
         let log = std::fs::File::create(root.join(format!("{}.log", ids[i])))?;
         let child = Command::new(&bin)
             .args(["--id", &ids[i], "--listen", &listen[i], "--http", &http[i]])

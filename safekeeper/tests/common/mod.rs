@@ -60,6 +60,14 @@ impl Sk {
     /// each other first).
     pub fn new(id: &str, root: &Path) -> Sk {
         let (auth_args, token) = auth_for(id, root);
+        // A new node, as `borealis up` makes one: it never acknowledged anything. (Deleting the
+        // directory later makes it a replaced disk, which rebuilds: `safekeeper::rebuild`.)
+        std::fs::create_dir_all(root.join(id)).unwrap();
+        std::fs::write(
+            root.join(id).join(safekeeper::rebuild::NEW_NODE_MARKER),
+            b"",
+        )
+        .unwrap();
         Sk {
             auth_args,
             token,
