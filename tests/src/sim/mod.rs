@@ -9,7 +9,9 @@
 //! (`borealis_quorum::follower`, re-exported as `pageserver::segment_cursor`) — through a history
 //! chosen by a seeded RNG: message delivery order, delays and drops, node crashes (losing what
 //! was not fsynced, sometimes between two actions of a Hello, a trim or an adopted trim point)
-//! and restarts, network partitions, loss of a whole AZ or an AZ and one more node, writer
+//! and restarts, a disk replaced (a node restarting empty, at most once per seed, which is no
+//! witness until `safekeeper::rebuild` says it is rebuilt), network partitions, loss of a whole
+//! AZ or an AZ and one more node, writer
 //! crashes (some right after one group got its part of a commit that spans several), and
 //! "zombie" writers that keep running after a new writer took over. Nodes fill each other's
 //! holes by gossip (and learn newer epochs from each other); pageservers checkpoint each segment
