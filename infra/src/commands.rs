@@ -132,8 +132,8 @@ pub async fn up(
             writeln!(f, "{}", c.admin_token)?;
             f.sync_all()?;
         }
-        c.save(&dir)?;
-        // Each safekeeper is new: it never acknowledged anything, so it starts as a witness. A
+        // Before cluster.json exists (a crash in between plans a new cluster again). Each
+        // safekeeper is new: it never acknowledged anything, so it starts as a witness. A
         // safekeeper that later finds no log and no such marker had its disk replaced, and
         // rebuilds before it testifies (`safekeeper::rebuild`).
         for n in c.nodes.iter().filter(|n| n.role == "safekeeper") {
@@ -141,6 +141,7 @@ pub async fn up(
             std::fs::File::create(n.data_dir.join(SAFEKEEPER_NEW_NODE_MARKER))?.sync_all()?;
             std::fs::File::open(&n.data_dir)?.sync_all()?;
         }
+        c.save(&dir)?;
         println!("created a new cluster in {}", dir.display());
         c
     };

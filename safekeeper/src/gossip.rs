@@ -63,7 +63,8 @@ use crate::acceptor::AdoptOutcome;
 pub use crate::config::Peer;
 use crate::log_writer::LogWriter;
 use crate::metrics::inc;
-pub use crate::pool::Membership;
+use crate::pool::shares_group;
+pub use crate::pool::{shares_line, Membership};
 use crate::rebuild::Rebuild;
 use crate::records::{parse_records, ParsedRecord};
 pub use crate::store::LocalTenant;
@@ -187,20 +188,6 @@ pub fn plan_round_placed(
         });
     }
     actions
-}
-
-/// Whether this node and `peer` are both members of `group` (see [`plan_round_placed`]).
-fn shares_group(pool: &Membership, peer: usize, group: &Group) -> bool {
-    group.contains(pool.me())
-        && pool
-            .peer_node(peer)
-            .is_some_and(|node| group.contains(node))
-}
-
-/// Whether peer `peer`'s summary `line` counts for this node: always without a pool, else only if
-/// both are members of the segment's group (as [`plan_round_placed`] counts lines).
-pub fn shares_line(pool: Option<&Membership>, peer: usize, line: &SegmentSummary) -> bool {
-    pool.is_none_or(|pool| shares_group(pool, peer, &pool.group(line.tenant, line.segment)))
 }
 
 /// A persistent connection to one peer, re-established with backoff when it breaks.

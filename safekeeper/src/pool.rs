@@ -173,6 +173,24 @@ impl Membership {
     }
 }
 
+/// Whether this node and `peer` are both members of `group` (see `gossip::plan_round_placed`).
+pub fn shares_group(pool: &Membership, peer: usize, group: &Group) -> bool {
+    group.contains(pool.me())
+        && pool
+            .peer_node(peer)
+            .is_some_and(|node| group.contains(node))
+}
+
+/// Whether peer `peer`'s summary `line` counts for this node: always without a pool, else only if
+/// both are members of the segment's group (as `gossip::plan_round_placed` counts lines).
+pub fn shares_line(
+    pool: Option<&Membership>,
+    peer: usize,
+    line: &borealis_wire::SegmentSummary,
+) -> bool {
+    pool.is_none_or(|pool| shares_group(pool, peer, &pool.group(line.tenant, line.segment)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,48 +18,51 @@
 //! appends, acknowledges only what it holds completely (its SCL is honest: a complete chain), and
 //! gossips as usual. It stops rebuilding once [`Rebuild::on_round`] says so:
 //!
-//! 1. In a gossip round where all but at most [`SILENT_PEERS_MAX`] peers answered (and at least
-//!    [`READ_QUORUM`] of them, or all when it has fewer peers), it takes as
-//!    **targets**, per segment of its groups, the newest epoch the peers report and the highest SCL
-//!    reported in it.
-//! 2. It is rebuilt when, for every target, its own epoch is at least the target's and its SCL at
-//!    least the target SCL.
+//! 1. In every gossip round where all but at most [`SILENT_PEERS_MAX`] peers answered (and at
+//!    least [`READ_QUORUM`] of them, or all when it has fewer peers), it takes as **targets**,
+//!    per segment of its groups, the highest SCL any answering peer reports, in whatever epoch.
+//! 2. It is rebuilt when its own SCL is at least every target of such a round (this one or an
+//!    earlier one).
 //!
-//! **Why that is enough.** A record it acknowledged before the loss and that became durable is
-//! held, complete, by at least 3 other members of the group (4 held it, this one lost it), so
-//! their SCLs are at or above it (SCLs never fall below a durable point). A group has five
-//! members besides this one and at most two of them are silent, so at least three answered, and
-//! 3 of 5 always include one of the three holders: the target is at or above the record. A record
-//! acknowledged after the restart is held because it arrived here. Targets move to a newer epoch
-//! when the peers report one (a recovery happened meanwhile; its truncation never reaches a
-//! durable record), and a segment no answering peer reports any more (its tenant was deleted) is
-//! dropped. Two disks of one group replaced before the first is rebuilt are two failures of data,
-//! outside the failure model (docs/design.md §6).
+//! **Why that is enough.** A record it acknowledged before the loss and that was durable then is
+//! held, complete, by at least 3 other members of the group (4 held it, this one lost it), and
+//! their SCLs stay at or above it in every later epoch (no recovery truncates a durable record).
+//! A group has five members besides this one and at most two of them are silent, so at least
+//! three answered, and 3 of 5 always include one of the three holders: every round's target is
+//! at or above the record. SCLs are compared across epochs on purpose: the holder may still be at
+//! an older epoch than members that already took a newer (failed) recovery's `Hello`, and this
+//! node's complete chain up to a target at or above a durable record holds that record whatever
+//! its epoch. A record that became durable only after the loss never counts this node's lost
+//! copy: the writer takes what a member's `HelloOk` reports as its SCL when it reconnects, even
+//! below what it acknowledged before (`QuorumWriter::member_state`), so such a record is on four
+//! real copies. Targets are taken afresh every round, so a target set by a peer's tail that no
+//! recovery kept falls once that peer is truncated. Two disks of one group replaced before the
+//! first is rebuilt are two failures of data, outside the failure model (docs/design.md §6).
+//!
+//! **Not covered.** A data directory restored from an old backup, a tenant directory lost on its
+//! own, or records lost to corruption other than a torn tail still answer as if they were whole;
+//! and `--peers` must list every other member of the node's groups (`borealis up` lists the whole
+//! pool), or a silent group member goes uncounted.
 
-use crate::gossip::{shares_line, Membership};
+use crate::pool::{shares_line, Membership};
 use crate::store::LocalTenant;
 use borealis_core::quorum::{PG_MEMBERS, READ_QUORUM};
 use borealis_core::{Lsn, SegmentId, TenantId};
 use borealis_wire::SegmentSummary;
 use std::collections::BTreeMap;
 
-/// Written by `borealis up` into a new safekeeper's data directory: "this node is new, it never
-/// acknowledged anything". Removed once the log exists.
-pub const NEW_NODE_MARKER: &str = "new-node";
-/// Present while the safekeeper is rebuilding after its disk was replaced.
-pub const REBUILDING_MARKER: &str = "rebuilding";
+pub use crate::store::{NEW_NODE_MARKER, REBUILDING_MARKER};
 /// Peers that may stay silent in the round that sets the targets: with at most this many
 /// silent, every group keeps [`READ_QUORUM`] answering members besides this one.
 pub const SILENT_PEERS_MAX: usize = PG_MEMBERS - 1 - READ_QUORUM;
 
-/// Per segment (of a tenant): the epoch and the SCL a rebuilding node must reach.
-pub type Targets = BTreeMap<(TenantId, SegmentId), (u64, Lsn)>;
+/// Per segment (of a tenant): the SCL a rebuilding node must reach.
+pub type Targets = BTreeMap<(TenantId, SegmentId), Lsn>;
 
 /// What a rebuilding safekeeper must hold again before it is a witness (see the module docs).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Rebuild {
-    /// Per segment of this node's groups: the epoch and SCL to reach; `None` until a round
-    /// with enough answers.
+    /// The targets of the last round in which enough peers answered; `None` before the first.
     targets: Option<Targets>,
 }
 
@@ -75,55 +78,50 @@ impl Rebuild {
 
     /// One gossip round: `local` is this node's view, `summaries[i]` peer `i`'s answer (`None`:
     /// no answer), `pool` places this node and its peers as for `plan_round_placed`. Returns
-    /// whether the node is rebuilt.
+    /// whether the node is rebuilt: it holds the targets of an earlier round, or of this one if
+    /// enough peers answered (every such round's targets are safe, see the module docs; taking
+    /// the earlier ones too lets a node under load, a little behind its peers at every instant,
+    /// finish).
     pub fn on_round(
         &mut self,
         local: &BTreeMap<TenantId, LocalTenant>,
         summaries: &[Option<Vec<SegmentSummary>>],
         pool: Option<&Membership>,
     ) -> bool {
+        if self.targets.as_ref().is_some_and(|t| reached(local, t)) {
+            return true;
+        }
         let answered = summaries.iter().filter(|s| s.is_some()).count();
         // All but two (so every group keeps three answering members besides this node), and
         // never fewer than three, or all of them when there are fewer peers than that.
         let enough = answered + SILENT_PEERS_MAX >= summaries.len()
             && answered >= READ_QUORUM.min(summaries.len());
-        if enough {
-            let mut reported = Targets::new();
-            for (peer, summary) in summaries.iter().enumerate() {
-                for line in summary.iter().flatten() {
-                    if !shares_line(pool, peer, line) {
-                        continue;
-                    }
-                    let t = reported
-                        .entry((line.tenant, line.segment))
-                        .or_insert((line.epoch, line.scl));
-                    if (line.epoch, line.scl) > *t {
-                        *t = (line.epoch, line.scl);
-                    }
-                }
-            }
-            match &mut self.targets {
-                None => self.targets = Some(reported),
-                Some(targets) => {
-                    targets.retain(|key, _| reported.contains_key(key));
-                    for (key, target) in targets.iter_mut() {
-                        let now = reported[key];
-                        if now.0 > target.0 {
-                            *target = now;
-                        }
-                    }
+        if !enough {
+            return false;
+        }
+        let mut targets = Targets::new();
+        for (peer, summary) in summaries.iter().enumerate() {
+            for line in summary.iter().flatten() {
+                if shares_line(pool, peer, line) {
+                    let t = targets.entry((line.tenant, line.segment)).or_default();
+                    *t = (*t).max(line.scl);
                 }
             }
         }
-        let Some(targets) = &self.targets else {
-            return false;
-        };
-        targets.iter().all(|((tenant, segment), &(epoch, scl))| {
-            local.get(tenant).is_some_and(|ours| {
-                ours.epoch >= epoch && ours.scl.get(segment).copied().unwrap_or(Lsn::INVALID) >= scl
-            })
-        })
+        // A first round that finds nothing to hold (a new cluster, an idle one) is done at once.
+        let done = reached(local, &targets);
+        self.targets = Some(targets);
+        done
     }
+}
+
+/// Whether `local` holds every segment of `targets` up to its target SCL.
+fn reached(local: &BTreeMap<TenantId, LocalTenant>, targets: &Targets) -> bool {
+    targets.iter().all(|((tenant, segment), &scl)| {
+        local
+            .get(tenant)
+            .is_some_and(|ours| ours.scl.get(segment).copied().unwrap_or(Lsn::INVALID) >= scl)
+    })
 }
 
 #[cfg(test)]
@@ -158,7 +156,8 @@ mod tests {
         let few = vec![Some(vec![line(0, 3, 50)]), Some(vec![]), None, None, None];
         assert!(!r.on_round(&local(0, &[]), &few, None));
         assert!(r.targets().is_none());
-        // Two silent: targets are the highest SCL of the newest epoch.
+        // Two silent: targets are the highest SCL reported, whatever its epoch (a holder may
+        // still be at an older epoch than members a failed recovery reached).
         let enough = vec![
             Some(vec![line(0, 3, 50), line(1, 3, 9)]),
             Some(vec![line(0, 3, 70)]),
@@ -166,22 +165,22 @@ mod tests {
             None,
             None,
         ];
-        assert!(!r.on_round(&local(3, &[(0, 69), (1, 9)]), &enough, None));
-        assert_eq!(r.targets().unwrap()[&(T, SegmentId(0))], (3, Lsn(70)));
-        // The targets stay where they were set, while the peers move on.
+        assert!(!r.on_round(&local(3, &[(0, 89), (1, 9)]), &enough, None));
+        assert_eq!(r.targets().unwrap()[&(T, SegmentId(0))], Lsn(90));
+        // Reached in a later round, while the peers moved on.
         let later = vec![Some(vec![line(0, 3, 99), line(1, 3, 20)]); 5];
-        assert!(r.on_round(&local(3, &[(0, 70), (1, 9)]), &later, None));
+        assert!(r.on_round(&local(3, &[(0, 90), (1, 9)]), &later, None));
     }
 
     #[test]
     fn a_node_that_knows_nothing_yet_is_not_rebuilt() {
-        let mut r = Rebuild::new();
         let all = vec![Some(vec![line(0, 1, 5)]); 5];
+        let mut r = Rebuild::new();
         assert!(
             !r.on_round(&BTreeMap::new(), &all, None),
             "tenant unknown here"
         );
-        assert!(!r.on_round(&local(0, &[]), &all, None), "epoch not adopted");
+        assert!(!r.on_round(&local(0, &[]), &all, None), "nothing held");
         assert!(
             !r.on_round(&local(1, &[(0, 4)]), &all, None),
             "one record short"
@@ -205,16 +204,26 @@ mod tests {
     }
 
     #[test]
-    fn targets_follow_a_newer_epoch_and_forget_deleted_tenants() {
+    fn targets_are_taken_afresh_so_a_tail_no_recovery_kept_stops_counting() {
         let mut r = Rebuild::new();
-        let first = vec![Some(vec![line(0, 2, 40), line(1, 2, 8)]); 5];
-        assert!(!r.on_round(&local(2, &[]), &first, None));
-        // A recovery: the peers are at epoch 3 now, truncated to 30; segment 1 is gone.
+        // A peer still holds a tail of an old epoch up to 40 that the new epoch cut at 30.
+        let first = vec![
+            Some(vec![line(0, 2, 40), line(1, 2, 8)]),
+            Some(vec![line(0, 3, 30)]),
+            Some(vec![line(0, 3, 30)]),
+            None,
+            None,
+        ];
+        assert!(!r.on_round(&local(3, &[(0, 30)]), &first, None));
+        // It took the new epoch and was truncated; segment 1's tenant part was deleted.
         let after = vec![Some(vec![line(0, 3, 30)]); 5];
-        assert!(r.on_round(&local(3, &[(0, 30)]), &after, None));
+        assert!(
+            r.on_round(&local(3, &[(0, 30)]), &after, None),
+            "40 is no target now"
+        );
         assert_eq!(
             r.targets().unwrap().clone(),
-            BTreeMap::from([((T, SegmentId(0)), (3, Lsn(30)))])
+            BTreeMap::from([((T, SegmentId(0)), Lsn(30))])
         );
     }
 
@@ -234,14 +243,8 @@ mod tests {
         });
         let (mine, other) = (mine.unwrap(), other.unwrap());
         let all = vec![Some(vec![line(mine.0, 1, 10), line(other.0, 1, 99)]); 8];
-        assert!(!r_on(&pool, &all, &local(1, &[])));
-        assert!(r_on(&pool, &all, &local(1, &[(mine.0, 10)])));
-        fn r_on(
-            pool: &Membership,
-            all: &[Option<Vec<SegmentSummary>>],
-            l: &BTreeMap<TenantId, LocalTenant>,
-        ) -> bool {
-            Rebuild::new().on_round(l, all, Some(pool))
-        }
+        let mut r = Rebuild::new();
+        assert!(!r.on_round(&local(1, &[]), &all, Some(&pool)));
+        assert!(r.on_round(&local(1, &[(mine.0, 10)]), &all, Some(&pool)));
     }
 }

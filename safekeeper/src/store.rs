@@ -13,7 +13,6 @@
 use crate::disk_budget::SharedDiskBudget;
 use crate::error::SkError;
 use crate::metrics::Metrics;
-use crate::rebuild::{NEW_NODE_MARKER, REBUILDING_MARKER};
 use crate::segment_log::fsync_dir;
 use crate::tenant::{ReadResult, Tenant};
 use borealis_core::{Lsn, SegmentId, TenantId};
@@ -36,6 +35,12 @@ const _: () = assert!(
     LOG_READ_BYTES_MAX + 64 * 1024 <= borealis_wire::FRAME_BYTES_MAX,
     "a ReadLog answer must fit in a frame"
 );
+
+/// Written by `borealis up` into a new safekeeper's data directory: "this node is new, it never
+/// acknowledged anything". Removed once the log exists ([`crate::rebuild`]).
+pub const NEW_NODE_MARKER: &str = "new-node";
+/// Present while the safekeeper is rebuilding after its disk was replaced ([`crate::rebuild`]).
+pub const REBUILDING_MARKER: &str = "rebuilding";
 
 /// What gossip's planning needs to know of one local tenant.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

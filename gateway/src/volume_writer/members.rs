@@ -71,17 +71,18 @@ pub(super) async fn member_task(
             epoch_start_lsn: writer.start,
             history: writer.history.clone(),
         };
-        let mut refusing = match client.call(hello.clone(), CALL_TIMEOUT).await {
+        let (mut refusing, held) = match client.call(hello.clone(), CALL_TIMEOUT).await {
             Ok(Body::HelloOk {
                 segments,
                 appends_refused,
                 ..
-            }) => {
-                for s in segments {
-                    writer.on_ack(member, s.segment, s.scl);
-                }
-                appends_refused
-            }
+            }) => (
+                appends_refused,
+                segments
+                    .iter()
+                    .map(|s| (s.segment, s.scl))
+                    .collect::<Vec<_>>(),
+            ),
             Err(WireError::Remote {
                 kind: ErrorKind::Fenced,
                 message,
@@ -113,7 +114,7 @@ pub(super) async fn member_task(
         while appends.try_recv().is_ok() {}
         // Connected: it holds our epoch. It counts toward the write quorum only while it accepts
         // appends (a member whose disk budget is exhausted is connected but read-only).
-        writer.member_connected(member, refusing.clone());
+        writer.member_connected(member, refusing.clone(), &held);
         up.send_replace(true);
         backoff = Duration::from_millis(50);
         info!(tenant = %tenant, node = member, addr = %addr, "safekeeper connected");

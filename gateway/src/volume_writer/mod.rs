@@ -489,26 +489,35 @@ impl VolumeWriter {
         let mut session = self.session.locked();
         let (new_vdl, events) = session.on_ack(member, segment, scl, now);
         if let Some(vdl) = new_vdl {
-            // Two members' tasks may race here: never let a stale, lower VDL overwrite a newer
-            // one (the session lock is held, so this cannot happen, but the watch is cheap to
-            // guard).
-            self.vdl.send_if_modified(|v| {
-                let newer = vdl > *v;
-                if newer {
-                    *v = vdl;
-                }
-                newer
-            });
+            self.publish_vdl(vdl);
         }
         drop(session);
         self.log_events(&events);
     }
 
-    /// `member` accepted our `Hello`; `refusing`: it refuses appends (its disk budget).
-    fn member_connected(&self, member: usize, refusing: Option<String>) {
+    /// Publishes a new VDL. Two members' tasks may race here: never let a stale, lower VDL
+    /// overwrite a newer one (callers hold the session lock, so this cannot happen, but the
+    /// watch is cheap to guard).
+    fn publish_vdl(&self, vdl: Lsn) {
+        self.vdl.send_if_modified(|v| {
+            let newer = vdl > *v;
+            if newer {
+                *v = vdl;
+            }
+            newer
+        });
+    }
+
+    /// `member` accepted our `Hello`; `refusing`: it refuses appends (its disk budget); `held`:
+    /// what its `HelloOk` says it holds, which replaces what it acknowledged before (a replaced
+    /// disk's acknowledgements stop counting, RFC 0013).
+    fn member_connected(&self, member: usize, refusing: Option<String>, held: &[(SegmentId, Lsn)]) {
         let now = self.now();
         let mut session = self.session.locked();
-        let events = session.member_connected(member, refusing, now);
+        let (new_vdl, events) = session.member_connected(member, refusing, held, now);
+        if let Some(vdl) = new_vdl {
+            self.publish_vdl(vdl);
+        }
         self.after_membership(session, &events);
     }
 

@@ -40,6 +40,7 @@ mod compute_bench;
 mod cpu;
 mod fsync;
 mod get_page;
+mod goals;
 mod machine;
 mod postgres;
 mod recovery;
@@ -481,7 +482,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     }
 
     let load_end = machine::load_average();
-    let tables = report::render(&res);
+    let tables = report::render(&res, &goals::render(&res));
     println!("\n{tables}");
     let ok = checks.failures.is_empty() && failed.is_empty();
     let verdict = format!(

@@ -237,8 +237,9 @@ fn cpu_table(res: &Results) -> String {
     table(&headers, &rows)
 }
 
-/// Renders every section.
-pub fn render(res: &Results) -> String {
+/// Renders every section; `goals` is the goals section ([`crate::goals`], which reads these
+/// figures), placed after the figures.
+pub fn render(res: &Results, goals: &str) -> String {
     let mut out = String::new();
     let mut fsync = res.fsync.clone();
 
@@ -493,9 +494,10 @@ pub fn render(res: &Results) -> String {
             ];
             let _ = writeln!(
                 out,
-                "{} MB, {} rows, loaded into Borealis in {:.1} s ({:.1} MB/s). Median of 3 scans each.\n",
+                "{} MB, {} rows, loaded into Borealis in {} MB transactions in {:.1} s ({:.1} MB/s). Median of 3 scans each.\n",
                 f.mb,
                 f.rows,
+                crate::scan::LOAD_TRANSACTION_BYTES / 1_000_000,
                 f.load.as_secs_f64(),
                 f.mb as f64 / f.load.as_secs_f64().max(1e-9)
             );
@@ -723,6 +725,9 @@ pub fn render(res: &Results) -> String {
         ]),
     }
     out.push_str(&table(&["what", "figure", "notes"], &rows));
+
+    out.push_str("\n### Issue #21's goals: met, or the gap and why\n\n");
+    out.push_str(goals);
 
     if !res.missing.is_empty() {
         out.push_str("\n### Not measured in this run\n\n");

@@ -94,6 +94,28 @@ impl ConsistencyTracker {
         self.advance()
     }
 
+    /// What a member says it holds when it (re)connects: its SCL for `segment` is set to `scl`,
+    /// even below what it acknowledged before. Lower only if it lost what it had acknowledged (a
+    /// replaced disk, RFC 0013): an acknowledgement of a copy that no longer exists must not make
+    /// anything durable later. Records already durable stay so (VCL and VDL never go back); call
+    /// [`ConsistencyTracker::settle`] after the member's segments are set.
+    pub fn set_member_scl(&mut self, member: usize, segment: SegmentId, scl: Lsn) {
+        assert!(member < PG_MEMBERS, "member index out of range");
+        self.scls
+            .entry(segment)
+            .or_insert([Lsn::INVALID; PG_MEMBERS])[member] = scl;
+    }
+
+    /// The segments some member has acknowledged.
+    pub fn acknowledged_segments(&self) -> Vec<SegmentId> {
+        self.scls.keys().copied().collect()
+    }
+
+    /// Makes durable what the SCLs now allow. Returns the new VDL if it advanced.
+    pub fn settle(&mut self) -> Option<Lsn> {
+        self.advance()
+    }
+
     fn advance(&mut self) -> Option<Lsn> {
         let before = self.vdl;
         while let Some(&(lsn, segment, is_cpl)) = self.outstanding.front() {
@@ -122,6 +144,29 @@ mod tests {
 
     const S0: SegmentId = SegmentId(0);
     const S1: SegmentId = SegmentId(1);
+
+    #[test]
+    fn an_acknowledgement_of_a_lost_copy_stops_counting() {
+        let mut t = ConsistencyTracker::new(Lsn(0));
+        t.record_shipped(Lsn(1), S0, true);
+        t.record_shipped(Lsn(2), S0, true);
+        for m in 0..3 {
+            t.on_ack(m, S0, Lsn(2));
+        }
+        // Member 0's disk is replaced: it reconnects holding nothing.
+        t.set_member_scl(0, S0, Lsn::INVALID);
+        assert_eq!(t.settle(), None);
+        assert_eq!(
+            t.on_ack(3, S0, Lsn(2)),
+            None,
+            "three real copies are not durable"
+        );
+        assert_eq!(t.on_ack(4, S0, Lsn(1)), Some(Lsn(1)));
+        // Lowering never takes back what was durable.
+        t.set_member_scl(4, S0, Lsn::INVALID);
+        assert_eq!((t.settle(), t.vdl()), (None, Lsn(1)));
+        assert_eq!(t.acknowledged_segments(), vec![S0]);
+    }
 
     #[test]
     fn three_acks_do_not_make_durable_four_do() {

@@ -161,20 +161,27 @@ impl WriterSession {
     }
 
     /// Pool node `member` accepted our `Hello` (a new connection). `refusing`: it said it refuses
-    /// appends.
+    /// appends. `held`: its `HelloOk`'s segments and SCLs, which replace what it acknowledged
+    /// before ([`QuorumWriter::member_state`]: a replaced disk's old acknowledgements stop
+    /// counting). Returns the new VDL if what it holds made more durable, and the events.
     pub fn member_connected(
         &mut self,
         member: usize,
         refusing: Option<String>,
+        held: &[(SegmentId, Lsn)],
         now: Duration,
-    ) -> Vec<Event> {
+    ) -> (Option<Lsn>, Vec<Event>) {
         self.members[member] = MemberLink {
             connected: true,
             ..MemberLink::default()
         };
+        let new_vdl = self.writer.member_state(member, held);
         let mut events = self.set_refusing(member, refusing);
         events.extend(self.update_reachable(member, now));
-        events
+        if let Some(vdl) = new_vdl {
+            events.extend(self.vdl_advanced(vdl));
+        }
+        (new_vdl, events)
     }
 
     /// `member` says (again) whether it refuses appends while connected.
@@ -230,15 +237,21 @@ impl WriterSession {
         let new_vdl = self.writer.on_ack(member, segment, scl);
         let mut events = Vec::new();
         if let Some(vdl) = new_vdl {
-            while self.unsettled.front().is_some_and(|(lsn, _)| *lsn <= vdl) {
-                self.unsettled.pop_front();
-            }
-            if self.limbo.until.is_some_and(|u| vdl >= u) {
-                self.limbo = Limbo::default();
-                events.push(Event::Settled { vdl });
-            }
+            events = self.vdl_advanced(vdl);
         }
         (new_vdl, events)
+    }
+
+    /// The VDL advanced to `vdl`: commits up to it are settled, and limbo may end.
+    fn vdl_advanced(&mut self, vdl: Lsn) -> Vec<Event> {
+        while self.unsettled.front().is_some_and(|(lsn, _)| *lsn <= vdl) {
+            self.unsettled.pop_front();
+        }
+        if self.limbo.until.is_some_and(|u| vdl >= u) {
+            self.limbo = Limbo::default();
+            return vec![Event::Settled { vdl }];
+        }
+        Vec::new()
     }
 
     /// The time passed: members that owe an acknowledgement for too long.
@@ -402,7 +415,7 @@ mod tests {
             },
         );
         for n in 0..pool {
-            s.member_connected(n, None, ms(0));
+            s.member_connected(n, None, &[], ms(0));
         }
         s
     }
@@ -437,7 +450,7 @@ mod tests {
             s.commit(change(), ms(4)),
             Err(WriteError::ReadOnly { reachable: 3 })
         ));
-        let back = s.member_connected(2, None, ms(10));
+        let back = s.member_connected(2, None, &[], ms(10)).1;
         assert_eq!(
             back,
             vec![Event::QuorumBack {
@@ -477,7 +490,7 @@ mod tests {
             s.commit(change(), ms(4)),
             Err(WriteError::ReadOnly { .. })
         ));
-        s.member_connected(0, None, ms(5));
+        s.member_connected(0, None, &[], ms(5));
         s.commit(change(), ms(6))
             .expect("a quorum again, nothing unsettled");
     }
@@ -618,7 +631,7 @@ mod tests {
         // short of its quorum, and does not count).
         let back = *lost.last().unwrap();
         assert_eq!(
-            s.member_connected(back, None, ms(10)),
+            s.member_connected(back, None, &[], ms(10)).1,
             vec![Event::QuorumBack {
                 reachable: 4,
                 until: c

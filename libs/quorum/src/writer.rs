@@ -234,6 +234,35 @@ impl QuorumWriter {
 
     /// Pool node `node` acknowledged `scl` for `segment`; returns the new VDL if it advanced. A
     /// node that is not a member of the segment's group is ignored.
+    /// Pool node `node` (re)connected, and its `HelloOk` said what it holds (`held`: per segment,
+    /// its SCL). Its SCL for every segment whose group it is in becomes exactly that (nothing
+    /// held: none), even where it had acknowledged more: a node whose disk was replaced lost
+    /// those copies, and they must not count again (RFC 0013). Returns the new VDL if it
+    /// advanced.
+    pub fn member_state(&mut self, node: usize, held: &[(SegmentId, Lsn)]) -> Option<Lsn> {
+        let last = self.last_lsn();
+        let reported = |segment: SegmentId| {
+            held.iter()
+                .find(|(s, _)| *s == segment)
+                .map_or(Lsn::INVALID, |(_, scl)| *scl)
+        };
+        let mut segments = self.tracker.acknowledged_segments();
+        segments.extend(held.iter().map(|(s, _)| *s));
+        segments.sort_unstable();
+        segments.dedup();
+        for segment in segments {
+            let Some(member) = self.placement.group(segment).member_of(node) else {
+                continue;
+            };
+            let scl = reported(segment);
+            // A member cannot hold records this writer never assigned: not in our epoch.
+            if scl <= last {
+                self.tracker.set_member_scl(member, segment, scl);
+            }
+        }
+        self.tracker.settle()
+    }
+
     pub fn on_ack(&mut self, node: usize, segment: SegmentId, scl: Lsn) -> Option<Lsn> {
         if scl > self.last_lsn() {
             // A member cannot hold records this writer never assigned: it is not in our epoch.

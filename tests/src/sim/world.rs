@@ -216,12 +216,14 @@ struct World {
     follower_trim_refusals: usize,
     follower_attaches: usize,
     follower_proofs: usize,
-    /// The member whose disk was replaced (restarted empty), at most one per seed: a second disk
-    /// lost in the same group before the first is rebuilt is two failures of data, outside
-    /// DESIGN.md §6. Checker 2 counts it as the copy it lost (it may have acknowledged records
-    /// before the loss that a client is told of after it); checkers 3 and 6, what recovery and
-    /// the followers find, stay exact.
-    rebuilding: Option<usize>,
+    /// The member whose disk was replaced (it starts again empty), at most one per seed (a second
+    /// disk lost in the same group before the first is rebuilt is two failures of data, outside
+    /// DESIGN.md §6), with the SCL per segment it had acknowledged when it lost them. Checker 2
+    /// counts it as the copy it lost of a part at or below that SCL, never above: what becomes
+    /// durable after the loss must be on four real copies (the writer takes a reconnecting
+    /// member's SCL from its HelloOk). Checkers 3 and 6, what recovery and the followers find,
+    /// stay exact.
+    rebuilding: Option<(usize, BTreeMap<SegmentId, Lsn>)>,
     disks_replaced: usize,
     /// Replaced members that became witnesses again (`safekeeper::rebuild`).
     disks_rebuilt: usize,
@@ -456,8 +458,13 @@ impl World {
         match self.rng.random_range(0..14) {
             13 => {
                 if self.disks_replaced == 0 {
+                    let held = self.members[m]
+                        .segments()
+                        .into_iter()
+                        .map(|s| (s, self.members[m].scl(s)))
+                        .collect();
                     self.members[m].wipe(!self.replaced_disk_testifies);
-                    self.rebuilding = Some(m);
+                    self.rebuilding = Some((m, held));
                     self.disks_replaced += 1;
                     self.log(format!(
                         "{step}: node {m}'s disk replaced (restarted empty)"
@@ -874,10 +881,9 @@ impl World {
                             let w = &mut self.writers[wi];
                             w.connected[m] = true;
                             let now = Self::now(step);
-                            let mut events = w.session.member_connected(m, None, now);
-                            for (segment, scl) in scls {
-                                events.extend(w.session.on_ack(m, segment, scl, now).1);
-                            }
+                            // What its HelloOk says it holds replaces what it acknowledged
+                            // before (a replaced disk's acknowledgements stop counting).
+                            let (_, events) = w.session.member_connected(m, None, &scls, now);
                             self.note_events(step, wi, &events);
                         }
                         Err(None) => {
@@ -943,7 +949,7 @@ impl World {
         //    touches: fsynced records survive crashes, and truncation never reaches below a
         //    recovered VDL. A member holds the records at or below its trim point in the
         //    segment's checkpoint (object storage). A member whose disk was replaced counts as
-        //    the copy it lost (`rebuilding`).
+        //    the copy it lost of what it held then (`rebuilding`).
         for mtr in &self.acked {
             for (segment, part) in &mtr.parts {
                 let group = self.groups[segment];
@@ -954,8 +960,15 @@ impl World {
                     .filter(|&&n| self.holds_part(n, *segment, part))
                     .take(WRITE_QUORUM)
                     .count();
-                let lost = match self.rebuilding {
-                    Some(r) if group.contains(r) && !self.holds_part(r, *segment, part) => 1,
+                let last = part.last().expect("a part has records").lsn;
+                let lost = match &self.rebuilding {
+                    Some((r, held))
+                        if group.contains(*r)
+                            && held.get(segment).is_some_and(|&scl| scl >= last)
+                            && !self.holds_part(*r, *segment, part) =>
+                    {
+                        1
+                    }
                     _ => 0,
                 };
                 if holders + lost < WRITE_QUORUM {

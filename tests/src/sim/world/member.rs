@@ -167,14 +167,14 @@ impl Member {
         self.unsynced.clear();
     }
 
-    /// Its disk is replaced: everything durable is gone, and it starts again empty (drill 7),
-    /// rebuilding (`safekeeper::rebuild`) unless `rebuilds` is false (the hole it closes).
+    /// Its disk is replaced: it goes down (its connections break), everything durable is gone,
+    /// and its next restart starts it empty (drill 7), rebuilding (`safekeeper::rebuild`) unless
+    /// `rebuilds` is false (the hole it closes).
     pub(super) fn wipe(&mut self, rebuilds: bool) {
         self.crash();
         self.control = Control::default();
         self.durable.clear();
         self.rebuild = rebuilds.then(Rebuild::new);
-        self.restart();
     }
 
     /// Rebuilds the acceptor from durable state, as the service's `Tenant::open` does.

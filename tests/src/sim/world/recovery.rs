@@ -265,7 +265,12 @@ impl World {
         );
         let mut connected = vec![false; self.members.len()];
         for &n in &installed {
-            session.member_connected(n, None, Self::now(step));
+            let held: Vec<(SegmentId, Lsn)> = self.members[n]
+                .segments()
+                .into_iter()
+                .map(|s| (s, self.members[n].scl(s)))
+                .collect();
+            session.member_connected(n, None, &held, Self::now(step));
             connected[n] = true;
         }
         self.writers.push(Writer {
