@@ -71,13 +71,7 @@ pub fn render(res: &Results) -> String {
         commit_latency(res),
         sandbox(res),
         cold_start(res),
-        not_measured(
-            "2,000 tenants, Zipf reads by 16 clients, computes idle after 2 s",
-            "≥ 5,000 reads/s, p99 ≤ 20 ms",
-            "this harness starts at most 50 tenants (the cold-start table); the issue's own run \
-             measured 87 reads/s, p99 652 ms: each read of an idle tenant pays a cold start, \
-             recovery included (row above)",
-        ),
+        zipf(res),
         recovery(res),
         get_page(res),
         scan(res),
@@ -241,6 +235,38 @@ fn cold_start(res: &Results) -> Goal {
     }
 }
 
+fn zipf(res: &Results) -> Goal {
+    let what = "many tenants, Zipf reads by 16 clients, computes idle after a short timeout";
+    let goal = "2,000 tenants: ≥ 5,000 reads/s, p99 ≤ 20 ms";
+    let Some(z) = &res.zipf else {
+        return not_measured(what, goal, "the zipf part did not run");
+    };
+    let mut l = z.latencies.clone();
+    let (rate, p99) = (z.per_sec(), l.p99());
+    Goal {
+        what,
+        goal,
+        measured: format!(
+            "{:.0} reads/s, p99 {} over {} tenants ({:.0} % of reads cold)",
+            rate,
+            dur(p99),
+            z.tenants,
+            100.0 * z.cold_starts as f64 / (z.reads as f64).max(1.0)
+        ),
+        met: Some(z.tenants >= 2000 && rate >= 5000.0 && ms(p99) <= 20.0),
+        gap: format!(
+            "{:.1}× short on reads/s, {:.1}× over on p99",
+            5000.0 / rate.max(1e-9),
+            ms(p99) / 20.0
+        ),
+        why: "a read of a tenant whose compute stopped pays a whole cold start (the row above: \
+              recovery, instantiate, open), and the rare tenants of a Zipf law are asked less \
+              often than the idle timeout; a client waiting on one of them reads nothing else \
+              meanwhile"
+            .into(),
+    }
+}
+
 fn recovery(res: &Results) -> Goal {
     let what = "crash recovery, kill → first write";
     let goal = "≤ 100 ms, flat in log size";
@@ -292,9 +318,25 @@ fn recovery(res: &Results) -> Goal {
         )
     } else {
         format!(
-            "flat: the gateway is healthy {} after the kill (start, compile), and healthy → \
-             first write takes {} to {}: recovery reads states, never records",
-            dur(last.to_healthy),
+            "it does not grow with the log: the gateway is healthy {} to {} after the kill \
+             (process start, loading the compiled SQLite module), then recovery (states from \
+             six safekeepers, a new epoch fsynced on each), instantiate, open and the write's \
+             quorum commit take {} to {}. Recovery reads states, never records. A trim that \
+             rewrites a large retained segment file on a safekeeper's log-writer thread at the \
+             wrong moment (`segment_log.rs` `keep_only`) delays the first write by its length: \
+             one earlier run took 1.2 s at 1 GB with 296 MB retained",
+            dur(res
+                .recovery
+                .iter()
+                .map(|p| p.to_healthy)
+                .min()
+                .unwrap_or_default()),
+            dur(res
+                .recovery
+                .iter()
+                .map(|p| p.to_healthy)
+                .max()
+                .unwrap_or_default()),
             after_healthy(first),
             after_healthy(last)
         )

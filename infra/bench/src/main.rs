@@ -54,6 +54,7 @@ mod segments;
 mod sqlite_native;
 mod stats;
 mod workload;
+mod zipf;
 
 use anyhow::Context;
 use clap::Parser;
@@ -71,6 +72,7 @@ const PARTS: &[&str] = &[
     "replica",
     "failover",
     "cold-start",
+    "zipf",
     "scan",
     "recovery",
     "segments",
@@ -99,7 +101,7 @@ struct Cli {
     #[arg(long)]
     keep: bool,
     /// Parts to skip, comma-separated (fsync, safekeeper, compute, borealis, replica,
-    /// failover, cold-start, scan, recovery, segments, restore, getpage, postgres, sqlite).
+    /// failover, cold-start, zipf, scan, recovery, segments, restore, getpage, postgres, sqlite).
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     /// Run only these parts, comma-separated.
@@ -125,6 +127,9 @@ struct Cli {
     /// --quick).
     #[arg(long, value_delimiter = ',')]
     cold_tenants: Vec<usize>,
+    /// Tenants of the Zipf-reads measurement (default 2000; 100 with --quick).
+    #[arg(long)]
+    zipf_tenants: Option<usize>,
     /// Size of the table the many-segments comparison loads and reads, in MB (default 1024; 32
     /// with --quick).
     #[arg(long)]
@@ -344,6 +349,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         "replica",
         "failover",
         "cold-start",
+        "zipf",
         "scan",
         "recovery",
     ];
@@ -653,6 +659,33 @@ async fn borealis_parts_run(
             );
         }
         res.cold_start = rounds;
+    }
+    if cli.wants("zipf") {
+        let tenants = cli
+            .zipf_tenants
+            .unwrap_or(if cli.quick { 100 } else { 2000 });
+        println!(
+            "== Borealis: Zipf reads over {tenants} tenants, {} clients, computes idle after 1 s",
+            zipf::CLIENTS
+        );
+        match zipf::measure(&cluster, tenants, scale.duration, checks).await {
+            Ok(f) => {
+                let mut l = f.latencies.clone();
+                println!(
+                    "  {} reads/s, p50 {}, p99 {}; {} cold starts, {} errors",
+                    report::rate(f.per_sec()),
+                    report::dur(l.p50()),
+                    report::dur(l.p99()),
+                    f.cold_starts,
+                    f.errors
+                );
+                res.zipf = Some(f);
+            }
+            Err(e) => res.missing.push((
+                "Zipf reads over many tenants".into(),
+                format!("failed: {e:#}"),
+            )),
+        }
     }
     if cli.wants("scan") {
         let mb = cli.scan_mb.unwrap_or(if cli.quick { 16 } else { 256 });

@@ -28,6 +28,7 @@ pub struct Results {
     pub redo: Option<RedoSample>,
     /// One round per tenant count.
     pub cold_start: Vec<ColdStartFigures>,
+    pub zipf: Option<crate::zipf::ZipfFigures>,
     pub scan: Option<ScanFigures>,
     pub segments: Option<crate::segments::SegmentsFigures>,
     pub get_page: Option<crate::get_page::GetPageFigures>,
@@ -637,6 +638,42 @@ pub fn render(res: &Results, goals: &str) -> String {
             ],
             &rows,
         ));
+    }
+
+    out.push_str("\n### Many tenants, few busy: Zipf reads (issue #21)\n\n");
+    match &res.zipf {
+        None => out.push_str("not measured\n"),
+        Some(z) => {
+            let mut l = z.latencies.clone();
+            out.push_str(&table(
+                &[
+                    "tenants",
+                    "clients",
+                    "reads/s",
+                    "p50",
+                    "p99",
+                    "reads that cold-started a compute",
+                    "errors",
+                    "setup (create, table, row)",
+                ],
+                &[vec![
+                    rate(z.tenants as f64),
+                    z.clients.to_string(),
+                    rate(z.per_sec()),
+                    dur(l.p50()),
+                    dur(l.p99()),
+                    format!(
+                        "{} of {} ({:.0} %)",
+                        rate(z.cold_starts as f64),
+                        rate(z.reads as f64),
+                        100.0 * z.cold_starts as f64 / (z.reads as f64).max(1.0)
+                    ),
+                    z.errors.to_string(),
+                    dur(z.setup),
+                ]],
+            ));
+            out.push_str("\nEach client picks a tenant by a Zipf law of exponent 1 over the tenants' ranks and reads one row by primary key; the cluster stops a compute after 1 s idle, so rarely asked tenants pay a cold start.\n");
+        }
     }
 
     out.push_str("\n### Crash recovery vs log length (gateway SIGKILLed, restarted)\n\n");
