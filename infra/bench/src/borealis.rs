@@ -190,6 +190,26 @@ pub fn rows(v: &Value, i: usize) -> anyhow::Result<&Vec<Value>> {
 }
 
 /// The single integer of a one-row, one-column result `i`.
+/// Creates tenant `name` with one table, `kv`, holding the row `(1, value)`: the small tenant
+/// the cold-start and Zipf parts read ([`crate::cold_start`], [`crate::zipf`]).
+pub async fn create_kv_tenant(
+    api: &Api,
+    admin_token: &str,
+    name: &str,
+    value: i64,
+) -> anyhow::Result<Tenant> {
+    let t = api.create_tenant(admin_token, name).await?;
+    api.sql(
+        &t,
+        "CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER NOT NULL)",
+        json!([]),
+    )
+    .await?;
+    api.sql(&t, "INSERT INTO kv (k, v) VALUES (1, ?1)", json!([value]))
+        .await?;
+    Ok(t)
+}
+
 pub fn scalar(v: &Value, i: usize) -> anyhow::Result<i64> {
     match rows(v, i)?.as_slice() {
         [row] => row

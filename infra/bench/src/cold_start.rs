@@ -15,7 +15,7 @@
 //! for a few tenant counts in turn (10, 30 and 50 by default): a cold start should not depend on
 //! how many other tenants the cluster holds.
 
-use crate::borealis::{prometheus_value, scalar, Cluster, Tenant};
+use crate::borealis::{create_kv_tenant, prometheus_value, scalar, Cluster, Tenant};
 use crate::stats::Latencies;
 use crate::workload::Checks;
 use anyhow::{bail, Context};
@@ -61,19 +61,11 @@ pub async fn measure(
     for &tenants in counts {
         let mut warm = Latencies::default();
         for i in created.len()..tenants {
-            let t = api
-                .create_tenant(&cluster.admin_token, &format!("cold-{i}"))
-                .await?;
-            api.sql(
-                &t,
-                "CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER NOT NULL)",
-                json!([]),
-            )
-            .await?;
-            api.sql(
-                &t,
-                "INSERT INTO kv (k, v) VALUES (1, ?1)",
-                json!([i as i64 * 7]),
+            let t = create_kv_tenant(
+                api,
+                &cluster.admin_token,
+                &format!("cold-{i}"),
+                i as i64 * 7,
             )
             .await?;
             let t0 = Instant::now();

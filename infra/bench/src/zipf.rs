@@ -11,7 +11,7 @@
 //! run says how many reads were cold. Sampling uses its own seeded generator: the same run asks
 //! the same tenants in the same order.
 
-use crate::borealis::{prometheus_value, scalar, Cluster, Tenant};
+use crate::borealis::{create_kv_tenant, prometheus_value, scalar, Cluster, Tenant};
 use crate::stats::Latencies;
 use crate::workload::Checks;
 use anyhow::{bail, Context};
@@ -102,21 +102,8 @@ pub async fn measure(
     let started = Instant::now();
     let mut created: Vec<(usize, Tenant)> = futures::stream::iter(0..tenants)
         .map(|i| async move {
-            let t = api
-                .create_tenant(&cluster.admin_token, &format!("zipf-{i}"))
-                .await?;
-            api.sql(
-                &t,
-                "CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER NOT NULL)",
-                json!([]),
-            )
-            .await?;
-            api.sql(
-                &t,
-                "INSERT INTO kv (k, v) VALUES (1, ?1)",
-                json!([value_of(i)]),
-            )
-            .await?;
+            let name = format!("zipf-{i}");
+            let t = create_kv_tenant(api, &cluster.admin_token, &name, value_of(i)).await?;
             anyhow::Ok((i, t))
         })
         .buffer_unordered(SETUP_CONCURRENCY)
