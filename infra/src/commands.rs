@@ -679,13 +679,18 @@ pub async fn status(dir: &Path) -> anyhow::Result<()> {
                 .map(|r| r.json::<serde_json::Value>()),
             _ => None,
         };
-        let segments = match segments {
-            Some(v) => v
-                .await
-                .ok()
-                .and_then(|v| v["segment_count"].as_u64())
-                .map_or("-".to_string(), |n| n.to_string()),
-            None => "-".to_string(),
+        let node_status = match segments {
+            Some(v) => v.await.ok(),
+            None => None,
+        };
+        let segments = node_status
+            .as_ref()
+            .and_then(|v| v["segment_count"].as_u64())
+            .map_or("-".to_string(), |n| n.to_string());
+        // A safekeeper whose disk was replaced says so until it is rebuilt (RFC 0013).
+        let health = match node_status.as_ref().and_then(|v| v["rebuilding"].as_bool()) {
+            Some(true) => format!("{health}, rebuilding (not a witness yet)"),
+            _ => health,
         };
         let pid = n
             .pid
