@@ -76,16 +76,8 @@ impl Checkpointer {
             return true;
         }
         // Still the newest? (A newer claim since the listing makes this attachment stale.)
-        match remote.newest_claim(tenant, segment).await {
-            Ok(newest) if newest > generation => {
-                self.become_stale(newest);
-                return false;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                debug!(error = %e, "garbage collection: could not check the generation; next time");
-                return false;
-            }
+        if !self.still_newest("no garbage collection this time").await {
+            return false;
         }
         let mut deleted = 0u64;
         let result: Result<(), RemoteError> = async {
@@ -129,6 +121,24 @@ impl Checkpointer {
         }
     }
 
+    /// Whether this attachment's generation is still the newest claim on the segment, asked
+    /// once: a newer claim makes it stale ([`Checkpointer::become_stale`]); a failed check is
+    /// logged (`then`: what happens instead) and answers no, so nothing is deleted.
+    async fn still_newest(&mut self, then: &str) -> bool {
+        let (tenant, segment) = (self.tenant.id, self.segment.id);
+        match self.shared.remote.newest_claim(tenant, segment).await {
+            Ok(newest) if newest > self.generation => {
+                self.become_stale(newest);
+                false
+            }
+            Ok(_) => true,
+            Err(e) => {
+                debug!(error = %e, "could not check the generation; {then}");
+                false
+            }
+        }
+    }
+
     /// A pass over older generations' objects, if one is pending (an index was uploaded since
     /// the last complete pass) and due (the claim is `--gc-delay` old, the last pass as long
     /// ago). Idle segments run it from their ticks: the pass after the last index change must
@@ -148,19 +158,11 @@ impl Checkpointer {
     /// whether this generation was confirmed the newest (nothing may be deleted otherwise,
     /// the safekeepers' log included).
     pub(super) async fn collect_garbage(&mut self, keep: &[String]) -> bool {
+        if !self.still_newest("no deletions this time").await {
+            return false;
+        }
         let remote = &self.shared.remote;
         let (tenant, segment, generation) = (self.tenant.id, self.segment.id, self.generation);
-        match remote.newest_claim(tenant, segment).await {
-            Ok(newest) if newest > generation => {
-                self.become_stale(newest);
-                return false;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                debug!(error = %e, "could not check the generation; no deletions this time");
-                return false;
-            }
-        }
         let names = match remote.own_layers(tenant, segment, generation).await {
             Ok(names) => names,
             Err(e) => {
