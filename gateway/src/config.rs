@@ -4,6 +4,10 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The shortest statement timeout the gateway accepts, in milliseconds: the floor of
+/// `--statement-timeout` and of a tenant's own `"timeout_ms"` maximum ([`crate::tenants`]).
+pub const STATEMENT_TIMEOUT_MS_MIN: u32 = 10;
+
 #[derive(Parser, Debug, Clone)]
 #[command(name = "gateway", about = "Borealis HTTP query gateway")]
 pub struct Config {
@@ -135,7 +139,7 @@ impl Config {
             "--pageservers needs at least one address"
         );
         anyhow::ensure!(
-            self.statement_timeout >= Duration::from_millis(10),
+            self.statement_timeout >= Duration::from_millis(u64::from(STATEMENT_TIMEOUT_MS_MIN)),
             "--statement-timeout too small"
         );
         anyhow::ensure!(

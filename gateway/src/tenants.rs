@@ -34,8 +34,8 @@ pub struct Tenant {
 }
 
 /// The lowest per-tenant maximum an admin may set: the gateway's own floor for a statement
-/// timeout (`gateway::config`).
-pub const TIMEOUT_MAX_MS_MIN: u32 = 10;
+/// timeout.
+pub const TIMEOUT_MAX_MS_MIN: u32 = crate::config::STATEMENT_TIMEOUT_MS_MIN;
 
 impl Tenant {
     /// The longest `"timeout_ms"` this tenant may ask for: its own maximum, else the gateway's.
