@@ -458,16 +458,12 @@ impl World {
         match self.rng.random_range(0..14) {
             13 => {
                 if self.disks_replaced == 0 {
-                    let held = self.members[m]
-                        .segments()
-                        .into_iter()
-                        .map(|s| (s, self.members[m].scl(s)))
-                        .collect();
+                    let held = self.members[m].scls().into_iter().collect();
                     self.members[m].wipe(!self.replaced_disk_testifies);
                     self.rebuilding = Some((m, held));
                     self.disks_replaced += 1;
                     self.log(format!(
-                        "{step}: node {m}'s disk replaced (restarted empty)"
+                        "{step}: node {m}'s disk replaced (down; it starts again empty)"
                     ));
                 }
             }
@@ -827,11 +823,7 @@ impl World {
             return;
         }
         let epoch = self.members[m].epoch();
-        let scls: Vec<(SegmentId, Lsn)> = self.members[m]
-            .segments()
-            .into_iter()
-            .map(|s| (s, self.members[m].scl(s)))
-            .collect();
+        let scls: Vec<(SegmentId, Lsn)> = self.members[m].scls();
         for (wi, w) in self.writers.iter().enumerate() {
             if !w.fenced && w.connected[m] && w.epoch == epoch {
                 for &(segment, scl) in &scls {
@@ -873,11 +865,7 @@ impl World {
                     let crash = self.crash_point();
                     match self.members[m].hello(&history, crash) {
                         Ok(()) => {
-                            let scls: Vec<(SegmentId, Lsn)> = self.members[m]
-                                .segments()
-                                .into_iter()
-                                .map(|s| (s, self.members[m].scl(s)))
-                                .collect();
+                            let scls: Vec<(SegmentId, Lsn)> = self.members[m].scls();
                             let w = &mut self.writers[wi];
                             w.connected[m] = true;
                             let now = Self::now(step);

@@ -98,6 +98,16 @@ impl Member {
             .map_or(Lsn::INVALID, |c| c.scl)
     }
 
+    /// Each segment this member holds, with its SCL (published): what its `HelloOk` says.
+    pub(super) fn scls(&self) -> Vec<(SegmentId, Lsn)> {
+        self.acceptor
+            .published()
+            .segments
+            .iter()
+            .map(|(s, c)| (*s, c.scl))
+            .collect()
+    }
+
     /// The segments this member holds (published).
     pub(super) fn segments(&self) -> Vec<SegmentId> {
         self.acceptor.published().segments.keys().copied().collect()

@@ -265,11 +265,7 @@ impl World {
         );
         let mut connected = vec![false; self.members.len()];
         for &n in &installed {
-            let held: Vec<(SegmentId, Lsn)> = self.members[n]
-                .segments()
-                .into_iter()
-                .map(|s| (s, self.members[n].scl(s)))
-                .collect();
+            let held: Vec<(SegmentId, Lsn)> = self.members[n].scls();
             session.member_connected(n, None, &held, Self::now(step));
             connected[n] = true;
         }
