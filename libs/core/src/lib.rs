@@ -16,6 +16,8 @@
 //! - [`quorum`]: the arithmetic of six members in three AZs, write quorum 4, read quorum 3.
 //! - [`placement`]: which six safekeepers of a pool form a segment's protection group (two per
 //!   AZ, by rendezvous hashing), and which pageserver serves it.
+//! - [`membership`]: a segment's voting configuration, one group or the two of a one-member
+//!   change, and the joint quorum rule that keeps every read meeting every write meanwhile.
 //! - [`ErrorKind`]: the small, shared classification of failures that tells a caller what to do
 //!   (retry, give up, report read-only, ...) and maps to the gateway's HTTP error codes.
 //!
@@ -25,6 +27,7 @@ pub mod error;
 pub mod history;
 pub mod ids;
 pub mod lsn;
+pub mod membership;
 pub mod placement;
 pub mod quorum;
 pub mod redo;

@@ -44,6 +44,20 @@ impl Group {
         self.0.contains(&node)
     }
 
+    /// This group with `out` replaced by `in` in its AZ pair (the pair kept ascending). `None`
+    /// when `out` is not a member or `in` already is.
+    pub fn with_replaced(&self, out: usize, r#in: usize) -> Option<Group> {
+        let member = self.member_of(out)?;
+        if self.contains(r#in) {
+            return None;
+        }
+        let mut g = self.0;
+        g[member] = r#in;
+        let pair = member / MEMBERS_PER_AZ * MEMBERS_PER_AZ;
+        g[pair..pair + MEMBERS_PER_AZ].sort_unstable();
+        Some(Group(g))
+    }
+
     /// Whether this is a well-formed group of a pool with these AZs: six distinct nodes of the
     /// pool, two per AZ in member order, each pair ascending.
     pub fn fits(&self, pool_azs: &[u8]) -> bool {
@@ -133,18 +147,52 @@ pub fn choose_group(tenant: TenantId, segment: SegmentId, pool_azs: &[u8]) -> Gr
         "choose_group needs a valid pool: {:?}",
         validate_pool(pool_azs)
     );
+    let nodes: Vec<(usize, u8)> = pool_azs.iter().copied().enumerate().collect();
+    choose_group_among(tenant, segment, &nodes).expect("a valid pool has two nodes per AZ")
+}
+
+/// [`choose_group`] over nodes named by id, `(id, AZ)` in any order: the group a segment gets
+/// from the nodes that may take new segments (RFC 0012 §1: once nodes are removed, ids have gaps
+/// and the pool is no longer a list indexed by id). `None` when an AZ has fewer than two.
+pub fn choose_group_among(
+    tenant: TenantId,
+    segment: SegmentId,
+    nodes: &[(usize, u8)],
+) -> Option<Group> {
     let mut group = [0; PG_MEMBERS];
     for az in 0..AZ_COUNT {
-        let mut nodes: Vec<usize> = (0..pool_azs.len())
-            .filter(|&i| usize::from(pool_azs[i]) == az)
+        let mut in_az: Vec<usize> = nodes
+            .iter()
+            .filter(|(_, a)| usize::from(*a) == az)
+            .map(|&(id, _)| id)
             .collect();
-        // Best score first; equal scores (never seen, but possible) by node index.
-        nodes.sort_unstable_by_key(|&i| (std::cmp::Reverse(score(tenant, segment, i)), i));
-        let mut pair = [nodes[0], nodes[1]];
+        // Best score first; equal scores (never seen, but possible) by node id.
+        in_az.sort_unstable_by_key(|&i| (std::cmp::Reverse(score(tenant, segment, i)), i));
+        in_az.dedup();
+        let mut pair = [*in_az.first()?, *in_az.get(1)?];
         pair.sort_unstable();
         group[az * MEMBERS_PER_AZ..(az + 1) * MEMBERS_PER_AZ].copy_from_slice(&pair);
     }
-    Group(group)
+    Some(Group(group))
+}
+
+/// The node that replaces `out` in `group` for `segment` of `tenant` (RFC 0012 §4): the
+/// best-scoring of `candidates` (`(id, AZ)`, the nodes that may take new segments) in `out`'s AZ
+/// and not already in the group. Deterministic, so a retried or restarted coordinator picks the
+/// same node. `None` when `out` is not a member or its AZ has no spare node.
+pub fn choose_replacement(
+    tenant: TenantId,
+    segment: SegmentId,
+    group: &Group,
+    out: usize,
+    candidates: &[(usize, u8)],
+) -> Option<usize> {
+    let az = group.member_of(out)? / MEMBERS_PER_AZ;
+    candidates
+        .iter()
+        .filter(|&&(id, a)| usize::from(a) == az && !group.contains(id))
+        .map(|&(id, _)| id)
+        .max_by_key(|&i| (score(tenant, segment, i), std::cmp::Reverse(i)))
 }
 
 /// The one node of `n` (a pageserver) that serves `segment` of `tenant`: the best score, ties to
@@ -318,6 +366,76 @@ mod tests {
         }
         // The new node is one of the two best of four in half the segments.
         assert!((400..600).contains(&moved), "{moved} of 1000 moved");
+    }
+
+    #[test]
+    fn choosing_among_ids_ignores_their_order_and_their_gaps() {
+        let nodes: Vec<(usize, u8)> = NINE.iter().copied().enumerate().collect();
+        let mut reversed = nodes.clone();
+        reversed.reverse();
+        // Ids with gaps: node 4 removed, a node 12 added in AZ b.
+        let mut gaps: Vec<(usize, u8)> = nodes.iter().copied().filter(|&(id, _)| id != 4).collect();
+        gaps.push((12, 1));
+        let mut moved = 0;
+        for s in 0..500 {
+            let g = choose_group(T, SegmentId(s), &NINE);
+            assert_eq!(choose_group_among(T, SegmentId(s), &reversed), Some(g));
+            let h = choose_group_among(T, SegmentId(s), &gaps).unwrap();
+            // Only AZ b can change, and only where node 4 held a seat or node 12 won one.
+            assert_eq!(
+                (&g.0[..2], &g.0[4..]),
+                (&h.0[..2], &h.0[4..]),
+                "segment {s}"
+            );
+            assert!(!h.contains(4));
+            if g != h {
+                moved += 1;
+                assert!(
+                    g.contains(4) || h.contains(12),
+                    "segment {s}: {g:?} -> {h:?}"
+                );
+            }
+        }
+        assert!(moved > 0);
+        // An AZ with one node cannot form a group.
+        assert_eq!(choose_group_among(T, SegmentId(0), &nodes[..7]), None);
+    }
+
+    #[test]
+    fn a_replacement_is_the_best_spare_node_of_the_same_az() {
+        let nodes: Vec<(usize, u8)> = NINE.iter().copied().enumerate().collect();
+        for s in 0..300 {
+            let g = choose_group(T, SegmentId(s), &NINE);
+            for member in 0..PG_MEMBERS {
+                let out = g.node(member);
+                let r = choose_replacement(T, SegmentId(s), &g, out, &nodes).unwrap();
+                // A pool of nine has exactly one spare per AZ.
+                assert_eq!(usize::from(NINE[r]), member / MEMBERS_PER_AZ);
+                assert!(!g.contains(r));
+                let n = g.with_replaced(out, r).unwrap();
+                assert!(
+                    n.fits(&NINE) && !n.contains(out) && n.contains(r),
+                    "{g:?} -> {n:?}"
+                );
+            }
+            // Not a member, or no spare in the AZ (pool of six): no replacement.
+            assert_eq!(choose_replacement(T, SegmentId(s), &g, 99, &nodes), None);
+        }
+        let six: Vec<(usize, u8)> = [0u8, 0, 1, 1, 2, 2].into_iter().enumerate().collect();
+        let g = Group([0, 1, 2, 3, 4, 5]);
+        assert_eq!(choose_replacement(T, SegmentId(0), &g, 2, &six), None);
+        // With two spares in AZ a, the better score wins, whatever order they are listed in.
+        let mut twelve: Vec<(usize, u8)> = six.clone();
+        twelve.extend([(6, 0), (7, 0)]);
+        let best = choose_replacement(T, SegmentId(0), &g, 0, &twelve).unwrap();
+        twelve.reverse();
+        assert_eq!(
+            choose_replacement(T, SegmentId(0), &g, 0, &twelve),
+            Some(best)
+        );
+        assert!(score(T, SegmentId(0), best) >= score(T, SegmentId(0), 13 - best));
+        assert_eq!(g.with_replaced(0, 3), None);
+        assert_eq!(g.with_replaced(9, 7), None);
     }
 
     #[test]
