@@ -12,13 +12,15 @@
 //! than the LAL ahead of its VDL (`Backpressure`). A group that lost its quorum refuses only the
 //! MTRs that touch it: the rest of the volume stays writable.
 //!
-//! **Durability.** Reachability and acknowledgements come from the driver by pool node;
-//! [`QuorumWriter::on_ack`] translates the node to its member index in the segment's group (a node
-//! that is not a member is ignored) and the [`ConsistencyTracker`] counts the 4th-highest SCL of
-//! that group. An MTR over two groups is durable only when both hold their part.
+//! **Durability.** Reachability and acknowledgements come from the driver by pool node; the
+//! [`ConsistencyTracker`] counts them by node against each segment's config (its group, adopted
+//! when the writer first uses the segment; a node that is not a member is ignored) and takes the
+//! 4th-highest SCL of that group. An MTR over two groups is durable only when both hold their
+//! part.
 
 use crate::consistency::ConsistencyTracker;
 use crate::placement::{NodeSet, Placement};
+use borealis_core::membership::Config;
 use borealis_core::placement::Group;
 use borealis_core::quorum::{PG_MEMBERS, WRITE_QUORUM};
 use borealis_core::redo::{RedoBody, RedoRecord};
@@ -198,6 +200,7 @@ impl QuorumWriter {
         // Admitted: each touched segment's group is fixed from now on (its first use).
         for &segment in &touched {
             self.placement.fix(segment);
+            self.tracked(segment);
         }
         if self.page_tails.len() + changes.len() > PAGE_TAILS_MAX {
             self.page_tails.clear();
@@ -251,13 +254,14 @@ impl QuorumWriter {
         segments.sort_unstable();
         segments.dedup();
         for segment in segments {
-            let Some(member) = self.placement.group(segment).member_of(node) else {
+            if !self.placement.group(segment).contains(node) {
                 continue;
-            };
+            }
             let scl = reported(segment);
             // A member cannot hold records this writer never assigned: not in our epoch.
             if scl <= last {
-                self.tracker.set_member_scl(member, segment, scl);
+                self.tracked(segment);
+                self.tracker.set_member_scl(node, segment, scl);
             }
         }
         self.tracker.settle()
@@ -268,8 +272,20 @@ impl QuorumWriter {
             // A member cannot hold records this writer never assigned: it is not in our epoch.
             return None;
         }
-        let member = self.placement.group(segment).member_of(node)?;
-        self.tracker.on_ack(member, segment, scl)
+        if !self.placement.group(segment).contains(node) {
+            return None;
+        }
+        self.tracked(segment);
+        self.tracker.on_ack(node, segment, scl)
+    }
+
+    /// Makes sure the tracker counts `segment` by its group: a segment's config is adopted on
+    /// the writer's first use of it (a record shipped, or a member reporting it).
+    fn tracked(&mut self, segment: SegmentId) {
+        if self.tracker.config(segment).is_none() {
+            let group = self.placement.group(segment);
+            self.tracker.adopt(segment, Config::stable(group));
+        }
     }
 }
 
