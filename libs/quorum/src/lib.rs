@@ -27,6 +27,9 @@
 //!   [`volume_recovery`] does the same for a volume of many segments (RFC 0008): the newest
 //!   history volume-wide, then the end from the sources' record indexes above a durable anchor.
 //!
+//! - [`membership::MembershipChange`] is one segment's membership change as its writer runs it
+//!   (RFC 0012 §4): replace one member through a joint config of the old and new groups, and
+//!   complete it only once the new member holds what the old group did — or revert it.
 //! - [`session::WriterSession`] adds the writer's rules that need time — limbo (RFC 0004, per
 //!   group), unsettled commits, acknowledgement timeouts per pool node — with the time passed in.
 //! - [`acceptor`] is the other side: what a safekeeper does with a `Hello`, an append, a peer's
@@ -48,6 +51,7 @@ pub mod acceptor;
 pub mod consistency;
 pub mod follower;
 pub mod gossip;
+pub mod membership;
 pub mod placement;
 pub mod recovery;
 pub mod session;
