@@ -27,6 +27,9 @@
 //!   [`volume_recovery`] does the same for a volume of many segments (RFC 0008): the newest
 //!   history volume-wide, then the end from the sources' record indexes above a durable anchor.
 //!
+//! - [`placement_table::TableVersion`]: the versions of a tenant's durable placement table
+//!   (RFC 0012 §2) and the one rule for which version may follow which: create-only, stamped
+//!   with the writer's epoch, one membership step at a time.
 //! - [`membership::MembershipChange`] is one segment's membership change as its writer runs it
 //!   (RFC 0012 §4): replace one member through a joint config of the old and new groups, and
 //!   complete it only once the new member holds what the old group did — or revert it.
@@ -53,6 +56,7 @@ pub mod follower;
 pub mod gossip;
 pub mod membership;
 pub mod placement;
+pub mod placement_table;
 pub mod recovery;
 pub mod session;
 pub mod volume_recovery;
