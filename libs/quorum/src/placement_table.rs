@@ -128,20 +128,23 @@ impl TableVersion {
                 None if after.config.is_joint() => {
                     return Err(illegal("a new segment enters with a stable group".into()))
                 }
-                None if after.config_version != next.version => return Err(illegal(format!(
+                None if after.config_version != next.version => {
+                    return Err(illegal(format!(
                     "a new segment's config version is the version that created it ({}), not {}",
                     next.version, after.config_version
-                ))),
-                None => {}
-                Some(before) if before.config == after.config => {
-                    if (before.config_version, before.change)
-                        != (after.config_version, after.change)
-                    {
-                        return Err(illegal(
-                            "an unchanged config keeps its config version and change".into(),
-                        ));
-                    }
+                )))
                 }
+                None => {}
+                Some(before)
+                    if before.config == after.config
+                        && (before.config_version, before.change)
+                            != (after.config_version, after.change) =>
+                {
+                    return Err(illegal(
+                        "an unchanged config keeps its config version and change".into(),
+                    ));
+                }
+                Some(before) if before.config == after.config => {}
                 Some(before) => check_step(before, after, next.version).map_err(illegal)?,
             }
         }
