@@ -22,6 +22,7 @@
 //! segment's own group. With six safekeepers every group is all six.
 
 use super::{LogError, VolumeWriterConfig, CALL_TIMEOUT, CONNECT_TIMEOUT};
+use borealis_core::membership::Config;
 use borealis_core::placement::fences_every_group;
 use borealis_core::quorum::{PG_MEMBERS, READ_QUORUM, WRITE_QUORUM};
 use borealis_core::{ErrorKind, Lsn, SegmentId, TenantId};
@@ -111,29 +112,24 @@ pub(super) async fn recover_epoch(
     // Every node holds the tenant's epoch, whether or not it holds a segment.
     let epoch_floor = answered.iter().map(|(r, _)| r.epoch).max().unwrap_or(0);
     let reports: Vec<MemberReport> = answered.into_iter().map(|(r, _)| r).collect();
-    // Per segment that any node holds, the reports of its group's members, numbered within the
-    // group (a member that lists nothing of the segment answered too: it holds nothing of it).
+    // Per segment that any node holds, the reports of its group's members, by node id (a member
+    // that lists nothing of the segment answered too: it holds nothing of it).
     let segments: std::collections::BTreeSet<SegmentId> = reports
         .iter()
         .flat_map(|r| r.segments.iter().map(|s| s.0))
         .collect();
     let mut groups: BTreeMap<SegmentId, Vec<MemberReport>> = BTreeMap::new();
     for segment in &segments {
-        let group = placement.group(*segment);
+        let config = config_of(placement, *segment);
         let in_group: Vec<MemberReport> = reports
             .iter()
-            .filter_map(|r| {
-                let member = group.member_of(r.member)?;
-                Some(MemberReport {
-                    member,
-                    ..r.clone()
-                })
-            })
+            .filter(|r| config.contains(r.member))
+            .cloned()
             .collect();
         // Installing an epoch on fewer members than a write quorum cannot produce a writer, and
         // each attempt would durably burn an epoch on the members it reached (found by drill
         // 3b: epochs 1 → 150 during one outage). Stop before any Hello.
-        if in_group.len() < WRITE_QUORUM {
+        if !config.is_write_quorum(|n| in_group.iter().any(|r| r.member == n)) {
             return Err(LogError::Recovery(format!(
                 "write quorum lost: only {} of segment {segment}'s {PG_MEMBERS} safekeepers answered, {WRITE_QUORUM} needed to start a writer",
                 in_group.len()
@@ -153,13 +149,14 @@ pub(super) async fn recover_epoch(
             reports.len()
         )));
     }
-    let mut sources = volume_recovery::plan_sources(&groups, anchor, epoch_floor)
-        .map_err(|e| LogError::Recovery(e.to_string()))?;
+    let mut sources =
+        volume_recovery::plan_sources(&groups, |s| config_of(placement, s), anchor, epoch_floor)
+            .map_err(|e| LogError::Recovery(e.to_string()))?;
     // A source trimmed past the anchor proves a higher one (`VolumeSources::raise_anchor`); each
     // raise reads every index again, from higher up.
     let mut raises = 0;
     let indexes = loop {
-        match read_indexes(tenant, &clients, &sources, placement).await? {
+        match read_indexes(tenant, &clients, &sources).await? {
             Ok(indexes) => break indexes,
             Err(trim) if raises < ANCHOR_RAISES_MAX && sources.raise_anchor(trim) => {
                 info!(tenant = %tenant, anchor = %sources.anchor, "a source is trimmed past the anchor: raised to its trim point");
@@ -210,10 +207,9 @@ pub(super) async fn recover_epoch(
         }))
         .await;
     let installed: Vec<usize> = hellos.into_iter().flatten().collect();
-    for segment in volume.segment_tails.keys() {
-        let group = placement.group(*segment);
-        let n = installed.iter().filter(|n| group.contains(**n)).count();
-        if n < WRITE_QUORUM {
+    for (segment, config) in &volume.configs {
+        if !config.is_write_quorum(|n| installed.contains(&n)) {
+            let n = installed.iter().filter(|n| config.contains(**n)).count();
             return Err(LogError::Recovery(format!(
                 "epoch {epoch} installed on {n} of segment {segment}'s {PG_MEMBERS} safekeepers, {WRITE_QUORUM} needed (write quorum lost)"
             )));
@@ -246,15 +242,7 @@ pub(super) async fn recover_epoch(
                 }
             }))
             .await;
-        let scls: Vec<(usize, SegmentId, Lsn)> = states
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|(node, segment, scl)| {
-                let member = placement.group(segment).member_of(node)?;
-                Some((member, segment, scl))
-            })
-            .collect();
+        let scls: Vec<(usize, SegmentId, Lsn)> = states.into_iter().flatten().flatten().collect();
         if volume.is_durable(&scls) {
             return Ok(volume);
         }
@@ -276,10 +264,9 @@ async fn read_indexes(
     tenant: TenantId,
     clients: &[Option<Client>],
     sources: &VolumeSources,
-    placement: &Placement,
 ) -> Result<Result<BTreeMap<SegmentId, Index>, TrimPoint>, LogError> {
     let reads = sources.sources.iter().map(|(&segment, source)| async move {
-        let node = placement.group(segment).node(source.member);
+        let node = source.node;
         let client = clients.get(node).and_then(|c| c.as_ref()).ok_or_else(|| {
             LogError::Recovery(format!(
                 "segment {segment}: its source, safekeeper {node}, is not connected"
@@ -406,4 +393,10 @@ pub async fn segment_views(
                 .collect(),
         })
         .collect()
+}
+
+/// The config recovery judges `segment` by: its group in the writer's placement. (Until the
+/// durable placement table exists, RFC 0012 §2, no segment is ever in a membership change.)
+fn config_of(placement: &Placement, segment: SegmentId) -> Config {
+    Config::stable(placement.group(segment))
 }

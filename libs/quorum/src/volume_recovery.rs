@@ -41,14 +41,21 @@
 //! share a node, so the next recovery sees this epoch, and an older writer cannot gather a write
 //! quorum even in a segment nobody has written yet.
 //!
+//! **Configs.** Each segment is judged by its voting config ([`Config`]): its group of six, or
+//! during a membership change the old and the new group (RFC 0012 §3). Reports are by **node
+//! id**; a segment needs a read quorum of each of its groups to have answered (3 of each), its
+//! source may be any voter, and the recovered log is durable once a write quorum of each group
+//! holds every segment to its tail. Reports must come from witnesses only — a node that may have
+//! lost what it acknowledged (a replaced disk still rebuilding, RFC 0013) refuses to report.
+//!
 //! With one group this computes what [`crate::recovery::plan`] computes (tested below).
 
 use crate::acceptor::TrimPoint;
 use crate::recovery::{MemberReport, RecoveryError};
 use borealis_core::history::{last_log_epoch, prefix_for, truncation_point, EpochStart};
-use borealis_core::quorum::READ_QUORUM;
+use borealis_core::membership::Config;
 use borealis_core::{Lsn, SegmentId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
 
 /// What the first round decided.
@@ -64,14 +71,17 @@ pub struct VolumeSources {
     pub anchor_cpl: Lsn,
     /// The history of the writer that wrote last (up to its epoch): what the records kept follow.
     pub newest_history: Vec<EpochStart>,
-    /// Per segment: the source member (its index in the group) and its SCL cut to
-    /// `newest_history`. The driver reads the source's [`Index`] of `(anchor, usable SCL]`.
+    /// Per segment: the source node and its SCL cut to `newest_history`. The driver reads the
+    /// source's [`Index`] of `(anchor, usable SCL]`.
     pub sources: BTreeMap<SegmentId, Source>,
+    /// Per segment that answered: the config it was judged by.
+    pub configs: BTreeMap<SegmentId, Config>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Source {
-    pub member: usize,
+    /// The node's id (in the pool of six, also its member index).
+    pub node: usize,
     /// The member's SCL of the segment, cut to what the newest history keeps.
     pub usable_scl: Lsn,
 }
@@ -103,17 +113,27 @@ pub struct VolumePlan {
     /// Per segment, its last record at or below `vdl`: where its chain goes on, and what a write
     /// quorum of its group must hold before the writer serves.
     pub segment_tails: BTreeMap<SegmentId, Lsn>,
-    /// Per segment, the member that holds it completely up to its tail.
+    /// Per segment, the node that holds it completely up to its tail.
     pub sources: BTreeMap<SegmentId, usize>,
+    /// Per segment, the config it was judged by (what a write quorum is).
+    pub configs: BTreeMap<SegmentId, Config>,
 }
 
 impl VolumePlan {
-    /// Whether the recovered log is durable: for every segment, a write quorum of its group holds
-    /// it up to its tail, given the SCLs members report after the epoch was installed (`(member,
-    /// segment, scl)`, `member` being the index in the segment's group). The new writer serves
-    /// only then (RFC 0008 §1, "Installing the epoch").
+    /// Whether the recovered log is durable: for every segment, a write quorum of its config
+    /// (4 of its group, or of each group while joint) holds it up to its tail, given the SCLs
+    /// nodes report after the epoch was installed (`(node, segment, scl)`). The new writer
+    /// serves only then (RFC 0008 §1, "Installing the epoch").
     pub fn is_durable(&self, scls: &[(usize, SegmentId, Lsn)]) -> bool {
-        crate::recovery::tails_durable(&self.segment_tails, scls)
+        self.segment_tails.iter().all(|(segment, tail)| {
+            let Some(config) = self.configs.get(segment) else {
+                return false;
+            };
+            config.is_write_quorum(|n| {
+                scls.iter()
+                    .any(|&(node, s, scl)| node == n && s == *segment && scl >= *tail)
+            })
+        })
     }
 }
 
@@ -139,23 +159,28 @@ pub enum IndexError {
 }
 
 /// Round one: the epoch, the newest history and each segment's source. `groups` has, per segment,
-/// the reports of the members of its group that answered (`member` is the index in the group; a
-/// report may list other segments too, which are ignored here). `anchor` is the highest
+/// the reports of the witnesses that answered (`member` is the node's id; a report of a node that
+/// does not vote in the segment's config is ignored, and a report may list other segments too,
+/// which are ignored here); `config_of` gives each segment's config. `anchor` is the highest
 /// `known_vdl` any member reported. `epoch_floor` is the highest epoch of every node reached (a
 /// node holds the tenant's epoch whether or not it holds a segment: with no segment written yet,
 /// `groups` is empty). The new epoch is above it and above every epoch reported.
 pub fn plan_sources(
     groups: &BTreeMap<SegmentId, Vec<MemberReport>>,
+    config_of: impl Fn(SegmentId) -> Config,
     anchor: Lsn,
     epoch_floor: u64,
 ) -> Result<VolumeSources, RecoveryError> {
-    for reports in groups.values() {
-        let mut members: Vec<usize> = reports.iter().map(|r| r.member).collect();
-        members.sort_unstable();
-        members.dedup();
-        if members.len() < READ_QUORUM {
-            return Err(RecoveryError::NoReadQuorum(members.len()));
+    let mut configs = BTreeMap::new();
+    let mut groups = groups.clone();
+    for (&segment, reports) in groups.iter_mut() {
+        let config = config_of(segment);
+        reports.retain(|r| config.contains(r.member));
+        let answered: BTreeSet<usize> = reports.iter().map(|r| r.member).collect();
+        if !config.is_read_quorum(|n| answered.contains(&n)) {
+            return Err(RecoveryError::NoReadQuorum(answered.len()));
         }
+        configs.insert(segment, config);
     }
     let highest = groups
         .values()
@@ -182,19 +207,19 @@ pub fn plan_sources(
         .map(|(_, scl, r)| prefix_for(&r.history, scl))
         .unwrap_or_default();
     let mut sources = BTreeMap::new();
-    for (segment, reports) in groups {
+    for (segment, reports) in &groups {
         let best = reports
             .iter()
             .filter_map(|r| {
                 let &(_, scl, _) = r.segments.iter().find(|s| s.0 == *segment)?;
                 let usable = scl.min(truncation_point(&r.history, &newest_history));
                 Some(Source {
-                    member: r.member,
+                    node: r.member,
                     usable_scl: usable,
                 })
             })
-            // Highest usable SCL; among equals the lowest member, so the plan is deterministic.
-            .max_by_key(|s| (s.usable_scl, std::cmp::Reverse(s.member)));
+            // Highest usable SCL; among equals the lowest node id, so the plan is deterministic.
+            .max_by_key(|s| (s.usable_scl, std::cmp::Reverse(s.node)));
         if let Some(best) = best {
             sources.insert(*segment, best);
         }
@@ -205,6 +230,7 @@ pub fn plan_sources(
         anchor_cpl: anchor,
         newest_history,
         sources,
+        configs,
     })
 }
 
@@ -309,8 +335,9 @@ pub fn plan_end(
         sources: sources
             .sources
             .iter()
-            .map(|(s, src)| (*s, src.member))
+            .map(|(s, src)| (*s, src.node))
             .collect(),
+        configs: sources.configs.clone(),
     })
 }
 
@@ -318,6 +345,12 @@ pub fn plan_end(
 mod tests {
     use super::*;
     use crate::recovery::plan;
+    use borealis_core::placement::Group;
+
+    /// Every segment's group in these tests: the pool of six (node id = member index).
+    fn six(_: SegmentId) -> Config {
+        Config::stable(Group([0, 1, 2, 3, 4, 5]))
+    }
 
     const A: SegmentId = SegmentId(0);
     const B: SegmentId = SegmentId(1);
@@ -360,7 +393,7 @@ mod tests {
             (A, (0..3).map(|m| rep(m, &[(1, 0)], A, 6)).collect()),
             (B, (0..3).map(|m| rep(m, &[(1, 0)], B, 3)).collect()),
         ]);
-        let s = plan_sources(&groups, Lsn::INVALID, 0).unwrap();
+        let s = plan_sources(&groups, six, Lsn::INVALID, 0).unwrap();
         assert_eq!(s.epoch, 2);
         let indexes = BTreeMap::from([
             (A, index(&[1, 2, 4, 6], &[6], 0, 6)),
@@ -385,6 +418,49 @@ mod tests {
     }
 
     #[test]
+    fn a_segment_in_a_membership_change_is_read_and_made_durable_by_both_groups() {
+        // Segment A replaces node 0 by node 6 (AZ a): O = 0..6, N = {1, 6, 2, 3, 4, 5}.
+        let joint = |_: SegmentId| {
+            Config::joint(Group([0, 1, 2, 3, 4, 5]), Group([1, 6, 2, 3, 4, 5])).unwrap()
+        };
+        let report = |nodes: &[usize], scl_of: &dyn Fn(usize) -> u64| {
+            let reports: Vec<MemberReport> = nodes
+                .iter()
+                .map(|&n| rep(n, &[(1, 0)], A, scl_of(n)))
+                .collect();
+            BTreeMap::from([(A, reports)])
+        };
+        // 0, 4, 5 are three of O but two of N: no read quorum. 1, 2, 3 are three of each.
+        assert_eq!(
+            plan_sources(&report(&[0, 4, 5], &|_| 2), joint, Lsn::INVALID, 0),
+            Err(RecoveryError::NoReadQuorum(3))
+        );
+        // Nodes outside both groups are not counted either.
+        assert_eq!(
+            plan_sources(&report(&[4, 5, 7, 8], &|_| 2), joint, Lsn::INVALID, 0),
+            Err(RecoveryError::NoReadQuorum(2))
+        );
+        // The joining node, filled (it holds the same history), may be the source; with 1, 2
+        // and 6 alone O would have only two.
+        let s = plan_sources(
+            &report(&[1, 2, 3, 6], &|n| if n == 6 { 3 } else { 2 }),
+            joint,
+            Lsn::INVALID,
+            0,
+        )
+        .unwrap();
+        assert_eq!(s.sources[&A].node, 6);
+        let p = plan_end(&s, &BTreeMap::from([(A, index(&[1, 2, 3], &[2, 3], 0, 3))])).unwrap();
+        assert_eq!((p.vdl, p.sources[&A]), (Lsn(3), 6));
+        // Durable only on 4 of O and 4 of N: 1, 2, 3, 6 are four of N, three of O.
+        let mut scls: Vec<(usize, SegmentId, Lsn)> =
+            [1, 2, 3, 6].iter().map(|&n| (n, A, Lsn(3))).collect();
+        assert!(!p.is_durable(&scls));
+        scls.push((0, A, Lsn(3)));
+        assert!(p.is_durable(&scls));
+    }
+
+    #[test]
     fn a_source_trimmed_past_the_anchor_raises_it() {
         // A: 1, 3, 4, 5, 7, 9; B: 2, 6, 8. MTRs end at 2, 4, 7 and 9; the last (8, 9) reached
         // B only. Members were told VDL 2, but a pageserver checkpointed A up to 5 and A's
@@ -393,7 +469,7 @@ mod tests {
             (A, (0..3).map(|m| rep(m, &[(1, 0)], A, 7)).collect()),
             (B, (0..3).map(|m| rep(m, &[(1, 0)], B, 8)).collect()),
         ]);
-        let mut s = plan_sources(&groups, Lsn(2), 0).unwrap();
+        let mut s = plan_sources(&groups, six, Lsn(2), 0).unwrap();
         let trimmed = TrimPoint {
             base: Lsn(5),
             last_cpl: Lsn(4),
@@ -413,7 +489,7 @@ mod tests {
         assert_eq!(p.vdl, Lsn(7), "the MTR of 5 ends at 7; 9 was never held");
         assert_eq!(p.segment_tails, BTreeMap::from([(A, Lsn(7)), (B, Lsn(6))]));
         // Raised to a base that ends an MTR, with nothing above: the end is the base.
-        let mut s = plan_sources(&groups, Lsn(2), 0).unwrap();
+        let mut s = plan_sources(&groups, six, Lsn(2), 0).unwrap();
         s.raise_anchor(TrimPoint {
             base: Lsn(4),
             last_cpl: Lsn(4),
@@ -430,7 +506,7 @@ mod tests {
         ]);
         assert_eq!(plan_end(&s, &indexes).unwrap().vdl, Lsn(4));
         // A base inside an MTR whose rest no source holds cannot be an end.
-        let mut s = plan_sources(&groups, Lsn(2), 0).unwrap();
+        let mut s = plan_sources(&groups, six, Lsn(2), 0).unwrap();
         s.raise_anchor(trimmed);
         let indexes = BTreeMap::from([
             (
@@ -456,7 +532,7 @@ mod tests {
             (A, (0..3).map(|m| rep(m, &[(1, 0)], A, 14)).collect()),
             (B, (0..3).map(|m| rep(m, &[(1, 0)], B, 2)).collect()),
         ]);
-        let s = plan_sources(&groups, Lsn(10), 0).unwrap();
+        let s = plan_sources(&groups, six, Lsn(10), 0).unwrap();
         let a: Vec<u64> = (1..=14).filter(|&l| l != 2).collect();
         let indexes = BTreeMap::from([
             (A, index(&a, &[12, 14], 10, 14)),
@@ -484,7 +560,7 @@ mod tests {
                 vec![rep(0, &e1, B, 5), rep(1, &e2, B, 2), rep(2, &e2, B, 2)],
             ),
         ]);
-        let s = plan_sources(&groups, Lsn::INVALID, 0).unwrap();
+        let s = plan_sources(&groups, six, Lsn::INVALID, 0).unwrap();
         assert_eq!(s.newest_history, h(&e2));
         assert_eq!(
             s.sources[&B].usable_scl,
@@ -510,7 +586,7 @@ mod tests {
     #[test]
     fn broken_indexes_are_refused() {
         let groups = BTreeMap::from([(A, (0..3).map(|m| rep(m, &[(1, 0)], A, 5)).collect())]);
-        let s = plan_sources(&groups, Lsn::INVALID, 0).unwrap();
+        let s = plan_sources(&groups, six, Lsn::INVALID, 0).unwrap();
         let mut bad = index(&[1, 2, 3], &[3], 0, 5);
         bad.entries[1].prev_lsn_segment = Lsn(0);
         assert!(matches!(
@@ -530,7 +606,7 @@ mod tests {
             (A, (0..3).map(|m| rep(m, &[(1, 0)], A, 2)).collect()),
             (B, (0..3).map(|m| rep(m, &[(1, 0)], B, 2)).collect()),
         ]);
-        let s2 = plan_sources(&two, Lsn::INVALID, 0).unwrap();
+        let s2 = plan_sources(&two, six, Lsn::INVALID, 0).unwrap();
         let dup = BTreeMap::from([
             (A, index(&[1, 2], &[2], 0, 2)),
             (B, index(&[2], &[2], 0, 2)),
@@ -547,14 +623,20 @@ mod tests {
         // still be alive: its epoch is on the nodes.
         // Found by the protocol simulator (seed 460 of its first multi-group run): choosing epoch
         // 1 again gave two writers the same epoch and history, and both wrote LSN 1.
-        let s = plan_sources(&BTreeMap::new(), Lsn::INVALID, 1).unwrap();
+        let s = plan_sources(&BTreeMap::new(), six, Lsn::INVALID, 1).unwrap();
         assert_eq!(s.epoch, 2);
         let groups =
             BTreeMap::from([(A, (0..3).map(|m| rep(m, &[(1, 0), (2, 0)], A, 1)).collect())]);
-        assert_eq!(plan_sources(&groups, Lsn::INVALID, 5).unwrap().epoch, 6);
-        assert_eq!(plan_sources(&groups, Lsn::INVALID, 0).unwrap().epoch, 3);
         assert_eq!(
-            plan_sources(&BTreeMap::new(), Lsn::INVALID, u64::MAX),
+            plan_sources(&groups, six, Lsn::INVALID, 5).unwrap().epoch,
+            6
+        );
+        assert_eq!(
+            plan_sources(&groups, six, Lsn::INVALID, 0).unwrap().epoch,
+            3
+        );
+        assert_eq!(
+            plan_sources(&BTreeMap::new(), six, Lsn::INVALID, u64::MAX),
             Err(RecoveryError::EpochsExhausted(u64::MAX))
         );
     }
@@ -566,7 +648,7 @@ mod tests {
             (B, (0..2).map(|m| rep(m, &[(1, 0)], B, 1)).collect()),
         ]);
         assert_eq!(
-            plan_sources(&groups, Lsn::INVALID, 0),
+            plan_sources(&groups, six, Lsn::INVALID, 0),
             Err(RecoveryError::NoReadQuorum(2))
         );
     }
@@ -621,7 +703,7 @@ mod tests {
                 .max()
                 .unwrap_or(0);
             let one = plan(&reports).unwrap();
-            let s = plan_sources(&BTreeMap::from([(A, reports)]), Lsn(anchor), 0).unwrap();
+            let s = plan_sources(&BTreeMap::from([(A, reports)]), six, Lsn(anchor), 0).unwrap();
             let usable = s.sources[&A].usable_scl.0;
             let p = plan_end(
                 &s,

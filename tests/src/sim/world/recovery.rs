@@ -17,6 +17,7 @@
 //!    up to its tail ([`VolumePlan::is_durable`]).
 
 use super::{Mtr, World, Writer, MEMBER_ACK_TIMEOUT, TENANT};
+use borealis_core::membership::Config;
 use borealis_core::placement::fences_every_group;
 use borealis_core::quorum::WRITE_QUORUM;
 use borealis_core::redo::RedoRecord;
@@ -69,12 +70,11 @@ impl World {
             let reports: Vec<MemberReport> = group
                 .0
                 .iter()
-                .enumerate()
-                .filter(|(_, n)| answered.contains(n))
-                .map(|(member, &n)| {
+                .filter(|n| answered.contains(n))
+                .map(|&n| {
                     let p = self.members[n].acceptor.published();
                     MemberReport {
-                        member,
+                        member: n,
                         epoch: p.epoch,
                         history: p.history.clone(),
                         segments: p
@@ -104,7 +104,12 @@ impl World {
         }
         // 2. Sources. The new epoch is above every node's (with nothing written there is no
         //    group to read).
-        let sources = match plan_sources(&groups, anchor, epoch_floor) {
+        let sources = match plan_sources(
+            &groups,
+            |s| Config::stable(self.group(s)),
+            anchor,
+            epoch_floor,
+        ) {
             Ok(s) => s,
             Err(e) => {
                 self.log(format!("{step}: recovery impossible: {e}"));
@@ -152,10 +157,7 @@ impl World {
         let mut log: BTreeMap<Lsn, RedoRecord> = BTreeMap::new();
         let segments: Vec<SegmentId> = self.groups.keys().copied().collect();
         for segment in segments {
-            let source = plan
-                .sources
-                .get(&segment)
-                .map(|&m| self.group(segment).node(m));
+            let source = plan.sources.get(&segment).copied();
             let tail = plan
                 .segment_tails
                 .get(&segment)
@@ -286,7 +288,7 @@ impl World {
         let sources: Vec<String> = plan
             .sources
             .iter()
-            .map(|(s, &m)| format!("{s}: node {}", self.group(*s).node(m)))
+            .map(|(s, &n)| format!("{s}: node {n}"))
             .collect();
         self.log(format!(
             "{step}: writer {} recovered: epoch {} vdl {} (anchor {anchor}, tails {:?}, sources {}) on {:?}",
@@ -307,7 +309,7 @@ impl World {
     ) -> Result<BTreeMap<SegmentId, Index>, (SegmentId, usize, TrimPoint)> {
         let mut indexes = BTreeMap::new();
         for (&segment, source) in &sources.sources {
-            let node = self.group(segment).node(source.member);
+            let node = source.node;
             let mut index: Option<Index> = None;
             let mut after = sources.anchor;
             loop {
@@ -337,8 +339,7 @@ impl World {
         Ok(indexes)
     }
 
-    /// Each installed member's SCL of each recovered segment, by its member index in the
-    /// segment's group.
+    /// Each installed member's SCL of each recovered segment, by node id.
     fn recovered_scls(
         &self,
         plan: &VolumePlan,
@@ -346,9 +347,9 @@ impl World {
     ) -> Vec<(usize, SegmentId, Lsn)> {
         let mut scls = Vec::new();
         for &segment in plan.segment_tails.keys() {
-            for (member, node) in self.group(segment).0.into_iter().enumerate() {
+            for node in self.group(segment).0 {
                 if installed.contains(&node) && self.members[node].reachable() {
-                    scls.push((member, segment, self.members[node].scl(segment)));
+                    scls.push((node, segment, self.members[node].scl(segment)));
                 }
             }
         }
