@@ -1,9 +1,10 @@
 //! The subcommands.
 
 use crate::cluster::{pid_alive, signal, Cluster};
+use crate::supervisor::{self, Decision, Watch};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::Child;
@@ -238,27 +239,141 @@ pub async fn up(
     let _ = std::io::stdout().flush();
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut reported: HashMap<String, bool> = HashMap::new();
+    let mut watches: BTreeMap<String, Watch> = BTreeMap::new();
+    let mut tick = tokio::time::interval(supervisor::TICK);
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                for (id, child) in children.iter_mut() {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        if !reported.contains_key(id) {
-                            eprintln!("node {id} exited ({status}); `borealis node start {id} --data-dir {d}` brings it back");
-                            reported.insert(id.clone(), true);
-                        }
-                    }
-                }
-            }
+            _ = tick.tick() => supervise(&dir, &mut children, &mut watches),
         }
     }
     println!("stopping the cluster...");
     stop_all(&dir, &mut children);
     println!("stopped; start it again with `borealis up --data-dir {d}`");
     Ok(())
+}
+
+/// What the supervisor adds to a node's health: held down, starting again soon, restarts so far.
+fn supervision_note(
+    health: String,
+    alive: bool,
+    dir: &Path,
+    id: &str,
+    state: Option<&supervisor::State>,
+) -> String {
+    let mut out = health;
+    if !alive && supervisor::is_held(dir, id) {
+        out.push_str(" (held: `borealis node start` brings it back)");
+    }
+    let Some(node) = state.and_then(|s| s.nodes.get(id)) else {
+        return out;
+    };
+    if let (false, Some(at)) = (alive, node.next_restart_unix_ms) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let wait = Duration::from_millis(at.saturating_sub(now_ms));
+        out.push_str(&format!(", starting again in {:.1} s", wait.as_secs_f64()));
+    }
+    if node.restarts > 0 {
+        out.push_str(&format!(
+            ", restarted {}× by `borealis up`{}",
+            node.restarts,
+            node.last_exit
+                .as_deref()
+                .map(|e| format!(" (last exit: {e})"))
+                .unwrap_or_default()
+        ));
+    }
+    out
+}
+
+/// One round of supervision (`crate::supervisor`): reap the nodes that exited, and start again
+/// each node that is dead, not held, and due.
+fn supervise(
+    dir: &Path,
+    children: &mut Vec<(String, Child)>,
+    watches: &mut BTreeMap<String, Watch>,
+) {
+    let now = Instant::now();
+    // The first round writes the state file: `borealis status` then knows a supervisor runs.
+    let mut changed = watches.is_empty();
+    // Our own children tell how they ended (nodes started by `borealis node start` do not).
+    let mut exits: BTreeMap<String, String> = BTreeMap::new();
+    children.retain_mut(|(id, child)| match child.try_wait() {
+        Ok(Some(status)) => {
+            exits.insert(id.clone(), status.to_string());
+            false
+        }
+        _ => true,
+    });
+    let cluster = match Cluster::load(dir) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("supervisor: cannot read the cluster file: {e:#}");
+            return;
+        }
+    };
+    for n in &cluster.nodes {
+        let w = watches.entry(n.id.clone()).or_default();
+        let alive = n.pid.is_some_and(|p| pid_alive(p, &n.id));
+        match w.tick(alive, supervisor::is_held(dir, &n.id), now) {
+            Decision::Nothing => {}
+            Decision::Scheduled { delay } => {
+                changed = true;
+                w.last_exit = exits.remove(&n.id);
+                eprintln!(
+                    "node {} is down ({}); starting it again in {:.1} s",
+                    n.id,
+                    w.last_exit.as_deref().unwrap_or("its process is gone"),
+                    delay.as_secs_f64()
+                );
+            }
+            Decision::Restart => {
+                changed = true;
+                match restart(dir, &n.id) {
+                    Ok(Some(child)) => {
+                        w.restarted(true, now);
+                        eprintln!(
+                            "restarted {} (pid {}; restart {} since `borealis up`)",
+                            n.id,
+                            child.id(),
+                            w.restarts
+                        );
+                        children.push((n.id.clone(), child));
+                    }
+                    // Started by someone else, or held, meanwhile: the next tick sees it.
+                    Ok(None) => {}
+                    Err(e) => {
+                        w.restarted(false, now);
+                        eprintln!(
+                            "could not restart {}: {e:#}; next try in {:.1} s",
+                            n.id,
+                            w.restart_in(now).unwrap_or_default().as_secs_f64()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if changed {
+        if let Err(e) = supervisor::State::of(watches, now).save(dir) {
+            eprintln!("supervisor: {e:#}");
+        }
+    }
+}
+
+/// Starts node `id` again unless, under the cluster file's lock, it turns out to be running or
+/// held after all.
+fn restart(dir: &Path, id: &str) -> anyhow::Result<Option<Child>> {
+    let _lock = supervisor::ClusterLock::take(dir)?;
+    let mut cluster = Cluster::load(dir)?;
+    let node = cluster.node(id)?;
+    if node.pid.is_some_and(|p| pid_alive(p, id)) || supervisor::is_held(dir, id) {
+        return Ok(None);
+    }
+    cluster.start_node(dir, id).map(Some)
 }
 
 /// SIGTERM every node the cluster file knows (ours or restarted by `node start`), then SIGKILL
@@ -647,6 +762,14 @@ pub async fn tenant_delete(dir: &Path, name: &str) -> anyhow::Result<()> {
 pub async fn status(dir: &Path) -> anyhow::Result<()> {
     let cluster = Cluster::load(dir)?;
     let client = http();
+    let supervised = supervisor::State::load_live(dir);
+    match &supervised {
+        Some(s) => println!(
+            "supervised by `borealis up` (pid {}): a node that dies is started again",
+            s.pid
+        ),
+        None => println!("no `borealis up` is running: a node that dies stays down"),
+    }
     println!(
         "{:<8} {:<11} {:<3} {:<22} {:<8} {:>8} health",
         "node", "role", "az", "address", "pid", "segments"
@@ -692,6 +815,7 @@ pub async fn status(dir: &Path) -> anyhow::Result<()> {
             Some(true) => format!("{health}, rebuilding (not a witness yet)"),
             _ => health,
         };
+        let health = supervision_note(health, alive, dir, &n.id, supervised.as_ref());
         let pid = n
             .pid
             .filter(|_| alive)
@@ -743,22 +867,43 @@ pub async fn status(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn node(dir: &Path, action: &str, id: &str) -> anyhow::Result<()> {
+pub async fn node(dir: &Path, action: &str, id: &str, hold: bool) -> anyhow::Result<()> {
     let dir =
         std::fs::canonicalize(dir).with_context(|| format!("{} does not exist", dir.display()))?;
-    let mut cluster = Cluster::load(&dir)?;
+    if hold && action != "kill" {
+        bail!("--hold goes with `kill` (`stop` always holds the node down; `start` releases it)");
+    }
+    let cluster = Cluster::load(&dir)?;
     let node = cluster.node(id)?.clone();
     let live = node.pid.filter(|p| pid_alive(*p, &node.id));
     match action {
         "start" => {
-            let child = cluster.start_node(&dir, id)?;
+            // Started, then released: the supervisor never sees it dead and unheld in between
+            // (it would start a second one).
+            let child = {
+                let _lock = supervisor::ClusterLock::take(&dir)?;
+                Cluster::load(&dir)?.start_node(&dir, id)?
+            };
+            supervisor::release(&dir, id)?;
             println!("started {id} (pid {}) on {}", child.id(), node.addr);
             // Not waited on: it outlives this command and is reparented to init.
             std::mem::forget(child);
         }
         "stop" | "kill" => {
+            // Held before the signal, so the supervisor never sees it dead and unheld.
+            let held = action == "stop" || hold;
+            if held {
+                supervisor::hold(&dir, id)?;
+            }
             let Some(pid) = live else {
-                println!("{id} is not running");
+                println!(
+                    "{id} is not running{}",
+                    if held {
+                        " (held down until `borealis node start`)"
+                    } else {
+                        ""
+                    }
+                );
                 return Ok(());
             };
             let sig = if action == "kill" {
@@ -770,8 +915,18 @@ pub async fn node(dir: &Path, action: &str, id: &str) -> anyhow::Result<()> {
             // Stopped means its data directory's lock is released too: the main thread of a
             // killed process can be a zombie while its other threads, with the lock's file, are
             // still being torn down (a `node start` right after failed "in use" in a benchmark).
-            let stopped =
-                || !pid_alive(pid, id) && !borealis_utils::lock_file::is_locked(&node.data_dir);
+            // (Unless the supervisor already started it again after a plain kill: then the lock
+            // is the new process's.)
+            let restarted = || {
+                Cluster::load(&dir)
+                    .ok()
+                    .and_then(|c| c.node(id).ok().and_then(|n| n.pid))
+                    .is_some_and(|p| p != pid)
+            };
+            let stopped = || {
+                !pid_alive(pid, id)
+                    && (!borealis_utils::lock_file::is_locked(&node.data_dir) || restarted())
+            };
             let deadline = Instant::now() + STOP_GRACE;
             while !stopped() && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -783,13 +938,23 @@ pub async fn node(dir: &Path, action: &str, id: &str) -> anyhow::Result<()> {
                     STOP_GRACE.as_secs()
                 );
             }
-            if let Some(n) = cluster.node_mut(id) {
-                n.pid = None;
+            {
+                let _lock = supervisor::ClusterLock::take(&dir)?;
+                let mut cluster = Cluster::load(&dir)?;
+                // Only if nobody started it again meanwhile (the supervisor, after a plain kill).
+                if let Some(n) = cluster.node_mut(id).filter(|n| n.pid == Some(pid)) {
+                    n.pid = None;
+                    cluster.save(&dir)?;
+                }
             }
-            cluster.save(&dir)?;
             println!(
-                "{}ed {id} (pid {pid})",
-                if action == "kill" { "kill" } else { "stopp" }
+                "{}ed {id} (pid {pid}){}",
+                if action == "kill" { "kill" } else { "stopp" },
+                if held {
+                    "; held down until `borealis node start`"
+                } else {
+                    "; `borealis up` will start it again"
+                }
             );
         }
         other => bail!("unknown action {other}"),

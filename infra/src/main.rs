@@ -8,6 +8,7 @@
 mod cluster;
 mod commands;
 mod object_store_credentials;
+mod supervisor;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -79,11 +80,17 @@ enum Cmd {
         #[arg(long)]
         tenant: Option<String>,
     },
-    /// Start, stop (SIGTERM) or kill (SIGKILL) one process of the cluster.
+    /// Start, stop (SIGTERM) or kill (SIGKILL) one process of the cluster. `borealis up`
+    /// restarts a node that dies, with backoff: a killed node comes back by itself (a crash),
+    /// unless `--hold`; a stopped node stays down until `node start`.
     Node {
         #[arg(value_parser = ["start", "stop", "kill"])]
         action: String,
         node: String,
+        /// With `kill`: keep the node down (`borealis up` does not restart it) until `node
+        /// start`. `stop` always does.
+        #[arg(long)]
+        hold: bool,
         #[arg(long, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
@@ -220,8 +227,9 @@ fn main() {
             Cmd::Node {
                 action,
                 node,
+                hold,
                 data_dir,
-            } => commands::node(&data_dir, &action, &node).await,
+            } => commands::node(&data_dir, &action, &node, hold).await,
             Cmd::Bench { .. } => unreachable!("`bench` replaced this process before the runtime"),
         }
     });

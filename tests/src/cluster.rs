@@ -305,10 +305,15 @@ impl TestCluster {
         }
     }
 
-    /// `borealis node ACTION ID`.
+    /// `borealis node ACTION ID`. A drill's `kill` is `kill --hold`: the node stays down until
+    /// the drill starts it (`borealis up` restarts a node that dies otherwise, which
+    /// `operator_mistakes` tests on its own).
     pub fn node(&self, action: &str, id: &str) {
+        let hold: &[&str] = if action == "kill" { &["--hold"] } else { &[] };
         let out = Command::new(crate::bin_dir().join("borealis"))
-            .args(["node", action, id, "--data-dir"])
+            .args(["node", action, id])
+            .args(hold)
+            .arg("--data-dir")
             .arg(self.dir.path())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
@@ -326,9 +331,13 @@ impl TestCluster {
     }
 
     /// `borealis node ACTION ID` that reports failure instead of panicking: `Ok(stdout)` or
-    /// `Err(stdout + stderr)`.
+    /// `Err(stdout + stderr)`. `kill` holds the node down, as [`TestCluster::node`] does.
     pub fn try_node(&self, action: &str, id: &str) -> Result<String, String> {
-        self.borealis(&["node", action, id])
+        if action == "kill" {
+            self.borealis(&["node", action, id, "--hold"])
+        } else {
+            self.borealis(&["node", action, id])
+        }
     }
 
     /// `borealis ARGS... --data-dir DIR` against this cluster: `Ok(stdout)` or

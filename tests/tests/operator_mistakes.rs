@@ -1,6 +1,7 @@
 //! Operator mistakes get a clear error and harm nothing: a second process started on a data
 //! directory that a live node holds refuses to start, names the holder, and the live node (and
-//! the cluster) go on as if nothing happened.
+//! the cluster) go on as if nothing happened. And accidents heal without an operator: a node
+//! that dies is started again by `borealis up`, unless someone holds it down.
 
 use borealis_tests::cluster::TestCluster;
 use std::process::{Command, Stdio};
@@ -106,4 +107,82 @@ async fn sk_scl(c: &TestCluster) -> u64 {
         .filter_map(|s| s["scl"].as_u64())
         .max()
         .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_dies_is_started_again_unless_held_down() {
+    let c = TestCluster::start().await;
+    let token = c.create_tenant("acme").await;
+    c.sql("acme", &token, "CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        .await
+        .ok();
+    let status = c.borealis(&["status"]).expect("borealis status");
+    assert!(status.contains("supervised by `borealis up`"), "{status}");
+
+    // A crash: killed without --hold, it comes back by itself, under a new pid.
+    for id in ["sk-b1", "ps-1"] {
+        let pid = c.node_info(id).pid.expect("running");
+        let out = c
+            .borealis(&["node", "kill", id])
+            .expect("borealis node kill");
+        assert!(out.contains("will start it again"), "{out}");
+        let back = wait_for(Duration::from_secs(20), || {
+            c.node_info(id)
+                .pid
+                .filter(|&p| p != pid && std::path::Path::new(&format!("/proc/{p}")).exists())
+        })
+        .await
+        .unwrap_or_else(|| panic!("{id} was not started again within 20 s"));
+        println!("{id}: pid {pid} killed, started again as pid {back}");
+        let status = c.borealis(&["status"]).expect("borealis status");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("no {id} in {status}"));
+        assert!(line.contains("restarted 1× by `borealis up`"), "{line}");
+    }
+    // The restarted nodes serve: commits go on, and read back.
+    for i in 1..=3 {
+        c.sql("acme", &token, &format!("INSERT INTO t VALUES ({i})"))
+            .await
+            .ok();
+    }
+    let r = c.sql("acme", &token, "SELECT count(*) FROM t").await.ok();
+    assert_eq!(r.scalar(), 3);
+
+    // Held down (a drill, or `node stop`): it stays down well past the restart delays.
+    c.node("kill", "sk-b1");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        c.node_info("sk-b1").pid,
+        None,
+        "a held node was started again"
+    );
+    let status = c.borealis(&["status"]).expect("borealis status");
+    let line = status.lines().find(|l| l.starts_with("sk-b1")).unwrap();
+    assert!(line.contains("down (held"), "{line}");
+    // `node start` releases it; a later crash is healed again.
+    c.node("start", "sk-b1");
+    let pid = c.node_info("sk-b1").pid.expect("started");
+    c.borealis(&["node", "kill", "sk-b1"]).expect("kill");
+    wait_for(Duration::from_secs(20), || {
+        c.node_info("sk-b1").pid.filter(|&p| p != pid)
+    })
+    .await
+    .expect("sk-b1 started again after its hold was released");
+    c.sql("acme", &token, "INSERT INTO t VALUES (4)").await.ok();
+}
+
+/// Polls `f` every 100 ms until it gives a value, for at most `within`.
+async fn wait_for<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
