@@ -174,6 +174,8 @@ pub async fn up(
     let mut children: Vec<(String, Child)> = Vec::new();
     let ids: Vec<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
     for id in &ids {
+        // `up` starts every node: holds left by an earlier run are released.
+        supervisor::release(&dir, id)?;
         match cluster.start_node(&dir, id) {
             Ok(child) => children.push((id.clone(), child)),
             Err(e) => {
@@ -318,7 +320,11 @@ fn supervise(
     for n in &cluster.nodes {
         let w = watches.entry(n.id.clone()).or_default();
         let alive = n.pid.is_some_and(|p| pid_alive(p, &n.id));
-        match w.tick(alive, supervisor::is_held(dir, &n.id), now) {
+        let scheduled = w.restart_in(now).is_some();
+        let decision = w.tick(alive, supervisor::is_held(dir, &n.id), now);
+        // A restart cancelled (the node came back, or was held): the state file says so.
+        changed |= scheduled != w.restart_in(now).is_some();
+        match decision {
             Decision::Nothing => {}
             Decision::Scheduled { delay } => {
                 changed = true;
@@ -370,7 +376,12 @@ fn restart(dir: &Path, id: &str) -> anyhow::Result<Option<Child>> {
     let _lock = supervisor::ClusterLock::take(dir)?;
     let mut cluster = Cluster::load(dir)?;
     let node = cluster.node(id)?;
-    if node.pid.is_some_and(|p| pid_alive(p, id)) || supervisor::is_held(dir, id) {
+    // A killed process's last threads may still hold its data directory's lock after its main
+    // thread is gone: starting now would fail "in use". The next tick tries again.
+    if node.pid.is_some_and(|p| pid_alive(p, id))
+        || supervisor::is_held(dir, id)
+        || borealis_utils::lock_file::is_locked(&node.data_dir)
+    {
         return Ok(None);
     }
     cluster.start_node(dir, id).map(Some)
@@ -424,10 +435,23 @@ fn stop_all(dir: &Path, children: &mut [(String, Child)]) {
     for (_, c) in children.iter_mut() {
         let _ = c.wait();
     }
-    for n in &mut cluster.nodes {
-        n.pid = None;
+    // Re-read under the lock, and clear only the pids stopped here: a `borealis node start`
+    // during the grace period keeps its record.
+    let _lock = supervisor::ClusterLock::take(dir);
+    if let Ok(fresh) = Cluster::load(dir) {
+        cluster = fresh;
     }
-    cluster.gateway.pid = None;
+    for n in &mut cluster.nodes {
+        if live.iter().any(|(id, p)| *id == n.id && n.pid == Some(*p)) {
+            n.pid = None;
+        }
+    }
+    if live
+        .iter()
+        .any(|(id, p)| *id == cluster.gateway.id && cluster.gateway.pid == Some(*p))
+    {
+        cluster.gateway.pid = None;
+    }
     if let Err(e) = cluster.save(dir) {
         eprintln!("warning: could not update cluster.json: {e:#}");
     }
@@ -873,11 +897,14 @@ pub async fn node(dir: &Path, action: &str, id: &str, hold: bool) -> anyhow::Res
     if hold && action != "kill" {
         bail!("--hold goes with `kill` (`stop` always holds the node down; `start` releases it)");
     }
-    let cluster = Cluster::load(&dir)?;
-    let node = cluster.node(id)?.clone();
-    let live = node.pid.filter(|p| pid_alive(*p, &node.id));
+    let node = Cluster::load(&dir)?.node(id)?.clone();
     match action {
         "start" => {
+            if let Some(pid) = node.pid.filter(|p| pid_alive(*p, &node.id)) {
+                supervisor::release(&dir, id)?;
+                println!("{id} is already running (pid {pid}); it is not held down");
+                return Ok(());
+            }
             // Started, then released: the supervisor never sees it dead and unheld in between
             // (it would start a second one).
             let child = {
@@ -890,11 +917,18 @@ pub async fn node(dir: &Path, action: &str, id: &str, hold: bool) -> anyhow::Res
             std::mem::forget(child);
         }
         "stop" | "kill" => {
-            // Held before the signal, so the supervisor never sees it dead and unheld.
+            // Held before the signal, and the pid read, under the cluster file's lock: the
+            // supervisor never sees the node dead and unheld, and a restart it has under way is
+            // either done (its pid is the one signalled) or sees the hold.
             let held = action == "stop" || hold;
-            if held {
-                supervisor::hold(&dir, id)?;
-            }
+            let live = {
+                let _lock = supervisor::ClusterLock::take(&dir)?;
+                if held {
+                    supervisor::hold(&dir, id)?;
+                }
+                let node = Cluster::load(&dir)?.node(id)?.clone();
+                node.pid.filter(|p| pid_alive(*p, &node.id))
+            };
             let Some(pid) = live else {
                 println!(
                     "{id} is not running{}",

@@ -207,7 +207,8 @@ pub(super) async fn recover_epoch(
         }))
         .await;
     let installed: Vec<usize> = hellos.into_iter().flatten().collect();
-    for (segment, config) in &volume.configs {
+    for segment in volume.segment_tails.keys() {
+        let config = &volume.configs[segment];
         if !config.is_write_quorum(|n| installed.contains(&n)) {
             let n = installed.iter().filter(|n| config.contains(**n)).count();
             return Err(LogError::Recovery(format!(

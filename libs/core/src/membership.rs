@@ -28,8 +28,9 @@ use crate::quorum::{quorum_value, MEMBERS_PER_AZ, PG_MEMBERS, READ_QUORUM, WRITE
 use crate::Lsn;
 
 /// The voting configuration of one segment: a stable group, or the old and new groups of a
-/// one-member change. Build it with [`Config::stable`] or [`Config::joint`], which check the
-/// shape; a `Config` in hand is always well formed (at most seven voters, one swap, same AZ).
+/// one-member change. Build it with [`Config::stable`] (or [`Config::try_stable`] for a group
+/// read from outside) or [`Config::joint`], which check the shape; a `Config` in hand is always
+/// well formed (six distinct nodes per group, at most seven voters, one swap, same AZ).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Config {
     old: Group,
@@ -45,12 +46,24 @@ pub struct Swap {
 }
 
 impl Config {
-    /// A segment that is not changing: the six of `group`.
+    /// A segment that is not changing: the six of `group`. Panics if `group` is not six
+    /// distinct nodes with each AZ pair ascending (a group computed by `placement` always is).
     pub fn stable(group: Group) -> Config {
-        Config {
+        Config::try_stable(group).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Config::stable`] for a group that may be malformed (read from a table): refused so.
+    pub fn try_stable(group: Group) -> Result<Config, String> {
+        if !well_formed(&group) {
+            return Err(format!(
+                "the group {:?} is not six distinct nodes with each AZ pair ascending",
+                group.0
+            ));
+        }
+        Ok(Config {
             old: group,
             new: None,
-        }
+        })
     }
 
     /// A segment in the middle of replacing one member: `old` is the group before, `new` the
@@ -205,7 +218,8 @@ fn well_formed(g: &Group) -> bool {
 mod tests {
     use super::*;
 
-    /// O = nodes 0..6 (AZ pairs {0,1}, {2,3}, {4,5}); node 6 is in AZ b.
+    /// O = nodes 0..6 (AZ pairs {0,1}, {2,3}, {4,5}); node 6 is the spare, put in whichever AZ
+    /// the swapped node is in.
     const O: Group = Group([0, 1, 2, 3, 4, 5]);
 
     /// Every joint config from O: each of its six nodes swapped for node 6 placed in the
@@ -385,6 +399,8 @@ mod tests {
         assert!(Config::stable(O).complete().is_err());
         assert!(Config::stable(O).revert().is_err());
         assert_eq!(Config::stable(O).swap(), None);
+        assert!(Config::try_stable(Group([0, 0, 2, 3, 4, 5])).is_err());
+        assert!(Config::try_stable(Group([1, 0, 2, 3, 4, 5])).is_err());
         // Two swaps, no swap, another AZ, a malformed group: refused.
         for bad in [
             Group([0, 1, 6, 7, 4, 5]),

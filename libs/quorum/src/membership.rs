@@ -6,18 +6,21 @@
 //! ```text
 //!   version v      stable O ──► joint O/N      (records after L_start go to O ∪ N)
 //!                  Configure(v, L_start) to O ∪ N; G fills (L_base, L_start] from peers
-//!   version v + 1  joint O/N ──► stable N      complete: G holds everything up to L_start,
+//!   version w > v  joint O/N ──► stable N      complete: G holds everything up to L_start,
 //!                                              and 4 of O and 4 of N stored Configure(v)
 //!              or  joint O/N ──► stable O      revert: F came back (not a removal) or G failed
-//!                  Configure(v + 1) to O ∪ N; F (or G) drops its copy
+//!                  Configure(w) to O ∪ N; F (or G) drops its copy
+//!
+//! (w is the next version of the table when the change ends: v + 1, or later if a recovery's
+//! claim came in between.)
 //! ```
 //!
 //! [`MembershipChange`] is the writer's side of that, from the moment version v exists: it
 //! counts `Configured(v)` answers and the joining node's acknowledged SCL, and says when to
-//! create version v + 1 and with which config. Nothing here does I/O: the driver sends the
-//! `Configure` messages, creates placement versions (create-only, so exactly one successor of v
-//! exists), adopts each config in the writer's [`crate::ConsistencyTracker`], and feeds the
-//! answers back.
+//! end the change and with which config. Nothing here does I/O: the driver sends the
+//! `Configure` messages, creates the next placement version (create-only, so exactly one
+//! successor of the newest exists), adopts each config in the writer's
+//! [`crate::ConsistencyTracker`], and feeds the answers back.
 //!
 //! **Why completing needs both conditions.** Completion makes N alone the group, so every
 //! durable record must then be on 4 of N. A record above `L_start` was shipped to O ∪ N and, being
@@ -63,23 +66,21 @@ pub enum Action {
         version: u64,
         start_lsn: Lsn,
     },
-    /// Create placement version `version` (the successor of the change's own) with the segment
-    /// at `config`, then report it with [`MembershipChange::on_version_created`], or with
-    /// [`MembershipChange::on_version_failed`] if the create-only PUT did not take effect.
-    CreateVersion {
-        version: u64,
-        config: Config,
-        outcome: Outcome,
-    },
+    /// Create the next placement version (the successor of the newest the writer holds) with
+    /// the segment at `config`, then report it with [`MembershipChange::on_version_created`],
+    /// or with [`MembershipChange::on_version_failed`] if the create-only PUT did not take
+    /// effect.
+    CreateVersion { config: Config, outcome: Outcome },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     /// Version v is in force; the change is under way.
     Joint,
-    /// Version v + 1 is being created with this outcome; nothing else is decided meanwhile.
+    /// The version ending the change is being created with this outcome; nothing else is
+    /// decided meanwhile.
     Ending(Outcome),
-    /// Version v + 1 exists.
+    /// The version ending the change exists.
     Done(Outcome),
 }
 
@@ -95,6 +96,9 @@ pub struct MembershipChange {
     configured: BTreeSet<usize>,
     /// The joining node's highest acknowledged SCL for the segment, in this writer's epoch.
     joining_scl: Lsn,
+    /// A revert was decided (the leaving node is back, or the joining one failed): it stays
+    /// decided, also when the PUT that ends the change fails and is tried again.
+    must_revert: bool,
     phase: Phase,
 }
 
@@ -124,6 +128,7 @@ impl MembershipChange {
             start_lsn,
             configured: BTreeSet::new(),
             joining_scl: Lsn::INVALID,
+            must_revert: false,
             phase: Phase::Joint,
         };
         let configure = change.configure(version);
@@ -149,7 +154,7 @@ impl MembershipChange {
         self.start_lsn
     }
 
-    /// How the change ended, once version v + 1 exists.
+    /// How the change ended, once the version that ends it exists.
     pub fn outcome(&self) -> Option<Outcome> {
         match self.phase {
             Phase::Done(o) => Some(o),
@@ -187,26 +192,44 @@ impl MembershipChange {
         self.decide()
     }
 
-    /// The leaving node answered again with its copy of the segment intact. Unless it was
-    /// removed for good, the change is reverted: the old group is whole again and needs no fill.
-    pub fn on_leaving_returned(&mut self) -> Vec<Action> {
-        if self.phase != Phase::Joint || self.reason == Reason::Remove {
-            return self.decide();
+    /// The joining node (re)connected and its `HelloOk` says it holds the segment up to `scl`:
+    /// that, even if lower than it acknowledged before (its disk was replaced, RFC 0013). It
+    /// must store `Configure` again too.
+    pub fn on_joining_state(&mut self, scl: Lsn) -> Vec<Action> {
+        if let Some(joining) = self.config.swap().map(|s| s.r#in) {
+            if scl < self.joining_scl {
+                self.configured.remove(&joining);
+            }
         }
-        self.end(Outcome::Reverted)
+        self.joining_scl = scl;
+        self.decide()
+    }
+
+    /// The leaving node answered again with its copy of the segment intact. A replacement is
+    /// reverted: the old group is whole again and needs no fill. A removal, a drain or a
+    /// rebalance goes on (the node is leaving whether it answers or not).
+    pub fn on_leaving_returned(&mut self) -> Vec<Action> {
+        if self.reason == Reason::Replace {
+            self.must_revert = true;
+        }
+        self.decide()
     }
 
     /// The joining node failed, or is itself being drained or removed: the change is reverted.
+    /// What it acknowledged no longer counts. Decided also while the version ending the change
+    /// is being created: if that PUT fails, the revert is asked for instead.
     pub fn on_joining_failed(&mut self) -> Vec<Action> {
-        if self.phase != Phase::Joint {
-            return Vec::new();
+        self.must_revert = true;
+        self.joining_scl = Lsn::INVALID;
+        if let Some(joining) = self.config.swap().map(|s| s.r#in) {
+            self.configured.remove(&joining);
         }
-        self.end(Outcome::Reverted)
+        self.decide()
     }
 
-    /// Version v + 1 exists (created by this writer) with the segment at `config`. Returns the
-    /// `Configure(v + 1)` for every voter of the joint config: the leaving (or, reverted, the
-    /// joining) node drops its copy when it stores it.
+    /// Version `version` (created by this writer, after the change's own) exists with the
+    /// segment at `config`. Returns the `Configure(version)` for every voter of the joint config:
+    /// the leaving (or, reverted, the joining) node drops its copy when it stores it.
     pub fn on_version_created(&mut self, version: u64, config: Config) -> Vec<Action> {
         let Phase::Ending(outcome) = self.phase else {
             panic!(
@@ -214,11 +237,7 @@ impl MembershipChange {
                 self.segment.0, self.phase
             );
         };
-        assert_eq!(
-            version,
-            self.version + 1,
-            "the successor of the change's own"
-        );
+        assert!(version > self.version, "a version after the change's own");
         assert_eq!(
             Ok(config),
             self.ending_config(outcome),
@@ -228,9 +247,10 @@ impl MembershipChange {
         vec![self.configure(version)]
     }
 
-    /// The create-only PUT of v + 1 did not take effect (an error before the store took it). The
-    /// change is joint again and decides anew. (A PUT that lost its race means another writer
-    /// exists: this one is fenced and stops, which is not this machine's business.)
+    /// The create-only PUT of the ending version did not take effect (an error before the store
+    /// took it). The change is joint again and decides anew: a revert once decided stays
+    /// decided. (A PUT that lost its race means another writer exists: this one is fenced and
+    /// stops, which is not this machine's business.)
     pub fn on_version_failed(&mut self) -> Vec<Action> {
         if matches!(self.phase, Phase::Ending(_)) {
             self.phase = Phase::Joint;
@@ -239,7 +259,13 @@ impl MembershipChange {
     }
 
     fn decide(&mut self) -> Vec<Action> {
-        if self.phase == Phase::Joint && self.can_complete() {
+        if self.phase != Phase::Joint {
+            return Vec::new();
+        }
+        if self.must_revert {
+            return self.end(Outcome::Reverted);
+        }
+        if self.can_complete() {
             return self.end(Outcome::Completed);
         }
         Vec::new()
@@ -258,11 +284,7 @@ impl MembershipChange {
         let config = self
             .ending_config(outcome)
             .expect("a joint config completes and reverts");
-        vec![Action::CreateVersion {
-            version: self.version + 1,
-            config,
-            outcome,
-        }]
+        vec![Action::CreateVersion { config, outcome }]
     }
 
     fn ending_config(&self, outcome: Outcome) -> Result<Config, String> {
@@ -306,7 +328,6 @@ mod tests {
 
     fn completed() -> Action {
         Action::CreateVersion {
-            version: 42,
             config: Config::stable(Group([1, 6, 2, 3, 4, 5])),
             outcome: Outcome::Completed,
         }
@@ -360,7 +381,6 @@ mod tests {
         assert_eq!(
             revert,
             vec![Action::CreateVersion {
-                version: 42,
                 config: Config::stable(O),
                 outcome: Outcome::Reverted,
             }]
@@ -382,20 +402,49 @@ mod tests {
         for n in 1..7 {
             c.on_configured(n, 41);
         }
-        // The joining node failed: revert; but the PUT of the revert did not take effect.
+        // The completion's PUT fails: the same completion is asked for again.
+        assert_eq!(c.on_joining_scl(Lsn(120)), vec![completed()]);
+        assert_eq!(c.on_version_failed(), vec![completed()]);
+        // The joining node fails while that PUT is under way, and the PUT fails too: revert.
+        assert_eq!(c.on_joining_failed(), vec![]);
+        let revert = c.on_version_failed();
         assert!(matches!(
-            c.on_joining_failed().as_slice(),
+            revert.as_slice(),
             [Action::CreateVersion {
                 outcome: Outcome::Reverted,
                 ..
             }]
         ));
-        assert_eq!(c.on_version_failed(), vec![]);
+        // A revert stays decided: its failed PUT asks for the revert again, whatever arrives.
+        assert_eq!(c.on_version_failed(), revert);
+        assert_eq!(c.on_joining_scl(Lsn(200)), vec![]);
+        assert_eq!(c.on_version_failed(), revert);
         assert_eq!(c.outcome(), None);
-        // Joint again: the node came back and filled, so the change completes after all.
-        assert_eq!(c.on_joining_scl(Lsn(120)), vec![completed()]);
-        // A failed PUT of the completion asks for the same version again.
-        assert_eq!(c.on_version_failed(), vec![completed()]);
+    }
+
+    #[test]
+    fn a_joining_node_that_lost_its_copy_counts_again_only_once_refilled() {
+        let mut c = open(Reason::Replace);
+        // 0, 2, 3, 4 are four of O; 2, 3, 4 and the joining 6 four of N.
+        for n in [0, 2, 3, 4, 6] {
+            assert_eq!(c.on_configured(n, 41), vec![]);
+        }
+        assert_eq!(c.on_joining_scl(Lsn(50)), vec![]);
+        // Its disk was replaced: it reconnects holding nothing, and its Configure is gone too.
+        assert_eq!(c.on_joining_state(Lsn::INVALID), vec![]);
+        assert!(c.joining_is_filling());
+        // Refilled, but it has not stored Configure again: N has three.
+        assert_eq!(c.on_joining_scl(Lsn(100)), vec![]);
+        assert!(!c.can_complete());
+        assert_eq!(c.on_configured(6, 41), vec![completed()]);
+    }
+
+    #[test]
+    fn only_a_replacement_reverts_when_the_leaving_node_returns() {
+        for reason in [Reason::Remove, Reason::Drain, Reason::Rebalance] {
+            let mut c = open(reason);
+            assert_eq!(c.on_leaving_returned(), vec![], "{reason:?}");
+        }
     }
 
     #[test]
