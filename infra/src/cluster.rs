@@ -370,7 +370,19 @@ impl Cluster {
         if id == self.gateway.id {
             self.gateway.pid = Some(pid);
         }
-        self.save(dir)?;
+        if let Err(e) = self.save(dir) {
+            // A process whose pid is recorded nowhere could be neither stopped nor seen by
+            // `borealis status`, and would hold its data directory against the next start.
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+            if let Some(n) = self.node_mut(id) {
+                n.pid = None;
+            }
+            return Err(e.context(format!(
+                "started {id} (pid {pid}) but could not record its pid; stopped it again"
+            )));
+        }
         Ok(child)
     }
 }

@@ -5,9 +5,11 @@
 //! records and so runs on its own task (answers are matched by request id, so order does not
 //! matter to the client). `Hello` is handled before the next frame is read, so appends pipelined
 //! behind it see the new epoch. `Append` is fire-and-forget: no answer on success, an `Error` with
-//! its request id on failure. The first append to a segment subscribes the connection to that
-//! segment's published SCL; every publish (after an fsync, or when gossip fills a hole) becomes an
-//! unsolicited `Ack` (request id 0).
+//! its request id on failure. The first append to a segment in an epoch subscribes the connection
+//! to that segment's published SCL; every publish (after an fsync, or when gossip fills a hole)
+//! becomes an unsolicited `Ack` (request id 0) — **only while the published epoch is the one the
+//! connection appended in** (RFC 0015): a superseded writer must not count the records a newer
+//! writer put at LSNs it also used as its own.
 //!
 //! Every connection starts with an `Auth` frame (`borealis-auth`): a connection whose token does
 //! not verify is answered `Unauthorized` and closed, and every later request is checked against
@@ -18,7 +20,7 @@ use crate::node::{answer, Node, ReadLogRequest};
 use borealis_auth::{handshake, Handshake, VerifyingKey};
 use borealis_core::{ErrorKind, Lsn, SegmentId, TenantId};
 use borealis_wire::{read_frame, write_frame, Body, Envelope};
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,7 +99,8 @@ async fn handle_connection(
     };
     let mut denials = 0u64;
     let mut acks = JoinSet::new();
-    let mut subscribed = BTreeSet::new();
+    // Per (tenant, segment): the epoch this connection's acks are for.
+    let mut subscribed: BTreeMap<(TenantId, SegmentId), u64> = BTreeMap::new();
     let reads = Arc::new(Semaphore::new(READS_IN_FLIGHT_PER_CONNECTION_MAX));
     loop {
         let env = match read_frame(&mut rd).await {
@@ -136,13 +139,19 @@ async fn handle_connection(
                 vdl,
                 records,
             } => {
-                if !subscribed.contains(&(tenant, segment)) {
+                // A first append, or one of a newer epoch (the loop of the older one ends by
+                // itself when it sees the newer epoch published).
+                if subscribed
+                    .get(&(tenant, segment))
+                    .is_none_or(|&e| e < epoch)
+                {
                     if let Some(t) = node.store.tenant(tenant) {
-                        subscribed.insert((tenant, segment));
+                        subscribed.insert((tenant, segment), epoch);
                         acks.spawn(ack_loop(
                             t.subscribe_acks(segment),
                             tenant,
                             segment,
+                            epoch,
                             outbox.clone(),
                         ));
                     }
@@ -239,14 +248,28 @@ async fn write_loop(wr: tokio::net::tcp::OwnedWriteHalf, mut outbox: mpsc::Recei
 }
 
 /// Sends an `Ack` every time the segment's SCL is published (values in between coalesce).
+/// Sends the segment's SCL as an `Ack` each time it is published in `epoch`, the epoch the
+/// connection appended in. Ends once a newer epoch is published: the writer of `epoch` has been
+/// superseded, and the SCLs published from then on vouch for the newer writer's records, which
+/// may sit at LSNs the old writer also used (found by the simulator once its acks were sent as
+/// this loop sent them, regardless of epoch: a zombie writer raised its VDL above its
+/// successor's start).
 async fn ack_loop(
-    mut scl: watch::Receiver<Lsn>,
+    mut published: watch::Receiver<(u64, Lsn)>,
     tenant: TenantId,
     segment: SegmentId,
+    epoch: u64,
     outbox: mpsc::Sender<Envelope>,
 ) {
-    while scl.changed().await.is_ok() {
-        let value = *scl.borrow_and_update();
+    while published.changed().await.is_ok() {
+        let (published_epoch, value) = *published.borrow_and_update();
+        if published_epoch > epoch {
+            return;
+        }
+        if published_epoch < epoch {
+            // Not yet published in the connection's epoch (cannot outlast its Hello's publish).
+            continue;
+        }
         let ack = Body::Ack {
             tenant,
             segment,

@@ -335,3 +335,20 @@ fn the_checkers_catch_a_replaced_disk_that_testifies_before_it_is_rebuilt() {
         "no seed caught a replaced disk testifying before it was rebuilt"
     );
 }
+
+/// Members acknowledging to every connection that appended, whatever its epoch, as the
+/// safekeeper did before RFC 0015: a zombie writer counts the records its successor put at LSNs
+/// it also used as its own, and raises its VDL past what was recovered. The checkers must catch
+/// it (they did, at seed 3476, the first time the simulator sent acks that way).
+#[test]
+fn the_checkers_catch_acks_to_a_superseded_writer() {
+    let c = SimConfig {
+        acks_ignore_epoch: true,
+        ..SimConfig::default()
+    };
+    let failing = (0..10_000).find(|&seed| run(seed, &c).violation.is_some());
+    assert!(
+        failing.is_some(),
+        "no seed caught acknowledgements counted by a superseded writer"
+    );
+}

@@ -315,15 +315,17 @@ mod tests {
     fn open(reason: Reason) -> MembershipChange {
         let config = Config::joint(O, Group([1, 6, 2, 3, 4, 5])).unwrap();
         let (change, actions) = MembershipChange::open(S, 41, config, Lsn(100), reason).unwrap();
-        assert_eq!(
-            actions,
-            vec![Action::Configure {
-                nodes: vec![0, 1, 2, 3, 4, 5, 6],
-                version: 41,
-                start_lsn: Lsn(100),
-            }]
-        );
+        assert_eq!(actions, vec![configure(41)]);
         change
+    }
+
+    /// `Configure(version)` to all seven voters, starting at LSN 100.
+    fn configure(version: u64) -> Action {
+        Action::Configure {
+            nodes: vec![0, 1, 2, 3, 4, 5, 6],
+            version,
+            start_lsn: Lsn(100),
+        }
     }
 
     fn completed() -> Action {
@@ -351,14 +353,7 @@ mod tests {
         assert_eq!(c.on_leaving_returned(), vec![]);
         assert_eq!(c.on_joining_failed(), vec![]);
         let done = c.on_version_created(42, Config::stable(Group([1, 6, 2, 3, 4, 5])));
-        assert_eq!(
-            done,
-            vec![Action::Configure {
-                nodes: vec![0, 1, 2, 3, 4, 5, 6],
-                version: 42,
-                start_lsn: Lsn(100),
-            }]
-        );
+        assert_eq!(done, vec![configure(42)]);
         assert_eq!(c.outcome(), Some(Outcome::Completed));
     }
 

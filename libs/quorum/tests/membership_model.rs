@@ -456,24 +456,7 @@ impl Model {
                     }
                 }
                 Action::CreateVersion { config, outcome } => {
-                    let mut next = self.table.last().expect("a version").clone();
-                    next.version += 1;
-                    next.writer_epoch = w.epoch;
-                    let version = next.version;
-                    next.segments.insert(
-                        S,
-                        SegmentEntry {
-                            config,
-                            config_version: version,
-                            change: None,
-                            pageserver: 0,
-                        },
-                    );
-                    self.create(next);
-                    let w = self.writer.as_mut().expect("checked");
-                    if let Some(vdl) = w.tracker.adopt(S, config) {
-                        self.acknowledge(vdl);
-                    }
+                    let version = self.end_change(config);
                     let w = self.writer.as_mut().expect("checked");
                     let change = w.change.as_mut().expect("a change ends");
                     queue.extend(change.on_version_created(version, config));
@@ -499,8 +482,19 @@ impl Model {
         if !config.is_write_quorum(|n| w.configured.contains(&n)) {
             return;
         }
-        let epoch = w.epoch;
-        let done = config.complete().expect("joint");
+        self.end_change(config.complete().expect("joint"));
+        self.writer.as_mut().expect("checked").change = None;
+        self.stats.completed += 1;
+    }
+
+    /// The writer creates the table's next version with the segment stable at `config` (the
+    /// end of its change) and adopts it. Returns the version.
+    fn end_change(&mut self, config: Config) -> u64 {
+        let epoch = self
+            .writer
+            .as_ref()
+            .expect("a writer ends the change")
+            .epoch;
         let mut next = self.newest().clone();
         next.version += 1;
         next.writer_epoch = epoch;
@@ -508,7 +502,7 @@ impl Model {
         next.segments.insert(
             S,
             SegmentEntry {
-                config: done,
+                config,
                 config_version: version,
                 change: None,
                 pageserver: 0,
@@ -516,12 +510,10 @@ impl Model {
         );
         self.create(next);
         let w = self.writer.as_mut().expect("checked");
-        if let Some(vdl) = w.tracker.adopt(S, done) {
+        if let Some(vdl) = w.tracker.adopt(S, config) {
             self.acknowledge(vdl);
         }
-        let w = self.writer.as_mut().expect("checked");
-        w.change = None;
-        self.stats.completed += 1;
+        version
     }
 
     fn crash_writer(&mut self) {

@@ -114,9 +114,10 @@ pub struct Tenant {
     dir: PathBuf,
     log: Mutex<TenantLog>,
     published: Mutex<Published>,
-    /// Per segment, the durable SCL; every writer connection that appended to the segment
-    /// watches it and sends an `Ack` whenever it is published (even unchanged).
-    acks: Mutex<BTreeMap<SegmentId, watch::Sender<Lsn>>>,
+    /// Per segment, the published epoch and durable SCL; every writer connection that appended
+    /// to the segment watches it and sends an `Ack` whenever it is published (even unchanged),
+    /// as long as the epoch is the one it appended in (RFC 0015).
+    acks: Mutex<BTreeMap<SegmentId, watch::Sender<(u64, Lsn)>>>,
     metrics: Arc<Metrics>,
     /// The process's disk budget, shared by every tenant (a leaf lock, after `log`).
     budget: Arc<SharedDiskBudget>,
@@ -264,12 +265,12 @@ impl Tenant {
         self.published.locked().epoch
     }
 
-    /// A receiver of the segment's published SCL, for sending acks.
-    pub fn subscribe_acks(&self, segment: SegmentId) -> watch::Receiver<Lsn> {
+    /// A receiver of the segment's published `(epoch, SCL)`, for sending acks.
+    pub fn subscribe_acks(&self, segment: SegmentId) -> watch::Receiver<(u64, Lsn)> {
         let mut acks = self.acks.locked();
         let tx = acks
             .entry(segment)
-            .or_insert_with(|| watch::channel(Lsn::INVALID).0);
+            .or_insert_with(|| watch::channel((0, Lsn::INVALID)).0);
         tx.subscribe()
     }
 
@@ -730,7 +731,7 @@ impl Tenant {
         let published = self.published.locked();
         for segment in segments {
             if let (Some(tx), Some(s)) = (acks.get(segment), published.segments.get(segment)) {
-                tx.send_replace(s.scl);
+                tx.send_replace((published.epoch, s.scl));
             }
         }
     }

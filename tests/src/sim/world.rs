@@ -43,6 +43,9 @@ pub struct SimConfig {
     /// The hole `safekeeper::rebuild` closes, opened again: a member whose disk was replaced
     /// answers `GetState` at once, for the test that the checkers catch it.
     pub replaced_disk_testifies: bool,
+    /// The hole RFC 0015 closes, opened again: members acknowledge to every connection that
+    /// appended, whatever its epoch.
+    pub acks_ignore_epoch: bool,
 }
 
 impl Default for SimConfig {
@@ -53,6 +56,7 @@ impl Default for SimConfig {
             trace_all: false,
             planted: None,
             replaced_disk_testifies: false,
+            acks_ignore_epoch: false,
         }
     }
 }
@@ -143,6 +147,9 @@ struct Writer {
     history: Vec<EpochStart>,
     vdl_seen: Lsn,
     stalled_steps: u32,
+    /// `(node, segment)` whose acknowledgements this writer's connection gets, as the service
+    /// subscribes a connection on its first append of a segment (even a refused one).
+    subscribed: BTreeSet<(usize, SegmentId)>,
 }
 
 enum Msg {
@@ -229,6 +236,8 @@ struct World {
     disks_rebuilt: usize,
     /// [`SimConfig::replaced_disk_testifies`].
     replaced_disk_testifies: bool,
+    /// [`SimConfig::acks_ignore_epoch`].
+    acks_ignore_epoch: bool,
 }
 
 pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
@@ -256,6 +265,7 @@ pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
         trace: Vec::new(),
         trace_all: config.trace_all,
         replaced_disk_testifies: config.replaced_disk_testifies,
+        acks_ignore_epoch: config.acks_ignore_epoch,
         recoveries: 0,
         recovery_cuts: 0,
         anchors_raised: 0,
@@ -590,10 +600,11 @@ impl World {
                 vdl,
                 segment,
                 records,
-                ..
+                writer,
             } = msg
             {
                 if self.members[to].reachable() {
+                    self.writers[writer].subscribed.insert((to, segment));
                     // Refusals (fenced) change nothing: the writer dies next anyway.
                     let _ =
                         self.members[to].append(segment, Source::Writer { epoch, vdl }, &records);
@@ -749,6 +760,7 @@ impl World {
                     if !self.members[to].reachable() {
                         continue;
                     }
+                    self.writers[writer].subscribed.insert((to, segment));
                     match self.members[to].append(segment, Source::Writer { epoch, vdl }, &records)
                     {
                         Ok(true) => self.send_acks(to),
@@ -816,17 +828,22 @@ impl World {
         }
     }
 
-    /// Node `m` published: it acks its SCL of every segment it holds to every writer of its
-    /// epoch connected to it.
+    /// Node `m` published: it acks its SCL of each segment to every writer connected to it
+    /// whose connection appended to that segment, as long as the published epoch is the
+    /// writer's — the service's `ack_loop` (RFC 0015). Without the epoch rule (`SimConfig::
+    /// acks_ignore_epoch`, the service before RFC 0015) a zombie writer counts its successor's
+    /// records as its own.
     fn send_acks(&mut self, m: usize) {
         if !self.members[m].reachable() {
             return;
         }
         let epoch = self.members[m].epoch();
         let scls: Vec<(SegmentId, Lsn)> = self.members[m].scls();
+        let ignore_epoch = self.acks_ignore_epoch;
         for (wi, w) in self.writers.iter().enumerate() {
-            if !w.fenced && w.connected[m] && w.epoch == epoch {
-                for &(segment, scl) in &scls {
+            if !w.fenced && w.connected[m] && (ignore_epoch || w.epoch == epoch) {
+                for &(segment, scl) in scls.iter().filter(|(s, _)| w.subscribed.contains(&(m, *s)))
+                {
                     self.net.push(Msg::Ack {
                         from: m,
                         segment,

@@ -283,6 +283,7 @@ impl World {
             history: plan.history.clone(),
             vdl_seen: plan.vdl,
             stalled_steps: 0,
+            subscribed: BTreeSet::new(),
         });
         self.current = Some(self.writers.len() - 1);
         let sources: Vec<String> = plan
