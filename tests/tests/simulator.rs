@@ -352,3 +352,21 @@ fn the_checkers_catch_acks_to_a_superseded_writer() {
         "no seed caught acknowledgements counted by a superseded writer"
     );
 }
+
+/// RFC 0014 §2's hole, which several gateways would open: a recovery that reads the members'
+/// states while the old writer still serves, and installs its epoch later. A commit the old
+/// writer makes durable in between is not in the plan, and the `Hello` truncates it. The
+/// checkers must catch it: this is the planted bug the `Fence` step must make pass.
+#[test]
+fn the_checkers_catch_a_takeover_that_reads_before_it_fences() {
+    let c = SimConfig {
+        takeover_while_serving: true,
+        ..SimConfig::default()
+    };
+    let failing = (0..10_000).find_map(|seed| run(seed, &c).violation.map(|v| (seed, v)));
+    println!("first failing seed: {failing:?}");
+    assert!(
+        failing.is_some(),
+        "no seed caught a takeover that read the members' states before fencing them"
+    );
+}

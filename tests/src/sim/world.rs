@@ -46,6 +46,11 @@ pub struct SimConfig {
     /// The hole RFC 0015 closes, opened again: members acknowledge to every connection that
     /// appended, whatever its epoch.
     pub acks_ignore_epoch: bool,
+    /// The hole RFC 0014 §2 plans to close, opened: a second gateway's recovery reads the
+    /// members' states and plans while the old writer still serves, and installs its epoch
+    /// some steps later. Off by default (one gateway never does this); on, it is the planted
+    /// bug `ReadBeforeFence` of RFC 0014 §9.
+    pub takeover_while_serving: bool,
 }
 
 impl Default for SimConfig {
@@ -57,6 +62,7 @@ impl Default for SimConfig {
             planted: None,
             replaced_disk_testifies: false,
             acks_ignore_epoch: false,
+            takeover_while_serving: false,
         }
     }
 }
@@ -238,6 +244,9 @@ struct World {
     replaced_disk_testifies: bool,
     /// [`SimConfig::acks_ignore_epoch`].
     acks_ignore_epoch: bool,
+    /// [`SimConfig::takeover_while_serving`], and the takeover planned but not yet installed.
+    takeover_while_serving: bool,
+    pending_takeover: Option<recovery::PlannedRecovery>,
 }
 
 pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
@@ -266,6 +275,8 @@ pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
         trace_all: config.trace_all,
         replaced_disk_testifies: config.replaced_disk_testifies,
         acks_ignore_epoch: config.acks_ignore_epoch,
+        takeover_while_serving: config.takeover_while_serving,
+        pending_takeover: None,
         recoveries: 0,
         recovery_cuts: 0,
         anchors_raised: 0,
@@ -369,6 +380,16 @@ impl World {
     fn step(&mut self, step: usize, fault_per_mille: u32) {
         self.commit_timeout(step);
         self.ack_timeouts(step);
+        // (Draws from the RNG only when on, so the default seeds keep their traces.)
+        if self.takeover_while_serving {
+            if self.pending_takeover.is_some() {
+                if self.rng.random_bool(0.1) {
+                    self.finish_takeover(step);
+                }
+            } else if self.rng.random_bool(0.01) {
+                self.start_takeover(step);
+            }
+        }
         if self.rng.random_range(0..1000) < fault_per_mille {
             self.fault(step);
         }

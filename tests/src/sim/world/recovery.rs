@@ -33,12 +33,52 @@ use borealis_quorum::QuorumWriter;
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+/// What steps 1–4 of a recovery decided, before any node is told.
+pub(super) struct PlannedRecovery {
+    plan: VolumePlan,
+    /// The nodes reached by `GetState`: the `Hello` goes to them.
+    reached: Vec<usize>,
+    anchor: Lsn,
+}
+
 impl World {
     /// Recovery when no writer serves (see the module docs).
     pub(super) fn ensure_writer(&mut self, step: usize) {
         if self.current.is_some() {
             return;
         }
+        if let Some(planned) = self.plan_recovery(step) {
+            self.install_recovery(step, planned);
+        }
+    }
+
+    /// A second gateway taking a tenant over while its writer still serves, as several gateways
+    /// without RFC 0014's `Fence` would ([`super::SimConfig::takeover_while_serving`]): the
+    /// recovery's reads and plan now, its `Hello` at a later step, the old writer acknowledging
+    /// clients in between.
+    pub(super) fn start_takeover(&mut self, step: usize) {
+        if self.pending_takeover.is_some() || self.current.is_none() {
+            return;
+        }
+        if let Some(planned) = self.plan_recovery(step) {
+            self.log(format!(
+                "{step}: a takeover planned epoch {} at vdl {}; the old writer serves on",
+                planned.plan.epoch, planned.plan.vdl
+            ));
+            self.pending_takeover = Some(planned);
+        }
+    }
+
+    /// The takeover's `Hello`s: the old writer stops serving (it is a zombie from now on).
+    pub(super) fn finish_takeover(&mut self, step: usize) {
+        if let Some(planned) = self.pending_takeover.take() {
+            self.current = None;
+            self.install_recovery(step, planned);
+        }
+    }
+
+    /// Steps 1–4 of the module docs: the plan, checked, or `None` (no recovery possible now).
+    fn plan_recovery(&mut self, step: usize) -> Option<PlannedRecovery> {
         let reached: Vec<usize> = (0..self.members.len())
             .filter(|&n| self.members[n].reachable())
             .collect();
@@ -90,7 +130,7 @@ impl World {
                     "{step}: recovery impossible: only {} of segment {segment}'s group answered",
                     reports.len()
                 ));
-                return;
+                return None;
             }
             groups.insert(segment, reports);
         }
@@ -100,7 +140,7 @@ impl World {
             self.log(format!(
                 "{step}: recovery impossible: {answered:?} answered, too few to fence every group"
             ));
-            return;
+            return None;
         }
         // 2. Sources. The new epoch is above every node's (with nothing written there is no
         //    group to read).
@@ -113,7 +153,7 @@ impl World {
             Ok(s) => s,
             Err(e) => {
                 self.log(format!("{step}: recovery impossible: {e}"));
-                return;
+                return None;
             }
         };
         // 3. Indexes above the anchor, paged as the gateway reads them. A source whose log is
@@ -130,7 +170,7 @@ impl World {
                             "node {node} refused segment {segment}'s index from {from} as trimmed through {}, which does not raise the anchor",
                             trim.base
                         ));
-                        return;
+                        return None;
                     }
                     self.anchors_raised += 1;
                     self.log(format!(
@@ -144,7 +184,7 @@ impl World {
             Ok(p) => p,
             Err(e) => {
                 self.violation = Some(format!("a source's index is inconsistent: {e}"));
-                return;
+                return None;
             }
         };
         if indexes
@@ -166,14 +206,29 @@ impl World {
             let part = self.recovered_segment(segment, source, tail);
             if let Err(v) = self.check_follower(segment, &part, plan.vdl) {
                 self.violation = Some(v);
-                return;
+                return None;
             }
             log.extend(part);
         }
         if let Err(v) = self.check_whole_mtrs(&log, &plan) {
             self.violation = Some(v);
-            return;
+            return None;
         }
+        Some(PlannedRecovery {
+            plan,
+            reached,
+            anchor,
+        })
+    }
+
+    /// Step 5 of the module docs: the epoch installed, the recovered log made durable, the new
+    /// writer serving.
+    fn install_recovery(&mut self, step: usize, planned: PlannedRecovery) {
+        let PlannedRecovery {
+            plan,
+            reached,
+            anchor,
+        } = planned;
         // 5. The epoch installed on every node reached (Hello per node).
         let mut installed = Vec::new();
         for &n in &reached {
