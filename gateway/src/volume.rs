@@ -126,6 +126,16 @@ impl ReadAhead {
             .map(PageNo);
         run
     }
+
+    /// The run planned from `page` was cut to `len` pages (at a segment's end): the scan goes
+    /// on at the page after them, with the run it had. (Without this, the first page of the
+    /// next segment missed `next` and every segment's scan started over at one page.)
+    fn cut(&mut self, page: PageNo, len: usize) {
+        self.next = u32::try_from(len)
+            .ok()
+            .and_then(|l| page.0.checked_add(l))
+            .map(PageNo);
+    }
 }
 
 impl Volume {
@@ -178,6 +188,9 @@ impl Volume {
             .filter_map(|i| page.0.checked_add(u32::try_from(i).ok()?).map(PageNo))
             .take_while(|p| layout.segment_of(*p) == segment)
             .collect();
+        if wanted.len() < run {
+            self.read_ahead.cut(page, wanted.len());
+        }
         let fetched = self.fetch(&wanted, vdl)?;
         let mut pages = self.pages.locked();
         let mut asked = None;
@@ -301,5 +314,18 @@ mod tests {
         assert_eq!(r.plan(PageNo(3)), 1, "a jump starts over");
         assert_eq!(r.plan(PageNo(3)), 1, "the same page again is no scan");
         assert_eq!(r.plan(PageNo(u32::MAX)), 1);
+    }
+
+    #[test]
+    fn a_run_cut_at_a_segment_end_goes_on_in_the_next_segment() {
+        let mut r = ReadAhead::new(PAGES_PER_CALL_MAX);
+        assert_eq!(r.plan(PageNo(100)), 1);
+        assert_eq!(r.plan(PageNo(101)), 2);
+        assert_eq!(r.plan(PageNo(103)), 4);
+        // Pages 107..=114 asked for, but the segment ends after 110: cut to 4 pages.
+        assert_eq!(r.plan(PageNo(107)), 8);
+        r.cut(PageNo(107), 4);
+        // The next segment's first page continues the scan, doubling from the run it had.
+        assert_eq!(r.plan(PageNo(111)), 16);
     }
 }
