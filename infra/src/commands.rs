@@ -1,7 +1,7 @@
 //! The subcommands.
 
 use crate::cluster::{pid_alive, signal, Cluster};
-use crate::supervisor::{self, Decision, Watch};
+use crate::supervisor::{self, Watch};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -247,144 +247,13 @@ pub async fn up(
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
-            _ = tick.tick() => supervise(&dir, &mut children, &mut watches),
+            _ = tick.tick() => supervisor::supervise(&dir, &mut children, &mut watches),
         }
     }
     println!("stopping the cluster...");
     stop_all(&dir, &mut children);
     println!("stopped; start it again with `borealis up --data-dir {d}`");
     Ok(())
-}
-
-/// What the supervisor adds to a node's health: held down, starting again soon, restarts so far.
-fn supervision_note(
-    health: String,
-    alive: bool,
-    dir: &Path,
-    id: &str,
-    state: Option<&supervisor::State>,
-) -> String {
-    let mut out = health;
-    if !alive && supervisor::is_held(dir, id) {
-        out.push_str(" (held: `borealis node start` brings it back)");
-    }
-    let Some(node) = state.and_then(|s| s.nodes.get(id)) else {
-        return out;
-    };
-    if let (false, Some(at)) = (alive, node.next_restart_unix_ms) {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let wait = Duration::from_millis(at.saturating_sub(now_ms));
-        out.push_str(&format!(", starting again in {:.1} s", wait.as_secs_f64()));
-    }
-    if node.restarts > 0 {
-        out.push_str(&format!(
-            ", restarted {}× by `borealis up`{}",
-            node.restarts,
-            node.last_exit
-                .as_deref()
-                .map(|e| format!(" (last exit: {e})"))
-                .unwrap_or_default()
-        ));
-    }
-    out
-}
-
-/// One round of supervision (`crate::supervisor`): reap the nodes that exited, and start again
-/// each node that is dead, not held, and due.
-fn supervise(
-    dir: &Path,
-    children: &mut Vec<(String, Child)>,
-    watches: &mut BTreeMap<String, Watch>,
-) {
-    let now = Instant::now();
-    // The first round writes the state file: `borealis status` then knows a supervisor runs.
-    let mut changed = watches.is_empty();
-    // Our own children tell how they ended (nodes started by `borealis node start` do not).
-    let mut exits: BTreeMap<String, String> = BTreeMap::new();
-    children.retain_mut(|(id, child)| match child.try_wait() {
-        Ok(Some(status)) => {
-            exits.insert(id.clone(), status.to_string());
-            false
-        }
-        _ => true,
-    });
-    let cluster = match Cluster::load(dir) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("supervisor: cannot read the cluster file: {e:#}");
-            return;
-        }
-    };
-    for n in &cluster.nodes {
-        let w = watches.entry(n.id.clone()).or_default();
-        let alive = n.pid.is_some_and(|p| pid_alive(p, &n.id));
-        let scheduled = w.restart_in(now).is_some();
-        let decision = w.tick(alive, supervisor::is_held(dir, &n.id), now);
-        // A restart cancelled (the node came back, or was held): the state file says so.
-        changed |= scheduled != w.restart_in(now).is_some();
-        match decision {
-            Decision::Nothing => {}
-            Decision::Scheduled { delay } => {
-                changed = true;
-                w.last_exit = exits.remove(&n.id);
-                eprintln!(
-                    "node {} is down ({}); starting it again in {:.1} s",
-                    n.id,
-                    w.last_exit.as_deref().unwrap_or("its process is gone"),
-                    delay.as_secs_f64()
-                );
-            }
-            Decision::Restart => {
-                changed = true;
-                match restart(dir, &n.id) {
-                    Ok(Some(child)) => {
-                        w.restarted(true, now);
-                        eprintln!(
-                            "restarted {} (pid {}; restart {} since `borealis up`)",
-                            n.id,
-                            child.id(),
-                            w.restarts
-                        );
-                        children.push((n.id.clone(), child));
-                    }
-                    // Started by someone else, or held, meanwhile: the next tick sees it.
-                    Ok(None) => {}
-                    Err(e) => {
-                        w.restarted(false, now);
-                        eprintln!(
-                            "could not restart {}: {e:#}; next try in {:.1} s",
-                            n.id,
-                            w.restart_in(now).unwrap_or_default().as_secs_f64()
-                        );
-                    }
-                }
-            }
-        }
-    }
-    if changed {
-        if let Err(e) = supervisor::State::of(watches, now).save(dir) {
-            eprintln!("supervisor: {e:#}");
-        }
-    }
-}
-
-/// Starts node `id` again unless, under the cluster file's lock, it turns out to be running or
-/// held after all.
-fn restart(dir: &Path, id: &str) -> anyhow::Result<Option<Child>> {
-    let _lock = supervisor::ClusterLock::take(dir)?;
-    let mut cluster = Cluster::load(dir)?;
-    let node = cluster.node(id)?;
-    // A killed process's last threads may still hold its data directory's lock after its main
-    // thread is gone: starting now would fail "in use". The next tick tries again.
-    if node.pid.is_some_and(|p| pid_alive(p, id))
-        || supervisor::is_held(dir, id)
-        || borealis_utils::lock_file::is_locked(&node.data_dir)
-    {
-        return Ok(None);
-    }
-    cluster.start_node(dir, id).map(Some)
 }
 
 /// SIGTERM every node the cluster file knows (ours or restarted by `node start`), then SIGKILL
@@ -839,7 +708,7 @@ pub async fn status(dir: &Path) -> anyhow::Result<()> {
             Some(true) => format!("{health}, rebuilding (not a witness yet)"),
             _ => health,
         };
-        let health = supervision_note(health, alive, dir, &n.id, supervised.as_ref());
+        let health = supervisor::note(health, alive, dir, &n.id, supervised.as_ref());
         let pid = n
             .pid
             .filter(|_| alive)
