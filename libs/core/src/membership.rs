@@ -54,7 +54,7 @@ impl Config {
 
     /// [`Config::stable`] for a group that may be malformed (read from a table): refused so.
     pub fn try_stable(group: Group) -> Result<Config, String> {
-        if !well_formed(&group) {
+        if !group.is_well_formed() {
             return Err(format!(
                 "the group {:?} is not six distinct nodes with each AZ pair ascending",
                 group.0
@@ -71,7 +71,7 @@ impl Config {
     /// ascending, and `new` is `old` with exactly one node swapped for one of the same AZ.
     pub fn joint(old: Group, new: Group) -> Result<Config, String> {
         for (name, g) in [("old", &old), ("new", &new)] {
-            if !well_formed(g) {
+            if !g.is_well_formed() {
                 return Err(format!(
                     "the {name} group {:?} is not six distinct nodes with each AZ pair ascending",
                     g.0
@@ -127,11 +127,6 @@ impl Config {
     /// The group before the change (the only group when stable).
     pub fn old(&self) -> &Group {
         &self.old
-    }
-
-    /// The group after the change, while one is in progress.
-    pub fn new_group(&self) -> Option<&Group> {
-        self.new.as_ref()
     }
 
     pub fn is_joint(&self) -> bool {
@@ -205,13 +200,6 @@ impl Config {
             None => Err("no membership change to revert".into()),
         }
     }
-}
-
-/// Six distinct nodes, each AZ pair ascending (member `i` is in AZ `i / 2` by position).
-fn well_formed(g: &Group) -> bool {
-    let mut sorted = g.0;
-    sorted.sort_unstable();
-    sorted.windows(2).all(|w| w[0] < w[1]) && g.0.chunks(MEMBERS_PER_AZ).all(|p| p[0] < p[1])
 }
 
 #[cfg(test)]

@@ -63,7 +63,16 @@ impl Group {
     pub fn fits(&self, pool_azs: &[u8]) -> bool {
         self.0.iter().enumerate().all(|(member, &node)| {
             pool_azs.get(node).map(|&az| usize::from(az)) == Some(member / MEMBERS_PER_AZ)
-        }) && self.0.chunks(MEMBERS_PER_AZ).all(|pair| pair[0] < pair[1])
+        }) && self.is_well_formed()
+    }
+
+    /// Whether this is a group of six distinct nodes with each AZ pair ascending, whatever the
+    /// pool ([`Group::fits`] also checks each node's AZ against one).
+    pub fn is_well_formed(&self) -> bool {
+        let mut sorted = self.0;
+        sorted.sort_unstable();
+        sorted.windows(2).all(|w| w[0] < w[1])
+            && self.0.chunks(MEMBERS_PER_AZ).all(|pair| pair[0] < pair[1])
     }
 }
 
