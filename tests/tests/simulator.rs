@@ -288,6 +288,12 @@ fn the_same_seed_gives_the_same_trace() {
     assert_ne!(run(42, &c).trace, run(43, &c).trace);
 }
 
+/// The first of seeds `0..seeds` whose run under `config` breaks an invariant, with the
+/// violation.
+fn first_violation(config: &SimConfig, seeds: u64) -> Option<(u64, String)> {
+    (0..seeds).find_map(|seed| run(seed, config).violation.map(|v| (seed, v)))
+}
+
 /// The checkers are not vacuous: with a bug planted in the safekeeper's acceptor (the code the
 /// service runs), some seed must fail. Returns the first failing seed.
 fn first_failing_seed(bug: PlantedBug) -> Option<u64> {
@@ -295,7 +301,7 @@ fn first_failing_seed(bug: PlantedBug) -> Option<u64> {
         planted: Some(bug),
         ..SimConfig::default()
     };
-    (0..1000).find(|&seed| run(seed, &c).violation.is_some())
+    first_violation(&c, 1000).map(|(seed, _)| seed)
 }
 
 /// Members acknowledge the highest LSN they hold instead of their SCL (records above a hole).
@@ -329,7 +335,7 @@ fn the_checkers_catch_a_replaced_disk_that_testifies_before_it_is_rebuilt() {
         replaced_disk_testifies: true,
         ..SimConfig::default()
     };
-    let failing = (0..5000).find(|&seed| run(seed, &c).violation.is_some());
+    let failing = first_violation(&c, 5000);
     assert!(
         failing.is_some(),
         "no seed caught a replaced disk testifying before it was rebuilt"
@@ -346,7 +352,7 @@ fn the_checkers_catch_acks_to_a_superseded_writer() {
         acks_ignore_epoch: true,
         ..SimConfig::default()
     };
-    let failing = (0..10_000).find(|&seed| run(seed, &c).violation.is_some());
+    let failing = first_violation(&c, 10_000);
     assert!(
         failing.is_some(),
         "no seed caught acknowledgements counted by a superseded writer"
@@ -363,7 +369,7 @@ fn the_checkers_catch_a_takeover_that_reads_before_it_fences() {
         takeover_while_serving: true,
         ..SimConfig::default()
     };
-    let failing = (0..10_000).find_map(|seed| run(seed, &c).violation.map(|v| (seed, v)));
+    let failing = first_violation(&c, 10_000);
     println!("first failing seed: {failing:?}");
     assert!(
         failing.is_some(),
