@@ -247,9 +247,8 @@ async fn write_loop(wr: tokio::net::tcp::OwnedWriteHalf, mut outbox: mpsc::Recei
     }
 }
 
-/// Sends an `Ack` every time the segment's SCL is published (values in between coalesce).
 /// Sends the segment's SCL as an `Ack` each time it is published in `epoch`, the epoch the
-/// connection appended in. Ends once a newer epoch is published: the writer of `epoch` has been
+/// connection appended in (values in between coalesce). Ends once a newer epoch is published: the writer of `epoch` has been
 /// superseded, and the SCLs published from then on vouch for the newer writer's records, which
 /// may sit at LSNs the old writer also used (found by the simulator once its acks were sent as
 /// this loop sent them, regardless of epoch: a zombie writer raised its VDL above its

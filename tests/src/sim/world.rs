@@ -201,7 +201,8 @@ struct World {
     acked: Vec<Mtr>,
     acked_multi_group: usize,
     trace: Vec<String>,
-    trace_all: bool,
+    /// The run's switches (`trace_all`, the holes opened on purpose), as given.
+    config: SimConfig,
     recoveries: usize,
     recovery_cuts: usize,
     anchors_raised: usize,
@@ -240,12 +241,7 @@ struct World {
     disks_replaced: usize,
     /// Replaced members that became witnesses again (`safekeeper::rebuild`).
     disks_rebuilt: usize,
-    /// [`SimConfig::replaced_disk_testifies`].
-    replaced_disk_testifies: bool,
-    /// [`SimConfig::acks_ignore_epoch`].
-    acks_ignore_epoch: bool,
-    /// [`SimConfig::takeover_while_serving`], and the takeover planned but not yet installed.
-    takeover_while_serving: bool,
+    /// With [`SimConfig::takeover_while_serving`]: the takeover planned but not yet installed.
     pending_takeover: Option<recovery::PlannedRecovery>,
 }
 
@@ -272,10 +268,7 @@ pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
         acked: Vec::new(),
         acked_multi_group: 0,
         trace: Vec::new(),
-        trace_all: config.trace_all,
-        replaced_disk_testifies: config.replaced_disk_testifies,
-        acks_ignore_epoch: config.acks_ignore_epoch,
-        takeover_while_serving: config.takeover_while_serving,
+        config: config.clone(),
         pending_takeover: None,
         recoveries: 0,
         recovery_cuts: 0,
@@ -362,7 +355,7 @@ pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
 impl World {
     fn log(&mut self, s: String) {
         self.trace.push(s);
-        if !self.trace_all && self.trace.len() > 200 {
+        if !self.config.trace_all && self.trace.len() > 200 {
             self.trace.drain(..100);
         }
     }
@@ -381,7 +374,7 @@ impl World {
         self.commit_timeout(step);
         self.ack_timeouts(step);
         // (Draws from the RNG only when on, so the default seeds keep their traces.)
-        if self.takeover_while_serving {
+        if self.config.takeover_while_serving {
             if self.pending_takeover.is_some() {
                 if self.rng.random_bool(0.1) {
                     self.finish_takeover(step);
@@ -490,7 +483,7 @@ impl World {
             13 => {
                 if self.disks_replaced == 0 {
                     let held = self.members[m].scls().into_iter().collect();
-                    self.members[m].wipe(!self.replaced_disk_testifies);
+                    self.members[m].wipe(!self.config.replaced_disk_testifies);
                     self.rebuilding = Some((m, held));
                     self.disks_replaced += 1;
                     self.log(format!(
@@ -860,7 +853,7 @@ impl World {
         }
         let epoch = self.members[m].epoch();
         let scls: Vec<(SegmentId, Lsn)> = self.members[m].scls();
-        let ignore_epoch = self.acks_ignore_epoch;
+        let ignore_epoch = self.config.acks_ignore_epoch;
         for (wi, w) in self.writers.iter().enumerate() {
             if !w.fenced && w.connected[m] && (ignore_epoch || w.epoch == epoch) {
                 for &(segment, scl) in scls.iter().filter(|(s, _)| w.subscribed.contains(&(m, *s)))
