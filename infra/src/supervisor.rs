@@ -225,9 +225,7 @@ impl State {
     pub fn load_live(dir: &Path) -> Option<State> {
         let text = std::fs::read(dir.join(STATE_FILE)).ok()?;
         let state: State = serde_json::from_slice(&text).ok()?;
-        let alive = std::fs::read_to_string(format!("/proc/{}/cmdline", state.pid))
-            .is_ok_and(|c| c.contains("borealis"));
-        (state.version == STATE_VERSION && alive).then_some(state)
+        (state.version == STATE_VERSION && pid_alive(state.pid, "borealis")).then_some(state)
     }
 }
 
