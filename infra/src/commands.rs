@@ -240,12 +240,17 @@ pub async fn up(
     println!("Stop everything with Ctrl-C (or SIGTERM to this process).");
     let _ = std::io::stdout().flush();
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // Both streams are made once, before the loop: a signal is kept for the stream from the
+    // moment it exists, while a `tokio::signal::ctrl_c()` made anew in each round misses a SIGINT
+    // that arrives during `supervise` (between two rounds), and `up` then never stops.
+    use tokio::signal::unix::{signal as on_signal, SignalKind};
+    let mut term = on_signal(SignalKind::terminate())?;
+    let mut int = on_signal(SignalKind::interrupt())?;
     let mut watches: BTreeMap<String, Watch> = BTreeMap::new();
     let mut tick = tokio::time::interval(supervisor::TICK);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = int.recv() => break,
             _ = term.recv() => break,
             _ = tick.tick() => supervisor::supervise(&dir, &mut children, &mut watches),
         }
