@@ -9,7 +9,7 @@
 
 use crate::storage_auth::StorageTokens;
 use borealis_core::{ErrorKind, Lsn, PageNo, SegmentId, SegmentLayout, TenantId, PAGE_SIZE_BYTES};
-use borealis_wire::{Body, Client};
+use borealis_wire::{Body, Client, PageAnswer, PAGES_PER_BATCH_MAX};
 use compute_host::BackendError;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,9 +63,9 @@ impl PageClient {
     }
 
     /// Several pages as of `lsn`, in the order asked, in one round trip per pageserver involved
-    /// (a run of pages within one segment involves one): the requests are pipelined on its
-    /// connection (the pageserver answers each as it is ready). At most [`PAGES_PER_CALL_MAX`].
-    /// Any page that fails fails the call.
+    /// (a run of pages within one segment involves one): one `GetPages` per ascending run of
+    /// one segment, pipelined on its connection (one page alone is a `GetPage`). At most
+    /// [`PAGES_PER_CALL_MAX`]. Any page that fails fails the call.
     pub fn get_pages(
         &mut self,
         rt: &Handle,
@@ -134,15 +134,36 @@ impl PageClient {
                 );
             }
             let c = client.as_ref().expect("connected above");
-            let calls = pages.iter().map(|&page| async move {
-                let answer = call_get_page(c, tenant, page, lsn, epoch)
+            if let [page] = pages {
+                let answer = call_get_page(c, tenant, *page, lsn, epoch)
                     .await
                     .map_err(|e| {
                         BackendError::new(e.kind(), format!("GetPage {page}@{lsn}: {e}"))
                     })?;
-                checked_page(page, answer)
+                return Ok(vec![checked_page(*page, answer)?]);
+            }
+            // Several pages: one `GetPages` per run of ascending pages of one segment (a
+            // read-ahead run is one), pipelined.
+            let layout = self.layout;
+            let batches = batches(pages, |p| layout.segment_of(p));
+            let calls = batches.iter().map(|batch| async move {
+                let asked = &pages[batch.clone()];
+                let answer = call_get_pages(c, tenant, asked, lsn, epoch)
+                    .await
+                    .map_err(|e| {
+                        BackendError::new(
+                            e.kind(),
+                            format!(
+                                "GetPages of {} pages from {}@{lsn}: {e}",
+                                asked.len(),
+                                asked[0]
+                            ),
+                        )
+                    })?;
+                checked_pages(asked, answer)
             });
-            futures::future::try_join_all(calls).await
+            let answers = futures::future::try_join_all(calls).await?;
+            Ok(answers.into_iter().flatten().collect())
         });
         self.clients[server] = client;
         result
@@ -211,6 +232,89 @@ async fn call_get_page(
         .await
 }
 
+/// One `GetPages` round trip on `client`, bounded by [`GETPAGE_TIMEOUT`].
+async fn call_get_pages(
+    client: &Client,
+    tenant: TenantId,
+    pages: &[PageNo],
+    lsn: Lsn,
+    epoch: u64,
+) -> Result<Body, borealis_wire::WireError> {
+    client
+        .call(
+            Body::GetPages {
+                tenant,
+                lsn,
+                epoch,
+                pages: pages.to_vec(),
+            },
+            GETPAGE_TIMEOUT,
+        )
+        .await
+}
+
+/// `pages` cut into the index ranges one `GetPages` each may ask: strictly ascending, one
+/// segment, at most [`PAGES_PER_BATCH_MAX`].
+fn batches(
+    pages: &[PageNo],
+    segment_of: impl Fn(PageNo) -> SegmentId,
+) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=pages.len() {
+        let ends = i == pages.len()
+            || pages[i] <= pages[i - 1]
+            || segment_of(pages[i]) != segment_of(pages[start])
+            || i - start == PAGES_PER_BATCH_MAX;
+        if ends {
+            out.push(start..i);
+            start = i;
+        }
+    }
+    out
+}
+
+/// The pages of a `GetPages` answer, checked: one entry per page asked, each image exactly
+/// [`PAGE_SIZE_BYTES`]. A page that failed fails the call, as its own `GetPage` would.
+fn checked_pages(asked: &[PageNo], answer: Body) -> Result<Vec<Option<Page>>, BackendError> {
+    let answers = match answer {
+        Body::Pages { pages } => pages,
+        Body::Error { kind, message } => return Err(BackendError::new(kind, message)),
+        other => {
+            return Err(BackendError::new(
+                ErrorKind::Internal,
+                format!("unexpected answer to GetPages: {}", other.name()),
+            ))
+        }
+    };
+    if answers.len() != asked.len() {
+        return Err(BackendError::new(
+            ErrorKind::Corrupt,
+            format!(
+                "pageserver answered {} pages to a GetPages of {}",
+                answers.len(),
+                asked.len()
+            ),
+        ));
+    }
+    asked
+        .iter()
+        .zip(answers)
+        .map(|(page, answer)| match answer {
+            PageAnswer::Image(img) if img.len() == PAGE_SIZE_BYTES => Ok(Some(Arc::new(img))),
+            PageAnswer::Image(img) => Err(BackendError::new(
+                ErrorKind::Corrupt,
+                format!("pageserver returned {} bytes for page {page}", img.len()),
+            )),
+            PageAnswer::NeverWritten => Ok(None),
+            PageAnswer::Failed { kind, message } => Err(BackendError::new(
+                kind,
+                format!("GetPages, page {page}: {message}"),
+            )),
+        })
+        .collect()
+}
+
 /// Pages one [`PageClient::get_pages`] asks for at most.
 pub const PAGES_PER_CALL_MAX: usize = 64;
 
@@ -227,5 +331,81 @@ fn checked_page(page: PageNo, answer: Body) -> Result<Option<Page>, BackendError
             ErrorKind::Internal,
             format!("unexpected answer to GetPage: {}", other.name()),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pages(ns: &[u32]) -> Vec<PageNo> {
+        ns.iter().map(|n| PageNo(*n)).collect()
+    }
+
+    #[test]
+    fn a_call_is_cut_into_ascending_runs_of_one_segment() {
+        let by_four = |p: PageNo| SegmentId(p.0 / 4);
+        assert_eq!(batches(&pages(&[0, 1, 2, 3]), by_four), vec![(0..4)]);
+        assert_eq!(batches(&pages(&[2, 3, 4, 5]), by_four), [0..2, 2..4]);
+        assert_eq!(batches(&pages(&[1, 0]), by_four), [0..1, 1..2]);
+        assert_eq!(batches(&pages(&[1, 1, 2]), by_four), [0..1, 1..3]);
+        assert!(batches(&[], by_four).is_empty());
+        let long: Vec<PageNo> = (0..600).map(PageNo).collect();
+        let one = |_: PageNo| SegmentId(0);
+        assert_eq!(batches(&long, one), [0..256, 256..512, 512..600]);
+    }
+
+    #[test]
+    fn a_pages_answer_is_checked_entry_by_entry() {
+        let asked = pages(&[7, 8, 9]);
+        let good = Body::Pages {
+            pages: vec![
+                PageAnswer::Image(vec![1; PAGE_SIZE_BYTES]),
+                PageAnswer::NeverWritten,
+                PageAnswer::Image(vec![2; PAGE_SIZE_BYTES]),
+            ],
+        };
+        let got = checked_pages(&asked, good).unwrap();
+        assert_eq!(got[0].as_deref(), Some(&vec![1; PAGE_SIZE_BYTES]));
+        assert_eq!(got[1], None);
+        assert_eq!(got[2].as_deref(), Some(&vec![2; PAGE_SIZE_BYTES]));
+        // One entry too few, an image of the wrong size: corrupt, never a page.
+        let short = Body::Pages {
+            pages: vec![PageAnswer::NeverWritten, PageAnswer::NeverWritten],
+        };
+        assert_eq!(
+            checked_pages(&asked, short).unwrap_err().kind,
+            ErrorKind::Corrupt
+        );
+        let torn = Body::Pages {
+            pages: vec![
+                PageAnswer::NeverWritten,
+                PageAnswer::Image(vec![0; 100]),
+                PageAnswer::NeverWritten,
+            ],
+        };
+        let err = checked_pages(&asked, torn).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Corrupt);
+        assert!(err.message.contains("page 8"), "{}", err.message);
+        // A page that failed fails the call with its own kind.
+        let failed = Body::Pages {
+            pages: vec![
+                PageAnswer::NeverWritten,
+                PageAnswer::NeverWritten,
+                PageAnswer::Failed {
+                    kind: ErrorKind::Unavailable,
+                    message: "object store down".into(),
+                },
+            ],
+        };
+        let err = checked_pages(&asked, failed).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unavailable);
+        assert!(err.message.contains("object store down"), "{}", err.message);
+        // A refusal of the whole request keeps its kind.
+        let refused = Body::error(ErrorKind::Invalid, "no");
+        assert_eq!(
+            checked_pages(&asked, refused).unwrap_err().kind,
+            ErrorKind::Invalid
+        );
     }
 }

@@ -27,6 +27,9 @@ use thiserror::Error;
 /// its segment's chain moved to a newer index, before the read looked at it.
 const PAGE_FETCHES_PER_READ_MAX: u32 = 3;
 
+/// Pages of one `GetPages` read from object storage (or the retention window) at once.
+const SLOW_READS_PER_BATCH_MAX: usize = 32;
+
 #[derive(Debug, Error)]
 pub enum GetPageError {
     #[error("lsn {lsn} too old for page {page}: the oldest retained version is at lsn {oldest}")]
@@ -127,11 +130,23 @@ async fn get_page_inner(
     epoch: u64,
 ) -> Result<Option<Arc<[u8]>>, GetPageError> {
     let shared = tenants.shared();
+    let segment_id = shared.config.layout.segment_of(page);
+    let (tenant, segment) = attach(tenants, tenant_id, segment_id)?;
+    tenant.vouch(lsn, epoch);
+    wait_caught_up(shared, &segment, lsn).await?;
+    read_at(shared, &tenant, &segment, page, lsn).await
+}
+
+/// The tenant and its segment `segment_id`, attached (and followed) from the first read on.
+fn attach(
+    tenants: &Tenants,
+    tenant_id: TenantId,
+    segment_id: SegmentId,
+) -> Result<(Arc<crate::tenant::Tenant>, Arc<crate::tenant::Segment>), GetPageError> {
     let tenant = tenants.get_or_create(tenant_id).map_err(|e| match e {
         AttachError::Deleted(id) => GetPageError::TenantDeleted(id),
         AttachError::Io(e) => GetPageError::Io(format!("attaching tenant {tenant_id}: {e}")),
     })?;
-    let segment_id = shared.config.layout.segment_of(page);
     let segment = tenants.segment(&tenant, segment_id).ok_or_else(|| {
         if tenants.is_dropped(tenant_id) {
             GetPageError::TenantDeleted(tenant_id)
@@ -141,39 +156,52 @@ async fn get_page_inner(
             }
         }
     })?;
-    tenant.vouch(lsn, epoch);
+    Ok((tenant, segment))
+}
 
+/// Waits, at most `--getpage-wait`, until `segment` is applied up to `lsn`.
+async fn wait_caught_up(
+    shared: &crate::tenant::Shared,
+    segment: &Arc<crate::tenant::Segment>,
+    lsn: Lsn,
+) -> Result<(), GetPageError> {
     let mut caught_up_to = segment.subscribe_caught_up_to();
     let wait_started = Instant::now();
-    if *caught_up_to.borrow_and_update() < lsn {
-        let _waiter = segment.wait_for(lsn);
-        let wait = shared.config.getpage_wait;
-        let waited = tokio::time::timeout(wait, caught_up_to.wait_for(|c| *c >= lsn)).await;
-        shared
-            .metrics
-            .getpage_wait_seconds
-            .observe(wait_started.elapsed());
-        match waited {
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => {
-                return Err(GetPageError::Internal(
-                    "the segment's follower is gone".into(),
-                ))
-            }
-            Err(_) => {
-                return Err(GetPageError::NotCaughtUp {
-                    segment: segment.id,
-                    lsn,
-                    caught_up_to: segment.caught_up_to(),
-                    waited_ms: duration_ms(wait),
-                })
-            }
-        }
-    } else {
+    if *caught_up_to.borrow_and_update() >= lsn {
         shared.metrics.getpage_wait_seconds.observe(Duration::ZERO);
+        return Ok(());
     }
+    let _waiter = segment.wait_for(lsn);
+    let wait = shared.config.getpage_wait;
+    let waited = tokio::time::timeout(wait, caught_up_to.wait_for(|c| *c >= lsn)).await;
+    shared
+        .metrics
+        .getpage_wait_seconds
+        .observe(wait_started.elapsed());
+    match waited {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(_)) => Err(GetPageError::Internal(
+            "the segment's follower is gone".into(),
+        )),
+        Err(_) => Err(GetPageError::NotCaughtUp {
+            segment: segment.id,
+            lsn,
+            caught_up_to: segment.caught_up_to(),
+            waited_ms: duration_ms(wait),
+        }),
+    }
+}
 
-    match read_local(shared, &tenant, &segment, page, lsn).await {
+/// `page` as of `lsn` in a segment applied up to `lsn`: from the local page file, or from the
+/// retention window's layers below the local history.
+async fn read_at(
+    shared: &crate::tenant::Shared,
+    tenant: &Arc<crate::tenant::Tenant>,
+    segment: &Arc<crate::tenant::Segment>,
+    page: PageNo,
+    lsn: Lsn,
+) -> Result<Option<Arc<[u8]>>, GetPageError> {
+    match read_local(shared, tenant, segment, page, lsn).await {
         Err(GetPageError::LsnTooOld { page, lsn, oldest }) => {
             // Below the local history: the retention window's layers, if they cover it.
             let window = segment.window.locked().clone();
@@ -194,6 +222,115 @@ async fn get_page_inner(
         }
         other => other,
     }
+}
+
+/// One page's answer: its image, `None` (never written at or below the LSN), or why it failed.
+pub type PageRead = Result<Option<Arc<[u8]>>, GetPageError>;
+
+/// Why a `GetPages` request was refused whole (what concerns one page is its entry).
+#[derive(Debug, Error)]
+pub enum GetPagesError {
+    #[error("invalid GetPages: {0}")]
+    Shape(String),
+    #[error(transparent)]
+    Request(#[from] GetPageError),
+}
+
+impl GetPagesError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            GetPagesError::Shape(_) => ErrorKind::Invalid,
+            GetPagesError::Request(e) => e.kind(),
+        }
+    }
+}
+
+/// Pages of one segment of `tenant` as of `lsn`, in one answer (RFC 0016 §4): each page what
+/// [`get_page`] of it alone answers, or that answer's error. The request is checked, vouched and
+/// waited for once; pages in the page file are read together in one blocking task, and are not
+/// put in the shared page cache (one tenant's scan must not flush the pages every tenant's point
+/// reads use); pages only in object storage or below the local history take the one-page path,
+/// [`SLOW_READS_PER_BATCH_MAX`] at once.
+pub async fn get_pages(
+    tenants: &Tenants,
+    tenant_id: TenantId,
+    pages: &[PageNo],
+    lsn: Lsn,
+    epoch: u64,
+) -> Result<Vec<PageRead>, GetPagesError> {
+    let started = Instant::now();
+    let shared = tenants.shared();
+    let layout = shared.config.layout;
+    let (Some(first), Some(last)) = (pages.first(), pages.last()) else {
+        return Err(GetPagesError::Shape("no pages asked".into()));
+    };
+    if pages.len() > borealis_wire::PAGES_PER_BATCH_MAX {
+        return Err(GetPagesError::Shape(format!(
+            "{} pages asked, at most {} in one request",
+            pages.len(),
+            borealis_wire::PAGES_PER_BATCH_MAX
+        )));
+    }
+    if pages.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(GetPagesError::Shape(
+            "page numbers must be strictly ascending".into(),
+        ));
+    }
+    let segment_id = layout.segment_of(*first);
+    if layout.segment_of(*last) != segment_id {
+        return Err(GetPagesError::Shape(format!(
+            "pages {first} to {last} span segments {segment_id} to {}: one segment per request",
+            layout.segment_of(*last)
+        )));
+    }
+    let (tenant, segment) = attach(tenants, tenant_id, segment_id)?;
+    tenant.vouch(lsn, epoch);
+    wait_caught_up(shared, &segment, lsn).await?;
+
+    let mut answers: Vec<Option<PageRead>> = pages.iter().map(|_| None).collect();
+    let mut on_disk = Vec::new();
+    for (i, &page) in pages.iter().enumerate() {
+        match tenant.pages.lookup(page, lsn) {
+            Ok(Lookup::NeverWritten) => answers[i] = Some(Ok(None)),
+            Ok(Lookup::Cached(image)) => answers[i] = Some(Ok(Some(image))),
+            Ok(Lookup::OnDisk(version)) => on_disk.push((i, version)),
+            // Remote, or below the local history: the one-page path, below.
+            Ok(Lookup::Remote(_)) | Err(ReadError::LsnTooOld { .. }) => {}
+            Err(e) => answers[i] = Some(Err(e.into())),
+        }
+    }
+    if !on_disk.is_empty() {
+        let file = tenant.pages.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            on_disk
+                .into_iter()
+                .map(|(i, version)| (i, file.read_version_uncached(&version)))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| GetPageError::Internal(format!("page read task failed: {e}")))?;
+        for (i, image) in read {
+            answers[i] = Some(image.map(Some).map_err(GetPageError::from));
+        }
+    }
+    // The rest (in object storage, or below the local history) each wait on a ranged read:
+    // several at once, as separate GetPages of them would be.
+    let slow: Vec<usize> = (0..pages.len()).filter(|&i| answers[i].is_none()).collect();
+    for chunk in slow.chunks(SLOW_READS_PER_BATCH_MAX) {
+        let mut reads = Vec::with_capacity(chunk.len());
+        for &i in chunk {
+            reads.push(read_at(shared, &tenant, &segment, pages[i], lsn));
+        }
+        for (&i, read) in chunk.iter().zip(futures::future::join_all(reads).await) {
+            answers[i] = Some(read);
+        }
+    }
+    let out: Vec<_> = answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err(GetPageError::Internal("a page left unread".into()))))
+        .collect();
+    shared.metrics.getpages_done(out.len(), started.elapsed());
+    Ok(out)
 }
 
 /// `page` as of `lsn` from the local page file (fetching it first if it is still only in

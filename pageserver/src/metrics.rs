@@ -96,6 +96,11 @@ pub struct Metrics {
     pub getpage_seconds: Histogram,
     /// The part of it spent waiting for the segment to be applied up to the asked LSN.
     pub getpage_wait_seconds: Histogram,
+    /// `GetPages` requests answered (not refused whole), the pages they answered, and the
+    /// whole handling time of each.
+    pub getpages: Counter,
+    pub getpages_pages: Counter,
+    pub getpages_seconds: Histogram,
     pub records_applied: Counter,
     pub log_reads: Counter,
     pub log_read_errors: Counter,
@@ -155,6 +160,12 @@ impl Metrics {
         self.getpage_seconds.observe(elapsed);
     }
 
+    pub fn getpages_done(&self, pages: usize, elapsed: Duration) {
+        self.getpages.inc();
+        self.getpages_pages.add(pages as u64);
+        self.getpages_seconds.observe(elapsed);
+    }
+
     fn getpage_counter(&self, result: GetPageResult) -> &Counter {
         match result {
             GetPageResult::Page => &self.getpage_page,
@@ -192,7 +203,22 @@ impl Metrics {
             "pageserver_getpage_wait_seconds",
             "Time a GetPage waited for its segment to be applied up to the asked LSN.",
         );
-        let counters: [(&str, &str, u64); 38] = [
+        self.getpages_seconds.render(
+            &mut out,
+            "pageserver_getpages_seconds",
+            "Time to answer a GetPages request (several pages of one segment).",
+        );
+        let counters: [(&str, &str, u64); 40] = [
+            (
+                "pageserver_getpages_total",
+                "GetPages requests answered (several pages of one segment, one round trip).",
+                self.getpages.get(),
+            ),
+            (
+                "pageserver_getpages_pages_total",
+                "Pages answered by GetPages requests, images, never-written pages and failed pages alike.",
+                self.getpages_pages.get(),
+            ),
             (
                 "pageserver_checkpoints_total",
                 "Checkpoints made durable (layer and index uploaded).",

@@ -1,4 +1,4 @@
-//! The wire-protocol server: GetPage over pipelined connections.
+//! The wire-protocol server: GetPage and GetPages over pipelined connections.
 //!
 //! Each connection has a reader that decodes frames and starts one task per request, and a writer
 //! that sends answers as they complete, each carrying its request's id, so a slow GetPage (waiting
@@ -11,11 +11,11 @@
 //! gets `Unauthorized` and the connection is closed; every later request is checked against the
 //! token's role and tenant (a gateway's token for tenant A gets no page of tenant B).
 
-use crate::get_page::get_page;
+use crate::get_page::{get_page, get_pages};
 use crate::tenant::Tenants;
 use borealis_auth::{handshake, Handshake, VerifyingKey};
 use borealis_core::ErrorKind;
-use borealis_wire::{read_frame, write_frame, Body, Envelope};
+use borealis_wire::{read_frame, write_frame, Body, Envelope, PageAnswer};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufWriter};
@@ -155,6 +155,34 @@ async fn answer(tenants: &Tenants, request: Body) -> Body {
             },
             Err(e) => {
                 debug!(tenant = %tenant, page = %page, lsn = %lsn, error = %e, "get_page failed");
+                Body::error(e.kind(), e.to_string())
+            }
+        },
+        Body::GetPages {
+            tenant,
+            lsn,
+            epoch,
+            pages,
+        } => match get_pages(tenants, tenant, &pages, lsn, epoch).await {
+            Ok(answers) => Body::Pages {
+                pages: answers
+                    .into_iter()
+                    .zip(&pages)
+                    .map(|(answer, page)| match answer {
+                        Ok(Some(image)) => PageAnswer::Image(image.to_vec()),
+                        Ok(None) => PageAnswer::NeverWritten,
+                        Err(e) => {
+                            debug!(tenant = %tenant, page = %page, lsn = %lsn, error = %e, "a page of get_pages failed");
+                            PageAnswer::Failed {
+                                kind: e.kind(),
+                                message: e.to_string(),
+                            }
+                        }
+                    })
+                    .collect(),
+            },
+            Err(e) => {
+                debug!(tenant = %tenant, pages = pages.len(), lsn = %lsn, error = %e, "get_pages failed");
                 Body::error(e.kind(), e.to_string())
             }
         },

@@ -611,6 +611,12 @@ impl TenantPages {
         Ok(image)
     }
 
+    /// Reads a version found by [`TenantPages::lookup`] from the page file without caching it
+    /// (a batch read for a scan, which must not flush the shared cache). Blocking (file i/o).
+    pub fn read_version_uncached(&self, version: &Version) -> Result<Arc<[u8]>, PageFileError> {
+        Ok(Arc::from(self.read_file(version)?))
+    }
+
     /// Reads a version's record through the extent handle taken at its lookup.
     fn read_file(&self, v: &Version) -> Result<Vec<u8>, PageFileError> {
         match &v.extent {

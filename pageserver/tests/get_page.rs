@@ -9,7 +9,8 @@ use borealis_core::{ErrorKind, Lsn, SegmentLayout, TenantId, PAGE_SIZE_BYTES};
 use borealis_wire::WireError;
 use std::time::{Duration, Instant};
 use support::{
-    free_addr, get_page, hung_safekeeper, FakeLog, FakeSafekeeper, History, PageServerProcess,
+    free_addr, get_page, get_pages, hung_safekeeper, FakeLog, FakeSafekeeper, History,
+    PageServerProcess,
 };
 
 const EPOCH: u64 = 3;
@@ -92,6 +93,17 @@ async fn serves_every_page_at_every_lsn_and_skips_bad_safekeepers() {
     for page in [9u32, 12, 40] {
         let got = get_page(&c, tenant, page, last, EPOCH).await.unwrap();
         assert_eq!(got, None, "page {page} was never written");
+    }
+    // The same pages by segment in one GetPages each: the same answers.
+    for lsn in [last.0, 7, hole_at.0, 41] {
+        for first in [0u32, 4, 8] {
+            let pages: Vec<u32> = (first..first + 4).collect();
+            let got = get_pages(&c, tenant, &pages, Lsn(lsn), EPOCH)
+                .await
+                .unwrap();
+            let model: Vec<_> = pages.iter().map(|&p| Ok(h.page_at(p, Lsn(lsn)))).collect();
+            assert_eq!(got, model, "pages {pages:?} at lsn {lsn}");
+        }
     }
     assert!(
         ps.metric("pageserver_chain_holes_total").await >= 1.0,
@@ -378,6 +390,43 @@ async fn a_read_point_older_than_retained_versions_is_invalid() {
     }
     // Page 1 was first written at the last LSN: before that it did not exist (not "too old").
     assert_eq!(get_page(&c, tenant, 1, Lsn(3), EPOCH).await.unwrap(), None);
+
+    // GetPages answers each page as GetPage does, "too old" as that page's own entry.
+    let batch = get_pages(&c, tenant, &[0, 1, 2, 3], last, EPOCH)
+        .await
+        .unwrap();
+    let expected: Vec<_> = (0..4).map(|p| Ok(h.page_at(p, last))).collect();
+    assert_eq!(batch, expected);
+    assert!(batch[0].as_ref().unwrap().is_some() && batch[2] == Ok(None));
+    let old = Lsn(oldest_kept.0 - 1);
+    let batch = get_pages(&c, tenant, &[0, 1, 3], old, EPOCH).await.unwrap();
+    match &batch[0] {
+        Err((ErrorKind::Invalid, message)) => assert!(message.contains("too old"), "{message}"),
+        other => panic!("expected page 0 too old, got {other:?}"),
+    }
+    assert_eq!(batch[1..], [Ok(None), Ok(None)]);
+    // A request of the wrong shape is refused whole, and the connection goes on.
+    let too_many: Vec<u32> = (0..=borealis_wire::PAGES_PER_BATCH_MAX as u32).collect();
+    for (pages, why) in [
+        (&[][..], "no pages"),
+        (&[1, 0][..], "ascending"),
+        (&[1, 1][..], "ascending"),
+        (&[3, 4][..], "span segments"),
+        (&too_many[..], "at most"),
+    ] {
+        match get_pages(&c, tenant, pages, last, EPOCH).await {
+            Err(WireError::Remote {
+                kind: ErrorKind::Invalid,
+                message,
+            }) => assert!(message.contains(why), "{pages:?}: {message}"),
+            other => panic!("{pages:?}: expected Invalid, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        get_pages(&c, tenant, &[0], last, EPOCH).await.unwrap(),
+        [Ok(h.page_at(0, last))]
+    );
+    assert!(ps.metric("pageserver_getpages_total").await >= 3.0);
 }
 
 /// A follower with nothing to do goes dormant (stops polling safekeepers), and a GetPage that

@@ -54,6 +54,12 @@ fn every_request(tenant: TenantId) -> Vec<Body> {
             lsn: Lsn(1),
             epoch: 1,
         },
+        Body::GetPages {
+            tenant,
+            lsn: Lsn(1),
+            epoch: 1,
+            pages: vec![PageNo(0), PageNo(1)],
+        },
         Body::Trim {
             tenant,
             segment: SegmentId(0),
@@ -209,7 +215,7 @@ async fn storage_messages_without_the_right_credentials_are_refused_and_change_n
         }
     }
     // The anonymous `GossipSummary` above would have listed every tenant id.
-    assert_eq!(refused, 2 * 8 * 3);
+    assert_eq!(refused, 2 * 9 * 3);
 
     // The frame that once bricked a tenant, with alpha's own valid gateway credentials.
     let alpha_gateway = keys

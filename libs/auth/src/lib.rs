@@ -14,12 +14,12 @@
 //! JWTs, without a JSON parser on the storage nodes' hot path: authentication happens once per
 //! connection, never per record.
 //!
-//! | role         | may send                                                | tenants                       |
-//! |--------------|---------------------------------------------------------|-------------------------------|
-//! | `gateway`    | `Hello`, `Append`, `GetState`, `ReadLsns`, `GetPage`    | the one its token names       |
-//! | `pageserver` | `ReadLog`, `GetState`, `Trim`                           | all                           |
-//! | `safekeeper` | `GossipSummary`, `ReadLog`, `GetState`                  | all (peers filling holes)     |
-//! | `operator`   | `DropTenant`, `GetState`, `GossipSummary`               | all                           |
+//! | role         | may send                                                         | tenants                   |
+//! |--------------|------------------------------------------------------------------|---------------------------|
+//! | `gateway`    | `Hello`, `Append`, `GetState`, `ReadLsns`, `GetPage`, `GetPages` | the one its token names   |
+//! | `pageserver` | `ReadLog`, `GetState`, `Trim`                                    | all                       |
+//! | `safekeeper` | `GossipSummary`, `ReadLog`, `GetState`                           | all (peers filling holes) |
+//! | `operator`   | `DropTenant`, `GetState`, `GossipSummary`                        | all                       |
 //!
 //! A token names its tenant or, with `tenant: None`, covers all of them; a gateway token minted
 //! for tenant A is refused for anything of tenant B. The byte layout of tokens and key files is
@@ -71,6 +71,7 @@ pub fn tenant_of(body: &Body) -> Option<TenantId> {
         | Body::GetState { tenant }
         | Body::ReadLog { tenant, .. }
         | Body::GetPage { tenant, .. }
+        | Body::GetPages { tenant, .. }
         | Body::Trim { tenant, .. }
         | Body::ReadLsns { tenant, .. }
         | Body::DropTenant { tenant } => Some(*tenant),
@@ -89,7 +90,8 @@ pub fn tenant_of(body: &Body) -> Option<TenantId> {
         | Body::TenantDropped { .. }
         | Body::Auth { .. }
         | Body::Authenticated { .. }
-        | Body::Lsns { .. } => None,
+        | Body::Lsns { .. }
+        | Body::Pages { .. } => None,
     }
 }
 
@@ -139,6 +141,7 @@ fn role_permits(role: Role, request: &Body) -> bool {
                 | Body::GetState { .. }
                 | Body::ReadLsns { .. }
                 | Body::GetPage { .. }
+                | Body::GetPages { .. }
         ),
         Role::Pageserver => matches!(
             request,
@@ -280,6 +283,17 @@ mod tests {
         assert!(gw.permits(&read_lsns(2)).is_err(), "another tenant's index");
         assert!(claims(Role::Safekeeper, None)
             .permits(&read_lsns(1))
+            .is_err());
+        let get_pages = |t: u64| Body::GetPages {
+            tenant: TenantId(t),
+            lsn: Lsn(1),
+            epoch: 1,
+            pages: vec![borealis_core::PageNo(0)],
+        };
+        assert!(gw.permits(&get_pages(1)).is_ok());
+        assert!(gw.permits(&get_pages(2)).is_err(), "another tenant's pages");
+        assert!(claims(Role::Pageserver, None)
+            .permits(&get_pages(1))
             .is_err());
     }
 

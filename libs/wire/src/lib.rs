@@ -20,4 +20,6 @@ pub mod message;
 
 pub use client::Client;
 pub use frame::{read_frame, write_frame, WireError, FRAME_BYTES_MAX};
-pub use message::{Body, Envelope, LsnEntry, SegmentState, SegmentSummary};
+pub use message::{
+    Body, Envelope, LsnEntry, PageAnswer, SegmentState, SegmentSummary, PAGES_PER_BATCH_MAX,
+};

@@ -8,6 +8,7 @@
 //! | `ReadLog`                    | `Records`           | pageserver, peer → safekeeper   |
 //! | `GossipSummary`              | `Summary`           | peer → safekeeper               |
 //! | `GetPage`                    | `Page`              | compute host → pageserver       |
+//! | `GetPages` (one segment)     | `Pages`             | compute host → pageserver       |
 //! | `Trim`                       | `Trimmed`           | pageserver → safekeeper         |
 //! | `DropTenant`                 | `TenantDropped`     | operator → safekeeper, pageserver |
 //! | `Auth` (first on a connection) | `Authenticated`   | everyone → safekeeper, pageserver |
@@ -217,6 +218,40 @@ pub enum Body {
         entries: Vec<LsnEntry>,
         scl: Lsn,
     },
+    /// Several pages of one segment as of `lsn`, in one round trip (RFC 0016): 1 to
+    /// [`PAGES_PER_BATCH_MAX`] page numbers, strictly ascending, all in one segment. `lsn` and
+    /// `epoch` mean what they mean for `GetPage`. A request breaking that shape is answered
+    /// `Error { kind: Invalid }` whole, as is what concerns the whole request (the tenant
+    /// deleted, the segment not yet applied up to `lsn`); what concerns one page is its entry.
+    GetPages {
+        tenant: TenantId,
+        lsn: Lsn,
+        epoch: u64,
+        pages: Vec<PageNo>,
+    },
+    /// Answer to `GetPages`: one entry per page asked, in the order asked.
+    Pages {
+        pages: Vec<PageAnswer>,
+    },
+}
+
+/// The most pages one `GetPages` may ask for. Its answer (at most 256 × (4,096 + a few) bytes,
+/// about 1 MiB) stays far under the frame limit.
+pub const PAGES_PER_BATCH_MAX: usize = 256;
+const _: () = assert!(
+    PAGES_PER_BATCH_MAX * (borealis_core::PAGE_SIZE_BYTES + 64) + 1024 < crate::FRAME_BYTES_MAX
+);
+
+/// One page of a `Pages` answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PageAnswer {
+    /// The page's newest version at or below the asked LSN.
+    Image(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The page was never written at or below the asked LSN.
+    NeverWritten,
+    /// This page could not be read (its version is no longer retained, a corrupt record, an
+    /// I/O or object-store failure): what `GetPage` of it alone would have answered.
+    Failed { kind: ErrorKind, message: String },
 }
 
 /// One record's header in a `Lsns` answer.
@@ -253,6 +288,8 @@ impl Body {
             Body::Authenticated { .. } => "authenticated",
             Body::ReadLsns { .. } => "read_lsns",
             Body::Lsns { .. } => "lsns",
+            Body::GetPages { .. } => "get_pages",
+            Body::Pages { .. } => "pages",
         }
     }
 
@@ -307,6 +344,31 @@ mod tests {
         );
         let error = Body::error(ErrorKind::Invalid, "");
         assert_eq!(postcard::to_allocvec(&error).unwrap()[0], 12);
+        let get_pages = Body::GetPages {
+            tenant: TenantId(1),
+            lsn: Lsn(2),
+            epoch: 3,
+            pages: vec![PageNo(4), PageNo(5)],
+        };
+        assert_eq!(
+            postcard::to_allocvec(&get_pages).unwrap(),
+            [22, 1, 2, 3, 2, 4, 5]
+        );
+        let pages = Body::Pages {
+            pages: vec![
+                PageAnswer::Image(vec![9, 8]),
+                PageAnswer::NeverWritten,
+                PageAnswer::Failed {
+                    kind: ErrorKind::Invalid,
+                    message: "m".into(),
+                },
+            ],
+        };
+        let encoded = postcard::to_allocvec(&pages).unwrap();
+        assert_eq!(encoded[..7], [23, 3, 0, 2, 9, 8, 1]);
+        assert_eq!(encoded[7], 2);
+        assert_eq!(encoded[encoded.len() - 2..], [1, b'm']);
+        assert_eq!(postcard::from_bytes::<Body>(&encoded).unwrap(), pages);
     }
 
     /// The byte fields are (de)serialized as one byte string (`serde_bytes`) rather than as a

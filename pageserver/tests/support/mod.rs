@@ -654,6 +654,40 @@ impl Drop for PageServerProcess {
 }
 
 /// Asks GetPage and returns the page or the error.
+/// One `GetPages`: per page its image, `None` (never written), or the entry's error
+/// (`Err((kind, message))`); a refusal of the whole request is the outer error.
+#[allow(dead_code, clippy::type_complexity)] // not every test binary uses it
+pub async fn get_pages(
+    c: &Client,
+    tenant: TenantId,
+    pages: &[u32],
+    lsn: Lsn,
+    epoch: u64,
+) -> Result<Vec<Result<Option<Vec<u8>>, (ErrorKind, String)>>, borealis_wire::WireError> {
+    match c
+        .call(
+            Body::GetPages {
+                tenant,
+                lsn,
+                epoch,
+                pages: pages.iter().map(|p| PageNo(*p)).collect(),
+            },
+            Duration::from_secs(20),
+        )
+        .await?
+    {
+        Body::Pages { pages } => Ok(pages
+            .into_iter()
+            .map(|a| match a {
+                borealis_wire::PageAnswer::Image(image) => Ok(Some(image)),
+                borealis_wire::PageAnswer::NeverWritten => Ok(None),
+                borealis_wire::PageAnswer::Failed { kind, message } => Err((kind, message)),
+            })
+            .collect()),
+        other => panic!("unexpected answer {}", other.name()),
+    }
+}
+
 pub async fn get_page(
     c: &Client,
     tenant: TenantId,
