@@ -73,10 +73,10 @@ pub struct Config {
     #[arg(long, default_value_t = 2000)]
     pub cache_pages: u32,
     /// The host's clean-page cache per compute, in pages.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, env = "BOREALIS_HOST_CACHE_PAGES", default_value_t = 4096)]
     pub host_cache_pages: usize,
-    /// The longest run of pages a writer's compute fetches at once when it reads sequentially
-    /// (pipelined GetPages, one round trip); 1 turns read-ahead off.
+    /// The longest run of pages a compute fetches at once when it reads sequentially
+    /// (one GetPages round trip), writer or reader; 1 turns read-ahead off.
     #[arg(long, env = "BOREALIS_READ_AHEAD_PAGES", default_value_t = crate::page_client::PAGES_PER_CALL_MAX,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=crate::page_client::PAGES_PER_CALL_MAX as u64))]
     pub read_ahead_pages: usize,

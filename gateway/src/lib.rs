@@ -36,6 +36,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod page_client;
+pub mod readahead;
 pub mod reclaim;
 pub mod replica_cache;
 pub mod storage_auth;

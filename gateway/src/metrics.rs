@@ -122,6 +122,11 @@ pub struct Metrics {
     /// Requests refused `rate_limited`, by the budget that refused them
     /// ([`Refusal::index`]).
     pub budget_refusals: [AtomicU64; 4],
+    /// Page requests computes sent to pageservers: `GetPage` (one page) and `GetPages` (a
+    /// read-ahead run), and the pages both asked for.
+    pub page_requests_one: AtomicU64,
+    pub page_requests_batch: AtomicU64,
+    pub pages_requested: AtomicU64,
 }
 
 impl Metrics {
@@ -218,6 +223,22 @@ impl Metrics {
             out,
             "# TYPE borealis_gateway_bytes_in_flight gauge\nborealis_gateway_bytes_in_flight {}",
             self.bytes_in_flight.load(Ordering::Relaxed)
+        );
+        out.push_str("# TYPE borealis_gateway_page_requests_total counter\n");
+        for (kind, n) in [
+            ("get_page", &self.page_requests_one),
+            ("get_pages", &self.page_requests_batch),
+        ] {
+            let _ = writeln!(
+                out,
+                "borealis_gateway_page_requests_total{{kind=\"{kind}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# TYPE borealis_gateway_pages_requested_total counter\nborealis_gateway_pages_requested_total {}",
+            self.pages_requested.load(Ordering::Relaxed)
         );
         out.push_str("# TYPE borealis_gateway_requests_refused_total counter\n");
         for why in Refusal::ALL {

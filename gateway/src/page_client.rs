@@ -7,10 +7,12 @@
 //! checked: a page must be exactly [`PAGE_SIZE_BYTES`] long, anything else is an error, never a
 //! page.
 
+use crate::metrics::Metrics;
 use crate::storage_auth::StorageTokens;
 use borealis_core::{ErrorKind, Lsn, PageNo, SegmentId, SegmentLayout, TenantId, PAGE_SIZE_BYTES};
 use borealis_wire::{Body, Client, PageAnswer, PAGES_PER_BATCH_MAX};
 use compute_host::BackendError;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::Handle;
@@ -35,31 +37,30 @@ pub struct PageClient {
     layout: SegmentLayout,
     /// Mints the tenant-scoped token a new connection presents.
     tokens: Arc<StorageTokens>,
+    /// Counts the requests sent and the pages they asked for.
+    metrics: Arc<Metrics>,
 }
 
 impl PageClient {
-    pub fn new(addrs: Vec<String>, layout: SegmentLayout, tokens: Arc<StorageTokens>) -> Self {
+    pub fn new(
+        addrs: Vec<String>,
+        layout: SegmentLayout,
+        tokens: Arc<StorageTokens>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         assert!(!addrs.is_empty(), "at least one pageserver");
         Self {
             clients: addrs.iter().map(|_| None).collect(),
             addrs,
             layout,
             tokens,
+            metrics,
         }
     }
 
-    /// The page as of `lsn` (which the caller vouches is durable, at writer epoch `epoch`), or
-    /// `None` for a page never written. Blocks the calling thread (not a runtime thread) on `rt`.
-    pub fn get_page(
-        &mut self,
-        rt: &Handle,
-        tenant: TenantId,
-        page: PageNo,
-        lsn: Lsn,
-        epoch: u64,
-    ) -> Result<Option<Page>, BackendError> {
-        let mut pages = self.get_pages(rt, tenant, &[page], lsn, epoch)?;
-        Ok(pages.pop().flatten())
+    /// How the volume's pages fall into segments.
+    pub fn layout(&self) -> SegmentLayout {
+        self.layout
     }
 
     /// Several pages as of `lsn`, in the order asked, in one round trip per pageserver involved
@@ -114,6 +115,20 @@ impl PageClient {
         );
         let addr = self.addrs[server].clone();
         let tokens = self.tokens.clone();
+        let layout = self.layout;
+        let batches = match pages {
+            [_] => Vec::new(),
+            _ => batches(pages, |p| layout.segment_of(p)),
+        };
+        let m = &self.metrics;
+        if batches.is_empty() {
+            m.page_requests_one.fetch_add(1, Ordering::Relaxed);
+        } else {
+            m.page_requests_batch
+                .fetch_add(batches.len() as u64, Ordering::Relaxed);
+        }
+        m.pages_requested
+            .fetch_add(pages.len() as u64, Ordering::Relaxed);
         let mut client = self.clients[server].take();
         let result = rt.block_on(async {
             if client.as_ref().is_none_or(|c| c.is_closed()) {
@@ -144,8 +159,6 @@ impl PageClient {
             }
             // Several pages: one `GetPages` per run of ascending pages of one segment (a
             // read-ahead run is one), pipelined.
-            let layout = self.layout;
-            let batches = batches(pages, |p| layout.segment_of(p));
             let calls = batches.iter().map(|batch| async move {
                 let asked = &pages[batch.clone()];
                 let answer = call_get_pages(c, tenant, asked, lsn, epoch)

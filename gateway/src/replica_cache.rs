@@ -233,6 +233,11 @@ impl ReplicaCache {
         self.pages.get(&page).cloned()
     }
 
+    /// Whether `page` is cached (without touching its place in the LRU).
+    pub fn contains(&self, page: PageNo) -> bool {
+        self.pages.contains(&page)
+    }
+
     /// Caches `page` as fetched from the pageserver **at the current read point**.
     pub fn insert(&mut self, page: PageNo, image: Option<Page>) {
         self.pages.put(page, image);

@@ -7,7 +7,7 @@
 //! 2. a bounded **LRU of clean pages**;
 //! 3. the tenant's **pageserver**, asked for GetPage@VDL: every change to the page at or below
 //!    the VDL is there, and every later one is in (1). A miss that continues a sequential run
-//!    fetches the pages after it too, in one pipelined round trip ([`ReadAhead`]), into (2).
+//!    fetches the pages after it too, in one `GetPages` round trip ([`ReadAhead`]), into (2).
 //!
 //! Commits hand the MTR to the [`VolumeWriter`] (which assigns LSNs and ships) and keep the
 //! after-images as pending pages until the VDL passes them.
@@ -21,7 +21,8 @@
 //! writer (and so these pages) with it.
 
 pub use crate::page_client::Page;
-use crate::page_client::{PageClient, PAGES_PER_CALL_MAX};
+use crate::page_client::PageClient;
+use crate::readahead::ReadAhead;
 use crate::volume_writer::{LogError, VolumeWriter};
 use borealis_core::redo::RedoBody;
 use borealis_core::{ErrorKind, Lsn, PageNo, TenantId, PAGE_SIZE_BYTES};
@@ -89,55 +90,6 @@ pub struct Volume {
     read_ahead: ReadAhead,
 }
 
-/// Sequential read-ahead: a miss on the page right after the last run fetched doubles the next
-/// run (up to `--read-ahead-pages`, at most [`PAGES_PER_CALL_MAX`]: one pipelined round trip);
-/// any other miss fetches one page.
-/// A full scan thus costs one round trip per 64 pages instead of one per page.
-#[derive(Debug)]
-struct ReadAhead {
-    /// The page after the last run fetched.
-    next: Option<PageNo>,
-    /// Pages the last run fetched.
-    run: usize,
-    /// The longest run (1: no read-ahead).
-    max: usize,
-}
-
-impl ReadAhead {
-    fn new(max: usize) -> ReadAhead {
-        ReadAhead {
-            next: None,
-            run: 0,
-            max: max.clamp(1, PAGES_PER_CALL_MAX),
-        }
-    }
-
-    /// How many pages to fetch from `page` on: 1, or twice the last run if this continues it.
-    fn plan(&mut self, page: PageNo) -> usize {
-        let run = if self.next == Some(page) {
-            (self.run * 2).max(2).min(self.max)
-        } else {
-            1
-        };
-        self.run = run;
-        self.next = u32::try_from(run)
-            .ok()
-            .and_then(|r| page.0.checked_add(r))
-            .map(PageNo);
-        run
-    }
-
-    /// The run planned from `page` was cut to `len` pages (at a segment's end): the scan goes
-    /// on at the page after them, with the run it had. (Without this, the first page of the
-    /// next segment missed `next` and every segment's scan started over at one page.)
-    fn cut(&mut self, page: PageNo, len: usize) {
-        self.next = u32::try_from(len)
-            .ok()
-            .and_then(|l| page.0.checked_add(l))
-            .map(PageNo);
-    }
-}
-
 impl Volume {
     /// A backend over `writer`'s `pages` (from [`VolumePages::new`] for the same writer).
     pub fn new(
@@ -179,18 +131,7 @@ impl Volume {
         // between the miss above and the insert below. Pages read ahead are kept only where the
         // cache has nothing: a page in `pending` changed above the VDL (its pageserver version
         // is old), and one in `clean` is already the newest.
-        // The run stays in the page's segment: another segment may be served by another
-        // pageserver, or not exist.
-        let run = self.read_ahead.plan(page);
-        let layout = self.writer.layout();
-        let segment = layout.segment_of(page);
-        let wanted: Vec<PageNo> = (0..run)
-            .filter_map(|i| page.0.checked_add(u32::try_from(i).ok()?).map(PageNo))
-            .take_while(|p| layout.segment_of(*p) == segment)
-            .collect();
-        if wanted.len() < run {
-            self.read_ahead.cut(page, wanted.len());
-        }
+        let wanted = self.read_ahead.run(page, self.writer.layout());
         let fetched = self.fetch(&wanted, vdl)?;
         let mut pages = self.pages.locked();
         let mut asked = None;
@@ -283,49 +224,5 @@ impl Backend for Volume {
             pages.pending.insert(page, (lsn, img));
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn read_ahead_doubles_on_a_sequential_scan_and_resets_on_a_jump() {
-        let mut off = ReadAhead::new(1);
-        assert_eq!(
-            (off.plan(PageNo(1)), off.plan(PageNo(2))),
-            (1, 1),
-            "read-ahead off"
-        );
-        let mut r = ReadAhead::new(PAGES_PER_CALL_MAX);
-        assert_eq!(r.plan(PageNo(10)), 1);
-        assert_eq!(r.plan(PageNo(11)), 2, "the page right after the last run");
-        assert_eq!(r.plan(PageNo(13)), 4);
-        assert_eq!(r.plan(PageNo(17)), 8);
-        let mut next = 25;
-        let mut runs = Vec::new();
-        for _ in 0..5 {
-            let run = r.plan(PageNo(next));
-            runs.push(run);
-            next += run as u32;
-        }
-        assert_eq!(runs, vec![16, 32, 64, 64, 64], "capped at one call's worth");
-        assert_eq!(r.plan(PageNo(3)), 1, "a jump starts over");
-        assert_eq!(r.plan(PageNo(3)), 1, "the same page again is no scan");
-        assert_eq!(r.plan(PageNo(u32::MAX)), 1);
-    }
-
-    #[test]
-    fn a_run_cut_at_a_segment_end_goes_on_in_the_next_segment() {
-        let mut r = ReadAhead::new(PAGES_PER_CALL_MAX);
-        assert_eq!(r.plan(PageNo(100)), 1);
-        assert_eq!(r.plan(PageNo(101)), 2);
-        assert_eq!(r.plan(PageNo(103)), 4);
-        // Pages 107..=114 asked for, but the segment ends after 110: cut to 4 pages.
-        assert_eq!(r.plan(PageNo(107)), 8);
-        r.cut(PageNo(107), 4);
-        // The next segment's first page continues the scan, doubling from the run it had.
-        assert_eq!(r.plan(PageNo(111)), 16);
     }
 }

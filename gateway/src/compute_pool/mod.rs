@@ -90,7 +90,7 @@ pub struct PoolConfig {
     pub commit_timeout: Duration,
     pub cache_pages: u32,
     pub host_cache_pages: usize,
-    /// The longest sequential read-ahead of a writer's compute, in pages (1: none).
+    /// The longest sequential read-ahead of a compute (writer or reader), in pages (1: none).
     pub read_ahead_pages: usize,
     pub log: VolumeWriterConfig,
     pub pageservers: Vec<String>,
@@ -275,6 +275,7 @@ impl ComputePool {
             self.config.pageservers.clone(),
             self.config.log.layout,
             self.config.log.tokens.clone(),
+            self.metrics.clone(),
         )
     }
 

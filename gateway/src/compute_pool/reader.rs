@@ -54,6 +54,7 @@
 use super::ComputePool;
 use crate::error::ApiError;
 use crate::page_client::PageClient;
+use crate::readahead::ReadAhead;
 use crate::replica_cache::{Advanced, ReplicaCache};
 use crate::volume_writer::{RedoTap, VolumeWriter};
 use borealis_core::quorum::PG_MEMBERS;
@@ -113,6 +114,9 @@ struct Shared {
 struct ReplicaBackend {
     shared: Arc<Mutex<Shared>>,
     rt: Handle,
+    /// Sequential read-ahead, as the writer's compute has: an instance lives at one read point,
+    /// so a run never spans two.
+    read_ahead: ReadAhead,
 }
 
 impl Backend for ReplicaBackend {
@@ -121,10 +125,25 @@ impl Backend for ReplicaBackend {
         if let Some(img) = s.cache.get(page) {
             return Ok(img.map(|p| p.as_ref().clone()));
         }
+        // The lock is held across the fetch: the read point cannot move (`advance` takes it), so
+        // every page fetched is as of the cache's read point, which is what `insert` requires.
+        // Pages read ahead are kept only where the cache has nothing (what it has is the same
+        // version, perhaps with the stream's MTRs already applied to it).
         let (tenant, lsn, epoch) = (s.tenant, s.cache.read_point(), s.epoch);
-        let img = s.pageserver.get_page(&self.rt, tenant, page, lsn, epoch)?;
-        s.cache.insert(page, img.clone());
-        Ok(img.map(|p| p.as_ref().clone()))
+        let wanted = self.read_ahead.run(page, s.pageserver.layout());
+        let fetched = s
+            .pageserver
+            .get_pages(&self.rt, tenant, &wanted, lsn, epoch)?;
+        let mut asked = None;
+        for (p, img) in wanted.into_iter().zip(fetched) {
+            if p == page {
+                asked = Some(img.clone());
+            } else if s.cache.contains(p) {
+                continue;
+            }
+            s.cache.insert(p, img);
+        }
+        Ok(asked.flatten().map(|p| p.as_ref().clone()))
     }
 
     fn commit(&mut self, _mtr: Mtr) -> Result<(), BackendError> {
@@ -415,6 +434,7 @@ impl Reader {
                     Box::new(ReplicaBackend {
                         shared: self.shared.clone(),
                         rt: self.pool.runtime().clone(),
+                        read_ahead: ReadAhead::new(self.pool.config().read_ahead_pages),
                     })
                 })
                 .map_err(|e| match e {
