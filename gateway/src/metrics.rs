@@ -127,6 +127,10 @@ pub struct Metrics {
     pub page_requests_one: AtomicU64,
     pub page_requests_batch: AtomicU64,
     pub pages_requested: AtomicU64,
+    /// Read-ahead windows fetched in the background that a scan reached and landed, and those
+    /// whose fetch failed (the page was then read synchronously).
+    pub readahead_windows_landed: AtomicU64,
+    pub readahead_windows_failed: AtomicU64,
 }
 
 impl Metrics {
@@ -240,6 +244,17 @@ impl Metrics {
             "# TYPE borealis_gateway_pages_requested_total counter\nborealis_gateway_pages_requested_total {}",
             self.pages_requested.load(Ordering::Relaxed)
         );
+        out.push_str("# TYPE borealis_gateway_readahead_windows_total counter\n");
+        for (outcome, n) in [
+            ("landed", &self.readahead_windows_landed),
+            ("failed", &self.readahead_windows_failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "borealis_gateway_readahead_windows_total{{outcome=\"{outcome}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
         out.push_str("# TYPE borealis_gateway_requests_refused_total counter\n");
         for why in Refusal::ALL {
             let _ = writeln!(

@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::Handle;
+use tokio::sync::oneshot;
 
 const PAGESERVER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Bound on one GetPage round trip, including the pageserver's wait for the log.
@@ -33,7 +34,7 @@ pub struct PageClient {
     /// The pool of pageservers.
     addrs: Vec<String>,
     /// One connection per pageserver, opened when first needed.
-    clients: Vec<Option<Client>>,
+    clients: Vec<Option<Arc<Client>>>,
     layout: SegmentLayout,
     /// Mints the tenant-scoped token a new connection presents.
     tokens: Arc<StorageTokens>,
@@ -56,6 +57,11 @@ impl PageClient {
             tokens,
             metrics,
         }
+    }
+
+    /// The gateway's metrics, which this client counts its requests in.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// How the volume's pages fall into segments.
@@ -115,24 +121,11 @@ impl PageClient {
         );
         let addr = self.addrs[server].clone();
         let tokens = self.tokens.clone();
-        let layout = self.layout;
-        let batches = match pages {
-            [_] => Vec::new(),
-            _ => batches(pages, |p| layout.segment_of(p)),
-        };
-        let m = &self.metrics;
-        if batches.is_empty() {
-            m.page_requests_one.fetch_add(1, Ordering::Relaxed);
-        } else {
-            m.page_requests_batch
-                .fetch_add(batches.len() as u64, Ordering::Relaxed);
-        }
-        m.pages_requested
-            .fetch_add(pages.len() as u64, Ordering::Relaxed);
+        let (layout, metrics) = (self.layout, self.metrics.clone());
         let mut client = self.clients[server].take();
         let result = rt.block_on(async {
             if client.as_ref().is_none_or(|c| c.is_closed()) {
-                client = Some(
+                client = Some(Arc::new(
                     Client::connect(
                         &addr,
                         &tokens.tenant(tenant),
@@ -146,41 +139,90 @@ impl PageClient {
                             format!("pageserver {addr} unreachable: {e}"),
                         )
                     })?,
-                );
+                ));
             }
             let c = client.as_ref().expect("connected above");
-            if let [page] = pages {
-                let answer = call_get_page(c, tenant, *page, lsn, epoch)
-                    .await
-                    .map_err(|e| {
-                        BackendError::new(e.kind(), format!("GetPage {page}@{lsn}: {e}"))
-                    })?;
-                return Ok(vec![checked_page(*page, answer)?]);
-            }
-            // Several pages: one `GetPages` per run of ascending pages of one segment (a
-            // read-ahead run is one), pipelined.
-            let calls = batches.iter().map(|batch| async move {
-                let asked = &pages[batch.clone()];
-                let answer = call_get_pages(c, tenant, asked, lsn, epoch)
-                    .await
-                    .map_err(|e| {
-                        BackendError::new(
-                            e.kind(),
-                            format!(
-                                "GetPages of {} pages from {}@{lsn}: {e}",
-                                asked.len(),
-                                asked[0]
-                            ),
-                        )
-                    })?;
-                checked_pages(asked, answer)
-            });
-            let answers = futures::future::try_join_all(calls).await?;
-            Ok(answers.into_iter().flatten().collect())
+            fetch(c, layout, &metrics, tenant, pages, lsn, epoch).await
         });
         self.clients[server] = client;
         result
     }
+
+    /// Starts fetching `pages` (ascending, one segment, at most [`PAGES_PER_CALL_MAX`]) as of
+    /// `lsn` in the background, on the connection a read of that segment already opened; the
+    /// answer comes on the returned channel. `None` when there is no open connection to use
+    /// (the caller reads synchronously instead, which opens one).
+    pub fn spawn_get_pages(
+        &self,
+        rt: &Handle,
+        tenant: TenantId,
+        pages: Vec<PageNo>,
+        lsn: Lsn,
+        epoch: u64,
+    ) -> Option<oneshot::Receiver<Result<Vec<Option<Page>>, BackendError>>> {
+        let first = *pages.first()?;
+        let segment = self.layout.segment_of(first);
+        assert!(
+            pages.len() <= PAGES_PER_CALL_MAX
+                && pages.windows(2).all(|w| w[0] < w[1])
+                && pages.iter().all(|p| self.layout.segment_of(*p) == segment),
+            "a background fetch is one ascending run of one segment"
+        );
+        let server = pageserver_of(tenant, segment, self.addrs.len());
+        let client = self.clients[server].clone().filter(|c| !c.is_closed())?;
+        let (layout, metrics) = (self.layout, self.metrics.clone());
+        let (tx, rx) = oneshot::channel();
+        rt.spawn(async move {
+            let got = fetch(&client, layout, &metrics, tenant, &pages, lsn, epoch).await;
+            let _ = tx.send(got);
+        });
+        Some(rx)
+    }
+}
+
+/// `pages` as of `lsn` on `client`: one `GetPage` for one page, else one `GetPages` per
+/// ascending run of one segment, pipelined.
+async fn fetch(
+    client: &Client,
+    layout: SegmentLayout,
+    metrics: &Metrics,
+    tenant: TenantId,
+    pages: &[PageNo],
+    lsn: Lsn,
+    epoch: u64,
+) -> Result<Vec<Option<Page>>, BackendError> {
+    metrics
+        .pages_requested
+        .fetch_add(pages.len() as u64, Ordering::Relaxed);
+    if let [page] = pages {
+        metrics.page_requests_one.fetch_add(1, Ordering::Relaxed);
+        let answer = call_get_page(client, tenant, *page, lsn, epoch)
+            .await
+            .map_err(|e| BackendError::new(e.kind(), format!("GetPage {page}@{lsn}: {e}")))?;
+        return Ok(vec![checked_page(*page, answer)?]);
+    }
+    let batches = batches(pages, |p| layout.segment_of(p));
+    metrics
+        .page_requests_batch
+        .fetch_add(batches.len() as u64, Ordering::Relaxed);
+    let calls = batches.iter().map(|batch| async move {
+        let asked = &pages[batch.clone()];
+        let answer = call_get_pages(client, tenant, asked, lsn, epoch)
+            .await
+            .map_err(|e| {
+                BackendError::new(
+                    e.kind(),
+                    format!(
+                        "GetPages of {} pages from {}@{lsn}: {e}",
+                        asked.len(),
+                        asked[0]
+                    ),
+                )
+            })?;
+        checked_pages(asked, answer)
+    });
+    let answers = futures::future::try_join_all(calls).await?;
+    Ok(answers.into_iter().flatten().collect())
 }
 
 impl PageClient {

@@ -22,7 +22,7 @@
 
 pub use crate::page_client::Page;
 use crate::page_client::PageClient;
-use crate::readahead::ReadAhead;
+use crate::readahead::{ReadAhead, Window};
 use crate::volume_writer::{LogError, VolumeWriter};
 use borealis_core::redo::RedoBody;
 use borealis_core::{ErrorKind, Lsn, PageNo, TenantId, PAGE_SIZE_BYTES};
@@ -31,6 +31,7 @@ use compute_abi::{Mtr, PageChangeBody};
 use compute_host::{Backend, BackendError};
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::runtime::Handle;
@@ -88,6 +89,8 @@ pub struct Volume {
     pages: Arc<Mutex<VolumePages>>,
     rt: Handle,
     read_ahead: ReadAhead,
+    /// The next run of a scan, being fetched in the background (at most one).
+    window: Option<Window>,
 }
 
 impl Volume {
@@ -99,6 +102,7 @@ impl Volume {
         pages: Arc<Mutex<VolumePages>>,
         rt: Handle,
         read_ahead_pages: usize,
+        host_cache_pages: usize,
     ) -> Self {
         assert_eq!(
             pages.locked().epoch,
@@ -111,7 +115,8 @@ impl Volume {
             pageserver,
             pages,
             rt,
-            read_ahead: ReadAhead::new(read_ahead_pages),
+            read_ahead: ReadAhead::for_cache(read_ahead_pages, host_cache_pages),
+            window: None,
         }
     }
 
@@ -127,6 +132,11 @@ impl Volume {
                 return Ok(img.clone());
             }
         }
+        // A scan reaching the window fetched in the background: land it (the page is then
+        // clean, unless a commit voided it), and fetch the next one.
+        if let Some(img) = self.land_window(page, vdl) {
+            return Ok(img);
+        }
         // Only this writer changes pages, and only on this thread: nothing can change `page`
         // between the miss above and the insert below. Pages read ahead are kept only where the
         // cache has nothing: a page in `pending` changed above the VDL (its pageserver version
@@ -135,7 +145,7 @@ impl Volume {
         let fetched = self.fetch(&wanted, vdl)?;
         let mut pages = self.pages.locked();
         let mut asked = None;
-        for (p, img) in wanted.into_iter().zip(fetched) {
+        for (p, img) in wanted.iter().copied().zip(fetched) {
             if p == page {
                 asked = Some(img.clone());
             } else if pages.pending.contains_key(&p) || pages.clean.contains(&p) {
@@ -143,7 +153,86 @@ impl Volume {
             }
             pages.clean.put(p, img);
         }
+        drop(pages);
+        // A scan at full speed: fetch its next run while SQLite reads this one.
+        // (A window in flight elsewhere belongs to a scan given up: this one replaces it.)
+        if wanted.len() == self.read_ahead.max() && self.read_ahead.windows() {
+            if let Some(next) = page.0.checked_add(wanted.len() as u32).map(PageNo) {
+                self.window.take_if(|w| !w.covers(next));
+                self.issue_window(next, wanted.len(), vdl);
+            }
+        }
         Ok(asked.flatten())
+    }
+
+    /// If the window in flight holds `page`: waits for it, puts its pages in the clean cache
+    /// where the cache has nothing, starts the next window, and answers `page` (`None`: no
+    /// window holds it, it failed, or a commit voided the page; read it synchronously).
+    fn land_window(&mut self, page: PageNo, vdl: Lsn) -> Option<Option<Page>> {
+        if !self.window.as_ref().is_some_and(|w| w.covers(page)) {
+            return None;
+        }
+        let w = self.window.take()?;
+        let (end, len) = (w.end(), w.len());
+        let landed = match w.land(&self.rt) {
+            Ok(landed) => landed,
+            Err(e) => {
+                tracing::debug!(tenant = %self.tenant, %page, error = %e.message, "a read-ahead window failed; reading synchronously");
+                self.pageserver
+                    .metrics()
+                    .readahead_windows_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        };
+        self.pageserver
+            .metrics()
+            .readahead_windows_landed
+            .fetch_add(1, Ordering::Relaxed);
+        let hit = {
+            let mut pages = self.pages.locked();
+            for (p, img) in landed {
+                if !pages.pending.contains_key(&p) && !pages.clean.contains(&p) {
+                    pages.clean.put(p, img);
+                }
+            }
+            pages.clean.get(&page).cloned()
+        };
+        if let Some(end) = end {
+            // At full length again after a window cut at a segment's end.
+            let max = self.read_ahead.max();
+            self.read_ahead.resume(end, len);
+            self.issue_window(end, max, vdl);
+        }
+        hit
+    }
+
+    /// Starts fetching `len` pages from `start` (within its segment) at `vdl` in the
+    /// background, unless a window is already in flight.
+    fn issue_window(&mut self, start: PageNo, len: usize, vdl: Lsn) {
+        if self.window.is_some() {
+            return;
+        }
+        let pages = ReadAhead::window(start, len, self.writer.layout());
+        if pages.is_empty() {
+            return;
+        }
+        let epoch = self.writer.epoch();
+        let Some(answer) =
+            self.pageserver
+                .spawn_get_pages(&self.rt, self.tenant, pages.clone(), vdl, epoch)
+        else {
+            return;
+        };
+        let range = pages[0]..=pages[pages.len() - 1];
+        let mut w = Window::new(pages, vdl, answer);
+        // Pages changed above `vdl` are pending: the window's versions of them are older.
+        let held = self.pages.locked();
+        for p in held.pending.range(range).map(|(p, _)| *p) {
+            w.void(p);
+        }
+        drop(held);
+        self.window = Some(w);
     }
 
     fn fetch(&mut self, pages: &[PageNo], lsn: Lsn) -> Result<Vec<Option<Page>>, BackendError> {
@@ -222,6 +311,10 @@ impl Backend for Volume {
         for (page, img) in images {
             pages.clean.pop(&page);
             pages.pending.insert(page, (lsn, img));
+            // A window asked before this commit brings an older version of the page.
+            if let Some(w) = &mut self.window {
+                w.void(page);
+            }
         }
         Ok(())
     }

@@ -743,6 +743,7 @@ impl ComputePool {
                         pages.clone(),
                         self.rt.clone(),
                         self.config.read_ahead_pages,
+                        self.config.host_cache_pages,
                     ))
                 })
                 .map_err(|e| match e {

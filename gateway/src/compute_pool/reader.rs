@@ -54,7 +54,7 @@
 use super::ComputePool;
 use crate::error::ApiError;
 use crate::page_client::PageClient;
-use crate::readahead::ReadAhead;
+use crate::readahead::{ReadAhead, Window};
 use crate::replica_cache::{Advanced, ReplicaCache};
 use crate::volume_writer::{RedoTap, VolumeWriter};
 use borealis_core::quorum::PG_MEMBERS;
@@ -117,6 +117,8 @@ struct ReplicaBackend {
     /// Sequential read-ahead, as the writer's compute has: an instance lives at one read point,
     /// so a run never spans two.
     read_ahead: ReadAhead,
+    /// The next run of a scan, being fetched in the background at the read point (at most one).
+    window: Option<Window>,
 }
 
 impl Backend for ReplicaBackend {
@@ -130,18 +132,64 @@ impl Backend for ReplicaBackend {
         // Pages read ahead are kept only where the cache has nothing (what it has is the same
         // version, perhaps with the stream's MTRs already applied to it).
         let (tenant, lsn, epoch) = (s.tenant, s.cache.read_point(), s.epoch);
+        // A scan reaching the window fetched in the background (at this read point): land it,
+        // and fetch the next one.
+        if let Some(w) = self.window.take_if(|w| w.covers(page)) {
+            let (end, len, asked_at) = (w.end(), w.len(), w.lsn());
+            match w.land(&self.rt) {
+                Ok(landed) if asked_at == lsn => {
+                    s.pageserver
+                        .metrics()
+                        .readahead_windows_landed
+                        .fetch_add(1, Ordering::Relaxed);
+                    for (p, img) in landed {
+                        if !s.cache.contains(p) {
+                            s.cache.insert(p, img);
+                        }
+                    }
+                    if let Some(end) = end {
+                        // At full length again after a window cut at a segment's end.
+                        self.read_ahead.resume(end, len);
+                        let max = self.read_ahead.max();
+                        self.window = issue_window(&s, &self.rt, end, max);
+                    }
+                    if let Some(img) = s.cache.get(page) {
+                        return Ok(img.map(|p| p.as_ref().clone()));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    s.pageserver
+                        .metrics()
+                        .readahead_windows_failed
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%tenant, %page, error = %e.message, "a read-ahead window failed; reading synchronously");
+                }
+            }
+        }
         let wanted = self.read_ahead.run(page, s.pageserver.layout());
         let fetched = s
             .pageserver
             .get_pages(&self.rt, tenant, &wanted, lsn, epoch)?;
         let mut asked = None;
-        for (p, img) in wanted.into_iter().zip(fetched) {
+        for (p, img) in wanted.iter().copied().zip(fetched) {
             if p == page {
                 asked = Some(img.clone());
             } else if s.cache.contains(p) {
                 continue;
             }
             s.cache.insert(p, img);
+        }
+        // A scan at full speed: fetch its next run while SQLite reads this one. (A window in
+        // flight elsewhere belongs to a scan given up: this one replaces it.)
+        let max = self.read_ahead.max();
+        if wanted.len() == max && self.read_ahead.windows() {
+            if let Some(next) = page.0.checked_add(max as u32).map(PageNo) {
+                self.window.take_if(|w| !w.covers(next));
+                if self.window.is_none() {
+                    self.window = issue_window(&s, &self.rt, next, max);
+                }
+            }
         }
         Ok(asked.flatten().map(|p| p.as_ref().clone()))
     }
@@ -151,6 +199,20 @@ impl Backend for ReplicaBackend {
         // ReadOnly: the guest rolls the transaction back cleanly; nothing left.
         Err(BackendError::new(ErrorKind::ReadOnly, READ_ONLY_MESSAGE))
     }
+}
+
+/// Starts fetching `len` pages from `start` (within its segment) at the cache's read point in
+/// the background: the window a scan lands at its next miss there.
+fn issue_window(s: &Shared, rt: &Handle, start: PageNo, len: usize) -> Option<Window> {
+    let pages = ReadAhead::window(start, len, s.pageserver.layout());
+    if pages.is_empty() {
+        return None;
+    }
+    let lsn = s.cache.read_point();
+    let answer = s
+        .pageserver
+        .spawn_get_pages(rt, s.tenant, pages.clone(), lsn, s.epoch)?;
+    Some(Window::new(pages, lsn, answer))
 }
 
 /// The reader thread's state.
@@ -434,7 +496,11 @@ impl Reader {
                     Box::new(ReplicaBackend {
                         shared: self.shared.clone(),
                         rt: self.pool.runtime().clone(),
-                        read_ahead: ReadAhead::new(self.pool.config().read_ahead_pages),
+                        read_ahead: ReadAhead::for_cache(
+                            self.pool.config().read_ahead_pages,
+                            self.pool.config().host_cache_pages,
+                        ),
+                        window: None,
                     })
                 })
                 .map_err(|e| match e {

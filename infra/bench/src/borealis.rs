@@ -141,6 +141,17 @@ impl Api {
         .await
     }
 
+    /// One request body as given (`{"sql": ..., "timeout_ms": ..., "replica": ...}`).
+    pub async fn request(&self, t: &Tenant, body: &Value) -> anyhow::Result<Value> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/tenants/{}/sql", t.name),
+            &t.token,
+            Some(body),
+        )
+        .await
+    }
+
     /// Statements `[(sql, params)]` as one transaction.
     pub async fn batch(&self, t: &Tenant, statements: Vec<Value>) -> anyhow::Result<Value> {
         self.call(

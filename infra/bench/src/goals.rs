@@ -407,17 +407,25 @@ fn scan(res: &Results) -> Goal {
         what,
         goal,
         measured: format!(
-            "{ratio:.0}× ({} vs {} over {} MB; the issue asks 1 GB)",
+            "{ratio:.1}× ({} vs {} over {} MB{})",
             dur(b),
             dur(n),
-            s.mb
+            s.mb,
+            if s.mb < 1000 {
+                "; the issue asks 1 GB"
+            } else {
+                ""
+            }
         ),
-        met: Some(ratio <= 10.0),
-        gap: format!("{:.1}× over", ratio / 10.0),
-        why: "read-ahead asks up to 64 pages per pipelined round trip, but each page is still \
-              its own GetPage answer, decoded, CRC-checked and copied into the guest one at a \
-              time; batched GetPage (many pages per answer) and readahead on replicas are not \
-              built"
+        met: Some(ratio <= 10.0 && s.mb >= 1000),
+        gap: if ratio <= 10.0 {
+            "measured below the issue's 1 GB".into()
+        } else {
+            format!("{:.1}× over", ratio / 10.0)
+        },
+        why: "read-ahead fetches runs of up to 64 pages in one GetPages answer (RFC 0016); \
+              fetching and SQLite still take turns (the asynchronous windows of RFC 0016 §2 are \
+              not built), and native SQLite reads a warm OS page cache in-process"
             .into(),
     }
 }

@@ -138,7 +138,8 @@ struct Cli {
     /// with --quick).
     #[arg(long, value_delimiter = ',')]
     restore_mb: Vec<u64>,
-    /// Size of the table the full-scan measurement reads, in MB (default 256; 16 with --quick).
+    /// Size of the table the full-scan measurement reads, in MB (default 1024, issue #21's size;
+    /// 16 with --quick).
     #[arg(long)]
     scan_mb: Option<u64>,
 }
@@ -688,7 +689,7 @@ async fn borealis_parts_run(
         }
     }
     if cli.wants("scan") {
-        let mb = cli.scan_mb.unwrap_or(if cli.quick { 16 } else { 256 });
+        let mb = cli.scan_mb.unwrap_or(if cli.quick { 16 } else { 1024 });
         println!("== Borealis: full scan of a {mb} MB table (and native SQLite)");
         let f = scan::measure(&cluster.api, &cluster.admin_token, work, mb, checks).await?;
         println!(

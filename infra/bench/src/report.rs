@@ -456,31 +456,48 @@ pub fn render(res: &Results, goals: &str) -> String {
                 v.sort_unstable();
                 v.get(v.len() / 2).copied()
             };
-            let ok: Vec<Duration> = f
-                .borealis
-                .iter()
-                .filter_map(|r| r.as_ref().ok().copied())
-                .collect();
-            let failed: Vec<&String> = f.borealis.iter().filter_map(|r| r.as_ref().err()).collect();
-            let b = median(ok.clone());
             let n = median(f.sqlite.clone());
             let mbps = |d: Duration| f.mb as f64 / d.as_secs_f64().max(1e-9);
-            let rows = vec![
+            let row = |name: &str, scans: &[Result<Duration, String>]| {
+                let ok: Vec<Duration> = scans
+                    .iter()
+                    .filter_map(|r| r.as_ref().ok().copied())
+                    .collect();
+                let failed: Vec<&String> = scans.iter().filter_map(|r| r.as_ref().err()).collect();
+                let b = median(ok.clone());
+                let notes = if failed.is_empty() {
+                    format!("{} of {} scans done", ok.len(), scans.len())
+                } else {
+                    format!(
+                        "{} of {} scans failed: {}",
+                        failed.len(),
+                        scans.len(),
+                        failed[0]
+                    )
+                };
+                let notes = match (b, n) {
+                    (Some(b), Some(n)) => format!(
+                        "{notes}; {} native SQLite's time",
+                        ratio(b.as_secs_f64(), n.as_secs_f64())
+                    ),
+                    _ => notes,
+                };
                 vec![
-                    "Borealis (writer, read-ahead)".to_string(),
+                    name.to_string(),
                     b.map_or("–".into(), dur),
                     b.map_or("–".into(), |d| format!("{:.0}", mbps(d))),
-                    if failed.is_empty() {
-                        format!("{} of {} scans done", ok.len(), f.borealis.len())
-                    } else {
-                        format!(
-                            "{} of {} scans failed: {}",
-                            failed.len(),
-                            f.borealis.len(),
-                            failed[0]
-                        )
-                    },
-                ],
+                    notes,
+                ]
+            };
+            let b = median(
+                f.borealis
+                    .iter()
+                    .filter_map(|r| r.as_ref().ok().copied())
+                    .collect(),
+            );
+            let rows = vec![
+                row("Borealis (writer, read-ahead)", &f.borealis),
+                row("Borealis (replica, read-ahead)", &f.replica),
                 vec![
                     "native SQLite (local file, OS cache warm)".to_string(),
                     n.map_or("–".into(), dur),

@@ -4,7 +4,8 @@
 //! transactions of 10 MB sent as `INSERT ... SELECT` over a recursive CTE, so the load costs the
 //! cluster, not the harness (and is issue #21's "bulk load, 10 MB transactions" figure). The table is many times the gateway's host page cache (16 MiB by
 //! default) and SQLite's own (8 MiB), so every scan reads nearly every page from the pageserver:
-//! this is what the writer's sequential read-ahead (pipelined GetPages) is for. The same rows in
+//! this is what sequential read-ahead (runs of pages in one `GetPages`) is for, in the writer's
+//! compute and in a reader's (`"replica": true`, scanned too). The same rows in
 //! a native SQLite file on local disk (warm in the OS page cache) are the baseline, in the same
 //! run. Each scan is timed three times; the answer is checked (row count and byte sum).
 
@@ -23,13 +24,18 @@ const LOAD_BATCH_ROWS: u64 = 2_500;
 pub const LOAD_TRANSACTION_BYTES: u64 = LOAD_BATCH_ROWS * ROW_BYTES;
 /// Scans per system.
 const SCANS: usize = 3;
+/// Each Borealis scan's own time limit (`"timeout_ms"`): a slow scan is a figure, not the
+/// gateway's 5 s statement timeout.
+const SCAN_TIMEOUT_MS: u64 = 120_000;
 
 pub struct ScanFigures {
     pub mb: u64,
     pub rows: u64,
     pub load: Duration,
-    /// Each Borealis scan: its time, or the error that stopped it (a statement timeout, say).
+    /// Each Borealis scan through the writer: its time, or the error that stopped it.
     pub borealis: Vec<Result<Duration, String>>,
+    /// The same through a reader compute (`"replica": true`).
+    pub replica: Vec<Result<Duration, String>>,
     pub sqlite: Vec<Duration>,
 }
 
@@ -50,21 +56,27 @@ pub async fn measure(
     let load = load_big_table(api, &tenant, rows).await?;
     let expected = (rows as i64, (rows * ROW_BYTES) as i64);
     let mut borealis = Vec::new();
-    for _ in 0..SCANS {
-        let t0 = Instant::now();
-        let outcome = match api.sql(&tenant, scan_sql(), json!([])).await {
-            Ok(v) => match count_and_bytes(&v) {
-                Some(got) if got == expected => Ok(t0.elapsed()),
-                other => Err(format!("wrong answer {other:?}, expected {expected:?}")),
-            },
-            Err(e) => Err(format!("{e:#}")),
-        };
-        match &outcome {
-            Ok(_) => checks.pass(),
-            Err(e) if e.contains("wrong answer") => checks.fail(format!("Borealis scan: {e}")),
-            Err(_) => {}
+    let mut replica = Vec::new();
+    for (on_replica, out) in [(false, &mut borealis), (true, &mut replica)] {
+        let body = json!({"sql": scan_sql(), "timeout_ms": SCAN_TIMEOUT_MS, "replica": on_replica});
+        for _ in 0..SCANS {
+            let t0 = Instant::now();
+            let outcome = match api.request(&tenant, &body).await {
+                Ok(v) => match count_and_bytes(&v) {
+                    Some(got) if got == expected => Ok(t0.elapsed()),
+                    other => Err(format!("wrong answer {other:?}, expected {expected:?}")),
+                },
+                Err(e) => Err(format!("{e:#}")),
+            };
+            match &outcome {
+                Ok(_) => checks.pass(),
+                Err(e) if e.contains("wrong answer") => {
+                    checks.fail(format!("Borealis scan (replica: {on_replica}): {e}"))
+                }
+                Err(_) => {}
+            }
+            out.push(outcome);
         }
-        borealis.push(outcome);
     }
     let sqlite = sqlite_scans(work, rows, expected, checks)?;
     Ok(ScanFigures {
@@ -72,6 +84,7 @@ pub async fn measure(
         rows,
         load,
         borealis,
+        replica,
         sqlite,
     })
 }
