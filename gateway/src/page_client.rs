@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
 
 const PAGESERVER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Bound on one GetPage round trip, including the pageserver's wait for the log.
@@ -24,6 +25,13 @@ const GETPAGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A page image, shared between caches.
 pub type Page = Arc<Vec<u8>>;
+
+/// One page of a multi-page read: its image, `None` (never written at the asked LSN), or why
+/// that page alone could not be read.
+pub type PageResult = Result<Option<Page>, BackendError>;
+
+/// Where the answer of a fetch started by [`PageClient::spawn_get_pages`] arrives.
+pub type PagesAnswer = oneshot::Receiver<Result<Vec<PageResult>, BackendError>>;
 
 /// The pageserver (an index into `n`) that serves `segment` of `tenant`.
 pub fn pageserver_of(tenant: TenantId, segment: SegmentId, n: usize) -> usize {
@@ -72,7 +80,9 @@ impl PageClient {
     /// Several pages as of `lsn`, in the order asked, in one round trip per pageserver involved
     /// (a run of pages within one segment involves one): one `GetPages` per ascending run of
     /// one segment, pipelined on its connection (one page alone is a `GetPage`). At most
-    /// [`PAGES_PER_CALL_MAX`]. Any page that fails fails the call.
+    /// [`PAGES_PER_CALL_MAX`]. What concerns the whole request (the pageserver unreachable, an
+    /// answer that breaks its shape) fails the call; a page that failed alone is its entry, so
+    /// a caller reading ahead drops it and keeps the page it was asked for.
     pub fn get_pages(
         &mut self,
         rt: &Handle,
@@ -80,7 +90,7 @@ impl PageClient {
         pages: &[PageNo],
         lsn: Lsn,
         epoch: u64,
-    ) -> Result<Vec<Option<Page>>, BackendError> {
+    ) -> Result<Vec<PageResult>, BackendError> {
         let n = self.addrs.len();
         let server = |p: &PageNo| pageserver_of(tenant, self.layout.segment_of(*p), n);
         let first = pages.first().map(server);
@@ -95,7 +105,7 @@ impl PageClient {
         for (i, p) in pages.iter().enumerate() {
             by_server.entry(server(p)).or_default().push(i);
         }
-        let mut out: Vec<Option<Page>> = vec![None; pages.len()];
+        let mut out: Vec<PageResult> = pages.iter().map(|_| Ok(None)).collect();
         for (srv, idx) in by_server {
             let asked: Vec<PageNo> = idx.iter().map(|&i| pages[i]).collect();
             let got = self.get_pages_from(srv, rt, tenant, &asked, lsn, epoch)?;
@@ -114,7 +124,7 @@ impl PageClient {
         pages: &[PageNo],
         lsn: Lsn,
         epoch: u64,
-    ) -> Result<Vec<Option<Page>>, BackendError> {
+    ) -> Result<Vec<PageResult>, BackendError> {
         assert!(
             pages.len() <= PAGES_PER_CALL_MAX,
             "at most {PAGES_PER_CALL_MAX} pages per call"
@@ -150,8 +160,9 @@ impl PageClient {
 
     /// Starts fetching `pages` (ascending, one segment, at most [`PAGES_PER_CALL_MAX`]) as of
     /// `lsn` in the background, on the connection a read of that segment already opened; the
-    /// answer comes on the returned channel. `None` when there is no open connection to use
-    /// (the caller reads synchronously instead, which opens one).
+    /// answer comes on the returned channel, and the handle stops the fetch when its answer is
+    /// no longer wanted. `None` when there is no open connection to use (the caller reads
+    /// synchronously instead, which opens one).
     pub fn spawn_get_pages(
         &self,
         rt: &Handle,
@@ -159,7 +170,7 @@ impl PageClient {
         pages: Vec<PageNo>,
         lsn: Lsn,
         epoch: u64,
-    ) -> Option<oneshot::Receiver<Result<Vec<Option<Page>>, BackendError>>> {
+    ) -> Option<(PagesAnswer, AbortHandle)> {
         let first = *pages.first()?;
         let segment = self.layout.segment_of(first);
         assert!(
@@ -172,11 +183,11 @@ impl PageClient {
         let client = self.clients[server].clone().filter(|c| !c.is_closed())?;
         let (layout, metrics) = (self.layout, self.metrics.clone());
         let (tx, rx) = oneshot::channel();
-        rt.spawn(async move {
+        let task = rt.spawn(async move {
             let got = fetch(&client, layout, &metrics, tenant, &pages, lsn, epoch).await;
             let _ = tx.send(got);
         });
-        Some(rx)
+        Some((rx, task.abort_handle()))
     }
 }
 
@@ -190,7 +201,7 @@ async fn fetch(
     pages: &[PageNo],
     lsn: Lsn,
     epoch: u64,
-) -> Result<Vec<Option<Page>>, BackendError> {
+) -> Result<Vec<PageResult>, BackendError> {
     metrics
         .pages_requested
         .fetch_add(pages.len() as u64, Ordering::Relaxed);
@@ -199,7 +210,7 @@ async fn fetch(
         let answer = call_get_page(client, tenant, *page, lsn, epoch)
             .await
             .map_err(|e| BackendError::new(e.kind(), format!("GetPage {page}@{lsn}: {e}")))?;
-        return Ok(vec![checked_page(*page, answer)?]);
+        return Ok(vec![checked_page(*page, answer)]);
     }
     let batches = batches(pages, |p| layout.segment_of(p));
     metrics
@@ -329,18 +340,15 @@ fn batches(
     out
 }
 
-/// The pages of a `GetPages` answer, checked: one entry per page asked, each image exactly
-/// [`PAGE_SIZE_BYTES`]. A page that failed fails the call, as its own `GetPage` would.
-fn checked_pages(asked: &[PageNo], answer: Body) -> Result<Vec<Option<Page>>, BackendError> {
-    let answers = match answer {
-        Body::Pages { pages } => pages,
-        Body::Error { kind, message } => return Err(BackendError::new(kind, message)),
-        other => {
-            return Err(BackendError::new(
-                ErrorKind::Internal,
-                format!("unexpected answer to GetPages: {}", other.name()),
-            ))
-        }
+/// The pages of a `GetPages` answer, checked: one entry per page asked, or the whole answer is
+/// refused; each image exactly [`PAGE_SIZE_BYTES`], or that entry is corrupt; a page the
+/// pageserver could not read is that entry's error.
+fn checked_pages(asked: &[PageNo], answer: Body) -> Result<Vec<PageResult>, BackendError> {
+    let Body::Pages { pages: answers } = answer else {
+        return Err(BackendError::new(
+            ErrorKind::Internal,
+            format!("unexpected answer to GetPages: {}", answer.name()),
+        ));
     };
     if answers.len() != asked.len() {
         return Err(BackendError::new(
@@ -352,7 +360,7 @@ fn checked_pages(asked: &[PageNo], answer: Body) -> Result<Vec<Option<Page>>, Ba
             ),
         ));
     }
-    asked
+    Ok(asked
         .iter()
         .zip(answers)
         .map(|(page, answer)| match answer {
@@ -367,7 +375,7 @@ fn checked_pages(asked: &[PageNo], answer: Body) -> Result<Vec<Option<Page>>, Ba
                 format!("GetPages, page {page}: {message}"),
             )),
         })
-        .collect()
+        .collect())
 }
 
 /// Pages one [`PageClient::get_pages`] asks for at most.
@@ -421,10 +429,16 @@ mod tests {
             ],
         };
         let got = checked_pages(&asked, good).unwrap();
-        assert_eq!(got[0].as_deref(), Some(&vec![1; PAGE_SIZE_BYTES]));
-        assert_eq!(got[1], None);
-        assert_eq!(got[2].as_deref(), Some(&vec![2; PAGE_SIZE_BYTES]));
-        // One entry too few, an image of the wrong size: corrupt, never a page.
+        assert_eq!(
+            got[0].as_ref().unwrap().as_deref(),
+            Some(&vec![1; PAGE_SIZE_BYTES])
+        );
+        assert_eq!(got[1].as_ref().unwrap(), &None);
+        assert_eq!(
+            got[2].as_ref().unwrap().as_deref(),
+            Some(&vec![2; PAGE_SIZE_BYTES])
+        );
+        // One entry too few: the whole answer is corrupt.
         let short = Body::Pages {
             pages: vec![PageAnswer::NeverWritten, PageAnswer::NeverWritten],
         };
@@ -432,35 +446,35 @@ mod tests {
             checked_pages(&asked, short).unwrap_err().kind,
             ErrorKind::Corrupt
         );
-        let torn = Body::Pages {
+        // An image of the wrong size, a page that failed: those entries only.
+        let mixed = Body::Pages {
             pages: vec![
                 PageAnswer::NeverWritten,
                 PageAnswer::Image(vec![0; 100]),
-                PageAnswer::NeverWritten,
-            ],
-        };
-        let err = checked_pages(&asked, torn).unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Corrupt);
-        assert!(err.message.contains("page 8"), "{}", err.message);
-        // A page that failed fails the call with its own kind.
-        let failed = Body::Pages {
-            pages: vec![
-                PageAnswer::NeverWritten,
-                PageAnswer::NeverWritten,
                 PageAnswer::Failed {
                     kind: ErrorKind::Unavailable,
                     message: "object store down".into(),
                 },
             ],
         };
-        let err = checked_pages(&asked, failed).unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Unavailable);
-        assert!(err.message.contains("object store down"), "{}", err.message);
-        // A refusal of the whole request keeps its kind.
-        let refused = Body::error(ErrorKind::Invalid, "no");
+        let got = checked_pages(&asked, mixed).unwrap();
+        assert!(matches!(got[0], Ok(None)));
+        let torn = got[1].as_ref().unwrap_err();
+        assert_eq!(torn.kind, ErrorKind::Corrupt);
+        assert!(torn.message.contains("page 8"), "{}", torn.message);
+        let failed = got[2].as_ref().unwrap_err();
+        assert_eq!(failed.kind, ErrorKind::Unavailable);
+        assert!(
+            failed.message.contains("object store down"),
+            "{}",
+            failed.message
+        );
+        // Not a `Pages` answer at all.
         assert_eq!(
-            checked_pages(&asked, refused).unwrap_err().kind,
-            ErrorKind::Invalid
+            checked_pages(&asked, Body::Page { image: None })
+                .unwrap_err()
+                .kind,
+            ErrorKind::Internal
         );
     }
 }

@@ -1,14 +1,15 @@
 //! Sequential read-ahead for a compute's page misses, writer and reader alike: which pages to
-//! fetch with the one the guest asked for (RFC 0016). Page numbers in, page numbers out; the
-//! backends (`crate::volume`, `crate::compute_pool::reader`) fetch them in one `GetPages` and
-//! keep the ones their caches do not already hold.
+//! fetch with the one the guest asked for (RFC 0016): [`ReadAhead`] decides (page numbers in,
+//! page numbers out), and [`Window`] holds a run fetched in the background until the scan
+//! reaches it. The backends (`crate::volume`, `crate::compute_pool::reader`) fetch the pages in
+//! one `GetPages` and keep the ones their caches do not already hold.
 
-use crate::page_client::{Page, PAGES_PER_CALL_MAX};
+use crate::page_client::{Page, PagesAnswer, PAGES_PER_CALL_MAX};
 use borealis_core::{ErrorKind, Lsn, PageNo, SegmentLayout};
 use compute_host::BackendError;
 use std::collections::BTreeSet;
 use tokio::runtime::Handle;
-use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
 
 /// How many pages past the end of a run a miss may be and still continue it (pages between
 /// that SQLite already holds in its own cache are skipped without a miss).
@@ -59,7 +60,7 @@ impl ReadAhead {
         ReadAhead {
             runs: [None, None],
             max: max.clamp(1, PAGES_PER_CALL_MAX),
-            windows: true,
+            windows: max > 1,
         }
     }
 
@@ -145,20 +146,24 @@ impl ReadAhead {
 /// The next run of a scan, fetched in the background while SQLite consumes the current one
 /// (RFC 0016 §2): asked at `lsn`, landed into the compute's cache at the first miss on one of
 /// its pages. A writer voids the pages it commits meanwhile (and those pending above `lsn` when
-/// it asked): what the window brings for them is older than what the writer has.
+/// it asked): what the window brings for them is older than what the writer has. Dropping a
+/// window stops its fetch.
 pub struct Window {
     pages: Vec<PageNo>,
     lsn: Lsn,
     voided: BTreeSet<PageNo>,
-    answer: oneshot::Receiver<Result<Vec<Option<Page>>, BackendError>>,
+    answer: Option<PagesAnswer>,
+    fetch: Option<AbortHandle>,
 }
 
 impl Window {
-    /// `pages` (ascending) asked at `lsn`, their answer to come on `answer`.
+    /// `pages` (ascending) asked at `lsn`, their answer to come on `answer`; `fetch` stops the
+    /// task that fetches them.
     pub fn new(
         pages: Vec<PageNo>,
         lsn: Lsn,
-        answer: oneshot::Receiver<Result<Vec<Option<Page>>, BackendError>>,
+        answer: PagesAnswer,
+        fetch: Option<AbortHandle>,
     ) -> Window {
         assert!(
             pages.windows(2).all(|w| w[0] < w[1]),
@@ -168,7 +173,8 @@ impl Window {
             pages,
             lsn,
             voided: BTreeSet::new(),
-            answer,
+            answer: Some(answer),
+            fetch,
         }
     }
 
@@ -205,24 +211,38 @@ impl Window {
     }
 
     /// Waits for the answer (the fetch is bounded by its own timeout) and gives the pages that
-    /// were not voided.
-    pub fn land(self, rt: &Handle) -> Result<Vec<(PageNo, Option<Page>)>, BackendError> {
-        let got = rt.block_on(self.answer).map_err(|_| {
+    /// were read and not voided; a page the pageserver failed to read is left out (the scan
+    /// reads it synchronously if SQLite asks for it).
+    pub fn land(mut self, rt: &Handle) -> Result<Vec<(PageNo, Option<Page>)>, BackendError> {
+        let answer = self.answer.take().ok_or_else(|| {
+            BackendError::new(ErrorKind::Internal, "a read-ahead window landed twice")
+        })?;
+        let got = rt.block_on(answer).map_err(|_| {
             BackendError::new(ErrorKind::Internal, "the read-ahead task ended unanswered")
         })??;
-        let voided = self.voided;
-        Ok(self
-            .pages
+        let pages = std::mem::take(&mut self.pages);
+        Ok(pages
             .into_iter()
             .zip(got)
-            .filter(|(p, _)| !voided.contains(p))
+            .filter(|(p, _)| !self.voided.contains(p))
+            .filter_map(|(p, image)| Some((p, image.ok()?)))
             .collect())
+    }
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        if let Some(fetch) = &self.fetch {
+            fetch.abort();
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::page_client::PageResult;
+    use tokio::sync::oneshot;
 
     #[test]
     fn read_ahead_doubles_on_a_sequential_scan_and_resets_on_a_jump() {
@@ -322,27 +342,40 @@ mod tests {
             .unwrap();
         let page = |n: u8| Some(std::sync::Arc::new(vec![n; 4]));
         let (tx, rx) = oneshot::channel();
-        let mut w = Window::new(vec![PageNo(4), PageNo(5), PageNo(6)], Lsn(9), rx);
-        assert!(w.covers(PageNo(5)) && !w.covers(PageNo(7)) && !w.covers(PageNo(3)));
-        assert_eq!((w.end(), w.len(), w.lsn()), (Some(PageNo(7)), 3, Lsn(9)));
+        let pages: Vec<PageNo> = (4..8).map(PageNo).collect();
+        let mut w = Window::new(pages, Lsn(9), rx, None);
+        assert!(w.covers(PageNo(5)) && !w.covers(PageNo(8)) && !w.covers(PageNo(3)));
+        assert_eq!((w.end(), w.len(), w.lsn()), (Some(PageNo(8)), 4, Lsn(9)));
         w.void(PageNo(5));
         w.void(PageNo(70));
-        tx.send(Ok(vec![page(4), None, page(6)])).unwrap();
+        let failed = BackendError::new(ErrorKind::Corrupt, "bad record");
+        tx.send(Ok(vec![Ok(page(4)), Ok(None), Ok(page(6)), Err(failed)]))
+            .unwrap();
         let landed = w.land(rt.handle()).unwrap();
-        assert_eq!(landed, vec![(PageNo(4), page(4)), (PageNo(6), page(6))]);
+        assert_eq!(
+            landed,
+            vec![(PageNo(4), page(4)), (PageNo(6), page(6))],
+            "page 5 voided, page 7 failed"
+        );
         // A failed fetch, or a task gone, is an error for the caller to read synchronously.
         let (tx, rx) = oneshot::channel();
-        let w = Window::new(vec![PageNo(1)], Lsn(1), rx);
+        let w = Window::new(vec![PageNo(1)], Lsn(1), rx, None);
         tx.send(Err(BackendError::new(ErrorKind::Unavailable, "down")))
             .unwrap();
         assert_eq!(
             w.land(rt.handle()).unwrap_err().kind,
             ErrorKind::Unavailable
         );
-        let (tx, rx) = oneshot::channel::<Result<Vec<Option<Page>>, BackendError>>();
+        let (tx, rx) = oneshot::channel::<Result<Vec<PageResult>, BackendError>>();
         drop(tx);
-        let w = Window::new(vec![PageNo(1)], Lsn(1), rx);
+        let w = Window::new(vec![PageNo(1)], Lsn(1), rx, None);
         assert_eq!(w.land(rt.handle()).unwrap_err().kind, ErrorKind::Internal);
+        // Dropping a window stops its fetch.
+        let (_tx, rx) = oneshot::channel();
+        let task = rt.spawn(std::future::pending::<()>());
+        let w = Window::new(vec![PageNo(1)], Lsn(1), rx, Some(task.abort_handle()));
+        drop(w);
+        assert!(rt.block_on(task).unwrap_err().is_cancelled());
     }
 
     #[test]

@@ -21,11 +21,11 @@
 //! writer (and so these pages) with it.
 
 pub use crate::page_client::Page;
-use crate::page_client::PageClient;
+use crate::page_client::{PageClient, PageResult};
 use crate::readahead::{ReadAhead, Window};
 use crate::volume_writer::{LogError, VolumeWriter};
 use borealis_core::redo::RedoBody;
-use borealis_core::{ErrorKind, Lsn, PageNo, TenantId, PAGE_SIZE_BYTES};
+use borealis_core::{ErrorKind, Lsn, PageNo, SegmentId, TenantId, PAGE_SIZE_BYTES};
 use borealis_utils::LockExt;
 use compute_abi::{Mtr, PageChangeBody};
 use compute_host::{Backend, BackendError};
@@ -141,17 +141,21 @@ impl Volume {
         // between the miss above and the insert below. Pages read ahead are kept only where the
         // cache has nothing: a page in `pending` changed above the VDL (its pageserver version
         // is old), and one in `clean` is already the newest.
+        // A page read ahead that failed alone is dropped (read again if SQLite asks for it);
+        // the page asked for answers with its own result.
         let wanted = self.read_ahead.run(page, self.writer.layout());
         let fetched = self.fetch(&wanted, vdl)?;
         let mut pages = self.pages.locked();
-        let mut asked = None;
+        let mut asked = Ok(None);
         for (p, img) in wanted.iter().copied().zip(fetched) {
             if p == page {
-                asked = Some(img.clone());
+                asked = img.clone();
             } else if pages.pending.contains_key(&p) || pages.clean.contains(&p) {
                 continue;
             }
-            pages.clean.put(p, img);
+            if let Ok(img) = img {
+                pages.clean.put(p, img);
+            }
         }
         drop(pages);
         // A scan at full speed: fetch its next run while SQLite reads this one.
@@ -159,10 +163,11 @@ impl Volume {
         if wanted.len() == self.read_ahead.max() && self.read_ahead.windows() {
             if let Some(next) = page.0.checked_add(wanted.len() as u32).map(PageNo) {
                 self.window.take_if(|w| !w.covers(next));
-                self.issue_window(next, wanted.len(), vdl);
+                let segment = self.writer.layout().segment_of(page);
+                self.issue_window(next, wanted.len(), vdl, segment);
             }
         }
-        Ok(asked.flatten())
+        asked
     }
 
     /// If the window in flight holds `page`: waits for it, puts its pages in the clean cache
@@ -174,6 +179,7 @@ impl Volume {
         }
         let w = self.window.take()?;
         let (end, len) = (w.end(), w.len());
+        let segment = self.writer.layout().segment_of(page);
         let landed = match w.land(&self.rt) {
             Ok(landed) => landed,
             Err(e) => {
@@ -202,30 +208,33 @@ impl Volume {
             // At full length again after a window cut at a segment's end.
             let max = self.read_ahead.max();
             self.read_ahead.resume(end, len);
-            self.issue_window(end, max, vdl);
+            self.issue_window(end, max, vdl, segment);
         }
         hit
     }
 
-    /// Starts fetching `len` pages from `start` (within its segment) at `vdl` in the
-    /// background, unless a window is already in flight.
-    fn issue_window(&mut self, start: PageNo, len: usize, vdl: Lsn) {
-        if self.window.is_some() {
+    /// Starts fetching `len` pages from `start` at `vdl` in the background, unless a window is
+    /// already in flight or `start` is past the end of `segment`, the scan's segment: the next
+    /// segment may not exist (a window would make its pageserver attach and follow a segment
+    /// nobody wrote), and the scan's first read there, synchronous, tells that it does.
+    fn issue_window(&mut self, start: PageNo, len: usize, vdl: Lsn, segment: SegmentId) {
+        let layout = self.writer.layout();
+        if self.window.is_some() || layout.segment_of(start) != segment {
             return;
         }
-        let pages = ReadAhead::window(start, len, self.writer.layout());
+        let pages = ReadAhead::window(start, len, layout);
         if pages.is_empty() {
             return;
         }
         let epoch = self.writer.epoch();
-        let Some(answer) =
+        let Some((answer, fetch)) =
             self.pageserver
                 .spawn_get_pages(&self.rt, self.tenant, pages.clone(), vdl, epoch)
         else {
             return;
         };
         let range = pages[0]..=pages[pages.len() - 1];
-        let mut w = Window::new(pages, vdl, answer);
+        let mut w = Window::new(pages, vdl, answer, Some(fetch));
         // Pages changed above `vdl` are pending: the window's versions of them are older.
         let held = self.pages.locked();
         for p in held.pending.range(range).map(|(p, _)| *p) {
@@ -235,7 +244,7 @@ impl Volume {
         self.window = Some(w);
     }
 
-    fn fetch(&mut self, pages: &[PageNo], lsn: Lsn) -> Result<Vec<Option<Page>>, BackendError> {
+    fn fetch(&mut self, pages: &[PageNo], lsn: Lsn) -> Result<Vec<PageResult>, BackendError> {
         let epoch = self.writer.epoch();
         self.pageserver
             .get_pages(&self.rt, self.tenant, pages, lsn, epoch)

@@ -29,6 +29,9 @@ const PAGE_FETCHES_PER_READ_MAX: u32 = 3;
 
 /// Pages of one `GetPages` read from object storage (or the retention window) at once.
 const SLOW_READS_PER_BATCH_MAX: usize = 32;
+/// `GetPages` reading the page file at once, pageserver-wide (each one blocking task of up to
+/// 256 reads): scans share the disk and two cores without crowding out point reads.
+pub const BATCH_READS_MAX: usize = 4;
 
 #[derive(Debug, Error)]
 pub enum GetPageError {
@@ -285,7 +288,11 @@ pub async fn get_pages(
     }
     let (tenant, segment) = attach(tenants, tenant_id, segment_id)?;
     tenant.vouch(lsn, epoch);
-    wait_caught_up(shared, &segment, lsn).await?;
+    if let Err(e) = wait_caught_up(shared, &segment, lsn).await {
+        // Counted where GetPage's timeouts are, so that alerts on them see scans too.
+        shared.metrics.getpage_failed(e.result());
+        return Err(e.into());
+    }
 
     let mut answers: Vec<Option<PageRead>> = pages.iter().map(|_| None).collect();
     let mut on_disk = Vec::new();
@@ -300,6 +307,11 @@ pub async fn get_pages(
         }
     }
     if !on_disk.is_empty() {
+        let _permit = shared
+            .batch_reads
+            .acquire()
+            .await
+            .map_err(|_| GetPageError::Internal("the pageserver is stopping".into()))?;
         let file = tenant.pages.clone();
         let read = tokio::task::spawn_blocking(move || {
             on_disk

@@ -160,6 +160,11 @@ impl Metrics {
         self.getpage_seconds.observe(elapsed);
     }
 
+    /// A `GetPages` refused whole, counted by how it ended as a GetPage would be.
+    pub fn getpage_failed(&self, result: GetPageResult) {
+        self.getpage_counter(result).inc();
+    }
+
     pub fn getpages_done(&self, pages: usize, elapsed: Duration) {
         self.getpages.inc();
         self.getpages_pages.add(pages as u64);
@@ -180,7 +185,7 @@ impl Metrics {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "# HELP pageserver_getpage_total GetPage requests answered, by result.\n\
+            "# HELP pageserver_getpage_total GetPage requests answered, by result (and GetPages refused whole).\n\
              # TYPE pageserver_getpage_total counter"
         );
         for (label, result) in [

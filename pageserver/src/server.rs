@@ -102,6 +102,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics: Metrics::default(),
         remote: Remote::new(store, config.id.clone()),
         hydrations: tokio::sync::Semaphore::new(crate::restore::HYDRATIONS_MAX),
+        batch_reads: tokio::sync::Semaphore::new(crate::get_page::BATCH_READS_MAX),
         history_bytes: Default::default(),
         config,
     });

@@ -41,6 +41,9 @@ pub struct Shared {
     pub remote: Remote,
     /// Background hydrations running at once (`crate::restore::spawn_hydration`).
     pub hydrations: tokio::sync::Semaphore,
+    /// `GetPages` page-file reads running at once ([`crate::get_page::BATCH_READS_MAX`]): a
+    /// point `GetPage` takes none, so it never waits behind a queue of scans for the disk.
+    pub batch_reads: tokio::sync::Semaphore,
     /// Bytes of records in every segment's history buffer (`crate::history::RecordBuffer`).
     pub history_bytes: Arc<std::sync::atomic::AtomicU64>,
 }

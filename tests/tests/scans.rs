@@ -120,8 +120,9 @@ async fn writer_and_replica_scans_read_their_pages_in_batches() {
     .await;
     assert!(landed >= 100.0, "only {landed} read-ahead windows landed");
 
-    // Change every third row, then scan again through both: the new pads, never a version a
-    // window fetched before the change (a commit voids the pages of a window in flight).
+    // Change every third row, then scan again through both: the new pads. (This does not reach
+    // the case a window's voids are for, a page committed, made durable and evicted from the
+    // host cache while a window holding it is in flight: RFC 0016 §6 (b) argues it.)
     c.sql(
         "scan",
         &token,

@@ -58,7 +58,7 @@ use crate::readahead::{ReadAhead, Window};
 use crate::replica_cache::{Advanced, ReplicaCache};
 use crate::volume_writer::{RedoTap, VolumeWriter};
 use borealis_core::quorum::PG_MEMBERS;
-use borealis_core::{ErrorKind, Lsn, PageNo, TenantId};
+use borealis_core::{ErrorKind, Lsn, PageNo, SegmentId, TenantId};
 use borealis_utils::LockExt;
 use compute_abi::{ExecErrorKind, ExecRequest, ExecResponse, Statement};
 use compute_host::{Backend, BackendError, Compute, ComputeError, Mtr};
@@ -151,7 +151,8 @@ impl Backend for ReplicaBackend {
                         // At full length again after a window cut at a segment's end.
                         self.read_ahead.resume(end, len);
                         let max = self.read_ahead.max();
-                        self.window = issue_window(&s, &self.rt, end, max);
+                        let segment = s.pageserver.layout().segment_of(page);
+                        self.window = issue_window(&s, &self.rt, end, max, segment);
                     }
                     if let Some(img) = s.cache.get(page) {
                         return Ok(img.map(|p| p.as_ref().clone()));
@@ -171,14 +172,18 @@ impl Backend for ReplicaBackend {
         let fetched = s
             .pageserver
             .get_pages(&self.rt, tenant, &wanted, lsn, epoch)?;
-        let mut asked = None;
+        // A page read ahead that failed alone is dropped (read again if SQLite asks for it);
+        // the page asked for answers with its own result.
+        let mut asked = Ok(None);
         for (p, img) in wanted.iter().copied().zip(fetched) {
             if p == page {
-                asked = Some(img.clone());
+                asked = img.clone();
             } else if s.cache.contains(p) {
                 continue;
             }
-            s.cache.insert(p, img);
+            if let Ok(img) = img {
+                s.cache.insert(p, img);
+            }
         }
         // A scan at full speed: fetch its next run while SQLite reads this one. (A window in
         // flight elsewhere belongs to a scan given up: this one replaces it.)
@@ -187,11 +192,12 @@ impl Backend for ReplicaBackend {
             if let Some(next) = page.0.checked_add(max as u32).map(PageNo) {
                 self.window.take_if(|w| !w.covers(next));
                 if self.window.is_none() {
-                    self.window = issue_window(&s, &self.rt, next, max);
+                    let segment = s.pageserver.layout().segment_of(page);
+                    self.window = issue_window(&s, &self.rt, next, max, segment);
                 }
             }
         }
-        Ok(asked.flatten().map(|p| p.as_ref().clone()))
+        Ok(asked?.map(|p| p.as_ref().clone()))
     }
 
     fn commit(&mut self, _mtr: Mtr) -> Result<(), BackendError> {
@@ -201,18 +207,29 @@ impl Backend for ReplicaBackend {
     }
 }
 
-/// Starts fetching `len` pages from `start` (within its segment) at the cache's read point in
-/// the background: the window a scan lands at its next miss there.
-fn issue_window(s: &Shared, rt: &Handle, start: PageNo, len: usize) -> Option<Window> {
-    let pages = ReadAhead::window(start, len, s.pageserver.layout());
+/// Starts fetching `len` pages from `start` at the cache's read point in the background: the
+/// window a scan lands at its next miss there. Not past the end of `segment`, the scan's (the
+/// next segment may not exist: see `Volume::issue_window`).
+fn issue_window(
+    s: &Shared,
+    rt: &Handle,
+    start: PageNo,
+    len: usize,
+    segment: SegmentId,
+) -> Option<Window> {
+    let layout = s.pageserver.layout();
+    if layout.segment_of(start) != segment {
+        return None;
+    }
+    let pages = ReadAhead::window(start, len, layout);
     if pages.is_empty() {
         return None;
     }
     let lsn = s.cache.read_point();
-    let answer = s
-        .pageserver
-        .spawn_get_pages(rt, s.tenant, pages.clone(), lsn, s.epoch)?;
-    Some(Window::new(pages, lsn, answer))
+    let (answer, fetch) =
+        s.pageserver
+            .spawn_get_pages(rt, s.tenant, pages.clone(), lsn, s.epoch)?;
+    Some(Window::new(pages, lsn, answer, Some(fetch)))
 }
 
 /// The reader thread's state.

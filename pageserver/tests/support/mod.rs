@@ -653,7 +653,6 @@ impl Drop for PageServerProcess {
     }
 }
 
-/// Asks GetPage and returns the page or the error.
 /// One `GetPages`: per page its image, `None` (never written), or the entry's error
 /// (`Err((kind, message))`); a refusal of the whole request is the outer error.
 #[allow(dead_code, clippy::type_complexity)] // not every test binary uses it
@@ -688,6 +687,7 @@ pub async fn get_pages(
     }
 }
 
+/// Asks GetPage and returns the page or the error.
 pub async fn get_page(
     c: &Client,
     tenant: TenantId,
