@@ -13,7 +13,7 @@
 
 use crate::metrics::GetPageResult;
 use crate::page_file::PageFileError;
-use crate::pages::{Lookup, ReadError};
+use crate::pages::{Lookup, ReadError, RemotePage};
 use crate::restore::FetchError;
 use crate::tenant::{AttachError, Tenants};
 use crate::window_read::HistoryError;
@@ -252,7 +252,9 @@ impl GetPagesError {
 /// [`get_page`] of it alone answers, or that answer's error. The request is checked, vouched and
 /// waited for once; pages in the page file are read together in one blocking task, and are not
 /// put in the shared page cache (one tenant's scan must not flush the pages every tenant's point
-/// reads use); pages only in object storage or below the local history take the one-page path,
+/// reads use); pages only in object storage are fetched together
+/// ([`crate::restore::fetch_pages`]: side-by-side records in one ranged read), and those whose
+/// fetch failed or that lie below the local history take the one-page path,
 /// [`SLOW_READS_PER_BATCH_MAX`] at once.
 pub async fn get_pages(
     tenants: &Tenants,
@@ -295,35 +297,20 @@ pub async fn get_pages(
     }
 
     let mut answers: Vec<Option<PageRead>> = pages.iter().map(|_| None).collect();
-    let mut on_disk = Vec::new();
-    for (i, &page) in pages.iter().enumerate() {
-        match tenant.pages.lookup(page, lsn) {
-            Ok(Lookup::NeverWritten) => answers[i] = Some(Ok(None)),
-            Ok(Lookup::Cached(image)) => answers[i] = Some(Ok(Some(image))),
-            Ok(Lookup::OnDisk(version)) => on_disk.push((i, version)),
-            // Remote, or below the local history: the one-page path, below.
-            Ok(Lookup::Remote(_)) | Err(ReadError::LsnTooOld { .. }) => {}
-            Err(e) => answers[i] = Some(Err(e.into())),
-        }
-    }
-    if !on_disk.is_empty() {
-        let _permit = shared
-            .batch_reads
-            .acquire()
-            .await
-            .map_err(|_| GetPageError::Internal("the pageserver is stopping".into()))?;
-        let file = tenant.pages.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            on_disk
-                .into_iter()
-                .map(|(i, version)| (i, file.read_version_uncached(&version)))
-                .collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|e| GetPageError::Internal(format!("page read task failed: {e}")))?;
-        for (i, image) in read {
-            answers[i] = Some(image.map(Some).map_err(GetPageError::from));
-        }
+    let all: Vec<usize> = (0..pages.len()).collect();
+    let remote = read_local_batch(shared, &tenant, pages, lsn, &all, &mut answers).await?;
+    // Pages still in object storage: fetched together (side-by-side records in one ranged
+    // read), then read like the others. A page whose fetch failed takes the one-page path below,
+    // which tries again and tells why.
+    if !remote.is_empty() {
+        let (indexes, remotes): (Vec<usize>, Vec<RemotePage>) = remote.into_iter().unzip();
+        let fetched = crate::restore::fetch_pages(shared, &tenant, &segment, &remotes).await;
+        let again: Vec<usize> = indexes
+            .into_iter()
+            .zip(fetched)
+            .filter_map(|(i, f)| f.is_ok().then_some(i))
+            .collect();
+        read_local_batch(shared, &tenant, pages, lsn, &again, &mut answers).await?;
     }
     // The rest (in object storage, or below the local history) each wait on a ranged read:
     // several at once, as separate GetPages of them would be.
@@ -343,6 +330,53 @@ pub async fn get_pages(
         .collect();
     shared.metrics.getpages_done(out.len(), started.elapsed());
     Ok(out)
+}
+
+/// Answers, of `pages` at `indexes`, those the local page file (or the shared cache) has:
+/// one lookup each, the page file's versions read in one blocking task. Returns the pages still
+/// in object storage; pages below the local history are left unanswered, as are those.
+async fn read_local_batch(
+    shared: &crate::tenant::Shared,
+    tenant: &Arc<crate::tenant::Tenant>,
+    pages: &[PageNo],
+    lsn: Lsn,
+    indexes: &[usize],
+    answers: &mut [Option<PageRead>],
+) -> Result<Vec<(usize, RemotePage)>, GetPagesError> {
+    let mut on_disk = Vec::new();
+    let mut remote = Vec::new();
+    for &i in indexes {
+        match tenant.pages.lookup(pages[i], lsn) {
+            Ok(Lookup::NeverWritten) => answers[i] = Some(Ok(None)),
+            Ok(Lookup::Cached(image)) => answers[i] = Some(Ok(Some(image))),
+            Ok(Lookup::OnDisk(version)) => on_disk.push((i, version)),
+            Ok(Lookup::Remote(r)) => remote.push((i, r)),
+            // Below the local history: the one-page path reads the retention window.
+            Err(ReadError::LsnTooOld { .. }) => {}
+            Err(e) => answers[i] = Some(Err(e.into())),
+        }
+    }
+    if on_disk.is_empty() {
+        return Ok(remote);
+    }
+    let _permit = shared
+        .batch_reads
+        .acquire()
+        .await
+        .map_err(|_| GetPageError::Internal("the pageserver is stopping".into()))?;
+    let file = tenant.pages.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        on_disk
+            .into_iter()
+            .map(|(i, version)| (i, file.read_version_uncached(&version)))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| GetPageError::Internal(format!("page read task failed: {e}")))?;
+    for (i, image) in read {
+        answers[i] = Some(image.map(Some).map_err(GetPageError::from));
+    }
+    Ok(remote)
 }
 
 /// `page` as of `lsn` from the local page file (fetching it first if it is still only in
@@ -374,6 +408,7 @@ async fn read_local(
             Err(e) => {
                 return Err(match e {
                     FetchError::Remote(e) => GetPageError::Io(format!("fetching the page: {e}")),
+                    FetchError::RemoteRun(e) => GetPageError::Io(format!("fetching the page: {e}")),
                     FetchError::Window(e) => GetPageError::Io(format!("fetching the page: {e}")),
                     FetchError::Corrupt { .. } => GetPageError::Corrupt(e.to_string()),
                     FetchError::Install(e) => GetPageError::Io(e.to_string()),

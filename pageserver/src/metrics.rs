@@ -125,8 +125,11 @@ pub struct Metrics {
     pub bytes_uploaded: Counter,
     pub bytes_downloaded: Counter,
     pub layers_downloaded: Counter,
-    /// Pages fetched from object storage one by one (a ranged read of one record of a layer).
+    /// Pages fetched from object storage, one by one (a ranged read of one record of a layer) or
+    /// in runs (one ranged read of side-by-side records, `crate::restore::fetch_pages`), and
+    /// the ranged reads that fetched them.
     pub pages_fetched: Counter,
+    pub page_fetch_reads: Counter,
     /// Of those, pages rebuilt from the deltas above the chain (RFC 0011: checkpoints that
     /// wrote only a delta layer).
     pub pages_rebuilt: Counter,
@@ -213,7 +216,12 @@ impl Metrics {
             "pageserver_getpages_seconds",
             "Time to answer a GetPages request (several pages of one segment).",
         );
-        let counters: [(&str, &str, u64); 40] = [
+        let counters: [(&str, &str, u64); 41] = [
+            (
+                "pageserver_page_fetch_reads_total",
+                "Ranged reads of object storage that fetched pages: one per page, or one per run of side-by-side records a GetPages fetched together.",
+                self.page_fetch_reads.get(),
+            ),
             (
                 "pageserver_getpages_total",
                 "GetPages requests answered (several pages of one segment, one round trip).",

@@ -404,6 +404,9 @@ async fn download_and_install(
 pub enum FetchError {
     #[error(transparent)]
     Remote(#[from] RemoteError),
+    /// The ranged read of a run of pages ([`fetch_pages`]) failed: this page's share of it.
+    #[error("{0}")]
+    RemoteRun(String),
     /// Reading the deltas a page is rebuilt from failed.
     #[error("rebuilding the page from the deltas: {0}")]
     Window(String),
@@ -431,6 +434,7 @@ pub async fn fetch_page(
         return rebuild_page(shared, tenant, segment, remote).await;
     };
     let rl = &remote.chain.layers[layer];
+    shared.metrics.page_fetch_reads.inc();
     let buf = shared
         .remote
         .layer_record(tenant.id, segment.id, &rl.layer, slot)
@@ -458,6 +462,152 @@ pub async fn fetch_page(
     shared.metrics.ranged_bytes.add(buf.len() as u64);
     segment.update_checkpoint(|c| c.pages_fetched += 1);
     Ok(())
+}
+
+/// Records one ranged read of [`fetch_pages`] covers at most (about 264 KB).
+pub const RECORDS_PER_RANGED_READ_MAX: usize = 64;
+
+/// Fetches several pages still in object storage, as [`fetch_page`] fetches one, but reading
+/// the records that lie side by side in one layer (consecutive slots: a scan's pages usually)
+/// with one ranged read per run of at most [`RECORDS_PER_RANGED_READ_MAX`], the runs at once.
+/// Each record is checked on its own and the run's pages installed in one blocking task. A page
+/// rebuilt from deltas goes through [`fetch_page`]. One result per page, in the order given.
+pub async fn fetch_pages(
+    shared: &Shared,
+    tenant: &Tenant,
+    segment: &Segment,
+    remotes: &[RemotePage],
+) -> Vec<Result<(), FetchError>> {
+    // Runs: (indexes into `remotes`, by ascending slot), of one layer of one chain.
+    let mut order: Vec<usize> = (0..remotes.len()).collect();
+    let key = |r: &RemotePage| match r.source {
+        RemoteSource::Layer { layer, slot } => Some((Arc::as_ptr(&r.chain) as usize, layer, slot)),
+        RemoteSource::Deltas => None,
+    };
+    order.sort_by_key(|&i| key(&remotes[i]));
+    let mut runs: Vec<Vec<usize>> = Vec::new();
+    let mut singles = Vec::new();
+    for i in order {
+        let Some((chain, layer, slot)) = key(&remotes[i]) else {
+            singles.push(i);
+            continue;
+        };
+        let continues = runs.last().and_then(|run| run.last()).is_some_and(|&j| {
+            key(&remotes[j]) == Some((chain, layer, slot.wrapping_sub(1)))
+                && runs
+                    .last()
+                    .is_some_and(|run| run.len() < RECORDS_PER_RANGED_READ_MAX)
+        });
+        if continues {
+            runs.last_mut().expect("a run to continue").push(i);
+        } else {
+            runs.push(vec![i]);
+        }
+    }
+    let mut out: Vec<Option<Result<(), FetchError>>> = remotes.iter().map(|_| None).collect();
+    let run_reads = runs
+        .iter()
+        .map(|run| fetch_run(shared, tenant, segment, remotes, run));
+    for (run, results) in runs.iter().zip(futures::future::join_all(run_reads).await) {
+        for (&i, r) in run.iter().zip(results) {
+            out[i] = Some(r);
+        }
+    }
+    for i in singles {
+        out[i] = Some(fetch_page(shared, tenant, segment, &remotes[i]).await);
+    }
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(FetchError::Task("a page left unfetched".into()))))
+        .collect()
+}
+
+/// One run of [`fetch_pages`]: records of consecutive slots of one layer, one ranged read.
+async fn fetch_run(
+    shared: &Shared,
+    tenant: &Tenant,
+    segment: &Segment,
+    remotes: &[RemotePage],
+    run: &[usize],
+) -> Vec<Result<(), FetchError>> {
+    let first = &remotes[run[0]];
+    let RemoteSource::Layer { layer, slot } = first.source else {
+        unreachable!("fetch_pages runs hold layer records only");
+    };
+    let rl = &first.chain.layers[layer];
+    let range =
+        layer::record_range(slot).start..layer::record_range(slot + run.len() as u32 - 1).end;
+    shared.metrics.page_fetch_reads.inc();
+    let buf = match shared
+        .remote
+        .layer_range(tenant.id, segment.id, &rl.layer, range)
+        .await
+    {
+        Ok(buf) => buf,
+        Err(e) => {
+            // Every page of the run failed alike; each keeps the error's text.
+            let message = e.to_string();
+            return run
+                .iter()
+                .map(|_| Err(FetchError::RemoteRun(message.clone())))
+                .collect();
+        }
+    };
+    shared.metrics.bytes_downloaded.add(buf.len() as u64);
+    shared.metrics.ranged_bytes.add(buf.len() as u64);
+    // Per page of the run: (page, version LSN, image) once its record checked out.
+    type Checked = Result<(PageNo, Lsn, Vec<u8>), FetchError>;
+    let mut checked: Vec<Checked> = Vec::with_capacity(run.len());
+    for (k, (&i, record)) in run
+        .iter()
+        .zip(buf.chunks(crate::page_file::IMAGE_RECORD_BYTES))
+        .enumerate()
+    {
+        let remote = &remotes[i];
+        let corrupt = |reason: String| FetchError::Corrupt {
+            page: remote.page,
+            layer: rl.layer.name.clone(),
+            reason,
+        };
+        let slot = slot + k as u32;
+        checked.push(
+            layer::decode_record(record, slot, remote.page, rl.layer.lsn)
+                .map_err(corrupt)
+                .and_then(|(lsn, image)| {
+                    if !rl.layer.is_image() && lsn <= rl.above {
+                        Err(corrupt(format!(
+                            "version at lsn {lsn} in a changes layer above lsn {}",
+                            rl.above
+                        )))
+                    } else {
+                        Ok((remote.page, lsn, image.to_vec()))
+                    }
+                }),
+        );
+    }
+    let pages = tenant.pages.clone();
+    let installed = tokio::task::spawn_blocking(move || {
+        checked
+            .into_iter()
+            .map(|c| {
+                let (page, lsn, image) = c?;
+                pages.install(page, lsn, &image)?;
+                Ok(())
+            })
+            .collect::<Vec<Result<(), FetchError>>>()
+    })
+    .await;
+    match installed {
+        Ok(results) => {
+            let n = results.iter().filter(|r| r.is_ok()).count() as u64;
+            shared.metrics.pages_fetched.add(n);
+            segment.update_checkpoint(|c| c.pages_fetched += n);
+            results
+        }
+        Err(e) => run
+            .iter()
+            .map(|_| Err(FetchError::Task(e.to_string())))
+            .collect(),
+    }
 }
 
 /// Fetches a page the deltas above the chain hold (RFC 0011): rebuilt as of the chain's

@@ -9,7 +9,7 @@
 //! of them in the background while SQLite read the run before (RFC 0016 §2); then, after an
 //! update of every third row, that both scans see every change.
 
-use borealis_tests::cluster::{ClusterOptions, TestCluster};
+use borealis_tests::cluster::{ClusterOptions, Reply, TestCluster};
 use serde_json::json;
 
 /// Rows of one 4,000-byte blob each: one B-tree leaf page per row.
@@ -33,6 +33,18 @@ async fn page_requests(c: &TestCluster) -> (f64, f64) {
     .await;
     let pages = metric(c, "borealis_gateway_pages_requested_total").await;
     (one + batch, pages)
+}
+
+/// `sql` on tenant `scan`, through the writer or a replica; the answer must be a success.
+async fn query(c: &TestCluster, token: &str, sql: &str, replica: bool) -> Reply {
+    c.request(
+        reqwest::Method::POST,
+        "/v1/tenants/scan/sql",
+        token,
+        Some(json!({"sql": sql, "replica": replica})),
+    )
+    .await
+    .ok()
 }
 
 async fn metric(c: &TestCluster, name: &str) -> f64 {
@@ -81,15 +93,7 @@ async fn writer_and_replica_scans_read_their_pages_in_batches() {
     for replica in [false, true] {
         let who = if replica { "replica" } else { "writer" };
         let (requests_before, pages_before) = page_requests(&c).await;
-        let r = c
-            .request(
-                reqwest::Method::POST,
-                "/v1/tenants/scan/sql",
-                &token,
-                Some(json!({"sql": scan, "replica": replica})),
-            )
-            .await
-            .ok();
+        let r = query(&c, &token, scan, replica).await;
         assert_eq!(
             r.rows(),
             vec![vec![json!(ROWS), json!(ROWS * ROW_BYTES)]],
@@ -133,15 +137,7 @@ async fn writer_and_replica_scans_read_their_pages_in_batches() {
     let zeroed = ROWS / 3;
     let rescan = "SELECT count(*), sum(length(pad)), sum(pad = zeroblob(4000)) FROM big";
     for replica in [false, true] {
-        let r = c
-            .request(
-                reqwest::Method::POST,
-                "/v1/tenants/scan/sql",
-                &token,
-                Some(json!({"sql": rescan, "replica": replica})),
-            )
-            .await
-            .ok();
+        let r = query(&c, &token, rescan, replica).await;
         assert_eq!(
             r.rows(),
             vec![vec![json!(ROWS), json!(ROWS * ROW_BYTES), json!(zeroed)]],
