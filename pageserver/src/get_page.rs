@@ -22,6 +22,7 @@ use borealis_utils::LockExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
+use tracing::{debug, warn};
 
 /// Fetches of one page a read makes at most: one, and another if the page was evicted again, or
 /// its segment's chain moved to a newer index, before the read looked at it.
@@ -305,11 +306,18 @@ pub async fn get_pages(
     if !remote.is_empty() {
         let (indexes, remotes): (Vec<usize>, Vec<RemotePage>) = remote.into_iter().unzip();
         let fetched = crate::restore::fetch_pages(shared, &tenant, &segment, &remotes).await;
-        let again: Vec<usize> = indexes
-            .into_iter()
-            .zip(fetched)
-            .filter_map(|(i, f)| f.is_ok().then_some(i))
-            .collect();
+        let mut again = Vec::with_capacity(indexes.len());
+        for (i, f) in indexes.into_iter().zip(fetched) {
+            match f {
+                Ok(()) => again.push(i),
+                Err(e @ FetchError::Corrupt { .. }) => {
+                    warn!(tenant = %tenant_id, page = %pages[i], error = %e, "a page fetched from object storage is corrupt; fetching it again alone");
+                }
+                Err(e) => {
+                    debug!(tenant = %tenant_id, page = %pages[i], error = %e, "fetching a page with others failed; fetching it again alone");
+                }
+            }
+        }
         read_local_batch(shared, &tenant, pages, lsn, &again, &mut answers).await?;
     }
     // The rest (in object storage, or below the local history) each wait on a ranged read:

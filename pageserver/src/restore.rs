@@ -466,10 +466,14 @@ pub async fn fetch_page(
 
 /// Records one ranged read of [`fetch_pages`] covers at most (about 264 KB).
 pub const RECORDS_PER_RANGED_READ_MAX: usize = 64;
+/// Reads of object storage one [`fetch_pages`] has in flight at once (runs, or pages rebuilt
+/// from deltas): about 8 MiB of buffers at most.
+pub const FETCHES_AT_ONCE_MAX: usize = 32;
 
 /// Fetches several pages still in object storage, as [`fetch_page`] fetches one, but reading
 /// the records that lie side by side in one layer (consecutive slots: a scan's pages usually)
-/// with one ranged read per run of at most [`RECORDS_PER_RANGED_READ_MAX`], the runs at once.
+/// with one ranged read per run of at most [`RECORDS_PER_RANGED_READ_MAX`],
+/// [`FETCHES_AT_ONCE_MAX`] runs at once.
 /// Each record is checked on its own and the run's pages installed in one blocking task. A page
 /// rebuilt from deltas goes through [`fetch_page`]. One result per page, in the order given.
 pub async fn fetch_pages(
@@ -505,16 +509,24 @@ pub async fn fetch_pages(
         }
     }
     let mut out: Vec<Option<Result<(), FetchError>>> = remotes.iter().map(|_| None).collect();
-    let run_reads = runs
-        .iter()
-        .map(|run| fetch_run(shared, tenant, segment, remotes, run));
-    for (run, results) in runs.iter().zip(futures::future::join_all(run_reads).await) {
-        for (&i, r) in run.iter().zip(results) {
-            out[i] = Some(r);
+    // At most FETCHES_AT_ONCE_MAX reads at once: runs first, then the pages rebuilt from deltas.
+    for chunk in runs.chunks(FETCHES_AT_ONCE_MAX) {
+        let reads = chunk
+            .iter()
+            .map(|run| fetch_run(shared, tenant, segment, remotes, run));
+        for (run, results) in chunk.iter().zip(futures::future::join_all(reads).await) {
+            for (&i, r) in run.iter().zip(results) {
+                out[i] = Some(r);
+            }
         }
     }
-    for i in singles {
-        out[i] = Some(fetch_page(shared, tenant, segment, &remotes[i]).await);
+    for chunk in singles.chunks(FETCHES_AT_ONCE_MAX) {
+        let reads = chunk
+            .iter()
+            .map(|&i| fetch_page(shared, tenant, segment, &remotes[i]));
+        for (&i, r) in chunk.iter().zip(futures::future::join_all(reads).await) {
+            out[i] = Some(r);
+        }
     }
     out.into_iter()
         .map(|r| r.unwrap_or_else(|| Err(FetchError::Task("a page left unfetched".into()))))
