@@ -6,7 +6,8 @@
 //! maximum, else `--statement-timeout-max`; without one `--statement-timeout` applies). The
 //! admin routes, which create, show, change and delete tenants, are in [`tenants`]. With `Accept: application/vnd.apache.arrow.stream` the last statement's rows come
 //! back as an Arrow IPC stream ([`crate::arrow_stream`]) instead of JSON; the LSNs then travel in
-//! the `Borealis-Lsn` and `Borealis-Read-Point` headers. Errors are always JSON.
+//! the `Borealis-Lsn` and `Borealis-Read-Point` headers. Errors are always JSON. A request with
+//! an `Idempotency-Key` header takes effect at most once per key ([`idempotency`]).
 //!
 //! Every `.../sql` request is admitted against its tenant's and the gateway's budgets
 //! ([`crate::budget`]) once its token is checked, and charged, at real memory cost, for its body,
@@ -40,7 +41,7 @@ use serde_json::{Map, Value as Json_};
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Largest request body accepted (a batch of statements with their parameters).
 pub const REQUEST_BYTES_MAX: usize = 8 * 1024 * 1024;
@@ -81,6 +82,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
 }
 
+pub mod idempotency;
 mod tenants;
 
 use tenants::{create_tenant, delete_tenant, get_tenant, list_tenants, update_tenant};
@@ -237,6 +239,7 @@ async fn run_sql(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(accepts_arrow);
+    let key = idempotency::key(headers)?;
     let request = sql_request(body, held).await?;
     if let Some(ms) = request.exec.timeout_ms {
         let max = tenant.statement_timeout_max(st.pool.config().statement_timeout_max);
@@ -252,12 +255,22 @@ async fn run_sql(
         }
     }
     if request.replica {
+        if key.is_some() {
+            return Err(ApiError::bad_request(
+                "an Idempotency-Key is for writes, which a replica never runs: drop the key or \
+                 \"replica\"",
+            ));
+        }
         *route = "sql_replica";
         let out = st.pool.execute_replica(tenant.id, request.exec).await?;
         let results = statement_results(hold_response(held, out.response, false).await?)?;
         return answer(results, out.read_point, Some(out.read_point), arrow, held).await;
     }
     let mut exec = request.exec;
+    if let Some(key) = key {
+        let retention = st.pool.config().idempotency_retention;
+        exec.keyed = Some(idempotency::run(key, &exec, retention, SystemTime::now())?);
+    }
     let request_bytes = held.held();
     // A request that shipped nothing runs at most twice: again when the writer it ran on failed
     // while its response waited (it wrote nothing, so running it on the next writer is safe).
@@ -278,7 +291,7 @@ async fn run_sql(
         // The rows are held while the response waits: charged now. Those of a request that
         // shipped something are charged even over the budget (it may have taken effect).
         let response = std::mem::replace(&mut out.response, ExecResponse::Ok(Vec::new()));
-        out.response = hold_response(held, response, out.rerun.is_none()).await?;
+        out.response = hold_response(held, response, out.shipped).await?;
         // Hold the response until everything it may depend on is durable (asynchronous commit).
         let timeout = st.pool.config().commit_timeout;
         let settled = match out.rerun {
@@ -294,7 +307,16 @@ async fn run_sql(
         match settled {
             Ok(Settled::Durable(_)) => {
                 let results = statement_results(out.response)?;
-                return answer(results, out.depends_on, None, arrow, held).await;
+                // A keyed write answers with the lsn of the commit that recorded it, every time.
+                let lsn = out.keyed.map_or(out.depends_on, |k| k.lsn);
+                let mut resp = answer(results, lsn, None, arrow, held).await?;
+                if out.keyed.is_some_and(|k| k.replayed) {
+                    resp.headers_mut().insert(
+                        idempotency::IDEMPOTENT_REPLAYED_HEADER,
+                        HeaderValue::from_static("true"),
+                    );
+                }
+                return Ok(resp);
             }
             Ok(Settled::QuorumLost) => {
                 let request = out.rerun.expect("only a request that shipped nothing asks");
@@ -412,7 +434,7 @@ async fn hold_response(
     let (response, cost) = off_worker(held, heavy(results), move || {
         let cost = match &response {
             ExecResponse::Ok(results) => budget::results_cost(results),
-            ExecResponse::Err(_) => 0,
+            _ => 0,
         };
         (response, cost)
     })
@@ -539,7 +561,12 @@ fn statement_results(response: ExecResponse) -> Result<Vec<StatementResult>, Api
             ExecErrorKind::Storage => {
                 ApiError::unavailable(statement_message(&e.message, e.statement))
             }
+            ExecErrorKind::Conflict => ApiError::conflict(e.message),
         }),
+        // The pool answers keyed runs as `Ok` once their lsn is noted; these never get here.
+        ExecResponse::Recorded(_) | ExecResponse::Replayed { .. } => Err(ApiError::internal(
+            "a keyed answer reached the API without its lsn",
+        )),
     }
 }
 
@@ -597,6 +624,7 @@ pub fn parse_request(body: &Json_) -> Result<SqlRequest, ApiError> {
             transaction: false,
             result_bytes_max: RESULT_BYTES_MAX,
             timeout_ms: None,
+            keyed: None,
         }),
         (None, Some(b)) => {
             let items = b
@@ -623,6 +651,7 @@ pub fn parse_request(body: &Json_) -> Result<SqlRequest, ApiError> {
                 transaction: true,
                 result_bytes_max: RESULT_BYTES_MAX,
                 timeout_ms: None,
+                keyed: None,
             })
         }
         (None, None) => Err(ApiError::bad_request(

@@ -7,6 +7,9 @@ use std::time::Duration;
 /// The shortest statement timeout the gateway accepts, in milliseconds: the floor of
 /// `--statement-timeout` and of a tenant's own `"timeout_ms"` maximum ([`crate::tenants`]).
 pub const STATEMENT_TIMEOUT_MS_MIN: u32 = 10;
+/// `--idempotency-retention` bounds: a minute (a retry loop's span) to a week.
+pub const IDEMPOTENCY_RETENTION_MIN: Duration = Duration::from_secs(60);
+pub const IDEMPOTENCY_RETENTION_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "gateway", about = "Borealis HTTP query gateway")]
@@ -66,6 +69,10 @@ pub struct Config {
     /// `bad_request`, never silently shortened).
     #[arg(long, env = "BOREALIS_STATEMENT_TIMEOUT_MAX", default_value = "300s", value_parser = humantime::parse_duration)]
     pub statement_timeout_max: Duration,
+    /// How long an `Idempotency-Key` is honoured after its request was recorded (a repeat
+    /// later runs again); keys take room in the tenant's own database for that long.
+    #[arg(long, env = "BOREALIS_IDEMPOTENCY_RETENTION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub idempotency_retention: Duration,
     /// A response waits at most this long for its commit to become durable.
     #[arg(long, env = "BOREALIS_COMMIT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub commit_timeout: Duration,
@@ -146,6 +153,13 @@ impl Config {
             self.statement_timeout_max >= self.statement_timeout
                 && self.statement_timeout_max <= Duration::from_millis(u64::from(u32::MAX)),
             "--statement-timeout-max must be at least --statement-timeout and at most 49 days"
+        );
+        anyhow::ensure!(
+            (IDEMPOTENCY_RETENTION_MIN..=IDEMPOTENCY_RETENTION_MAX)
+                .contains(&self.idempotency_retention),
+            "--idempotency-retention must be between {} and {}",
+            humantime::format_duration(IDEMPOTENCY_RETENTION_MIN),
+            humantime::format_duration(IDEMPOTENCY_RETENTION_MAX)
         );
         anyhow::ensure!(
             self.idle_timeout >= Duration::from_millis(100),

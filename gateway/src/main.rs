@@ -54,6 +54,7 @@ async fn run(config: Config, admin_token: String) -> anyhow::Result<()> {
             idle_timeout: config.idle_timeout,
             statement_timeout: config.statement_timeout,
             statement_timeout_max: config.statement_timeout_max,
+            idempotency_retention: config.idempotency_retention,
             commit_timeout: config.commit_timeout,
             cache_pages: config.cache_pages,
             host_cache_pages: config.host_cache_pages,

@@ -98,6 +98,10 @@ pub struct Metrics {
     pub running_computes: AtomicU64,
     pub recoveries_failed: AtomicU64,
     pub commits_unknown_outcome: AtomicU64,
+    /// Requests with an `Idempotency-Key` that wrote, and so recorded their key.
+    pub idempotency_keys_recorded: AtomicU64,
+    /// Requests with an `Idempotency-Key` answered from the record of an earlier run.
+    pub idempotent_replays: AtomicU64,
     /// Requests run read-only at the VDL because their tenant's writer was in limbo (write
     /// quorum lost with commits in flight).
     pub quorum_lost_requests: AtomicU64,
@@ -177,6 +181,16 @@ impl Metrics {
             out,
             "# TYPE borealis_gateway_commits_unknown_outcome_total counter\nborealis_gateway_commits_unknown_outcome_total {}",
             self.commits_unknown_outcome.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE borealis_gateway_idempotency_keys_recorded_total counter\nborealis_gateway_idempotency_keys_recorded_total {}",
+            self.idempotency_keys_recorded.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE borealis_gateway_idempotent_replays_total counter\nborealis_gateway_idempotent_replays_total {}",
+            self.idempotent_replays.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

@@ -27,7 +27,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,7 +82,17 @@ pub struct LoadConfig {
     pub think: Duration,
     /// Pause after a failed request, so that a dead gateway is not hammered.
     pub backoff_after_error: Duration,
+    /// Every write carries an `Idempotency-Key` (`write-<id>`), and a write whose outcome is
+    /// unknown is sent again with the same key, after `backoff_after_error`, until an answer
+    /// settles it or [`RETRY_FOR_MAX`] has passed since the phase's end: what a client that must
+    /// not apply a transfer twice does. The write is recorded once, from its first attempt's
+    /// start to its last attempt's end, with the last definite answer.
+    pub retry_unknown_with_key: bool,
 }
+
+/// How long after a phase's end a write with [`LoadConfig::retry_unknown_with_key`] is still
+/// retried.
+pub const RETRY_FOR_MAX: Duration = Duration::from_secs(20);
 
 impl Default for LoadConfig {
     fn default() -> Self {
@@ -94,6 +104,7 @@ impl Default for LoadConfig {
             insert_every: 4,
             think: Duration::from_millis(5),
             backoff_after_error: Duration::from_millis(100),
+            retry_unknown_with_key: false,
         }
     }
 }
@@ -182,6 +193,11 @@ pub struct PhaseStats {
     pub writes_unknown: usize,
     pub reads_ok: usize,
     pub reads_failed: usize,
+    /// Writes sent again with their key ([`LoadConfig::retry_unknown_with_key`]), and the
+    /// answers that came from the record of an earlier attempt (`Idempotent-Replayed`): writes
+    /// that had taken effect though their first answer was lost.
+    pub retries: u64,
+    pub replayed: u64,
 }
 
 impl PhaseStats {
@@ -220,7 +236,15 @@ impl std::fmt::Display for PhaseStats {
             self.writes_unknown,
             self.reads_ok,
             self.reads_failed
-        )
+        )?;
+        if self.retries > 0 {
+            write!(
+                f,
+                "; {} retries with the same Idempotency-Key, {} answered from the record",
+                self.retries, self.replayed
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -243,6 +267,9 @@ pub struct Workload {
     t0: Instant,
     next_id: AtomicI64,
     history: Mutex<History>,
+    /// Retries with a key, and answers marked `Idempotent-Replayed`, since setup.
+    retries: AtomicU64,
+    replayed: AtomicU64,
 }
 
 impl Workload {
@@ -262,6 +289,8 @@ impl Workload {
             t0: Instant::now(),
             next_id: AtomicI64::new(1),
             history: Mutex::default(),
+            retries: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
         });
         let schema: Vec<Value> = SCHEMA.iter().map(|s| json!({"sql": s})).collect();
         w.setup_request(json!({ "batch": schema })).await;
@@ -366,6 +395,8 @@ impl Workload {
             let h = self.lock();
             (h.writes.len(), h.reads.len())
         };
+        let retries_before = self.retries.load(Ordering::Relaxed);
+        let replayed_before = self.replayed.load(Ordering::Relaxed);
         let mut tasks = Vec::new();
         for client in 0..load.writers {
             let (w, load) = (self.clone(), load.clone());
@@ -386,6 +417,8 @@ impl Workload {
         let h = self.lock();
         let mut stats = PhaseStats {
             elapsed: self.now() - started,
+            retries: self.retries.load(Ordering::Relaxed) - retries_before,
+            replayed: self.replayed.load(Ordering::Relaxed) - replayed_before,
             ..PhaseStats::default()
         };
         for w in &h.writes[first_write..] {
@@ -446,7 +479,36 @@ impl Workload {
                 )
             };
             let start = self.now();
-            let outcome = classify_write(self.post(&body).await);
+            let key = load.retry_unknown_with_key.then(|| format!("write-{id}"));
+            let mut outcome = classify_write(self.post_keyed(&body, key.as_deref()).await);
+            if let Some(key) = &key {
+                // Once an attempt's outcome is unknown, the write may have taken effect: a later
+                // attempt that is never sent settles nothing.
+                let mut maybe_applied = matches!(outcome, Outcome::Unknown { .. });
+                let retry_until = deadline + RETRY_FOR_MAX;
+                while matches!(outcome, Outcome::Unknown { .. } | Outcome::NotSent { .. })
+                    && Instant::now() < retry_until
+                {
+                    pause(load.backoff_after_error).await;
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    outcome = match classify_write(self.post_keyed(&body, Some(key)).await) {
+                        Outcome::NotSent { why } if maybe_applied => Outcome::Unknown {
+                            why: format!("a retry after an unknown outcome was not sent: {why}"),
+                        },
+                        // Refused before its key was looked up: it says nothing of an earlier
+                        // attempt.
+                        Outcome::Rejected { code, .. }
+                            if maybe_applied && code == "rate_limited" =>
+                        {
+                            Outcome::Unknown {
+                                why: "a retry after an unknown outcome was rate limited".into(),
+                            }
+                        }
+                        next => next,
+                    };
+                    maybe_applied |= matches!(outcome, Outcome::Unknown { .. });
+                }
+            }
             let end = self.now();
             let acked = outcome.is_acked();
             self.lock().writes.push(WriteRecord {
@@ -495,19 +557,32 @@ impl Workload {
 
     /// One request: `Ok((status, body))` for any HTTP answer, `Err` when none came.
     async fn post(&self, body: &Value) -> Result<(u16, Value), NoAnswer> {
-        let resp = self
+        self.post_keyed(body, None).await
+    }
+
+    /// [`Self::post`] with an `Idempotency-Key`; counts the answers replayed from a record.
+    async fn post_keyed(&self, body: &Value, key: Option<&str>) -> Result<(u16, Value), NoAnswer> {
+        let mut req = self
             .http
             .post(&self.sql_url)
             .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| NoAnswer {
-                // A connect error comes from the connector, before a byte of the request left.
-                never_sent: e.is_connect(),
-                message: format!("no answer: {e}"),
-            })?;
+            .json(body);
+        if let Some(key) = key {
+            req = req.header("Idempotency-Key", key);
+        }
+        let resp = req.send().await.map_err(|e| NoAnswer {
+            // A connect error comes from the connector, before a byte of the request left.
+            never_sent: e.is_connect(),
+            message: format!("no answer: {e}"),
+        })?;
         let status = resp.status().as_u16();
+        if resp
+            .headers()
+            .get("idempotent-replayed")
+            .is_some_and(|v| v == "true")
+        {
+            self.replayed.fetch_add(1, Ordering::Relaxed);
+        }
         let text = resp.text().await.map_err(|e| NoAnswer {
             never_sent: false,
             message: format!("HTTP {status}, body lost: {e}"),

@@ -80,7 +80,51 @@ pub struct ExecRequest {
     /// (skipped by the encoding, so the guest's view of the request is unchanged).
     #[serde(skip)]
     pub timeout_ms: Option<u32>,
+    /// The request carried an `Idempotency-Key` (or is the host's lsn note for one): see
+    /// [`Keyed`]. `None` for every other request.
+    pub keyed: Option<Keyed>,
 }
+
+/// The table that holds a tenant's idempotency keys, in its own database (RFC 0014 §6). SQL
+/// from a request can neither read nor change it: only the guest's own statements can.
+pub const IDEMPOTENCY_TABLE: &str = "_borealis_idempotency";
+
+/// The most bytes a keyed request's answer (its results, postcard) may take in
+/// [`IDEMPOTENCY_TABLE`]; a larger answer fails the request with [`ExecErrorKind::TooLarge`] and
+/// nothing is written.
+pub const IDEMPOTENT_ANSWER_BYTES_MAX: usize = 1 << 20;
+
+/// What an idempotency key asks of the guest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Keyed {
+    /// Run the request's statements once per key, as one transaction: `BEGIN IMMEDIATE`, look
+    /// the key up (a row created before `expired_before_unix_ms` does not count); found with the
+    /// same `request_sha256`: roll back and answer [`ExecResponse::Replayed`]; found with
+    /// another: [`ExecErrorKind::Conflict`]; not found: run the statements, and if any of them
+    /// writes, insert the key's row (its `lsn` NULL) in the same transaction and answer
+    /// [`ExecResponse::Recorded`]. A request that only reads, or fails, records nothing.
+    Run {
+        key: String,
+        /// SHA-256 of the request's statements, parameters and form.
+        request_sha256: Vec<u8>,
+        /// The host's wall clock, stored as the row's creation time.
+        now_unix_ms: i64,
+        expired_before_unix_ms: i64,
+    },
+    /// The **lsn note**: a second, tiny transaction that writes the LSN of the commit that
+    /// recorded `key` into its row (`WHERE lsn IS NULL`: a note never changes a written lsn), and
+    /// deletes a few expired rows (at most [`EXPIRED_ROWS_PER_NOTE_MAX`], oldest first). The
+    /// request carries no statements; the answer is `Ok` with no results.
+    Note {
+        key: String,
+        lsn: u64,
+        expired_before_unix_ms: i64,
+    },
+}
+
+/// Expired key rows one lsn note deletes at most: the table shrinks as fast as it grows (one
+/// row per keyed write) while a note stays a small transaction.
+pub const EXPIRED_ROWS_PER_NOTE_MAX: u32 = 4;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatementResult {
@@ -101,6 +145,9 @@ pub enum ExecErrorKind {
     /// Storage failed underneath (a page could not be read, a commit could not be shipped). The
     /// host holds the detail.
     Storage,
+    /// The request's idempotency key was recorded for another request (statements, parameters
+    /// or form differ): nothing ran.
+    Conflict,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -115,6 +162,16 @@ pub struct ExecError {
 pub enum ExecResponse {
     Ok(Vec<StatementResult>),
     Err(ExecError),
+    /// A [`Keyed::Run`] that wrote: its key's row was committed with these results, `lsn` NULL.
+    /// The host writes the commit's LSN with a [`Keyed::Note`] before it answers.
+    Recorded(Vec<StatementResult>),
+    /// A [`Keyed::Run`] whose key was already recorded for the same request: nothing ran; these
+    /// are the results recorded then, and the LSN its note wrote (`None`: no note was written,
+    /// the host writes one now).
+    Replayed {
+        results: Vec<StatementResult>,
+        lsn: Option<u64>,
+    },
 }
 
 /// How one page changed in a mini-transaction, as the guest hands it to the host.
@@ -153,6 +210,12 @@ mod tests {
             transaction: true,
             result_bytes_max: 1 << 20,
             timeout_ms: None,
+            keyed: Some(Keyed::Run {
+                key: "k-1".into(),
+                request_sha256: vec![7; 32],
+                now_unix_ms: 1_700_000_000_000,
+                expired_before_unix_ms: 1_699_999_000_000,
+            }),
         };
         let bytes = postcard::to_allocvec(&req).unwrap();
         assert_eq!(postcard::from_bytes::<ExecRequest>(&bytes).unwrap(), req);

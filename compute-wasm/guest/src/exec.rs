@@ -31,6 +31,11 @@
 //! - `rows_affected` is SQLite's `changes()` for a statement that changed rows (0 otherwise);
 //!   `last_insert_rowid` is set when a statement that changed rows is an `INSERT`/`REPLACE` or
 //!   moved the connection's last insert rowid.
+//! - **The idempotency table** ([`IDEMPOTENCY_TABLE`]) belongs to the guest (RFC 0014 §6): the
+//!   authorizer refuses every action of a request's SQL whose table (or index) argument names it
+//!   (read, insert, update, delete, create, drop, alter, index, trigger, pragma), also when the
+//!   action comes from a view or a trigger compiled into the statement; the guest's own
+//!   statements on it ([`crate::keyed`]) run with the guard lifted and are never cached.
 //! - Errors: SQLite's own errors are [`ExecErrorKind::Sql`] with SQLite's message; anything the
 //!   VFS saw go wrong underneath (a host import failed or refused, an I/O or corruption code) is
 //!   [`ExecErrorKind::Storage`].
@@ -41,25 +46,30 @@ use std::ptr;
 
 use compute_abi::{
     ExecError, ExecErrorKind, ExecRequest, ExecResponse, Statement, StatementResult, Value,
+    IDEMPOTENCY_TABLE,
 };
 use rusqlite::ffi;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{CachedStatement, Connection, ErrorCode};
 
-use crate::vfs;
+use crate::{keyed, vfs};
 
 /// Approximate per-value overhead charged against `result_bytes_max`.
 const VALUE_OVERHEAD_BYTES: u64 = 8;
 
 /// What an entry of a transactional request that tries to control the transaction is told.
 const TRANSACTION_CONTROL_REFUSED: &str = "transaction control (BEGIN, COMMIT, END, ROLLBACK, \
-     SAVEPOINT, RELEASE) is not allowed inside a batch: the batch already runs as one \
-     transaction, committed after its last statement or rolled back whole; nothing of it was \
-     committed";
+     SAVEPOINT, RELEASE) is not allowed inside a batch or a request with an Idempotency-Key: \
+     it already runs as one transaction, committed after its last statement or rolled back \
+     whole; nothing of it was committed";
+
+/// What an entry that names the idempotency table is told.
+const IDEMPOTENCY_TABLE_REFUSED: &str = "_borealis_idempotency is Borealis's own table (the \
+     Idempotency-Key records): SQL can neither read nor change it";
 
 /// The state of the transaction-control guard (see the module docs).
 #[derive(Clone, Copy)]
-struct Guard {
+pub(crate) struct Guard {
     /// The entries of a transactional request are being prepared or run: the authorizer refuses
     /// transaction control.
     deny: bool,
@@ -68,6 +78,14 @@ struct Guard {
     /// The statement cache may hold a transaction-control statement (one prepared by a
     /// non-transactional request), which the authorizer would never be asked about again.
     cached: bool,
+    /// The guest's own statements on the idempotency table are being prepared: the table guard
+    /// is lifted.
+    pub(crate) internal: bool,
+    /// The authorizer refused an action on the idempotency table since the current entry began.
+    table_refused: bool,
+    /// An entry that is not read-only (`sqlite3_stmt_readonly`) ran since this was last cleared:
+    /// a keyed request records its key only then.
+    pub(crate) wrote: bool,
 }
 
 thread_local! {
@@ -76,11 +94,14 @@ thread_local! {
             deny: false,
             seen: false,
             cached: false,
+            internal: false,
+            table_refused: false,
+            wrote: false,
         })
     };
 }
 
-fn guard<R>(f: impl FnOnce(&mut Guard) -> R) -> R {
+pub(crate) fn guard<R>(f: impl FnOnce(&mut Guard) -> R) -> R {
     GUARD.with(|g| {
         let mut state = g.get();
         let r = f(&mut state);
@@ -102,15 +123,64 @@ pub fn install_guard(conn: &Connection) -> Result<(), String> {
     }
 }
 
+/// Whether an authorizer argument names the idempotency table or its automatic index
+/// (`sqlite_autoindex__borealis_idempotency_1`), in any letter case.
+///
+/// # Safety
+/// `arg` is null or a NUL-terminated string that SQLite keeps alive during the callback.
+unsafe fn names_idempotency_table(arg: *const c_char) -> bool {
+    if arg.is_null() {
+        return false;
+    }
+    // SAFETY: per the contract.
+    let name = unsafe { std::ffi::CStr::from_ptr(arg) }.to_bytes();
+    let table = IDEMPOTENCY_TABLE.as_bytes();
+    if name.eq_ignore_ascii_case(table) {
+        return true;
+    }
+    // Its UNIQUE index: `sqlite_autoindex_<table>_<n>`.
+    const AUTOINDEX: &[u8] = b"sqlite_autoindex_";
+    name.len() > AUTOINDEX.len() + table.len()
+        && name[..AUTOINDEX.len()].eq_ignore_ascii_case(AUTOINDEX)
+        && name[AUTOINDEX.len()..AUTOINDEX.len() + table.len()].eq_ignore_ascii_case(table)
+        && name[AUTOINDEX.len() + table.len()] == b'_'
+}
+
 /// SQLite's authorizer callback, asked for every action of every statement it compiles.
 unsafe extern "C" fn authorize(
     _: *mut c_void,
     action: c_int,
-    _: *const c_char,
-    _: *const c_char,
+    arg1: *const c_char,
+    arg2: *const c_char,
     _: *const c_char,
     _: *const c_char,
 ) -> c_int {
+    // The first argument names a table, view, index or trigger (or a pragma, a file, nothing);
+    // the second names the table only for these actions (for a read or an update it is a
+    // column). ANALYZE and REINDEX may touch the table: they read nothing out, and `ANALYZE`,
+    // `REINDEX` and `PRAGMA optimize` with no argument go through every table.
+    let arg2_is_table = matches!(
+        action,
+        ffi::SQLITE_CREATE_INDEX
+            | ffi::SQLITE_CREATE_TEMP_INDEX
+            | ffi::SQLITE_CREATE_TRIGGER
+            | ffi::SQLITE_CREATE_TEMP_TRIGGER
+            | ffi::SQLITE_DROP_INDEX
+            | ffi::SQLITE_DROP_TEMP_INDEX
+            | ffi::SQLITE_DROP_TRIGGER
+            | ffi::SQLITE_DROP_TEMP_TRIGGER
+            | ffi::SQLITE_ALTER_TABLE
+            | ffi::SQLITE_PRAGMA
+    );
+    let exempt = matches!(action, ffi::SQLITE_ANALYZE | ffi::SQLITE_REINDEX);
+    // SAFETY: SQLite passes NUL-terminated strings (or nulls) valid for this call.
+    let named = unsafe {
+        names_idempotency_table(arg1) || (arg2_is_table && names_idempotency_table(arg2))
+    };
+    if named && !exempt && !guard(|g| g.internal) {
+        guard(|g| g.table_refused = true);
+        return ffi::SQLITE_DENY;
+    }
     if action != ffi::SQLITE_TRANSACTION && action != ffi::SQLITE_SAVEPOINT {
         return ffi::SQLITE_OK;
     }
@@ -124,13 +194,13 @@ unsafe extern "C" fn authorize(
     })
 }
 
-struct Failure {
-    kind: ExecErrorKind,
-    message: String,
+pub(crate) struct Failure {
+    pub(crate) kind: ExecErrorKind,
+    pub(crate) message: String,
 }
 
 impl Failure {
-    fn invalid(message: impl Into<String>) -> Failure {
+    pub(crate) fn invalid(message: impl Into<String>) -> Failure {
         Failure {
             kind: ExecErrorKind::Invalid,
             message: message.into(),
@@ -139,17 +209,20 @@ impl Failure {
 
     /// Classifies a rusqlite error; a storage failure seen by the VFS wins over SQLite's view,
     /// and the guard's refusal is said in words rather than SQLite's "not authorized".
-    fn from_sqlite(e: rusqlite::Error) -> Failure {
+    pub(crate) fn from_sqlite(e: rusqlite::Error) -> Failure {
         if let Some(storage) = vfs::take_storage_failure() {
             return Failure {
                 kind: ExecErrorKind::Storage,
                 message: format!("{storage} ({e})"),
             };
         }
-        if e.sqlite_error_code() == Some(ErrorCode::AuthorizationForStatementDenied)
-            && guard(|g| g.deny && g.seen)
-        {
-            return Failure::invalid(TRANSACTION_CONTROL_REFUSED);
+        if e.sqlite_error_code() == Some(ErrorCode::AuthorizationForStatementDenied) {
+            if guard(|g| g.table_refused) {
+                return Failure::invalid(IDEMPOTENCY_TABLE_REFUSED);
+            }
+            if guard(|g| g.deny && g.seen) {
+                return Failure::invalid(TRANSACTION_CONTROL_REFUSED);
+            }
         }
         match e {
             rusqlite::Error::SqliteFailure(err, msg) => {
@@ -178,7 +251,7 @@ impl Failure {
 }
 
 /// Rows returned so far, against `result_bytes_max`.
-struct Budget {
+pub(crate) struct Budget {
     left: u64,
 }
 
@@ -204,6 +277,9 @@ pub fn run(conn: &Connection, req: &ExecRequest) -> ExecResponse {
     let mut budget = Budget {
         left: u64::from(req.result_bytes_max),
     };
+    if let Some(k) = &req.keyed {
+        return keyed::run(conn, req, k, &mut budget);
+    }
     let outcome = if req.transaction {
         run_in_transaction(conn, &req.statements, &mut budget)
     } else {
@@ -228,15 +304,20 @@ pub fn run(conn: &Connection, req: &ExecRequest) -> ExecResponse {
     };
     match outcome {
         Ok(results) => ExecResponse::Ok(results),
-        Err((index, f)) => ExecResponse::Err(ExecError {
-            kind: f.kind,
-            message: f.message,
-            statement: u32::try_from(index).unwrap_or(u32::MAX),
-        }),
+        Err((index, f)) => error_response(index, f),
     }
 }
 
-type Outcome = Result<Vec<StatementResult>, (usize, Failure)>;
+/// `f`, blamed on entry `index`, as the guest's answer.
+pub(crate) fn error_response(index: usize, f: Failure) -> ExecResponse {
+    ExecResponse::Err(ExecError {
+        kind: f.kind,
+        message: f.message,
+        statement: u32::try_from(index).unwrap_or(u32::MAX),
+    })
+}
+
+pub(crate) type Outcome = Result<Vec<StatementResult>, (usize, Failure)>;
 
 fn run_each(conn: &Connection, statements: &[Statement], budget: &mut Budget) -> Outcome {
     let mut results = Vec::with_capacity(statements.len());
@@ -248,6 +329,20 @@ fn run_each(conn: &Connection, statements: &[Statement], budget: &mut Budget) ->
 
 fn run_in_transaction(conn: &Connection, statements: &[Statement], budget: &mut Budget) -> Outcome {
     simple(conn, "BEGIN IMMEDIATE").map_err(|f| (0, f))?;
+    let results = run_entries_in_open_transaction(conn, statements, budget)?;
+    // A failed COMMIT is blamed on the last statement.
+    let last = statements.len().saturating_sub(1);
+    simple(conn, "COMMIT").map_err(|f| (last, f))?;
+    Ok(results)
+}
+
+/// Runs the entries inside the transaction the caller opened, with transaction control refused;
+/// the caller commits or rolls back.
+pub(crate) fn run_entries_in_open_transaction(
+    conn: &Connection,
+    statements: &[Statement],
+    budget: &mut Budget,
+) -> Outcome {
     // A cached statement is not compiled again, so the authorizer would not see it.
     if guard(|g| std::mem::replace(&mut g.cached, false)) {
         conn.flush_prepared_statement_cache();
@@ -255,16 +350,12 @@ fn run_in_transaction(conn: &Connection, statements: &[Statement], budget: &mut 
     guard(|g| g.deny = true);
     let ran = run_each(conn, statements, budget);
     guard(|g| g.deny = false);
-    let results = ran?;
-    // A failed COMMIT is blamed on the last statement.
-    let last = statements.len().saturating_sub(1);
-    simple(conn, "COMMIT").map_err(|f| (last, f))?;
-    Ok(results)
+    ran
 }
 
 /// Runs one of the guest's own statements, prepared afresh: never through the statement cache,
 /// where an entry with the same text could find it (module docs).
-fn simple(conn: &Connection, sql: &str) -> Result<(), Failure> {
+pub(crate) fn simple(conn: &Connection, sql: &str) -> Result<(), Failure> {
     let mut stmt = conn.prepare(sql).map_err(Failure::from_sqlite)?;
     stmt.raw_execute().map(|_| ()).map_err(Failure::from_sqlite)
 }
@@ -273,7 +364,10 @@ fn simple(conn: &Connection, sql: &str) -> Result<(), Failure> {
 /// controls the transaction of a transactional request; otherwise, if it controls a transaction
 /// and was compiled now, the cache is marked as holding one.
 fn prepare_entry<'c>(conn: &'c Connection, sql: &str) -> Result<CachedStatement<'c>, Failure> {
-    guard(|g| g.seen = false);
+    guard(|g| {
+        g.seen = false;
+        g.table_refused = false;
+    });
     let stmt = conn.prepare_cached(sql).map_err(Failure::from_sqlite)?;
     guard(|g| {
         if g.seen {
@@ -283,13 +377,36 @@ fn prepare_entry<'c>(conn: &'c Connection, sql: &str) -> Result<CachedStatement<
     Ok(stmt)
 }
 
-fn rollback(conn: &Connection) {
+pub(crate) fn rollback(conn: &Connection) {
     if let Err(f) = simple(conn, "ROLLBACK") {
         eprintln!("borealis exec: ROLLBACK failed: {}", f.message);
     }
 }
 
 fn run_statement(
+    conn: &Connection,
+    st: &Statement,
+    budget: &mut Budget,
+) -> Result<StatementResult, Failure> {
+    if !is_plain_vacuum(&st.sql) {
+        return run_statement_guarded(conn, st, budget);
+    }
+    // VACUUM copies every table through statements of its own, the idempotency table's too:
+    // the guard is lifted while it runs. Only for the plain statement: `VACUUM INTO` takes an
+    // expression, which could read the table.
+    guard(|g| g.internal = true);
+    let r = run_statement_guarded(conn, st, budget);
+    guard(|g| g.internal = false);
+    r
+}
+
+/// `VACUUM` or `VACUUM main`, any letter case, nothing else but whitespace and semicolons.
+fn is_plain_vacuum(sql: &str) -> bool {
+    let t = sql.trim().trim_end_matches([';', ' ', '\t', '\n', '\r']);
+    t.eq_ignore_ascii_case("VACUUM") || t.eq_ignore_ascii_case("VACUUM main")
+}
+
+fn run_statement_guarded(
     conn: &Connection,
     st: &Statement,
     budget: &mut Budget,
@@ -308,6 +425,7 @@ fn run_statement(
     }
     let columns: Vec<String> = stmt.column_names().map(String::from).collect();
     let readonly = stmt.readonly();
+    guard(|g| g.wrote |= !readonly);
     // A write that returns rows may be stopped half-way: give it a savepoint to fall back to.
     let guarded = !readonly && !columns.is_empty() && conn.is_autocommit();
     if guarded {
@@ -377,7 +495,7 @@ fn value_bytes(v: &Value) -> u64 {
         }
 }
 
-fn to_sql(v: &Value) -> ToSqlOutput<'_> {
+pub(crate) fn to_sql(v: &Value) -> ToSqlOutput<'_> {
     ToSqlOutput::Borrowed(match v {
         Value::Null => ValueRef::Null,
         Value::Integer(i) => ValueRef::Integer(*i),
@@ -387,7 +505,7 @@ fn to_sql(v: &Value) -> ToSqlOutput<'_> {
     })
 }
 
-fn from_sql(v: ValueRef<'_>) -> Value {
+pub(crate) fn from_sql(v: ValueRef<'_>) -> Value {
     match v {
         ValueRef::Null => Value::Null,
         ValueRef::Integer(i) => Value::Integer(i),

@@ -8,6 +8,8 @@
 //!   mini-transaction (`Mtr`) handed to the host's `commit` import. Nothing else leaves.
 //! - [`exec`]: runs an `ExecRequest` (prepared-statement cache, parameters, rows, limits) and
 //!   classifies failures as SQL, invalid-request, too-large or storage errors.
+//! - [`keyed`]: requests with an idempotency key, recorded in the tenant's own database in the
+//!   transaction they answer, and the host's lsn note.
 //!
 //! `bx_open` opens the volume in SQLite's **defensive mode** (`SQLITE_DBCONFIG_DEFENSIVE`: no
 //! `writable_schema`, no hand-set `schema_version`, ...): SQL cannot write the schema by hand,
@@ -35,6 +37,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub mod exec;
 mod host;
+pub mod keyed;
 pub mod vfs;
 
 /// How many distinct SQL texts keep a prepared statement.

@@ -51,8 +51,8 @@ mod imports;
 mod session;
 
 pub use compute_abi::{
-    ExecError, ExecErrorKind, ExecRequest, ExecResponse, Mtr, PageChange, PageChangeBody,
-    Statement, StatementResult, Value,
+    ExecError, ExecErrorKind, ExecRequest, ExecResponse, Keyed, Mtr, PageChange, PageChangeBody,
+    Statement, StatementResult, Value, IDEMPOTENCY_TABLE, IDEMPOTENT_ANSWER_BYTES_MAX,
 };
 pub use engine::{ComputeEngine, EngineConfig, GUEST_WASM};
 pub use error::{BackendError, ComputeError};

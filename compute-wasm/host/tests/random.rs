@@ -88,7 +88,7 @@ fn run_ok(c: &mut Compute, statements: Vec<Statement>, transaction: bool) {
         .expect("exec")
     {
         ExecResponse::Ok(_) => {}
-        ExecResponse::Err(e) => panic!("{statements:?}: {e:?}"),
+        other => panic!("{statements:?}: {other:?}"),
     }
 }
 

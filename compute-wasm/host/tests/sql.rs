@@ -437,6 +437,7 @@ fn results_past_the_limit_are_too_large_and_take_no_effect() {
         transaction: false,
         result_bytes_max: 10_000,
         timeout_ms: None,
+        keyed: None,
     };
     match c
         .exec(&small(vec![stmt("SELECT * FROM t", vec![])]), TIMEOUT)

@@ -59,7 +59,7 @@ use crate::volume_writer::{VolumeWriter, VolumeWriterConfig};
 use borealis_core::quorum::WRITE_QUORUM;
 use borealis_core::{ErrorKind, Lsn, SegmentId, TenantId};
 use borealis_utils::LockExt;
-use compute_abi::{ExecRequest, ExecResponse};
+use compute_abi::{ExecRequest, ExecResponse, Keyed};
 use compute_host::{Compute, ComputeEngine, ComputeError};
 use reader::{run_reader, ReadMode, ReaderJob, ReplicaOutput};
 use std::collections::HashMap;
@@ -86,6 +86,8 @@ pub struct PoolConfig {
     pub statement_timeout: Duration,
     /// The most a request may ask for (`"timeout_ms"`).
     pub statement_timeout_max: Duration,
+    /// How long an `Idempotency-Key` is honoured after its request was recorded.
+    pub idempotency_retention: Duration,
     /// How long a response may wait for the VDL before the commit is declared of unknown outcome.
     pub commit_timeout: Duration,
     pub cache_pages: u32,
@@ -112,8 +114,23 @@ pub struct JobOutput {
     pub depends_on: Lsn,
     pub writer: Arc<VolumeWriter>,
     /// The request, when it shipped nothing: if the commits it saw are caught by a lost write
-    /// quorum, it can be run again read-only at the VDL instead of waiting for them.
+    /// quorum, it can be run again read-only at the VDL instead of waiting for them. Never for a
+    /// request with an idempotency key.
     pub rerun: Option<ExecRequest>,
+    /// A request with an idempotency key that wrote, now or in an earlier run: the LSN of the
+    /// commit that recorded it, which every answer for the key carries.
+    pub keyed: Option<KeyedAnswer>,
+    /// The job shipped a commit: the request may have taken effect.
+    pub shipped: bool,
+}
+
+/// How a request with an idempotency key was answered (RFC 0014 §6).
+#[derive(Clone, Copy, Debug)]
+pub struct KeyedAnswer {
+    /// The commit's LSN as its lsn note recorded it.
+    pub lsn: Lsn,
+    /// Answered from the record of an earlier run; nothing ran now.
+    pub replayed: bool,
 }
 
 /// Where a request ran.
@@ -702,6 +719,14 @@ impl ComputePool {
             writer = self.ensure_writer(tenant, writer_slot, compute_slot)?;
         }
         if writer.in_limbo() {
+            if request.keyed.is_some() {
+                // Run read-only at the VDL, it could answer "not recorded" for a key whose
+                // commit is caught in limbo and may still settle.
+                return Err(ApiError::unavailable(
+                    "the write quorum is lost with commits in flight: a request with an \
+                     Idempotency-Key waits until they settle; retry with the same key",
+                ));
+            }
             return Ok(Ran::QuorumLost(request));
         }
         let cold = compute_slot.is_none();
@@ -758,13 +783,20 @@ impl ComputePool {
         }
         let compute = compute_slot.as_mut().expect("set above");
         let before = writer.last_lsn();
-        match compute.exec(&request, self.config.timeout_of(&request)) {
-            Ok(response) => {
+        let timeout = self.config.timeout_of(&request);
+        let ran = compute
+            .exec(&request, timeout)
+            .and_then(|response| self.note_keyed(compute, &request, response, &writer));
+        match ran {
+            Ok((response, keyed)) => {
                 let last = writer.last_lsn();
+                let rerun = last == before && request.keyed.is_none();
                 Ok(Ran::Output(JobOutput {
                     response,
                     depends_on: last,
-                    rerun: (last == before).then_some(request),
+                    rerun: rerun.then_some(request),
+                    keyed,
+                    shipped: last != before,
                     writer,
                 }))
             }
@@ -792,6 +824,78 @@ impl ComputePool {
         }
     }
 
+    /// A keyed request's answer (RFC 0014 §6): a run that recorded its key, or a replay of a
+    /// key whose lsn was never noted (a crash came between), gets its lsn note now, in the same
+    /// job (no other job of the tenant runs between): `L = writer.last_lsn()`, which right after
+    /// a `Recorded` commit is that commit's consistency point. The answer then carries L and
+    /// waits, like every answer, for everything shipped before it (the note included) to be
+    /// durable, so no client ever sees an lsn that a later answer for the key would not repeat.
+    /// A note that fails, however it fails (refused `read_only`, timed out, a trap), is a
+    /// [`ComputeError::Invalid`]: never "nothing was written", since the key's write took effect
+    /// or may have. After a commit shipped by this job the answer is "commit outcome unknown"
+    /// and the writer is replaced; a retry with the same key notes the lsn then. The note runs
+    /// under the gateway's `--statement-timeout`, not the request's own `"timeout_ms"`.
+    fn note_keyed(
+        &self,
+        compute: &mut Compute,
+        request: &ExecRequest,
+        response: ExecResponse,
+        writer: &VolumeWriter,
+    ) -> Result<(ExecResponse, Option<KeyedAnswer>), ComputeError> {
+        let Some(Keyed::Run {
+            key,
+            expired_before_unix_ms,
+            ..
+        }) = &request.keyed
+        else {
+            return Ok((response, None));
+        };
+        let (results, noted, replayed) = match response {
+            ExecResponse::Recorded(results) => (results, None, false),
+            ExecResponse::Replayed { results, lsn } => (results, lsn, true),
+            other => return Ok((other, None)),
+        };
+        let lsn = match noted {
+            Some(lsn) => Lsn(lsn),
+            None => {
+                let lsn = writer.last_lsn();
+                let note = ExecRequest {
+                    statements: Vec::new(),
+                    transaction: true,
+                    result_bytes_max: 0,
+                    timeout_ms: None,
+                    keyed: Some(Keyed::Note {
+                        key: key.clone(),
+                        lsn: lsn.0,
+                        expired_before_unix_ms: *expired_before_unix_ms,
+                    }),
+                };
+                let failed = |why: String| {
+                    ComputeError::Invalid(format!(
+                        "recording the lsn of Idempotency-Key {key:?} failed: {why}"
+                    ))
+                };
+                match compute.exec(&note, self.config.statement_timeout) {
+                    // The key's row, and only it, got its lsn.
+                    Ok(ExecResponse::Ok(r)) if r.first().is_some_and(|r| r.rows_affected == 1) => {}
+                    Ok(other) => return Err(failed(format!("{other:?}"))),
+                    Err(e) => return Err(failed(e.to_string())),
+                }
+                lsn
+            }
+        };
+        let counter = if replayed {
+            &self.metrics.idempotent_replays
+        } else {
+            &self.metrics.idempotency_keys_recorded
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok((
+            ExecResponse::Ok(results),
+            Some(KeyedAnswer { lsn, replayed }),
+        ))
+    }
+
     fn compute_error(
         &self,
         e: ComputeError,
@@ -800,7 +904,7 @@ impl ComputePool {
         writer_slot: &mut Option<Arc<VolumeWriter>>,
     ) -> ApiError {
         match e {
-            ComputeError::Backend(be) if be.kind == ErrorKind::ReadOnly => {
+            ComputeError::Backend(be) if be.kind == ErrorKind::ReadOnly && !shipped => {
                 let why = writer
                     .refusing_summary()
                     .map(|w| format!(" ({w})"))

@@ -336,6 +336,7 @@ impl Reader {
             transaction: false,
             result_bytes_max: 1024,
             timeout_ms: None,
+            keyed: None,
         };
         match self.exec(&guard, timeout) {
             Ok(ExecResponse::Ok(_)) => {}
@@ -343,6 +344,11 @@ impl Reader {
                 return Err(ApiError::internal(format!(
                     "could not make the replica query-only: {}",
                     e.message
+                )))
+            }
+            Ok(other) => {
+                return Err(ApiError::internal(format!(
+                    "making the replica query-only answered {other:?}"
                 )))
             }
             Err(e) => return Err(self.compute_error(e, timeout)),

@@ -116,10 +116,12 @@ fn exec(
         transaction,
         result_bytes_max: RESULT_BYTES_MAX,
         timeout_ms: None,
+        keyed: None,
     };
     match c.exec(&req, TIMEOUT).context("sandbox exec")? {
         ExecResponse::Ok(r) => Ok(r),
         ExecResponse::Err(e) => bail!("sandbox SQL error: {e:?}"),
+        other => bail!("unexpected sandbox answer: {other:?}"),
     }
 }
 

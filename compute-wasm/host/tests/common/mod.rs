@@ -123,6 +123,7 @@ pub fn request(statements: Vec<Statement>, transaction: bool) -> ExecRequest {
         transaction,
         result_bytes_max: RESULT_BYTES_MAX,
         timeout_ms: None,
+        keyed: None,
     }
 }
 
@@ -133,7 +134,7 @@ pub fn q(c: &mut Compute, sql: &str, params: Vec<Value>) -> StatementResult {
         .expect("exec")
     {
         ExecResponse::Ok(mut r) => r.pop().expect("one result"),
-        ExecResponse::Err(e) => panic!("{sql}: {e:?}"),
+        other => panic!("{sql}: {other:?}"),
     }
 }
 
@@ -143,8 +144,8 @@ pub fn q_err(c: &mut Compute, sql: &str, params: Vec<Value>) -> ExecError {
         .exec(&request(vec![stmt(sql, params)], false), TIMEOUT)
         .expect("exec")
     {
-        ExecResponse::Ok(r) => panic!("{sql}: expected an error, got {r:?}"),
         ExecResponse::Err(e) => e,
+        other => panic!("{sql}: expected an error, got {other:?}"),
     }
 }
 
