@@ -113,7 +113,7 @@ pub enum Keyed {
     },
     /// The **lsn note**: a second, tiny transaction that writes the LSN of the commit that
     /// recorded `key` into its row (`WHERE lsn IS NULL`: a note never changes a written lsn), and
-    /// deletes a few expired rows (at most [`EXPIRED_ROWS_PER_NOTE_MAX`], oldest first). The
+    /// deletes the expired rows among the [`EXPIRED_ROWS_PER_NOTE_MAX`] oldest. The
     /// request carries no statements; the answer is `Ok` with no results.
     Note {
         key: String,
