@@ -69,6 +69,37 @@ impl Api {
         token: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Value> {
+        self.call_keyed(method, path, token, body, None)
+            .await
+            .map(|(v, _)| v)
+    }
+
+    /// A `.../sql` request with an `Idempotency-Key`: the answer, and whether it was replayed
+    /// from the key's record (`Idempotent-Replayed: true`).
+    pub async fn keyed(
+        &self,
+        t: &Tenant,
+        body: &Value,
+        key: &str,
+    ) -> anyhow::Result<(Value, bool)> {
+        self.call_keyed(
+            reqwest::Method::POST,
+            &format!("/v1/tenants/{}/sql", t.name),
+            &t.token,
+            Some(body),
+            Some(key),
+        )
+        .await
+    }
+
+    async fn call_keyed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+        key: Option<&str>,
+    ) -> anyhow::Result<(Value, bool)> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.url))
@@ -76,11 +107,18 @@ impl Api {
         if let Some(b) = body {
             req = req.json(b);
         }
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
         let resp = req
             .send()
             .await
             .with_context(|| format!("{path}: no answer"))?;
         let status = resp.status();
+        let replayed = resp
+            .headers()
+            .get("idempotent-replayed")
+            .is_some_and(|v| v == "true");
         let text = resp
             .text()
             .await
@@ -102,7 +140,7 @@ impl Api {
                 .unwrap_or("");
             bail!("{path}: {code} (HTTP {}): {msg}", status.as_u16());
         }
-        Ok(v)
+        Ok((v, replayed))
     }
 
     pub async fn create_tenant(&self, admin_token: &str, name: &str) -> anyhow::Result<Tenant> {

@@ -427,7 +427,7 @@ fn scan(res: &Results) -> Goal {
               in the background while SQLite reads the current one (RFC 0016); what is left is \
               the pageserver's page reads and the copies through the wire, the host cache and \
               the sandbox, on two cores shared with the cluster, against native SQLite reading \
-              a warm OS page cache in-process. Runs of this table have measured 8× to 12×"
+              a warm OS page cache in-process. Runs of this table have measured 8× to 14×"
             .into(),
     }
 }

@@ -41,6 +41,7 @@ mod cpu;
 mod fsync;
 mod get_page;
 mod goals;
+mod keyed;
 mod machine;
 mod postgres;
 mod recovery;
@@ -69,6 +70,7 @@ const PARTS: &[&str] = &[
     "safekeeper",
     "compute",
     "borealis",
+    "keyed",
     "replica",
     "failover",
     "cold-start",
@@ -100,7 +102,7 @@ struct Cli {
     /// Keep the work directory (data and logs) afterwards.
     #[arg(long)]
     keep: bool,
-    /// Parts to skip, comma-separated (fsync, safekeeper, compute, borealis, replica,
+    /// Parts to skip, comma-separated (fsync, safekeeper, compute, borealis, keyed, replica,
     /// failover, cold-start, zipf, scan, recovery, segments, restore, getpage, postgres, sqlite).
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
@@ -615,6 +617,34 @@ async fn borealis_parts_run(
                         .push(("replica lag".into(), format!("failed: {e:#}"))),
                 }
             }
+            if cli.wants("keyed") {
+                println!("  commits with and without an Idempotency-Key, one client");
+                match keyed::measure(
+                    &cluster.api,
+                    &tenant,
+                    scale.accounts,
+                    scale.duration,
+                    checks,
+                )
+                .await
+                {
+                    Ok(mut f) => {
+                        println!(
+                            "  unkeyed p50 {}, keyed p50 {}, replay p50 {} ({} / {} / {})",
+                            report::dur(f.plain.p50()),
+                            report::dur(f.keyed.p50()),
+                            report::dur(f.replays.p50()),
+                            f.plain.len(),
+                            f.keyed.len(),
+                            f.replays.len()
+                        );
+                        res.keyed = Some(f);
+                    }
+                    Err(e) => res
+                        .missing
+                        .push(("keyed commits".into(), format!("failed: {e:#}"))),
+                }
+            }
             let before = workload::System::totals(&mut sys).await?;
             if cli.wants("failover") {
                 println!("  failover: killing the gateway under load");
@@ -691,7 +721,7 @@ async fn borealis_parts_run(
     if cli.wants("scan") {
         let mb = cli.scan_mb.unwrap_or(if cli.quick { 16 } else { 1024 });
         println!("== Borealis: full scan of a {mb} MB table (and native SQLite)");
-        let f = scan::measure(&cluster.api, &cluster.admin_token, work, mb, checks).await?;
+        let f = scan::measure(&cluster, work, mb, checks).await?;
         println!(
             "  loaded {} rows in {:.1} s; Borealis scans: {}; native SQLite: {}",
             f.rows,

@@ -67,7 +67,7 @@ pub struct RecoveryPoint {
 }
 
 /// Waits until the tenant's pageserver has applied the log up to the VDL the safekeepers know.
-async fn wait_pageserver_caught_up(cluster: &Cluster, t: &Tenant) -> anyhow::Result<Duration> {
+pub async fn wait_pageserver_caught_up(cluster: &Cluster, t: &Tenant) -> anyhow::Result<Duration> {
     let api = &cluster.api;
     let started = Instant::now();
     let info = api.tenant_status(&cluster.admin_token, &t.name).await?;

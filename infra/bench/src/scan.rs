@@ -8,8 +8,14 @@
 //! compute and in a reader's (`"replica": true`, scanned too). The same rows in
 //! a native SQLite file on local disk (warm in the OS page cache) are the baseline, in the same
 //! run. Each scan is timed three times; the answer is checked (row count and byte sum).
+//!
+//! The scans start once the pageserver has applied the load (how long that took is reported
+//! apart): a scan that starts while it is still applying a gigabyte of redo competes with it for
+//! the two cores, and its first pages may wait for the apply (one run had a scan fail after a
+//! GetPage waited 5 s for an apply 37,000 records behind, and the others take 7-8 s instead of
+//! about 3).
 
-use crate::borealis::{Api, Tenant};
+use crate::borealis::{Api, Cluster, Tenant};
 use crate::workload::Checks;
 use anyhow::Context;
 use serde_json::{json, Value};
@@ -32,6 +38,8 @@ pub struct ScanFigures {
     pub mb: u64,
     pub rows: u64,
     pub load: Duration,
+    /// From the load's last commit until the pageserver had applied it all.
+    pub catch_up: Duration,
     /// Each Borealis scan through the writer: its time, or the error that stopped it.
     pub borealis: Vec<Result<Duration, String>>,
     /// The same through a reader compute (`"replica": true`).
@@ -45,15 +53,16 @@ fn scan_sql() -> &'static str {
 
 /// Loads the table into a new tenant, scans it, then does the same on native SQLite.
 pub async fn measure(
-    api: &Api,
-    admin_token: &str,
+    cluster: &Cluster,
     work: &Path,
     mb: u64,
     checks: &mut Checks,
 ) -> anyhow::Result<ScanFigures> {
+    let api = &cluster.api;
     let rows = (mb * 1_000_000 / ROW_BYTES).max(1);
-    let tenant: Tenant = api.create_tenant(admin_token, "scan").await?;
+    let tenant: Tenant = api.create_tenant(&cluster.admin_token, "scan").await?;
     let load = load_big_table(api, &tenant, rows).await?;
+    let catch_up = crate::recovery::wait_pageserver_caught_up(cluster, &tenant).await?;
     let expected = (rows as i64, (rows * ROW_BYTES) as i64);
     let mut borealis = Vec::new();
     let mut replica = Vec::new();
@@ -83,6 +92,7 @@ pub async fn measure(
         mb,
         rows,
         load,
+        catch_up,
         borealis,
         replica,
         sqlite,
