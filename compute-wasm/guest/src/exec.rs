@@ -495,7 +495,7 @@ fn value_bytes(v: &Value) -> u64 {
         }
 }
 
-pub(crate) fn to_sql(v: &Value) -> ToSqlOutput<'_> {
+fn to_sql(v: &Value) -> ToSqlOutput<'_> {
     ToSqlOutput::Borrowed(match v {
         Value::Null => ValueRef::Null,
         Value::Integer(i) => ValueRef::Integer(*i),
@@ -505,7 +505,7 @@ pub(crate) fn to_sql(v: &Value) -> ToSqlOutput<'_> {
     })
 }
 
-pub(crate) fn from_sql(v: ValueRef<'_>) -> Value {
+fn from_sql(v: ValueRef<'_>) -> Value {
     match v {
         ValueRef::Null => Value::Null,
         ValueRef::Integer(i) => Value::Integer(i),

@@ -26,7 +26,7 @@
 //! [`Keyed::Note`]: the host's second, tiny transaction, right after a `Recorded` commit (or
 //! a replay whose lsn is NULL): the commit's LSN exists only once the page holding the row was
 //! shipped, so the row cannot hold it; the note writes it (`WHERE lsn IS NULL`, so a written lsn
-//! never changes) and deletes up to [`EXPIRED_ROWS_PER_NOTE_MAX`] expired rows, oldest first.
+//! never changes) and deletes the expired rows among the [`EXPIRED_ROWS_PER_NOTE_MAX`] oldest.
 //!
 //! The table is created by the first keyed write. SQL from requests cannot touch it (the
 //! authorizer in [`crate::exec`]); the statements here run with that guard lifted and are
@@ -66,6 +66,15 @@ const NOTE_LSN: &str =
 const DELETE_EXPIRED: &str = "DELETE FROM main._borealis_idempotency WHERE rowid IN \
      (SELECT rowid FROM main._borealis_idempotency ORDER BY rowid LIMIT ?1) \
      AND created_unix_ms < ?2";
+
+/// What the look-up of a key found.
+enum Found {
+    /// The table does not exist yet: the first keyed write creates it.
+    NoTable,
+    /// The table exists; the key has no row.
+    Absent,
+    Row(Recorded),
+}
 
 /// A key's row as recorded.
 struct Recorded {
@@ -135,13 +144,12 @@ fn run_once(
         Ok(found) => found,
         Err(f) => return exec::error_response(0, f),
     };
-    let expired = match found {
-        Some(row) if row.created_unix_ms >= expired_before_unix_ms => {
+    let found = match found {
+        Found::Row(row) if row.created_unix_ms >= expired_before_unix_ms => {
             exec::rollback(conn);
             return replay(key, row, request_sha256);
         }
-        Some(_) => true,
-        None => false,
+        other => other,
     };
     exec::guard(|g| g.wrote = false);
     let results = match exec::run_entries_in_open_transaction(conn, &req.statements, budget) {
@@ -179,10 +187,15 @@ fn run_once(
     // The guest's insert must not show as the request's, or the next one's, last insert rowid.
     let rowid = conn.last_insert_rowid();
     let recorded = internal(|| -> Result<(), Failure> {
-        if expired {
-            execute(conn, DELETE_KEY, params![key])?;
-        } else if !table_exists(conn)? {
-            execute(conn, &format!("CREATE TABLE main.{TABLE_DEFINITION}"), [])?;
+        match found {
+            // Expired: its row makes way for the new one.
+            Found::Row(_) => {
+                execute(conn, DELETE_KEY, params![key])?;
+            }
+            Found::NoTable => {
+                execute(conn, &format!("CREATE TABLE main.{TABLE_DEFINITION}"), [])?;
+            }
+            Found::Absent => {}
         }
         execute(
             conn,
@@ -288,21 +301,23 @@ fn table_exists(conn: &Connection) -> Result<bool, Failure> {
     Ok(true)
 }
 
-fn look_up(conn: &Connection, key: &str) -> Result<Option<Recorded>, Failure> {
+fn look_up(conn: &Connection, key: &str) -> Result<Found, Failure> {
     if !table_exists(conn)? {
-        return Ok(None);
+        return Ok(Found::NoTable);
     }
     let mut stmt = conn.prepare(LOOK_UP).map_err(Failure::from_sqlite)?;
-    stmt.query_row(params![key], |r| {
-        Ok(Recorded {
-            request_sha256: r.get(0)?,
-            answer: r.get(1)?,
-            lsn: r.get(2)?,
-            created_unix_ms: r.get(3)?,
+    let row = stmt
+        .query_row(params![key], |r| {
+            Ok(Recorded {
+                request_sha256: r.get(0)?,
+                answer: r.get(1)?,
+                lsn: r.get(2)?,
+                created_unix_ms: r.get(3)?,
+            })
         })
-    })
-    .optional()
-    .map_err(Failure::from_sqlite)
+        .optional()
+        .map_err(Failure::from_sqlite)?;
+    Ok(row.map_or(Found::Absent, Found::Row))
 }
 
 /// Runs one of the guest's own statements, prepared afresh; the rows it changed.
