@@ -18,7 +18,12 @@
 //! was trimmed after a pageserver checkpointed it to object storage. The trim point is stored
 //! before any record is dropped, so after a crash half-way the segment file may still hold
 //! records at or below it; opening the tenant drops them (trimming is idempotent). Version 1
-//! files (no trims) are read as "never trimmed"; files are always written as version 2.
+//! files (no trims) are read as "never trimmed".
+//!
+//! Since version 3 it also holds the **promised epoch** (RFC 0014 §2): the highest epoch a
+//! recovering writer's `Fence` was promised. It is stored before the `Fence` is answered, so a
+//! writer below it is refused after a crash too. Versions 1 and 2 read as "nothing promised";
+//! files are always written as version 3.
 
 use crate::acceptor::TrimPoint;
 use crate::segment_log::fsync_dir;
@@ -30,9 +35,10 @@ use std::path::Path;
 
 pub const CONTROL_FILE_NAME: &str = "control.json";
 const CONTROL_TEMP_NAME: &str = "control.json.tmp";
-/// The version written. Version 1 (the same without `trims`) is still read.
-pub const CONTROL_VERSION: u32 = 2;
-const CONTROL_VERSIONS_READ: [u32; 2] = [1, 2];
+/// The version written. Versions 1 (without `trims`) and 2 (without `promised_epoch`) are still
+/// read.
+pub const CONTROL_VERSION: u32 = 3;
+const CONTROL_VERSIONS_READ: [u32; 3] = [1, 2, 3];
 
 /// A segment's trim point in the control file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +61,9 @@ pub struct ControlState {
     /// order.
     #[serde(default)]
     pub trims: Vec<SegmentTrim>,
+    /// The highest epoch promised to a recovery's `Fence` (0: none).
+    #[serde(default)]
+    pub promised_epoch: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +88,14 @@ impl ControlState {
             history,
             pending_truncation_above,
             trims: Vec::new(),
+            promised_epoch: 0,
         }
+    }
+
+    /// The same state with this promised epoch.
+    pub fn with_promise(mut self, promised_epoch: u64) -> ControlState {
+        self.promised_epoch = promised_epoch;
+        self
     }
 
     /// The same state with these segments' trim points.
@@ -206,22 +222,26 @@ mod tests {
         let compact: String = text.split_whitespace().collect();
         assert_eq!(
             compact,
-            "{\"version\":2,\"epoch\":2,\"epoch_start_lsn\":10,\
+            "{\"version\":3,\"epoch\":2,\"epoch_start_lsn\":10,\
              \"history\":[{\"epoch\":1,\"start\":0},{\"epoch\":2,\"start\":10}],\
-             \"pending_truncation_above\":null,\"trims\":[]}"
+             \"pending_truncation_above\":null,\"trims\":[],\"promised_epoch\":0}"
         );
-        let trimmed = ControlState::new(h(&[(1, 0), (2, 10)]), None).with_trims(&[(
-            SegmentId(3),
-            TrimPoint {
-                base: Lsn(9),
-                last_cpl: Lsn(8),
-            },
-        )]);
+        let trimmed = ControlState::new(h(&[(1, 0), (2, 10)]), None)
+            .with_trims(&[(
+                SegmentId(3),
+                TrimPoint {
+                    base: Lsn(9),
+                    last_cpl: Lsn(8),
+                },
+            )])
+            .with_promise(4);
         store(dir.path(), &trimmed).unwrap();
         let text = std::fs::read_to_string(dir.path().join(CONTROL_FILE_NAME)).unwrap();
         let compact: String = text.split_whitespace().collect();
         assert!(
-            compact.ends_with("\"trims\":[{\"segment\":3,\"base\":9,\"last_cpl\":8}]}"),
+            compact.ends_with(
+                "\"trims\":[{\"segment\":3,\"base\":9,\"last_cpl\":8}],\"promised_epoch\":4}"
+            ),
             "{compact}"
         );
         assert_eq!(load(dir.path()).unwrap(), Some(trimmed));
@@ -236,6 +256,21 @@ mod tests {
         let state = load(dir.path()).unwrap().unwrap();
         assert_eq!((state.version, state.epoch), (1, 2));
         assert!(state.trims.is_empty());
+        assert_eq!(state.promised_epoch, 0);
+    }
+
+    /// A version 2 file (before `Fence` existed) loads with nothing promised.
+    #[test]
+    fn version_2_files_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let v2 = br#"{"version":2,"epoch":2,"epoch_start_lsn":10,"history":[{"epoch":1,"start":0},{"epoch":2,"start":10}],"pending_truncation_above":null,"trims":[{"segment":3,"base":9,"last_cpl":8}]}"#;
+        std::fs::write(dir.path().join(CONTROL_FILE_NAME), v2).unwrap();
+        let state = load(dir.path()).unwrap().unwrap();
+        assert_eq!(
+            (state.version, state.epoch, state.promised_epoch),
+            (2, 2, 0)
+        );
+        assert_eq!(state.trims.len(), 1);
     }
 
     #[test]

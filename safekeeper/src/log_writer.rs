@@ -16,6 +16,8 @@
 //! durable on its own, so no append of the old epoch is written after the truncation. A `Trim`
 //! is a barrier too: the records it drops must be synced, and it rewrites the segment file. So is
 //! adopting a peer's trim point (gossip), which does the same, and dropping a deleted tenant.
+//! And so is a recovery's `Fence` (RFC 0014 §2): the appends queued before it are committed
+//! (and acked in their epoch) first; those after it are judged against the promise.
 
 use crate::acceptor::TrimPoint;
 use crate::acceptor::{AdoptOutcome, AppendOutcome};
@@ -24,7 +26,7 @@ use crate::metrics::inc;
 use crate::records::ParsedRecord;
 use crate::store::Store;
 use borealis_core::{EpochStart, Lsn, SegmentId, TenantId};
-use borealis_wire::{Envelope, SegmentState};
+use borealis_wire::{Body, Envelope, SegmentState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
@@ -87,6 +89,11 @@ pub enum WriteOp {
         epoch: u64,
         upto: Lsn,
         done: oneshot::Sender<Result<Lsn, SkError>>,
+    },
+    Fence {
+        tenant: TenantId,
+        epoch: u64,
+        done: oneshot::Sender<Result<Body, SkError>>,
     },
     AdoptTrim {
         tenant: TenantId,
@@ -228,6 +235,18 @@ impl LogWriter {
         .await
     }
 
+    /// Promises `epoch` to a recovering writer (see [`crate::tenant::Tenant::fence`]) once
+    /// everything queued before is committed, and waits until the promise is durable. Returns
+    /// the `State` to answer with.
+    pub async fn fence(&self, tenant: TenantId, epoch: u64) -> Result<Body, SkError> {
+        self.barrier(|done| WriteOp::Fence {
+            tenant,
+            epoch,
+            done,
+        })
+        .await
+    }
+
     /// Deletes a tenant from this safekeeper for good (see [`Store::drop_tenant`]) once
     /// everything queued before is written. Returns the bytes of log freed.
     pub async fn drop_tenant(&self, tenant: TenantId) -> Result<u64, SkError> {
@@ -355,6 +374,15 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriteOp>) {
                     let what = "recording a trim point or rewriting a segment file";
                     answer_barrier(&store, result, what, done);
                 }
+                WriteOp::Fence {
+                    tenant,
+                    epoch,
+                    done,
+                } => {
+                    commit(&store, std::mem::take(&mut group));
+                    let result = store.tenant_or_create(tenant).and_then(|t| t.fence(epoch));
+                    answer_barrier(&store, result, "recording a promised epoch", done);
+                }
                 WriteOp::AdoptTrim {
                     tenant,
                     segment,
@@ -464,6 +492,7 @@ fn apply(store: &Store, op: WriteOp, group: &mut Group) {
         }
         WriteOp::Hello { .. }
         | WriteOp::Trim { .. }
+        | WriteOp::Fence { .. }
         | WriteOp::AdoptTrim { .. }
         | WriteOp::DropTenant { .. } => {
             unreachable!(

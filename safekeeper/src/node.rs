@@ -105,6 +105,18 @@ impl Node {
         }
     }
 
+    /// Answers a `Fence`: `State` once the promise is durable. A rebuilding node records the
+    /// promise too (a writer below it must be refused here as well) but answers `unavailable`:
+    /// what it lacks proves nothing (as for `GetState`).
+    pub async fn fence(&self, tenant: TenantId, epoch: u64) -> Body {
+        let rebuilding = self.store.rebuilding();
+        match self.writer.fence(tenant, epoch).await {
+            Ok(_) if rebuilding => crate::error::SkError::Rebuilding.to_body(),
+            Ok(state) => state,
+            Err(e) => e.to_body(),
+        }
+    }
+
     pub fn get_state(&self, tenant: TenantId) -> Body {
         self.store.get_state(tenant)
     }

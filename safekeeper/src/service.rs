@@ -166,6 +166,7 @@ async fn handle_connection(
                     .map(|e| e.to_body())
             }
             Body::GetState { tenant } => Some(node.get_state(tenant)),
+            Body::Fence { tenant, epoch } => Some(node.fence(tenant, epoch).await),
             Body::ReadLsns {
                 tenant,
                 segment,
@@ -248,11 +249,12 @@ async fn write_loop(wr: tokio::net::tcp::OwnedWriteHalf, mut outbox: mpsc::Recei
 }
 
 /// Sends the segment's SCL as an `Ack` each time it is published in `epoch`, the epoch the
-/// connection appended in (values in between coalesce). Ends once a newer epoch is published: the writer of `epoch` has been
-/// superseded, and the SCLs published from then on vouch for the newer writer's records, which
-/// may sit at LSNs the old writer also used (found by the simulator once its acks were sent as
-/// this loop sent them, regardless of epoch: a zombie writer raised its VDL above its
-/// successor's start).
+/// connection appended in (values in between coalesce). Once a newer epoch is published (a
+/// recovery installed one, or was promised one by a `Fence`, RFC 0014 §2) it sends one last
+/// `Ack` in that epoch, which tells the writer it is superseded, and ends: the SCLs published from
+/// then on may vouch for the newer writer's records, which may sit at LSNs the old writer also
+/// used (found by the simulator once its acks were sent regardless of epoch: a zombie writer
+/// raised its VDL above its successor's start).
 async fn ack_loop(
     mut published: watch::Receiver<(u64, Lsn)>,
     tenant: TenantId,
@@ -262,9 +264,6 @@ async fn ack_loop(
 ) {
     while published.changed().await.is_ok() {
         let (published_epoch, value) = *published.borrow_and_update();
-        if published_epoch > epoch {
-            return;
-        }
         if published_epoch < epoch {
             // Not yet published in the connection's epoch (cannot outlast its Hello's publish).
             continue;
@@ -273,8 +272,9 @@ async fn ack_loop(
             tenant,
             segment,
             scl: value,
+            epoch: published_epoch,
         };
-        if outbox.send(answer(0, ack)).await.is_err() {
+        if outbox.send(answer(0, ack)).await.is_err() || published_epoch > epoch {
             return;
         }
     }

@@ -289,18 +289,9 @@ impl Store {
                 history: vec![],
                 known_vdl: Lsn::INVALID,
                 segments: vec![],
+                promised_epoch: 0,
             },
-            Some(t) => t.with_published(|p| Body::State {
-                epoch: p.epoch,
-                epoch_start_lsn: p.epoch_start_lsn,
-                history: p.history.clone(),
-                known_vdl: p.known_vdl,
-                segments: p
-                    .segments
-                    .iter()
-                    .map(|(s, c)| crate::tenant::segment_state(*s, c))
-                    .collect(),
-            }),
+            Some(t) => t.with_published(crate::tenant::state_of),
         }
     }
 

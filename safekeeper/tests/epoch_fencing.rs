@@ -179,3 +179,93 @@ async fn a_member_that_missed_an_epoch_keeps_only_the_log_its_history_shares() {
         })
     ));
 }
+
+/// RFC 0014 §2: a recovery's `Fence` promises its epoch durably before it reads; from then on the
+/// old writer (still running, its epoch still installed) is refused and hears it is superseded,
+/// and the answer covers every ack it was sent. The promise survives a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fence_refuses_the_running_writer_before_the_new_epoch_is_installed() {
+    let root = tempfile::tempdir().unwrap();
+    let mut sk = Sk::new("sk-a1", root.path());
+    sk.start();
+    let (old_writer, mut acks) = sk.client_with_acks().await;
+    hello(&old_writer, 1, 0).await.unwrap();
+    append(&old_writer, 0, 1, &chain(1, 9)).await;
+    wait_ack(&mut acks, 0, 9).await;
+
+    let recovery = sk.client().await;
+    let fence = |epoch| Body::Fence {
+        tenant: TENANT,
+        epoch,
+    };
+    match recovery.call(fence(2), T).await.unwrap() {
+        Body::State {
+            epoch,
+            promised_epoch,
+            segments,
+            ..
+        } => {
+            assert_eq!((epoch, promised_epoch), (1, 2), "promised, not installed");
+            assert_eq!(segments[0].scl, Lsn(9), "the answer covers every ack sent");
+        }
+        other => panic!("unexpected answer to fence: {other:?}"),
+    }
+    // The old writer's connection gets one last ack, in the promised epoch.
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        match tokio::time::timeout_at(deadline, acks.recv()).await {
+            Ok(Some(Body::Ack { epoch: 2, .. })) => break,
+            Ok(Some(Body::Ack { epoch: 1, .. })) => {}
+            other => panic!("expected an ack in epoch 2, got {other:?}"),
+        }
+    }
+    let stale = Body::Append {
+        tenant: TENANT,
+        segment: SegmentId(0),
+        epoch: 1,
+        vdl: Lsn(0),
+        records: encode(&chain(10, 10)),
+    };
+    assert!(
+        is_fenced(old_writer.call(stale.clone(), T).await),
+        "epoch 1 is still installed, but promised away"
+    );
+    assert!(is_fenced(
+        hello(&old_writer, 1, 0).await.map(|_| Body::GossipSummary)
+    ));
+    assert!(
+        is_fenced(recovery.call(fence(2), T).await),
+        "a second recovery must take a higher epoch"
+    );
+    assert!(matches!(
+        recovery.call(fence(0), T).await,
+        Err(WireError::Remote {
+            kind: ErrorKind::Invalid,
+            ..
+        })
+    ));
+
+    // The promise is durable.
+    sk.kill();
+    sk.start();
+    let c = sk.client().await;
+    match c.call(Body::GetState { tenant: TENANT }, T).await.unwrap() {
+        Body::State {
+            epoch,
+            promised_epoch,
+            ..
+        } => assert_eq!((epoch, promised_epoch), (1, 2)),
+        other => panic!("unexpected answer: {other:?}"),
+    }
+    assert!(
+        is_fenced(c.call(stale, T).await),
+        "still refused after a restart"
+    );
+    // The recovery that holds the promise installs its epoch and writes on.
+    let (new_writer, mut new_acks) = sk.client_with_acks().await;
+    hello(&new_writer, 2, 9).await.unwrap();
+    let mut own = record(10, 9);
+    own.is_cpl = true;
+    append(&new_writer, 0, 2, std::slice::from_ref(&own)).await;
+    wait_ack(&mut new_acks, 0, 10).await;
+}

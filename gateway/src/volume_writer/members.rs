@@ -153,8 +153,13 @@ pub(super) async fn member_task(
                     None => break,
                 },
                 m = acks.recv() => match m {
-                    Some(Body::Ack { segment, scl, .. }) => {
-                        writer.on_ack(member, segment, scl);
+                    Some(Body::Ack { segment, scl, epoch, .. }) => {
+                        if !writer.on_ack(member, segment, epoch, scl) {
+                            writer.fail(format!(
+                                "superseded: safekeeper {addr} acknowledged in epoch {epoch}, a newer writer's"
+                            ));
+                            break;
+                        }
                     }
                     Some(Body::Error { kind: ErrorKind::Fenced, message }) => {
                         writer.fail(format!("fenced by safekeeper {addr}: {message}"));

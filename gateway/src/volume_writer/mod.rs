@@ -483,16 +483,18 @@ impl VolumeWriter {
         }
     }
 
-    /// `member` acknowledged `scl` for `segment`.
-    fn on_ack(&self, member: usize, segment: SegmentId, scl: Lsn) {
+    /// `member` acknowledged `scl` for `segment` in `epoch`. Returns false if the ack says this
+    /// writer is superseded (a newer epoch was installed or promised there): the caller fails it.
+    fn on_ack(&self, member: usize, segment: SegmentId, epoch: u64, scl: Lsn) -> bool {
         let now = self.now();
         let mut session = self.session.locked();
-        let (new_vdl, events) = session.on_ack(member, segment, scl, now);
+        let (new_vdl, events) = session.on_ack(member, segment, epoch, scl, now);
         if let Some(vdl) = new_vdl {
             self.publish_vdl(vdl);
         }
         drop(session);
         self.log_events(&events);
+        !events.iter().any(|e| matches!(e, Event::Superseded { .. }))
     }
 
     /// Publishes a new VDL. Two members' tasks may race here: never let a stale, lower VDL
@@ -596,6 +598,10 @@ impl VolumeWriter {
                     "safekeeper refuses appends; not counted toward the write quorum"),
                 Event::Refusing { member, why: None } => {
                     info!(tenant = %self.tenant, member, "safekeeper accepts appends again")
+                }
+                Event::Superseded { member, epoch } => {
+                    warn!(tenant = %self.tenant, epoch = self.epoch, member, newer_epoch = epoch,
+                        "a safekeeper acknowledged in a newer epoch: this writer is superseded")
                 }
                 Event::AckTimeout { .. } => {}
             }

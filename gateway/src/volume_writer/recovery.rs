@@ -1,8 +1,13 @@
 //! Recovery of a volume of one or many segments (`borealis_quorum::volume_recovery`, RFC 0008):
 //!
-//! 1. a read quorum of safekeeper states: each member's epoch, history, `known_vdl` and per
-//!    segment its SCL; the **anchor** is the highest `known_vdl` (durable, so nothing at or below
-//!    it needs looking at);
+//! 1. **fence, then read** (RFC 0014 §2): `GetState` finds the highest epoch installed or
+//!    promised anywhere; the new epoch is one above it, and `Fence` asks every node to promise it
+//!    durably and answer its state under the same lock. A node that promised refuses every older
+//!    writer's appends and `Hello`s and acks only in the new epoch, so a writer still running
+//!    (another gateway's, paused or unaware) cannot make durable anything the answers do not
+//!    cover. A read quorum of `Fence` answers gives each member's epoch, history, `known_vdl`
+//!    and per segment its SCL; the **anchor** is the highest `known_vdl` (durable, so nothing
+//!    at or below it needs looking at);
 //! 2. the sources: the new epoch, the newest history volume-wide, and per segment the member
 //!    whose log under that history reaches highest ([`volume_recovery::plan_sources`]);
 //! 3. each source's index of record headers above the anchor (`ReadLsns`, paged), and from them
@@ -64,54 +69,42 @@ pub(super) async fn recover_epoch(
     )
     .await;
     let clients: Vec<Option<Client>> = clients.into_iter().map(|c| c.ok()).collect();
-    let states =
-        futures::future::join_all(clients.iter().enumerate().map(|(node, c)| async move {
-            let c = c.as_ref()?;
-            match c.call(Body::GetState { tenant }, CALL_TIMEOUT).await {
-                Ok(Body::State {
-                    epoch,
-                    segments,
-                    history,
-                    known_vdl,
-                    ..
-                }) => Some((
-                    MemberReport {
-                        member: node,
-                        epoch,
-                        history,
-                        segments: segments
-                            .iter()
-                            .map(|s| (s.segment, s.scl, s.last_cpl))
-                            .collect(),
-                    },
-                    known_vdl,
-                )),
-                Ok(other) => {
-                    warn!(node, answer = other.name(), "unexpected answer to GetState");
-                    None
-                }
-                Err(e) => {
-                    debug!(node, error = %e, "GetState failed");
-                    None
-                }
-            }
-        }))
-        .await;
-    let answered: Vec<(MemberReport, Lsn)> = states.into_iter().flatten().collect();
-    if answered.len() < READ_QUORUM {
+    // 1a. Where the epochs are: the new one goes above every installed and promised epoch.
+    let read = states(&clients, || Body::GetState { tenant }).await;
+    if read.len() < READ_QUORUM {
         return Err(LogError::Recovery(format!(
             "only {} of {pool} safekeepers answered, {READ_QUORUM} needed",
+            read.len()
+        )));
+    }
+    let highest = read
+        .iter()
+        .map(|s| s.report.epoch.max(s.promised_epoch))
+        .max()
+        .unwrap_or(0);
+    let epoch = highest
+        .checked_add(1)
+        .ok_or_else(|| LogError::Recovery(format!("epoch {highest} is the last one")))?;
+    // 1b. Fence: each node promises the new epoch durably and answers its state under the same
+    //     lock; from then on it refuses every older writer and acks only in the new epoch, so a
+    //     writer still running cannot make durable anything these answers do not cover (RFC
+    //     0014 §2). The plan is made from these answers, never from the reads of 1a.
+    let answered = states(&clients, || Body::Fence { tenant, epoch }).await;
+    if answered.len() < READ_QUORUM {
+        return Err(LogError::Recovery(format!(
+            "only {} of {pool} safekeepers promised epoch {epoch}, {READ_QUORUM} needed (a concurrent recovery, or nodes lost)",
             answered.len()
         )));
     }
     let anchor = answered
         .iter()
-        .map(|(_, v)| *v)
+        .map(|s| s.known_vdl)
         .max()
         .unwrap_or(Lsn::INVALID);
-    // Every node holds the tenant's epoch, whether or not it holds a segment.
-    let epoch_floor = answered.iter().map(|(r, _)| r.epoch).max().unwrap_or(0);
-    let reports: Vec<MemberReport> = answered.into_iter().map(|(r, _)| r).collect();
+    // Every node holds the tenant's epoch, whether or not it holds a segment; each promised
+    // `epoch`, so the plan's epoch is `epoch`.
+    let epoch_floor = epoch - 1;
+    let reports: Vec<MemberReport> = answered.into_iter().map(|s| s.report).collect();
     // Per segment that any node holds, the reports of its group's members, by node id (a member
     // that lists nothing of the segment answered too: it holds nothing of it).
     let segments: std::collections::BTreeSet<SegmentId> = reports
@@ -178,7 +171,12 @@ pub(super) async fn recover_epoch(
             index_entries = indexes.values().map(|i| i.entries.len()).sum::<usize>(),
             "volume end found");
     }
-    let epoch = volume.epoch;
+    if volume.epoch != epoch {
+        return Err(LogError::Recovery(format!(
+            "the plan's epoch {} is not the epoch {epoch} the nodes promised",
+            volume.epoch
+        )));
+    }
 
     // Install the epoch on every node reached: each aligns its log to our history (truncating at
     // least above the end) before answering.
@@ -256,6 +254,64 @@ pub(super) async fn recover_epoch(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// One node's answer to `GetState` or `Fence`.
+struct NodeState {
+    report: MemberReport,
+    known_vdl: Lsn,
+    promised_epoch: u64,
+}
+
+/// Asks every node reached the request `make` builds (`GetState` or `Fence`) and collects the
+/// `State` answers; a node that refuses or does not answer is left out (and logged).
+async fn states(clients: &[Option<Client>], make: impl Fn() -> Body) -> Vec<NodeState> {
+    let answers = futures::future::join_all(clients.iter().enumerate().map(|(node, c)| {
+        let request = make();
+        async move {
+            let c = c.as_ref()?;
+            let what = request.name();
+            match c.call(request, CALL_TIMEOUT).await {
+                Ok(Body::State {
+                    epoch,
+                    segments,
+                    history,
+                    known_vdl,
+                    promised_epoch,
+                    ..
+                }) => Some(NodeState {
+                    report: MemberReport {
+                        member: node,
+                        epoch,
+                        history,
+                        segments: segments
+                            .iter()
+                            .map(|s| (s.segment, s.scl, s.last_cpl))
+                            .collect(),
+                    },
+                    known_vdl,
+                    promised_epoch,
+                }),
+                Ok(other) => {
+                    warn!(node, answer = other.name(), "unexpected answer to {what}");
+                    None
+                }
+                Err(WireError::Remote {
+                    kind: ErrorKind::Fenced,
+                    message,
+                }) => {
+                    warn!(node, %message, "{what} refused: a newer recovery or writer exists");
+                    None
+                }
+                Err(e) => {
+                    debug!(node, error = %e, "{what} failed");
+                    None
+                }
+            }
+        }
+    }))
+    .await;
+    answers.into_iter().flatten().collect()
 }
 
 /// Each segment's source's index of record headers in `(anchor, usable SCL]`, read in pages of

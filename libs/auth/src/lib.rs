@@ -16,10 +16,10 @@
 //!
 //! | role         | may send                                                         | tenants                   |
 //! |--------------|------------------------------------------------------------------|---------------------------|
-//! | `gateway`    | `Hello`, `Append`, `GetState`, `ReadLsns`, `GetPage`, `GetPages` | the one its token names   |
-//! | `pageserver` | `ReadLog`, `GetState`, `Trim`                                    | all                       |
-//! | `safekeeper` | `GossipSummary`, `ReadLog`, `GetState`                           | all (peers filling holes) |
-//! | `operator`   | `DropTenant`, `GetState`, `GossipSummary`                        | all                       |
+//! | `gateway`    | `Hello`, `Append`, `GetState`, `Fence`, `ReadLsns`, `GetPage`, `GetPages` | the one its token names   |
+//! | `pageserver` | `ReadLog`, `GetState`, `Trim`                                             | all                       |
+//! | `safekeeper` | `GossipSummary`, `ReadLog`, `GetState`                                    | all (peers filling holes) |
+//! | `operator`   | `DropTenant`, `GetState`, `GossipSummary`                                 | all                       |
 //!
 //! A token names its tenant or, with `tenant: None`, covers all of them; a gateway token minted
 //! for tenant A is refused for anything of tenant B. The byte layout of tokens and key files is
@@ -69,6 +69,7 @@ pub fn tenant_of(body: &Body) -> Option<TenantId> {
         Body::Hello { tenant, .. }
         | Body::Append { tenant, .. }
         | Body::GetState { tenant }
+        | Body::Fence { tenant, .. }
         | Body::ReadLog { tenant, .. }
         | Body::GetPage { tenant, .. }
         | Body::GetPages { tenant, .. }
@@ -139,6 +140,7 @@ fn role_permits(role: Role, request: &Body) -> bool {
             Body::Hello { .. }
                 | Body::Append { .. }
                 | Body::GetState { .. }
+                | Body::Fence { .. }
                 | Body::ReadLsns { .. }
                 | Body::GetPage { .. }
                 | Body::GetPages { .. }

@@ -82,6 +82,10 @@ pub enum Event {
     },
     /// A node refuses appends while connected (its disk budget), or accepts them again.
     Refusing { member: usize, why: Option<String> },
+    /// A node acknowledged in a newer epoch than this writer's (it installed one, or promised
+    /// one to a recovery's `Fence`, RFC 0014 §2): a newer writer exists or is being recovered.
+    /// The driver fails this writer; the ack counted for nothing.
+    Superseded { member: usize, epoch: u64 },
 }
 
 /// What the session knows of one pool node's connection.
@@ -215,16 +219,29 @@ impl WriterSession {
         }
     }
 
-    /// Pool node `member` acknowledged `scl` for `segment` at `now` (ignored by the durability
-    /// count if it is not a member of the segment's group). Returns the new VDL if it advanced,
-    /// and the events (out of limbo).
+    /// Pool node `member` acknowledged `scl` for `segment` in `epoch` at `now` (ignored by the
+    /// durability count if it is not a member of the segment's group). Returns the new VDL if it
+    /// advanced, and the events (out of limbo).
+    ///
+    /// Only an ack in this writer's own epoch counts (RFC 0014 §2): one in an older epoch is
+    /// dropped (it cannot be about our records), and one in a newer epoch says a recovery has
+    /// read or replaced this member's state, so nothing it holds may be counted for us from now
+    /// on: [`Event::Superseded`].
     pub fn on_ack(
         &mut self,
         member: usize,
         segment: SegmentId,
+        epoch: u64,
         scl: Lsn,
         now: Duration,
     ) -> (Option<Lsn>, Vec<Event>) {
+        let ours = self.writer.epoch();
+        if epoch > ours {
+            return (None, vec![Event::Superseded { member, epoch }]);
+        }
+        if epoch < ours {
+            return (None, Vec::new());
+        }
         let link = &mut self.members[member];
         if link.connected {
             link.acked = link.acked.max(scl);
@@ -469,10 +486,41 @@ mod tests {
             "back for longer than the grace"
         );
         for m in 2..6 {
-            s.on_ack(m, S, c, ms(120));
+            s.on_ack(m, S, 1, c, ms(120));
         }
         assert!(!s.in_limbo());
         s.commit(change(), ms(121)).expect("out of limbo");
+    }
+
+    #[test]
+    fn only_acks_in_the_writers_own_epoch_count() {
+        let mut s = session();
+        let c = s.commit(change(), ms(1)).unwrap().commit_lsn;
+        // Acks of an older epoch are about someone else's records: dropped.
+        for m in 0..6 {
+            assert_eq!(s.on_ack(m, S, 0, c, ms(2)), (None, Vec::new()));
+        }
+        // A member that promised a newer epoch to a recovery (or installed one) acks in it: it
+        // counts for nothing and tells the driver this writer is superseded.
+        for m in 0..3 {
+            assert_eq!(s.on_ack(m, S, 1, c, ms(3)).0, None);
+        }
+        assert_eq!(
+            s.on_ack(3, S, 2, c, ms(3)),
+            (
+                None,
+                vec![Event::Superseded {
+                    member: 3,
+                    epoch: 2
+                }]
+            )
+        );
+        assert_eq!(
+            s.vdl(),
+            Lsn(0),
+            "three acks in epoch 1 are not a write quorum"
+        );
+        assert_eq!(s.on_ack(4, S, 1, c, ms(4)).0, Some(c));
     }
 
     #[test]
@@ -480,7 +528,7 @@ mod tests {
         let mut s = session();
         let c = s.commit(change(), ms(1)).unwrap().commit_lsn;
         for m in 0..4 {
-            s.on_ack(m, S, c, ms(2));
+            s.on_ack(m, S, 1, c, ms(2));
         }
         for m in 0..3 {
             s.member_lost(m, ms(3));
@@ -513,7 +561,7 @@ mod tests {
             s.sent(m, c, ms(0));
         }
         for m in 0..5 {
-            s.on_ack(m, S, c, ms(10));
+            s.on_ack(m, S, 1, c, ms(10));
         }
         assert!(s.tick(ms(3000)).is_empty(), "not longer than the timeout");
         assert_eq!(
@@ -542,7 +590,7 @@ mod tests {
         s.commit(change(), ms(9)).unwrap();
         assert_eq!(s.oldest_unsettled_age(ms(20)), Some(ms(15)));
         for m in 0..4 {
-            s.on_ack(m, S, a, ms(21));
+            s.on_ack(m, S, 1, a, ms(21));
         }
         assert_eq!(s.oldest_unsettled_age(ms(20)), Some(ms(11)));
     }
@@ -647,7 +695,7 @@ mod tests {
         assert_eq!(up.len(), 4);
         let mut events = Vec::new();
         for &n in &up {
-            events.extend(s.on_ack(n, a, c, ms(70)).1);
+            events.extend(s.on_ack(n, a, 1, c, ms(70)).1);
         }
         assert_eq!(events, vec![Event::Settled { vdl: c }]);
         assert!(!s.in_limbo());
@@ -664,11 +712,11 @@ mod tests {
         let ga = s.writer().group(a);
         let c = s.commit(change_in(a), ms(1)).unwrap().commit_lsn;
         for n in (0..9).filter(|&n| !ga.contains(n)) {
-            assert_eq!(s.on_ack(n, a, c, ms(2)).0, None);
+            assert_eq!(s.on_ack(n, a, 1, c, ms(2)).0, None);
         }
         for &n in &ga.0[..3] {
-            assert_eq!(s.on_ack(n, a, c, ms(2)).0, None);
+            assert_eq!(s.on_ack(n, a, 1, c, ms(2)).0, None);
         }
-        assert_eq!(s.on_ack(ga.0[3], a, c, ms(2)).0, Some(c));
+        assert_eq!(s.on_ack(ga.0[3], a, 1, c, ms(2)).0, Some(c));
     }
 }

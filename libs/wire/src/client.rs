@@ -212,6 +212,7 @@ mod tests {
                     history: vec![],
                     known_vdl: Lsn(5),
                     segments: vec![],
+                    promised_epoch: 0,
                 },
                 _ => Body::error(ErrorKind::Invalid, "nope"),
             };
@@ -228,6 +229,7 @@ mod tests {
                 tenant: TenantId(1),
                 segment: borealis_core::SegmentId(0),
                 scl: Lsn(9),
+                epoch: 1,
             };
             write_frame(
                 &mut wr,

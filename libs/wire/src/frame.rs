@@ -8,7 +8,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// `"BRLW"` read as a little-endian u32.
 pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"BRLW");
 /// 3: every connection to a storage node starts with `Auth` (docs/security.md).
-pub const FRAME_VERSION: u8 = 3;
+/// 4: `Fence`, `Ack.epoch`, `State.promised_epoch` (RFC 0014 §2).
+pub const FRAME_VERSION: u8 = 4;
 pub const FRAME_HEADER_BYTES: usize = 16;
 /// No frame may be larger: bounds the memory one connection can make a peer allocate. Appends and
 /// log reads are batched well below it (see `LOG_READ_BYTES_MAX`).
@@ -164,7 +165,7 @@ mod tests {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        assert_eq!(hex, "42524c570300000008000000db3e1562070001030a01030a");
+        assert_eq!(hex, "42524c570400000008000000db3e1562070001030a01030a");
     }
 
     #[test]

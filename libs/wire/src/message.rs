@@ -5,6 +5,7 @@
 //! | `Hello`                      | `HelloOk` / `Error` | writer → safekeeper, per tenant |
 //! | `Append` (pipelined)         | `Ack` (id 0), `Error` | writer → safekeeper           |
 //! | `GetState`                   | `State`             | recovering writer → safekeeper  |
+//! | `Fence`                      | `State`             | recovering writer → safekeeper  |
 //! | `ReadLog`                    | `Records`           | pageserver, peer → safekeeper   |
 //! | `GossipSummary`              | `Summary`           | peer → safekeeper               |
 //! | `GetPage`                    | `Page`              | compute host → pageserver       |
@@ -78,11 +79,14 @@ pub enum Body {
         #[serde(with = "serde_bytes")]
         records: Vec<u8>,
     },
-    /// Unsolicited (request id 0), after an fsync or a gossip repair: the segment's SCL now.
+    /// Unsolicited (request id 0), after an fsync or a gossip repair: the segment's SCL now, in
+    /// `epoch`, the safekeeper's installed epoch or a higher one it promised to a `Fence`. A
+    /// writer counts only an ack in its own epoch; a higher one means it is superseded.
     Ack {
         tenant: TenantId,
         segment: SegmentId,
         scl: Lsn,
+        epoch: u64,
     },
     /// Recovery's question: the epoch and every segment's state.
     GetState {
@@ -95,6 +99,9 @@ pub enum Body {
         history: Vec<EpochStart>,
         known_vdl: Lsn,
         segments: Vec<SegmentState>,
+        /// The highest epoch promised to a `Fence` (0: none). A recovery takes its epoch above
+        /// both this and `epoch`.
+        promised_epoch: u64,
     },
     /// Records of a segment with `after < lsn <= upto`, in LSN order, as far as the safekeeper
     /// holds them completely (never past its SCL), at most about `max_bytes`. If there are none
@@ -233,6 +240,17 @@ pub enum Body {
     Pages {
         pages: Vec<PageAnswer>,
     },
+    /// A recovering writer's first step after `GetState` (RFC 0014 §2): promise `epoch`, which
+    /// must be above the safekeeper's installed and promised epochs (else `Fenced`), durably,
+    /// then answer `State`, read under the same lock. From then on the safekeeper refuses
+    /// `Hello` and `Append` of any lower epoch and acks in `epoch`, so a writer still running
+    /// in an older one cannot make anything durable that this answer does not cover. A
+    /// rebuilding safekeeper records the promise and answers `Unavailable`. (Added in frame
+    /// version 4, last, so no other variant's index moves.)
+    Fence {
+        tenant: TenantId,
+        epoch: u64,
+    },
 }
 
 /// The most pages one `GetPages` may ask for. Its answer (at most 256 × (4,096 + a few) bytes,
@@ -271,6 +289,7 @@ impl Body {
             Body::Append { .. } => "append",
             Body::Ack { .. } => "ack",
             Body::GetState { .. } => "get_state",
+            Body::Fence { .. } => "fence",
             Body::State { .. } => "state",
             Body::ReadLog { .. } => "read_log",
             Body::Records { .. } => "records",
@@ -369,6 +388,11 @@ mod tests {
         assert_eq!(encoded[7], 2);
         assert_eq!(encoded[encoded.len() - 2..], [1, b'm']);
         assert_eq!(postcard::from_bytes::<Body>(&encoded).unwrap(), pages);
+        let fence = Body::Fence {
+            tenant: TenantId(1),
+            epoch: 2,
+        };
+        assert_eq!(postcard::to_allocvec(&fence).unwrap(), [24, 1, 2]);
     }
 
     /// The byte fields are (de)serialized as one byte string (`serde_bytes`) rather than as a

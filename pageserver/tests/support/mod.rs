@@ -445,6 +445,7 @@ fn get_state(st: &FakeState, tenant: TenantId) -> Body {
         history: vec![],
         known_vdl,
         segments,
+        promised_epoch: 0,
     }
 }
 

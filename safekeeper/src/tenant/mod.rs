@@ -55,7 +55,7 @@ use crate::records::ParsedRecord;
 use crate::segment_log::{FileStorage, ReadError, SegmentLog};
 use borealis_core::{EpochStart, Lsn, SegmentId, TenantId};
 use borealis_utils::LockExt;
-use borealis_wire::{LsnEntry, SegmentState};
+use borealis_wire::{Body, LsnEntry, SegmentState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound::{Excluded, Included};
 use std::path::{Path, PathBuf};
@@ -82,6 +82,22 @@ impl std::ops::Deref for Published {
 }
 
 /// A segment's chain as the wire states it.
+/// The answer to `GetState` and `Fence`: what this member vouches for.
+pub fn state_of(p: &Published) -> Body {
+    Body::State {
+        epoch: p.epoch,
+        epoch_start_lsn: p.epoch_start_lsn,
+        history: p.history.clone(),
+        known_vdl: p.known_vdl,
+        segments: p
+            .segments
+            .iter()
+            .map(|(s, c)| segment_state(*s, c))
+            .collect(),
+        promised_epoch: p.promised_epoch,
+    }
+}
+
 pub fn segment_state(segment: SegmentId, chain: &ChainState) -> SegmentState {
     SegmentState {
         segment,
@@ -176,6 +192,7 @@ impl Tenant {
             history: state.history.clone(),
             truncate_pending_above: state.pending_truncation_above,
             trims: state.trim_points(),
+            promised_epoch: state.promised_epoch,
         });
         let mut segments = BTreeMap::new();
         // Leftovers first, then the segments, each from a listing taken whole. A rewrite a
@@ -301,6 +318,20 @@ impl Tenant {
                 .map(|(s, c)| segment_state(*s, c))
                 .collect()
         }))
+    }
+
+    /// Handles `Fence { epoch }` (RFC 0014 §2): the promise is made durable and published (acks
+    /// go out in `epoch` from now on), then the published state is returned, read under the log
+    /// lock the promise was made under: no ack below `epoch` leaves after it, and none before it
+    /// reported more than it says.
+    pub fn fence(&self, epoch: u64) -> Result<Body, SkError> {
+        let mut guard = self.log.locked();
+        let log = &mut *guard;
+        let actions = log.acceptor.fence(epoch).map_err(|r| self.refused(r))?;
+        self.execute(log, actions, None)?;
+        info!(tenant = %self.id, epoch, installed = log.acceptor.judge().epoch(),
+            "promised an epoch to a recovery: writers below it are refused");
+        Ok(self.with_published(state_of))
     }
 
     /// Handles `Trim { epoch, upto }` for `segment` (see the module docs): the trim point is
@@ -568,7 +599,9 @@ impl Tenant {
             match action {
                 Action::StoreControl(c) => control::store(
                     &self.dir,
-                    &ControlState::new(c.history, c.truncate_pending_above).with_trims(&c.trims),
+                    &ControlState::new(c.history, c.truncate_pending_above)
+                        .with_trims(&c.trims)
+                        .with_promise(c.promised_epoch),
                 )?,
                 Action::Truncate { above } => {
                     for file in log.segments.values_mut() {
@@ -716,6 +749,7 @@ impl Tenant {
             v.history = from.history.clone();
         }
         v.known_vdl = from.known_vdl;
+        v.promised_epoch = from.promised_epoch;
         for &segment in segments {
             let Some(chain) = from.segments.get(&segment) else {
                 continue;
@@ -731,7 +765,7 @@ impl Tenant {
         let published = self.published.locked();
         for segment in segments {
             if let (Some(tx), Some(s)) = (acks.get(segment), published.segments.get(segment)) {
-                tx.send_replace((published.epoch, s.scl));
+                tx.send_replace((published.ack_epoch(), s.scl));
             }
         }
     }

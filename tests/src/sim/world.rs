@@ -46,11 +46,15 @@ pub struct SimConfig {
     /// The hole RFC 0015 closes, opened again: members acknowledge to every connection that
     /// appended, whatever its epoch.
     pub acks_ignore_epoch: bool,
-    /// The hole RFC 0014 §2 plans to close, opened: a second gateway's recovery reads the
-    /// members' states and plans while the old writer still serves, and installs its epoch
-    /// some steps later. Off by default (one gateway never does this); on, it is the planted
-    /// bug `ReadBeforeFence` of RFC 0014 §9.
+    /// A second gateway taking the tenant over while its writer still serves, as several
+    /// gateways would (RFC 0014): the recovery fences and reads the members' states and plans
+    /// at one step, and installs its epoch some steps later, the old writer serving in between.
+    /// Off by default (one gateway never does this).
     pub takeover_while_serving: bool,
+    /// The hole RFC 0014 §2 closes, opened again (the planted bug `ReadBeforeFence` of its §9):
+    /// recovery plans from `GetState` alone, without promising its epoch first, so a writer
+    /// still serving may make durable what the plan does not hold.
+    pub read_before_fence: bool,
 }
 
 impl Default for SimConfig {
@@ -63,6 +67,7 @@ impl Default for SimConfig {
             replaced_disk_testifies: false,
             acks_ignore_epoch: false,
             takeover_while_serving: false,
+            read_before_fence: false,
         }
     }
 }
@@ -120,6 +125,12 @@ pub struct SimOutcome {
     /// Members whose disk was replaced (restarted empty), and those that became witnesses again.
     pub disks_replaced: usize,
     pub disks_rebuilt: usize,
+    /// With [`SimConfig::takeover_while_serving`]: takeovers installed after the old writer
+    /// served on between their plan and their `Hello`, MTRs the old writer acknowledged to
+    /// clients in between, and acks in a newer epoch that told a writer it was superseded.
+    pub takeovers: usize,
+    pub acked_during_takeover: usize,
+    pub superseded_by_ack: usize,
 }
 
 /// An MTR as the client sees it, with its records by segment.
@@ -171,6 +182,8 @@ enum Msg {
         from: usize,
         segment: SegmentId,
         scl: Lsn,
+        /// The member's ack epoch when it sent this (installed or promised).
+        epoch: u64,
         writer: usize,
     },
 }
@@ -241,6 +254,9 @@ struct World {
     disks_replaced: usize,
     /// Replaced members that became witnesses again (`safekeeper::rebuild`).
     disks_rebuilt: usize,
+    takeovers: usize,
+    acked_during_takeover: usize,
+    superseded_by_ack: usize,
     /// With [`SimConfig::takeover_while_serving`]: the takeover planned but not yet installed.
     pending_takeover: Option<recovery::PlannedRecovery>,
 }
@@ -296,6 +312,9 @@ pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
         rebuilding: None,
         disks_replaced: 0,
         disks_rebuilt: 0,
+        takeovers: 0,
+        acked_during_takeover: 0,
+        superseded_by_ack: 0,
         pool_azs,
         groups,
     };
@@ -349,6 +368,9 @@ pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
         follower_proofs: w.follower_proofs,
         disks_replaced: w.disks_replaced,
         disks_rebuilt: w.disks_rebuilt,
+        takeovers: w.takeovers,
+        acked_during_takeover: w.acked_during_takeover,
+        superseded_by_ack: w.superseded_by_ack,
     }
 }
 
@@ -795,14 +817,20 @@ impl World {
                     from,
                     segment,
                     scl,
+                    epoch,
                     writer,
                 } => {
                     let w = &mut self.writers[writer];
                     if w.fenced || !w.connected[from] {
                         continue;
                     }
-                    let (_, events) = w.session.on_ack(from, segment, scl, Self::now(step));
+                    let (_, events) = w.session.on_ack(from, segment, epoch, scl, Self::now(step));
                     let vdl = w.session.vdl();
+                    if events.iter().any(|e| matches!(e, Event::Superseded { .. })) {
+                        // The gateway's member task fails the writer (`members.rs`).
+                        w.fenced = true;
+                        self.superseded_by_ack += 1;
+                    }
                     self.note_events(step, writer, &events);
                     if Some(writer) == self.current {
                         self.acknowledge(writer, vdl);
@@ -823,6 +851,9 @@ impl World {
             .cloned()
             .collect();
         w.acked_upto += newly.len();
+        if self.pending_takeover.is_some() {
+            self.acked_during_takeover += newly.len();
+        }
         self.acked_multi_group += newly
             .iter()
             .filter(|m| {
@@ -843,25 +874,27 @@ impl World {
     }
 
     /// Node `m` published: it acks its SCL of each segment to every writer connected to it
-    /// whose connection appended to that segment, as long as the published epoch is the
-    /// writer's — the service's `ack_loop` (RFC 0015). Without the epoch rule (`SimConfig::
-    /// acks_ignore_epoch`, the service before RFC 0015) a zombie writer counts its successor's
-    /// records as its own.
+    /// whose connection appended to that segment, in its ack epoch (installed or promised), as
+    /// long as that is not below the writer's — the service's `ack_loop` (RFC 0015, RFC 0014
+    /// §2: an ack in a newer epoch tells the writer it is superseded, and counts for nothing).
+    /// Without the epoch rule (`SimConfig::acks_ignore_epoch`, the service before RFC 0015) the
+    /// ack claims the writer's own epoch, and a zombie writer counts its successor's records.
     fn send_acks(&mut self, m: usize) {
         if !self.members[m].reachable() {
             return;
         }
-        let epoch = self.members[m].epoch();
+        let epoch = self.members[m].ack_epoch();
         let scls: Vec<(SegmentId, Lsn)> = self.members[m].scls();
         let ignore_epoch = self.config.acks_ignore_epoch;
         for (wi, w) in self.writers.iter().enumerate() {
-            if !w.fenced && w.connected[m] && (ignore_epoch || w.epoch == epoch) {
+            if !w.fenced && w.connected[m] && (ignore_epoch || w.epoch <= epoch) {
                 for &(segment, scl) in scls.iter().filter(|(s, _)| w.subscribed.contains(&(m, *s)))
                 {
                     self.net.push(Msg::Ack {
                         from: m,
                         segment,
                         scl,
+                        epoch: if ignore_epoch { w.epoch } else { epoch },
                         writer: wi,
                     });
                 }

@@ -47,7 +47,8 @@
 //! one, to show that its checkers catch a wrong order in this code (`tests/tests/simulator.rs`).
 
 use super::{
-    AdoptVerdict, AppendVerdict, HelloVerdict, Link, TenantAcceptor, TrimPoint, TrimVerdict,
+    AdoptVerdict, AppendVerdict, FenceVerdict, HelloVerdict, Link, TenantAcceptor, TrimPoint,
+    TrimVerdict,
 };
 use borealis_core::history::EpochStart;
 use borealis_core::{Lsn, SegmentId};
@@ -64,6 +65,8 @@ pub struct Control {
     pub truncate_pending_above: Option<Lsn>,
     /// Every trimmed segment's trim point.
     pub trims: Vec<(SegmentId, TrimPoint)>,
+    /// The highest epoch promised to a recovery's `Fence` (0: none; RFC 0014 §2).
+    pub promised_epoch: u64,
 }
 
 /// What the driver must do, in order, before the next input.
@@ -152,6 +155,16 @@ pub struct Published {
     pub history: Vec<EpochStart>,
     pub known_vdl: Lsn,
     pub segments: BTreeMap<SegmentId, ChainState>,
+    /// The highest epoch promised to a recovery's `Fence` (0: none).
+    pub promised_epoch: u64,
+}
+
+impl Published {
+    /// The epoch acks are sent in: the installed one, or a higher one promised. A writer of a
+    /// lower epoch counts none of them (RFC 0014 §2).
+    pub fn ack_epoch(&self) -> u64 {
+        self.epoch.max(self.promised_epoch)
+    }
 }
 
 /// A rule broken on purpose, for the simulator's test that it catches the break.
@@ -182,6 +195,7 @@ impl Acceptor {
     /// with [`Acceptor::load`]; then [`Acceptor::opened`] publishes.
     pub fn open(control: Control) -> (Acceptor, Vec<Action>) {
         let mut judge = TenantAcceptor::new(control.history.clone());
+        judge.restore_promise(control.promised_epoch);
         let mut actions = Vec::new();
         if let Some(above) = control.truncate_pending_above {
             actions.push(Action::Truncate { above });
@@ -268,6 +282,7 @@ impl Acceptor {
                     history: history.to_vec(),
                     truncate_pending_above: pending.then_some(truncate_above),
                     trims,
+                    promised_epoch: self.judge.promised_epoch(),
                 };
                 let mut actions = vec![Action::StoreControl(control.clone())];
                 if pending {
@@ -285,6 +300,41 @@ impl Acceptor {
                 Ok(actions)
             }
         }
+    }
+
+    /// `Fence { epoch }` from a recovering writer (RFC 0014 §2): the promise is stored, then
+    /// published, so acks go out in `epoch` from now on and no writer below it counts them. The
+    /// answer to the fence is the published state right after these actions (under the same
+    /// lock in the driver): an SCL at least as high as any ack this member sent below `epoch`.
+    ///
+    /// Not a barrier: nothing is truncated, and the chains are not published again (records
+    /// written and not yet synced stay unpublished); [`Action::Publish`] lists every published
+    /// segment only so the driver sends their acks in the new epoch.
+    pub fn fence(&mut self, epoch: u64) -> Result<Vec<Action>, Refusal> {
+        match self.judge.judge_fence(epoch) {
+            FenceVerdict::Promise => {}
+            FenceVerdict::Fenced { current } => {
+                return Err(Refusal::Fenced {
+                    ours: current,
+                    theirs: epoch,
+                })
+            }
+            FenceVerdict::Invalid { reason } => return Err(Refusal::Invalid { reason }),
+        }
+        self.judge.promise(epoch);
+        self.published.promised_epoch = epoch;
+        let control = Control {
+            history: self.judge.history().to_vec(),
+            truncate_pending_above: None,
+            trims: self.judge.trim_points(),
+            promised_epoch: epoch,
+        };
+        Ok(vec![
+            Action::StoreControl(control),
+            Action::Publish {
+                segments: self.published.segments.keys().copied().collect(),
+            },
+        ])
     }
 
     /// Records arriving from a writer or a peer: `records` are `(lsn, link, encoded bytes)`.
@@ -469,6 +519,7 @@ impl Acceptor {
                 history: self.judge.history().to_vec(),
                 truncate_pending_above: None,
                 trims,
+                promised_epoch: self.judge.promised_epoch(),
             }),
             Action::DropThrough {
                 segment,
@@ -499,6 +550,7 @@ impl Acceptor {
             p.history = self.judge.history().to_vec();
         }
         p.known_vdl = self.judge.known_vdl();
+        p.promised_epoch = self.judge.promised_epoch();
         let mut published = Vec::with_capacity(segments.len());
         for &segment in segments {
             let Some(chain) = self.judge.segment(segment) else {
@@ -618,6 +670,7 @@ mod tests {
             history: h(&[(1, 0), (2, 2)]),
             truncate_pending_above: Some(Lsn(2)),
             trims: Vec::new(),
+            promised_epoch: 0,
         };
         assert_eq!(
             actions,
@@ -650,6 +703,7 @@ mod tests {
             history: h(&[(1, 0), (2, 9)]),
             truncate_pending_above: Some(Lsn(9)),
             trims: vec![(S, trim)],
+            promised_epoch: 0,
         };
         let (mut a, actions) = Acceptor::open(control.clone());
         assert_eq!(
@@ -743,6 +797,7 @@ mod tests {
                     history: h(&[(1, 0)]),
                     truncate_pending_above: None,
                     trims: vec![(S, point)],
+                    promised_epoch: 0,
                 }),
                 Action::DropThrough {
                     segment: S,
@@ -752,5 +807,75 @@ mod tests {
             ]
         );
         assert_eq!(a.published().segments[&S].base, Lsn(2));
+    }
+
+    #[test]
+    fn a_fence_promises_an_epoch_and_refuses_the_writers_below_it() {
+        let (mut a, _) = Acceptor::open(Control::default());
+        a.hello(1, Lsn(0), &h(&[(1, 0)])).unwrap();
+        ok(a.append(S, writer(1), &[rec(1, 0), rec(2, 1)], |_| Ok(())));
+        a.synced(&BTreeSet::from([S]));
+        // Written, not synced: the fence must not publish it.
+        ok(a.append(S, writer(1), &[rec(3, 2)], |_| Ok(())));
+        let actions = a.fence(2).unwrap();
+        assert_eq!(
+            actions,
+            vec![
+                Action::StoreControl(Control {
+                    history: h(&[(1, 0)]),
+                    truncate_pending_above: None,
+                    trims: Vec::new(),
+                    promised_epoch: 2,
+                }),
+                Action::Publish { segments: vec![S] },
+            ]
+        );
+        let p = a.published();
+        assert_eq!((p.epoch, p.promised_epoch, p.ack_epoch()), (1, 2, 2));
+        assert_eq!(
+            scl(&a),
+            Lsn(2),
+            "an unsynced record is not published by a fence"
+        );
+        // The old writer: its appends and its Hello are refused, though epoch 1 is installed.
+        assert_eq!(
+            a.append(S, writer(1), &[rec(4, 3)], |_| Ok::<(), ()>(())),
+            Err(Refusal::Fenced { ours: 2, theirs: 1 })
+        );
+        assert_eq!(
+            a.hello(1, Lsn(0), &h(&[(1, 0)])),
+            Err(Refusal::Fenced { ours: 2, theirs: 1 })
+        );
+        // A second recovery must go above the promise; a Fence of epoch 0 or far above is invalid.
+        assert_eq!(a.fence(2), Err(Refusal::Fenced { ours: 2, theirs: 2 }));
+        assert!(matches!(a.fence(0), Err(Refusal::Invalid { .. })));
+        assert!(matches!(a.fence(u64::MAX), Err(Refusal::Invalid { .. })));
+        // The recovery that holds the promise installs its epoch; its writer appends.
+        a.synced(&BTreeSet::from([S]));
+        a.hello(2, Lsn(3), &h(&[(1, 0), (2, 3)])).unwrap();
+        ok(a.append(S, writer(2), &[rec(4, 3)], |_| Ok(())));
+        assert_eq!(a.published().ack_epoch(), 2);
+    }
+
+    #[test]
+    fn a_promise_survives_a_restart_and_later_control_stores() {
+        let (mut a, _) = Acceptor::open(Control::default());
+        a.hello(1, Lsn(0), &h(&[(1, 0)])).unwrap();
+        ok(a.append(S, writer(1), &[rec(1, 0), rec(2, 1)], |_| Ok(())));
+        a.synced(&BTreeSet::from([S]));
+        a.fence(3).unwrap();
+        let (_, _, actions) = a.trim(S, 1, Lsn(1)).unwrap();
+        let Some(Action::StoreControl(control)) = actions.first() else {
+            panic!("a trim stores its control first: {actions:?}");
+        };
+        assert_eq!(control.promised_epoch, 3, "a trim keeps the promise");
+        let (mut b, _) = Acceptor::open(control.clone());
+        b.opened();
+        assert_eq!(b.published().ack_epoch(), 3);
+        assert_eq!(b.fence(3), Err(Refusal::Fenced { ours: 3, theirs: 3 }));
+        assert_eq!(
+            b.append(S, writer(1), &[rec(3, 2)], |_| Ok::<(), ()>(())),
+            Err(Refusal::Fenced { ours: 3, theirs: 1 })
+        );
     }
 }

@@ -96,6 +96,18 @@ pub enum HelloVerdict {
     Invalid { reason: String },
 }
 
+/// What to do with a `Fence` (RFC 0014 §2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FenceVerdict {
+    /// Promise the epoch: store it durably, then answer with the published state.
+    Promise,
+    /// The epoch is at or below the current or promised one: a recovery of that epoch or a
+    /// newer one exists.
+    Fenced { current: u64 },
+    /// Epoch 0, or a step above [`EPOCH_STEP_MAX`].
+    Invalid { reason: String },
+}
+
 /// What to do with an `Append`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AppendVerdict {
@@ -157,6 +169,10 @@ pub struct TenantAcceptor {
     epoch_start_lsn: Lsn,
     /// The history of `epoch`, ending with `(epoch, epoch_start_lsn)`; empty for epoch 0.
     history: Vec<EpochStart>,
+    /// The highest epoch a recovery's `Fence` was promised (0: none; durable, in the control
+    /// file). Writers below it are refused even if their epoch is still the installed one: a
+    /// recovery read this member's state for an epoch above them.
+    promised: u64,
     /// The newest VDL a writer told us, directly or through a peer's repair (in memory; learnt
     /// again after a restart). Never the start of an epoch: a `Hello` carries the start of a
     /// recovery that may yet fail before a write quorum holds it (see [`Self::begin_epoch`]).
@@ -180,9 +196,56 @@ impl TenantAcceptor {
             epoch: last.epoch,
             epoch_start_lsn: last.start,
             history,
+            promised: 0,
             known_vdl: Lsn::INVALID,
             segments: BTreeMap::new(),
         }
+    }
+
+    /// The promised epoch read back from the control file after a restart.
+    pub fn restore_promise(&mut self, promised: u64) {
+        self.promised = self.promised.max(promised);
+    }
+
+    /// The highest epoch promised to a recovery's `Fence` (0: none).
+    pub fn promised_epoch(&self) -> u64 {
+        self.promised
+    }
+
+    /// The epoch this member answers writers in: the installed one, or a higher one promised. Acks
+    /// are sent in it, so a writer below it hears that it is superseded and counts nothing.
+    pub fn ack_epoch(&self) -> u64 {
+        self.epoch.max(self.promised)
+    }
+
+    /// Judges `Fence { epoch }` from a recovering writer (RFC 0014 §2): only an epoch above both
+    /// the installed and the promised one is promised, so two recoveries never hold one promise.
+    pub fn judge_fence(&self, epoch: u64) -> FenceVerdict {
+        if epoch == 0 {
+            return FenceVerdict::Invalid {
+                reason: "epoch 0 is reserved for \"no writer yet\"".into(),
+            };
+        }
+        let current = self.ack_epoch();
+        if epoch.saturating_sub(current) > EPOCH_STEP_MAX {
+            return FenceVerdict::Invalid {
+                reason: format!(
+                    "epoch {epoch} is more than {EPOCH_STEP_MAX} above the current epoch {current}: \
+                     a recovering writer takes the next epoch above those it read"
+                ),
+            };
+        }
+        if epoch <= current {
+            FenceVerdict::Fenced { current }
+        } else {
+            FenceVerdict::Promise
+        }
+    }
+
+    /// Records a promise the caller made durable (see [`Self::judge_fence`]).
+    pub fn promise(&mut self, epoch: u64) {
+        assert!(epoch > self.ack_epoch(), "promises only move forward");
+        self.promised = epoch;
     }
 
     pub fn history(&self) -> &[EpochStart] {
@@ -234,6 +297,13 @@ impl TenantAcceptor {
             return invalid(format!(
                 "the history {history:?} is not valid or does not end with epoch {epoch} at {epoch_start_lsn}"
             ));
+        }
+        if epoch < self.promised {
+            // A recovery for a newer epoch read our state: this writer is superseded, whether
+            // or not the newer epoch was installed here yet.
+            return HelloVerdict::Fenced {
+                current: self.promised,
+            };
         }
         if epoch.saturating_sub(self.epoch) > EPOCH_STEP_MAX {
             return invalid(format!(
@@ -374,7 +444,11 @@ impl TenantAcceptor {
     }
 
     pub fn judge_append(&self, epoch: u64) -> AppendVerdict {
-        if self.epoch == 0 || epoch > self.epoch {
+        if epoch < self.promised {
+            AppendVerdict::Fenced {
+                current: self.promised,
+            }
+        } else if self.epoch == 0 || epoch > self.epoch {
             AppendVerdict::HelloFirst {
                 current: self.epoch,
             }

@@ -134,6 +134,11 @@ impl Member {
         self.acceptor.published().epoch
     }
 
+    /// The epoch it acks in and answers writers in: installed, or promised to a `Fence`.
+    pub(super) fn ack_epoch(&self) -> u64 {
+        self.acceptor.published().ack_epoch()
+    }
+
     pub(super) fn history(&self) -> &[EpochStart] {
         &self.acceptor.published().history
     }
@@ -289,6 +294,27 @@ impl Member {
                 Err(Some(self.epoch()))
             }
             Err(r) => panic!("writer sent an inconsistent Hello: {r:?}"),
+        }
+    }
+
+    /// A recovery's `Fence` (RFC 0014 §2), a barrier in the service's log writer: the group
+    /// before it is committed, then the promise is stored and published. `Err(None)`: the
+    /// member crashed on the way; `Err(Some(epoch))`: refused, `epoch` is installed or promised.
+    pub(super) fn fence(
+        &mut self,
+        epoch: u64,
+        crash_after: Option<usize>,
+    ) -> Result<(), Option<u64>> {
+        if self.acceptor.has_unsynced() {
+            self.sync();
+        }
+        match self.acceptor.fence(epoch) {
+            Ok(actions) => self
+                .execute(actions, &[], crash_after)
+                .map(|_| ())
+                .map_err(|Crashed| None),
+            Err(Refusal::Fenced { ours, .. }) => Err(Some(ours)),
+            Err(r) => panic!("a recovery sent an inconsistent Fence: {r:?}"),
         }
     }
 

@@ -2,10 +2,14 @@
 //! (`gateway/src/volume_writer/recovery.rs`, RFC 0008 §1), with the sans-IO planner
 //! (`borealis_quorum::volume_recovery`):
 //!
-//! 1. `GetState` from every node reached; the **anchor** is the highest `known_vdl` any reports,
-//!    the epoch floor the highest epoch; per segment any node reports, the reports of its group's
-//!    members (a write quorum of each must answer, and the nodes answering must fence every group
-//!    the pool can form, `fences_every_group`, or no recovery is tried);
+//! 1. `GetState` from every node reached gives the highest epoch installed or promised; the new
+//!    epoch is one above it, and `Fence` promises it on every node reached (RFC 0014 §2; a crash
+//!    point may stop a node inside it). From the `Fence` answers only (with
+//!    [`super::SimConfig::read_before_fence`], the planted bug, from the `GetState` answers and no
+//!    fence): the **anchor** is the highest `known_vdl` any reports; per segment any node
+//!    reports, the reports of its group's members (a write quorum of each must answer, and the
+//!    nodes answering must fence every group the pool can form, `fences_every_group`, or no
+//!    recovery is tried);
 //! 2. [`plan_sources`]: the new epoch, the newest history volume-wide, each segment's source;
 //! 3. each source's index of record headers above the anchor (`ReadLsns`, paged, answered from
 //!    the acceptor's chain as the service does; a source trimmed past the anchor raises it,
@@ -53,9 +57,9 @@ impl World {
     }
 
     /// A second gateway taking a tenant over while its writer still serves, as several gateways
-    /// without RFC 0014's `Fence` would ([`super::SimConfig::takeover_while_serving`]): the
-    /// recovery's reads and plan now, its `Hello` at a later step, the old writer acknowledging
-    /// clients in between.
+    /// would ([`super::SimConfig::takeover_while_serving`]): the recovery's fence, reads and plan
+    /// now, its `Hello` at a later step, the old writer serving clients in between (refused by
+    /// every member the fence reached).
     pub(super) fn start_takeover(&mut self, step: usize) {
         if self.pending_takeover.is_some() || self.current.is_none() {
             return;
@@ -69,11 +73,28 @@ impl World {
         }
     }
 
-    /// The takeover's `Hello`s: the old writer stops serving (it is a zombie from now on).
+    /// The takeover's `Hello`s: the old writer stops serving (it is a zombie from now on). A
+    /// takeover overtaken by a newer recovery (its nodes promised a higher epoch since) is
+    /// abandoned: its `Hello`s would all be refused.
     pub(super) fn finish_takeover(&mut self, step: usize) {
         if let Some(planned) = self.pending_takeover.take() {
+            let newest = (0..self.members.len())
+                .filter(|&n| self.members[n].reachable())
+                .map(|n| self.members[n].ack_epoch())
+                .max()
+                .unwrap_or(0);
+            if newest > planned.plan.epoch {
+                self.log(format!(
+                    "{step}: the takeover of epoch {} is overtaken by epoch {newest}",
+                    planned.plan.epoch
+                ));
+                return;
+            }
             self.current = None;
             self.install_recovery(step, planned);
+            if self.current.is_some() {
+                self.takeovers += 1;
+            }
         }
     }
 
@@ -85,21 +106,45 @@ impl World {
         // 1. What GetState answers: the published state. A member rebuilding after its disk
         //    was replaced refuses (it is no witness: `safekeeper::rebuild`); it still gets the
         //    Hello below.
-        let answered: Vec<usize> = reached
+        let mut answered: Vec<usize> = reached
             .iter()
             .copied()
             .filter(|&n| self.members[n].testifies())
             .collect();
+        let highest = answered
+            .iter()
+            .map(|&n| self.members[n].ack_epoch())
+            .max()
+            .unwrap_or(0);
+        let mut epoch_floor = highest;
+        if !self.config.read_before_fence {
+            // 1b. Fence: every node reached promises the new epoch before anything is read for
+            //     the plan (a rebuilding one too, though it does not answer).
+            let epoch = highest + 1;
+            let mut promised = Vec::new();
+            for &n in &reached {
+                let crash = self.crash_point();
+                match self.members[n].fence(epoch, crash) {
+                    Ok(()) => promised.push(n),
+                    Err(None) => {
+                        self.crashes_mid_input += 1;
+                        self.log(format!(
+                            "{step}: node {n} crashed inside the recovery's fence"
+                        ));
+                    }
+                    Err(Some(_)) => {}
+                }
+                // Its ack loops see the promise: the old writer hears it is superseded.
+                self.send_acks(n);
+            }
+            answered.retain(|n| promised.contains(n));
+            epoch_floor = epoch - 1;
+        }
         let anchor = answered
             .iter()
             .map(|&n| self.members[n].acceptor.published().known_vdl)
             .max()
             .unwrap_or(Lsn::INVALID);
-        let epoch_floor = answered
-            .iter()
-            .map(|&n| self.members[n].epoch())
-            .max()
-            .unwrap_or(0);
         let segments: BTreeSet<SegmentId> = answered
             .iter()
             .flat_map(|&n| self.members[n].segments())
@@ -232,6 +277,11 @@ impl World {
         // 5. The epoch installed on every node reached (Hello per node).
         let mut installed = Vec::new();
         for &n in &reached {
+            if !self.members[n].reachable() {
+                // Crashed or cut off since the plan (inside the fence, or while a takeover
+                // waited).
+                continue;
+            }
             let crash = self.crash_point();
             match self.members[n].hello(&plan.history, crash) {
                 Ok(()) => installed.push(n),
