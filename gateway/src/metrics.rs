@@ -97,6 +97,10 @@ pub struct Metrics {
     pub cold_starts: Histogram,
     pub running_computes: AtomicU64,
     pub recoveries_failed: AtomicU64,
+    /// Writers started by resuming an idle writer's epoch (RFC 0017), and resumes that failed
+    /// (a newer epoch on a member, or no quorum) and recovered instead.
+    pub writer_resumes: AtomicU64,
+    pub writer_resumes_failed: AtomicU64,
     pub commits_unknown_outcome: AtomicU64,
     /// Requests with an `Idempotency-Key` that wrote, and so recorded their key.
     pub idempotency_keys_recorded: AtomicU64,
@@ -176,6 +180,16 @@ impl Metrics {
             out,
             "# TYPE borealis_gateway_recoveries_failed_total counter\nborealis_gateway_recoveries_failed_total {}",
             self.recoveries_failed.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE borealis_gateway_writer_resumes_total counter\nborealis_gateway_writer_resumes_total {}",
+            self.writer_resumes.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE borealis_gateway_writer_resumes_failed_total counter\nborealis_gateway_writer_resumes_failed_total {}",
+            self.writer_resumes_failed.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

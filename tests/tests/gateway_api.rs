@@ -649,3 +649,95 @@ async fn a_batch_cannot_commit_half_way_and_sql_cannot_break_the_schema() {
     .ok();
     assert_eq!(count().await, 3);
 }
+
+/// RFC 0017: an idle tenant's next writer resumes its predecessor's epoch instead of recovering
+/// (no new epoch, nothing lost), and a resume that a member refuses, because it promised a newer
+/// epoch to a recovery (RFC 0014 §2's `Fence`, sent here by hand with the tenant's own
+/// credentials), falls back to a recovery in the same request, above that epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tenant_resumes_its_writers_epoch_unless_a_member_promised_a_newer_one() {
+    let c = TestCluster::start_with_idle("1s").await;
+    let t = c.create_tenant("sleepy").await;
+    let r = c
+        .sql("sleepy", &t, "CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = c.sql("sleepy", &t, "INSERT INTO t VALUES (1)").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let first_epoch = c.tenant_status("sleepy").await["epoch"]
+        .as_u64()
+        .expect("epoch");
+    let idle = || async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while c.tenant_status("sleepy").await["compute"] != "idle" {
+            assert!(Instant::now() < deadline, "the compute never went idle");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let c = &c;
+    let metric = |name: &'static str| async move {
+        c.gateway_metric(name)
+            .await
+            .unwrap_or_else(|| panic!("gateway metric {name}"))
+    };
+
+    // Idle, then a write: the same epoch, resumed.
+    idle().await;
+    let r = c.sql("sleepy", &t, "INSERT INTO t VALUES (2)").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        c.tenant_status("sleepy").await["epoch"].as_u64(),
+        Some(first_epoch),
+        "a resumed writer keeps its predecessor's epoch"
+    );
+    assert_eq!(metric("borealis_gateway_writer_resumes_total").await, 1.0);
+
+    // Idle again; a recovery elsewhere promises a newer epoch on one member (and dies).
+    idle().await;
+    let id: borealis_core::TenantId = c.tenant_status("sleepy").await["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("hex tenant id");
+    let token = c.storage_keys().signing_key().issue_for(
+        borealis_auth::Role::Gateway,
+        Some(id),
+        "gateway",
+        600,
+    );
+    let sk = c.node_info("sk-b1");
+    let client = borealis_wire::Client::connect(&sk.addr, &token, Duration::from_secs(5), None)
+        .await
+        .expect("connect to sk-b1");
+    let promised = first_epoch + 1;
+    let answer = client
+        .call(
+            borealis_wire::Body::Fence {
+                tenant: id,
+                epoch: promised,
+            },
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("sk-b1 promises the epoch");
+    assert!(
+        matches!(answer, borealis_wire::Body::State { promised_epoch, .. } if promised_epoch == promised),
+        "{answer:?}"
+    );
+    drop(client);
+    let r = c.sql("sleepy", &t, "INSERT INTO t VALUES (3)").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let epoch = c.tenant_status("sleepy").await["epoch"]
+        .as_u64()
+        .expect("epoch");
+    assert!(
+        epoch > promised,
+        "refused by sk-b1, the resume falls back to a recovery above its promise: epoch {epoch}"
+    );
+    assert_eq!(
+        metric("borealis_gateway_writer_resumes_failed_total").await,
+        1.0
+    );
+    let r = c.sql("sleepy", &t, "SELECT count(*) FROM t").await;
+    assert_eq!(r.ok().scalar(), 3, "nothing was lost on the way");
+}

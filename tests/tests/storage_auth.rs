@@ -4,7 +4,7 @@
 //! tenant, is refused; nothing changes on disk (the safekeeper's, the pageserver's, the object
 //! store's); the tenant's data is intact afterwards, through a fresh recovery. A `Hello` with
 //! epoch `u64::MAX` sent with the tenant's own valid credentials (it once bricked a tenant:
-//! recovery overflowed) harms nothing either. Admin `/status` pages list tenant ids only to the
+//! recovery overflowed) harms nothing either, nor does a `Fence` of that epoch. Admin `/status` pages list tenant ids only to the
 //! operator.
 
 use borealis_auth::{Role, SigningKey};
@@ -37,6 +37,10 @@ fn every_request(tenant: TenantId) -> Vec<Body> {
             records: vec![],
         },
         Body::GetState { tenant },
+        Body::Fence {
+            tenant,
+            epoch: 1_000,
+        },
         Body::ReadLog {
             tenant,
             segment: SegmentId(0),
@@ -215,7 +219,7 @@ async fn storage_messages_without_the_right_credentials_are_refused_and_change_n
         }
     }
     // The anonymous `GossipSummary` above would have listed every tenant id.
-    assert_eq!(refused, 2 * 9 * 3);
+    assert_eq!(refused, 2 * 10 * 3);
 
     // The frame that once bricked a tenant, with alpha's own valid gateway credentials.
     let alpha_gateway = keys
@@ -247,6 +251,26 @@ async fn storage_messages_without_the_right_credentials_are_refused_and_change_n
             })
         ),
         "a Hello with epoch u64::MAX: {r:?}"
+    );
+    // Nor does a recovery's promise of an epoch no writer could ever follow.
+    let r = writer
+        .call(
+            Body::Fence {
+                tenant: alpha,
+                epoch: u64::MAX,
+            },
+            T,
+        )
+        .await;
+    assert!(
+        matches!(
+            r,
+            Err(WireError::Remote {
+                kind: ErrorKind::Invalid,
+                ..
+            })
+        ),
+        "a Fence with epoch u64::MAX: {r:?}"
     );
     drop(writer);
 

@@ -55,7 +55,7 @@ use crate::page_client::PageClient;
 pub mod reader;
 
 use crate::volume::{Volume, VolumePages};
-use crate::volume_writer::{VolumeWriter, VolumeWriterConfig};
+use crate::volume_writer::{ResumePoint, VolumeWriter, VolumeWriterConfig};
 use borealis_core::quorum::WRITE_QUORUM;
 use borealis_core::{ErrorKind, Lsn, SegmentId, TenantId};
 use borealis_utils::LockExt;
@@ -78,6 +78,9 @@ const TENANT_QUEUE_JOBS_MAX: usize = 256;
 /// caught by the loss durable before it gives up on them and recovery settles them. Gossip fills
 /// a returning member in well under a second (drills 1, 3b).
 const LIMBO_SETTLE_GRACE: Duration = Duration::from_secs(2);
+/// Idle tenants whose writers' resume points the pool keeps at most (RFC 0017; a few hundred
+/// bytes each). A tenant past it recovers on its next request, as before.
+const RESUME_POINTS_MAX: usize = 100_000;
 
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
@@ -204,6 +207,9 @@ pub struct ComputePool {
     rt: Handle,
     /// Until when idle computes give their instances back ([`PRESSURE_HOLD`]).
     pressure_until: Mutex<Option<Instant>>,
+    /// Per idle tenant whose writer retired settled: where the next writer resumes its epoch
+    /// instead of recovering (RFC 0017). At most [`RESUME_POINTS_MAX`].
+    resume_points: Mutex<HashMap<TenantId, ResumePoint>>,
 }
 
 impl ComputePool {
@@ -224,6 +230,7 @@ impl ComputePool {
             metrics,
             rt,
             pressure_until: Mutex::new(None),
+            resume_points: Mutex::default(),
         })
     }
 
@@ -320,7 +327,11 @@ impl ComputePool {
 
     /// Stops a tenant's computes, writer and reader (tenant deleted).
     pub fn stop(&self, tenant: TenantId) {
-        self.slots.locked().remove(&tenant);
+        let mut slots = self.slots.locked();
+        slots.remove(&tenant);
+        // Under the slots lock, which a retiring writer keeps its resume point under.
+        self.resume_points.locked().remove(&tenant);
+        drop(slots);
         self.readers.locked().remove(&tenant);
     }
 
@@ -583,7 +594,11 @@ impl ComputePool {
                     // live, so a reader never follows an old writer next to a new one.
                     let retired = retire(&self.slots, tenant, generation, &jobs, || {
                         if let Some(w) = &writer {
+                            let point = w.resume_point();
                             w.shutdown();
+                            if let Some(point) = point {
+                                self.keep_resume_point(tenant, point);
+                            }
                         }
                         set_status(&status, |s| s.running = false)
                     });
@@ -613,6 +628,7 @@ impl ComputePool {
         if tenant_deleted {
             // Tenant deleted (no successor can share its id): not covered by `retire`.
             set_status(&status, |s| s.running = false);
+            self.resume_points.locked().remove(&tenant);
         }
         self.metrics
             .running_computes
@@ -651,7 +667,18 @@ impl ComputePool {
         }
     }
 
-    /// The writer, recovered anew if there is none or it failed (its compute goes with it).
+    /// Keeps where a writer that retired settled stopped, for the tenant's next writer (RFC
+    /// 0017); none past [`RESUME_POINTS_MAX`] tenants (their next writer recovers).
+    fn keep_resume_point(&self, tenant: TenantId, point: ResumePoint) {
+        let mut points = self.resume_points.locked();
+        if points.len() < RESUME_POINTS_MAX || points.contains_key(&tenant) {
+            points.insert(tenant, point);
+        }
+    }
+
+    /// The writer: resumed from the epoch of the tenant's last writer if it retired settled
+    /// (RFC 0017), else recovered anew; also if there is none or it failed (its compute goes
+    /// with it).
     fn ensure_writer(
         &self,
         tenant: TenantId,
@@ -667,6 +694,26 @@ impl ComputePool {
         }
         if let Some(w) = writer_slot.as_ref() {
             return Ok(w.clone());
+        }
+        let point = self.resume_points.locked().remove(&tenant);
+        if let Some(point) = point {
+            let epoch = point.epoch;
+            match self
+                .rt
+                .block_on(VolumeWriter::resume(tenant, self.config.log.clone(), point))
+            {
+                Ok(w) => {
+                    self.metrics.writer_resumes.fetch_add(1, Ordering::Relaxed);
+                    *writer_slot = Some(w.clone());
+                    return Ok(w);
+                }
+                Err(e) => {
+                    self.metrics
+                        .writer_resumes_failed
+                        .fetch_add(1, Ordering::Relaxed);
+                    info!(epoch, error = %e, "resuming the idle writer's epoch failed: recovering");
+                }
+            }
         }
         let w = self
             .rt

@@ -49,7 +49,7 @@ pub(super) async fn member_task(
     member: usize,
     addr: String,
     mut appends: mpsc::Receiver<(Arc<Body>, Lsn)>,
-    up: watch::Sender<bool>,
+    up: Arc<watch::Sender<Vec<bool>>>,
     tokens: Arc<StorageTokens>,
 ) {
     let tenant = writer.tenant;
@@ -115,7 +115,7 @@ pub(super) async fn member_task(
         // Connected: it holds our epoch. It counts toward the write quorum only while it accepts
         // appends (a member whose disk budget is exhausted is connected but read-only).
         writer.member_connected(member, refusing.clone(), &held);
-        up.send_replace(true);
+        up.send_modify(|u| u[member] = true);
         backoff = Duration::from_millis(50);
         info!(tenant = %tenant, node = member, addr = %addr, "safekeeper connected");
         // The newest VDL this member has been told. Appends carry the VDL; when the writer goes
@@ -213,7 +213,7 @@ pub(super) async fn member_task(
         }
         // Disconnected: whatever it said about its budget is no longer known.
         writer.member_lost(member);
-        up.send_replace(false);
+        up.send_modify(|u| u[member] = false);
         if !writer.stopping.load(Ordering::SeqCst) {
             warn!(tenant = %tenant, member, addr = %addr, "safekeeper connection lost");
         }

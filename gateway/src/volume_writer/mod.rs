@@ -33,6 +33,7 @@ use borealis_quorum::writer::{ShippedMtr, LAL_LSNS_DEFAULT};
 use borealis_quorum::{QuorumWriter, WriteError};
 use borealis_utils::LockExt;
 use borealis_wire::Body;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -122,6 +123,27 @@ impl VolumeWriterConfig {
     }
 }
 
+/// Where a writer that retired settled stopped: what a writer resuming its epoch starts from
+/// instead of a recovery (RFC 0017). A few hundred bytes; the pool keeps one per idle tenant.
+#[derive(Clone, Debug)]
+pub struct ResumePoint {
+    pub epoch: u64,
+    /// The epoch's start (the VDL its recovery found): the history ends with `(epoch, start)`.
+    pub start: Lsn,
+    pub history: Vec<borealis_core::EpochStart>,
+    /// The last LSN the writer assigned, durable (its VDL): the resumed writer's VDL.
+    pub last_lsn: Lsn,
+    /// The last LSN assigned in each segment.
+    pub segment_tails: BTreeMap<SegmentId, Lsn>,
+}
+
+/// The tenant's placement over `--safekeepers` (listed AZ by AZ).
+fn placement_of(tenant: TenantId, config: &VolumeWriterConfig) -> Result<Placement, LogError> {
+    let pool_azs = borealis_core::placement::ordered_pool_azs(config.safekeepers.len())
+        .map_err(|e| LogError::Recovery(format!("--safekeepers: {e}")))?;
+    Placement::new(tenant, pool_azs).map_err(|e| LogError::Recovery(format!("--safekeepers: {e}")))
+}
+
 pub struct VolumeWriter {
     tenant: TenantId,
     epoch: u64,
@@ -151,19 +173,73 @@ impl VolumeWriter {
         tenant: TenantId,
         config: VolumeWriterConfig,
     ) -> Result<Arc<VolumeWriter>, LogError> {
-        let pool_azs = borealis_core::placement::ordered_pool_azs(config.safekeepers.len())
-            .map_err(|e| LogError::Recovery(format!("--safekeepers: {e}")))?;
-        let mut placement = Placement::new(tenant, pool_azs)
-            .map_err(|e| LogError::Recovery(format!("--safekeepers: {e}")))?;
-        let pool = config.safekeepers.len();
+        let placement = placement_of(tenant, &config)?;
         let started = Instant::now();
         let plan = recovery::recover_epoch(tenant, &config, &placement).await?;
-        let epoch = plan.epoch;
+        let point = ResumePoint {
+            epoch: plan.epoch,
+            start: plan.vdl,
+            history: plan.history.clone(),
+            last_lsn: plan.vdl,
+            segment_tails: plan.segment_tails.clone(),
+        };
+        let writer = Self::start(tenant, config, placement, point).await?;
+        info!(tenant = %tenant, epoch = writer.epoch, vdl = %writer.start, elapsed_ms = started.elapsed().as_millis() as u64, "writer recovered");
+        Ok(writer)
+    }
+
+    /// Resumes the epoch of a writer that retired settled (RFC 0017): the same epoch, history
+    /// and segment tails, from its last LSN, without a recovery. Fails if a member refuses its
+    /// `Hello` (a newer epoch was installed or promised there) or a write quorum of a group that
+    /// holds data does not accept it in time: the caller then recovers.
+    pub async fn resume(
+        tenant: TenantId,
+        config: VolumeWriterConfig,
+        point: ResumePoint,
+    ) -> Result<Arc<VolumeWriter>, LogError> {
+        let placement = placement_of(tenant, &config)?;
+        let started = Instant::now();
+        let (epoch, vdl) = (point.epoch, point.last_lsn);
+        let writer = Self::start(tenant, config, placement, point).await?;
+        debug!(tenant = %tenant, epoch, %vdl, elapsed_us = started.elapsed().as_micros() as u64, "writer resumed");
+        Ok(writer)
+    }
+
+    /// What a writer that resumes this one's epoch starts from, if this one is settled: not
+    /// failed, not stopping, not in limbo, and everything it assigned durable (RFC 0017).
+    pub fn resume_point(&self) -> Option<ResumePoint> {
+        if self.failure().is_some() || self.stopping.load(Ordering::SeqCst) {
+            return None;
+        }
+        let session = self.session.locked();
+        let last_lsn = session.last_lsn();
+        if session.in_limbo() || session.vdl() != last_lsn {
+            return None;
+        }
+        Some(ResumePoint {
+            epoch: self.epoch,
+            start: self.start,
+            history: self.history.clone(),
+            last_lsn,
+            segment_tails: session.writer().segment_tails().clone(),
+        })
+    }
+
+    /// A writer of `point`'s epoch from its last LSN: member tasks say `Hello` in that epoch,
+    /// and it serves once a write quorum of every group holding data accepted it.
+    async fn start(
+        tenant: TenantId,
+        config: VolumeWriterConfig,
+        mut placement: Placement,
+        point: ResumePoint,
+    ) -> Result<Arc<VolumeWriter>, LogError> {
+        let pool = config.safekeepers.len();
+        let epoch = point.epoch;
         // The segments that hold data keep the groups they have.
-        for segment in plan.segment_tails.keys() {
+        for segment in point.segment_tails.keys() {
             placement.fix(*segment);
         }
-        let (vdl_tx, _) = watch::channel(plan.vdl);
+        let (vdl_tx, _) = watch::channel(point.last_lsn);
         let (failed_tx, _) = watch::channel(None);
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
@@ -175,8 +251,8 @@ impl VolumeWriter {
         let session = WriterSession::new(
             QuorumWriter::new(
                 epoch,
-                plan.vdl,
-                plan.segment_tails.clone(),
+                point.last_lsn,
+                point.segment_tails.clone(),
                 config.layout,
                 config.lal_lsns,
                 // Node index = position in `--safekeepers`; each segment's group is six of them.
@@ -189,8 +265,8 @@ impl VolumeWriter {
         let writer = Arc::new(VolumeWriter {
             tenant,
             epoch,
-            start: plan.vdl,
-            history: plan.history.clone(),
+            start: point.start,
+            history: point.history,
             layout: config.layout,
             session: Mutex::new(session),
             origin: Instant::now(),
@@ -201,32 +277,42 @@ impl VolumeWriter {
             taps: taps::Taps::default(),
             reachable: watch::channel(0).0,
         });
-        let mut up_rx = Vec::new();
+        let (up_tx, mut up_rx) = watch::channel(vec![false; pool]);
+        let up_tx = Arc::new(up_tx);
         for (member, rx) in receivers.into_iter().enumerate() {
-            let (up_tx, up) = watch::channel(false);
-            up_rx.push(up);
             tokio::spawn(members::member_task(
                 writer.clone(),
                 member,
                 config.safekeepers[member].clone(),
                 rx,
-                up_tx,
+                up_tx.clone(),
                 config.tokens.clone(),
             ));
         }
+        drop(up_tx);
+        let mut failed = writer.failed.subscribe();
         // Serve only once a write quorum of every group that holds data is connected (or give
-        // up: the caller answers unavailable and the next request tries again). Other nodes of
-        // the pool get a moment more to connect, so that the first commits to a new segment
-        // find its group.
+        // up: the caller answers unavailable, or recovers, and the next request tries again).
+        // Other nodes of the pool get a moment more to connect, so that the first commits to a
+        // new segment find its group. Woken by the members' connections, not polled.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         let quorum_at = loop {
-            let up: Vec<bool> = up_rx.iter().map(|u| *u.borrow()).collect();
-            let short = writer.groups_short_of_quorum(&plan.segment_tails, &up);
+            if let Some(why) = failed.borrow_and_update().clone() {
+                writer.shutdown();
+                return Err(LogError::Recovery(why));
+            }
+            let up: Vec<bool> = up_rx.borrow_and_update().clone();
+            let short = writer.groups_short_of_quorum(&point.segment_tails, &up);
             let total = up.iter().filter(|u| **u).count();
             if short.is_none() && total >= WRITE_QUORUM {
                 break tokio::time::Instant::now();
             }
-            if tokio::time::Instant::now() >= deadline {
+            let woken = tokio::select! {
+                r = up_rx.changed() => r.is_ok(),
+                r = failed.changed() => r.is_ok(),
+                _ = tokio::time::sleep_until(deadline) => false,
+            };
+            if !woken {
                 writer.shutdown();
                 return Err(LogError::Recovery(match short {
                     Some((segment, n)) => format!(
@@ -235,12 +321,14 @@ impl VolumeWriter {
                     None => format!("only {total} of {pool} safekeepers accepted epoch {epoch}"),
                 }));
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
         };
-        while up_rx.iter().any(|u| !*u.borrow()) && quorum_at.elapsed() < POOL_CONNECT_GRACE {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let grace = quorum_at + POOL_CONNECT_GRACE;
+        while up_rx.borrow_and_update().iter().any(|u| !*u) {
+            tokio::select! {
+                r = up_rx.changed() => if r.is_err() { break },
+                _ = tokio::time::sleep_until(grace) => break,
+            }
         }
-        info!(tenant = %tenant, epoch, vdl = %plan.vdl, elapsed_ms = started.elapsed().as_millis() as u64, "writer recovered");
         Ok(writer)
     }
 

@@ -129,6 +129,12 @@ impl QuorumWriter {
     pub fn last_lsn(&self) -> Lsn {
         Lsn(self.next_lsn.0 - 1)
     }
+    /// The last LSN assigned in each segment (the next record's `prev_lsn_segment`): with
+    /// [`Self::last_lsn`] and the epoch, what a writer resuming this one's epoch starts from
+    /// (RFC 0017).
+    pub fn segment_tails(&self) -> &BTreeMap<SegmentId, Lsn> {
+        &self.segment_tails
+    }
     /// The pool nodes reachable now.
     pub fn reachable(&self) -> &NodeSet {
         &self.reachable

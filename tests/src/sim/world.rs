@@ -55,6 +55,15 @@ pub struct SimConfig {
     /// recovery plans from `GetState` alone, without promising its epoch first, so a writer
     /// still serving may make durable what the plan does not hold.
     pub read_before_fence: bool,
+    /// RFC 0017, as the gateway's pool does it: a settled writer may retire at any step,
+    /// leaving a resume point; the next writer resumes its epoch from there (a `Hello` in that
+    /// epoch, a write quorum of every group holding data, any refusal failing the resume)
+    /// instead of recovering. On by default.
+    pub resume_idle_writers: bool,
+    /// The planted bug of RFC 0017: a writer whose VDL is below its last LSN retires with a
+    /// resume point all the same, and its successor resumes at that last LSN, counting records
+    /// that never became durable as durable.
+    pub resume_unsettled: bool,
 }
 
 impl Default for SimConfig {
@@ -68,6 +77,8 @@ impl Default for SimConfig {
             acks_ignore_epoch: false,
             takeover_while_serving: false,
             read_before_fence: false,
+            resume_idle_writers: true,
+            resume_unsettled: false,
         }
     }
 }
@@ -131,6 +142,8 @@ pub struct SimOutcome {
     pub takeovers: usize,
     pub acked_during_takeover: usize,
     pub superseded_by_ack: usize,
+    /// Writers that resumed a retired writer's epoch instead of recovering (RFC 0017).
+    pub resumes: usize,
 }
 
 /// An MTR as the client sees it, with its records by segment.
@@ -257,8 +270,11 @@ struct World {
     takeovers: usize,
     acked_during_takeover: usize,
     superseded_by_ack: usize,
+    resumes: usize,
     /// With [`SimConfig::takeover_while_serving`]: the takeover planned but not yet installed.
     pending_takeover: Option<recovery::PlannedRecovery>,
+    /// With [`SimConfig::resume_idle_writers`]: where the last writer retired settled.
+    resume_point: Option<recovery::ResumePoint>,
 }
 
 pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
@@ -286,6 +302,7 @@ pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
         trace: Vec::new(),
         config: config.clone(),
         pending_takeover: None,
+        resume_point: None,
         recoveries: 0,
         recovery_cuts: 0,
         anchors_raised: 0,
@@ -315,6 +332,7 @@ pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
         takeovers: 0,
         acked_during_takeover: 0,
         superseded_by_ack: 0,
+        resumes: 0,
         pool_azs,
         groups,
     };
@@ -371,6 +389,7 @@ pub fn run(seed: u64, config: &SimConfig) -> SimOutcome {
         takeovers: w.takeovers,
         acked_during_takeover: w.acked_during_takeover,
         superseded_by_ack: w.superseded_by_ack,
+        resumes: w.resumes,
     }
 }
 
@@ -404,6 +423,9 @@ impl World {
             } else if self.rng.random_bool(0.01) {
                 self.start_takeover(step);
             }
+        }
+        if self.config.resume_idle_writers && self.rng.random_bool(0.005) {
+            self.retire_idle(step);
         }
         if self.rng.random_range(0..1000) < fault_per_mille {
             self.fault(step);

@@ -37,6 +37,14 @@ use borealis_quorum::QuorumWriter;
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+/// Where a writer that retired settled stopped (RFC 0017; the gateway's `ResumePoint`).
+pub(super) struct ResumePoint {
+    epoch: u64,
+    history: Vec<borealis_core::history::EpochStart>,
+    last_lsn: Lsn,
+    tails: BTreeMap<SegmentId, Lsn>,
+}
+
 /// What steps 1–4 of a recovery decided, before any node is told.
 pub(super) struct PlannedRecovery {
     plan: VolumePlan,
@@ -46,14 +54,135 @@ pub(super) struct PlannedRecovery {
 }
 
 impl World {
-    /// Recovery when no writer serves (see the module docs).
+    /// Recovery when no writer serves (see the module docs), or the resumption of the last
+    /// writer's epoch if it retired settled (RFC 0017).
     pub(super) fn ensure_writer(&mut self, step: usize) {
         if self.current.is_some() {
             return;
         }
+        if let Some(point) = self.resume_point.take() {
+            if self.resume(step, point) {
+                return;
+            }
+        }
         if let Some(planned) = self.plan_recovery(step) {
             self.install_recovery(step, planned);
         }
+    }
+
+    /// The pool's idle timeout: the serving writer retires, keeping a resume point if it is
+    /// settled (its VDL is its last LSN, not in limbo; `resume_unsettled` plants the bug of
+    /// keeping one regardless). A retired writer ships and hears nothing more.
+    pub(super) fn retire_idle(&mut self, step: usize) {
+        let Some(c) = self.current else { return };
+        if self.pending_takeover.is_some() {
+            return;
+        }
+        let w = &mut self.writers[c];
+        let settled = w.session.vdl() == w.session.last_lsn() && !w.session.in_limbo();
+        let point = (settled || self.config.resume_unsettled).then(|| ResumePoint {
+            epoch: w.epoch,
+            history: w.history.clone(),
+            last_lsn: w.session.last_lsn(),
+            tails: w.session.writer().segment_tails().clone(),
+        });
+        w.fenced = true;
+        let (vdl, last) = (w.session.vdl(), w.session.last_lsn());
+        self.current = None;
+        self.log(format!(
+            "{step}: writer {c} retired idle (vdl {vdl}, last lsn {last}){}",
+            if point.is_some() {
+                ", resume point kept"
+            } else {
+                ""
+            }
+        ));
+        self.resume_point = point;
+    }
+
+    /// RFC 0017: a writer of the retired one's epoch, from its last LSN, if every reachable
+    /// member takes its `Hello` (same epoch, same history: nothing is written) and a write
+    /// quorum of every group holding data does; else `false` (the caller recovers).
+    fn resume(&mut self, step: usize, point: ResumePoint) -> bool {
+        let mut accepted = Vec::new();
+        for n in 0..self.members.len() {
+            if !self.members[n].reachable() {
+                continue;
+            }
+            let crash = self.crash_point();
+            match self.members[n].hello(&point.history, crash) {
+                Ok(()) => accepted.push(n),
+                Err(None) => {
+                    self.crashes_mid_input += 1;
+                    self.log(format!("{step}: node {n} crashed inside a resume's hello"));
+                }
+                Err(Some(current)) => {
+                    self.log(format!(
+                        "{step}: resume of epoch {} refused by node {n} (epoch {current}): recovering",
+                        point.epoch
+                    ));
+                    return false;
+                }
+            }
+        }
+        let short = point.tails.keys().find(|s| {
+            let g = self.group(**s);
+            g.0.iter().filter(|n| accepted.contains(n)).count() < WRITE_QUORUM
+        });
+        if short.is_some() || accepted.len() < WRITE_QUORUM {
+            self.log(format!(
+                "{step}: resume of epoch {} accepted by {accepted:?} only: recovering",
+                point.epoch
+            ));
+            return false;
+        }
+        let mut placement =
+            Placement::new(TENANT, self.pool_azs.clone()).expect("the simulated pool is valid");
+        for &segment in point.tails.keys() {
+            placement.fix(segment);
+        }
+        let mut session = WriterSession::new(
+            QuorumWriter::new(
+                point.epoch,
+                point.last_lsn,
+                point.tails.clone(),
+                self.layout,
+                64,
+                placement,
+            ),
+            SessionConfig {
+                member_ack_timeout: MEMBER_ACK_TIMEOUT,
+            },
+        );
+        let mut connected = vec![false; self.members.len()];
+        for &n in &accepted {
+            let held: Vec<(SegmentId, Lsn)> = self.members[n].scls();
+            session.member_connected(n, None, &held, Self::now(step));
+            connected[n] = true;
+        }
+        self.writers.push(Writer {
+            session,
+            epoch: point.epoch,
+            connected,
+            fenced: false,
+            mtrs: Vec::new(),
+            acked_upto: 0,
+            last_vdl: point.last_lsn,
+            vdl_when_superseded: None,
+            history: point.history,
+            vdl_seen: point.last_lsn,
+            stalled_steps: 0,
+            subscribed: BTreeSet::new(),
+        });
+        self.current = Some(self.writers.len() - 1);
+        self.resumes += 1;
+        self.log(format!(
+            "{step}: writer {} resumed epoch {} at lsn {} on {accepted:?}",
+            self.writers.len() - 1,
+            point.epoch,
+            point.last_lsn
+        ));
+        true
     }
 
     /// A second gateway taking a tenant over while its writer still serves, as several gateways
