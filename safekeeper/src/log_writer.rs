@@ -380,7 +380,18 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriteOp>) {
                     done,
                 } => {
                     commit(&store, std::mem::take(&mut group));
-                    let result = store.tenant_or_create(tenant).and_then(|t| t.fence(epoch));
+                    // An epoch no writer could ever follow (0, or far above) is refused before
+                    // a tenant a node never held is created for it.
+                    let fresh = crate::acceptor::TenantAcceptor::default();
+                    let result = match (store.tenant(tenant), fresh.judge_fence(epoch)) {
+                        (None, crate::acceptor::FenceVerdict::Invalid { reason }) => {
+                            Err(SkError::Invalid {
+                                tenant,
+                                message: reason,
+                            })
+                        }
+                        _ => store.tenant_or_create(tenant).and_then(|t| t.fence(epoch)),
+                    };
                     answer_barrier(&store, result, "recording a promised epoch", done);
                 }
                 WriteOp::AdoptTrim {

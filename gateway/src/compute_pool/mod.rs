@@ -79,7 +79,7 @@ const TENANT_QUEUE_JOBS_MAX: usize = 256;
 /// a returning member in well under a second (drills 1, 3b).
 const LIMBO_SETTLE_GRACE: Duration = Duration::from_secs(2);
 /// Idle tenants whose writers' resume points the pool keeps at most (RFC 0017; a few hundred
-/// bytes each). A tenant past it recovers on its next request, as before.
+/// bytes each). Past it, an older one is dropped; its tenant recovers on its next request.
 const RESUME_POINTS_MAX: usize = 100_000;
 
 #[derive(Clone, Debug)]
@@ -668,12 +668,16 @@ impl ComputePool {
     }
 
     /// Keeps where a writer that retired settled stopped, for the tenant's next writer (RFC
-    /// 0017); none past [`RESUME_POINTS_MAX`] tenants (their next writer recovers).
+    /// 0017). Past [`RESUME_POINTS_MAX`] tenants another tenant's point goes (that tenant's next
+    /// writer recovers), so the tenants that went idle last keep theirs.
     fn keep_resume_point(&self, tenant: TenantId, point: ResumePoint) {
         let mut points = self.resume_points.locked();
-        if points.len() < RESUME_POINTS_MAX || points.contains_key(&tenant) {
-            points.insert(tenant, point);
+        if points.len() >= RESUME_POINTS_MAX && !points.contains_key(&tenant) {
+            if let Some(other) = points.keys().next().copied() {
+                points.remove(&other);
+            }
         }
+        points.insert(tenant, point);
     }
 
     /// The writer: resumed from the epoch of the tenant's last writer if it retired settled

@@ -312,8 +312,11 @@ impl VolumeWriter {
                 r = failed.changed() => r.is_ok(),
                 _ = tokio::time::sleep_until(deadline) => false,
             };
-            if !woken {
+            if !woken || failed.borrow().is_some() {
                 writer.shutdown();
+                if let Some(why) = failed.borrow().clone() {
+                    return Err(LogError::Recovery(why));
+                }
                 return Err(LogError::Recovery(match short {
                     Some((segment, n)) => format!(
                         "only {n} of {PG_MEMBERS} safekeepers of segment {segment}'s group accepted epoch {epoch}"
@@ -323,11 +326,18 @@ impl VolumeWriter {
             }
         };
         let grace = quorum_at + POOL_CONNECT_GRACE;
-        while up_rx.borrow_and_update().iter().any(|u| !*u) {
+        while up_rx.borrow_and_update().iter().any(|u| !*u) && failed.borrow().is_none() {
             tokio::select! {
                 r = up_rx.changed() => if r.is_err() { break },
+                _ = failed.changed() => {}
                 _ = tokio::time::sleep_until(grace) => break,
             }
+        }
+        // A member that refused us meanwhile (a newer epoch there) failed the writer: the
+        // caller must not serve with it (a resume then recovers instead).
+        if let Some(why) = failed.borrow().clone() {
+            writer.shutdown();
+            return Err(LogError::Recovery(why));
         }
         Ok(writer)
     }
@@ -440,9 +450,10 @@ impl VolumeWriter {
 
     /// Marks the writer failed: its compute must be thrown away and the volume recovered anew.
     pub fn fail(&self, why: String) {
-        warn!(tenant = %self.tenant, epoch = self.epoch, why = %why, "writer failed");
         self.failed.send_if_modified(|f| {
             if f.is_none() {
+                // Logged once: every member task of a superseded writer reports it.
+                warn!(tenant = %self.tenant, epoch = self.epoch, why = %why, "writer failed");
                 *f = Some(why);
                 true
             } else {
@@ -688,7 +699,7 @@ impl VolumeWriter {
                     info!(tenant = %self.tenant, member, "safekeeper accepts appends again")
                 }
                 Event::Superseded { member, epoch } => {
-                    warn!(tenant = %self.tenant, epoch = self.epoch, member, newer_epoch = epoch,
+                    info!(tenant = %self.tenant, epoch = self.epoch, member, newer_epoch = epoch,
                         "a safekeeper acknowledged in a newer epoch: this writer is superseded")
                 }
                 Event::AckTimeout { .. } => {}

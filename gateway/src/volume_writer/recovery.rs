@@ -5,8 +5,10 @@
 //!    durably and answer its state under the same lock. A node that promised refuses every older
 //!    writer's appends and `Hello`s and acks only in the new epoch, so a writer still running
 //!    (another gateway's, paused or unaware) cannot make durable anything the answers do not
-//!    cover. A read quorum of `Fence` answers gives each member's epoch, history, `known_vdl`
-//!    and per segment its SCL; the **anchor** is the highest `known_vdl` (durable, so nothing
+//!    cover. No `Fence` is sent unless the `GetState` answers meet the quorums below, and the
+//!    plan needs the same of the `Fence` answers: a write quorum of every group holding data and
+//!    enough of the pool to fence every group. They give each member's epoch, history,
+//!    `known_vdl` and per segment its SCL; the **anchor** is the highest `known_vdl` (durable, so nothing
 //!    at or below it needs looking at);
 //! 2. the sources: the new epoch, the newest history volume-wide, and per segment the member
 //!    whose log under that history reaches highest ([`volume_recovery::plan_sources`]);
@@ -29,7 +31,7 @@
 use super::{LogError, VolumeWriterConfig, CALL_TIMEOUT, CONNECT_TIMEOUT};
 use borealis_core::membership::Config;
 use borealis_core::placement::fences_every_group;
-use borealis_core::quorum::{PG_MEMBERS, READ_QUORUM, WRITE_QUORUM};
+use borealis_core::quorum::{PG_MEMBERS, WRITE_QUORUM};
 use borealis_core::{ErrorKind, Lsn, SegmentId, TenantId};
 use borealis_quorum::acceptor::TrimPoint;
 use borealis_quorum::placement::Placement;
@@ -70,13 +72,13 @@ pub(super) async fn recover_epoch(
     .await;
     let clients: Vec<Option<Client>> = clients.into_iter().map(|c| c.ok()).collect();
     // 1a. Where the epochs are: the new one goes above every installed and promised epoch.
+    //     Promising an epoch on fewer members than can start a writer would durably burn it on
+    //     those it reached, at every attempt (drill 3b saw epochs 1 → 150 during one outage
+    //     before recovery stopped short of its Hello): the quorums are checked on these reads
+    //     first, and no `Fence` is sent without them.
     let read = states(&clients, || Body::GetState { tenant }).await;
-    if read.len() < READ_QUORUM {
-        return Err(LogError::Recovery(format!(
-            "only {} of {pool} safekeepers answered, {READ_QUORUM} needed",
-            read.len()
-        )));
-    }
+    let read_reports: Vec<MemberReport> = read.iter().map(|s| s.report.clone()).collect();
+    quorum_groups(&read_reports, placement, pool, "answered")?;
     let highest = read
         .iter()
         .map(|s| s.report.epoch.max(s.promised_epoch))
@@ -88,14 +90,10 @@ pub(super) async fn recover_epoch(
     // 1b. Fence: each node promises the new epoch durably and answers its state under the same
     //     lock; from then on it refuses every older writer and acks only in the new epoch, so a
     //     writer still running cannot make durable anything these answers do not cover (RFC
-    //     0014 §2). The plan is made from these answers, never from the reads of 1a.
+    //     0014 §2). The plan is made from these answers, never from the reads of 1a, and they
+    //     must meet the same quorums: a write quorum of every group holding data and enough of
+    //     the pool to fence every group (so two recoveries can never both hold one epoch).
     let answered = states(&clients, || Body::Fence { tenant, epoch }).await;
-    if answered.len() < READ_QUORUM {
-        return Err(LogError::Recovery(format!(
-            "only {} of {pool} safekeepers promised epoch {epoch}, {READ_QUORUM} needed (a concurrent recovery, or nodes lost)",
-            answered.len()
-        )));
-    }
     let anchor = answered
         .iter()
         .map(|s| s.known_vdl)
@@ -105,43 +103,8 @@ pub(super) async fn recover_epoch(
     // `epoch`, so the plan's epoch is `epoch`.
     let epoch_floor = epoch - 1;
     let reports: Vec<MemberReport> = answered.into_iter().map(|s| s.report).collect();
-    // Per segment that any node holds, the reports of its group's members, by node id (a member
-    // that lists nothing of the segment answered too: it holds nothing of it).
-    let segments: std::collections::BTreeSet<SegmentId> = reports
-        .iter()
-        .flat_map(|r| r.segments.iter().map(|s| s.0))
-        .collect();
-    let mut groups: BTreeMap<SegmentId, Vec<MemberReport>> = BTreeMap::new();
-    for segment in &segments {
-        let config = config_of(placement, *segment);
-        let in_group: Vec<MemberReport> = reports
-            .iter()
-            .filter(|r| config.contains(r.member))
-            .cloned()
-            .collect();
-        // Installing an epoch on fewer members than a write quorum cannot produce a writer, and
-        // each attempt would durably burn an epoch on the members it reached (found by drill
-        // 3b: epochs 1 → 150 during one outage). Stop before any Hello.
-        if !config.is_write_quorum(|n| in_group.iter().any(|r| r.member == n)) {
-            return Err(LogError::Recovery(format!(
-                "write quorum lost: only {} of segment {segment}'s {PG_MEMBERS} safekeepers answered, {WRITE_QUORUM} needed to start a writer",
-                in_group.len()
-            )));
-        }
-        groups.insert(*segment, in_group);
-    }
-    // The new epoch must fence every group the pool can form, written or not: a segment
-    // nobody has written yet has no state to read, and an older writer still running must not
-    // find four members of its group outside our epoch (`fences_every_group`). With six
-    // safekeepers this asks for 3 of them (a write quorum, 4, is asked above and below anyway).
+    let groups = quorum_groups(&reports, placement, pool, "promised epoch")?;
     let pool_azs = placement.pool_azs();
-    let answered_nodes: Vec<usize> = reports.iter().map(|r| r.member).collect();
-    if reports.len() < WRITE_QUORUM || !fences_every_group(pool_azs, &answered_nodes) {
-        return Err(LogError::Recovery(format!(
-            "write quorum lost: only {} of {pool} safekeepers answered ({answered_nodes:?}), too few to fence every group of the pool and start a writer",
-            reports.len()
-        )));
-    }
     let mut sources =
         volume_recovery::plan_sources(&groups, |s| config_of(placement, s), anchor, epoch_floor)
             .map_err(|e| LogError::Recovery(e.to_string()))?;
@@ -254,6 +217,48 @@ pub(super) async fn recover_epoch(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Per segment that any node reports, the reports of its group's members (a member that lists
+/// nothing of the segment answered too: it holds nothing of it), if `reports` can start a
+/// writer: a write quorum of every such group, and enough of the pool that every group it can
+/// form, written or not, has at most three members outside them (`fences_every_group`: a
+/// segment nobody has written yet has no state to read, and an older writer still running must
+/// not find four members of its group outside our epoch). `what` names the answers in errors.
+fn quorum_groups(
+    reports: &[MemberReport],
+    placement: &Placement,
+    pool: usize,
+    what: &str,
+) -> Result<BTreeMap<SegmentId, Vec<MemberReport>>, LogError> {
+    let segments: std::collections::BTreeSet<SegmentId> = reports
+        .iter()
+        .flat_map(|r| r.segments.iter().map(|s| s.0))
+        .collect();
+    let mut groups: BTreeMap<SegmentId, Vec<MemberReport>> = BTreeMap::new();
+    for segment in &segments {
+        let config = config_of(placement, *segment);
+        let in_group: Vec<MemberReport> = reports
+            .iter()
+            .filter(|r| config.contains(r.member))
+            .cloned()
+            .collect();
+        if !config.is_write_quorum(|n| in_group.iter().any(|r| r.member == n)) {
+            return Err(LogError::Recovery(format!(
+                "write quorum lost: only {} of segment {segment}'s {PG_MEMBERS} safekeepers {what}, {WRITE_QUORUM} needed to start a writer",
+                in_group.len()
+            )));
+        }
+        groups.insert(*segment, in_group);
+    }
+    let nodes: Vec<usize> = reports.iter().map(|r| r.member).collect();
+    if reports.len() < WRITE_QUORUM || !fences_every_group(placement.pool_azs(), &nodes) {
+        return Err(LogError::Recovery(format!(
+            "write quorum lost: only {} of {pool} safekeepers {what} ({nodes:?}), too few to fence every group of the pool and start a writer",
+            reports.len()
+        )));
+    }
+    Ok(groups)
 }
 
 /// One node's answer to `GetState` or `Fence`.

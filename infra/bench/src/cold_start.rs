@@ -1,10 +1,12 @@
 //! Cold start of an idle tenant: from the first request to the first result.
 //!
 //! A Borealis tenant that has been idle for `--idle-timeout` has no compute at all: no wasm
-//! instance, no writer, no connections. Its next request must (1) recover the volume — ask the six
-//! safekeepers for their state, compute the VDL, install a new epoch on a write quorum (each
-//! member fsyncs it) — then (2) instantiate the SQLite module and open the volume, whose first
-//! pages come from the pageserver (GetPage@VDL), and only then (3) run the statement.
+//! instance, no writer, no connections. Its next request must (1) start a writer: resume the
+//! epoch of its last writer if that one retired settled (a `Hello` in the same epoch to the six
+//! safekeepers, nothing fsynced; RFC 0017), else recover the volume (states, a `Fence` and a new
+//! epoch fsynced on each member, the VDL) — then (2) instantiate the SQLite module and open the
+//! volume, whose first pages come from the pageserver (GetPage@VDL), and only then (3) run the
+//! statement. The gateway's `borealis_gateway_writer_resumes_total` says how many resumed.
 //!
 //! The harness creates tenants, each with one small table, lets every compute go idle
 //! (the cluster runs with a short idle timeout, and the harness waits until the API reports
@@ -33,6 +35,8 @@ pub struct ColdStartFigures {
     pub warm: Latencies,
     /// Mean of the gateway's cold-start histogram over the measured starts (server side).
     pub gateway_mean: Option<Duration>,
+    /// Of those starts, how many resumed their last writer's epoch instead of recovering.
+    pub resumed: u64,
 }
 
 async fn gateway_cold_starts(cluster: &Cluster) -> anyhow::Result<(f64, f64)> {
@@ -106,6 +110,7 @@ async fn measure_round(
         }
     }
     let (sum0, count0) = gateway_cold_starts(cluster).await?;
+    let resumes0 = writer_resumes(cluster).await?;
     let mut cold = Latencies::default();
     for (i, t) in created.iter().enumerate() {
         let t0 = Instant::now();
@@ -123,6 +128,7 @@ async fn measure_round(
         }
     }
     let (sum1, count1) = gateway_cold_starts(cluster).await?;
+    let resumed = (writer_resumes(cluster).await? - resumes0).max(0.0) as u64;
     let starts = count1 - count0;
     let gateway_mean =
         (starts >= 1.0).then(|| Duration::from_secs_f64(((sum1 - sum0) / starts).max(0.0)));
@@ -136,5 +142,16 @@ async fn measure_round(
         cold,
         warm,
         gateway_mean,
+        resumed,
     })
+}
+
+/// The gateway's count of writers that resumed an idle writer's epoch (RFC 0017).
+async fn writer_resumes(cluster: &Cluster) -> anyhow::Result<f64> {
+    let text = cluster
+        .api
+        .get_text(&format!("{}/metrics", cluster.api.url))
+        .await?;
+    prometheus_value(&text, "borealis_gateway_writer_resumes_total")
+        .context("no writer-resume counter on the gateway's /metrics")
 }

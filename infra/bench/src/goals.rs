@@ -217,16 +217,18 @@ fn cold_start(res: &Results) -> Goal {
         ),
         met: Some(ms(added) <= 2.0),
         gap: format!(
-            "{:.0}× over, and tenants measured only up to {}",
+            "{:.1}× over, and tenants measured only up to {}",
             ms(added) / 2.0,
             c.tenants
         ),
         why: format!(
-            "every cold start runs a recovery: states from every safekeeper, a new epoch \
-             installed and fsynced on each, truncation, then a wait until a write quorum holds \
-             the tail; the gateway's cold-start histogram puts recovery + instantiate + open at \
-             {} (instantiate + open alone: {} in the compute table). Skipping recovery while the \
-             gateway still holds the tenant's epoch unchallenged is not built",
+            "{} of {} cold starts resumed their last writer's epoch (a Hello to each \
+             safekeeper, nothing fsynced; RFC 0017) instead of recovering; the gateway's \
+             cold-start histogram puts writer start + instantiate + open at {} (instantiate + \
+             open alone: {} in the compute table); the rest is the six connections' handshakes \
+             and the first pages read from the pageserver",
+            c.resumed,
+            c.tenants,
             c.gateway_mean.map_or("–".into(), dur),
             res.compute
                 .as_ref()
@@ -260,11 +262,11 @@ fn zipf(res: &Results) -> Goal {
             ms(p99) / 20.0
         ),
         why: format!(
-            "a read of a tenant whose compute stopped pays a whole cold start (recovery, \
-             instantiate, open), and the rare tenants of a Zipf law are asked less often than \
-             the idle timeout. Alone, a cold start takes {} (row above); here up to {} clients \
-             cold-start at once, and each recovery fsyncs a new epoch on six safekeepers that \
-             share two cores and one disk, so they queue: p50 {}",
+            "a read of a tenant whose compute stopped pays a whole cold start (a writer resumed \
+             or recovered, instantiate, open), and the rare tenants of a Zipf law are asked less \
+             often than the idle timeout. Alone, a cold start takes {} (row above); here up to {} \
+             clients cold-start at once on two cores shared with six safekeepers and two \
+             pageservers, so they queue: p50 {}",
             res.cold_start
                 .iter()
                 .max_by_key(|c| c.tenants)
@@ -328,7 +330,8 @@ fn recovery(res: &Results) -> Goal {
         format!(
             "it does not grow with the log: the gateway is healthy {} to {} after the kill \
              (process start, loading the compiled SQLite module), then recovery (states from \
-             six safekeepers, a new epoch fsynced on each), instantiate, open and the write's \
+             six safekeepers, the new epoch promised and then installed, each fsynced on every \
+             one), instantiate, open and the write's \
              quorum commit take {} to {}. Recovery reads states, never records. A trim that \
              rewrites a large retained segment file on a safekeeper's log-writer thread at the \
              wrong moment (`segment_log.rs` `keep_only`) delays the first write by its length: \

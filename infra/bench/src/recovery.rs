@@ -1,7 +1,8 @@
 //! Crash recovery time against log length, and failover under load.
 //!
 //! **Recovery.** Borealis recovers a volume by reading *states*, never records (RFC 0002): ask
-//! the safekeepers for their SCLs, compute the VDL, install a new epoch, truncate above the VDL.
+//! the safekeepers for their states, promise a new epoch (`Fence`), compute the VDL from the
+//! promises, install the epoch, truncate above the VDL.
 //! So the time from a crash to the first successful write should not grow with the log. To check
 //! that, the harness fills one tenant's log to each target size in turn (rows of 3,000 random
 //! bytes: one new page each, so the log grows by about a page image per row), waits until the

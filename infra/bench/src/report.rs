@@ -673,6 +673,7 @@ pub fn render(res: &Results, goals: &str) -> String {
                 dur(cold.p50()),
                 dur(cold.p99()),
                 c.gateway_mean.map_or("–".into(), dur),
+                format!("{} of {}", c.resumed, c.tenants),
                 dur(warm.p50()),
                 dur(warm.p99()),
             ]);
@@ -682,7 +683,8 @@ pub fn render(res: &Results, goals: &str) -> String {
                 "tenants on the cluster",
                 "cold: idle tenant's first SELECT, p50",
                 "p99",
-                "gateway's cold-start histogram, mean (recovery + instantiate + open)",
+                "gateway's cold-start histogram, mean (writer start + instantiate + open)",
+                "writers resumed, not recovered (RFC 0017)",
                 "warm: same SELECT, running compute, p50",
                 "p99",
             ],
@@ -764,7 +766,7 @@ pub fn render(res: &Results, goals: &str) -> String {
             ],
             &rows,
         ));
-        out.push_str("\n\"Healthy → first write\" is recovery (states from the safekeepers, new epoch, truncation) + instantiate + open + the write and its quorum commit; \"kill → healthy\" is the gateway process starting and compiling the SQLite module. Safekeepers trim log that a pageserver checkpoint covers, so what they retain does not grow with the history.\n");
+        out.push_str("\n\"Healthy → first write\" is recovery (states from the safekeepers, the new epoch promised with `Fence`, then installed, truncation) + instantiate + open + the write and its quorum commit; \"kill → healthy\" is the gateway process starting and compiling the SQLite module. Safekeepers trim log that a pageserver checkpoint covers, so what they retain does not grow with the history.\n");
     }
 
     out.push_str("\n### Failover and replicas\n\n");
