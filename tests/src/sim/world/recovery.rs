@@ -3,8 +3,8 @@
 //! (`borealis_quorum::volume_recovery`):
 //!
 //! 1. `GetState` from every node reached gives the highest epoch installed or promised; the new
-//!    epoch is one above it, and `Fence` promises it on every node reached (RFC 0014 §2; a crash
-//!    point may stop a node inside it). From the `Fence` answers only (with
+//!    epoch is one above it, and, if those answers meet the quorums below, `Fence` promises it
+//!    on every node reached (RFC 0014 §2; a crash point may stop a node inside it). From the `Fence` answers only (with
 //!    [`super::SimConfig::read_before_fence`], the planted bug, from the `GetState` answers and no
 //!    fence): the **anchor** is the highest `known_vdl` any reports; per segment any node
 //!    reports, the reports of its group's members (a write quorum of each must answer, and the
@@ -138,51 +138,12 @@ impl World {
             ));
             return false;
         }
-        let mut placement =
-            Placement::new(TENANT, self.pool_azs.clone()).expect("the simulated pool is valid");
-        for &segment in point.tails.keys() {
-            placement.fix(segment);
-        }
-        let mut session = WriterSession::new(
-            QuorumWriter::new(
-                point.epoch,
-                point.last_lsn,
-                point.tails.clone(),
-                self.layout,
-                64,
-                placement,
-            ),
-            SessionConfig {
-                member_ack_timeout: MEMBER_ACK_TIMEOUT,
-            },
-        );
-        let mut connected = vec![false; self.members.len()];
-        for &n in &accepted {
-            let held: Vec<(SegmentId, Lsn)> = self.members[n].scls();
-            session.member_connected(n, None, &held, Self::now(step));
-            connected[n] = true;
-        }
-        self.writers.push(Writer {
-            session,
-            epoch: point.epoch,
-            connected,
-            fenced: false,
-            mtrs: Vec::new(),
-            acked_upto: 0,
-            last_vdl: point.last_lsn,
-            vdl_when_superseded: None,
-            history: point.history,
-            vdl_seen: point.last_lsn,
-            stalled_steps: 0,
-            subscribed: BTreeSet::new(),
-        });
-        self.current = Some(self.writers.len() - 1);
+        let (epoch, last_lsn) = (point.epoch, point.last_lsn);
+        self.serve(step, point, &accepted);
         self.resumes += 1;
         self.log(format!(
-            "{step}: writer {} resumed epoch {} at lsn {} on {accepted:?}",
+            "{step}: writer {} resumed epoch {epoch} at lsn {last_lsn} on {accepted:?}",
             self.writers.len() - 1,
-            point.epoch,
-            point.last_lsn
         ));
         true
     }
@@ -249,6 +210,14 @@ impl World {
             .unwrap_or(0);
         let mut epoch_floor = highest;
         if !self.config.read_before_fence {
+            // As the gateway does: no promise unless these answers could start a writer (a
+            // failed attempt would burn the epoch on the nodes it reached).
+            if let Err(why) = self.quorum_groups(&answered) {
+                self.log(format!(
+                    "{step}: recovery impossible, nothing fenced: {why}"
+                ));
+                return None;
+            }
             // 1b. Fence: every node reached promises the new epoch before anything is read for
             //     the plan (a rebuilding one too, though it does not answer).
             let epoch = highest + 1;
@@ -276,48 +245,13 @@ impl World {
             .map(|&n| self.members[n].acceptor.published().known_vdl)
             .max()
             .unwrap_or(Lsn::INVALID);
-        let segments: BTreeSet<SegmentId> = answered
-            .iter()
-            .flat_map(|&n| self.members[n].segments())
-            .collect();
-        let mut groups: BTreeMap<SegmentId, Vec<MemberReport>> = BTreeMap::new();
-        for segment in segments {
-            let group = self.group(segment);
-            let reports: Vec<MemberReport> = group
-                .0
-                .iter()
-                .filter(|n| answered.contains(n))
-                .map(|&n| {
-                    let p = self.members[n].acceptor.published();
-                    MemberReport {
-                        member: n,
-                        epoch: p.epoch,
-                        history: p.history.clone(),
-                        segments: p
-                            .segments
-                            .get(&segment)
-                            .map(|c| vec![(segment, c.scl, c.last_cpl)])
-                            .unwrap_or_default(),
-                    }
-                })
-                .collect();
-            if reports.len() < WRITE_QUORUM {
-                self.log(format!(
-                    "{step}: recovery impossible: only {} of segment {segment}'s group answered",
-                    reports.len()
-                ));
+        let groups = match self.quorum_groups(&answered) {
+            Ok(groups) => groups,
+            Err(why) => {
+                self.log(format!("{step}: recovery impossible: {why}"));
                 return None;
             }
-            groups.insert(segment, reports);
-        }
-        // On the nodes that answered, as the gateway checks it: every group the pool can form
-        // has at least three of them, so every segment that holds a durable record is seen.
-        if answered.len() < WRITE_QUORUM || !fences_every_group(&self.pool_azs, &answered) {
-            self.log(format!(
-                "{step}: recovery impossible: {answered:?} answered, too few to fence every group"
-            ));
-            return None;
-        }
+        };
         // 2. Sources. The new epoch is above every node's (with nothing written there is no
         //    group to read).
         let sources = match plan_sources(
@@ -482,46 +416,13 @@ impl World {
                 old.vdl_when_superseded = Some(plan.vdl);
             }
         }
-        // The new writer's placement: the segments that hold data keep their groups.
-        let mut placement =
-            Placement::new(TENANT, self.pool_azs.clone()).expect("the simulated pool is valid");
-        for &segment in plan.segment_tails.keys() {
-            placement.fix(segment);
-        }
-        let mut session = WriterSession::new(
-            QuorumWriter::new(
-                plan.epoch,
-                plan.vdl,
-                plan.segment_tails.clone(),
-                self.layout,
-                64,
-                placement,
-            ),
-            SessionConfig {
-                member_ack_timeout: MEMBER_ACK_TIMEOUT,
-            },
-        );
-        let mut connected = vec![false; self.members.len()];
-        for &n in &installed {
-            let held: Vec<(SegmentId, Lsn)> = self.members[n].scls();
-            session.member_connected(n, None, &held, Self::now(step));
-            connected[n] = true;
-        }
-        self.writers.push(Writer {
-            session,
+        let start = ResumePoint {
             epoch: plan.epoch,
-            connected,
-            fenced: false,
-            mtrs: Vec::new(),
-            acked_upto: 0,
-            last_vdl: plan.vdl,
-            vdl_when_superseded: None,
             history: plan.history.clone(),
-            vdl_seen: plan.vdl,
-            stalled_steps: 0,
-            subscribed: BTreeSet::new(),
-        });
-        self.current = Some(self.writers.len() - 1);
+            last_lsn: plan.vdl,
+            tails: plan.segment_tails.clone(),
+        };
+        self.serve(step, start, &installed);
         let sources: Vec<String> = plan
             .sources
             .iter()
@@ -536,6 +437,101 @@ impl World {
             sources.join(", "),
             installed,
         ));
+    }
+
+    /// Per segment any of `answered` holds, the reports of its group's members among them, if
+    /// they could start a writer, as the gateway's `quorum_groups` checks: a write quorum of
+    /// every such group, and every group the pool can form has at least three of them (so every
+    /// segment that holds a durable record is seen). Else why not.
+    fn quorum_groups(
+        &self,
+        answered: &[usize],
+    ) -> Result<BTreeMap<SegmentId, Vec<MemberReport>>, String> {
+        let segments: BTreeSet<SegmentId> = answered
+            .iter()
+            .flat_map(|&n| self.members[n].segments())
+            .collect();
+        let mut groups: BTreeMap<SegmentId, Vec<MemberReport>> = BTreeMap::new();
+        for segment in segments {
+            let group = self.group(segment);
+            let reports: Vec<MemberReport> = group
+                .0
+                .iter()
+                .filter(|n| answered.contains(n))
+                .map(|&n| {
+                    let p = self.members[n].acceptor.published();
+                    MemberReport {
+                        member: n,
+                        epoch: p.epoch,
+                        history: p.history.clone(),
+                        segments: p
+                            .segments
+                            .get(&segment)
+                            .map(|c| vec![(segment, c.scl, c.last_cpl)])
+                            .unwrap_or_default(),
+                    }
+                })
+                .collect();
+            if reports.len() < WRITE_QUORUM {
+                return Err(format!(
+                    "only {} of segment {segment}'s group answered",
+                    reports.len()
+                ));
+            }
+            groups.insert(segment, reports);
+        }
+        if answered.len() < WRITE_QUORUM || !fences_every_group(&self.pool_azs, answered) {
+            return Err(format!(
+                "{answered:?} answered, too few to fence every group"
+            ));
+        }
+        Ok(groups)
+    }
+
+    /// A writer of `start`'s epoch from its last LSN (a recovered VDL, or a resumed writer's
+    /// last LSN), connected to `nodes`, becomes the serving one: the gateway's
+    /// `VolumeWriter::start`, which recovery and resume share. The segments that hold data
+    /// keep their groups.
+    fn serve(&mut self, step: usize, start: ResumePoint, nodes: &[usize]) {
+        let mut placement =
+            Placement::new(TENANT, self.pool_azs.clone()).expect("the simulated pool is valid");
+        for &segment in start.tails.keys() {
+            placement.fix(segment);
+        }
+        let mut session = WriterSession::new(
+            QuorumWriter::new(
+                start.epoch,
+                start.last_lsn,
+                start.tails,
+                self.layout,
+                64,
+                placement,
+            ),
+            SessionConfig {
+                member_ack_timeout: MEMBER_ACK_TIMEOUT,
+            },
+        );
+        let mut connected = vec![false; self.members.len()];
+        for &n in nodes {
+            let held: Vec<(SegmentId, Lsn)> = self.members[n].scls();
+            session.member_connected(n, None, &held, Self::now(step));
+            connected[n] = true;
+        }
+        self.writers.push(Writer {
+            session,
+            epoch: start.epoch,
+            connected,
+            fenced: false,
+            mtrs: Vec::new(),
+            acked_upto: 0,
+            last_vdl: start.last_lsn,
+            vdl_when_superseded: None,
+            history: start.history,
+            vdl_seen: start.last_lsn,
+            stalled_steps: 0,
+            subscribed: BTreeSet::new(),
+        });
+        self.current = Some(self.writers.len() - 1);
     }
 
     /// Every source's index above the anchor, read in pages of a random size as the gateway
