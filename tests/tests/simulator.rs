@@ -355,9 +355,10 @@ fn the_checkers_catch_a_replaced_disk_that_testifies_before_it_is_rebuilt() {
 /// Members acknowledging to every connection that appended, whatever its epoch, as the
 /// safekeeper did before RFC 0015: a zombie writer counts the records its successor put at LSNs
 /// it also used as its own, and raises its VDL past what was recovered. The checkers must catch
-/// it (they did, at seed 3476, the first time the simulator sent acks that way; at seed 10,042
-/// since recoveries fence first and idle writers retire, which leave fewer zombies: so 20,000
-/// seeds, `BOREALIS_SIM_ACK_SEEDS` to change).
+/// it (they did, at seed 3476, the first time the simulator sent acks that way; at 10,042 once
+/// recoveries fenced first and idle writers retired, which leave fewer zombies, and at 4,136
+/// since recovery checks its quorums before it fences: so 20,000 seeds,
+/// `BOREALIS_SIM_ACK_SEEDS` to change).
 #[test]
 fn the_checkers_catch_acks_to_a_superseded_writer() {
     let c = SimConfig {

@@ -2,9 +2,10 @@
 //!
 //! Each running tenant has one OS thread that owns its [`Compute`] (a wasmtime store is not
 //! `Sync`, and SQLite runs one statement at a time anyway) and a bounded queue of jobs. The
-//! thread starts the compute on its first job, which includes recovering the volume (a new
-//! writer epoch); after `idle_timeout` with no job it drops everything and exits: a tenant that is
-//! idle costs no compute.
+//! thread starts the compute on its first job, which includes starting a writer (resuming the
+//! epoch of the tenant's last writer, or recovering the volume under a new one: `writer_start`);
+//! after `idle_timeout` with no job it drops everything and exits: a tenant that is idle costs
+//! no compute.
 //!
 //! After a statement, the thread answers with the LSN the response depends on (the newest LSN
 //! the writer has assigned: anything the statement could have seen); the HTTP handler holds the
@@ -53,6 +54,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::page_client::PageClient;
 pub mod reader;
+mod writer_start;
 
 use crate::volume::{Volume, VolumePages};
 use crate::volume_writer::{ResumePoint, VolumeWriter, VolumeWriterConfig};
@@ -78,9 +80,6 @@ const TENANT_QUEUE_JOBS_MAX: usize = 256;
 /// caught by the loss durable before it gives up on them and recovery settles them. Gossip fills
 /// a returning member in well under a second (drills 1, 3b).
 const LIMBO_SETTLE_GRACE: Duration = Duration::from_secs(2);
-/// Idle tenants whose writers' resume points the pool keeps at most (RFC 0017; a few hundred
-/// bytes each). Past it, an older one is dropped; its tenant recovers on its next request.
-const RESUME_POINTS_MAX: usize = 100_000;
 
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
@@ -208,7 +207,7 @@ pub struct ComputePool {
     /// Until when idle computes give their instances back ([`PRESSURE_HOLD`]).
     pressure_until: Mutex<Option<Instant>>,
     /// Per idle tenant whose writer retired settled: where the next writer resumes its epoch
-    /// instead of recovering (RFC 0017). At most [`RESUME_POINTS_MAX`].
+    /// instead of recovering (RFC 0017). Bounded: `writer_start::RESUME_POINTS_MAX`.
     resume_points: Mutex<HashMap<TenantId, ResumePoint>>,
 }
 
@@ -330,7 +329,7 @@ impl ComputePool {
         let mut slots = self.slots.locked();
         slots.remove(&tenant);
         // Under the slots lock, which a retiring writer keeps its resume point under.
-        self.resume_points.locked().remove(&tenant);
+        self.forget_resume_point(tenant);
         drop(slots);
         self.readers.locked().remove(&tenant);
     }
@@ -628,7 +627,7 @@ impl ComputePool {
         if tenant_deleted {
             // Tenant deleted (no successor can share its id): not covered by `retire`.
             set_status(&status, |s| s.running = false);
-            self.resume_points.locked().remove(&tenant);
+            self.forget_resume_point(tenant);
         }
         self.metrics
             .running_computes
@@ -665,72 +664,6 @@ impl ComputePool {
                 let _ = reply.send(result);
             }
         }
-    }
-
-    /// Keeps where a writer that retired settled stopped, for the tenant's next writer (RFC
-    /// 0017). Past [`RESUME_POINTS_MAX`] tenants another tenant's point goes (that tenant's next
-    /// writer recovers), so the tenants that went idle last keep theirs.
-    fn keep_resume_point(&self, tenant: TenantId, point: ResumePoint) {
-        let mut points = self.resume_points.locked();
-        if points.len() >= RESUME_POINTS_MAX && !points.contains_key(&tenant) {
-            if let Some(other) = points.keys().next().copied() {
-                points.remove(&other);
-            }
-        }
-        points.insert(tenant, point);
-    }
-
-    /// The writer: resumed from the epoch of the tenant's last writer if it retired settled
-    /// (RFC 0017), else recovered anew; also if there is none or it failed (its compute goes
-    /// with it).
-    fn ensure_writer(
-        &self,
-        tenant: TenantId,
-        writer_slot: &mut Option<Arc<VolumeWriter>>,
-        compute_slot: &mut Option<Compute>,
-    ) -> Result<Arc<VolumeWriter>, ApiError> {
-        if let Some(w) = writer_slot.as_ref() {
-            if let Some(why) = w.failure() {
-                info!(why = %why, "replacing failed writer");
-                *compute_slot = None;
-                *writer_slot = None;
-            }
-        }
-        if let Some(w) = writer_slot.as_ref() {
-            return Ok(w.clone());
-        }
-        let point = self.resume_points.locked().remove(&tenant);
-        if let Some(point) = point {
-            let epoch = point.epoch;
-            match self
-                .rt
-                .block_on(VolumeWriter::resume(tenant, self.config.log.clone(), point))
-            {
-                Ok(w) => {
-                    self.metrics.writer_resumes.fetch_add(1, Ordering::Relaxed);
-                    *writer_slot = Some(w.clone());
-                    return Ok(w);
-                }
-                Err(e) => {
-                    self.metrics
-                        .writer_resumes_failed
-                        .fetch_add(1, Ordering::Relaxed);
-                    info!(epoch, error = %e, "resuming the idle writer's epoch failed: recovering");
-                }
-            }
-        }
-        let w = self
-            .rt
-            .block_on(VolumeWriter::recover(tenant, self.config.log.clone()))
-            .map_err(|e| {
-                self.metrics
-                    .recoveries_failed
-                    .fetch_add(1, Ordering::Relaxed);
-                warn!(error = %e, "recovery failed");
-                ApiError::from_kind(e.kind(), e.to_string())
-            })?;
-        *writer_slot = Some(w.clone());
-        Ok(w)
     }
 
     fn run(

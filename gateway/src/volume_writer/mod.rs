@@ -312,17 +312,16 @@ impl VolumeWriter {
                 r = failed.changed() => r.is_ok(),
                 _ = tokio::time::sleep_until(deadline) => false,
             };
-            if !woken || failed.borrow().is_some() {
+            if !woken {
+                // The deadline, or every member task gone (after a failure, which says why).
                 writer.shutdown();
-                if let Some(why) = failed.borrow().clone() {
-                    return Err(LogError::Recovery(why));
-                }
-                return Err(LogError::Recovery(match short {
+                let why = failed.borrow().clone().unwrap_or_else(|| match short {
                     Some((segment, n)) => format!(
                         "only {n} of {PG_MEMBERS} safekeepers of segment {segment}'s group accepted epoch {epoch}"
                     ),
                     None => format!("only {total} of {pool} safekeepers accepted epoch {epoch}"),
-                }));
+                });
+                return Err(LogError::Recovery(why));
             }
         };
         let grace = quorum_at + POOL_CONNECT_GRACE;

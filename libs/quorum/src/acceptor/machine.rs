@@ -282,7 +282,7 @@ impl Acceptor {
                     history: history.to_vec(),
                     truncate_pending_above: pending.then_some(truncate_above),
                     trims,
-                    promised_epoch: self.judge.promised_epoch(),
+                    ..self.control()
                 };
                 let mut actions = vec![Action::StoreControl(control.clone())];
                 if pending {
@@ -323,14 +323,8 @@ impl Acceptor {
         }
         self.judge.promise(epoch);
         self.published.promised_epoch = epoch;
-        let control = Control {
-            history: self.judge.history().to_vec(),
-            truncate_pending_above: None,
-            trims: self.judge.trim_points(),
-            promised_epoch: epoch,
-        };
         Ok(vec![
-            Action::StoreControl(control),
+            Action::StoreControl(self.control()),
             Action::Publish {
                 segments: self.published.segments.keys().copied().collect(),
             },
@@ -507,6 +501,17 @@ impl Acceptor {
         vec![self.publish(&[segment])]
     }
 
+    /// The control state as it stands (no truncation pending): what a new `StoreControl` starts
+    /// from, so every field it does not change is carried along.
+    fn control(&self) -> Control {
+        Control {
+            history: self.judge.history().to_vec(),
+            truncate_pending_above: None,
+            trims: self.judge.trim_points(),
+            promised_epoch: self.judge.promised_epoch(),
+        }
+    }
+
     /// The durable half of a trim or an adopted trim point: the control file names `point` as
     /// `segment`'s trim point, then the segment file loses the records at or below it.
     fn store_trim_point_then_drop(&self, segment: SegmentId, point: TrimPoint) -> Vec<Action> {
@@ -516,10 +521,8 @@ impl Acceptor {
         trims.sort_by_key(|(s, _)| *s);
         vec![
             Action::StoreControl(Control {
-                history: self.judge.history().to_vec(),
-                truncate_pending_above: None,
                 trims,
-                promised_epoch: self.judge.promised_epoch(),
+                ..self.control()
             }),
             Action::DropThrough {
                 segment,
